@@ -1,0 +1,54 @@
+"""
+wsgi-sse: live Server-Sent Events for any WSGI application, on Twisted.
+
+Serve your WSGI app and an event stream from one process, and push to every
+open page from ordinary view code::
+
+    # server.py -- run with: twistd -ny server.py
+    from wsgi_sse import make_application
+    from myapp import app
+
+    application = make_application(app)
+
+    # in a view, in any thread:
+    from wsgi_sse import broadcast
+    broadcast("Ada knocked")
+"""
+
+from ._app import SSEServerService, WSGIThreadPool, make_application, make_service
+from ._broadcast import (
+    Broadcaster,
+    broadcast,
+    broadcast_and_wait,
+    get_broadcaster,
+    set_broadcaster,
+)
+from ._encoding import encode_comment, encode_event
+from ._hub import DEFAULT_CHANNEL, Event, Hub
+from ._mount import WSGIRoot
+from ._options import StreamOptions, StreamRequest
+from ._resource import SSEResource
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "DEFAULT_CHANNEL",
+    "Broadcaster",
+    "Event",
+    "Hub",
+    "SSEResource",
+    "SSEServerService",
+    "StreamOptions",
+    "StreamRequest",
+    "WSGIRoot",
+    "WSGIThreadPool",
+    "__version__",
+    "broadcast",
+    "broadcast_and_wait",
+    "encode_comment",
+    "encode_event",
+    "get_broadcaster",
+    "make_application",
+    "make_service",
+    "set_broadcaster",
+)

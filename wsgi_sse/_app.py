@@ -1,0 +1,242 @@
+"""
+Putting it together: the WSGI thread pool, the site, the service and
+L{make_application} for C{twistd -ny server.py}.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import TYPE_CHECKING, Any, Mapping
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import Application, MultiService
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+from twisted.web.resource import IResource
+from twisted.web.server import Site
+from twisted.web.wsgi import WSGIResource
+
+from ._broadcast import Broadcaster, Publisher, set_broadcaster
+from ._hub import Hub
+from ._mount import WSGIRoot
+from ._options import StreamOptions
+from ._resource import SSEResource
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
+
+__all__ = ["WSGIThreadPool", "SSEServerService", "make_application", "make_service", "DEFAULT_LISTEN"]
+
+DEFAULT_LISTEN = "tcp:8005"
+"""The endpoint used when neither C{listen} nor C{WSGI_SSE_LISTEN} says otherwise."""
+
+LISTEN_ENV = "WSGI_SSE_LISTEN"
+
+
+def _daemon_thread(*args: Any, **kwargs: Any) -> threading.Thread:
+    thread = threading.Thread(*args, **kwargs)
+    # A WSGI view that never returns must not keep the process alive after
+    # shutdown gave up waiting for it.
+    thread.daemon = True
+    return thread
+
+
+class WSGIThreadPool(ThreadPool):
+    """A thread pool for a WSGI app whose threads never block process exit."""
+
+    threadFactory = staticmethod(_daemon_thread)  # type: ignore[assignment]
+
+
+class SSEServerService(MultiService):
+    """
+    Serve a WSGI app and its event stream on one listening endpoint.
+
+    Starting the service starts the WSGI thread pool and listens; stopping it
+    ends every stream cleanly, stops listening, and stops the pool from a
+    helper thread (a WSGI thread waiting on the reactor cannot deadlock the
+    shutdown), giving up on threads still busy after C{shutdown_timeout}.
+
+    Lifecycle methods: call in the reactor thread.
+
+    @ivar hub: the L{Hub} behind the stream.
+    @ivar broadcaster: a L{Broadcaster} for this server's hub.
+    @ivar threadpool: the WSGI app's thread pool.
+    @ivar sse_resource: the L{SSEResource}.
+    @ivar root: the L{WSGIRoot} (mount more Twisted resources on it).
+    @ivar site: the twisted.web C{Site}.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        wsgi_app: WSGIApplication,
+        *,
+        listen: str | None = None,
+        sse_path: str = "/sse",
+        threads: int = 10,
+        min_threads: int = 0,
+        hub: Hub | None = None,
+        publisher: Publisher | None = None,
+        resources: Mapping[str, IResource] | None = None,
+        reactor: Any = None,
+        shutdown_timeout: float = 4.0,
+        options: StreamOptions | None = None,
+        **option_fields: Any,
+    ) -> None:
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor as global_reactor
+
+            reactor = global_reactor
+        if threads < 1 or min_threads < 0 or min_threads > threads:
+            raise ValueError("need 1 <= threads and 0 <= min_threads <= threads")
+        if options is None:
+            options = StreamOptions(**option_fields)
+        elif option_fields:
+            raise TypeError("pass either options or option keywords, not both")
+        self.reactor = reactor
+        self.listen = resolve_listen(listen)
+        self.shutdown_timeout = shutdown_timeout
+        self.hub = hub if hub is not None else Hub(clock=reactor)
+        self.broadcaster = Broadcaster(publisher or self.hub, reactor=reactor)
+        self.threadpool = WSGIThreadPool(min_threads, threads, "wsgi")
+        self.wsgi_resource = WSGIResource(reactor, self.threadpool, wsgi_app)
+        self.sse_resource = SSEResource(
+            self.hub, reactor=reactor, threadpool=self.threadpool, options=options
+        )
+        self.root = WSGIRoot(self.wsgi_resource)
+        self.root.mount(sse_path, self.sse_resource)
+        for path, resource in (resources or {}).items():
+            self.root.mount(path, resource, exact=False)
+        self.site = Site(self.root)
+        endpoint = serverFromString(reactor, self.listen)
+        self.listening = StreamServerEndpointService(endpoint, self.site)
+        self.listening.setServiceParent(self)
+
+    def startService(self) -> None:  # noqa: N802
+        """Start the thread pool, then listen."""
+        self.threadpool.start()
+        super().startService()
+        self.listening._waitingForPort.addCallback(self._listening)  # type: ignore[union-attr]
+
+    def _listening(self, port: Any) -> Any:
+        address = port.getHost()
+        self.log.info(
+            "wsgi-sse serving on {address} (stream at {path})",
+            address=address,
+            path=self.sse_path,
+        )
+        return port
+
+    @property
+    def sse_path(self) -> str:
+        """The path of the event stream."""
+        for segments, resource, _ in self.root._mounts:
+            if resource is self.sse_resource:
+                return "/" + "/".join(s.decode("utf-8") for s in segments)
+        raise AssertionError("stream not mounted")  # pragma: no cover
+
+    def stopService(self) -> Deferred[None]:  # noqa: N802
+        """End the streams, stop listening, then stop the thread pool."""
+        self.sse_resource.close()
+        listening = super().stopService()
+        pool_stopped = self._stop_threadpool()
+        if listening is None:
+            return pool_stopped
+        return listening.addBoth(lambda _: pool_stopped)  # type: ignore[no-any-return]
+
+    def _stop_threadpool(self) -> Deferred[None]:
+        done: Deferred[None] = Deferred()
+        pool = self.threadpool
+        reactor = self.reactor
+
+        def fire() -> None:
+            if not done.called:
+                done.callback(None)
+
+        def give_up() -> None:
+            if not done.called:
+                busy = len(pool.working)
+                self.log.warn(
+                    "{busy} WSGI thread(s) still busy after {timeout}s; not waiting",
+                    busy=busy,
+                    timeout=self.shutdown_timeout,
+                )
+                done.callback(None)
+
+        def stop() -> None:
+            pool.stop()
+            reactor.callFromThread(fire)
+
+        timer = reactor.callLater(self.shutdown_timeout, give_up)
+        done.addBoth(lambda r: (timer.cancel() if timer.active() else None, r)[1])
+        threading.Thread(target=stop, name="wsgi-sse-pool-stop", daemon=True).start()
+        return done
+
+
+def resolve_listen(listen: str | None) -> str:
+    """The endpoint to listen on: C{listen}, else C{$WSGI_SSE_LISTEN}, else C{tcp:8005}."""
+    if listen:
+        return listen
+    return os.environ.get(LISTEN_ENV) or DEFAULT_LISTEN
+
+
+def make_service(wsgi_app: WSGIApplication, **kwargs: Any) -> SSEServerService:
+    """
+    Build an L{SSEServerService} and make it the target of the module-level
+    L{broadcast<wsgi_sse.broadcast>}.  Takes the same arguments as
+    L{make_application}.  Call it in the main thread, before the reactor runs.
+    """
+    import crochet
+
+    try:
+        # Under twistd the reactor is not crochet's to run; crochet only
+        # needs to know that for broadcast_and_wait().  A second call (or a
+        # crochet.setup() done earlier by the command line) is fine.
+        crochet.no_setup()
+    except RuntimeError:
+        pass
+    service = SSEServerService(wsgi_app, **kwargs)
+    set_broadcaster(service.broadcaster)
+    return service
+
+
+def make_application(
+    wsgi_app: WSGIApplication,
+    *,
+    listen: str | None = None,
+    sse_path: str = "/sse",
+    threads: int = 10,
+    name: str = "wsgi-sse",
+    **kwargs: Any,
+) -> Application:
+    """
+    Build the Twisted application that C{twistd -ny server.py} runs: the
+    WSGI app at the root, on its own thread pool, and the event stream at
+    C{sse_path}.
+
+    @param wsgi_app: any WSGI application (Bottle, Django, Flask, ...).
+    @param listen: a Twisted endpoint string (C{"tcp:8005"},
+        C{"tcp:8005:interface=127.0.0.1"}, C{"unix:/run/app.sock"}, ...);
+        default: C{$WSGI_SSE_LISTEN}, else C{"tcp:8005"}.
+    @param sse_path: where the stream is served (C{"/sse"}, C{"/events/live"}).
+        Only that exact path; every other path goes to the WSGI app.
+    @param threads: the WSGI thread pool's maximum size.
+    @param name: the application's name (shown by twistd).
+    @param kwargs: C{min_threads}, C{hub}, C{resources} (a mapping of paths
+        to extra Twisted resources), C{reactor}, C{shutdown_timeout}, and any
+        L{StreamOptions} field (C{heartbeat}, C{retry}, C{authorize}, ...).
+
+    Call it in the main thread, from the C{.tac} file.  It also makes this
+    server the target of L{broadcast<wsgi_sse.broadcast>}.
+    """
+    application = Application(name)
+    service = make_service(
+        wsgi_app, listen=listen, sse_path=sse_path, threads=threads, **kwargs
+    )
+    service.setServiceParent(application)
+    return application

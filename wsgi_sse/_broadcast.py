@@ -1,0 +1,228 @@
+"""
+Publishing from any thread: the only code in wsgi-sse that crosses threads.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import TYPE_CHECKING, Any, Protocol
+
+from twisted.python import threadable
+
+from ._encoding import encode_body
+from ._hub import DEFAULT_CHANNEL, Hub
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
+__all__ = [
+    "Broadcaster",
+    "Publisher",
+    "broadcast",
+    "broadcast_and_wait",
+    "get_broadcaster",
+    "set_broadcaster",
+    "validate_channel",
+]
+
+_BAD_CHANNEL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class Publisher(Protocol):
+    """
+    Where a L{Broadcaster} sends prepared events, in the reactor thread: a
+    L{Hub}, or a backplane that shares events between processes.
+    """
+
+    def publish(self, channel: str, body: bytes) -> int | Deferred[int]:
+        """Publish an encoded event body; return (a Deferred of) the delivery count."""
+
+
+def validate_channel(channel: object) -> str:
+    """
+    Check a channel name given to C{broadcast()}, returning it.
+
+    @raise TypeError: if it is not a str.
+    @raise ValueError: if it is empty or contains control characters.
+    """
+    if not isinstance(channel, str):
+        raise TypeError(f"channel must be a str, not {type(channel).__name__}")
+    if not channel:
+        raise ValueError("channel must not be empty")
+    if _BAD_CHANNEL.search(channel):
+        raise ValueError("channel must not contain control characters")
+    return channel
+
+
+class Broadcaster:
+    """
+    Send events to every connected client of a channel, from any thread.
+
+    Events are validated and encoded in the caller's thread (so a bad value
+    raises there and nothing is sent), then handed to the reactor thread.
+    Events broadcast from one thread are delivered in the order they were
+    broadcast.
+
+    @param publisher: a L{Hub} or a backplane; called in the reactor thread.
+    @param reactor: the reactor (default: the global one, looked up late).
+    """
+
+    def __init__(self, publisher: Publisher, *, reactor: Any = None) -> None:
+        self.publisher = publisher
+        self._reactor = reactor
+
+    @property
+    def reactor(self) -> Any:
+        """The reactor events are handed to."""
+        if self._reactor is None:
+            from twisted.internet import reactor
+
+            self._reactor = reactor
+        return self._reactor
+
+    def prepare(
+        self,
+        data: object,
+        *,
+        event: str | None = None,
+        channel: str | None = None,
+        retry: int | None = None,
+    ) -> tuple[str, bytes]:
+        """
+        Validate and encode an event without sending it.  May be called in
+        any thread.
+
+        @return: the channel and the encoded body (without its id).
+        """
+        name = DEFAULT_CHANNEL if channel is None else validate_channel(channel)
+        return name, encode_body(data, event=event, retry=retry)
+
+    def broadcast(
+        self,
+        data: object,
+        *,
+        event: str | None = None,
+        channel: str | None = None,
+        retry: int | None = None,
+    ) -> None:
+        """
+        Send an event to every client subscribed to C{channel}, without
+        waiting for it to be delivered.  May be called in any thread.
+
+        @param data: a C{str} is sent as it is; anything else as JSON.
+        @param event: the event name (C{addEventListener(event, ...)} in the
+            browser); L{None} for a plain C{message}.
+        @param channel: L{None} for the default channel.
+        @param retry: a new reconnection delay for the clients, in ms.
+        @raise TypeError: for values of the wrong type (data that JSON cannot
+            encode, a non-int C{retry}, ...); nothing is sent.
+        @raise ValueError: for values that would break the stream (CR, LF or
+            NUL in C{event}, a negative C{retry}, ...); nothing is sent.
+        """
+        name, body = self.prepare(data, event=event, channel=channel, retry=retry)
+        if threadable.isInIOThread():
+            self.publisher.publish(name, body)
+        else:
+            # callFromThread keeps a FIFO queue, so one thread's events keep
+            # their order; it costs a fraction of crochet's EventualResult.
+            self.reactor.callFromThread(self.publisher.publish, name, body)
+
+    def broadcast_and_wait(
+        self,
+        data: object,
+        *,
+        event: str | None = None,
+        channel: str | None = None,
+        retry: int | None = None,
+        timeout: float = 5.0,
+    ) -> int:
+        """
+        Like L{broadcast}, but wait until the event has been handed to the
+        clients and return how many there were.  Call it from a thread other
+        than the reactor's (a WSGI view, a worker thread).
+
+        @raise RuntimeError: in the reactor thread (it would deadlock), or if
+            the reactor is not managed by crochet (call
+            L{make_application<wsgi_sse.make_application>} or
+            C{crochet.setup()} first).
+        @raise crochet.TimeoutError: if the reactor did not answer in time.
+        """
+        if threadable.isInIOThread():
+            raise RuntimeError(
+                "broadcast_and_wait() would block the reactor thread; use broadcast()"
+            )
+        name, body = self.prepare(data, event=event, channel=channel, retry=retry)
+        import crochet
+
+        try:
+            result = crochet.run_in_reactor(self.publisher.publish)(name, body)
+        except AttributeError:
+            raise RuntimeError(
+                "crochet is not set up: run under make_application() or call crochet.setup()"
+            ) from None
+        return int(result.wait(timeout))
+
+
+_lock = threading.Lock()
+_current: Broadcaster | None = None
+
+
+def get_broadcaster() -> Broadcaster:
+    """
+    Return the broadcaster that L{broadcast} uses, creating one (over a new
+    L{Hub}) if there is none yet.  May be called in any thread.
+    """
+    global _current
+    with _lock:
+        if _current is None:
+            _current = Broadcaster(Hub())
+        return _current
+
+
+def set_broadcaster(broadcaster: Broadcaster | None) -> Broadcaster | None:
+    """
+    Make C{broadcaster} the one L{broadcast} uses; return the previous one.
+
+    L{make_application<wsgi_sse.make_application>} calls this for the server
+    it builds; tests and applications composing their own pieces may call it
+    too.  May be called in any thread.
+    """
+    global _current
+    with _lock:
+        previous, _current = _current, broadcaster
+        return previous
+
+
+def broadcast(
+    data: object,
+    *,
+    event: str | None = None,
+    channel: str | None = None,
+    retry: int | None = None,
+) -> None:
+    """
+    Send an event to every connected client of C{channel}, from any thread,
+    without waiting.  See L{Broadcaster.broadcast}.
+
+    >>> broadcast("Ada knocked")                          # doctest: +SKIP
+    >>> broadcast({"n": 3}, event="count", channel="user-42")  # doctest: +SKIP
+    """
+    get_broadcaster().broadcast(data, event=event, channel=channel, retry=retry)
+
+
+def broadcast_and_wait(
+    data: object,
+    *,
+    event: str | None = None,
+    channel: str | None = None,
+    retry: int | None = None,
+    timeout: float = 5.0,
+) -> int:
+    """
+    Send an event and wait until it has been handed to the clients; return
+    how many.  See L{Broadcaster.broadcast_and_wait}.
+    """
+    return get_broadcaster().broadcast_and_wait(
+        data, event=event, channel=channel, retry=retry, timeout=timeout
+    )

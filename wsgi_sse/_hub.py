@@ -1,0 +1,319 @@
+"""
+The hub: channels, subscribers, event ids and the replay history.
+
+Every method of L{Hub} must be called in the reactor thread; the only code
+that crosses threads is in L{wsgi_sse._broadcast}.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterable, Protocol
+
+from twisted.logger import Logger
+
+from ._encoding import frame
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorTime
+
+__all__ = ["DEFAULT_CHANNEL", "Event", "Hub", "Subscriber", "HubStats"]
+
+DEFAULT_CHANNEL = "default"
+"""The channel of a connection that names none, and of a broadcast that names none."""
+
+
+class Subscriber(Protocol):
+    """Anything the hub can deliver encoded events to (a connected stream)."""
+
+    def send(self, wire: bytes) -> None:
+        """Deliver one complete, encoded event.  Called in the reactor thread."""
+
+
+@dataclass(slots=True, frozen=True)
+class Event:
+    """
+    One published event as it is kept in the history.
+
+    @ivar seq: the position in this hub's id space, for ordering and replay.
+    @ivar id: the id sent on the wire (C{"<instance>-<seq>"}).
+    @ivar channel: the channel it was published on.
+    @ivar wire: the complete encoded event, id line included.
+    @ivar published: the clock time it was published at.
+    """
+
+    seq: int
+    id: str
+    channel: str
+    wire: bytes
+    published: float
+
+
+@dataclass(slots=True)
+class HubStats:
+    """Counters kept by a hub since it was created."""
+
+    events_published: int = 0
+    deliveries: int = 0
+    bytes_queued: int = 0
+    replays: int = 0
+    resets: int = 0
+
+
+class _Channel:
+    __slots__ = ("name", "subscribers", "history", "evicted_upto")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        # A dict keeps insertion order and O(1) removal; values unused.
+        self.subscribers: dict[Subscriber, None] = {}
+        self.history: deque[Event] = deque()
+        # Highest seq dropped from this channel's history (0: nothing yet).
+        self.evicted_upto = 0
+
+
+def _new_instance_id() -> str:
+    """A short token that differs between runs, so old ids are never mistaken for new ones."""
+    return _base36(int(time.time() * 1000))
+
+
+def _base36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = []
+    while True:
+        n, r = divmod(n, 36)
+        out.append(digits[r])
+        if not n:
+            return "".join(reversed(out))
+
+
+class Hub:
+    """
+    Route published events to the subscribers of their channel and keep a
+    bounded history of each channel for replay.
+
+    Ids have the form C{"<instance>-<seq>"}: C{seq} grows by one per event
+    across all channels, and C{instance} changes every time a hub is created,
+    so a browser reconnecting with an id from a previous run of the server is
+    told to reset instead of being replayed the wrong events.
+
+    All methods: call in the reactor thread.
+
+    @param history_size: events kept per channel for replay (0 disables replay).
+    @param history_age: seconds an event stays in the history.
+    @param clock: the time source (the reactor by default).
+    @param instance_id: the id prefix; random-enough by default, fixed in tests.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        *,
+        history_size: int = 1000,
+        history_age: float = 600.0,
+        clock: IReactorTime | None = None,
+        instance_id: str | None = None,
+    ) -> None:
+        if history_size < 0:
+            raise ValueError("history_size must not be negative")
+        if history_age <= 0:
+            raise ValueError("history_age must be positive")
+        self.history_size = history_size
+        self.history_age = history_age
+        self._clock = clock
+        self.instance_id = instance_id if instance_id is not None else _new_instance_id()
+        self._prefix = self.instance_id + "-"
+        self._seq = 0
+        self._channels: dict[str, _Channel] = {}
+        self._subscriptions: dict[Subscriber, tuple[str, ...]] = {}
+        # The highest seq evicted from any channel that was later forgotten.
+        self._forgotten_upto = 0
+        self.stats = HubStats()
+
+    # -- time ------------------------------------------------------------
+
+    def _now(self) -> float:
+        if self._clock is None:
+            from twisted.internet import reactor
+
+            self._clock = reactor  # type: ignore[assignment]
+        assert self._clock is not None
+        return self._clock.seconds()
+
+    # -- ids -------------------------------------------------------------
+
+    @property
+    def last_id(self) -> str:
+        """The id of the newest event published (C{"<instance>-0"} before any)."""
+        return self._prefix + str(self._seq)
+
+    def parse_id(self, event_id: str) -> int | None:
+        """
+        Return the seq of an id this hub issued, or L{None} if it did not
+        issue it (another run, another server, garbage, or from the future).
+        """
+        if not event_id.startswith(self._prefix):
+            return None
+        digits = event_id[len(self._prefix) :]
+        if not digits.isdigit() or not digits.isascii() or len(digits) > 20:
+            return None
+        seq = int(digits)
+        if seq > self._seq:
+            return None
+        return seq
+
+    # -- subscriptions -----------------------------------------------------
+
+    def subscribe(self, subscriber: Subscriber, channels: Iterable[str]) -> None:
+        """Start delivering events of C{channels} to C{subscriber}."""
+        names = tuple(dict.fromkeys(channels))
+        if subscriber in self._subscriptions:
+            raise ValueError("already subscribed")
+        self._subscriptions[subscriber] = names
+        for name in names:
+            channel = self._channels.get(name)
+            if channel is None:
+                channel = self._channels[name] = _Channel(name)
+            channel.subscribers[subscriber] = None
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        """Stop delivering to C{subscriber}; unknown subscribers are ignored."""
+        names = self._subscriptions.pop(subscriber, ())
+        for name in names:
+            channel = self._channels.get(name)
+            if channel is None:
+                continue
+            channel.subscribers.pop(subscriber, None)
+            self._forget_if_idle(channel)
+
+    def subscriber_count(self, channel: str | None = None) -> int:
+        """Connections subscribed to C{channel}, or to anything if L{None}."""
+        if channel is None:
+            return len(self._subscriptions)
+        found = self._channels.get(channel)
+        return len(found.subscribers) if found is not None else 0
+
+    def channel_counts(self) -> dict[str, int]:
+        """Subscribers per channel, for channels that have any."""
+        return {
+            name: len(ch.subscribers)
+            for name, ch in self._channels.items()
+            if ch.subscribers
+        }
+
+    # -- publishing --------------------------------------------------------
+
+    def publish(self, channel: str, body: bytes) -> int:
+        """
+        Give C{body} (an event encoded without its id) the next id, keep it
+        for replay and send it to every subscriber of C{channel}.
+
+        @return: the number of subscribers it was sent to.
+        """
+        self._seq += 1
+        return self.deliver(self._seq, self._prefix + str(self._seq), channel, body)
+
+    def deliver(self, seq: int, event_id: str, channel: str, body: bytes) -> int:
+        """
+        Record and fan out an event whose id was assigned elsewhere (by
+        L{publish}, or by a backplane shared between processes).
+
+        C{seq} must grow with every call.
+        """
+        wire = frame(event_id, body)
+        now = self._now()
+        ch = self._channels.get(channel)
+        if ch is None:
+            ch = self._channels[channel] = _Channel(channel)
+        if self.history_size:
+            history = ch.history
+            history.append(Event(seq, event_id, channel, wire, now))
+            self._trim(ch, now)
+        else:
+            ch.evicted_upto = seq
+        stats = self.stats
+        stats.events_published += 1
+        # The hot path: one pre-encoded bytes object written to every
+        # subscriber.  Iterate over a snapshot: a send may drop a slow client,
+        # which unsubscribes it while we loop.
+        subscribers = tuple(ch.subscribers)
+        for subscriber in subscribers:
+            subscriber.send(wire)
+        count = len(subscribers)
+        stats.deliveries += count
+        stats.bytes_queued += count * len(wire)
+        self._forget_if_idle(ch)
+        return count
+
+    def _forget_if_idle(self, ch: _Channel) -> None:
+        """Delete a channel nobody listens to and that has no history left."""
+        if not ch.subscribers and not ch.history:
+            if ch.evicted_upto > self._forgotten_upto:
+                self._forgotten_upto = ch.evicted_upto
+            del self._channels[ch.name]
+
+    def _trim(self, ch: _Channel, now: float) -> None:
+        history = ch.history
+        cutoff = now - self.history_age
+        while history and (len(history) > self.history_size or history[0].published < cutoff):
+            ch.evicted_upto = history.popleft().seq
+
+    def prune(self) -> None:
+        """Drop events older than C{history_age} from every channel."""
+        now = self._now()
+        for ch in list(self._channels.values()):
+            self._trim(ch, now)
+            self._forget_if_idle(ch)
+
+    # -- replay ------------------------------------------------------------
+
+    def replay(self, channels: Iterable[str], last_event_id: str) -> list[Event] | None:
+        """
+        Return the events of C{channels} published after C{last_event_id}, in
+        order, or L{None} if that cannot be done exactly (the id is unknown, or
+        some events after it have already left the history).
+
+        Call it in the same reactor turn as L{subscribe} so no event can fall
+        between the replay and the live stream.
+        """
+        events = self._missed(channels, last_event_id)
+        if events is None:
+            self.stats.resets += 1
+        else:
+            self.stats.replays += 1
+        return events
+
+    def can_replay(self, channels: Iterable[str], last_event_id: str) -> bool:
+        """Whether L{replay} would succeed now (without counting it in the stats)."""
+        return self._missed(channels, last_event_id) is not None
+
+    def _missed(self, channels: Iterable[str], last_event_id: str) -> list[Event] | None:
+        seq = self.parse_id(last_event_id)
+        if seq is None:
+            return None
+        now = self._now()
+        selected: list[list[Event]] = []
+        for name in dict.fromkeys(channels):
+            ch = self._channels.get(name)
+            if ch is None:
+                # Never published to, or forgotten once its history emptied:
+                # only the latter can hide events, and _forgotten_upto bounds
+                # what any forgotten channel could have held.
+                if seq < self._forgotten_upto:
+                    return None
+                continue
+            self._trim(ch, now)
+            if ch.evicted_upto > seq:
+                return None
+            if ch.history and ch.history[-1].seq > seq:
+                selected.append(list(itertools.dropwhile(lambda e: e.seq <= seq, ch.history)))
+        if not selected:
+            return []
+        if len(selected) == 1:
+            return selected[0]
+        return list(heapq.merge(*selected, key=lambda e: e.seq))

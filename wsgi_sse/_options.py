@@ -1,0 +1,144 @@
+"""
+Every setting of the event stream, with its default, in one place.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping, Union
+
+__all__ = ["StreamOptions", "StreamRequest", "AuthorizeResult"]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRequest:
+    """
+    What the C{authorize} and C{initial} hooks know of a connecting stream.
+
+    Browsers' C{EventSource} cannot send custom headers, so a hook normally
+    identifies the user through C{cookies} (a session cookie) or C{query}
+    (a signed token in the URL).
+
+    @ivar channels: the channels asked for, in order, without duplicates.
+    @ivar last_event_id: the id the client resumes from, or L{None}.
+    @ivar headers: request headers, names lower-cased (last value wins).
+    @ivar cookies: request cookies.
+    @ivar query: the query string, every value of every name.
+    @ivar client_address: the peer's IP address (or C{"unix"}).
+    @ivar path: the request path (without the query string).
+    """
+
+    channels: tuple[str, ...]
+    last_event_id: str | None
+    headers: Mapping[str, str]
+    cookies: Mapping[str, str]
+    query: Mapping[str, tuple[str, ...]]
+    client_address: str
+    path: str
+
+
+AuthorizeResult = Union[bool, Iterable[str]]
+"""
+What an C{authorize} hook returns: C{True} (every requested channel),
+C{False} (none: 403), or the channels the connection may join; asking for
+any channel outside that set is refused with 403 and nothing is subscribed.
+"""
+
+_DEFAULT_CHANNEL_PATTERN = r"[A-Za-z0-9_.:@~-]+"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOptions:
+    """
+    How the event stream behaves.  Every field can be passed by name to
+    L{make_application<wsgi_sse.make_application>} and
+    L{SSEResource<wsgi_sse.SSEResource>}.
+
+    @ivar heartbeat: seconds between keep-alive comments (C{0} turns them off).
+    @ivar retry: the reconnection delay in milliseconds sent to each client
+        on connect; browsers wait this long before reconnecting.
+    @ivar retry_jitter: the fraction of C{retry} added at random per client
+        (0.5: between 1× and 1.5×), so that after a restart the clients do not
+        all come back in the same instant.
+    @ivar max_channels: channels one connection may ask for.
+    @ivar max_channel_length: characters in a channel name.
+    @ivar channel_pattern: a regular expression every channel name must
+        match in full.
+    @ivar max_connections: open streams in total; past it: 503.
+    @ivar max_connections_per_address: open streams per client address
+        (L{None}: no cap).  Behind a reverse proxy every client has the
+        proxy's address: leave this off there.
+    @ivar max_buffer: bytes held for a client that has stopped reading before
+        it is disconnected.
+    @ivar max_pause: seconds a client may stop reading before it is
+        disconnected.
+    @ivar busy_retry_after: the C{Retry-After} seconds sent with a 503.
+    @ivar cors_origins: origins (C{"https://app.example.com"}) allowed to open
+        the stream from another site; the default allows the same origin only.
+        C{"*"} allows any origin (never with credentials).
+    @ivar cors_credentials: send C{Access-Control-Allow-Credentials: true}, so
+        that cross-origin pages using C{withCredentials} send their cookies.
+    @ivar authorize: C{(StreamRequest) -> bool | Iterable[str]}, run in the
+        WSGI thread pool before anything is subscribed (see L{AuthorizeResult}).
+    @ivar initial: C{(StreamRequest) -> object | None}, run in the WSGI thread
+        pool for each new page (no Last-Event-ID) and after a reset; a value
+        other than L{None} is sent first, as an C{init} event.
+    """
+
+    heartbeat: float = 15.0
+    retry: int = 3000
+    retry_jitter: float = 0.5
+    max_channels: int = 16
+    max_channel_length: int = 64
+    channel_pattern: str = _DEFAULT_CHANNEL_PATTERN
+    max_connections: int = 10_000
+    max_connections_per_address: int | None = None
+    max_buffer: int = 1 << 20
+    max_pause: float = 60.0
+    busy_retry_after: int = 5
+    cors_origins: tuple[str, ...] = ()
+    cors_credentials: bool = False
+    authorize: Callable[[StreamRequest], AuthorizeResult] | None = None
+    initial: Callable[[StreamRequest], object] | None = None
+    _channel_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.heartbeat < 0:
+            raise ValueError("heartbeat must not be negative")
+        if isinstance(self.retry, bool) or not isinstance(self.retry, int) or self.retry < 0:
+            raise ValueError("retry must be a non-negative int (milliseconds)")
+        if not 0 <= self.retry_jitter <= 10:
+            raise ValueError("retry_jitter must be between 0 and 10")
+        for name in ("max_channels", "max_channel_length", "max_connections", "max_buffer"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.max_connections_per_address is not None and self.max_connections_per_address < 1:
+            raise ValueError("max_connections_per_address must be at least 1 or None")
+        if self.max_pause <= 0:
+            raise ValueError("max_pause must be positive")
+        origins = self.cors_origins
+        if isinstance(origins, str):
+            origins = (origins,)
+        object.__setattr__(self, "cors_origins", tuple(o.rstrip("/") for o in origins))
+        if self.cors_credentials and "*" in self.cors_origins:
+            raise ValueError("cors_credentials cannot be combined with the '*' origin")
+        object.__setattr__(self, "_channel_re", re.compile(self.channel_pattern))
+
+    def check_channel(self, name: str) -> str:
+        """
+        Return C{name} if it is a valid channel name.
+
+        @raise ValueError: with a message fit for an HTTP 400 answer.
+        """
+        if not name:
+            raise ValueError("channel names must not be empty")
+        if len(name) > self.max_channel_length:
+            raise ValueError(
+                f"channel name longer than {self.max_channel_length} characters"
+            )
+        if not self._channel_re.fullmatch(name):
+            raise ValueError(
+                f"channel name {name!r} has characters outside {self.channel_pattern}"
+            )
+        return name

@@ -1,0 +1,509 @@
+"""
+The twisted.web resource that serves the event stream.
+
+All methods: call in the reactor thread (twisted.web does).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from typing import TYPE_CHECKING, Any, Iterable
+from urllib.parse import urlsplit
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from ._client import StreamClient
+from ._encoding import encode_body, encode_comment, encode_event, frame
+from ._hub import DEFAULT_CHANNEL, Hub
+from ._options import StreamOptions, StreamRequest
+
+if TYPE_CHECKING:
+    from twisted.python.threadpool import ThreadPool
+    from twisted.web.server import Request
+
+__all__ = ["SSEResource", "StreamStats"]
+
+_HEARTBEAT = encode_comment()
+_MAX_LAST_EVENT_ID = 128
+_STREAM_HEADERS = (
+    (b"Content-Type", b"text/event-stream; charset=utf-8"),
+    (b"Cache-Control", b"no-cache"),
+    (b"X-Accel-Buffering", b"no"),
+)
+
+
+class _Refused(Exception):
+    """A stream request answered with an HTTP error instead of a stream."""
+
+    def __init__(self, code: int, message: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.headers = tuple(headers)
+
+
+class StreamStats:
+    """Counters of one L{SSEResource}, since it was created."""
+
+    __slots__ = ("connects", "disconnects", "dropped_slow", "refused")
+
+    def __init__(self) -> None:
+        self.connects = 0
+        self.disconnects = 0
+        self.dropped_slow = 0
+        self.refused: Counter[int] = Counter()
+
+
+class SSEResource(Resource):
+    """
+    Serve a Server-Sent Events stream of a L{Hub}'s channels.
+
+    C{GET ?channel=a&channel=b} subscribes the connection to channels C{a}
+    and C{b} (no C{channel}: the default channel); a C{Last-Event-ID} header
+    or C{lastEventId} query parameter replays what was missed.  C{HEAD}
+    answers the stream's headers without subscribing; C{OPTIONS} answers
+    CORS preflights; other methods get 405.
+
+    @param hub: where events come from.
+    @param reactor: the reactor (default: the global one, looked up late).
+    @param threadpool: where the C{authorize} and C{initial} hooks run (the
+        WSGI app's pool, so that hooks may use the app's database).
+    @param options: a L{StreamOptions}; or pass its fields as keywords.
+    """
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(
+        self,
+        hub: Hub,
+        *,
+        reactor: Any = None,
+        threadpool: ThreadPool | None = None,
+        options: StreamOptions | None = None,
+        **option_fields: Any,
+    ) -> None:
+        super().__init__()
+        if options is None:
+            options = StreamOptions(**option_fields)
+        elif option_fields:
+            raise TypeError("pass either options or option keywords, not both")
+        self.hub = hub
+        self.options = options
+        self._reactor = reactor
+        self._threadpool = threadpool
+        self.clients: set[StreamClient] = set()
+        self._per_address: Counter[str] = Counter()
+        self._pending = 0
+        self._heartbeat: LoopingCall | None = None
+        self._closing = False
+        self.stats = StreamStats()
+        self._random = random.Random()
+
+    # -- plumbing ------------------------------------------------------------
+
+    @property
+    def reactor(self) -> Any:
+        """The reactor this resource schedules on."""
+        if self._reactor is None:
+            from twisted.internet import reactor
+
+            self._reactor = reactor
+        return self._reactor
+
+    def _run_in_pool(self, fn: Any, *args: Any) -> Deferred[Any]:
+        pool = self._threadpool
+        if pool is None:
+            pool = self.reactor.getThreadPool()
+        return deferToThreadPool(self.reactor, pool, fn, *args)
+
+    # -- HTTP methods ----------------------------------------------------------
+
+    def render_HEAD(self, request: Request) -> bytes:
+        """Answer the stream's headers; nothing is subscribed."""
+        try:
+            self._parse(request)
+            self._check_origin(request)
+        except _Refused as refused:
+            return self._refuse(request, refused)
+        self._set_stream_headers(request)
+        return b""
+
+    def render_OPTIONS(self, request: Request) -> bytes:
+        """Answer a CORS preflight."""
+        origin = _header(request, b"origin")
+        request.setHeader(b"Allow", b"GET, HEAD, OPTIONS")
+        request.setHeader(b"Vary", b"Origin")
+        if origin is not None:
+            if not self._origin_allowed(origin):
+                request.setResponseCode(403)
+                request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+                return b"origin not allowed\n"
+            self._grant_cors(request, origin)
+            request.setHeader(b"Access-Control-Allow-Methods", b"GET, HEAD, OPTIONS")
+            request.setHeader(
+                b"Access-Control-Allow-Headers", b"Last-Event-ID, Cache-Control, Accept"
+            )
+            request.setHeader(b"Access-Control-Max-Age", b"600")
+        request.setResponseCode(204)
+        return b""
+
+    def render_GET(self, request: Request) -> bytes | int:
+        """Open a stream (or refuse it with a 4xx/503)."""
+        try:
+            channels, last_event_id = self._parse(request)
+            self._check_origin(request)
+            peer = _peer(request)
+            self._check_limits(peer)
+        except _Refused as refused:
+            return self._refuse(request, refused)
+
+        options = self.options
+        needs_hooks = options.authorize is not None or options.initial is not None
+        if not needs_hooks:
+            self._start(request, channels, last_event_id, peer, None, None)
+            return NOT_DONE_YET
+
+        # Hooks run in the thread pool; the connection counts toward the limits
+        # meanwhile, and may vanish before they return.
+        info = _stream_request(request, channels, last_event_id, peer)
+        resets = last_event_id is not None and not self.hub.can_replay(channels, last_event_id)
+        want_initial = options.initial is not None and (last_event_id is None or resets)
+        mark = self.hub.last_id
+        self._pending += 1
+        self._per_address[peer] += 1
+        gone: list[bool] = []
+        request.notifyFinish().addBoth(lambda _: gone.append(True))
+
+        def hooks() -> tuple[bool | Iterable[str], object]:
+            allowed: bool | Iterable[str] = True
+            if options.authorize is not None:
+                allowed = options.authorize(info)
+                if isinstance(allowed, (str, bytes)):
+                    raise TypeError("authorize must return a bool or a collection of channels")
+                if not isinstance(allowed, bool):
+                    allowed = frozenset(allowed)
+                    if not allowed.issuperset(channels):
+                        return allowed, None
+                elif not allowed:
+                    return False, None
+            initial = options.initial(info) if want_initial and options.initial else None
+            return allowed, initial
+
+        def done(result: tuple[Any, object]) -> None:
+            self._pending -= 1
+            self._release(peer)
+            if gone:
+                return
+            allowed, initial = result
+            if allowed is False or (
+                not isinstance(allowed, bool) and not set(channels) <= allowed
+            ):
+                denied = [c for c in channels if allowed is False or c not in allowed]
+                self._finish_refused(
+                    request, _Refused(403, f"not allowed to join: {', '.join(denied)}")
+                )
+                return
+            if self._closing:
+                self._finish_refused(request, _Refused(503, "server is shutting down"))
+                return
+            try:
+                self._check_limits(peer)
+            except _Refused as refused:
+                self._finish_refused(request, refused)
+                return
+            self._start(
+                request,
+                channels,
+                last_event_id,
+                peer,
+                initial,
+                mark if want_initial else None,
+            )
+
+        def failed(failure: Failure) -> None:
+            self._pending -= 1
+            self._release(peer)
+            self.log.failure("stream hook failed for {peer}", failure, peer=peer)
+            if not gone:
+                self._finish_refused(request, _Refused(500, "stream hook failed"))
+
+        self._run_in_pool(hooks).addCallbacks(done, failed)
+        return NOT_DONE_YET
+
+    # -- opening a stream --------------------------------------------------------
+
+    def _start(
+        self,
+        request: Request,
+        channels: tuple[str, ...],
+        last_event_id: str | None,
+        peer: str,
+        initial: object,
+        mark: str | None,
+    ) -> None:
+        options = self.options
+        hub = self.hub
+        request.setResponseCode(200)
+        self._set_stream_headers(request)
+        self._grant_cors_if_cross_origin(request)
+        client = StreamClient(
+            request,
+            channels=channels,
+            peer=peer,
+            clock=self.reactor,
+            max_buffer=options.max_buffer,
+            max_pause=options.max_pause,
+            on_drop=self._dropped,
+        )
+        transport = getattr(request.channel, "transport", None)
+        set_no_delay = getattr(transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            # Events are small and latency matters more than packet count.
+            set_no_delay(True)
+        request.registerProducer(client, True)
+        self.clients.add(client)
+        self._per_address[peer] += 1
+        self.stats.connects += 1
+        request.notifyFinish().addBoth(self._gone, client)
+
+        # Everything below happens in this one reactor turn: no event can be
+        # published between the replay and the subscription.
+        retry = options.retry + int(options.retry * options.retry_jitter * self._random.random())
+        parts = [b": connected\n" + b"retry: %d\n\n" % (retry,)]
+        if last_event_id is not None:
+            missed = hub.replay(channels, last_event_id)
+            if missed is None:
+                parts.append(frame(None, encode_body("", event="reset")))
+                self.log.info(
+                    "client {peer} reset: cannot replay from {last_event_id!r}",
+                    peer=peer,
+                    last_event_id=last_event_id,
+                )
+            else:
+                parts.extend(e.wire for e in missed)
+        if mark is not None and initial is not None:
+            parts.append(encode_event(initial, event="init", id=mark))
+            missed = hub.replay(channels, mark)
+            if missed is not None:
+                parts.extend(e.wire for e in missed)
+        hub.subscribe(client, channels)
+        request.write(b"".join(parts))
+        self.log.info(
+            "client {peer} connected to {channels}", peer=peer, channels=list(channels)
+        )
+        self._ensure_heartbeat()
+
+    def _gone(self, reason: object, client: StreamClient) -> None:
+        self.hub.unsubscribe(client)
+        client.stopProducing()
+        if client in self.clients:
+            self.clients.discard(client)
+            self._release(client.peer)
+            self.stats.disconnects += 1
+            why = reason.getErrorMessage() if isinstance(reason, Failure) else "finished"
+            self.log.info("client {peer} disconnected: {why}", peer=client.peer, why=why)
+        if not self.clients:
+            self._stop_heartbeat()
+
+    def _dropped(self, client: StreamClient, reason: str) -> None:
+        self.stats.dropped_slow += 1
+
+    # -- heartbeat -------------------------------------------------------------
+
+    def _ensure_heartbeat(self) -> None:
+        interval = self.options.heartbeat
+        if interval and (self._heartbeat is None or not self._heartbeat.running):
+            self._heartbeat = LoopingCall(self.beat)
+            self._heartbeat.clock = self.reactor
+            self._heartbeat.start(interval, now=False)
+
+    def _stop_heartbeat(self) -> None:
+        heartbeat, self._heartbeat = self._heartbeat, None
+        if heartbeat is not None and heartbeat.running:
+            heartbeat.stop()
+
+    def beat(self) -> None:
+        """Send a keep-alive comment to every client now (and prune history)."""
+        for client in tuple(self.clients):
+            client.send(_HEARTBEAT)
+        self.hub.prune()
+
+    # -- shutting down ---------------------------------------------------------
+
+    def close(self) -> None:
+        """
+        End every stream cleanly and refuse new ones (server shutdown).
+
+        Clients see the end of the response and reconnect, to this server
+        when it comes back or to another one behind the same address.
+        """
+        self._closing = True
+        self._stop_heartbeat()
+        for client in tuple(self.clients):
+            self.hub.unsubscribe(client)
+            client.finish()
+
+    # -- checks ------------------------------------------------------------------
+
+    def _parse(self, request: Request) -> tuple[tuple[str, ...], str | None]:
+        options = self.options
+        args = request.args or {}
+        raw_channels = args.get(b"channel", [])
+        if len(raw_channels) > options.max_channels:
+            raise _Refused(400, f"too many channels (at most {options.max_channels})")
+        names = []
+        for raw in raw_channels:
+            try:
+                name = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise _Refused(400, "channel names must be UTF-8") from None
+            try:
+                names.append(options.check_channel(name))
+            except ValueError as e:
+                raise _Refused(400, str(e)) from None
+        channels = tuple(dict.fromkeys(names)) or (DEFAULT_CHANNEL,)
+
+        raw_id = request.getHeader(b"last-event-id")
+        if raw_id is None:
+            query_ids = args.get(b"lastEventId")
+            if query_ids:
+                if len(query_ids) > 1:
+                    raise _Refused(400, "lastEventId given more than once")
+                raw_id = query_ids[0]
+        last_event_id = None
+        if raw_id is not None:
+            if isinstance(raw_id, str):
+                raw_id = raw_id.encode("latin-1")
+            if len(raw_id) > _MAX_LAST_EVENT_ID:
+                raise _Refused(400, f"Last-Event-ID longer than {_MAX_LAST_EVENT_ID} bytes")
+            try:
+                text = raw_id.decode("ascii")
+            except UnicodeDecodeError:
+                raise _Refused(400, "Last-Event-ID must be ASCII") from None
+            if not text.isprintable():
+                raise _Refused(400, "Last-Event-ID has control characters")
+            # An empty header means "no id yet" (a browser that never got one).
+            last_event_id = text.strip() or None
+        return channels, last_event_id
+
+    def _origin_allowed(self, origin: str) -> bool:
+        allowed = self.options.cors_origins
+        return "*" in allowed or origin.rstrip("/") in allowed
+
+    def _check_origin(self, request: Request) -> None:
+        origin = _header(request, b"origin")
+        if origin is None or self._origin_allowed(origin) or _same_origin(request, origin):
+            return
+        raise _Refused(403, "origin not allowed")
+
+    def _grant_cors(self, request: Request, origin: str) -> None:
+        options = self.options
+        if "*" in options.cors_origins and not options.cors_credentials:
+            request.setHeader(b"Access-Control-Allow-Origin", b"*")
+        else:
+            request.setHeader(b"Access-Control-Allow-Origin", origin.encode("latin-1"))
+        request.setHeader(b"Vary", b"Origin")
+        if options.cors_credentials:
+            request.setHeader(b"Access-Control-Allow-Credentials", b"true")
+
+    def _grant_cors_if_cross_origin(self, request: Request) -> None:
+        origin = _header(request, b"origin")
+        if origin is not None and self._origin_allowed(origin):
+            self._grant_cors(request, origin)
+
+    def _check_limits(self, peer: str) -> None:
+        options = self.options
+        if self._closing:
+            raise _Refused(503, "server is shutting down", self._retry_after())
+        if len(self.clients) + self._pending >= options.max_connections:
+            raise _Refused(503, "too many connections", self._retry_after())
+        per_address = options.max_connections_per_address
+        if per_address is not None and self._per_address[peer] >= per_address:
+            raise _Refused(503, "too many connections from your address", self._retry_after())
+
+    def _retry_after(self) -> tuple[tuple[bytes, bytes]]:
+        return ((b"Retry-After", b"%d" % (self.options.busy_retry_after,)),)
+
+    def _release(self, peer: str) -> None:
+        count = self._per_address[peer] - 1
+        if count > 0:
+            self._per_address[peer] = count
+        else:
+            del self._per_address[peer]
+
+    # -- answers -----------------------------------------------------------------
+
+    def _set_stream_headers(self, request: Request) -> None:
+        for name, value in _STREAM_HEADERS:
+            request.setHeader(name, value)
+
+    def _refuse(self, request: Request, refused: _Refused) -> bytes:
+        self.stats.refused[refused.code] += 1
+        self.log.info(
+            "refused stream from {peer}: {code} {message}",
+            peer=_peer(request),
+            code=refused.code,
+            message=refused.message,
+        )
+        request.setResponseCode(refused.code)
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        request.setHeader(b"Cache-Control", b"no-store")
+        for name, value in refused.headers:
+            request.setHeader(name, value)
+        return refused.message.encode("utf-8") + b"\n"
+
+    def _finish_refused(self, request: Request, refused: _Refused) -> None:
+        body = self._refuse(request, refused)
+        request.setHeader(b"Content-Length", b"%d" % (len(body),))
+        request.write(body)
+        request.finish()
+
+
+def _header(request: Request, name: bytes) -> str | None:
+    value = request.getHeader(name)
+    if value is None:
+        return None
+    return value if isinstance(value, str) else value.decode("latin-1")
+
+
+def _same_origin(request: Request, origin: str) -> bool:
+    host = _header(request, b"host")
+    if host is None:
+        return False
+    try:
+        return urlsplit(origin).netloc.lower() == host.lower()
+    except ValueError:
+        return False
+
+
+def _peer(request: Request) -> str:
+    address = request.getClientAddress()
+    host = getattr(address, "host", None)
+    return host if isinstance(host, str) else "unix"
+
+
+def _stream_request(
+    request: Request, channels: tuple[str, ...], last_event_id: str | None, peer: str
+) -> StreamRequest:
+    headers = {
+        name.decode("latin-1").lower(): values[-1].decode("latin-1")
+        for name, values in request.requestHeaders.getAllRawHeaders()
+    }
+    cookies = {
+        k.decode("latin-1"): v.decode("latin-1") for k, v in request.received_cookies.items()
+    }
+    query = {
+        k.decode("utf-8", "replace"): tuple(v.decode("utf-8", "replace") for v in vs)
+        for k, vs in (request.args or {}).items()
+    }
+    path = request.path.decode("utf-8", "replace")
+    return StreamRequest(channels, last_event_id, headers, cookies, query, peer, path)
+
