@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Application, MultiService
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
@@ -142,6 +142,8 @@ class SSEServerService(MultiService):
 
     def stopService(self) -> Deferred[None]:  # noqa: N802
         """End the streams, stop listening, then stop the thread pool."""
+        if not self.running:
+            return succeed(None)
         self.sse_resource.close()
         listening = super().stopService()
         pool_stopped = self._stop_threadpool()

@@ -126,6 +126,19 @@ class SSEResource(Resource):
 
     # -- HTTP methods ----------------------------------------------------------
 
+    _ALLOWED = {b"GET": "render_GET", b"HEAD": "render_HEAD", b"OPTIONS": "render_OPTIONS"}
+
+    def render(self, request: Request) -> bytes | int:
+        """Dispatch on the method; anything but GET, HEAD and OPTIONS gets 405."""
+        name = self._ALLOWED.get(request.method)
+        if name is None:
+            request.setHeader(b"Allow", b"GET, HEAD, OPTIONS")
+            return self._refuse(
+                request,
+                _Refused(405, "the event stream only answers GET, HEAD and OPTIONS"),
+            )
+        return getattr(self, name)(request)  # type: ignore[no-any-return]
+
     def render_HEAD(self, request: Request) -> bytes:
         """Answer the stream's headers; nothing is subscribed."""
         try:
