@@ -14,6 +14,7 @@ from twisted.application.service import Application, MultiService
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
+from twisted.python.components import Componentized
 from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import IResource
 from twisted.web.server import Site
@@ -28,7 +29,13 @@ from ._resource import SSEResource
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
-__all__ = ["WSGIThreadPool", "SSEServerService", "make_application", "make_service", "DEFAULT_LISTEN"]
+__all__ = [
+    "DEFAULT_LISTEN",
+    "SSEServerService",
+    "WSGIThreadPool",
+    "make_application",
+    "make_service",
+]
 
 DEFAULT_LISTEN = "tcp:8005"
 """The endpoint used when neither C{listen} nor C{WSGI_SSE_LISTEN} says otherwise."""
@@ -87,7 +94,7 @@ class SSEServerService(MultiService):
         options: StreamOptions | None = None,
         **option_fields: Any,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         if reactor is None:
             from twisted.internet import reactor as global_reactor
 
@@ -117,10 +124,10 @@ class SSEServerService(MultiService):
         self.listening = StreamServerEndpointService(endpoint, self.site)
         self.listening.setServiceParent(self)
 
-    def startService(self) -> None:  # noqa: N802
+    def startService(self) -> None:
         """Start the thread pool, then listen."""
         self.threadpool.start()
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         self.listening._waitingForPort.addCallback(self._listening)  # type: ignore[union-attr]
 
     def _listening(self, port: Any) -> Any:
@@ -140,12 +147,12 @@ class SSEServerService(MultiService):
                 return "/" + "/".join(s.decode("utf-8") for s in segments)
         raise AssertionError("stream not mounted")  # pragma: no cover
 
-    def stopService(self) -> Deferred[None]:  # noqa: N802
+    def stopService(self) -> Deferred[None]:
         """End the streams, stop listening, then stop the thread pool."""
         if not self.running:
             return succeed(None)
         self.sse_resource.close()
-        listening = super().stopService()
+        listening = super().stopService()  # type: ignore[no-untyped-call]
         pool_stopped = self._stop_threadpool()
         if listening is None:
             return pool_stopped
@@ -215,7 +222,7 @@ def make_application(
     threads: int = 10,
     name: str = "wsgi-sse",
     **kwargs: Any,
-) -> Application:
+) -> Componentized:
     """
     Build the Twisted application that C{twistd -ny server.py} runs: the
     WSGI app at the root, on its own thread pool, and the event stream at
@@ -236,9 +243,7 @@ def make_application(
     Call it in the main thread, from the C{.tac} file.  It also makes this
     server the target of L{broadcast<wsgi_sse.broadcast>}.
     """
-    application = Application(name)
-    service = make_service(
-        wsgi_app, listen=listen, sse_path=sse_path, threads=threads, **kwargs
-    )
-    service.setServiceParent(application)
+    application: Componentized = Application(name)
+    service = make_service(wsgi_app, listen=listen, sse_path=sse_path, threads=threads, **kwargs)
+    service.setServiceParent(application)  # type: ignore[no-untyped-call]
     return application
