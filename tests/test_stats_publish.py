@@ -214,7 +214,7 @@ def test_publish_requests_are_counted_in_stats() -> None:
 
 
 def test_publish_needs_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Enabling the endpoint without a (long enough) secret raises ValueError; the env var counts."""
+    """Enabling the endpoint without a long enough secret raises ValueError; the env var counts."""
     monkeypatch.delenv("WSGI_SSE_PUBLISH_SECRET", raising=False)
     with pytest.raises(ValueError, match="secret"):
         make_service(app, listen="tcp:0", publish_path="/publish")
