@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import re
 import shutil
-from pathlib import Path
 from typing import Any
 
 from support import ROOT, http_request, serve
