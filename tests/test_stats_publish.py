@@ -243,3 +243,30 @@ def test_publish_over_keep_alive_connection() -> None:
                 assert chunk
                 raw += chunk
         assert raw.count(b"HTTP/1.1 200") == 2
+
+
+def test_stream_lifecycle_is_logged_with_fields() -> None:
+    """Connects, resets, refusals and disconnects are logged with named fields."""
+    from twisted.logger import globalLogPublisher
+
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        with serve(app) as server:
+            with server.stream("/sse?channel=a", headers={"Last-Event-ID": "x-1"}) as client:
+                client.wait_events(1)
+                server.wait_clients(1)
+            server.wait_clients(0)
+            assert http_request(server.port, "GET", "/sse?channel=%20")[0] == 400
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    by_format = {" ".join(e["log_format"].split(" ")[:2]): e for e in events if "log_format" in e}
+    opened = by_format["stream opened"]
+    assert opened["peer"] == "127.0.0.1" and opened["channels"] == ["a"]
+    assert opened["last_event_id"] == "x-1" and opened["reset"] is True
+    reset = by_format["stream reset"]
+    assert reset["last_event_id"] == "x-1" and reset["channels"] == ["a"]
+    closed = by_format["stream closed"]
+    assert closed["peer"] == "127.0.0.1" and closed["reason"]
+    refused = by_format["refused stream"]
+    assert refused["code"] == 400 and "characters outside" in refused["why"]

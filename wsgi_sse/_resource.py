@@ -195,7 +195,8 @@ class SSEResource(Resource):
             self._grant_cors(request, origin)
             request.setHeader(b"Access-Control-Allow-Methods", b"GET, HEAD, OPTIONS")
             request.setHeader(
-                b"Access-Control-Allow-Headers", b"Last-Event-ID, Cache-Control, Accept"
+                b"Access-Control-Allow-Headers",
+                b"Last-Event-ID, Cache-Control, Accept, X-Requested-With",
             )
             request.setHeader(b"Access-Control-Max-Age", b"600")
         request.setResponseCode(204)
@@ -556,10 +557,10 @@ class SSEResource(Resource):
     def _refuse(self, request: Request, refused: _Refused) -> bytes:
         self.stats.refused[refused.code] += 1
         self.log.info(
-            "refused stream from {peer}: {code} {message}",
+            "refused stream from {peer}: {code} {why}",
             peer=_peer(request),
             code=refused.code,
-            message=refused.message,
+            why=refused.message,
         )
         request.setResponseCode(refused.code)
         request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
