@@ -24,7 +24,9 @@ from ._broadcast import Broadcaster, Publisher, set_broadcaster
 from ._hub import Hub
 from ._mount import WSGIRoot
 from ._options import StreamOptions
+from ._publish import PUBLISH_SECRET_ENV, PublishResource
 from ._resource import SSEResource
+from ._stats import MetricsResource, StatsResource
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -95,6 +97,7 @@ class SSEServerService(MultiService):
     @ivar sse_resource: the L{SSEResource}.
     @ivar root: the L{WSGIRoot} (mount more Twisted resources on it).
     @ivar site: the twisted.web C{Site}.
+    @ivar publish_resource: the HTTP publish endpoint, or L{None}.
     """
 
     log = Logger()
@@ -112,6 +115,13 @@ class SSEServerService(MultiService):
         resources: Mapping[str, IResource] | None = None,
         reactor: Any = None,
         shutdown_timeout: float = 4.0,
+        history_size: int | None = None,
+        history_age: float | None = None,
+        stats_path: str | None = None,
+        metrics_path: str | None = None,
+        publish_path: str | None = None,
+        publish_secret: str | None = None,
+        publish_max_body: int = 64 * 1024,
         options: StreamOptions | None = None,
         **option_fields: Any,
     ) -> None:
@@ -129,7 +139,16 @@ class SSEServerService(MultiService):
         self.reactor = reactor
         self.listen = resolve_listen(listen)
         self.shutdown_timeout = shutdown_timeout
-        self.hub = hub if hub is not None else Hub(clock=reactor)
+        if hub is not None and (history_size is not None or history_age is not None):
+            raise TypeError("pass history_size/history_age to your Hub, not with hub=")
+        if hub is None:
+            history: dict[str, Any] = {}
+            if history_size is not None:
+                history["history_size"] = history_size
+            if history_age is not None:
+                history["history_age"] = history_age
+            hub = Hub(clock=reactor, **history)
+        self.hub = hub
         self.broadcaster = Broadcaster(publisher or self.hub, reactor=reactor)
         self.threadpool = WSGIThreadPool(min_threads, threads, "wsgi")
         self.wsgi_app = wsgi_app
@@ -139,6 +158,27 @@ class SSEServerService(MultiService):
         )
         self.root = WSGIRoot(self.wsgi_resource)
         self.root.mount(sse_path, self.sse_resource)
+        self.publish_resource: PublishResource | None = None
+        if publish_path is not None:
+            if publish_secret is None:
+                publish_secret = os.environ.get(PUBLISH_SECRET_ENV) or None
+            self.publish_resource = PublishResource(
+                self.broadcaster,
+                secret=publish_secret,  # type: ignore[arg-type]  # checked there
+                options=options,
+                max_body=publish_max_body,
+            )
+            self.root.mount(publish_path, self.publish_resource)
+        elif publish_secret is not None:
+            raise ValueError("publish_secret given without publish_path")
+        if stats_path is not None:
+            self.root.mount(
+                stats_path, StatsResource(self.sse_resource, publish=self.publish_resource)
+            )
+        if metrics_path is not None:
+            self.root.mount(
+                metrics_path, MetricsResource(self.sse_resource, publish=self.publish_resource)
+            )
         for path, resource in (resources or {}).items():
             self.root.mount(path, resource, exact=False)
         self.site = Site(self.root)
@@ -258,9 +298,15 @@ def make_application(
         Only that exact path; every other path goes to the WSGI app.
     @param threads: the WSGI thread pool's maximum size.
     @param name: the application's name (shown by twistd).
-    @param kwargs: C{min_threads}, C{hub}, C{resources} (a mapping of paths
-        to extra Twisted resources), C{reactor}, C{shutdown_timeout}, and any
-        L{StreamOptions} field (C{heartbeat}, C{retry}, C{authorize}, ...).
+    @param kwargs: C{min_threads}, C{hub}, C{publisher}, C{resources} (a
+        mapping of paths to extra Twisted resources), C{reactor},
+        C{shutdown_timeout}; C{history_size} and C{history_age} (the replay
+        history of the default hub); C{stats_path} and C{metrics_path}
+        (serve counters as JSON / Prometheus text there; off by default);
+        C{publish_path}, C{publish_secret} (default: C{$WSGI_SSE_PUBLISH_SECRET})
+        and C{publish_max_body} (the HTTP publish endpoint; off by default);
+        and any L{StreamOptions} field (C{heartbeat}, C{retry}, C{authorize},
+        ...).  docs/options.md lists them all with their defaults.
 
     Call it in the main thread, from the C{.tac} file.  It also makes this
     server the target of L{broadcast<wsgi_sse.broadcast>}.
