@@ -17,7 +17,6 @@ from twisted.logger import Logger
 from twisted.python.components import Componentized
 from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import IResource
-from twisted.web.server import Site
 from twisted.web.wsgi import WSGIResource
 
 from ._broadcast import Broadcaster, Publisher, set_broadcaster
@@ -25,6 +24,7 @@ from ._hub import Hub
 from ._mount import WSGIRoot
 from ._options import StreamOptions
 from ._resource import SSEResource
+from ._site import DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, StreamSite
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -91,6 +91,8 @@ class SSEServerService(MultiService):
         resources: Mapping[str, IResource] | None = None,
         reactor: Any = None,
         shutdown_timeout: float = 4.0,
+        header_timeout: float | None = DEFAULT_HEADER_TIMEOUT,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         options: StreamOptions | None = None,
         **option_fields: Any,
     ) -> None:
@@ -119,7 +121,7 @@ class SSEServerService(MultiService):
         self.root.mount(sse_path, self.sse_resource)
         for path, resource in (resources or {}).items():
             self.root.mount(path, resource, exact=False)
-        self.site = Site(self.root)
+        self.site = StreamSite(self.root, header_timeout=header_timeout, idle_timeout=idle_timeout)
         endpoint = serverFromString(reactor, self.listen)
         self.listening = StreamServerEndpointService(endpoint, self.site)
         self.listening.setServiceParent(self)
@@ -237,7 +239,10 @@ def make_application(
     @param threads: the WSGI thread pool's maximum size.
     @param name: the application's name (shown by twistd).
     @param kwargs: C{min_threads}, C{hub}, C{resources} (a mapping of paths
-        to extra Twisted resources), C{reactor}, C{shutdown_timeout}, and any
+        to extra Twisted resources), C{reactor}, C{shutdown_timeout},
+        C{header_timeout} (seconds a client has to send its request headers,
+        default 30), C{idle_timeout} (seconds a kept-alive connection may stay
+        silent between requests, default 180), and any
         L{StreamOptions} field (C{heartbeat}, C{retry}, C{authorize}, ...).
 
     Call it in the main thread, from the C{.tac} file.  It also makes this
