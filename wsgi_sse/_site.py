@@ -7,6 +7,8 @@ resets: a client that trickles its request headers one byte at a time
 gives each request's headers a fixed time to arrive in full, counted from
 the connection's start or from the first byte of the next request on a
 kept-alive connection; past it the connection is answered C{408} and closed.
+A request line or header line longer than Twisted accepts is answered C{414}
+or C{431} (Twisted itself closes such connections without an answer).
 
 All methods: call in the reactor thread (twisted.web does).
 """
@@ -32,15 +34,6 @@ DEFAULT_HEADER_TIMEOUT = 30.0
 
 DEFAULT_IDLE_TIMEOUT = 180.0
 """Seconds a connection may stay silent between requests (not during a stream)."""
-
-_TIMEOUT_RESPONSE = (
-    b"HTTP/1.1 408 Request Timeout\r\n"
-    b"Connection: close\r\n"
-    b"Content-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Length: 30\r\n"
-    b"\r\n"
-    b"request headers took too long\n"
-)
 
 
 class _HeaderDeadlineChannel(http.HTTPChannel):
@@ -95,13 +88,44 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
             peer=str(transport.getPeer()),
             timeout=self.headerTimeout,
         )
-        # Stop reading (the client may keep trickling), answer, and make sure
-        # the socket goes away even if the client never reads the answer.
+        self._refuseAndClose(b"408 Request Timeout", b"request headers took too long\n")
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """Answer an over-long request line (414) or header line (431), then close."""
+        first = getattr(self, "_HTTPChannel__first_line", 0)
+        if first:
+            self._refuseAndClose(b"414 URI Too Long", b"request line too long\n")
+        else:
+            self._refuseAndClose(
+                b"431 Request Header Fields Too Large", b"request header line too long\n"
+            )
+
+    def _refuseAndClose(self, status: bytes, message: bytes) -> None:
+        """
+        Send a final answer and close, letting the client read it: ignore
+        whatever else it sends, half-close so it sees the end, and abort if it
+        does not go away.
+        """
+        self._cancelHeaderDeadline()
         self.setTimeout(None)  # type: ignore[no-untyped-call]
-        transport.stopReading()  # type: ignore[attr-defined]
-        transport.write(_TIMEOUT_RESPONSE)
-        transport.loseConnection()
-        self.callLater(1.0, _abort, transport)  # type: ignore[no-untyped-call, call-arg]
+        self.dataReceived = _ignore  # type: ignore[method-assign]
+        transport = self.transport
+        assert transport is not None
+        transport.write(
+            b"HTTP/1.1 %s\r\nConnection: close\r\n"
+            b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n\r\n%s"
+            % (status, len(message), message)
+        )
+        lose_write = getattr(transport, "loseWriteConnection", None)
+        if lose_write is not None:
+            lose_write()
+        else:  # pragma: no cover - transports that cannot half-close
+            transport.loseConnection()
+        self.callLater(2.0, _abort, transport)  # type: ignore[no-untyped-call, call-arg]
+
+
+def _ignore(data: bytes) -> None:
+    pass
 
 
 def _abort(transport: Any) -> None:
