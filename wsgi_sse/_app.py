@@ -17,7 +17,6 @@ from twisted.logger import Logger
 from twisted.python.components import Componentized
 from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import IResource
-from twisted.web.server import Site
 from twisted.web.wsgi import WSGIResource
 
 from ._broadcast import Broadcaster, Publisher, set_broadcaster
@@ -26,6 +25,7 @@ from ._mount import WSGIRoot
 from ._options import StreamOptions
 from ._publish import PUBLISH_SECRET_ENV, PublishResource
 from ._resource import SSEResource
+from ._site import DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, StreamSite
 from ._stats import MetricsResource, StatsResource
 
 if TYPE_CHECKING:
@@ -122,6 +122,8 @@ class SSEServerService(MultiService):
         publish_path: str | None = None,
         publish_secret: str | None = None,
         publish_max_body: int = 64 * 1024,
+        header_timeout: float | None = DEFAULT_HEADER_TIMEOUT,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         options: StreamOptions | None = None,
         **option_fields: Any,
     ) -> None:
@@ -181,7 +183,7 @@ class SSEServerService(MultiService):
             )
         for path, resource in (resources or {}).items():
             self.root.mount(path, resource, exact=False)
-        self.site = Site(self.root)
+        self.site = StreamSite(self.root, header_timeout=header_timeout, idle_timeout=idle_timeout)
         endpoint = serverFromString(reactor, self.listen)
         self.listening = StreamServerEndpointService(endpoint, self.site)
         self.listening.setServiceParent(self)
@@ -305,8 +307,11 @@ def make_application(
         (serve counters as JSON / Prometheus text there; off by default);
         C{publish_path}, C{publish_secret} (default: C{$WSGI_SSE_PUBLISH_SECRET})
         and C{publish_max_body} (the HTTP publish endpoint; off by default);
-        and any L{StreamOptions} field (C{heartbeat}, C{retry}, C{authorize},
-        ...).  docs/options.md lists them all with their defaults.
+        C{header_timeout} (seconds a client has to send its request headers,
+        default 30), C{idle_timeout} (seconds a kept-alive connection may stay
+        silent between requests, default 180); and any L{StreamOptions} field
+        (C{heartbeat}, C{retry}, C{authorize}, ...).  docs/options.md lists
+        them all with their defaults.
 
     Call it in the main thread, from the C{.tac} file.  It also makes this
     server the target of L{broadcast<wsgi_sse.broadcast>}.
