@@ -15,12 +15,12 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "knockproject.settings")
 
-import django  # noqa: E402
-from django.conf import settings  # noqa: E402
-from django.core.management import call_command  # noqa: E402
-from django.db import connections  # noqa: E402
+import django
+from django.conf import settings
+from django.core.management import call_command
+from django.db import connections
 
-from wsgi_sse.contrib.django import make_application  # noqa: E402
+from wsgi_sse.contrib.django import make_application
 
 django.setup()
 call_command("migrate", interactive=False, verbosity=0)

@@ -3,7 +3,6 @@ served by wsgi-sse beside Django, see ``WSGI_SSE`` in settings."""
 
 from django.contrib import admin
 from django.urls import include, path
-
 from knocks import views
 
 urlpatterns = [
