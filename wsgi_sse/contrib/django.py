@@ -25,6 +25,7 @@ Django is imported when this module is, never by C{import wsgi_sse}.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import fields
 from importlib import import_module
@@ -37,8 +38,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import close_old_connections, transaction
 from django.utils.module_loading import import_string
 from twisted.python import threadable
-from twisted.web.resource import IResource, NoResource
-from twisted.web.static import File
+from twisted.web.pages import notFound
+from twisted.web.resource import IResource
 
 from .._app import make_application as _make_application
 from .._broadcast import get_broadcaster
@@ -373,11 +374,18 @@ def server_kwargs() -> dict[str, Any]:
     return kwargs
 
 
-class _StaticFiles(File):
-    """C{static.File} without directory listings."""
+def _static_file(path: str) -> IResource:
+    """A C{static.File} for C{path} that lists no directories."""
+    with warnings.catch_warnings():
+        # twisted.web.static builds a deprecated resource at import time.
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"twisted\.web\.")
+        from twisted.web.static import File
 
-    def directoryListing(self) -> IResource:
-        return NoResource()
+    class StaticFiles(File):
+        def directoryListing(self) -> IResource:
+            return notFound()
+
+    return StaticFiles(path)
 
 
 def static_resources() -> dict[str, IResource]:
@@ -397,7 +405,7 @@ def static_resources() -> dict[str, IResource]:
     path = "/" + url.strip("/")
     if path == "/":
         raise ImproperlyConfigured("STATIC_URL must not be '/' when wsgi-sse serves static files")
-    return {path: _StaticFiles(str(root))}
+    return {path: _static_file(str(root))}
 
 
 def make_application(wsgi_app: WSGIApplication | None = None, **overrides: Any) -> Componentized:
