@@ -41,7 +41,10 @@ def django_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     tmp = tmp_path_factory.mktemp("django")
     if str(EXAMPLE) not in sys.path:
         sys.path.insert(0, str(EXAMPLE))
-    if not settings.configured:
+    if settings.configured:
+        if settings.ROOT_URLCONF != "knockproject.urls":
+            pytest.fail("Django was configured by another test module")
+    else:
         import knockproject.settings as example
 
         values = {name: getattr(example, name) for name in dir(example) if name.isupper()}
@@ -464,3 +467,28 @@ def test_user_channel_names(django_project: None) -> None:
     assert user_channel(User(), prefix="u.") == "u.7"
     with pytest.raises(ValueError):
         user_channel(AnonymousUser())
+
+
+def test_make_application_from_settings(django_project: None) -> None:
+    """make_application() applies WSGI_SSE and mounts STATIC_ROOT at STATIC_URL."""
+    from django.test import override_settings
+    from twisted.application.service import IServiceCollection
+
+    from wsgi_sse import SSEServerService, set_broadcaster
+    from wsgi_sse.contrib.django import make_application
+
+    config = {"SSE_PATH": "/events", "LISTEN": "tcp:0:interface=127.0.0.1", "THREADS": 3}
+    try:
+        with override_settings(WSGI_SSE=config):
+            application = make_application()
+        (service,) = IServiceCollection(application)
+        assert isinstance(service, SSEServerService)
+        assert service.sse_path == "/events"
+        assert service.threadpool.max == 3
+        mounted = {b"/".join(segments): exact for segments, _, exact in service.root._mounts}
+        assert (mounted[b"events"], mounted[b"static"]) == (True, False)
+        with override_settings(WSGI_SSE={**config, "SERVE_STATIC": False}):
+            (service,) = IServiceCollection(make_application())
+        assert (b"static",) not in [s for s, _, _ in service.root._mounts]
+    finally:
+        set_broadcaster(None)

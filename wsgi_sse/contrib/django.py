@@ -25,6 +25,7 @@ Django is imported when this module is, never by C{import wsgi_sse}.
 from __future__ import annotations
 
 import functools
+import inspect
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import fields
@@ -41,6 +42,7 @@ from twisted.python import threadable
 from twisted.web.pages import notFound
 from twisted.web.resource import IResource
 
+from .._app import SSEServerService
 from .._app import make_application as _make_application
 from .._broadcast import get_broadcaster
 from .._hub import DEFAULT_CHANNEL
@@ -73,13 +75,22 @@ USER_CHANNEL_PREFIX = "user-"
 
 _T = TypeVar("_T")
 
-# Settings keys that are not StreamOptions fields: make_application()'s own.
-_SERVER_KEYS = frozenset(
-    {"LISTEN", "SSE_PATH", "THREADS", "MIN_THREADS", "SHUTDOWN_TIMEOUT", "NAME", "SERVE_STATIC"}
-)
 _OPTION_KEYS = frozenset(f.name.upper() for f in fields(StreamOptions) if f.init)
 _HOOK_KEYS = frozenset({"AUTHORIZE", "INITIAL"})
 _WRAPPED = "_wsgi_sse_django_hook"
+# Arguments of make_application() that have no place in settings.
+_NOT_SETTINGS = frozenset({"self", "wsgi_app", "reactor", "options"})
+
+
+def _server_keys() -> frozenset[str]:
+    """Settings keys naming make_application()'s (and the service's) own arguments."""
+    names = {"SERVE_STATIC"}
+    for function in (_make_application, SSEServerService.__init__):
+        for parameter in inspect.signature(function).parameters.values():
+            if parameter.kind is parameter.VAR_KEYWORD or parameter.name in _NOT_SETTINGS:
+                continue
+            names.add(parameter.name.upper())
+    return frozenset(names)
 
 
 # -- hooks that use the database ---------------------------------------------------
@@ -329,10 +340,10 @@ def server_kwargs() -> dict[str, Any]:
     Read C{settings.WSGI_SSE} and return the keyword arguments for
     L{wsgi_sse.make_application} (or L{wsgi_sse.make_service}).
 
-    Keys are the upper-cased names of those arguments (C{LISTEN},
-    C{SSE_PATH}, C{THREADS}, C{MIN_THREADS}, C{SHUTDOWN_TIMEOUT}) and of
-    every L{StreamOptions} field (C{HEARTBEAT}, C{RETRY}, C{CORS_ORIGINS},
-    ...).  C{AUTHORIZE} and C{INITIAL} are callables or dotted paths to
+    Keys are the upper-cased names of those functions' keyword arguments
+    (C{LISTEN}, C{SSE_PATH}, C{THREADS}, C{MIN_THREADS}, C{SHUTDOWN_TIMEOUT},
+    C{NAME}, ...) and of every L{StreamOptions} field (C{HEARTBEAT},
+    C{RETRY}, C{CORS_ORIGINS}, ...).  C{AUTHORIZE} and C{INITIAL} are callables or dotted paths to
     them; they are wrapped with L{django_hook}.  C{SERVE_STATIC} is read by
     L{make_application} and not returned.
 
@@ -340,9 +351,10 @@ def server_kwargs() -> dict[str, Any]:
     May be called in any thread.
     """
     config = _config()
-    unknown = sorted(set(config) - _SERVER_KEYS - _OPTION_KEYS)
+    server_keys = _server_keys()
+    unknown = sorted(set(config) - server_keys - _OPTION_KEYS)
     if unknown:
-        known = ", ".join(sorted(_SERVER_KEYS | _OPTION_KEYS))
+        known = ", ".join(sorted(server_keys | _OPTION_KEYS))
         raise ImproperlyConfigured(
             f"unknown key(s) in settings.{SETTINGS_NAME}: {', '.join(unknown)} (known: {known})"
         )
@@ -432,6 +444,7 @@ def make_application(wsgi_app: WSGIApplication | None = None, **overrides: Any) 
     resources: dict[str, IResource] = {}
     if _config().get("SERVE_STATIC", True):
         resources.update(static_resources())
+    resources.update(kwargs.pop("resources", None) or {})
     resources.update(overrides.pop("resources", None) or {})
     if resources:
         kwargs["resources"] = resources
