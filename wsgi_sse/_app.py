@@ -27,7 +27,9 @@ from ._options import StreamOptions
 from ._resource import SSEResource
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import WSGIApplication
+    from collections.abc import Iterable
+
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 __all__ = [
     "DEFAULT_LISTEN",
@@ -49,6 +51,25 @@ def _daemon_thread(*args: Any, **kwargs: Any) -> threading.Thread:
     # shutdown gave up waiting for it.
     thread.daemon = True
     return thread
+
+
+def _compliant(app: WSGIApplication) -> WSGIApplication:
+    """
+    Wrap C{app} so that its environ follows PEP 3333.
+
+    twisted.web's WSGI container also copies the Content-Length and
+    Content-Type request headers to C{HTTP_CONTENT_LENGTH} and
+    C{HTTP_CONTENT_TYPE}, keys PEP 3333 forbids (C{wsgiref.validate} and
+    strict frameworks reject them); their values are already in
+    C{CONTENT_LENGTH} and C{CONTENT_TYPE}.  Called in WSGI threads.
+    """
+
+    def application(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        environ.pop("HTTP_CONTENT_LENGTH", None)
+        environ.pop("HTTP_CONTENT_TYPE", None)
+        return app(environ, start_response)
+
+    return application
 
 
 class WSGIThreadPool(ThreadPool):
@@ -111,7 +132,8 @@ class SSEServerService(MultiService):
         self.hub = hub if hub is not None else Hub(clock=reactor)
         self.broadcaster = Broadcaster(publisher or self.hub, reactor=reactor)
         self.threadpool = WSGIThreadPool(min_threads, threads, "wsgi")
-        self.wsgi_resource = WSGIResource(reactor, self.threadpool, wsgi_app)
+        self.wsgi_app = wsgi_app
+        self.wsgi_resource = WSGIResource(reactor, self.threadpool, _compliant(wsgi_app))
         self.sse_resource = SSEResource(
             self.hub, reactor=reactor, threadpool=self.threadpool, options=options
         )
