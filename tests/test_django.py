@@ -138,6 +138,12 @@ def session_stream(server: Any, session: str | None, *channels: str) -> StreamCl
     return server.stream(f"/sse?{query}", headers=headers)
 
 
+def wait_messages(stream: StreamClient, n: int) -> list[Any]:
+    """Read until C{n} events other than the C{init} event arrived; return those."""
+    stream.wait_for(lambda c: len([e for e in c.events if e.type != "init"]) >= n)
+    return [e for e in stream.events if e.type != "init"]
+
+
 # -- the knock flow ------------------------------------------------------------------
 
 
@@ -151,8 +157,9 @@ def test_knock_with_csrf_reaches_stream(server: Any) -> None:
         response = client.post("/knock", data={"name": "Ada", "csrfmiddlewaretoken": token})
         assert response.status_code == 302
         assert response.headers["location"] == "/"
-        (event,) = stream.wait_events(1)
+        (event,) = wait_messages(stream, 1)
         assert (event.type, event.data) == ("message", "Ada knocked")
+        assert stream.events[0].type == "init"
     assert list(Knock.objects.values_list("name", flat=True)) == ["Ada"]
 
 
@@ -166,11 +173,26 @@ def test_forged_knock_is_refused_and_never_streamed(server: Any) -> None:
         assert no_token.status_code == 403
         token = csrf_token(client)
         client.post("/knock", data={"name": "Grace", "csrfmiddlewaretoken": token})
-        stream.wait_events(1)
-        # The first event is the genuine knock: the forged ones never got through.
-        assert stream.events[0].data == "Grace knocked"
+        wait_messages(stream, 1)
+        # The first knock is the genuine one: the forged ones never got through.
         stream.read_some(0.2)
-        assert [e.data for e in stream.events] == ["Grace knocked"]
+        assert [e.data for e in wait_messages(stream, 1)] == ["Grace knocked"]
+
+
+def test_new_page_starts_from_recent_knocks(server: Any) -> None:
+    """The INITIAL hook (by dotted path, using the DB) sends the recent knocks first."""
+    from knocks.models import Knock
+
+    for name in ("Ada", "Grace", "Linus"):
+        Knock.objects.create(name=name)
+    with session_stream(server, None, "default") as stream:
+        (init,) = stream.wait_events(1)
+        assert init.type == "init"
+        assert json.loads(init.data) == {
+            "knocks": ["Ada knocked", "Grace knocked", "Linus knocked"]
+        }
+        broadcast("Edsger knocked")
+        assert [e.data for e in wait_messages(stream, 1)] == ["Edsger knocked"]
 
 
 def test_knock_json_answer_for_fetch(server: Any) -> None:
@@ -267,7 +289,7 @@ def test_import_job_notifies_its_user(server: Any, users: dict[str, Any]) -> Non
             )
             assert response.status_code == 202
             job_id = response.json()["job"]
-            (event,) = stream.wait_events(1)
+            (event,) = wait_messages(stream, 1)
             assert event.type == "import"
             assert json.loads(event.data) == {
                 "job": job_id,
@@ -313,7 +335,7 @@ def test_broadcast_on_commit_waits_for_commit(server: Any) -> None:
         with transaction.atomic():
             broadcast_on_commit("committed")
             broadcast_and_wait("inside the transaction")
-        events = stream.wait_events(2)
+        events = wait_messages(stream, 2)
         assert [e.data for e in events] == ["inside the transaction", "committed"]
 
 
@@ -336,9 +358,9 @@ def test_broadcast_on_commit_never_after_rollback(server: Any) -> None:
                 broadcast_on_commit("savepoint rolled back")
                 raise Rollback
         broadcast_and_wait("marker")
-        stream.wait_events(2)
+        wait_messages(stream, 2)
         stream.read_some(0.2)
-        assert [e.data for e in stream.events] == ["outer", "marker"]
+        assert [e.data for e in wait_messages(stream, 2)] == ["outer", "marker"]
 
 
 def test_broadcast_on_commit_outside_transaction_sends_now(server: Any) -> None:
@@ -347,7 +369,7 @@ def test_broadcast_on_commit_outside_transaction_sends_now(server: Any) -> None:
 
     with server.stream(headers={}) as stream:
         broadcast_on_commit({"n": 1}, event="count", channel="default")
-        (event,) = stream.wait_events(1)
+        (event,) = wait_messages(stream, 1)
         assert (event.type, event.data) == ("count", '{"n":1}')
 
 
@@ -369,7 +391,7 @@ def test_broadcast_on_commit_encodes_at_call(server: Any) -> None:
             data = {"state": "saved"}
             broadcast_on_commit(data)
             data["state"] = "changed after the call"
-        (event,) = stream.wait_events(1)
+        (event,) = wait_messages(stream, 1)
         assert event.data == '{"state":"saved"}'
 
 

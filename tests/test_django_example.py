@@ -79,7 +79,9 @@ def test_example_page_knock_and_stream(example: int) -> None:
                 "/knock", data={"name": "Ada", "csrfmiddlewaretoken": match.group(1)}
             )
             assert response.status_code == 302
-            (event,) = stream.wait_events(1)
+            stream.wait_for(lambda c: any(e.type == "message" for e in c.events))
+            init, event = stream.events[:2]
+            assert (init.type, init.data) == ("init", '{"knocks":[]}')
             assert (event.type, event.data) == ("message", "Ada knocked")
         # Stored too: the next page load lists it.
         assert "Ada knocked" in client.get("/").text

@@ -102,6 +102,8 @@ WSGI_SSE = {
     "SSE_PATH": "/sse",
     # Everyone may join "default"; "user-<id>" only that user's own pages.
     "AUTHORIZE": "wsgi_sse.contrib.django.user_channels_authorize",
+    # A new page's first event: the recent knocks (see knocks/sse.py).
+    "INITIAL": "knocks.sse.initial",
     "HEARTBEAT": 15,
     "THREADS": 10,
     # STATIC_ROOT is served at STATIC_URL by Twisted, not by a WSGI thread.

@@ -15,12 +15,15 @@
   const source = new EventSource(script.dataset.stream);
   source.onopen = () => { status.textContent = "live"; };
   source.onerror = () => { status.textContent = "reconnecting…"; };
+  // First event of a new page: the recent knocks, then every knock since.
+  source.addEventListener("init", (e) => {
+    knocks.replaceChildren();
+    for (const text of JSON.parse(e.data).knocks) append(knocks, text);
+  });
   source.onmessage = (e) => append(knocks, e.data);
   source.addEventListener("import", (e) => {
     if (notices) append(notices, JSON.parse(e.data).message);
   });
-  // The server could not replay what was missed while disconnected.
-  source.addEventListener("reset", () => window.location.reload());
 
   // Submit without leaving the page; Django's CSRF token travels in the form.
   for (const form of document.querySelectorAll("#knock-form, #import-form")) {
