@@ -7,6 +7,7 @@ directory (no database, no collected static files yet).
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ def example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         # Where db.sqlite3 and the collected static files go: a fresh, empty
         # directory, so that the checkout stays clean.
         KNOCKS_DATA_DIR=str(data),
+        KNOCKS_IMPORT_SECONDS="0.2",
     )
     env.pop("DJANGO_SETTINGS_MODULE", None)
     log_path = data / "twistd.log"
@@ -135,3 +137,41 @@ def test_example_admin_and_static_files(example: int) -> None:
         assert script.content == source.read_bytes()
         # No directory listings.
         assert client.get("/static/admin/").status_code == 404
+
+
+def test_example_in_chromium(example: int) -> None:
+    """Headless Chromium: a knock shows live in another tab; a user's import notice arrives."""
+    from playwright.sync_api import sync_playwright
+
+    base = f"http://127.0.0.1:{example}"
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert executable, "chromium is installed by scripts/bootstrap.sh"
+    live = "document.getElementById('status').textContent === 'live'"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable)
+        try:
+            context = browser.new_context()
+            watcher, knocker = context.new_page(), context.new_page()
+            watcher.goto(f"{base}/")
+            watcher.wait_for_function(live)
+            knocker.goto(f"{base}/")
+            knocker.fill("input[name=name]", "Grace <b>Hopper</b>")
+            knocker.click("#knock-form button")
+            watcher.wait_for_function(
+                "[...document.querySelectorAll('#knocks li')]"
+                ".some(li => li.textContent === 'Grace <b>Hopper</b> knocked')"
+            )
+
+            watcher.goto(f"{base}/accounts/login/")
+            watcher.fill("input[name=username]", "ada")
+            watcher.fill("input[name=password]", "ada-knocks")
+            watcher.click("main form button[type=submit]")
+            watcher.wait_for_url(f"{base}/")
+            watcher.wait_for_function(live)
+            watcher.click("#import-form button")
+            watcher.wait_for_function(
+                "[...document.querySelectorAll('#notices li')]"
+                ".some(li => li.textContent === 'Your import is done: 42 contacts')"
+            )
+        finally:
+            browser.close()
