@@ -165,6 +165,8 @@ def test_knock_with_csrf_reaches_stream(server: Any) -> None:
 
 def test_forged_knock_is_refused_and_never_streamed(server: Any) -> None:
     """A POST without the CSRF token gets 403 and sends nothing to the stream."""
+    from knocks.models import Knock
+
     with session_stream(server, None, "default") as stream, browser(server) as client:
         forged = httpx.post(f"{server.url}/knock", data={"name": "Mallory"}, timeout=10)
         assert forged.status_code == 403
@@ -177,6 +179,7 @@ def test_forged_knock_is_refused_and_never_streamed(server: Any) -> None:
         # The first knock is the genuine one: the forged ones never got through.
         stream.read_some(0.2)
         assert [e.data for e in wait_messages(stream, 1)] == ["Grace knocked"]
+    assert list(Knock.objects.values_list("name", flat=True)) == ["Grace"]
 
 
 def test_new_page_starts_from_recent_knocks(server: Any) -> None:
@@ -269,6 +272,34 @@ def test_logged_out_or_changed_password_session_is_refused(
             assert stream.status == 403
         # The stream only reads the session; Django's own next request flushes it.
         assert Session.objects.filter(session_key=second_session).exists()
+
+
+def test_user_channels_options(db: None, users: dict[str, Any]) -> None:
+    """login_required refuses anonymous clients everywhere; extra grants channels per user."""
+    from django.core.wsgi import get_wsgi_application
+
+    from wsgi_sse.contrib.django import user_channels
+
+    users["ada"].is_staff = True
+    users["ada"].save()
+    authorize = user_channels(
+        public=("news",),
+        login_required=True,
+        extra=lambda user: ["staff"] if user.is_staff else [],
+    )
+    with serve(get_wsgi_application(), authorize=authorize) as running:
+        with browser(running) as ada, browser(running) as grace:
+            ada_session, grace_session = log_in(ada, "ada"), log_in(grace, "grace")
+            expected = [
+                (None, ("news",), 403),
+                (grace_session, ("news",), 200),
+                (grace_session, ("default",), 403),
+                (grace_session, ("news", "staff"), 403),
+                (ada_session, ("news", "staff", f"user-{users['ada'].pk}"), 200),
+            ]
+            for session, channels, status in expected:
+                with session_stream(running, session, *channels) as stream:
+                    assert (channels, stream.status) == (channels, status)
 
 
 def test_import_job_notifies_its_user(server: Any, users: dict[str, Any]) -> None:
