@@ -23,12 +23,21 @@ from ._broadcast import Broadcaster, Publisher, set_broadcaster
 from ._hub import Hub
 from ._mount import WSGIRoot
 from ._options import StreamOptions
+from ._redis import resolve_redis_url
 from ._resource import SSEResource
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
-__all__ = ["WSGIThreadPool", "SSEServerService", "make_application", "make_service", "DEFAULT_LISTEN"]
+    from ._redis import RedisBackplane
+
+__all__ = [
+    "WSGIThreadPool",
+    "SSEServerService",
+    "make_application",
+    "make_service",
+    "DEFAULT_LISTEN",
+]
 
 DEFAULT_LISTEN = "tcp:8005"
 """The endpoint used when neither C{listen} nor C{WSGI_SSE_LISTEN} says otherwise."""
@@ -62,6 +71,8 @@ class SSEServerService(MultiService):
     Lifecycle methods: call in the reactor thread.
 
     @ivar hub: the L{Hub} behind the stream.
+    @ivar backplane: the L{RedisBackplane<wsgi_sse.redis.RedisBackplane>}
+        sharing broadcasts with other processes, or L{None}.
     @ivar broadcaster: a L{Broadcaster} for this server's hub.
     @ivar threadpool: the WSGI app's thread pool.
     @ivar sse_resource: the L{SSEResource}.
@@ -85,6 +96,7 @@ class SSEServerService(MultiService):
         reactor: Any = None,
         shutdown_timeout: float = 4.0,
         options: StreamOptions | None = None,
+        redis_url: str | None = None,
         **option_fields: Any,
     ) -> None:
         super().__init__()
@@ -101,6 +113,14 @@ class SSEServerService(MultiService):
         self.reactor = reactor
         self.listen = resolve_listen(listen)
         self.shutdown_timeout = shutdown_timeout
+        self.backplane: RedisBackplane | None = None
+        redis_url = resolve_redis_url(redis_url)
+        if redis_url is not None and hub is None and publisher is None:
+            from ._redis import RedisBackplane
+
+            self.backplane = RedisBackplane(redis_url, reactor=reactor)
+            hub = self.backplane.hub
+            publisher = self.backplane
         self.hub = hub if hub is not None else Hub(clock=reactor)
         self.broadcaster = Broadcaster(publisher or self.hub, reactor=reactor)
         self.threadpool = WSGIThreadPool(min_threads, threads, "wsgi")
@@ -116,6 +136,8 @@ class SSEServerService(MultiService):
         endpoint = serverFromString(reactor, self.listen)
         self.listening = StreamServerEndpointService(endpoint, self.site)
         self.listening.setServiceParent(self)
+        if self.backplane is not None:
+            self.backplane.setServiceParent(self)
 
     def startService(self) -> None:  # noqa: N802
         """Start the thread pool, then listen."""
@@ -214,6 +236,7 @@ def make_application(
     sse_path: str = "/sse",
     threads: int = 10,
     name: str = "wsgi-sse",
+    redis_url: str | None = None,
     **kwargs: Any,
 ) -> Application:
     """
@@ -229,6 +252,9 @@ def make_application(
         Only that exact path; every other path goes to the WSGI app.
     @param threads: the WSGI thread pool's maximum size.
     @param name: the application's name (shown by twistd).
+    @param redis_url: share broadcasts with every process using this Redis
+        (C{"redis://localhost:6379/0"}); default: C{$WSGI_SSE_REDIS_URL},
+        else none.  Needs C{pip install wsgi-sse[redis]}.
     @param kwargs: C{min_threads}, C{hub}, C{resources} (a mapping of paths
         to extra Twisted resources), C{reactor}, C{shutdown_timeout}, and any
         L{StreamOptions} field (C{heartbeat}, C{retry}, C{authorize}, ...).
@@ -238,7 +264,12 @@ def make_application(
     """
     application = Application(name)
     service = make_service(
-        wsgi_app, listen=listen, sse_path=sse_path, threads=threads, **kwargs
+        wsgi_app,
+        listen=listen,
+        sse_path=sse_path,
+        threads=threads,
+        redis_url=redis_url,
+        **kwargs,
     )
     service.setServiceParent(application)
     return application
