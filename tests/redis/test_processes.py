@@ -30,9 +30,11 @@ def test_knock_on_one_process_reaches_clients_of_both(
     with a.stream() as a1, a.stream() as a2, b.stream() as b1:
         for client, server in ((a1, a), (a2, a), (b1, b)):
             wait_subscribed(server, client)
-        a.knock("Ada")
-        b.knock("Bob")
-        a.knock("Cy")
+        # broadcast() does not wait for Redis: knocks on different
+        # processes are ordered by the stream, so wait for each to land.
+        for n, (server, name) in enumerate(((a, "Ada"), (b, "Bob"), (a, "Cy")), 1):
+            server.knock(name)
+            b1.wait_events(n)
         seen = [c.wait_events(3) for c in (a1, a2, b1)]
         for client in (a1, a2, b1):
             client.read_some(0.3)  # anything extra would show up here
@@ -51,8 +53,12 @@ def test_client_moving_between_processes_replays_what_it_missed(
         wait_subscribed(a, on_a)
         a.knock("Dee")
         (last,) = on_a.wait_events(1)
-    b.knock("Eve")
-    a.knock("Fay")
+    with a.stream() as watcher:
+        wait_subscribed(a, watcher)
+        b.knock("Eve")
+        watcher.wait_events(1)
+        a.knock("Fay")
+        watcher.wait_events(2)
     with b.stream(headers={"Last-Event-ID": last.last_event_id}) as on_b:
         missed = on_b.wait_events(2)
         assert [e.data for e in missed] == ["Eve knocked", "Fay knocked"]
