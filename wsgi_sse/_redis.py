@@ -466,6 +466,8 @@ class RedisBackplane(Service):
         self._threads: list[threading.Thread] = []
         self._pool: ThreadPool | None = None
         self._reader_conn: Any = None
+        self._publisher_conn: Any = None
+        self._down_logged = False
         self._replay_conn: Any = None
         self._token = 0
         self._origin_prefix = self.hub.instance_id.encode("ascii") + b":"
@@ -611,6 +613,16 @@ class RedisBackplane(Service):
 
     def _publish_loop(self) -> None:
         conn: Any = None
+        try:
+            self._publish_until_stopped(conn)
+        finally:
+            conn = self._publisher_conn
+            self._publisher_conn = None
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
+
+    def _publish_until_stopped(self, conn: Any) -> None:
         get = self._queue.get
         while True:
             item = get()
@@ -632,7 +644,7 @@ class RedisBackplane(Service):
             else:
                 try:
                     if conn is None:
-                        conn = _connect(self.url, self.timeout)
+                        conn = self._publisher_conn = _connect(self.url, self.timeout)
                     pipe = conn.pipeline(transaction=False)
                     prefix = self._origin_prefix
                     for token, channel, body in batch:
@@ -651,7 +663,7 @@ class RedisBackplane(Service):
                 except Exception as e:  # noqa: BLE001 - any Redis trouble: deliver locally
                     self._count("errors")
                     self._went_down("publish", e)
-                    conn = None
+                    conn = self._publisher_conn = None
                     self.reactor.callFromThread(self._fall_back, batch)
             if stop:
                 return
@@ -659,8 +671,9 @@ class RedisBackplane(Service):
     # -- reading (reader thread) ---------------------------------------------
 
     def _went_down(self, where: str, error: BaseException) -> None:
-        if self.connected:
-            self.connected = False
+        self.connected = False
+        if not self._down_logged:
+            self._down_logged = True
             if not self._stopping.is_set():
                 self.reactor.callFromThread(
                     self.log.warn,
@@ -670,6 +683,15 @@ class RedisBackplane(Service):
                 )
 
     def _read_loop(self) -> None:
+        try:
+            self._read_until_stopped()
+        finally:
+            conn, self._reader_conn = self._reader_conn, None
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
+
+    def _read_until_stopped(self) -> None:
         delay = first_delay = self.backoff[0]
         last: bytes | None = None
         ever_connected = False
@@ -688,6 +710,7 @@ class RedisBackplane(Service):
                 if not self.connected:
                     conn.ping()
                     self.connected = True
+                    self._down_logged = False
                     delay = first_delay
                     if ever_connected:
                         self._count("reconnects")
