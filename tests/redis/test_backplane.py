@@ -281,3 +281,128 @@ def test_stream_client_helper_reads_redis_ids(redis_server: RedisServer) -> None
             first = client.wait_events(3)[0].last_event_id
         with StreamClient(a.port, f"/sse?lastEventId={first}") as again:
             assert [e.data for e in again.wait_events(2)] == ["q1", "q2"]
+
+
+class Recorder:
+    """A hub subscriber that keeps what it is sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def send(self, wire: bytes) -> None:
+        self.sent.append(wire)
+
+    def ids(self) -> list[str]:
+        return [w.split(b"\n", 1)[0].decode() for w in self.sent]
+
+
+class StubBackplane:
+    """Stands in for Redis: records fetches, answers them when the test says."""
+
+    def __init__(self) -> None:
+        self.fetches: list[tuple[str, Any]] = []
+
+    def fetch_after(self, last_event_id: str) -> Any:
+        from twisted.internet.defer import Deferred
+
+        d: Deferred[Any] = Deferred()
+        self.fetches.append((last_event_id, d))
+        return d
+
+    def _count(self, name: str, n: int = 1) -> None:
+        pass
+
+
+def _seq(redis_id: str) -> int:
+    ms, n = map(int, redis_id.split("-"))
+    return ((ms << 64) | n) << 32
+
+
+def test_lagging_process_waits_for_the_stream_then_joins_without_duplicates() -> None:
+    """A client ahead of this process is held until it catches up: no gap, no duplicate."""
+    from wsgi_sse._redis import _Fetched
+
+    stub = StubBackplane()
+    hub = RedisHub(clock=Clock(), instance_id="b")
+    hub.backplane = stub  # type: ignore[assignment]
+    hub.start_at("100-0")
+    hub.deliver_redis("100-1", "c", b"data: 1\n")
+    client = Recorder()
+    # The client saw 102-0 on another process; this one has not read it yet.
+    assert hub.replay(["c"], "102-0") == []
+    hub.subscribe(client, ["c"])
+    ((last, fetched),) = stub.fetches
+    assert last == "102-0"
+    fetched.callback(
+        _Fetched(True, [(_seq("103-0"), "103-0", "c", b"data: 3\n")], _seq("103-0"), "103-0", False)
+    )
+    hub.deliver_redis("102-0", "c", b"data: 2\n")
+    assert client.sent == [] and hub.held_count() == 1
+    hub.deliver_redis("103-0", "c", b"data: 3\n")
+    hub.deliver_redis("104-0", "c", b"data: 4\n")
+    assert client.ids() == ["id: 103-0", "id: 104-0"]
+    assert hub.held_count() == 0 and hub.subscriber_count("c") == 1
+
+
+def test_held_client_is_reset_when_the_process_does_not_catch_up() -> None:
+    """A held client whose events never arrive gets reset after replay_wait, then live events."""
+    from wsgi_sse._redis import _Fetched
+
+    clock = Clock()
+    stub = StubBackplane()
+    hub = RedisHub(clock=clock, instance_id="b", replay_wait=5.0)
+    hub.backplane = stub  # type: ignore[assignment]
+    hub.start_at("100-0")
+    client = Recorder()
+    assert hub.replay(["c"], "200-0") == []
+    hub.subscribe(client, ["c"])
+    stub.fetches[0][1].callback(_Fetched(True, [], _seq("200-0"), "200-0", False))
+    clock.advance(5)
+    assert client.sent == [b"event: reset\ndata: \n\n"]
+    hub.deliver_redis("100-5", "c", b"data: x\n")
+    assert client.ids()[1:] == ["id: 100-5"]
+
+
+def test_redis_down_at_startup_then_up(tmp_path: Any) -> None:
+    """A server started while Redis is down serves local clients, then connects when it comes."""
+    redis_server = RedisServer(tmp_path)  # not started yet
+    with serve(plain_app, redis_url=redis_server.url) as a:
+        with a.stream() as client:
+            a.wait_clients(1)
+            a.service.broadcaster.broadcast("alone")
+            assert client.wait_events(1)[0].data == "alone"
+            assert stats(a)["local_only"] == 1
+            wait_until(lambda: stats(a)["errors"] >= 1, what="a failed attempt")
+            redis_server.start()
+            try:
+                wait_until(lambda: connected(a), what="connected")
+                a.service.broadcaster.broadcast("shared")
+                event = client.wait_events(2)[1]
+                assert event.data == "shared" and REDIS_ID.match(event.last_event_id)
+            finally:
+                redis_server.kill()
+
+
+def test_stalled_redis_blocks_neither_reactor_nor_views(redis_server: RedisServer) -> None:
+    """With Redis frozen (SIGSTOP), pages still load and local clients still get broadcasts."""
+    import signal
+
+    from support import http_request
+
+    with serve(plain_app, redis_url=redis_server.url) as a:
+        wait_until(lambda: connected(a), what="connected")
+        with a.stream() as client:
+            a.wait_clients(1)
+            assert redis_server.proc is not None
+            redis_server.proc.send_signal(signal.SIGSTOP)
+            try:
+                for i in range(3):
+                    a.service.broadcaster.broadcast(f"frozen{i}")
+                status, _, body = http_request(a.port, "GET", "/")
+                assert (status, body) == (200, b"hello")
+                events = client.wait_events(3, timeout=20)
+                assert [e.data for e in events] == ["frozen0", "frozen1", "frozen2"]
+                assert stats(a)["local_only"] == 3
+            finally:
+                redis_server.proc.send_signal(signal.SIGCONT)
+            wait_until(lambda: connected(a), what="recovered")
