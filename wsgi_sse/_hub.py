@@ -282,6 +282,10 @@ class Hub:
         Call it in the same reactor turn as L{subscribe} so no event can fall
         between the replay and the live stream.
         """
+        return self._missed(channels, last_event_id)
+
+    def _missed(self, channels: Iterable[str], last_event_id: str) -> list[Event] | None:
+        """The events after C{last_event_id} in this hub's history (see L{replay})."""
         seq = self.parse_id(last_event_id)
         if seq is None:
             return None
@@ -309,4 +313,4 @@ class Hub:
 
     def can_replay(self, channels: Iterable[str], last_event_id: str) -> bool:
         """Whether L{replay} would succeed now."""
-        return self.replay(channels, last_event_id) is not None
+        return self._missed(channels, last_event_id) is not None
