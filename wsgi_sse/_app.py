@@ -14,6 +14,7 @@ from twisted.application.service import Application, MultiService
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
+from twisted.python.components import Componentized
 from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import IResource
 from twisted.web.server import Site
@@ -26,9 +27,17 @@ from ._options import StreamOptions
 from ._resource import SSEResource
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import WSGIApplication
+    from collections.abc import Iterable
 
-__all__ = ["WSGIThreadPool", "SSEServerService", "make_application", "make_service", "DEFAULT_LISTEN"]
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+__all__ = [
+    "DEFAULT_LISTEN",
+    "SSEServerService",
+    "WSGIThreadPool",
+    "make_application",
+    "make_service",
+]
 
 DEFAULT_LISTEN = "tcp:8005"
 """The endpoint used when neither C{listen} nor C{WSGI_SSE_LISTEN} says otherwise."""
@@ -42,6 +51,25 @@ def _daemon_thread(*args: Any, **kwargs: Any) -> threading.Thread:
     # shutdown gave up waiting for it.
     thread.daemon = True
     return thread
+
+
+def _compliant(app: WSGIApplication) -> WSGIApplication:
+    """
+    Wrap C{app} so that its environ follows PEP 3333.
+
+    twisted.web's WSGI container also copies the Content-Length and
+    Content-Type request headers to C{HTTP_CONTENT_LENGTH} and
+    C{HTTP_CONTENT_TYPE}, keys PEP 3333 forbids (C{wsgiref.validate} and
+    strict frameworks reject them); their values are already in
+    C{CONTENT_LENGTH} and C{CONTENT_TYPE}.  Called in WSGI threads.
+    """
+
+    def application(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        environ.pop("HTTP_CONTENT_LENGTH", None)
+        environ.pop("HTTP_CONTENT_TYPE", None)
+        return app(environ, start_response)
+
+    return application
 
 
 class WSGIThreadPool(ThreadPool):
@@ -87,7 +115,7 @@ class SSEServerService(MultiService):
         options: StreamOptions | None = None,
         **option_fields: Any,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         if reactor is None:
             from twisted.internet import reactor as global_reactor
 
@@ -104,7 +132,8 @@ class SSEServerService(MultiService):
         self.hub = hub if hub is not None else Hub(clock=reactor)
         self.broadcaster = Broadcaster(publisher or self.hub, reactor=reactor)
         self.threadpool = WSGIThreadPool(min_threads, threads, "wsgi")
-        self.wsgi_resource = WSGIResource(reactor, self.threadpool, wsgi_app)
+        self.wsgi_app = wsgi_app
+        self.wsgi_resource = WSGIResource(reactor, self.threadpool, _compliant(wsgi_app))
         self.sse_resource = SSEResource(
             self.hub, reactor=reactor, threadpool=self.threadpool, options=options
         )
@@ -117,10 +146,10 @@ class SSEServerService(MultiService):
         self.listening = StreamServerEndpointService(endpoint, self.site)
         self.listening.setServiceParent(self)
 
-    def startService(self) -> None:  # noqa: N802
+    def startService(self) -> None:
         """Start the thread pool, then listen."""
         self.threadpool.start()
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         self.listening._waitingForPort.addCallback(self._listening)  # type: ignore[union-attr]
 
     def _listening(self, port: Any) -> Any:
@@ -140,12 +169,12 @@ class SSEServerService(MultiService):
                 return "/" + "/".join(s.decode("utf-8") for s in segments)
         raise AssertionError("stream not mounted")  # pragma: no cover
 
-    def stopService(self) -> Deferred[None]:  # noqa: N802
+    def stopService(self) -> Deferred[None]:
         """End the streams, stop listening, then stop the thread pool."""
         if not self.running:
             return succeed(None)
         self.sse_resource.close()
-        listening = super().stopService()
+        listening = super().stopService()  # type: ignore[no-untyped-call]
         pool_stopped = self._stop_threadpool()
         if listening is None:
             return pool_stopped
@@ -215,7 +244,7 @@ def make_application(
     threads: int = 10,
     name: str = "wsgi-sse",
     **kwargs: Any,
-) -> Application:
+) -> Componentized:
     """
     Build the Twisted application that C{twistd -ny server.py} runs: the
     WSGI app at the root, on its own thread pool, and the event stream at
@@ -236,9 +265,7 @@ def make_application(
     Call it in the main thread, from the C{.tac} file.  It also makes this
     server the target of L{broadcast<wsgi_sse.broadcast>}.
     """
-    application = Application(name)
-    service = make_service(
-        wsgi_app, listen=listen, sse_path=sse_path, threads=threads, **kwargs
-    )
-    service.setServiceParent(application)
+    application: Componentized = Application(name)
+    service = make_service(wsgi_app, listen=listen, sse_path=sse_path, threads=threads, **kwargs)
+    service.setServiceParent(application)  # type: ignore[no-untyped-call]
     return application

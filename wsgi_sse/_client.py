@@ -40,20 +40,20 @@ class StreamClient:
     log = Logger()
 
     __slots__ = (
-        "request",
-        "channels",
-        "peer",
+        "__weakref__",
         "_clock",
+        "_held",
+        "_held_bytes",
         "_max_buffer",
         "_max_pause",
         "_on_close",
         "_on_drop",
-        "_paused",
-        "_held",
-        "_held_bytes",
         "_pause_timer",
+        "_paused",
+        "channels",
         "closed",
-        "__weakref__",
+        "peer",
+        "request",
     )
 
     def __init__(
@@ -112,9 +112,7 @@ class StreamClient:
             return
         self._paused = True
         if self._max_pause is not None:
-            self._pause_timer = self._clock.callLater(
-                self._max_pause, self.drop, "stalled"
-            )
+            self._pause_timer = self._clock.callLater(self._max_pause, self.drop, "stalled")
 
     def resumeProducing(self) -> None:
         """The socket drained: write what was held, as one write."""

@@ -21,7 +21,7 @@ from ._encoding import frame
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
 
-__all__ = ["DEFAULT_CHANNEL", "Event", "Hub", "Subscriber", "HubStats"]
+__all__ = ["DEFAULT_CHANNEL", "Event", "Hub", "HubStats", "Subscriber"]
 
 DEFAULT_CHANNEL = "default"
 """The channel of a connection that names none, and of a broadcast that names none."""
@@ -65,7 +65,7 @@ class HubStats:
 
 
 class _Channel:
-    __slots__ = ("name", "subscribers", "history", "evicted_upto")
+    __slots__ = ("evicted_upto", "history", "name", "subscribers")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -141,7 +141,7 @@ class Hub:
         if self._clock is None:
             from twisted.internet import reactor
 
-            self._clock = reactor  # type: ignore[assignment]
+            self._clock = reactor
         assert self._clock is not None
         return self._clock.seconds()
 
@@ -200,11 +200,7 @@ class Hub:
 
     def channel_counts(self) -> dict[str, int]:
         """Subscribers per channel, for channels that have any."""
-        return {
-            name: len(ch.subscribers)
-            for name, ch in self._channels.items()
-            if ch.subscribers
-        }
+        return {name: len(ch.subscribers) for name, ch in self._channels.items() if ch.subscribers}
 
     # -- publishing --------------------------------------------------------
 

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Union
 
-__all__ = ["StreamOptions", "StreamRequest", "AuthorizeResult"]
+__all__ = ["AuthorizeResult", "StreamOptions", "StreamRequest"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +59,7 @@ class StreamOptions:
     @ivar retry: the reconnection delay in milliseconds sent to each client
         on connect; browsers wait this long before reconnecting.
     @ivar retry_jitter: the fraction of C{retry} added at random per client
-        (0.5: between 1× and 1.5×), so that after a restart the clients do not
+        (0.5: between 1 and 1.5 times C{retry}), so that after a restart the clients do not
         all come back in the same instant.
     @ivar max_channels: channels one connection may ask for.
     @ivar max_channel_length: characters in a channel name.
@@ -134,11 +134,7 @@ class StreamOptions:
         if not name:
             raise ValueError("channel names must not be empty")
         if len(name) > self.max_channel_length:
-            raise ValueError(
-                f"channel name longer than {self.max_channel_length} characters"
-            )
+            raise ValueError(f"channel name longer than {self.max_channel_length} characters")
         if not self._channel_re.fullmatch(name):
-            raise ValueError(
-                f"channel name {name!r} has characters outside {self.channel_pattern}"
-            )
+            raise ValueError(f"channel name {name!r} has characters outside {self.channel_pattern}")
         return name

@@ -39,10 +39,12 @@ _STREAM_HEADERS = (
 )
 
 
-class _Refused(Exception):
+class _Refused(Exception):  # noqa: N818 - not an error: an answer
     """A stream request answered with an HTTP error instead of a stream."""
 
-    def __init__(self, code: int, message: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    def __init__(
+        self, code: int, message: str, headers: Iterable[tuple[bytes, bytes]] = ()
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -90,7 +92,7 @@ class SSEResource(Resource):
         options: StreamOptions | None = None,
         **option_fields: Any,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         if options is None:
             options = StreamOptions(**option_fields)
         elif option_fields:
@@ -105,7 +107,7 @@ class SSEResource(Resource):
         self._heartbeat: LoopingCall | None = None
         self._closing = False
         self.stats = StreamStats()
-        self._random = random.Random()
+        self._random = random.Random()  # noqa: S311 - jitter, not secrets
 
     # -- plumbing ------------------------------------------------------------
 
@@ -216,9 +218,7 @@ class SSEResource(Resource):
             if gone:
                 return
             allowed, initial = result
-            if allowed is False or (
-                not isinstance(allowed, bool) and not set(channels) <= allowed
-            ):
+            if allowed is False or (not isinstance(allowed, bool) and not set(channels) <= allowed):
                 denied = [c for c in channels if allowed is False or c not in allowed]
                 self._finish_refused(
                     request, _Refused(403, f"not allowed to join: {', '.join(denied)}")
@@ -309,9 +309,7 @@ class SSEResource(Resource):
                 parts.extend(e.wire for e in missed)
         hub.subscribe(client, channels)
         request.write(b"".join(parts))
-        self.log.info(
-            "client {peer} connected to {channels}", peer=peer, channels=list(channels)
-        )
+        self.log.info("client {peer} connected to {channels}", peer=peer, channels=list(channels))
         self._ensure_heartbeat()
 
     def _gone(self, reason: object, client: StreamClient) -> None:
@@ -519,4 +517,3 @@ def _stream_request(
     }
     path = request.path.decode("utf-8", "replace")
     return StreamRequest(channels, last_event_id, headers, cookies, query, peer, path)
-
