@@ -201,7 +201,7 @@ class SSEServerService(MultiService):
         for path, resource in (resources or {}).items():
             self.root.mount(path, resource, exact=False)
         self.site = StreamSite(self.root, header_timeout=header_timeout, idle_timeout=idle_timeout)
-        endpoint = serverFromString(reactor, self.listen)
+        endpoint = serverFromString(reactor, with_backlog(self.listen))
         self.listening = StreamServerEndpointService(endpoint, self.site)
         self.listening.setServiceParent(self)
         if self.backplane is not None:
@@ -268,6 +268,27 @@ class SSEServerService(MultiService):
         done.addBoth(lambda r: (timer.cancel() if timer.active() else None, r)[1])
         threading.Thread(target=stop, name="wsgi-sse-pool-stop", daemon=True).start()
         return done
+
+
+LISTEN_BACKLOG = 1024
+"""The accept queue length asked for when the endpoint string names none."""
+
+
+def with_backlog(listen: str) -> str:
+    """
+    Add C{backlog=1024} to a C{tcp}, C{tcp6}, C{ssl} or C{unix} endpoint
+    string that does not set one.
+
+    Twisted's default accept queue holds 50 connections.  When a server with
+    thousands of open streams restarts, every browser reconnects within the
+    same few seconds; connections beyond the queue are dropped by the kernel
+    and retried a whole second later.  (The kernel caps the value at
+    C{net.core.somaxconn}.)
+    """
+    kind = listen.split(":", 1)[0]
+    if kind not in ("tcp", "tcp6", "ssl", "unix") or "backlog=" in listen:
+        return listen
+    return f"{listen}:backlog={LISTEN_BACKLOG}"
 
 
 def resolve_listen(listen: str | None) -> str:
