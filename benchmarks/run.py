@@ -236,7 +236,7 @@ def fanout(
             server,
             [
                 "--clients", str(clients), "--events", str(cfg.events),
-                "--gap-ms", "100", "--page-gets", str(cfg.page_gets), "--page-event-ms", "100",
+                "--gap-ms", "100", "--page-gets", str(cfg.page_gets), "--page-event-ms", "500",
                 "--event-timeout", "20",
             ],
             timeout=cfg.timeout,
@@ -274,7 +274,7 @@ def slow(subject: str, bins: dict[str, Path], cfg: argparse.Namespace) -> dict[s
             bins,
             server,
             ["--clients", str(cfg.slow_clients), "--slow", str(cfg.slow_clients // 10),
-             "--events", str(cfg.slow_events), "--payload", "16384", "--gap-ms", "20",
+             "--events", str(cfg.slow_events), "--payload", str(cfg.slow_payload), "--gap-ms", "20",
              "--event-timeout", "10"],
             timeout=cfg.timeout,
         )  # fmt: skip
@@ -513,7 +513,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg.events = cfg.events or (3 if quick else 12)
     cfg.page_gets = 5 if quick else 40
     cfg.burst_clients, cfg.burst_events = (20, 20) if quick else (200, 500)
-    cfg.slow_clients, cfg.slow_events = (20, 5) if quick else (1000, 80)
+    # Enough bytes per non-reader to overflow the kernel's socket buffers and
+    # wsgi-sse's default 1 MiB cap: 100 events of 32 kB.
+    cfg.slow_clients, cfg.slow_events = (20, 5) if quick else (200, 100)
+    cfg.slow_payload = 1024 if quick else 32768
     cfg.timeout = 60.0 if quick else 300.0
     subjects = [s for s in cfg.subjects.split(",") if s]
     scenarios = set(cfg.scenarios.split(","))
