@@ -21,7 +21,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from ._client import StreamClient
 from ._encoding import encode_body, encode_comment, encode_event, frame
-from ._hub import DEFAULT_CHANNEL, Hub
+from ._hub import DEFAULT_CHANNEL, Event, Hub
 from ._options import StreamOptions, StreamRequest
 
 if TYPE_CHECKING:
@@ -62,8 +62,6 @@ class StreamStats:
     @ivar dropped_by_reason: the same, by reason (C{"buffer"}, C{"stalled"}).
     @ivar refused: requests answered with an error instead of a stream, by
         HTTP status.
-    @ivar replays: streams that resumed from a Last-Event-ID exactly.
-    @ivar resets: streams sent a C{reset} event instead.
     @ivar bytes_written: bytes written besides published events (the opening
         comment, replays, C{init} events, heartbeats).
     @ivar bytes_discarded: bytes of published events held for readers that
@@ -78,8 +76,6 @@ class StreamStats:
         "dropped_by_reason",
         "dropped_slow",
         "refused",
-        "replays",
-        "resets",
     )
 
     def __init__(self) -> None:
@@ -88,8 +84,6 @@ class StreamStats:
         self.dropped_slow = 0
         self.dropped_by_reason: Counter[str] = Counter()
         self.refused: Counter[int] = Counter()
-        self.replays = 0
-        self.resets = 0
         self.bytes_written = 0
         self.bytes_discarded = 0
 
@@ -334,23 +328,33 @@ class SSEResource(Resource):
         # published between the replay and the subscription.
         retry = options.retry + int(options.retry * options.retry_jitter * self._random.random())
         parts = [b": connected\nretry: %d\n\n" % (retry,)]
-        missed = hub.replay(channels, resume) if resume is not None else []
-        if missed is None:
-            # The id is unknown or too old -- or, after the hooks ran, more
-            # events were published meanwhile than the history keeps: the
-            # C{init} snapshot would then be stale, so it is not sent.
-            reset, init, missed = True, None, []
+        missed: list[Event] = []
+        if resume is not None and resume == last_event_id and not reset:
+            # The client's own id: a replay (or a reset), counted by the hub.
+            found = hub.replay(channels, resume)
+            if found is None:
+                reset = True
+            else:
+                missed = found
+        elif resume is not None:
+            # From where the hooks started: not a replay the client asked for.
+            found = hub._missed(channels, resume)
+            if found is None:
+                # More events were published while the hooks ran than the
+                # history keeps: the C{init} snapshot would be stale.
+                reset, init = True, None
+            else:
+                missed = found
+            if reset:
+                hub.stats.resets += 1
         if reset:
             parts.append(_RESET)
-            stats.resets += 1
             self.log.info(
                 "stream reset for {peer}: cannot replay {channels} from {last_event_id!r}",
                 peer=peer,
                 channels=list(channels),
                 last_event_id=last_event_id if last_event_id is not None else resume,
             )
-        elif last_event_id is not None:
-            stats.replays += 1
         if init is not None:
             parts.append(init)
         parts.extend(e.wire for e in missed)
@@ -455,8 +459,8 @@ class SSEResource(Resource):
             "disconnects": stats.disconnects,
             "dropped_slow": stats.dropped_slow,
             "dropped_by_reason": dict(sorted(stats.dropped_by_reason.items())),
-            "replays": stats.replays,
-            "resets": stats.resets,
+            "replays": hub_stats.replays,
+            "resets": hub_stats.resets,
             "refused": {str(code): n for code, n in sorted(stats.refused.items())},
         }
 
