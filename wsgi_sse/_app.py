@@ -24,6 +24,7 @@ from ._hub import Hub
 from ._mount import WSGIRoot
 from ._options import StreamOptions
 from ._publish import PUBLISH_SECRET_ENV, PublishResource
+from ._redis import resolve_redis_url
 from ._resource import SSEResource
 from ._site import DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, StreamSite
 from ._stats import MetricsResource, StatsResource
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+    from ._redis import RedisBackplane
 
 __all__ = [
     "DEFAULT_LISTEN",
@@ -92,6 +95,8 @@ class SSEServerService(MultiService):
     Lifecycle methods: call in the reactor thread.
 
     @ivar hub: the L{Hub} behind the stream.
+    @ivar backplane: the L{RedisBackplane<wsgi_sse.redis.RedisBackplane>}
+        sharing broadcasts with other processes, or L{None}.
     @ivar broadcaster: a L{Broadcaster} for this server's hub.
     @ivar threadpool: the WSGI app's thread pool.
     @ivar sse_resource: the L{SSEResource}.
@@ -125,6 +130,7 @@ class SSEServerService(MultiService):
         header_timeout: float | None = DEFAULT_HEADER_TIMEOUT,
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         options: StreamOptions | None = None,
+        redis_url: str | None = None,
         **option_fields: Any,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
@@ -143,12 +149,22 @@ class SSEServerService(MultiService):
         self.shutdown_timeout = shutdown_timeout
         if hub is not None and (history_size is not None or history_age is not None):
             raise TypeError("pass history_size/history_age to your Hub, not with hub=")
+        history: dict[str, Any] = {}
+        if history_size is not None:
+            history["history_size"] = history_size
+        if history_age is not None:
+            history["history_age"] = history_age
+        self.backplane: RedisBackplane | None = None
+        redis_url = resolve_redis_url(redis_url)
+        if redis_url is not None and hub is None and publisher is None:
+            from ._redis import RedisBackplane, RedisHub
+
+            self.backplane = RedisBackplane(
+                redis_url, reactor=reactor, hub=RedisHub(clock=reactor, **history)
+            )
+            hub = self.backplane.hub
+            publisher = self.backplane
         if hub is None:
-            history: dict[str, Any] = {}
-            if history_size is not None:
-                history["history_size"] = history_size
-            if history_age is not None:
-                history["history_age"] = history_age
             hub = Hub(clock=reactor, **history)
         self.hub = hub
         self.broadcaster = Broadcaster(publisher or self.hub, reactor=reactor)
@@ -187,6 +203,8 @@ class SSEServerService(MultiService):
         endpoint = serverFromString(reactor, self.listen)
         self.listening = StreamServerEndpointService(endpoint, self.site)
         self.listening.setServiceParent(self)
+        if self.backplane is not None:
+            self.backplane.setServiceParent(self)  # type: ignore[no-untyped-call]
 
     def startService(self) -> None:
         """Start the thread pool, then listen."""
@@ -285,6 +303,7 @@ def make_application(
     sse_path: str = "/sse",
     threads: int = 10,
     name: str = "wsgi-sse",
+    redis_url: str | None = None,
     **kwargs: Any,
 ) -> Componentized:
     """
@@ -300,6 +319,9 @@ def make_application(
         Only that exact path; every other path goes to the WSGI app.
     @param threads: the WSGI thread pool's maximum size.
     @param name: the application's name (shown by twistd).
+    @param redis_url: share broadcasts with every process using this Redis
+        (C{"redis://localhost:6379/0"}); default: C{$WSGI_SSE_REDIS_URL},
+        else none.  Needs C{pip install wsgi-sse[redis]}.
     @param kwargs: C{min_threads}, C{hub}, C{publisher}, C{resources} (a
         mapping of paths to extra Twisted resources), C{reactor},
         C{shutdown_timeout}; C{history_size} and C{history_age} (the replay
@@ -317,6 +339,13 @@ def make_application(
     server the target of L{broadcast<wsgi_sse.broadcast>}.
     """
     application: Componentized = Application(name)
-    service = make_service(wsgi_app, listen=listen, sse_path=sse_path, threads=threads, **kwargs)
+    service = make_service(
+        wsgi_app,
+        listen=listen,
+        sse_path=sse_path,
+        threads=threads,
+        redis_url=redis_url,
+        **kwargs,
+    )
     service.setServiceParent(application)  # type: ignore[no-untyped-call]
     return application

@@ -60,8 +60,6 @@ class HubStats:
     events_published: int = 0
     deliveries: int = 0
     bytes_queued: int = 0
-    replays: int = 0
-    resets: int = 0
 
 
 class _Channel:
@@ -284,22 +282,12 @@ class Hub:
         some events after it have already left the history).
 
         Call it in the same reactor turn as L{subscribe} so no event can fall
-        between the replay and the live stream.  Counted in L{stats} as a
-        replay or a reset.
+        between the replay and the live stream.
         """
-        events = self._missed(channels, last_event_id)
-        if events is None:
-            self.stats.resets += 1
-        else:
-            self.stats.replays += 1
-        return events
-
-    def can_replay(self, channels: Iterable[str], last_event_id: str) -> bool:
-        """Whether L{replay} would succeed now (without counting it in the stats)."""
-        return self._missed(channels, last_event_id) is not None
+        return self._missed(channels, last_event_id)
 
     def _missed(self, channels: Iterable[str], last_event_id: str) -> list[Event] | None:
-        """L{replay}, without counting it."""
+        """The events after C{last_event_id} in this hub's history (see L{replay})."""
         seq = self.parse_id(last_event_id)
         if seq is None:
             return None
@@ -324,3 +312,7 @@ class Hub:
         if len(selected) == 1:
             return selected[0]
         return list(heapq.merge(*selected, key=lambda e: e.seq))
+
+    def can_replay(self, channels: Iterable[str], last_event_id: str) -> bool:
+        """Whether L{replay} would succeed now."""
+        return self._missed(channels, last_event_id) is not None

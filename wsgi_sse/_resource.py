@@ -62,6 +62,8 @@ class StreamStats:
     @ivar dropped_by_reason: the same, by reason (C{"buffer"}, C{"stalled"}).
     @ivar refused: requests answered with an error instead of a stream, by
         HTTP status.
+    @ivar replays: streams that resumed from a Last-Event-ID exactly.
+    @ivar resets: streams sent a C{reset} event instead.
     @ivar bytes_written: bytes written besides published events (the opening
         comment, replays, C{init} events, heartbeats).
     @ivar bytes_discarded: bytes of published events held for readers that
@@ -76,6 +78,8 @@ class StreamStats:
         "dropped_by_reason",
         "dropped_slow",
         "refused",
+        "replays",
+        "resets",
     )
 
     def __init__(self) -> None:
@@ -84,6 +88,8 @@ class StreamStats:
         self.dropped_slow = 0
         self.dropped_by_reason: Counter[str] = Counter()
         self.refused: Counter[int] = Counter()
+        self.replays = 0
+        self.resets = 0
         self.bytes_written = 0
         self.bytes_discarded = 0
 
@@ -330,12 +336,14 @@ class SSEResource(Resource):
         parts = [b": connected\nretry: %d\n\n" % (retry,)]
         missed: list[Event] = []
         if resume is not None and resume == last_event_id and not reset:
-            # The client's own id: a replay (or a reset), counted by the hub.
+            # The client's own id (a subclass may hold the client until it
+            # has fetched the events from elsewhere: subscribe follows).
             found = hub.replay(channels, resume)
             if found is None:
                 reset = True
             else:
                 missed = found
+                stats.replays += 1
         elif resume is not None:
             # From where the hooks started: not a replay the client asked for.
             found = hub._missed(channels, resume)
@@ -345,9 +353,8 @@ class SSEResource(Resource):
                 reset, init = True, None
             else:
                 missed = found
-            if reset:
-                hub.stats.resets += 1
         if reset:
+            stats.resets += 1
             parts.append(_RESET)
             self.log.info(
                 "stream reset for {peer}: cannot replay {channels} from {last_event_id!r}",
@@ -459,8 +466,8 @@ class SSEResource(Resource):
             "disconnects": stats.disconnects,
             "dropped_slow": stats.dropped_slow,
             "dropped_by_reason": dict(sorted(stats.dropped_by_reason.items())),
-            "replays": hub_stats.replays,
-            "resets": hub_stats.resets,
+            "replays": stats.replays,
+            "resets": stats.resets,
             "refused": {str(code): n for code, n in sorted(stats.refused.items())},
         }
 
