@@ -165,8 +165,8 @@ def test_example_in_chromium(example: int) -> None:
             watcher.goto(f"{base}/accounts/login/")
             watcher.fill("input[name=username]", "ada")
             watcher.fill("input[name=password]", "ada-knocks")
-            watcher.click("main form button[type=submit]")
-            watcher.wait_for_url(f"{base}/")
+            with watcher.expect_navigation(url=f"{base}/"):
+                watcher.click("main form button[type=submit]")
             watcher.wait_for_function(live)
             watcher.click("#import-form button")
             watcher.wait_for_function(
