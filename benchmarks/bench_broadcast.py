@@ -19,10 +19,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from support import serve  # noqa: E402
+from support import serve
 
-from wsgi_sse import broadcast, broadcast_and_wait, get_broadcaster  # noqa: E402
-from wsgi_sse._encoding import encode_body  # noqa: E402
+from wsgi_sse import broadcast, broadcast_and_wait, get_broadcaster
+from wsgi_sse._encoding import encode_body
 
 
 def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
