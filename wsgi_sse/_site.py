@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
-from twisted.web import http
+from twisted.web import http, server
 from twisted.web.server import Site
 
 if TYPE_CHECKING:
@@ -34,6 +34,41 @@ DEFAULT_HEADER_TIMEOUT = 30.0
 
 DEFAULT_IDLE_TIMEOUT = 180.0
 """Seconds a connection may stay silent between requests (not during a stream)."""
+
+
+# Every attribute twisted.web's HTTPChannel (and its mixins) sets on an
+# instance while serving page views and streams (Twisted 26.10).
+_CHANNEL_ATTRIBUTES = (
+    "requests",
+    "_handlingRequest",
+    "_dataBuffer",
+    "_transferDecoder",
+    "factory",
+    "callLater",
+    "timeOut",
+    "requestFactory",
+    "site",
+    "connected",
+    "transport",
+    "_TimeoutMixin__timeoutCall",
+    "_networkProducer",
+    "_headerDeadline",
+    "_busyReceiving",
+    "_buffer",
+    "_receivedHeaderSize",
+    "_HTTPChannel__first_line",
+    "_command",
+    "_path",
+    "_version",
+    "_HTTPChannel__header",
+    "_receivedHeaderCount",
+    "persistent",
+    "length",
+    "_savedTimeOut",
+    "line_mode",
+    "_requestProducer",
+    "_requestProducerStreaming",
+)
 
 
 class _HeaderDeadlineChannel(http.HTTPChannel):
@@ -133,6 +168,86 @@ def _abort(transport: Any) -> None:
         transport.abortConnection()
 
 
+_channel_classes: dict[float | None, type[_HeaderDeadlineChannel]] = {}
+
+
+def _channel_class(header_timeout: float | None) -> type[_HeaderDeadlineChannel]:
+    """
+    The channel class for one header deadline (a class attribute: one more
+    attribute per instance would be one name too many, see L{_share_keys}).
+    """
+    cls = _channel_classes.get(header_timeout)
+    if cls is None:
+        cls = type(
+            "_HeaderDeadlineChannel",
+            (_HeaderDeadlineChannel,),
+            {"headerTimeout": header_timeout, "__module__": __name__},
+        )
+        _share_keys(cls, _CHANNEL_ATTRIBUTES)
+        _channel_classes[header_timeout] = cls
+    return cls
+
+
+def _share_keys(cls: type[Any], names: tuple[str, ...]) -> None:
+    """
+    Memory: put C{names} into the key table C{cls}'s instances share, before
+    any real instance exists.
+
+    CPython keeps the attributes of a class's instances as values over one
+    key table shared by the class (at most 29 names).  twisted.web's channel
+    and request objects set most attributes lazily, and delete some per
+    request; once an instance's dict has been made a real dict that way, an
+    attribute name not yet in the shared table turns it into a private table
+    of 1.5 KiB instead of about 0.3 KiB.  Which names reach the table first
+    depends on what the server served first: a page view's names crowd out
+    a stream's.  A throwaway instance naming everything a streaming
+    connection uses, first, keeps every stream's dicts small.
+    """
+    probe = object.__new__(cls)
+    for name in names:
+        object.__setattr__(probe, name, None)
+
+
+class _StreamingRequest(server.Request):
+    """twisted.web's request, its attribute names shared (see L{_share_keys})."""
+
+
+# The attributes a streaming request has (Twisted 26.10); page views add
+# two more, which then cost those short-lived requests a private dict.
+_REQUEST_ATTRIBUTES = (
+    "notifications",
+    "channel",
+    "client",
+    "host",
+    "requestHeaders",
+    "received_cookies",
+    "responseHeaders",
+    "cookies",
+    "transport",
+    "queued",
+    "_parsePOSTFormSubmission",
+    "_adapterCache",
+    "content",
+    "args",
+    "method",
+    "uri",
+    "clientproto",
+    "path",
+    "site",
+    "prepath",
+    "postpath",
+    "sitepath",
+    "code",
+    "code_message",
+    "streamingProducer",
+    "producer",
+    "startedWriting",
+    "chunked",
+    "sentLength",
+)
+_share_keys(_StreamingRequest, _REQUEST_ATTRIBUTES)
+
+
 class StreamSite(Site):
     """
     A C{Site} with a deadline for request headers and a finite idle timeout.
@@ -143,6 +258,8 @@ class StreamSite(Site):
     @param idle_timeout: seconds a connection may stay silent between
         requests; an open event stream is never idle in this sense.
     """
+
+    requestFactory = _StreamingRequest
 
     def __init__(
         self,
@@ -161,8 +278,7 @@ class StreamSite(Site):
 
     def protocol(self) -> Any:
         """Build one connection's channel (twisted.web calls this)."""
-        channel = _HeaderDeadlineChannel()  # type: ignore[no-untyped-call]
-        channel.headerTimeout = self.header_timeout
+        channel = _channel_class(self.header_timeout)()
         wrapper = getattr(http, "_GenericHTTPChannelProtocol", None)
         # The wrapper switches to HTTP/2 when TLS negotiates it.
         return wrapper(channel) if wrapper is not None else channel
