@@ -6,11 +6,13 @@ event) and the batched publishing: real sockets, real server.
 from __future__ import annotations
 
 import socket
+import sys
 import time
 from typing import Any
 
+import pytest
 from support import StreamClient as Reader
-from support import parse_stream, serve
+from support import http_request, parse_stream, serve
 
 from wsgi_sse import Hub
 from wsgi_sse._app import with_backlog
@@ -314,3 +316,22 @@ def test_listen_backlog_added_unless_given() -> None:
     assert with_backlog("unix:/run/app.sock") == "unix:/run/app.sock:backlog=1024"
     assert with_backlog("tcp:8005:backlog=64") == "tcp:8005:backlog=64"
     assert with_backlog("systemd:domain=INET:index=0") == "systemd:domain=INET:index=0"
+
+
+@pytest.mark.skipif(sys.implementation.name != "cpython", reason="CPython's dict layout")
+def test_stream_objects_keep_shared_attribute_dicts_after_page_views() -> None:
+    """A stream opened after page views keeps small (key-shared) channel and request dicts."""
+    with serve(hello_app) as server:
+        for method in ("GET", "POST"):
+            http_request(server.port, method, "/page", body=b"a=1")
+        with Reader(server.port):
+            server.wait_clients(1)
+
+            def sizes() -> tuple[int, int]:
+                request = only_client(server).request
+                return sys.getsizeof(vars(request.channel)), sys.getsizeof(vars(request))
+
+            channel_size, request_size = server.call(sizes)
+            # A private (unshared) table for ~27 names is 1,584 bytes.
+            assert channel_size < 1000
+            assert request_size < 1000
