@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import RedisServer
+from redis_support import RedisServer
 from support import PYTHON, StreamClient, serve, subprocess_env
 from twisted.internet.task import Clock
 

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import BOTTLE_DIR, TWISTD, RedisServer, ServerProcess, processes
+from redis_support import BOTTLE_DIR, TWISTD, RedisServer, ServerProcess, processes
 from support import ROOT, StreamClient, free_port, http_request, wait_for_port
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"

@@ -7,7 +7,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import (
+from redis_support import (
     RedisServer,
     ServerProcess,
     burst_server,
