@@ -10,7 +10,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Mapping
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import Application, MultiService
+from twisted.application.service import Application, IService, MultiService
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
@@ -72,7 +72,8 @@ class SSEServerService(MultiService):
 
     @ivar hub: the L{Hub} behind the stream.
     @ivar backplane: the L{RedisBackplane<wsgi_sse.redis.RedisBackplane>}
-        sharing broadcasts with other processes, or L{None}.
+        sharing broadcasts with other processes (built from C{redis_url},
+        or a C{publisher} that is also a Twisted service), or L{None}.
     @ivar broadcaster: a L{Broadcaster} for this server's hub.
     @ivar threadpool: the WSGI app's thread pool.
     @ivar sse_resource: the L{SSEResource}.
@@ -121,6 +122,9 @@ class SSEServerService(MultiService):
             self.backplane = RedisBackplane(redis_url, reactor=reactor)
             hub = self.backplane.hub
             publisher = self.backplane
+        elif IService.providedBy(publisher):
+            # A backplane built by hand: started and stopped with the server.
+            self.backplane = publisher  # type: ignore[assignment]
         self.hub = hub if hub is not None else Hub(clock=reactor)
         self.broadcaster = Broadcaster(publisher or self.hub, reactor=reactor)
         self.threadpool = WSGIThreadPool(min_threads, threads, "wsgi")

@@ -489,6 +489,7 @@ class RedisBackplane(Service):
                 "duplicates_suppressed",
                 "replays_from_redis",
                 "replay_resets",
+                "malformed",
             ),
             0,
         )
@@ -513,7 +514,8 @@ class RedisBackplane(Service):
         C{errors}, C{reconnects}, C{local_only} (delivered to this process
         only, because Redis was unreachable or the queue full),
         C{queue_full}, C{duplicates_suppressed}, C{replays_from_redis},
-        C{replay_resets}; and C{connected}, C{queued}, C{stream}.
+        C{replay_resets}, C{malformed} (stream entries not written by
+        wsgi-sse, dropped); and C{connected}, C{queued}, C{stream}.
         May be called in any thread.
         """
         with self._lock:
@@ -744,6 +746,7 @@ class RedisBackplane(Service):
                 continue
             last = entries[-1][0]
             batch = []
+            malformed = 0
             for raw_id, fields in entries:
                 channel = fields.get(_FIELD_CHANNEL)
                 body = fields.get(_FIELD_BODY)
@@ -752,8 +755,13 @@ class RedisBackplane(Service):
                 try:
                     name = channel.decode("utf-8")
                 except UnicodeDecodeError:
+                    name = ""
+                if not name or not _well_formed(body):
+                    malformed += 1
                     continue
                 batch.append((raw_id.decode("ascii"), name, body, fields.get(_FIELD_ORIGIN)))
+            if malformed:
+                self._count("malformed", malformed)
             self._count("delivered", len(batch))
             self.reactor.callFromThread(self._deliver_batch, batch)
 
@@ -834,6 +842,21 @@ class RedisBackplane(Service):
         else:
             end_seq, end_id = start[0], redis_id
         return _Fetched(found, out, end_seq, end_id, truncated)
+
+
+def _well_formed(body: bytes) -> bool:
+    """
+    Whether a body read from Redis is one that L{encode_body} could have
+    made: complete lines, no blank line (it would end the event early), no
+    C{id:} line (ids are assigned by the stream), no CR.
+    """
+    return (
+        body.endswith(b"\n")
+        and b"\n\n" not in body
+        and b"\r" not in body
+        and not body.startswith(b"id")
+        and b"\nid" not in body
+    )
 
 
 def _safe_url(url: str) -> str:

@@ -406,3 +406,38 @@ def test_stalled_redis_blocks_neither_reactor_nor_views(redis_server: RedisServe
             finally:
                 redis_server.proc.send_signal(signal.SIGCONT)
             wait_until(lambda: connected(a), what="recovered")
+
+
+def test_foreign_stream_entries_are_dropped(redis_server: RedisServer) -> None:
+    """Entries that wsgi-sse could not have written (injected ids, blank lines) never reach clients."""
+    with serve(plain_app, redis_url=redis_server.url) as a:
+        wait_until(lambda: connected(a), what="connected")
+        with a.stream() as client:
+            a.wait_clients(1)
+            raw = redis_server.client()
+            key = "wsgi-sse:default:events"
+            raw.xadd(key, {"c": "default", "b": b"data: x\n\nid: 1-0\ndata: y\n"})
+            raw.xadd(key, {"c": "default", "b": b"id: 1-0\ndata: z\n"})
+            raw.xadd(key, {"c": "default"})
+            raw.xadd(key, {"c": "default", "b": b"data: fine\n"})
+            (event,) = client.wait_events(1)
+            assert event.data == "fine" and REDIS_ID.match(event.last_event_id)
+            wait_until(lambda: stats(a)["malformed"] == 2, what="counted")
+
+
+def test_hand_built_backplane_runs_with_the_server(redis_server: RedisServer) -> None:
+    """A RedisBackplane passed as publisher= is started, stopped and exposed by the server."""
+    from twisted.internet import reactor
+
+    from wsgi_sse.redis import RedisBackplane
+
+    backplane = RedisBackplane(redis_server.url, namespace="site2", maxlen=50, reactor=reactor)
+    with serve(plain_app, hub=backplane.hub, publisher=backplane) as a:
+        assert a.service.backplane is backplane
+        wait_until(lambda: backplane.stats()["connected"], what="connected")
+        with a.stream() as client:
+            a.wait_clients(1)
+            a.service.broadcaster.broadcast("namespaced")
+            assert client.wait_events(1)[0].data == "namespaced"
+        assert redis_server.client().xlen("wsgi-sse:site2:events") == 1
+    wait_until(lambda: not backplane.running, what="stopped")
