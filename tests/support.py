@@ -213,7 +213,7 @@ class StreamClient:
         self.sock.settimeout(timeout)
         try:
             data = self._recv()
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             return True
         except ConnectionResetError:
             self.eof = True
@@ -379,7 +379,9 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def wait_for_port(port: int, proc: subprocess.Popen[Any] | None = None, timeout: float = 20.0) -> None:
+def wait_for_port(
+    port: int, proc: subprocess.Popen[Any] | None = None, timeout: float = 20.0
+) -> None:
     """Wait until something listens on 127.0.0.1:C{port}."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -161,7 +161,9 @@ class Broadcaster:
             raise RuntimeError(
                 "crochet is not set up: run under make_application() or call crochet.setup()"
             ) from None
-        return int(result.wait(timeout))
+        count = result.wait(timeout)
+        assert isinstance(count, int)
+        return count
 
 
 _lock = threading.Lock()

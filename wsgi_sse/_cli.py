@@ -126,22 +126,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     @crochet.run_in_reactor
     def start() -> Any:
         service.startService()
-        return service.listening._waitingForPort  # type: ignore[union-attr]
+        return service.listening._waitingForPort
 
     try:
         start().wait(30)
     except Exception as e:  # noqa: BLE001 - reported to the user as is
         print(f"python -m wsgi_sse: cannot listen on {service.listen}: {e}", file=sys.stderr)
-        reactor.callFromThread(reactor.stop)
+        reactor.callFromThread(reactor.stop)  # type: ignore[attr-defined]
         return 1
     while not stop.wait(0.5):
         pass
     logging.getLogger("wsgi_sse").info("shutting down")
     try:
         crochet.run_in_reactor(service.stopService)().wait(service.shutdown_timeout + 2)
-    except Exception:  # noqa: BLE001
+    except Exception:
         logging.getLogger("wsgi_sse").exception("error while stopping")
-    reactor.callFromThread(reactor.stop)
+    reactor.callFromThread(reactor.stop)  # type: ignore[attr-defined]
     for thread in threading.enumerate():
         if thread.name == "CrochetReactor":
             thread.join(5)
@@ -155,13 +155,13 @@ class TwistdOptions(usage.Options):
         [name, None, default, text, convert] for name, default, convert, text in _OPTIONS
     ]
 
-    def postOptions(self) -> None:  # noqa: N802
+    def postOptions(self) -> None:
         """Check that an application was named."""
         if not self["app"]:
             raise usage.UsageError("--app module:attribute is required")
 
 
-def makeService(options: TwistdOptions) -> SSEServerService:  # noqa: N802
+def makeService(options: TwistdOptions) -> SSEServerService:
     """Build the service that C{twistd wsgi-sse} runs (the plugin's entry point)."""
     from ._app import make_service
 

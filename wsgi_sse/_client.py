@@ -35,25 +35,29 @@ class StreamClient:
 
     @ivar channels: the channels this stream is subscribed to.
     @ivar peer: the client's address, for logs and per-address limits.
+    @ivar closed: whether the stream has ended (nothing more is written).
+    @ivar discarded: bytes that were held for this reader and thrown away
+        when it left or was dropped.
     """
 
     log = Logger()
 
     __slots__ = (
-        "request",
-        "channels",
-        "peer",
+        "__weakref__",
         "_clock",
+        "_held",
+        "_held_bytes",
         "_max_buffer",
         "_max_pause",
         "_on_close",
         "_on_drop",
-        "_paused",
-        "_held",
-        "_held_bytes",
         "_pause_timer",
+        "_paused",
+        "channels",
         "closed",
-        "__weakref__",
+        "discarded",
+        "peer",
+        "request",
     )
 
     def __init__(
@@ -79,6 +83,7 @@ class StreamClient:
         self._held_bytes = 0
         self._pause_timer: IDelayedCall | None = None
         self.closed = False
+        self.discarded = 0
 
     # -- writing -------------------------------------------------------------
 
@@ -112,9 +117,7 @@ class StreamClient:
             return
         self._paused = True
         if self._max_pause is not None:
-            self._pause_timer = self._clock.callLater(
-                self._max_pause, self.drop, "stalled"
-            )
+            self._pause_timer = self._clock.callLater(self._max_pause, self.drop, "stalled")
 
     def resumeProducing(self) -> None:
         """The socket drained: write what was held, as one write."""
@@ -146,15 +149,18 @@ class StreamClient:
         if self.closed:
             return
         self.log.info(
-            "dropping slow client {peer} ({reason}, {held} bytes held)",
+            "dropping slow client {peer} ({reason}): {held} bytes held",
             peer=self.peer,
             reason=reason,
             held=self._held_bytes,
+            channels=list(self.channels),
+            max_buffer=self._max_buffer,
+            max_pause=self._max_pause,
         )
-        on_drop = self._on_drop
+        # on_drop sees what was held, before it is discarded.
+        if self._on_drop is not None:
+            self._on_drop(self, reason)
         self._forget()
-        if on_drop is not None:
-            on_drop(self, reason)
         transport = getattr(self.request.channel, "transport", None)
         if transport is not None:
             abort = getattr(transport, "abortConnection", None)
@@ -168,6 +174,8 @@ class StreamClient:
         if self.closed:
             return
         held = b"".join(self._held)
+        self._held = []
+        self._held_bytes = 0
         self._forget()
         request = self.request
         if getattr(request, "_disconnected", False) or request.finished:
@@ -179,6 +187,7 @@ class StreamClient:
 
     def _forget(self) -> None:
         self.closed = True
+        self.discarded += self._held_bytes
         self._held = []
         self._held_bytes = 0
         timer, self._pause_timer = self._pause_timer, None

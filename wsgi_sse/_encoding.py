@@ -21,8 +21,8 @@ import re
 __all__ = [
     "encode_body",
     "encode_comment",
-    "encode_event",
     "encode_data",
+    "encode_event",
     "encode_retry",
     "frame",
     "prepare_data",
@@ -50,13 +50,10 @@ def prepare_data(data: object) -> str:
         return data
     if isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(
-            "broadcast data must be str or a JSON-serialisable value, not bytes; "
-            "decode it first"
+            "broadcast data must be str or a JSON-serialisable value, not bytes; decode it first"
         )
     try:
-        return json.dumps(
-            data, ensure_ascii=False, separators=(",", ":"), allow_nan=False
-        )
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except TypeError as e:
         raise TypeError(f"broadcast data is not JSON-serialisable: {e}") from None
     except ValueError as e:
@@ -133,9 +130,7 @@ def encode_retry(retry: int) -> bytes:
     return b"retry: %d\n" % (validate_retry(retry),)
 
 
-def encode_body(
-    data: object, *, event: str | None = None, retry: int | None = None
-) -> bytes:
+def encode_body(data: object, *, event: str | None = None, retry: int | None = None) -> bytes:
     """
     Encode everything of an event except its ``id:`` line and final blank line.
 
@@ -193,4 +188,3 @@ def encode_comment(text: str = "") -> bytes:
     except UnicodeEncodeError as e:
         raise ValueError(f"comment cannot be encoded as UTF-8: {e}") from None
     return b"".join([(b": " + line if line else b":") + b"\n" for line in lines]) + b"\n"
-

@@ -48,7 +48,7 @@ class WSGIRoot(Resource):
     """
 
     def __init__(self, wsgi_resource: IResource) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.wsgi_resource = wsgi_resource
         # (segments, resource, exact), longest path first.
         self._mounts: list[tuple[tuple[bytes, ...], IResource, bool]] = []
@@ -65,9 +65,11 @@ class WSGIRoot(Resource):
         self._mounts.append((segments, resource, exact))
         self._mounts.sort(key=lambda m: -len(m[0]))
 
-    def getChildWithDefault(self, path: bytes, request: Request) -> IResource:  # noqa: N802
+    def getChildWithDefault(self, path: bytes, request: Request) -> IResource:
         """Route one request: called by twisted.web with the first segment."""
         rest = request.postpath
+        prepath = request.prepath
+        assert rest is not None and prepath is not None
         for segments, resource, exact in self._mounts:
             n = len(segments)
             if segments[0] != path or segments[1:] != tuple(rest[: n - 1]):
@@ -75,11 +77,11 @@ class WSGIRoot(Resource):
             if exact and len(rest) != n - 1:
                 continue
             # Consume the mount's segments: they become the resource's prepath.
-            request.prepath.extend(rest[: n - 1])
+            prepath.extend(rest[: n - 1])
             del rest[: n - 1]
             return resource
         # Not mounted: put the segment back so the WSGI app sees the whole path.
-        request.postpath.insert(0, request.prepath.pop())
+        rest.insert(0, prepath.pop())
         return self.wsgi_resource
 
     def render(self, request: Request) -> bytes | int:

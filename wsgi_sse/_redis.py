@@ -258,10 +258,8 @@ class RedisHub(Hub):
         self._pending = None
         events = self._missed(names, last_event_id)
         if events is not None:
-            self.stats.replays += 1
             return events
         if self.backplane is None or _parse(last_event_id) is None:
-            self.stats.resets += 1
             return None
         self._pending = (names, last_event_id)
         self._now_clock().callLater(0, self._forget_pending, self._pending)
@@ -359,7 +357,6 @@ class RedisHub(Hub):
         del self._held[held.subscriber]
         self._cancel(held)
         if wires is None:
-            self.stats.resets += 1
             if self.backplane is not None:
                 self.backplane._count("replay_resets")
             held.subscriber.send(_RESET)

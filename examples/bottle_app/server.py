@@ -12,8 +12,8 @@ import sys
 # twistd does not put the .tac file's directory on sys.path.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from app import app  # noqa: E402
+from app import app
 
-from wsgi_sse import make_application  # noqa: E402
+from wsgi_sse import make_application
 
 application = make_application(app)

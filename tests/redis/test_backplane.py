@@ -409,7 +409,7 @@ def test_stalled_redis_blocks_neither_reactor_nor_views(redis_server: RedisServe
 
 
 def test_foreign_stream_entries_are_dropped(redis_server: RedisServer) -> None:
-    """Entries that wsgi-sse could not have written (injected ids, blank lines) never reach clients."""
+    """Stream entries wsgi-sse could not have written (injected ids, blank lines) are dropped."""
     with serve(plain_app, redis_url=redis_server.url) as a:
         wait_until(lambda: connected(a), what="connected")
         with a.stream() as client:
