@@ -89,9 +89,11 @@ def _parse(event_id: str) -> tuple[int, str, str | None, int] | None:
     match = _ID.match(event_id)
     if match is None:
         return None
-    ms, n, instance, local = match.groups()
-    redis_id = f"{int(ms)}-{int(n)}"
-    return _redis_seq(int(ms), int(n)), redis_id, instance, int(local or 0)
+    ms, n = int(match.group(1)), int(match.group(2))
+    instance, local = match.group(3), int(match.group(4) or 0)
+    if ms >= 1 << 64 or n >= 1 << 64 or local >= 1 << _LOCAL_BITS:
+        return None
+    return _redis_seq(ms, n), f"{ms}-{n}", instance, local
 
 
 @dataclass(slots=True)

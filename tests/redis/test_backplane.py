@@ -441,3 +441,22 @@ def test_hand_built_backplane_runs_with_the_server(redis_server: RedisServer) ->
             assert client.wait_events(1)[0].data == "namespaced"
         assert redis_server.client().xlen("wsgi-sse:site2:events") == 1
     wait_until(lambda: not backplane.running, what="stopped")
+
+
+@pytest.mark.parametrize(
+    "event_id",
+    [
+        "18446744073709551616-0",
+        "1-18446744073709551616",
+        "1-0.me.4294967296",
+        "1-0.ME.1",
+        "1-0.",
+        "x",
+    ],
+)
+def test_out_of_range_ids_are_not_replayed(event_id: str) -> None:
+    """Ids outside Redis's 64-bit range (or malformed) are unknown, never misread."""
+    hub = RedisHub(clock=Clock(), instance_id="me")
+    hub.deliver_redis("1-1", "c", b"data: a\n")
+    assert hub.parse_id(event_id) is None
+    assert not hub.can_replay(["c"], event_id)
