@@ -193,6 +193,8 @@ class RedisHub(Hub):
             self._base_seq = self._seq = self._last_redis_seq = seq
             self._last_redis_id = self._last_id = parsed[1]
             self._local_count = 0
+            if self._waiting:
+                self._check_waiting()
 
     def parse_id(self, event_id: str) -> int | None:
         """

@@ -460,3 +460,20 @@ def test_out_of_range_ids_are_not_replayed(event_id: str) -> None:
     hub.deliver_redis("1-1", "c", b"data: a\n")
     assert hub.parse_id(event_id) is None
     assert not hub.can_replay(["c"], event_id)
+
+
+def test_held_client_completes_when_the_reader_starts() -> None:
+    """A client replayed before this process starts reading joins as soon as it does."""
+    from wsgi_sse._redis import _Fetched
+
+    stub = StubBackplane()
+    hub = RedisHub(clock=Clock(), instance_id="b")
+    hub.backplane = stub  # type: ignore[assignment]
+    client = Recorder()
+    assert hub.replay(["c"], "100-0") == []
+    hub.subscribe(client, ["c"])
+    entries = [(_seq("100-1"), "100-1", "c", b"data: 1\n")]
+    stub.fetches[0][1].callback(_Fetched(True, entries, _seq("100-1"), "100-1", False))
+    assert client.sent == []
+    hub.start_at("100-1")
+    assert client.ids() == ["id: 100-1"] and hub.subscriber_count("c") == 1
