@@ -464,6 +464,9 @@ class RedisBackplane(Service):
         self.connected = False
         self._queue: queue.Queue[tuple[int, str, bytes] | None] = queue.Queue(queue_size)
         self._stopping = threading.Event()
+        # Set once the reader's first attempt to connect has ended: until
+        # then, events wait for it rather than going local-only.
+        self._first_attempt = threading.Event()
         self._threads: list[threading.Thread] = []
         self._pool: ThreadPool | None = None
         self._reader_conn: Any = None
@@ -532,6 +535,7 @@ class RedisBackplane(Service):
         """Start the reader, the publisher and the replay threads."""
         super().startService()  # type: ignore[no-untyped-call]
         self._stopping.clear()
+        self._first_attempt.clear()
         self._pool = ThreadPool(0, 2, "wsgi-sse-redis-replay")
         self._pool.start()
         self._threads = [
@@ -547,6 +551,7 @@ class RedisBackplane(Service):
         """Publish what is queued (within C{timeout}), then stop the threads."""
         super().stopService()  # type: ignore[no-untyped-call]
         self._stopping.set()
+        self._first_attempt.set()
         threads, self._threads = self._threads, []
         pool, self._pool = self._pool, None
         done: Deferred[None] = Deferred()
@@ -585,7 +590,7 @@ class RedisBackplane(Service):
         @return: the number of this process's clients it reached (a
             Deferred of it when it goes through Redis).
         """
-        if not self.connected or not self.running:
+        if not self.running or (not self.connected and self._first_attempt.is_set()):
             return self._local_only(channel, body)
         self._token += 1
         token = self._token
@@ -642,6 +647,8 @@ class RedisBackplane(Service):
                     stop = True
                     break
                 batch.append(more)
+            if not self._first_attempt.is_set():
+                self._first_attempt.wait(self.timeout * 2)
             if not self.connected:
                 self.reactor.callFromThread(self._fall_back, batch)
             else:
@@ -713,6 +720,7 @@ class RedisBackplane(Service):
                 if not self.connected:
                     conn.ping()
                     self.connected = True
+                    self._first_attempt.set()
                     self._down_logged = False
                     delay = first_delay
                     if ever_connected:
@@ -733,6 +741,7 @@ class RedisBackplane(Service):
                     return
                 self._count("errors")
                 self._went_down("read", e)
+                self._first_attempt.set()
                 conn, self._reader_conn = self._reader_conn, None
                 if conn is not None:
                     with contextlib.suppress(Exception):

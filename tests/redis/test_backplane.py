@@ -477,3 +477,12 @@ def test_held_client_completes_when_the_reader_starts() -> None:
     assert client.sent == []
     hub.start_at("100-1")
     assert client.ids() == ["id: 100-1"] and hub.subscriber_count("c") == 1
+
+
+def test_broadcast_right_after_startup_goes_through_redis(redis_server: RedisServer) -> None:
+    """Events broadcast before the first connection is made wait for it instead of going local."""
+    with serve(plain_app, redis_url=redis_server.url) as a:
+        a.service.broadcaster.broadcast("early")
+        wait_until(lambda: stats(a)["delivered"] == 1, what="delivery")
+        assert stats(a)["local_only"] == 0 and stats(a)["published"] == 1
+        assert redis_server.client().xlen("wsgi-sse:default:events") == 1
