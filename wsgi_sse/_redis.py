@@ -295,7 +295,6 @@ class RedisHub(Hub):
         if subscriber in self._subscriptions:
             raise ValueError("already subscribed")
         held = self._held[subscriber] = _Held(subscriber, names)
-        held.timer = self._now_clock().callLater(self.replay_wait, self._give_up, held)
         self.backplane.fetch_after(pending[1]).addBoth(self._fetched, held)
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
@@ -327,6 +326,7 @@ class RedisHub(Hub):
             # The stream is ahead of this process: wait until the reader
             # has delivered up to the end of what Redis returned.
             self._waiting.append(held)
+            held.timer = self._now_clock().callLater(self.replay_wait, self._give_up, held)
             return
         self._complete(held)
 
@@ -479,6 +479,7 @@ class RedisBackplane(Service):
         # events delivered locally after a failed XADD (which may still
         # have reached Redis: then they must not be delivered twice).
         self._waiting: dict[int, Deferred[int]] = {}
+        self._fetching: dict[str, list[Deferred[_Fetched]]] = {}
         self._fallen_back: deque[int] = deque()
         self._fallen_back_set: set[int] = set()
         self._lock = threading.Lock()
@@ -493,6 +494,7 @@ class RedisBackplane(Service):
                 "duplicates_suppressed",
                 "replays_from_redis",
                 "replay_resets",
+                "replay_fetches",
                 "malformed",
             ),
             0,
@@ -518,7 +520,8 @@ class RedisBackplane(Service):
         C{errors}, C{reconnects}, C{local_only} (delivered to this process
         only, because Redis was unreachable or the queue full),
         C{queue_full}, C{duplicates_suppressed}, C{replays_from_redis},
-        C{replay_resets}, C{malformed} (stream entries not written by
+        C{replay_resets}, C{replay_fetches} (C{XRANGE}s made for them; clients
+        sharing a last id share one), C{malformed} (stream entries not written by
         wsgi-sse, dropped); and C{connected}, C{queued}, C{stream}.
         May be called in any thread.
         """
@@ -821,7 +824,25 @@ class RedisBackplane(Service):
         parsed = _parse(last_event_id)
         if parsed is None or self._pool is None:
             return succeed(_Fetched(False, [], 0, "", False))
-        return deferToThreadPool(self.reactor, self._pool, self._fetch, parsed[1])
+        redis_id = parsed[1]
+        # Clients reconnecting together (after a restart) mostly share their
+        # last id: one XRANGE answers them all.
+        waiters = self._fetching.get(redis_id)
+        if waiters is None:
+            waiters = self._fetching[redis_id] = []
+            self._count("replay_fetches")
+            fetching = deferToThreadPool(self.reactor, self._pool, self._fetch, redis_id)
+            fetching.addBoth(self._share_fetched, redis_id)
+        answer: Deferred[_Fetched] = Deferred()
+        waiters.append(answer)
+        return answer
+
+    def _share_fetched(self, result: _Fetched | Failure, redis_id: str) -> None:
+        for answer in self._fetching.pop(redis_id, []):
+            if isinstance(result, Failure):
+                answer.errback(result)
+            else:
+                answer.callback(result)
 
     def _fetch(self, redis_id: str) -> _Fetched:
         with self._lock:

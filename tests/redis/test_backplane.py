@@ -486,3 +486,21 @@ def test_broadcast_right_after_startup_goes_through_redis(redis_server: RedisSer
         wait_until(lambda: stats(a)["delivered"] == 1, what="delivery")
         assert stats(a)["local_only"] == 0 and stats(a)["published"] == 1
         assert redis_server.client().xlen("wsgi-sse:default:events") == 1
+
+
+def test_clients_sharing_a_last_id_share_one_fetch(redis_server: RedisServer) -> None:
+    """Clients reconnecting with the same id at once are answered by one XRANGE."""
+    from twisted.internet.defer import gatherResults
+
+    with RedisPublisher(redis_server.url) as publisher:
+        first = publisher.broadcast("one")
+        publisher.broadcast("two")
+    with serve(plain_app, redis_url=redis_server.url) as a:
+        wait_until(lambda: connected(a), what="connected")
+        backplane = a.service.backplane
+        results = a.call(lambda: gatherResults([backplane.fetch_after(first) for _ in range(3)]))
+        assert [[e[1] for e in r.entries] for r in results] == [[results[0].end_id]] * 3
+        assert all(r.found and not r.truncated for r in results)
+        assert stats(a)["replay_fetches"] == 1
+        a.call(lambda: backplane.fetch_after(first))
+        assert stats(a)["replay_fetches"] == 2
