@@ -388,12 +388,18 @@ def _base36(n: int) -> str:
 
 def _connect(url: str, timeout: float, read_timeout: float | None = None) -> Any:
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
     return redis.Redis.from_url(
         url,
         socket_timeout=read_timeout if read_timeout is not None else timeout,
         socket_connect_timeout=timeout,
         decode_responses=False,
+        # Never resend by itself: a pipeline of XADDs resent after a broken
+        # connection would append events twice.  The backplane decides.
+        retry=Retry(NoBackoff(), 0),
+        retry_on_timeout=False,
     )
 
 
@@ -722,12 +728,12 @@ class RedisBackplane(Service):
                     self.reactor.callFromThread(self.hub.start_at, last.decode("ascii"))
                 if not self.connected:
                     conn.ping()
+                    if ever_connected:
+                        self._count("reconnects")
                     self.connected = True
                     self._first_attempt.set()
                     self._down_logged = False
                     delay = first_delay
-                    if ever_connected:
-                        self._count("reconnects")
                     self.reactor.callFromThread(
                         self.log.info,
                         "{what} Redis at {url}, stream {key}",
