@@ -5,6 +5,7 @@ L{make_application} for C{twistd -ny server.py}.
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 from typing import TYPE_CHECKING, Any, Mapping
@@ -204,7 +205,7 @@ class SSEServerService(MultiService):
         for path, resource in (resources or {}).items():
             self.root.mount(path, resource, exact=False)
         self.site = StreamSite(self.root, header_timeout=header_timeout, idle_timeout=idle_timeout)
-        endpoint = serverFromString(reactor, self.listen)
+        endpoint = serverFromString(reactor, with_backlog(self.listen))
         self.listening = StreamServerEndpointService(endpoint, self.site)
         self.listening.setServiceParent(self)
         if self.backplane is not None:
@@ -271,6 +272,27 @@ class SSEServerService(MultiService):
         done.addBoth(lambda r: (timer.cancel() if timer.active() else None, r)[1])
         threading.Thread(target=stop, name="wsgi-sse-pool-stop", daemon=True).start()
         return done
+
+
+LISTEN_BACKLOG = 1024
+"""The accept queue length asked for when the endpoint string names none."""
+
+
+def with_backlog(listen: str) -> str:
+    """
+    Add C{backlog=1024} to a C{tcp}, C{tcp6}, C{ssl} or C{unix} endpoint
+    string that does not set one.
+
+    Twisted's default accept queue holds 50 connections.  When a server with
+    thousands of open streams restarts, every browser reconnects within the
+    same few seconds; connections beyond the queue are dropped by the kernel
+    and retried a whole second later.  (The kernel caps the value at
+    C{net.core.somaxconn}.)
+    """
+    kind = listen.split(":", 1)[0]
+    if kind not in ("tcp", "tcp6", "ssl", "unix") or "backlog=" in listen:
+        return listen
+    return f"{listen}:backlog={LISTEN_BACKLOG}"
 
 
 def resolve_listen(listen: str | None) -> str:
@@ -340,7 +362,8 @@ def make_application(
         them all with their defaults.
 
     Call it in the main thread, from the C{.tac} file.  It also makes this
-    server the target of L{broadcast<wsgi_sse.broadcast>}.
+    server the target of L{broadcast<wsgi_sse.broadcast>}, and freezes the
+    objects alive so far out of the garbage collector's scans (C{gc.freeze()}).
     """
     application: Componentized = Application(name)
     service = make_service(
@@ -352,4 +375,11 @@ def make_application(
         **kwargs,
     )
     service.setServiceParent(application)  # type: ignore[no-untyped-call]
+    # The .tac file has imported the whole application by now, and those
+    # objects live as long as the process.  Taking them out of the cyclic
+    # collector's sight makes each full collection cheaper: it otherwise
+    # rescans them every time new connections have piled up (measured: about
+    # a tenth of the cost of accepting a stream with 10,000 open).
+    gc.collect()
+    gc.freeze()
     return application
