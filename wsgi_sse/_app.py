@@ -23,11 +23,18 @@ from ._broadcast import Broadcaster, Publisher, set_broadcaster
 from ._hub import Hub
 from ._mount import WSGIRoot
 from ._options import StreamOptions
+from ._publish import PUBLISH_SECRET_ENV, PublishResource
+from ._redis import resolve_redis_url
 from ._resource import SSEResource
 from ._site import DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, StreamSite
+from ._stats import MetricsResource, StatsResource
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import WSGIApplication
+    from collections.abc import Iterable
+
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+    from ._redis import RedisBackplane
 
 __all__ = [
     "DEFAULT_LISTEN",
@@ -73,6 +80,25 @@ def _daemon_thread(*args: Any, **kwargs: Any) -> threading.Thread:
     return thread
 
 
+def _compliant(app: WSGIApplication) -> WSGIApplication:
+    """
+    Wrap C{app} so that its environ follows PEP 3333.
+
+    twisted.web's WSGI container also copies the Content-Length and
+    Content-Type request headers to C{HTTP_CONTENT_LENGTH} and
+    C{HTTP_CONTENT_TYPE}, keys PEP 3333 forbids (C{wsgiref.validate} and
+    strict frameworks reject them); their values are already in
+    C{CONTENT_LENGTH} and C{CONTENT_TYPE}.  Called in WSGI threads.
+    """
+
+    def application(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        environ.pop("HTTP_CONTENT_LENGTH", None)
+        environ.pop("HTTP_CONTENT_TYPE", None)
+        return app(environ, start_response)
+
+    return application
+
+
 class WSGIThreadPool(ThreadPool):
     """A thread pool for a WSGI app whose threads never block process exit."""
 
@@ -91,11 +117,14 @@ class SSEServerService(MultiService):
     Lifecycle methods: call in the reactor thread.
 
     @ivar hub: the L{Hub} behind the stream.
+    @ivar backplane: the L{RedisBackplane<wsgi_sse.redis.RedisBackplane>}
+        sharing broadcasts with other processes, or L{None}.
     @ivar broadcaster: a L{Broadcaster} for this server's hub.
     @ivar threadpool: the WSGI app's thread pool.
     @ivar sse_resource: the L{SSEResource}.
     @ivar root: the L{WSGIRoot} (mount more Twisted resources on it).
     @ivar site: the twisted.web C{Site}.
+    @ivar publish_resource: the HTTP publish endpoint, or L{None}.
     """
 
     log = Logger()
@@ -113,9 +142,17 @@ class SSEServerService(MultiService):
         resources: Mapping[str, IResource] | None = None,
         reactor: Any = None,
         shutdown_timeout: float = 4.0,
+        history_size: int | None = None,
+        history_age: float | None = None,
+        stats_path: str | None = None,
+        metrics_path: str | None = None,
+        publish_path: str | None = None,
+        publish_secret: str | None = None,
+        publish_max_body: int = 64 * 1024,
         header_timeout: float | None = DEFAULT_HEADER_TIMEOUT,
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         options: StreamOptions | None = None,
+        redis_url: str | None = None,
         **option_fields: Any,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
@@ -132,21 +169,64 @@ class SSEServerService(MultiService):
         self.reactor = reactor
         self.listen = resolve_listen(listen)
         self.shutdown_timeout = shutdown_timeout
-        self.hub = hub if hub is not None else Hub(clock=reactor)
+        if hub is not None and (history_size is not None or history_age is not None):
+            raise TypeError("pass history_size/history_age to your Hub, not with hub=")
+        history: dict[str, Any] = {}
+        if history_size is not None:
+            history["history_size"] = history_size
+        if history_age is not None:
+            history["history_age"] = history_age
+        self.backplane: RedisBackplane | None = None
+        redis_url = resolve_redis_url(redis_url)
+        if redis_url is not None and hub is None and publisher is None:
+            from ._redis import RedisBackplane, RedisHub
+
+            self.backplane = RedisBackplane(
+                redis_url, reactor=reactor, hub=RedisHub(clock=reactor, **history)
+            )
+            hub = self.backplane.hub
+            publisher = self.backplane
+        if hub is None:
+            hub = Hub(clock=reactor, **history)
+        self.hub = hub
         self.broadcaster = Broadcaster(publisher or self.hub, reactor=reactor)
         self.threadpool = WSGIThreadPool(min_threads, threads, "wsgi")
-        self.wsgi_resource = WSGIResource(reactor, self.threadpool, wsgi_app)
+        self.wsgi_app = wsgi_app
+        self.wsgi_resource = WSGIResource(reactor, self.threadpool, _compliant(wsgi_app))
         self.sse_resource = SSEResource(
             self.hub, reactor=reactor, threadpool=self.threadpool, options=options
         )
         self.root = WSGIRoot(self.wsgi_resource)
         self.root.mount(sse_path, self.sse_resource)
+        self.publish_resource: PublishResource | None = None
+        if publish_path is not None:
+            if publish_secret is None:
+                publish_secret = os.environ.get(PUBLISH_SECRET_ENV) or None
+            self.publish_resource = PublishResource(
+                self.broadcaster,
+                secret=publish_secret,  # type: ignore[arg-type]  # checked there
+                options=options,
+                max_body=publish_max_body,
+            )
+            self.root.mount(publish_path, self.publish_resource)
+        elif publish_secret is not None:
+            raise ValueError("publish_secret given without publish_path")
+        if stats_path is not None:
+            self.root.mount(
+                stats_path, StatsResource(self.sse_resource, publish=self.publish_resource)
+            )
+        if metrics_path is not None:
+            self.root.mount(
+                metrics_path, MetricsResource(self.sse_resource, publish=self.publish_resource)
+            )
         for path, resource in (resources or {}).items():
             self.root.mount(path, resource, exact=False)
         self.site = StreamSite(self.root, header_timeout=header_timeout, idle_timeout=idle_timeout)
         endpoint = serverFromString(reactor, with_backlog(self.listen))
         self.listening = StreamServerEndpointService(endpoint, self.site)
         self.listening.setServiceParent(self)
+        if self.backplane is not None:
+            self.backplane.setServiceParent(self)  # type: ignore[no-untyped-call]
 
     def startService(self) -> None:
         """Start the thread pool, then listen."""
@@ -245,6 +325,7 @@ def make_application(
     sse_path: str = "/sse",
     threads: int = 10,
     name: str = "wsgi-sse",
+    redis_url: str | None = None,
     **kwargs: Any,
 ) -> Componentized:
     """
@@ -260,17 +341,33 @@ def make_application(
         Only that exact path; every other path goes to the WSGI app.
     @param threads: the WSGI thread pool's maximum size.
     @param name: the application's name (shown by twistd).
-    @param kwargs: C{min_threads}, C{hub}, C{resources} (a mapping of paths
-        to extra Twisted resources), C{reactor}, C{shutdown_timeout},
+    @param redis_url: share broadcasts with every process using this Redis
+        (C{"redis://localhost:6379/0"}); default: C{$WSGI_SSE_REDIS_URL},
+        else none.  Needs C{pip install wsgi-sse[redis]}.
+    @param kwargs: C{min_threads}, C{hub}, C{publisher}, C{resources} (a
+        mapping of paths to extra Twisted resources), C{reactor},
+        C{shutdown_timeout}; C{history_size} and C{history_age} (the replay
+        history of the default hub); C{stats_path} and C{metrics_path}
+        (serve counters as JSON / Prometheus text there; off by default);
+        C{publish_path}, C{publish_secret} (default: C{$WSGI_SSE_PUBLISH_SECRET})
+        and C{publish_max_body} (the HTTP publish endpoint; off by default);
         C{header_timeout} (seconds a client has to send its request headers,
         default 30), C{idle_timeout} (seconds a kept-alive connection may stay
-        silent between requests, default 180), and any
-        L{StreamOptions} field (C{heartbeat}, C{retry}, C{authorize}, ...).
+        silent between requests, default 180); and any L{StreamOptions} field
+        (C{heartbeat}, C{retry}, C{authorize}, ...).  docs/options.md lists
+        them all with their defaults.
 
     Call it in the main thread, from the C{.tac} file.  It also makes this
     server the target of L{broadcast<wsgi_sse.broadcast>}.
     """
     application: Componentized = Application(name)
-    service = make_service(wsgi_app, listen=listen, sse_path=sse_path, threads=threads, **kwargs)
+    service = make_service(
+        wsgi_app,
+        listen=listen,
+        sse_path=sse_path,
+        threads=threads,
+        redis_url=redis_url,
+        **kwargs,
+    )
     service.setServiceParent(application)  # type: ignore[no-untyped-call]
     return application

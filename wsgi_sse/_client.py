@@ -35,6 +35,9 @@ class StreamClient:
 
     @ivar channels: the channels this stream is subscribed to.
     @ivar peer: the client's address, for logs and per-address limits.
+    @ivar closed: whether the stream has ended (nothing more is written).
+    @ivar discarded: bytes that were held for this reader and thrown away
+        when it left or was dropped.
     """
 
     log = Logger()
@@ -52,6 +55,7 @@ class StreamClient:
         "_paused",
         "channels",
         "closed",
+        "discarded",
         "peer",
         "request",
     )
@@ -79,6 +83,7 @@ class StreamClient:
         self._held_bytes = 0
         self._pause_timer: IDelayedCall | None = None
         self.closed = False
+        self.discarded = 0
 
     # -- writing -------------------------------------------------------------
 
@@ -144,15 +149,18 @@ class StreamClient:
         if self.closed:
             return
         self.log.info(
-            "dropping slow client {peer} ({reason}, {held} bytes held)",
+            "dropping slow client {peer} ({reason}): {held} bytes held",
             peer=self.peer,
             reason=reason,
             held=self._held_bytes,
+            channels=list(self.channels),
+            max_buffer=self._max_buffer,
+            max_pause=self._max_pause,
         )
-        on_drop = self._on_drop
+        # on_drop sees what was held, before it is discarded.
+        if self._on_drop is not None:
+            self._on_drop(self, reason)
         self._forget()
-        if on_drop is not None:
-            on_drop(self, reason)
         transport = getattr(self.request.channel, "transport", None)
         if transport is not None:
             abort = getattr(transport, "abortConnection", None)
@@ -166,6 +174,8 @@ class StreamClient:
         if self.closed:
             return
         held = b"".join(self._held)
+        self._held = []
+        self._held_bytes = 0
         self._forget()
         request = self.request
         if getattr(request, "_disconnected", False) or request.finished:
@@ -177,6 +187,7 @@ class StreamClient:
 
     def _forget(self) -> None:
         self.closed = True
+        self.discarded += self._held_bytes
         self._held = []
         self._held_bytes = 0
         timer, self._pause_timer = self._pause_timer, None

@@ -60,8 +60,6 @@ class HubStats:
     events_published: int = 0
     deliveries: int = 0
     bytes_queued: int = 0
-    replays: int = 0
-    resets: int = 0
 
 
 class _Channel:
@@ -129,6 +127,7 @@ class Hub:
         self.instance_id = instance_id if instance_id is not None else _new_instance_id()
         self._prefix = self.instance_id + "-"
         self._seq = 0
+        self._last_id = self._prefix + "0"
         self._channels: dict[str, _Channel] = {}
         self._subscriptions: dict[Subscriber, tuple[str, ...]] = {}
         # The highest seq evicted from any channel that was later forgotten.
@@ -149,8 +148,11 @@ class Hub:
 
     @property
     def last_id(self) -> str:
-        """The id of the newest event published (C{"<instance>-0"} before any)."""
-        return self._prefix + str(self._seq)
+        """
+        The id of the newest event published or delivered (C{"<instance>-0"}
+        before any): a client resuming from it misses nothing that follows.
+        """
+        return self._last_id
 
     def parse_id(self, event_id: str) -> int | None:
         """
@@ -221,6 +223,9 @@ class Hub:
 
         C{seq} must grow with every call.
         """
+        if seq > self._seq:
+            self._seq = seq
+        self._last_id = event_id
         wire = frame(event_id, body)
         now = self._now()
         ch = self._channels.get(channel)
@@ -277,18 +282,10 @@ class Hub:
         Call it in the same reactor turn as L{subscribe} so no event can fall
         between the replay and the live stream.
         """
-        events = self._missed(channels, last_event_id)
-        if events is None:
-            self.stats.resets += 1
-        else:
-            self.stats.replays += 1
-        return events
-
-    def can_replay(self, channels: Iterable[str], last_event_id: str) -> bool:
-        """Whether L{replay} would succeed now (without counting it in the stats)."""
-        return self._missed(channels, last_event_id) is not None
+        return self._missed(channels, last_event_id)
 
     def _missed(self, channels: Iterable[str], last_event_id: str) -> list[Event] | None:
+        """The events after C{last_event_id} in this hub's history (see L{replay})."""
         seq = self.parse_id(last_event_id)
         if seq is None:
             return None
@@ -313,3 +310,7 @@ class Hub:
         if len(selected) == 1:
             return selected[0]
         return list(heapq.merge(*selected, key=lambda e: e.seq))
+
+    def can_replay(self, channels: Iterable[str], last_event_id: str) -> bool:
+        """Whether L{replay} would succeed now."""
+        return self._missed(channels, last_event_id) is not None

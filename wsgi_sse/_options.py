@@ -117,10 +117,23 @@ class StreamOptions:
             raise ValueError("max_connections_per_address must be at least 1 or None")
         if self.max_pause <= 0:
             raise ValueError("max_pause must be positive")
+        if self.busy_retry_after < 0:
+            raise ValueError("busy_retry_after must not be negative")
+        for hook in ("authorize", "initial"):
+            if getattr(self, hook) is not None and not callable(getattr(self, hook)):
+                raise TypeError(f"{hook} must be a callable taking a StreamRequest, or None")
         origins = self.cors_origins
         if isinstance(origins, str):
             origins = (origins,)
-        object.__setattr__(self, "cors_origins", tuple(o.rstrip("/") for o in origins))
+        # Browsers send origins in lower case.
+        origins = tuple(o.rstrip("/").lower() for o in origins)
+        for origin in origins:
+            if origin != "*" and not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s]+", origin):
+                raise ValueError(
+                    f"cors_origins entries must be origins like 'https://app.example.com' "
+                    f"(scheme and host, no path) or '*', got {origin!r}"
+                )
+        object.__setattr__(self, "cors_origins", origins)
         if self.cors_credentials and "*" in self.cors_origins:
             raise ValueError("cors_credentials cannot be combined with the '*' origin")
         object.__setattr__(self, "_channel_re", re.compile(self.channel_pattern))
