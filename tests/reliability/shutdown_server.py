@@ -8,8 +8,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from rel_app import app  # noqa: E402
+from rel_app import app
 
-from wsgi_sse import make_application  # noqa: E402
+from wsgi_sse import make_application
 
 application = make_application(app)
