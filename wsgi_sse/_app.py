@@ -26,7 +26,12 @@ from ._options import StreamOptions
 from ._publish import PUBLISH_SECRET_ENV, PublishResource
 from ._redis import resolve_redis_url
 from ._resource import SSEResource
-from ._site import DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, StreamSite
+from ._site import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_REQUEST_BODY,
+    StreamSite,
+)
 from ._stats import MetricsResource, StatsResource
 
 if TYPE_CHECKING:
@@ -151,6 +156,7 @@ class SSEServerService(MultiService):
         publish_max_body: int = 64 * 1024,
         header_timeout: float | None = DEFAULT_HEADER_TIMEOUT,
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        max_request_body: int | None = DEFAULT_MAX_REQUEST_BODY,
         options: StreamOptions | None = None,
         redis_url: str | None = None,
         **option_fields: Any,
@@ -221,7 +227,12 @@ class SSEServerService(MultiService):
             )
         for path, resource in (resources or {}).items():
             self.root.mount(path, resource, exact=False)
-        self.site = StreamSite(self.root, header_timeout=header_timeout, idle_timeout=idle_timeout)
+        self.site = StreamSite(
+            self.root,
+            header_timeout=header_timeout,
+            idle_timeout=idle_timeout,
+            max_request_body=max_request_body,
+        )
         endpoint = serverFromString(reactor, with_backlog(self.listen))
         self.listening = StreamServerEndpointService(endpoint, self.site)
         self.listening.setServiceParent(self)
@@ -353,7 +364,9 @@ def make_application(
         and C{publish_max_body} (the HTTP publish endpoint; off by default);
         C{header_timeout} (seconds a client has to send its request headers,
         default 30), C{idle_timeout} (seconds a kept-alive connection may stay
-        silent between requests, default 180); and any L{StreamOptions} field
+        silent between requests, default 180), C{max_request_body} (bytes a
+        request body may have, default 64 MiB; larger is a 413); and any
+        L{StreamOptions} field
         (C{heartbeat}, C{retry}, C{authorize}, ...).  docs/options.md lists
         them all with their defaults.
 
