@@ -426,6 +426,32 @@ def test_broadcast_on_commit_encodes_at_call(server: Any) -> None:
         assert event.data == '{"state":"saved"}'
 
 
+def test_broadcast_on_commit_is_captured_after_commit(db: None) -> None:
+    """capture_broadcasts() records on-commit events at commit, as passed, and none on rollback."""
+    from django.db import transaction
+
+    from wsgi_sse.contrib.django import broadcast_on_commit
+    from wsgi_sse.testing import capture_broadcasts
+
+    class Rollback(Exception):
+        pass
+
+    with capture_broadcasts() as broadcasts:
+        with pytest.raises(Rollback), transaction.atomic():
+            broadcast_on_commit("rolled back")
+            raise Rollback
+        with transaction.atomic():
+            data = {"job": 7, "tags": ("a", "b")}
+            broadcast_on_commit(data, event="import", channel="user-3")
+            data["job"] = 8
+            broadcasts.assert_nothing_broadcast()
+        recorded = broadcasts.assert_broadcast(
+            {"job": 7, "tags": ("a", "b")}, event="import", channel="user-3"
+        )
+        assert recorded.text == 'event: import\ndata: {"job":7,"tags":["a","b"]}\n'
+        assert len(broadcasts) == 1
+
+
 # -- settings ------------------------------------------------------------------------
 
 

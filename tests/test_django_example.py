@@ -6,6 +6,8 @@ directory (no database, no collected static files yet).
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 import shutil
 import subprocess
@@ -27,25 +29,32 @@ def twistd() -> str:
     return str(candidate) if candidate.exists() else "twistd"
 
 
-@pytest.fixture(scope="module")
-def example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """The example server in a subprocess; yields its port."""
-    data = tmp_path_factory.mktemp("django-example")
-    port = free_port()
+def example_env(data: Path, port: int, **extra: str) -> dict[str, str]:
+    """The environment of the example's processes: as README says, plus test settings."""
     env = subprocess_env(
         WSGI_SSE_LISTEN=f"tcp:{port}:interface=127.0.0.1",
         # Where db.sqlite3 and the collected static files go: a fresh, empty
         # directory, so that the checkout stays clean.
         KNOCKS_DATA_DIR=str(data),
         KNOCKS_IMPORT_SECONDS="0.2",
+        **extra,
     )
     env.pop("DJANGO_SETTINGS_MODULE", None)
+    env.pop("WSGI_SSE_REDIS_URL", None)
+    env.update(extra)
+    return env
+
+
+@contextlib.contextmanager
+def running_example(data: Path, **extra: str) -> Iterator[int]:
+    """Run ``twistd -ny server.py`` in the example's directory; yield its port."""
+    port = free_port()
     log_path = data / "twistd.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen(
             [twistd(), "--pidfile=", "-ny", "server.py"],
             cwd=EXAMPLE,
-            env=env,
+            env=example_env(data, port, **extra),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -64,6 +73,25 @@ def example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
             proc.wait(10)
     assert proc.returncode in (0, -15), log_path.read_text()
     assert "Traceback" not in log_path.read_text(), log_path.read_text()
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """The example server in a subprocess, from a fresh data directory; yields its port."""
+    with running_example(tmp_path_factory.mktemp("django-example")) as port:
+        yield port
+
+
+def log_in(client: httpx.Client, username: str, password: str) -> None:
+    """Log in through the example's login form."""
+    login = client.get("/accounts/login/")
+    match = CSRF_INPUT.search(login.text)
+    assert match
+    response = client.post(
+        "/accounts/login/",
+        data={"username": username, "password": password, "csrfmiddlewaretoken": match.group(1)},
+    )
+    assert response.status_code == 302
 
 
 def test_example_page_knock_and_stream(example: int) -> None:
@@ -98,18 +126,7 @@ def test_example_forged_knock_refused(example: int) -> None:
 def test_example_demo_user_and_own_channel(example: int) -> None:
     """The demo user created on start logs in and may open only its own channel."""
     with httpx.Client(base_url=f"http://127.0.0.1:{example}", timeout=10) as client:
-        login = client.get("/accounts/login/")
-        match = CSRF_INPUT.search(login.text)
-        assert match
-        response = client.post(
-            "/accounts/login/",
-            data={
-                "username": "grace",
-                "password": "grace-knocks",
-                "csrfmiddlewaretoken": match.group(1),
-            },
-        )
-        assert response.status_code == 302
+        log_in(client, "grace", "grace-knocks")
         page = client.get("/").text
         channel = re.search(r"channel=(user-\d+)", page)
         assert channel, page
@@ -165,8 +182,8 @@ def test_example_in_chromium(example: int) -> None:
             watcher.goto(f"{base}/accounts/login/")
             watcher.fill("input[name=username]", "ada")
             watcher.fill("input[name=password]", "ada-knocks")
-            watcher.click("main form button[type=submit]")
-            watcher.wait_for_url(f"{base}/")
+            with watcher.expect_navigation(url=f"{base}/"):
+                watcher.click("main form button[type=submit]")
             watcher.wait_for_function(live)
             watcher.click("#import-form button")
             watcher.wait_for_function(
@@ -175,3 +192,54 @@ def test_example_in_chromium(example: int) -> None:
             )
         finally:
             browser.close()
+
+
+@contextlib.contextmanager
+def redis_server(workdir: Path) -> Iterator[str]:
+    """A throw-away redis-server on a free loopback port; yields its URL."""
+    import redis
+
+    port = free_port()
+    executable = shutil.which("redis-server") or "/usr/bin/redis-server"
+    options = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)]
+    proc = subprocess.Popen(
+        [executable, "--port", str(port), *options],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, proc)
+        client = redis.Redis(host="127.0.0.1", port=port)
+        try:
+            assert client.ping()
+        finally:
+            client.close()
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_example_import_in_another_process_through_redis(tmp_path: Path) -> None:
+    """`manage.py import_contacts ada` in its own process notifies ada's page via Redis."""
+    with redis_server(tmp_path) as url, running_example(tmp_path, WSGI_SSE_REDIS_URL=url) as port:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            log_in(client, "ada", "ada-knocks")
+            channel = re.search(r"channel=(user-\d+)", client.get("/").text)
+            assert channel
+            cookie = {"Cookie": f"sessionid={client.cookies['sessionid']}"}
+            with StreamClient(port, f"/sse?channel={channel.group(1)}", headers=cookie) as stream:
+                assert stream.status == 200
+                command = subprocess.run(
+                    [sys.executable, "manage.py", "import_contacts", "ada"],
+                    cwd=EXAMPLE,
+                    env=example_env(tmp_path, port, WSGI_SSE_REDIS_URL=url),
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
+                assert command.returncode == 0, command.stdout + command.stderr
+                assert "done: 42 contacts" in command.stdout
+                (event,) = stream.wait_events(1)
+                assert event.type == "import"
+                assert json.loads(event.data)["message"] == "Your import is done: 42 contacts"

@@ -201,6 +201,8 @@ def test_initial_hook_sends_init_then_events_published_meanwhile() -> None:
                 ("message", "after"),
             ]
             assert events[0].last_event_id == mark
+            stats = server.call(server.service.sse_resource.snapshot)
+            assert (stats["replays"], stats["resets"]) == (0, 0)  # a new page: neither
         thread_name, request = seen[0]
         assert "wsgi" in thread_name
         assert request.channels == ("room",)
@@ -227,6 +229,8 @@ def test_initial_hook_skipped_on_exact_resume_and_run_after_reset() -> None:
             events = client.wait_events(2)
             assert [(e.type, e.data) for e in events] == [("reset", ""), ("init", "state")]
         assert calls == ["gone-3"]
+        stats = server.call(server.service.sse_resource.snapshot)
+        assert (stats["replays"], stats["resets"]) == (1, 1)
 
 
 def test_hook_that_fails_gives_500() -> None:

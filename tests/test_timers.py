@@ -182,3 +182,24 @@ def test_heartbeat_prunes_expired_history() -> None:
     assert "other" in hub._channels
     clock.advance(15)  # the event is 30s old at this beat
     assert "other" not in hub._channels
+
+
+def test_subscriber_leaving_during_fan_out_without_history() -> None:
+    """A subscriber that unsubscribes itself while being sent to (a slow-client drop) is safe."""
+    hub = Hub(clock=Clock(), history_size=0, instance_id="t")
+
+    class Leaver:
+        def __init__(self) -> None:
+            self.got: list[bytes] = []
+
+        def send(self, wire: bytes) -> None:
+            self.got.append(wire)
+            hub.unsubscribe(self)
+
+    first, second = Leaver(), Leaver()
+    hub.subscribe(first, ["a"])
+    hub.subscribe(second, ["a"])
+    assert hub.publish("a", b"data: x\n") == 2
+    assert first.got and second.got
+    assert hub.subscriber_count() == 0
+    assert hub.publish("a", b"data: y\n") == 0

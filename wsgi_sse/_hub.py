@@ -253,7 +253,9 @@ class Hub:
 
     def _forget_if_idle(self, ch: _Channel) -> None:
         """Delete a channel nobody listens to and that has no history left."""
-        if not ch.subscribers and not ch.history:
+        # The identity check: a subscriber dropped during a fan-out may have
+        # forgotten the channel already.
+        if not ch.subscribers and not ch.history and self._channels.get(ch.name) is ch:
             if ch.evicted_upto > self._forgotten_upto:
                 self._forgotten_upto = ch.evicted_upto
             del self._channels[ch.name]

@@ -83,7 +83,10 @@ class StreamOptions:
         WSGI thread pool before anything is subscribed (see L{AuthorizeResult}).
     @ivar initial: C{(StreamRequest) -> object | None}, run in the WSGI thread
         pool for each new page (no Last-Event-ID) and after a reset; a value
-        other than L{None} is sent first, as an C{init} event.
+        other than L{None} is sent first, as an C{init} event whose id is the
+        last event's id when the hook started, followed by every event
+        published while it ran (if those no longer fit in the history, a
+        C{reset} event is sent instead of the stale snapshot).
     """
 
     heartbeat: float = 15.0

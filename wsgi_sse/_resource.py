@@ -21,7 +21,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from ._client import StreamClient
 from ._encoding import encode_body, encode_comment, encode_event, frame
-from ._hub import DEFAULT_CHANNEL, Hub
+from ._hub import DEFAULT_CHANNEL, Event, Hub
 from ._options import StreamOptions, StreamRequest
 
 if TYPE_CHECKING:
@@ -334,23 +334,34 @@ class SSEResource(Resource):
         # published between the replay and the subscription.
         retry = options.retry + int(options.retry * options.retry_jitter * self._random.random())
         parts = [b": connected\nretry: %d\n\n" % (retry,)]
-        missed = hub.replay(channels, resume) if resume is not None else []
-        if missed is None:
-            # The id is unknown or too old -- or, after the hooks ran, more
-            # events were published meanwhile than the history keeps: the
-            # C{init} snapshot would then be stale, so it is not sent.
-            reset, init, missed = True, None, []
+        missed: list[Event] = []
+        if resume is not None and resume == last_event_id and not reset:
+            # The client's own id (a subclass may hold the client until it
+            # has fetched the events from elsewhere: subscribe follows).
+            found = hub.replay(channels, resume)
+            if found is None:
+                reset = True
+            else:
+                missed = found
+                stats.replays += 1
+        elif resume is not None:
+            # From where the hooks started: not a replay the client asked for.
+            found = hub._missed(channels, resume)
+            if found is None:
+                # More events were published while the hooks ran than the
+                # history keeps: the C{init} snapshot would be stale.
+                reset, init = True, None
+            else:
+                missed = found
         if reset:
-            parts.append(_RESET)
             stats.resets += 1
+            parts.append(_RESET)
             self.log.info(
                 "stream reset for {peer}: cannot replay {channels} from {last_event_id!r}",
                 peer=peer,
                 channels=list(channels),
                 last_event_id=last_event_id if last_event_id is not None else resume,
             )
-        elif last_event_id is not None:
-            stats.replays += 1
         if init is not None:
             parts.append(init)
         parts.extend(e.wire for e in missed)

@@ -24,13 +24,14 @@ Django is imported when this module is, never by C{import wsgi_sse}.
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import fields
 from importlib import import_module
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlencode
 
 import django
@@ -44,7 +45,8 @@ from twisted.web.resource import IResource
 
 from .._app import SSEServerService
 from .._app import make_application as _make_application
-from .._broadcast import get_broadcaster
+from .._broadcast import Broadcaster, get_broadcaster, validate_channel
+from .._encoding import encode_body, prepare_data
 from .._hub import DEFAULT_CHANNEL
 from .._options import AuthorizeResult, StreamOptions, StreamRequest
 
@@ -286,6 +288,19 @@ def stream_url(*channels: str, last_event_id: str | None = None) -> str:
 # -- broadcasting after commit -------------------------------------------------------
 
 
+class _Sender(Protocol):
+    """Anything that broadcasts like L{wsgi_sse.broadcast}: a L{RedisPublisher}, ..."""
+
+    def broadcast(
+        self,
+        data: object,
+        *,
+        event: str | None = ...,
+        channel: str | None = ...,
+        retry: int | None = ...,
+    ) -> object: ...
+
+
 def broadcast_on_commit(
     data: object,
     *,
@@ -293,6 +308,7 @@ def broadcast_on_commit(
     channel: str | None = None,
     retry: int | None = None,
     using: str | None = None,
+    broadcaster: Broadcaster | _Sender | None = None,
 ) -> None:
     """
     Broadcast an event once the current database transaction commits; if it
@@ -306,19 +322,42 @@ def broadcast_on_commit(
 
     @param using: the database alias whose transaction to wait for
         (default: C{"default"}).
+    @param broadcaster: where the event goes.  By default, the server this
+        process runs (L{get_broadcaster<wsgi_sse.get_broadcaster>}).  In a
+        process that is not the web server (a management command, a task
+        worker), a L{wsgi_sse.redis.RedisPublisher}, or any object with the
+        C{broadcast(data, *, event, channel, retry)} method.  An exception it
+        raises at commit time (Redis unreachable) propagates from the commit,
+        after the data is committed, as for any C{on_commit} callback.
     @raise TypeError: for values of the wrong type; nothing is registered.
     @raise ValueError: for values that would break the stream; nothing is
         registered.
     May be called in any thread (the thread whose transaction it is).
     """
-    broadcaster = get_broadcaster()
-    name, body = broadcaster.prepare(data, event=event, channel=channel, retry=retry)
+    target = get_broadcaster() if broadcaster is None else broadcaster
+    send: Callable[[], object]
+    if isinstance(target, Broadcaster) and type(target).broadcast is Broadcaster.broadcast:
+        # The server's broadcaster: encode once, now; publish the bytes later.
+        server = target
+        name, body = server.prepare(data, event=event, channel=channel, retry=retry)
 
-    def send() -> None:
-        if threadable.isInIOThread():
-            broadcaster.publisher.publish(name, body)
-        else:
-            broadcaster.reactor.callFromThread(broadcaster.publisher.publish, name, body)
+        def send() -> None:
+            if threadable.isInIOThread():
+                server.publisher.publish(name, body)
+            else:
+                server.reactor.callFromThread(server.publisher.publish, name, body)
+
+    else:
+        # Another sender (a RedisPublisher, a test recorder): validate now,
+        # and hand it a copy of the data as it is now.
+        sender = target
+        encode_body(prepare_data(data), event=event, retry=retry)
+        if channel is not None:
+            validate_channel(channel)
+        payload = data if isinstance(data, str) else copy.deepcopy(data)
+
+        def send() -> object:
+            return sender.broadcast(payload, event=event, channel=channel, retry=retry)
 
     transaction.on_commit(send, using=using)
 

@@ -2,13 +2,14 @@
 The background job of the example: a contact import that notifies its user
 when it is done.
 
-It runs in a plain thread started by a view.  A real project would use a
-task queue or a management command in another process; with the Redis
-backplane, such a process broadcasts with the very same call.
+It runs in a plain thread started by a view ("Start import"), or in a
+process of its own: ``python manage.py import_contacts USERNAME``, the
+stand-in for a task worker, which reaches the server's pages through Redis.
 """
 
 import threading
 import time
+from typing import Any
 
 from django.conf import settings
 from django.db import connections, transaction
@@ -30,8 +31,13 @@ def start_import(job_id: int) -> threading.Thread:
     return thread
 
 
-def run_import(job_id: int) -> None:
-    """Import (pretend), record the result, then tell the user's pages."""
+def run_import(job_id: int, *, broadcaster: Any = None) -> None:
+    """
+    Import (pretend), record the result, then tell the user's pages.
+
+    C{broadcaster}: L{None} in the server process; a C{RedisPublisher} in
+    another process.
+    """
     try:
         time.sleep(settings.KNOCKS_IMPORT_SECONDS)
         with transaction.atomic():
@@ -49,6 +55,7 @@ def run_import(job_id: int) -> None:
                 },
                 event="import",
                 channel=user_channel(job.user_id),
+                broadcaster=broadcaster,
             )
     finally:
         # This thread is outside Django's request cycle: close its
