@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +36,17 @@ def _launch(how: str, port: int, log: Any) -> subprocess.Popen[bytes]:
         stderr=subprocess.STDOUT,
         preexec_fn=raise_fd_limit_in_child,
     )
+
+
+def _refused(port: int) -> bool:
+    """Whether a connection to C{port} is refused now."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    except OSError:  # a full accept queue while the port is closing
+        return False
+    return False
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -75,8 +87,13 @@ def test_shutdown_with_ten_thousand_clients(how: str, signum: int) -> None:
 
             proc.send_signal(signum)
             signalled = time.monotonic()
+            refused_while_finishing = False
             while proc.poll() is None and time.monotonic() - signalled < 15:
                 crowd.poll(0.02)
+                if not refused_while_finishing and not in_flight:
+                    # Shutdown stops listening at once, while the in-flight
+                    # request is still being answered.
+                    refused_while_finishing = _refused(port) and not in_flight
             exit_seconds = time.monotonic() - signalled
             crowd.run_until(lambda: all(c.eof for c in conns), 30)
             request.join(10)
@@ -93,6 +110,7 @@ def test_shutdown_with_ten_thousand_clients(how: str, signum: int) -> None:
             assert reset == 0
             assert unterminated == 0
             assert in_flight == [(200, b"slow done")]
+            assert refused_while_finishing
             last_id = conns[0].tail.split(b"id: ")[1].split(b"\n")[0].decode()
             crowd.close_all()
 
