@@ -69,6 +69,7 @@ def main() -> None:
             "rss": rss,
             "peak_rss": peak[0],
             "fds": process.num_fds(),
+            "blocks": sys.getallocatedblocks(),
             "objects": _live_objects(),
         }
         if reset:
