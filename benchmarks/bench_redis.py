@@ -3,8 +3,8 @@ What the Redis backplane costs: delivery latency added by the Redis hop and
 throughput with 1, 2 and 4 server processes, against the single-process hub,
 all in one run on this machine.
 
-    python benchmarks/bench_redis.py            # about a minute
-    python benchmarks/bench_redis.py --quick    # a few seconds, smaller figures
+    python benchmarks/bench_redis.py            # about 30 seconds
+    python benchmarks/bench_redis.py --quick    # about 15 seconds, smaller figures
 
 Needs redis-server on PATH and the ``redis`` extra.  Everything runs on
 127.0.0.1: one redis-server (no persistence), the server processes

@@ -15,7 +15,6 @@ from support import StreamClient as Reader
 from support import http_request, parse_stream, serve
 
 from wsgi_sse import Hub
-from wsgi_sse._app import with_backlog
 from wsgi_sse._broadcast import Broadcaster
 from wsgi_sse._client import _chunk
 
@@ -308,14 +307,6 @@ def test_failing_publish_does_not_lose_the_rest_of_the_batch() -> None:
         globalLogPublisher.removeObserver(seen.append)
     assert sub.writes == [b"id: f-2\ndata: y\n\n"]
     assert any(e.get("log_failure") is not None for e in seen)
-
-
-def test_listen_backlog_added_unless_given() -> None:
-    """Stream-socket endpoints get a 1024 accept queue unless the string sets one."""
-    assert with_backlog("tcp:8005") == "tcp:8005:backlog=1024"
-    assert with_backlog("unix:/run/app.sock") == "unix:/run/app.sock:backlog=1024"
-    assert with_backlog("tcp:8005:backlog=64") == "tcp:8005:backlog=64"
-    assert with_backlog("systemd:domain=INET:index=0") == "systemd:domain=INET:index=0"
 
 
 @pytest.mark.skipif(sys.implementation.name != "cpython", reason="CPython's dict layout")

@@ -89,9 +89,11 @@ def _parse(event_id: str) -> tuple[int, str, str | None, int] | None:
     match = _ID.match(event_id)
     if match is None:
         return None
-    ms, n, instance, local = match.groups()
-    redis_id = f"{int(ms)}-{int(n)}"
-    return _redis_seq(int(ms), int(n)), redis_id, instance, int(local or 0)
+    ms, n = int(match.group(1)), int(match.group(2))
+    instance, local = match.group(3), int(match.group(4) or 0)
+    if ms >= 1 << 64 or n >= 1 << 64 or local >= 1 << _LOCAL_BITS:
+        return None
+    return _redis_seq(ms, n), f"{ms}-{n}", instance, local
 
 
 @dataclass(slots=True)
@@ -191,6 +193,8 @@ class RedisHub(Hub):
             self._base_seq = self._seq = self._last_redis_seq = seq
             self._last_redis_id = self._last_id = parsed[1]
             self._local_count = 0
+            if self._waiting:
+                self._check_waiting()
 
     def parse_id(self, event_id: str) -> int | None:
         """
@@ -291,7 +295,6 @@ class RedisHub(Hub):
         if subscriber in self._subscriptions:
             raise ValueError("already subscribed")
         held = self._held[subscriber] = _Held(subscriber, names)
-        held.timer = self._now_clock().callLater(self.replay_wait, self._give_up, held)
         self.backplane.fetch_after(pending[1]).addBoth(self._fetched, held)
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
@@ -323,6 +326,7 @@ class RedisHub(Hub):
             # The stream is ahead of this process: wait until the reader
             # has delivered up to the end of what Redis returned.
             self._waiting.append(held)
+            held.timer = self._now_clock().callLater(self.replay_wait, self._give_up, held)
             return
         self._complete(held)
 
@@ -384,12 +388,18 @@ def _base36(n: int) -> str:
 
 def _connect(url: str, timeout: float, read_timeout: float | None = None) -> Any:
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
     return redis.Redis.from_url(
         url,
         socket_timeout=read_timeout if read_timeout is not None else timeout,
         socket_connect_timeout=timeout,
         decode_responses=False,
+        # Never resend by itself: a pipeline of XADDs resent after a broken
+        # connection would append events twice.  The backplane decides.
+        retry=Retry(NoBackoff(), 0),
+        retry_on_timeout=False,
     )
 
 
@@ -460,6 +470,9 @@ class RedisBackplane(Service):
         self.connected = False
         self._queue: queue.Queue[tuple[int, str, bytes] | None] = queue.Queue(queue_size)
         self._stopping = threading.Event()
+        # Set once the reader's first attempt to connect has ended: until
+        # then, events wait for it rather than going local-only.
+        self._first_attempt = threading.Event()
         self._threads: list[threading.Thread] = []
         self._pool: ThreadPool | None = None
         self._reader_conn: Any = None
@@ -472,6 +485,7 @@ class RedisBackplane(Service):
         # events delivered locally after a failed XADD (which may still
         # have reached Redis: then they must not be delivered twice).
         self._waiting: dict[int, Deferred[int]] = {}
+        self._fetching: dict[str, list[Deferred[_Fetched]]] = {}
         self._fallen_back: deque[int] = deque()
         self._fallen_back_set: set[int] = set()
         self._lock = threading.Lock()
@@ -486,6 +500,8 @@ class RedisBackplane(Service):
                 "duplicates_suppressed",
                 "replays_from_redis",
                 "replay_resets",
+                "replay_fetches",
+                "malformed",
             ),
             0,
         )
@@ -510,7 +526,9 @@ class RedisBackplane(Service):
         C{errors}, C{reconnects}, C{local_only} (delivered to this process
         only, because Redis was unreachable or the queue full),
         C{queue_full}, C{duplicates_suppressed}, C{replays_from_redis},
-        C{replay_resets}; and C{connected}, C{queued}, C{stream}.
+        C{replay_resets}, C{replay_fetches} (C{XRANGE}s made for them; clients
+        sharing a last id share one), C{malformed} (stream entries not written by
+        wsgi-sse, dropped); and C{connected}, C{queued}, C{stream}.
         May be called in any thread.
         """
         with self._lock:
@@ -526,6 +544,7 @@ class RedisBackplane(Service):
         """Start the reader, the publisher and the replay threads."""
         super().startService()  # type: ignore[no-untyped-call]
         self._stopping.clear()
+        self._first_attempt.clear()
         self._pool = ThreadPool(0, 2, "wsgi-sse-redis-replay")
         self._pool.start()
         self._threads = [
@@ -541,6 +560,7 @@ class RedisBackplane(Service):
         """Publish what is queued (within C{timeout}), then stop the threads."""
         super().stopService()  # type: ignore[no-untyped-call]
         self._stopping.set()
+        self._first_attempt.set()
         threads, self._threads = self._threads, []
         pool, self._pool = self._pool, None
         done: Deferred[None] = Deferred()
@@ -579,7 +599,7 @@ class RedisBackplane(Service):
         @return: the number of this process's clients it reached (a
             Deferred of it when it goes through Redis).
         """
-        if not self.connected or not self.running:
+        if not self.running or (not self.connected and self._first_attempt.is_set()):
             return self._local_only(channel, body)
         self._token += 1
         token = self._token
@@ -636,6 +656,8 @@ class RedisBackplane(Service):
                     stop = True
                     break
                 batch.append(more)
+            if not self._first_attempt.is_set():
+                self._first_attempt.wait(self.timeout * 2)
             if not self.connected:
                 self.reactor.callFromThread(self._fall_back, batch)
             else:
@@ -706,11 +728,12 @@ class RedisBackplane(Service):
                     self.reactor.callFromThread(self.hub.start_at, last.decode("ascii"))
                 if not self.connected:
                     conn.ping()
-                    self.connected = True
-                    self._down_logged = False
-                    delay = first_delay
                     if ever_connected:
                         self._count("reconnects")
+                    self.connected = True
+                    self._first_attempt.set()
+                    self._down_logged = False
+                    delay = first_delay
                     self.reactor.callFromThread(
                         self.log.info,
                         "{what} Redis at {url}, stream {key}",
@@ -727,6 +750,7 @@ class RedisBackplane(Service):
                     return
                 self._count("errors")
                 self._went_down("read", e)
+                self._first_attempt.set()
                 conn, self._reader_conn = self._reader_conn, None
                 if conn is not None:
                     with contextlib.suppress(Exception):
@@ -741,6 +765,7 @@ class RedisBackplane(Service):
                 continue
             last = entries[-1][0]
             batch = []
+            malformed = 0
             for raw_id, fields in entries:
                 channel = fields.get(_FIELD_CHANNEL)
                 body = fields.get(_FIELD_BODY)
@@ -749,8 +774,13 @@ class RedisBackplane(Service):
                 try:
                     name = channel.decode("utf-8")
                 except UnicodeDecodeError:
+                    name = ""
+                if not name or not _well_formed(body):
+                    malformed += 1
                     continue
                 batch.append((raw_id.decode("ascii"), name, body, fields.get(_FIELD_ORIGIN)))
+            if malformed:
+                self._count("malformed", malformed)
             self._count("delivered", len(batch))
             self.reactor.callFromThread(self._deliver_batch, batch)
 
@@ -800,7 +830,25 @@ class RedisBackplane(Service):
         parsed = _parse(last_event_id)
         if parsed is None or self._pool is None:
             return succeed(_Fetched(False, [], 0, "", False))
-        return deferToThreadPool(self.reactor, self._pool, self._fetch, parsed[1])
+        redis_id = parsed[1]
+        # Clients reconnecting together (after a restart) mostly share their
+        # last id: one XRANGE answers them all.
+        waiters = self._fetching.get(redis_id)
+        if waiters is None:
+            waiters = self._fetching[redis_id] = []
+            self._count("replay_fetches")
+            fetching = deferToThreadPool(self.reactor, self._pool, self._fetch, redis_id)
+            fetching.addBoth(self._share_fetched, redis_id)
+        answer: Deferred[_Fetched] = Deferred()
+        waiters.append(answer)
+        return answer
+
+    def _share_fetched(self, result: _Fetched | Failure, redis_id: str) -> None:
+        for answer in self._fetching.pop(redis_id, []):
+            if isinstance(result, Failure):
+                answer.errback(result)
+            else:
+                answer.callback(result)
 
     def _fetch(self, redis_id: str) -> _Fetched:
         with self._lock:
@@ -831,6 +879,21 @@ class RedisBackplane(Service):
         else:
             end_seq, end_id = start[0], redis_id
         return _Fetched(found, out, end_seq, end_id, truncated)
+
+
+def _well_formed(body: bytes) -> bool:
+    """
+    Whether a body read from Redis is one that L{encode_body} could have
+    made: complete lines, no blank line (it would end the event early), no
+    C{id:} line (ids are assigned by the stream), no CR.
+    """
+    return (
+        body.endswith(b"\n")
+        and b"\n\n" not in body
+        and b"\r" not in body
+        and not body.startswith(b"id")
+        and b"\nid" not in body
+    )
 
 
 def _safe_url(url: str) -> str:

@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import RedisServer
+from redis_support import RedisServer
 from support import PYTHON, StreamClient, serve, subprocess_env
 from twisted.internet.task import Clock
 
@@ -65,8 +65,9 @@ def test_both_servers_get_the_same_events_with_redis_ids(redis_server: RedisServ
             assert all(REDIS_ID.match(e.last_event_id) for e in got_a)
             assert [e.data for e in got_a if e.data[0] == "a"] == ["a0", "a1", "a2"]
             assert len({e.last_event_id for e in got_a}) == 6
-        assert stats(a)["published"] == 3 and stats(b)["published"] == 3
-        assert stats(a)["delivered"] == 6
+        # Counted by the publisher thread once XADD has returned.
+        wait_until(lambda: stats(a)["published"] == stats(b)["published"] == 3, what="counts")
+        assert stats(a)["delivered"] == stats(b)["delivered"] == 6
 
 
 def test_late_process_replays_from_redis_multi_channel(redis_server: RedisServer) -> None:
@@ -406,3 +407,101 @@ def test_stalled_redis_blocks_neither_reactor_nor_views(redis_server: RedisServe
             finally:
                 redis_server.proc.send_signal(signal.SIGCONT)
             wait_until(lambda: connected(a), what="recovered")
+
+
+def test_foreign_stream_entries_are_dropped(redis_server: RedisServer) -> None:
+    """Stream entries wsgi-sse could not have written (injected ids, blank lines) are dropped."""
+    with serve(plain_app, redis_url=redis_server.url) as a:
+        wait_until(lambda: connected(a), what="connected")
+        with a.stream() as client:
+            a.wait_clients(1)
+            raw = redis_server.client()
+            key = "wsgi-sse:default:events"
+            raw.xadd(key, {"c": "default", "b": b"data: x\n\nid: 1-0\ndata: y\n"})
+            raw.xadd(key, {"c": "default", "b": b"id: 1-0\ndata: z\n"})
+            raw.xadd(key, {"c": "default"})
+            raw.xadd(key, {"c": "default", "b": b"data: fine\n"})
+            (event,) = client.wait_events(1)
+            assert event.data == "fine" and REDIS_ID.match(event.last_event_id)
+            wait_until(lambda: stats(a)["malformed"] == 2, what="counted")
+
+
+def test_hand_built_backplane_runs_with_the_server(redis_server: RedisServer) -> None:
+    """A RedisBackplane passed as publisher= is started, stopped and exposed by the server."""
+    from twisted.internet import reactor
+
+    from wsgi_sse.redis import RedisBackplane
+
+    backplane = RedisBackplane(redis_server.url, namespace="site2", maxlen=50, reactor=reactor)
+    with serve(plain_app, hub=backplane.hub, publisher=backplane) as a:
+        assert a.service.backplane is backplane
+        wait_until(lambda: backplane.stats()["connected"], what="connected")
+        with a.stream() as client:
+            a.wait_clients(1)
+            a.service.broadcaster.broadcast("namespaced")
+            assert client.wait_events(1)[0].data == "namespaced"
+        assert redis_server.client().xlen("wsgi-sse:site2:events") == 1
+    wait_until(lambda: not backplane.running, what="stopped")
+
+
+@pytest.mark.parametrize(
+    "event_id",
+    [
+        "18446744073709551616-0",
+        "1-18446744073709551616",
+        "1-0.me.4294967296",
+        "1-0.ME.1",
+        "1-0.",
+        "x",
+    ],
+)
+def test_out_of_range_ids_are_not_replayed(event_id: str) -> None:
+    """Ids outside Redis's 64-bit range (or malformed) are unknown, never misread."""
+    hub = RedisHub(clock=Clock(), instance_id="me")
+    hub.deliver_redis("1-1", "c", b"data: a\n")
+    assert hub.parse_id(event_id) is None
+    assert not hub.can_replay(["c"], event_id)
+
+
+def test_held_client_completes_when_the_reader_starts() -> None:
+    """A client replayed before this process starts reading joins as soon as it does."""
+    from wsgi_sse._redis import _Fetched
+
+    stub = StubBackplane()
+    hub = RedisHub(clock=Clock(), instance_id="b")
+    hub.backplane = stub  # type: ignore[assignment]
+    client = Recorder()
+    assert hub.replay(["c"], "100-0") == []
+    hub.subscribe(client, ["c"])
+    entries = [(_seq("100-1"), "100-1", "c", b"data: 1\n")]
+    stub.fetches[0][1].callback(_Fetched(True, entries, _seq("100-1"), "100-1", False))
+    assert client.sent == []
+    hub.start_at("100-1")
+    assert client.ids() == ["id: 100-1"] and hub.subscriber_count("c") == 1
+
+
+def test_broadcast_right_after_startup_goes_through_redis(redis_server: RedisServer) -> None:
+    """Events broadcast before the first connection is made wait for it instead of going local."""
+    with serve(plain_app, redis_url=redis_server.url) as a:
+        a.service.broadcaster.broadcast("early")
+        wait_until(lambda: stats(a)["published"] == 1, what="published")
+        assert stats(a)["local_only"] == 0
+        assert redis_server.client().xlen("wsgi-sse:default:events") == 1
+
+
+def test_clients_sharing_a_last_id_share_one_fetch(redis_server: RedisServer) -> None:
+    """Clients reconnecting with the same id at once are answered by one XRANGE."""
+    from twisted.internet.defer import gatherResults
+
+    with RedisPublisher(redis_server.url) as publisher:
+        first = publisher.broadcast("one")
+        publisher.broadcast("two")
+    with serve(plain_app, redis_url=redis_server.url) as a:
+        wait_until(lambda: connected(a), what="connected")
+        backplane = a.service.backplane
+        results = a.call(lambda: gatherResults([backplane.fetch_after(first) for _ in range(3)]))
+        assert [[e[1] for e in r.entries] for r in results] == [[results[0].end_id]] * 3
+        assert all(r.found and not r.truncated for r in results)
+        assert stats(a)["replay_fetches"] == 1
+        a.call(lambda: backplane.fetch_after(first))
+        assert stats(a)["replay_fetches"] == 2

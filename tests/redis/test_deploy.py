@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import BOTTLE_DIR, TWISTD, RedisServer, ServerProcess, processes
+from redis_support import BOTTLE_DIR, TWISTD, RedisServer, ServerProcess, processes
 from support import ROOT, StreamClient, free_port, http_request, wait_for_port
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -100,14 +100,14 @@ def test_nginx_balances_two_processes(redis_server: RedisServer, tmp_path: Path)
     port = free_port()
     conf = nginx_config(tmp_path, port, (a.port, b.port))
     subprocess.run(
-        [NGINX, "-t", "-p", str(tmp_path), "-c", str(conf)],
+        [NGINX, "-t", "-p", str(tmp_path), "-e", str(tmp_path / "error.log"), "-c", str(conf)],
         check=True,
         capture_output=True,
         timeout=30,
     )
     with processes(a, b):
         nginx = subprocess.Popen(
-            [NGINX, "-p", str(tmp_path), "-c", str(conf)],
+            [NGINX, "-p", str(tmp_path), "-e", str(tmp_path / "error.log"), "-c", str(conf)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

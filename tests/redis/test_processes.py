@@ -7,9 +7,10 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import (
+from redis_support import (
     RedisServer,
     ServerProcess,
+    bottle_server,
     burst_server,
     processes,
     wait_connected,
@@ -177,5 +178,31 @@ def test_stress_four_publishers_two_processes(redis_server: RedisServer, tmp_pat
         finally:
             for client in clients:
                 client.close()
-        assert a.stats()["published"] + b.stats()["published"] == total
+        deadline = time.monotonic() + 10
+        while a.stats()["published"] + b.stats()["published"] != total:
+            assert time.monotonic() < deadline, (a.stats(), b.stats())
+            time.sleep(0.05)
         assert a.stats()["local_only"] == 0
+
+
+def test_process_started_later_replays_from_redis(
+    bottle_pair: tuple[ServerProcess, ServerProcess], shared_redis: RedisServer, tmp_path: Path
+) -> None:
+    """A process started after the knocks replays them from Redis for a client of another one."""
+    a, _ = bottle_pair
+    with a.stream() as on_a:
+        wait_subscribed(a, on_a)
+        for n, name in enumerate(("Hal", "Ida", "Jon"), 1):
+            a.knock(name)
+            on_a.wait_events(n)
+        first = on_a.events[0]
+    with processes(bottle_server(tmp_path, "late", shared_redis.url)) as (late,):
+        with late.stream(headers={"Last-Event-ID": first.last_event_id}) as on_late:
+            missed = on_late.wait_events(2)
+            assert [(e.data, e.last_event_id) for e in missed] == [
+                (e.data, e.last_event_id) for e in on_a.events[1:]
+            ]
+            a.knock("Kim")
+            assert on_late.wait_events(3)[2].data == "Kim knocked"
+            on_late.read_some(0.3)
+            assert len(on_late.events) == 3
