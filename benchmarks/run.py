@@ -219,7 +219,9 @@ def med(values: list[float]) -> float | None:
 # -- scenarios ------------------------------------------------------------------
 
 
-def fanout(subject: str, bins: dict[str, Path], clients: int, cfg: argparse.Namespace) -> dict[str, Any]:
+def fanout(
+    subject: str, bins: dict[str, Path], clients: int, cfg: argparse.Namespace
+) -> dict[str, Any]:
     """Connect C idle clients, then lockstep events, then page GETs while events flow."""
     with Server(subject, bins, cfg.log_dir) as server:
         base = rss(server.pid)
@@ -234,7 +236,7 @@ def fanout(subject: str, bins: dict[str, Path], clients: int, cfg: argparse.Name
             server,
             [
                 "--clients", str(clients), "--events", str(cfg.events),
-                "--gap-ms", "100", "--page-gets", str(cfg.page_gets), "--page-event-ms", "100",
+                "--gap-ms", "100", "--page-gets", str(cfg.page_gets), "--page-event-ms", "500",
                 "--event-timeout", "20",
             ],
             timeout=cfg.timeout,
@@ -272,7 +274,7 @@ def slow(subject: str, bins: dict[str, Path], cfg: argparse.Namespace) -> dict[s
             bins,
             server,
             ["--clients", str(cfg.slow_clients), "--slow", str(cfg.slow_clients // 10),
-             "--events", str(cfg.slow_events), "--payload", "16384", "--gap-ms", "20",
+             "--events", str(cfg.slow_events), "--payload", str(cfg.slow_payload), "--gap-ms", "20",
              "--event-timeout", "10"],
             timeout=cfg.timeout,
         )  # fmt: skip
@@ -299,7 +301,9 @@ def fmt_num(v: float | None, unit: str = "") -> str:
     return f"{v:.2f}"
 
 
-def metrics(results: dict[str, Any], clients: list[int]) -> list[tuple[str, str, str, dict[str, float | None]]]:
+def metrics(
+    results: dict[str, Any], clients: list[int]
+) -> list[tuple[str, str, str, dict[str, float | None]]]:
     """Rows of the table: (label, unit, better, {subject: value in base units})."""
     rows: list[tuple[str, str, str, dict[str, float | None]]] = []
     subjects = list(results)
@@ -315,8 +319,8 @@ def metrics(results: dict[str, Any], clients: list[int]) -> list[tuple[str, str,
     for c in clients:
         for key, label in (("first", "first client"), ("median", "median client"),
                            ("p99", "p99 client"), ("last", "last client")):  # fmt: skip
-            rows.append((f"{c:,} clients: {label}", "ms", "lower",
-                         {s: get(s, "fanout", str(c), "summary", key) for s in subjects}))  # fmt: skip
+            values = {s: get(s, "fanout", str(c), "summary", key) for s in subjects}
+            rows.append((f"{c:,} clients: {label}", "ms", "lower", values))
     top = str(max(clients))
     rows.append((f"memory per idle connection ({int(top):,})", "KiB", "lower",
                  {s: get(s, "fanout", top, "mem_per_conn") for s in subjects}))  # fmt: skip
@@ -463,7 +467,10 @@ def write_doc(results: dict[str, Any], clients: list[int], command: str, when: s
     for name, ok, value in targets(results, clients):
         mark = "met" if ok else "**not met**"
         lines.append(f"- {name}: {value} — {mark}")
-    cpu = {s: r.get("fanout", {}).get(str(max(clients)), {}).get("loadgen_cpu_share") for s, r in results.items()}
+    cpu = {
+        s: r.get("fanout", {}).get(str(max(clients)), {}).get("loadgen_cpu_share")
+        for s, r in results.items()
+    }
     lines += [
         "",
         "Load generator CPU share during the largest fan-out run (1.0 = one core busy): "
@@ -488,7 +495,9 @@ def write_doc(results: dict[str, Any], clients: list[int], command: str, when: s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small numbers, for a smoke run")
     parser.add_argument("--clients", default=None, help="comma-separated idle client counts")
     parser.add_argument("--subjects", default=",".join(SUBJECTS))
@@ -498,11 +507,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=None, help="raw JSON path")
     cfg = parser.parse_args(argv)
     quick = cfg.quick
-    clients = [int(c) for c in (cfg.clients or ("50,200" if quick else "1000,5000,10000")).split(",")]
+    clients = [
+        int(c) for c in (cfg.clients or ("50,200" if quick else "1000,5000,10000")).split(",")
+    ]
     cfg.events = cfg.events or (3 if quick else 12)
     cfg.page_gets = 5 if quick else 40
     cfg.burst_clients, cfg.burst_events = (20, 20) if quick else (200, 500)
-    cfg.slow_clients, cfg.slow_events = (20, 5) if quick else (1000, 80)
+    # Enough bytes per non-reader to overflow the kernel's socket buffers and
+    # wsgi-sse's default 1 MiB cap: 100 events of 32 kB.
+    cfg.slow_clients, cfg.slow_events = (20, 5) if quick else (200, 100)
+    cfg.slow_payload = 1024 if quick else 32768
     cfg.timeout = 60.0 if quick else 300.0
     subjects = [s for s in cfg.subjects.split(",") if s]
     scenarios = set(cfg.scenarios.split(","))
@@ -548,8 +562,16 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
 
-    command = "python benchmarks/run.py" + (" " + " ".join(sys.argv[1:]) if argv is None and sys.argv[1:] else "")
-    raw = {"when": when, "machine": machine(), "command": command, "clients": clients, "results": results}
+    command = "python benchmarks/run.py" + (
+        " " + " ".join(sys.argv[1:]) if argv is None and sys.argv[1:] else ""
+    )
+    raw = {
+        "when": when,
+        "machine": machine(),
+        "command": command,
+        "clients": clients,
+        "results": results,
+    }
     out = Path(cfg.output) if cfg.output else RESULTS / f"{stamp}.json"
     out.write_text(json.dumps(raw, indent=1))
     (RESULTS / "latest.json").write_text(json.dumps(raw, indent=1))

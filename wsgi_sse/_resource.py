@@ -369,6 +369,7 @@ class SSEResource(Resource):
         head = b"".join(parts)
         stats.bytes_written += len(head)
         request.write(head)
+        client.started()
         self.log.info(
             "stream opened for {peer}: {channels}, resuming from {last_event_id!r}, "
             "{replayed} events replayed",

@@ -8,7 +8,9 @@ gives each request's headers a fixed time to arrive in full, counted from
 the connection's start or from the first byte of the next request on a
 kept-alive connection; past it the connection is answered C{408} and closed.
 A request line or header line longer than Twisted accepts is answered C{414}
-or C{431} (Twisted itself closes such connections without an answer).
+or C{431} (Twisted itself closes such connections without an answer), and a
+request body over C{max_request_body} is answered C{413} (Twisted itself has
+no limit and spools large bodies to disk).
 
 All methods: call in the reactor thread (twisted.web does).
 """
@@ -27,7 +29,12 @@ if TYPE_CHECKING:
     from twisted.python.failure import Failure
     from twisted.web.resource import IResource
 
-__all__ = ["DEFAULT_HEADER_TIMEOUT", "DEFAULT_IDLE_TIMEOUT", "StreamSite"]
+__all__ = [
+    "DEFAULT_HEADER_TIMEOUT",
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_MAX_REQUEST_BODY",
+    "StreamSite",
+]
 
 DEFAULT_HEADER_TIMEOUT = 30.0
 """Seconds a client has to send a request's line and headers in full."""
@@ -35,13 +42,19 @@ DEFAULT_HEADER_TIMEOUT = 30.0
 DEFAULT_IDLE_TIMEOUT = 180.0
 """Seconds a connection may stay silent between requests (not during a stream)."""
 
+DEFAULT_MAX_REQUEST_BODY = 64 * 1024 * 1024
+"""Bytes a request body may have (Twisted alone accepts any size, spooled to disk)."""
+
 
 class _HeaderDeadlineChannel(http.HTTPChannel):
     """An C{HTTPChannel} that aborts requests whose headers arrive too slowly."""
 
     log = Logger()
     headerTimeout: float | None = DEFAULT_HEADER_TIMEOUT
+    maxRequestBody: int | None = DEFAULT_MAX_REQUEST_BODY
     _headerDeadline: IDelayedCall | None = None
+    _bodyReceived = 0
+    _refused = False
 
     def connectionMade(self) -> None:
         """Start the clock for the first request's headers."""
@@ -56,9 +69,31 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
         super().dataReceived(data)  # type: ignore[no-untyped-call]
 
     def allHeadersReceived(self) -> None:
-        """The headers are complete: stop the clock."""
+        """The headers are complete: stop the clock; refuse a body declared too large."""
         self._cancelHeaderDeadline()
+        limit = self.maxRequestBody
+        if limit is not None and self.length is not None and self.length > limit:
+            self._refuseAndClose(b"413 Content Too Large", b"request body too large\n")
+            return
+        self._bodyReceived = 0
         super().allHeadersReceived()  # type: ignore[no-untyped-call]
+
+    def lineReceived(self, line: bytes) -> None:
+        """Parse a request or header line, unless the connection was refused."""
+        if not self._refused:
+            super().lineReceived(line)  # type: ignore[no-untyped-call]
+
+    def rawDataReceived(self, data: bytes) -> None:
+        """Count a chunked body against the limit as it arrives."""
+        if self._refused:
+            return
+        limit = self.maxRequestBody
+        if limit is not None and self.length is None and not self._handlingRequest:
+            self._bodyReceived += len(data)
+            if self._bodyReceived > limit:
+                self._refuseAndClose(b"413 Content Too Large", b"request body too large\n")
+                return
+        super().rawDataReceived(data)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Forget the clock."""
@@ -106,6 +141,9 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
         whatever else it sends, half-close so it sees the end, and abort if it
         does not go away.
         """
+        if self._refused:
+            return
+        self._refused = True
         self._cancelHeaderDeadline()
         self.setTimeout(None)  # type: ignore[no-untyped-call]
         self.dataReceived = _ignore  # type: ignore[method-assign]
@@ -142,6 +180,8 @@ class StreamSite(Site):
         its headers (C{None} or C{0}: no deadline).
     @param idle_timeout: seconds a connection may stay silent between
         requests; an open event stream is never idle in this sense.
+    @param max_request_body: bytes a request body may have (C{None}: no
+        limit); a larger one is answered C{413} before it is read.
     """
 
     def __init__(
@@ -150,6 +190,7 @@ class StreamSite(Site):
         *,
         header_timeout: float | None = DEFAULT_HEADER_TIMEOUT,
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        max_request_body: int | None = DEFAULT_MAX_REQUEST_BODY,
         **kwargs: Any,
     ) -> None:
         if header_timeout is not None and header_timeout < 0:
@@ -157,12 +198,16 @@ class StreamSite(Site):
         if idle_timeout is not None and idle_timeout <= 0:
             raise ValueError("idle_timeout must be positive or None")
         super().__init__(resource, timeout=idle_timeout, **kwargs)  # type: ignore[no-untyped-call]
+        if max_request_body is not None and max_request_body < 0:
+            raise ValueError("max_request_body must not be negative")
         self.header_timeout = header_timeout
+        self.max_request_body = max_request_body
 
     def protocol(self) -> Any:
         """Build one connection's channel (twisted.web calls this)."""
         channel = _HeaderDeadlineChannel()  # type: ignore[no-untyped-call]
         channel.headerTimeout = self.header_timeout
+        channel.maxRequestBody = self.max_request_body
         wrapper = getattr(http, "_GenericHTTPChannelProtocol", None)
         # The wrapper switches to HTTP/2 when TLS negotiates it.
         return wrapper(channel) if wrapper is not None else channel

@@ -12,7 +12,11 @@ Differences from the blog, all needed to run it at all:
   the app, which would call ``request.write`` from a WSGI thread; the
   crochet-decorated ``broadcast_message`` is what the blog means and uses;
 - the example app calls ``wsgi_sse.broadcast()``; here that is pointed at the
-  seed resource instead of a wsgi-sse hub, so the view code is identical.
+  seed resource instead of a wsgi-sse hub, so the view code is identical;
+- the listening port asks for an accept queue of 1024 (Twisted's default is
+  50, and with thousands of clients connecting at once the kernel then drops
+  connections and the clients retry 1, 3, 7... seconds later: the seed's
+  10,000-client runs would not finish).  wsgi-sse asks for 1024 too.
 """
 
 import os
@@ -116,7 +120,8 @@ def start():
     main_site = server.Site(root)
     listen = os.environ.get("WSGI_SSE_LISTEN", "tcp:8005")
     port = int(listen.split(":")[1])
-    srv = internet.TCPServer(port, main_site, interface="127.0.0.1")
+    # backlog: see the module docstring.
+    srv = internet.TCPServer(port, main_site, backlog=1024, interface="127.0.0.1")
     application = service.Application("twisted_wsgi_sse_integration")
     srv.setServiceParent(application)
     return application

@@ -18,8 +18,20 @@ import psutil
 import rel_app
 from twisted.internet import reactor
 from twisted.internet.task import LoopingCall
+from twisted.logger import globalLogBeginner
 
 from wsgi_sse import Hub, make_service
+
+
+def _live_objects() -> dict[str, int]:
+    """How many of the objects a connection creates are alive now."""
+    watched = {"StreamClient", "Request", "HTTPChannel", "Server", "_HeaderDeadlineChannel"}
+    counts: dict[str, int] = {}
+    for obj in gc.get_objects():
+        name = type(obj).__name__
+        if name in watched:
+            counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def main() -> None:
@@ -57,12 +69,18 @@ def main() -> None:
             "rss": rss,
             "peak_rss": peak[0],
             "fds": process.num_fds(),
+            "blocks": sys.getallocatedblocks(),
+            "objects": _live_objects(),
         }
         if reset:
             peak[0] = rss
         return result
 
     rel_app.STATE = state
+    # Start logging as twistd and crochet do: until something does, Twisted
+    # keeps the last 65,536 log events (and every object they refer to) in
+    # memory, which would look like a leak here.
+    globalLogBeginner.beginLoggingTo([lambda event: None], redirectStandardIO=False)
     LoopingCall(sample).start(0.05)
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
