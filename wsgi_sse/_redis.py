@@ -56,6 +56,7 @@ _ID = re.compile(r"(\d{1,20})-(\d{1,20})(?:\.([0-9a-z]{1,16})\.(\d{1,10}))?\Z")
 # A Redis id "ms-n" becomes the integer ((ms << 64) | n) << _LOCAL_BITS; the
 # low bits number the local-only events published after it during an outage.
 _LOCAL_BITS = 32
+_LOCAL_MASK = (1 << _LOCAL_BITS) - 1
 _RESET = frame(None, encode_body("", event="reset"))
 _FIELD_CHANNEL = b"c"
 _FIELD_BODY = b"b"
@@ -242,12 +243,46 @@ class RedisHub(Hub):
         parsed = _parse(redis_id)
         if parsed is None or parsed[2] is not None:
             raise ValueError(f"not a Redis stream id: {redis_id!r}")
-        if parsed[0] <= self._seq:
-            return 0
-        count = self.deliver(parsed[0], parsed[1], channel, body)
+        return self.deliver_redis_many([(parsed[0], parsed[1], channel, body)])[0]
+
+    def deliver_redis_many(self, events: Sequence[tuple[int, str, str, bytes]]) -> list[int]:
+        """
+        Deliver a batch read from the stream: C{(seq, redis id, channel,
+        body)} in stream order.  Consecutive events of one channel reach
+        each subscriber in one write.  Events already seen are skipped.
+
+        @return: for each event, the number of subscribers it reached.
+        """
+        counts = [0] * len(events)
+        now = self._now()
+        i, end = 0, len(events)
+        while i < end:
+            channel = events[i][2]
+            ch = self._channel(channel)
+            wires = []
+            delivered = []
+            j = i
+            while j < end and events[j][2] == channel:
+                seq, redis_id, _, body = events[j]
+                if seq > self._seq:
+                    if seq & _LOCAL_MASK:
+                        raise ValueError(f"not a Redis stream id: {redis_id!r}")
+                    wires.append(self._record(seq, redis_id, ch, body, now))
+                    self._last_redis_seq = seq
+                    self._last_redis_id = redis_id
+                    self._local_count = 0
+                    delivered.append(j)
+                j += 1
+            if wires:
+                count = self._fan_out(ch, b"".join(wires), len(wires))
+                for k in delivered:
+                    counts[k] = count
+            else:
+                self._forget_if_idle(ch)
+            i = j
         if self._waiting:
             self._check_waiting()
-        return count
+        return counts
 
     # -- replay across processes -------------------------------------------
 
@@ -778,17 +813,22 @@ class RedisBackplane(Service):
                 if not name or not _well_formed(body):
                     malformed += 1
                     continue
-                batch.append((raw_id.decode("ascii"), name, body, fields.get(_FIELD_ORIGIN)))
+                parsed = _parse(raw_id.decode("ascii"))
+                if parsed is None or parsed[2] is not None:
+                    malformed += 1
+                    continue
+                batch.append((parsed[0], parsed[1], name, body, fields.get(_FIELD_ORIGIN)))
             if malformed:
                 self._count("malformed", malformed)
             self._count("delivered", len(batch))
             self.reactor.callFromThread(self._deliver_batch, batch)
 
-    def _deliver_batch(self, batch: list[tuple[str, str, bytes, bytes | None]]) -> None:
+    def _deliver_batch(self, batch: list[tuple[int, str, str, bytes, bytes | None]]) -> None:
         """Hand a batch read from the stream to the hub.  Reactor thread."""
         prefix = self._origin_prefix
-        hub = self.hub
-        for redis_id, channel, body, origin in batch:
+        events = []
+        tokens = []
+        for seq, redis_id, channel, body, origin in batch:
             token = 0
             if origin is not None and origin.startswith(prefix):
                 token = int(origin[len(prefix) :] or 0)
@@ -798,7 +838,10 @@ class RedisBackplane(Service):
                     self._fallen_back_set.discard(token)
                     self._count("duplicates_suppressed")
                     continue
-            count = hub.deliver_redis(redis_id, channel, body)
+            events.append((seq, redis_id, channel, body))
+            tokens.append(token)
+        counts = self.hub.deliver_redis_many(events)
+        for token, count in zip(tokens, counts, strict=True):
             if token:
                 self._resolve(token, count)
 

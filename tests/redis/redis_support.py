@@ -92,7 +92,16 @@ class RedisServer:
 @contextlib.contextmanager
 def running_redis(workdir: Path) -> Iterator[RedisServer]:
     server = RedisServer(workdir)
-    server.start()
+    for attempt in range(3):
+        try:
+            server.start()
+            break
+        except RuntimeError:
+            # The free port was taken meanwhile by another process.
+            server.kill()
+            if attempt == 2:
+                raise
+            server.port = free_port()
     try:
         yield server
     finally:

@@ -505,3 +505,26 @@ def test_clients_sharing_a_last_id_share_one_fetch(redis_server: RedisServer) ->
         assert stats(a)["replay_fetches"] == 1
         a.call(lambda: backplane.fetch_after(first))
         assert stats(a)["replay_fetches"] == 2
+
+
+def test_batch_from_the_stream_is_written_once_per_channel_run() -> None:
+    """A batch read from Redis reaches a subscriber in one write per run of a channel, in order."""
+    hub = RedisHub(clock=Clock(), instance_id="b")
+    hub.start_at("10-0")
+    on_a, on_both = Recorder(), Recorder()
+    hub.subscribe(on_a, ["a"])
+    hub.subscribe(on_both, ["a", "b"])
+    batch = [
+        (_seq(i), i, ch, f"data: {i}\n".encode())
+        for i, ch in (("10-1", "a"), ("10-2", "a"), ("11-0", "b"), ("11-1", "a"))
+    ]
+    assert hub.deliver_redis_many(batch) == [2, 2, 1, 2]
+    assert on_a.sent == [
+        b"id: 10-1\ndata: 10-1\n\nid: 10-2\ndata: 10-2\n\n",
+        b"id: 11-1\ndata: 11-1\n\n",
+    ]
+    assert len(on_both.sent) == 3
+    # Read again (a reconnect overlapping what was delivered): nothing twice.
+    assert hub.deliver_redis_many(batch) == [0, 0, 0, 0]
+    assert len(on_a.sent) == 2 and hub.last_id == "11-1"
+    assert [e.id for e in hub.replay(["a", "b"], "10-1") or []] == ["10-2", "11-0", "11-1"]
