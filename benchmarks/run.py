@@ -514,8 +514,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg.page_gets = 5 if quick else 40
     cfg.burst_clients, cfg.burst_events = (20, 20) if quick else (200, 500)
     # Enough bytes per non-reader to overflow the kernel's socket buffers and
-    # wsgi-sse's default 1 MiB cap: 100 events of 32 kB.
-    cfg.slow_clients, cfg.slow_events = (20, 5) if quick else (200, 100)
+    # wsgi-sse's default 1 MiB cap: 200 events of 32 kB.
+    cfg.slow_clients, cfg.slow_events = (20, 5) if quick else (200, 200)
     cfg.slow_payload = 1024 if quick else 32768
     cfg.timeout = 60.0 if quick else 300.0
     subjects = [s for s in cfg.subjects.split(",") if s]

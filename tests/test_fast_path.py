@@ -6,11 +6,13 @@ event) and the batched publishing: real sockets, real server.
 from __future__ import annotations
 
 import socket
+import sys
 import time
 from typing import Any
 
+import pytest
 from support import StreamClient as Reader
-from support import parse_stream, serve
+from support import http_request, parse_stream, serve
 
 from wsgi_sse import Hub
 from wsgi_sse._broadcast import Broadcaster
@@ -305,3 +307,22 @@ def test_failing_publish_does_not_lose_the_rest_of_the_batch() -> None:
         globalLogPublisher.removeObserver(seen.append)
     assert sub.writes == [b"id: f-2\ndata: y\n\n"]
     assert any(e.get("log_failure") is not None for e in seen)
+
+
+@pytest.mark.skipif(sys.implementation.name != "cpython", reason="CPython's dict layout")
+def test_stream_objects_keep_shared_attribute_dicts_after_page_views() -> None:
+    """A stream opened after page views keeps small (key-shared) channel and request dicts."""
+    with serve(hello_app) as server:
+        for method in ("GET", "POST"):
+            http_request(server.port, method, "/page", body=b"a=1")
+        with Reader(server.port):
+            server.wait_clients(1)
+
+            def sizes() -> tuple[int, int]:
+                request = only_client(server).request
+                return sys.getsizeof(vars(request.channel)), sys.getsizeof(vars(request))
+
+            channel_size, request_size = server.call(sizes)
+            # A private (unshared) table for ~27 names is 1,584 bytes.
+            assert channel_size < 1000
+            assert request_size < 1000

@@ -147,7 +147,7 @@ class StreamClient:
             # when it grows past its limit.
             transport.write(chunk)
             return
-        if sock is False and not self.closed and self.request.startedWriting:
+        if sock is False and not self.closed and getattr(self.request, "startedWriting", False):
             self._check_fast_path()
             if self._sock:
                 self.send(wire)

@@ -16,7 +16,7 @@ Differences from the blog, all needed to run it at all:
 - the listening port asks for an accept queue of 1024 (Twisted's default is
   50, and with thousands of clients connecting at once the kernel then drops
   connections and the clients retry 1, 3, 7... seconds later: the seed's
-  10,000-client runs would not finish).  wsgi-sse asks for 1024 too.
+  10,000-client runs would not finish).  wsgi-sse asks for 2048.
 """
 
 import os

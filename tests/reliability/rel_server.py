@@ -64,6 +64,7 @@ def main() -> None:
             "channels": len(hub._channels),
             "published": hub.stats.events_published,
             "dropped_slow": resource_.stats.dropped_slow,
+            "dropped_by_reason": dict(resource_.stats.dropped_by_reason),
             "connects": resource_.stats.connects,
             "disconnects": resource_.stats.disconnects,
             "rss": rss,

@@ -67,7 +67,8 @@ def test_stalled_readers_are_dropped_and_others_get_everything() -> None:
         peak = after["peak_rss"] - baseline
         print(
             f"\nstalled readers: {STALLED} stalled + {READERS} readers, rss baseline "
-            f"{baseline / MB:.1f} MB, peak +{peak / MB:.1f} MB, final {after['rss'] / MB:.1f} MB"
+            f"{baseline / MB:.1f} MB, peak +{peak / MB:.1f} MB, final {after['rss'] / MB:.1f} MB; "
+            f"dropped {after['dropped_by_reason']}"
         )
         # Bounded: at most what the caps allow per stalled client, plus slack.
         assert peak < STALLED * max_buffer * 2 + 32 * MB
