@@ -79,7 +79,7 @@ def test_shutdown_with_ten_thousand_clients(how: str, signum: int) -> None:
             in_flight: list[tuple[int, bytes]] = []
             request = threading.Thread(
                 target=lambda: in_flight.append(
-                    http_request(port, "GET", "/slow?t=1.5")[0::2]  # type: ignore[arg-type]
+                    http_request(port, "GET", "/slow?t=2.5")[0::2]  # type: ignore[arg-type]
                 )
             )
             request.start()
