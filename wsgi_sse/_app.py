@@ -148,7 +148,7 @@ class SSEServerService(MultiService):
         publisher: Publisher | None = None,
         resources: Mapping[str, IResource] | None = None,
         reactor: Any = None,
-        shutdown_timeout: float = 4.0,
+        shutdown_timeout: float = 3.0,
         history_size: int | None = None,
         history_age: float | None = None,
         stats_path: str | None = None,
