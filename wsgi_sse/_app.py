@@ -33,7 +33,7 @@ from ._site import (
     DEFAULT_MAX_REQUEST_BODY,
     StreamSite,
 )
-from ._stats import MetricsResource, StatsResource
+from ._stats import BackplaneStats, MetricsResource, StatsResource
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -148,7 +148,7 @@ class SSEServerService(MultiService):
         publisher: Publisher | None = None,
         resources: Mapping[str, IResource] | None = None,
         reactor: Any = None,
-        shutdown_timeout: float = 4.0,
+        shutdown_timeout: float = 3.0,
         history_size: int | None = None,
         history_age: float | None = None,
         stats_path: str | None = None,
@@ -224,11 +224,17 @@ class SSEServerService(MultiService):
             raise ValueError("publish_secret given without publish_path")
         if stats_path is not None:
             self.root.mount(
-                stats_path, StatsResource(self.sse_resource, publish=self.publish_resource)
+                stats_path,
+                StatsResource(
+                    self.sse_resource, publish=self.publish_resource, backplane=self._stats_source()
+                ),
             )
         if metrics_path is not None:
             self.root.mount(
-                metrics_path, MetricsResource(self.sse_resource, publish=self.publish_resource)
+                metrics_path,
+                MetricsResource(
+                    self.sse_resource, publish=self.publish_resource, backplane=self._stats_source()
+                ),
             )
         for path, resource in (resources or {}).items():
             self.root.mount(path, resource, exact=False)
@@ -243,6 +249,11 @@ class SSEServerService(MultiService):
         self.listening.setServiceParent(self)
         if self.backplane is not None:
             self.backplane.setServiceParent(self)  # type: ignore[no-untyped-call]
+
+    def _stats_source(self) -> BackplaneStats | None:
+        """The backplane, if it reports counters for the stats endpoints."""
+        stats = getattr(self.backplane, "stats", None)
+        return self.backplane if callable(stats) else None
 
     def startService(self) -> None:
         """Start the thread pool, then listen."""

@@ -33,6 +33,13 @@ _OPTIONS: tuple[tuple[str, Any, Callable[[str], Any], str], ...] = (
     ("heartbeat", 15.0, float, "seconds between keep-alive comments (0: off)"),
     ("retry", 3000, int, "reconnection delay sent to browsers, in milliseconds"),
     ("max-connections", 10_000, int, "open streams in total"),
+    (
+        "redis-url",
+        None,
+        str,
+        "share broadcasts with other processes through this Redis "
+        "(default: $WSGI_SSE_REDIS_URL, else none)",
+    ),
 )
 
 
@@ -77,6 +84,7 @@ def _service_kwargs(values: dict[str, Any]) -> dict[str, Any]:
         "heartbeat": values["heartbeat"],
         "retry": values["retry"],
         "max_connections": values["max-connections"],
+        "redis_url": values["redis-url"],
     }
 
 

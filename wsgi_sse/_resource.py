@@ -7,6 +7,7 @@ All methods: call in the reactor thread (twisted.web does).
 from __future__ import annotations
 
 import random
+import socket
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Iterable
 from urllib.parse import urlsplit
@@ -324,6 +325,7 @@ class SSEResource(Resource):
         if set_no_delay is not None:
             # Events are small and latency matters more than packet count.
             set_no_delay(True)
+        _limit_unacknowledged_time(transport, options.heartbeat)
         request.registerProducer(client, True)
         self.clients.add(client)
         self._per_address[peer] += 1
@@ -586,6 +588,27 @@ class SSEResource(Resource):
         request.setHeader(b"Content-Length", b"%d" % (len(body),))
         request.write(body)
         request.finish()
+
+
+def _limit_unacknowledged_time(transport: Any, heartbeat: float) -> None:
+    """
+    Have the kernel close a stream whose peer stopped acknowledging data.
+
+    A client that vanishes without a FIN or RST (a laptop closed, a network
+    gone) would otherwise stay connected until TCP gives up retransmitting,
+    some fifteen minutes later.  With C{TCP_USER_TIMEOUT} (Linux) set to
+    twice the heartbeat (at least 30 s), the heartbeat itself finds it: its
+    bytes stay unacknowledged and the connection is closed, and the client
+    is removed like any other.
+    """
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    sock = getattr(transport, "socket", None)
+    if option is None or sock is None or not heartbeat:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, option, int(max(2 * heartbeat, 30.0) * 1000))
+    except (OSError, AttributeError):  # not a TCP socket (a UNIX socket, a test double)
+        pass
 
 
 def _header(request: Request, name: bytes) -> str | None:

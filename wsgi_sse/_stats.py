@@ -9,7 +9,7 @@ reactor thread (twisted.web does).
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.web.resource import Resource
 
@@ -24,20 +24,38 @@ __all__ = ["MetricsResource", "StatsResource", "prometheus_text"]
 PROMETHEUS_CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 
-def _collect(stream: SSEResource, publish: PublishResource | None) -> dict[str, Any]:
+class BackplaneStats(Protocol):
+    """A backplane that reports its counters (L{RedisBackplane<wsgi_sse.redis.RedisBackplane>})."""
+
+    def stats(self) -> dict[str, Any]:
+        """Counters and state, as JSON-able values."""
+
+
+def _collect(
+    stream: SSEResource, publish: PublishResource | None, backplane: BackplaneStats | None
+) -> dict[str, Any]:
     snapshot = stream.snapshot()
     if publish is not None:
         snapshot["publish"] = publish.snapshot()
+    if backplane is not None:
+        snapshot["backplane"] = backplane.stats()
     return snapshot
 
 
 class _CounterResource(Resource):
     isLeaf = True
 
-    def __init__(self, stream: SSEResource, *, publish: PublishResource | None = None) -> None:
+    def __init__(
+        self,
+        stream: SSEResource,
+        *,
+        publish: PublishResource | None = None,
+        backplane: BackplaneStats | None = None,
+    ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.stream = stream
         self.publish = publish
+        self.backplane = backplane
 
     def render(self, request: Request) -> bytes:
         """Answer GET and HEAD; anything else gets 405."""
@@ -47,7 +65,7 @@ class _CounterResource(Resource):
             request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
             return b"only GET and HEAD\n"
         request.setHeader(b"Cache-Control", b"no-store")
-        return self.body(request, _collect(self.stream, self.publish))
+        return self.body(request, _collect(self.stream, self.publish, self.backplane))
 
     def body(self, request: Request, snapshot: dict[str, Any]) -> bytes:
         raise NotImplementedError  # pragma: no cover
@@ -61,6 +79,8 @@ class StatsResource(_CounterResource):
     @param stream: the L{SSEResource} whose counters are shown.
     @param publish: the publish endpoint, if one is mounted: its counters
         are added under C{"publish"}.
+    @param backplane: the backplane shared with other processes, if any: its
+        counters are added under C{"backplane"}.
     """
 
     def body(self, request: Request, snapshot: dict[str, Any]) -> bytes:
@@ -75,6 +95,7 @@ class MetricsResource(_CounterResource):
 
     @param stream: the L{SSEResource} whose counters are shown.
     @param publish: the publish endpoint, if one is mounted.
+    @param backplane: the backplane shared with other processes, if any.
     """
 
     def body(self, request: Request, snapshot: dict[str, Any]) -> bytes:
@@ -166,4 +187,28 @@ def prometheus_text(snapshot: dict[str, Any]) -> str:
             "Requests to the HTTP publish endpoint, by status.",
             [(f'{{status="{code}"}}', n) for code, n in publish["requests"].items()],
         )
+    backplane = snapshot.get("backplane")
+    if backplane is not None:
+        one(
+            "wsgi_sse_backplane_connected",
+            "gauge",
+            "1 while the backplane is connected to the shared broker.",
+            int(bool(backplane.get("connected"))),
+        )
+        one(
+            "wsgi_sse_backplane_queued",
+            "gauge",
+            "Events waiting to be sent to the shared broker.",
+            backplane.get("queued", 0),
+        )
+        for key, value in sorted(backplane.items()):
+            if key in ("connected", "queued") or isinstance(value, bool):
+                continue
+            if isinstance(value, int):
+                one(
+                    f"wsgi_sse_backplane_{key}_total",
+                    "counter",
+                    f"Backplane counter {key!r} (see the scaling guide).",
+                    value,
+                )
     return "\n".join(lines) + "\n"
