@@ -35,7 +35,7 @@ from twisted.python.threadpool import ThreadPool
 
 from ._broadcast import validate_channel
 from ._encoding import encode_body, frame
-from ._hub import DEFAULT_CHANNEL, Event, Hub, Subscriber
+from ._hub import DEFAULT_CHANNEL, Event, Hub, Subscriber, _base36
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
@@ -409,16 +409,6 @@ class RedisHub(Hub):
     def held_count(self) -> int:
         """Connections waiting for a replay from Redis."""
         return len(self._held)
-
-
-def _base36(n: int) -> str:
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    out = []
-    while True:
-        n, r = divmod(n, 36)
-        out.append(digits[r])
-        if not n:
-            return "".join(reversed(out))
 
 
 def _connect(url: str, timeout: float, read_timeout: float | None = None) -> Any:
