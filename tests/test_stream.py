@@ -131,3 +131,20 @@ def test_shutdown_with_clients_ends_streams_promptly() -> None:
             assert c.eof
             c.close()
         # serve() stops it again on exit; that must be harmless.
+
+
+def test_vanished_peers_are_bounded_by_tcp_user_timeout() -> None:
+    """Stream sockets get TCP_USER_TIMEOUT of twice the heartbeat (at least 30 s)."""
+    import socket
+
+    with serve(knock_app, heartbeat=20) as server:
+        with server.stream() as client:
+            server.wait_clients(1)
+
+            def timeout_ms() -> int:
+                (stream,) = server.service.sse_resource.clients
+                sock = stream.request.channel.transport.socket
+                return int(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT))
+
+            assert server.call(timeout_ms) == 40_000
+            assert client.status == 200

@@ -8,6 +8,7 @@ import re
 import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
+from twisted.logger import Logger
 from twisted.python import threadable
 
 from ._encoding import encode_body
@@ -25,6 +26,8 @@ __all__ = [
     "set_broadcaster",
     "validate_channel",
 ]
+
+_log = Logger()
 
 _BAD_CHANNEL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -71,6 +74,13 @@ class Broadcaster:
     def __init__(self, publisher: Publisher, *, reactor: Any = None) -> None:
         self.publisher = publisher
         self._reactor = reactor
+        # Events from other threads wait here for the reactor thread.  One
+        # callFromThread per batch, not per event: while the reactor is busy
+        # (fanning out the previous event), new broadcasts pile up and are
+        # then published together.
+        self._queue: list[tuple[str, bytes]] = []
+        self._queue_lock = threading.Lock()
+        self._drain_scheduled = False
 
     @property
     def reactor(self) -> Any:
@@ -124,9 +134,46 @@ class Broadcaster:
         if threadable.isInIOThread():
             self.publisher.publish(name, body)
         else:
+            with self._queue_lock:
+                self._queue.append((name, body))
+                if self._drain_scheduled:
+                    return
+                self._drain_scheduled = True
             # callFromThread keeps a FIFO queue, so one thread's events keep
             # their order; it costs a fraction of crochet's EventualResult.
-            self.reactor.callFromThread(self.publisher.publish, name, body)
+            self.reactor.callFromThread(self._drain)
+
+    def _drain(self) -> None:
+        """Publish every queued event, in order.  Called in the reactor thread."""
+        with self._queue_lock:
+            queue, self._queue = self._queue, []
+            self._drain_scheduled = False
+        publisher = self.publisher
+        # A plain Hub can take a run of events on one channel in one go: each
+        # subscriber then gets them in a single write (see Hub.publish_many).
+        many = (
+            publisher.publish_many
+            if isinstance(publisher, Hub) and type(publisher).publish is Hub.publish
+            else None
+        )
+        i, end = 0, len(queue)
+        while i < end:
+            name = queue[i][0]
+            j = i + 1
+            if many is not None:
+                while j < end and queue[j][0] == name:
+                    j += 1
+            try:
+                if j - i == 1:
+                    publisher.publish(name, queue[i][1])
+                else:
+                    assert many is not None
+                    many(name, [body for _, body in queue[i:j]])
+            except Exception:  # noqa: BLE001 - logged, and the rest still published
+                # One failing publisher call must not lose the events queued
+                # behind it (callFromThread per event used to isolate them).
+                _log.failure("publishing to {channel!r} failed", channel=name)
+            i = j
 
     def broadcast_and_wait(
         self,

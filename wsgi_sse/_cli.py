@@ -14,7 +14,9 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from twisted.internet.defer import Deferred
 from twisted.python import usage
+from twisted.python.failure import Failure
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -31,6 +33,13 @@ _OPTIONS: tuple[tuple[str, Any, Callable[[str], Any], str], ...] = (
     ("heartbeat", 15.0, float, "seconds between keep-alive comments (0: off)"),
     ("retry", 3000, int, "reconnection delay sent to browsers, in milliseconds"),
     ("max-connections", 10_000, int, "open streams in total"),
+    (
+        "redis-url",
+        None,
+        str,
+        "share broadcasts with other processes through this Redis "
+        "(default: $WSGI_SSE_REDIS_URL, else none)",
+    ),
 )
 
 
@@ -75,6 +84,7 @@ def _service_kwargs(values: dict[str, Any]) -> dict[str, Any]:
         "heartbeat": values["heartbeat"],
         "retry": values["retry"],
         "max_connections": values["max-connections"],
+        "redis_url": values["redis-url"],
     }
 
 
@@ -126,7 +136,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     @crochet.run_in_reactor
     def start() -> Any:
         service.startService()
-        return service.listening._waitingForPort
+        # Hand crochet a Deferred of its own: it consumes the result of the
+        # one it waits on, and the listening service needs the port later to
+        # stop listening when shutdown begins.
+        ready: Deferred[Any] = Deferred()
+
+        def forward(result: Any) -> Any:
+            ready.callback(result)
+            return None if isinstance(result, Failure) else result
+
+        waiting = service.listening._waitingForPort
+        assert waiting is not None  # set by startService()
+        waiting.addBoth(forward)
+        return ready
 
     try:
         start().wait(30)

@@ -6,10 +6,12 @@ All methods: call in the reactor thread.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
+from twisted.internet import tcp
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
+from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 if TYPE_CHECKING:
@@ -17,6 +19,25 @@ if TYPE_CHECKING:
     from twisted.web.server import Request
 
 __all__ = ["StreamClient"]
+
+# Request headers Twisted's access log formatters read when a stream ends.
+_LOGGED_HEADERS = (b"referer", b"user-agent", b"authorization", b"x-forwarded-for")
+
+# The fast path (see StreamClient.send) frames each event for HTTP/1.1 chunked
+# transfer once, for the first client that needs it, and every other client
+# reuses the same bytes: the hub hands the same ``wire`` object to all of them,
+# so an identity check finds the cached frame.  Reactor thread only.
+_framed_wire: bytes = b""
+_framed_chunk: bytes = b""
+
+
+def _chunk(wire: bytes) -> bytes:
+    """Return C{wire} as one HTTP/1.1 chunk, computed once per event."""
+    global _framed_wire, _framed_chunk
+    if wire is not _framed_wire:
+        _framed_chunk = b"%x\r\n%b\r\n" % (len(wire), wire)
+        _framed_wire = wire
+    return _framed_chunk
 
 
 @implementer(IPushProducer)
@@ -35,6 +56,9 @@ class StreamClient:
 
     @ivar channels: the channels this stream is subscribed to.
     @ivar peer: the client's address, for logs and per-address limits.
+    @ivar closed: whether the stream has ended (nothing more is written).
+    @ivar discarded: bytes that were held for this reader and thrown away
+        when it left or was dropped.
     """
 
     log = Logger()
@@ -50,8 +74,11 @@ class StreamClient:
         "_on_drop",
         "_pause_timer",
         "_paused",
+        "_sock",
+        "_transport",
         "channels",
         "closed",
+        "discarded",
         "peer",
         "request",
     )
@@ -79,11 +106,56 @@ class StreamClient:
         self._held_bytes = 0
         self._pause_timer: IDelayedCall | None = None
         self.closed = False
+        self.discarded = 0
+        # Fast path state: the socket, while direct writes are allowed (see
+        # send()); False until the response has started and been checked.
+        self._sock: Any = False
+        self._transport: Any = None
 
     # -- writing -------------------------------------------------------------
 
     def send(self, wire: bytes) -> None:
         """Write one encoded event, or hold it while the reader is behind."""
+        # The fast path, taken for almost every delivery: a chunked HTTP/1.1
+        # response on a plain TCP connection that is neither paused nor
+        # closed (self._sock is None in every other case, so one test
+        # covers them all).
+        sock = self._sock
+        if sock:
+            transport = self._transport
+            chunk = _chunk(wire)
+            if not transport.dataBuffer and not transport._tempDataLen:
+                # Nothing queued in Twisted's buffer, so nothing can be
+                # overtaken: hand the bytes to the kernel now.  The first
+                # client gets the event at once instead of after every
+                # other client's write has been queued and the reactor
+                # comes back to poll for writability; and no epoll
+                # registration is made and undone per client per event.
+                try:
+                    sent = sock.send(chunk)
+                except OSError:
+                    # EAGAIN (the kernel buffer is full), or an error the
+                    # transport will find and report itself on its next
+                    # write: let it take the bytes.
+                    sent = 0
+                if sent == len(chunk):
+                    return
+                chunk = chunk[sent:]
+            # Something is already waiting (or the kernel took only part of
+            # this event): queue behind it, in order.  Twisted flushes its
+            # buffer when the socket is writable and pauses this producer
+            # when it grows past its limit.
+            transport.write(chunk)
+            return
+        if sock is False and not self.closed and getattr(self.request, "startedWriting", False):
+            self._check_fast_path()
+            if self._sock:
+                self.send(wire)
+                return
+        self._send_generic(wire)
+
+    def _send_generic(self, wire: bytes) -> None:
+        """Hold the event while paused, else write it through the request."""
         if self.closed:
             return
         if self._paused:
@@ -93,6 +165,61 @@ class StreamClient:
                 self.drop("buffer")
             return
         self.request.write(wire)
+
+    def started(self) -> None:
+        """
+        Call once the response headers have been written (the first write):
+        choose the write path and shed what a long-lived stream keeps for
+        nothing.
+
+        Twisted keeps every request's header objects and body buffer until
+        the response ends, which for an event stream is hours.  The response
+        headers are never read again once sent; of the request headers only
+        those the access log reads are kept.  A few hundred bytes per
+        connection, which matters at ten thousand connections.
+        """
+        self._check_fast_path()
+        request = self.request
+        if not request.startedWriting:
+            return
+        request.responseHeaders = Headers()
+        old = request.requestHeaders
+        kept = Headers()
+        for name in _LOGGED_HEADERS:
+            values = old.getRawHeaders(name)
+            if values is not None:
+                kept.setRawHeaders(name, values)
+        request.requestHeaders = kept
+        content = request.content
+        if content is not None:
+            content.close()
+            request.content = None
+
+    def _check_fast_path(self) -> None:
+        """
+        Decide, once the response headers are out, whether events may be
+        written straight to the socket.
+
+        Only a chunked HTTP/1.1 response over a plain TCP connection
+        qualifies: HTTP/1.0 (unframed), TLS and HTTP/2 transports frame or
+        encrypt the bytes themselves and keep the generic path.
+        """
+        request = self.request
+        channel = getattr(request, "channel", None)
+        transport = getattr(channel, "transport", None)
+        socket = getattr(transport, "socket", None)
+        if (
+            request.chunked
+            and type(transport) is tcp.Server
+            and socket is not None
+            and transport.connected
+            and not transport.disconnecting
+        ):
+            self._transport = transport
+            self._sock = socket if not self._paused else None
+        else:
+            self._sock = None
+            self._transport = None
 
     @property
     def held_bytes(self) -> int:
@@ -111,6 +238,8 @@ class StreamClient:
         if self._paused or self.closed:
             return
         self._paused = True
+        if self._sock:
+            self._sock = None  # held events go through _send_generic
         if self._max_pause is not None:
             self._pause_timer = self._clock.callLater(self._max_pause, self.drop, "stalled")
 
@@ -119,6 +248,10 @@ class StreamClient:
         if not self._paused or self.closed:
             return
         self._paused = False
+        if self._transport is not None:
+            # Back on the fast path; anything still queued in the
+            # transport keeps its place (send() checks the buffer).
+            self._sock = self._transport.socket
         timer, self._pause_timer = self._pause_timer, None
         if timer is not None and timer.active():
             timer.cancel()
@@ -144,15 +277,18 @@ class StreamClient:
         if self.closed:
             return
         self.log.info(
-            "dropping slow client {peer} ({reason}, {held} bytes held)",
+            "dropping slow client {peer} ({reason}): {held} bytes held",
             peer=self.peer,
             reason=reason,
             held=self._held_bytes,
+            channels=list(self.channels),
+            max_buffer=self._max_buffer,
+            max_pause=self._max_pause,
         )
-        on_drop = self._on_drop
+        # on_drop sees what was held, before it is discarded.
+        if self._on_drop is not None:
+            self._on_drop(self, reason)
         self._forget()
-        if on_drop is not None:
-            on_drop(self, reason)
         transport = getattr(self.request.channel, "transport", None)
         if transport is not None:
             abort = getattr(transport, "abortConnection", None)
@@ -166,6 +302,8 @@ class StreamClient:
         if self.closed:
             return
         held = b"".join(self._held)
+        self._held = []
+        self._held_bytes = 0
         self._forget()
         request = self.request
         if getattr(request, "_disconnected", False) or request.finished:
@@ -177,6 +315,9 @@ class StreamClient:
 
     def _forget(self) -> None:
         self.closed = True
+        self.discarded += self._held_bytes
+        self._sock = None
+        self._transport = None
         self._held = []
         self._held_bytes = 0
         timer, self._pause_timer = self._pause_timer, None

@@ -83,7 +83,10 @@ class StreamOptions:
         WSGI thread pool before anything is subscribed (see L{AuthorizeResult}).
     @ivar initial: C{(StreamRequest) -> object | None}, run in the WSGI thread
         pool for each new page (no Last-Event-ID) and after a reset; a value
-        other than L{None} is sent first, as an C{init} event.
+        other than L{None} is sent first, as an C{init} event whose id is the
+        last event's id when the hook started, followed by every event
+        published while it ran (if those no longer fit in the history, a
+        C{reset} event is sent instead of the stale snapshot).
     """
 
     heartbeat: float = 15.0
@@ -117,10 +120,23 @@ class StreamOptions:
             raise ValueError("max_connections_per_address must be at least 1 or None")
         if self.max_pause <= 0:
             raise ValueError("max_pause must be positive")
+        if self.busy_retry_after < 0:
+            raise ValueError("busy_retry_after must not be negative")
+        for hook in ("authorize", "initial"):
+            if getattr(self, hook) is not None and not callable(getattr(self, hook)):
+                raise TypeError(f"{hook} must be a callable taking a StreamRequest, or None")
         origins = self.cors_origins
         if isinstance(origins, str):
             origins = (origins,)
-        object.__setattr__(self, "cors_origins", tuple(o.rstrip("/") for o in origins))
+        # Browsers send origins in lower case.
+        origins = tuple(o.rstrip("/").lower() for o in origins)
+        for origin in origins:
+            if origin != "*" and not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s]+", origin):
+                raise ValueError(
+                    f"cors_origins entries must be origins like 'https://app.example.com' "
+                    f"(scheme and host, no path) or '*', got {origin!r}"
+                )
+        object.__setattr__(self, "cors_origins", origins)
         if self.cors_credentials and "*" in self.cors_origins:
             raise ValueError("cors_credentials cannot be combined with the '*' origin")
         object.__setattr__(self, "_channel_re", re.compile(self.channel_pattern))

@@ -7,6 +7,7 @@ All methods: call in the reactor thread (twisted.web does).
 from __future__ import annotations
 
 import random
+import socket
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Iterable
 from urllib.parse import urlsplit
@@ -21,7 +22,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from ._client import StreamClient
 from ._encoding import encode_body, encode_comment, encode_event, frame
-from ._hub import DEFAULT_CHANNEL, Hub
+from ._hub import DEFAULT_CHANNEL, Event, Hub
 from ._options import StreamOptions, StreamRequest
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["SSEResource", "StreamStats"]
 
 _HEARTBEAT = encode_comment()
+_RESET = frame(None, encode_body("", event="reset"))
 _MAX_LAST_EVENT_ID = 128
 _STREAM_HEADERS = (
     (b"Content-Type", b"text/event-stream; charset=utf-8"),
@@ -52,15 +54,45 @@ class _Refused(Exception):  # noqa: N818 - not an error: an answer
 
 
 class StreamStats:
-    """Counters of one L{SSEResource}, since it was created."""
+    """
+    Counters of one L{SSEResource}, since it was created.
 
-    __slots__ = ("connects", "disconnects", "dropped_slow", "refused")
+    @ivar connects: streams opened.
+    @ivar disconnects: streams closed, for any reason.
+    @ivar dropped_slow: streams aborted because their reader fell behind.
+    @ivar dropped_by_reason: the same, by reason (C{"buffer"}, C{"stalled"}).
+    @ivar refused: requests answered with an error instead of a stream, by
+        HTTP status.
+    @ivar replays: streams that resumed from a Last-Event-ID exactly.
+    @ivar resets: streams sent a C{reset} event instead.
+    @ivar bytes_written: bytes written besides published events (the opening
+        comment, replays, C{init} events, heartbeats).
+    @ivar bytes_discarded: bytes of published events held for readers that
+        left or were dropped before they could be written.
+    """
+
+    __slots__ = (
+        "bytes_discarded",
+        "bytes_written",
+        "connects",
+        "disconnects",
+        "dropped_by_reason",
+        "dropped_slow",
+        "refused",
+        "replays",
+        "resets",
+    )
 
     def __init__(self) -> None:
         self.connects = 0
         self.disconnects = 0
         self.dropped_slow = 0
+        self.dropped_by_reason: Counter[str] = Counter()
         self.refused: Counter[int] = Counter()
+        self.replays = 0
+        self.resets = 0
+        self.bytes_written = 0
+        self.bytes_discarded = 0
 
 
 class SSEResource(Resource):
@@ -164,7 +196,8 @@ class SSEResource(Resource):
             self._grant_cors(request, origin)
             request.setHeader(b"Access-Control-Allow-Methods", b"GET, HEAD, OPTIONS")
             request.setHeader(
-                b"Access-Control-Allow-Headers", b"Last-Event-ID, Cache-Control, Accept"
+                b"Access-Control-Allow-Headers",
+                b"Last-Event-ID, Cache-Control, Accept, X-Requested-With",
             )
             request.setHeader(b"Access-Control-Max-Age", b"600")
         request.setResponseCode(204)
@@ -181,70 +214,74 @@ class SSEResource(Resource):
             return self._refuse(request, refused)
 
         options = self.options
-        needs_hooks = options.authorize is not None or options.initial is not None
-        if not needs_hooks:
-            self._start(request, channels, last_event_id, peer, None, None)
+        if options.authorize is None and options.initial is None:
+            self._start(request, channels, peer, last_event_id, resume=last_event_id)
             return NOT_DONE_YET
 
         # Hooks run in the thread pool; the connection counts toward the limits
-        # meanwhile, and may vanish before they return.
+        # meanwhile, and may vanish before they return.  Where the stream will
+        # resume from is fixed now, so that events published while the hooks
+        # run are replayed once they are done.
+        hub = self.hub
         info = _stream_request(request, channels, last_event_id, peer)
-        resets = last_event_id is not None and not self.hub.can_replay(channels, last_event_id)
-        want_initial = options.initial is not None and (last_event_id is None or resets)
-        mark = self.hub.last_id
+        reset = last_event_id is not None and not hub.can_replay(channels, last_event_id)
+        want_initial = options.initial is not None and (last_event_id is None or reset)
+        mark = hub.last_id
+        resume = last_event_id if last_event_id is not None and not reset else mark
         self._pending += 1
         self._per_address[peer] += 1
         gone: list[bool] = []
         request.notifyFinish().addBoth(lambda _: gone.append(True))
 
-        def hooks() -> tuple[bool | Iterable[str], object]:
-            allowed: bool | Iterable[str] = True
+        def hooks() -> tuple[frozenset[str] | bool, bytes | None]:
             if options.authorize is not None:
                 allowed = options.authorize(info)
-                if isinstance(allowed, (str, bytes)):
-                    raise TypeError("authorize must return a bool or a collection of channels")
+                if isinstance(allowed, (str, bytes)) or allowed is None:
+                    raise TypeError(
+                        "authorize must return a bool or a collection of channel names, "
+                        f"not {type(allowed).__name__}"
+                    )
                 if not isinstance(allowed, bool):
                     allowed = frozenset(allowed)
                     if not allowed.issuperset(channels):
                         return allowed, None
                 elif not allowed:
                     return False, None
-            initial = options.initial(info) if want_initial and options.initial else None
-            return allowed, initial
+            if want_initial and options.initial is not None:
+                value = options.initial(info)
+                if value is not None:
+                    # Encoded here: a value that cannot be sent fails the hook.
+                    return True, encode_event(value, event="init", id=mark)
+            return True, None
 
-        def done(result: tuple[Any, object]) -> None:
+        def done(result: tuple[frozenset[str] | bool, bytes | None]) -> None:
             self._pending -= 1
             self._release(peer)
             if gone:
                 return
-            allowed, initial = result
-            if allowed is False or (not isinstance(allowed, bool) and not set(channels) <= allowed):
+            allowed, init = result
+            if allowed is not True:
                 denied = [c for c in channels if allowed is False or c not in allowed]
                 self._finish_refused(
                     request, _Refused(403, f"not allowed to join: {', '.join(denied)}")
                 )
-                return
-            if self._closing:
-                self._finish_refused(request, _Refused(503, "server is shutting down"))
                 return
             try:
                 self._check_limits(peer)
             except _Refused as refused:
                 self._finish_refused(request, refused)
                 return
-            self._start(
-                request,
-                channels,
-                last_event_id,
-                peer,
-                initial,
-                mark if want_initial else None,
-            )
+            self._start(request, channels, peer, last_event_id, resume, reset=reset, init=init)
 
         def failed(failure: Failure) -> None:
             self._pending -= 1
             self._release(peer)
-            self.log.failure("stream hook failed for {peer}", failure, peer=peer)
+            self.log.failure(
+                "stream hook failed for {peer} ({channels})",
+                failure,
+                peer=peer,
+                channels=list(channels),
+            )
             if not gone:
                 self._finish_refused(request, _Refused(500, "stream hook failed"))
 
@@ -257,13 +294,20 @@ class SSEResource(Resource):
         self,
         request: Request,
         channels: tuple[str, ...],
-        last_event_id: str | None,
         peer: str,
-        initial: object,
-        mark: str | None,
+        last_event_id: str | None,
+        resume: str | None,
+        *,
+        reset: bool = False,
+        init: bytes | None = None,
     ) -> None:
+        """
+        Open the stream: headers, C{retry:}, then (a C{reset} event or) the
+        C{init} event, then every event after C{resume}, then live events.
+        """
         options = self.options
         hub = self.hub
+        stats = self.stats
         request.setResponseCode(200)
         self._set_stream_headers(request)
         self._grant_cors_if_cross_origin(request)
@@ -281,51 +325,88 @@ class SSEResource(Resource):
         if set_no_delay is not None:
             # Events are small and latency matters more than packet count.
             set_no_delay(True)
+        _limit_unacknowledged_time(transport, options.heartbeat)
         request.registerProducer(client, True)
         self.clients.add(client)
         self._per_address[peer] += 1
-        self.stats.connects += 1
+        stats.connects += 1
         request.notifyFinish().addBoth(self._gone, client)
 
         # Everything below happens in this one reactor turn: no event can be
         # published between the replay and the subscription.
         retry = options.retry + int(options.retry * options.retry_jitter * self._random.random())
-        parts = [b": connected\n" + b"retry: %d\n\n" % (retry,)]
-        if last_event_id is not None:
-            missed = hub.replay(channels, last_event_id)
-            if missed is None:
-                parts.append(frame(None, encode_body("", event="reset")))
-                self.log.info(
-                    "client {peer} reset: cannot replay from {last_event_id!r}",
-                    peer=peer,
-                    last_event_id=last_event_id,
-                )
+        parts = [b": connected\nretry: %d\n\n" % (retry,)]
+        missed: list[Event] = []
+        if resume is not None and resume == last_event_id and not reset:
+            # The client's own id (a subclass may hold the client until it
+            # has fetched the events from elsewhere: subscribe follows).
+            found = hub.replay(channels, resume)
+            if found is None:
+                reset = True
             else:
-                parts.extend(e.wire for e in missed)
-        if mark is not None and initial is not None:
-            parts.append(encode_event(initial, event="init", id=mark))
-            missed = hub.replay(channels, mark)
-            if missed is not None:
-                parts.extend(e.wire for e in missed)
+                missed = found
+                stats.replays += 1
+        elif resume is not None:
+            # From where the hooks started: not a replay the client asked for.
+            found = hub._missed(channels, resume)
+            if found is None:
+                # More events were published while the hooks ran than the
+                # history keeps: the C{init} snapshot would be stale.
+                reset, init = True, None
+            else:
+                missed = found
+        if reset:
+            stats.resets += 1
+            parts.append(_RESET)
+            self.log.info(
+                "stream reset for {peer}: cannot replay {channels} from {last_event_id!r}",
+                peer=peer,
+                channels=list(channels),
+                last_event_id=last_event_id if last_event_id is not None else resume,
+            )
+        if init is not None:
+            parts.append(init)
+        parts.extend(e.wire for e in missed)
         hub.subscribe(client, channels)
-        request.write(b"".join(parts))
-        self.log.info("client {peer} connected to {channels}", peer=peer, channels=list(channels))
+        head = b"".join(parts)
+        stats.bytes_written += len(head)
+        request.write(head)
+        client.started()
+        self.log.info(
+            "stream opened for {peer}: {channels}, resuming from {last_event_id!r}, "
+            "{replayed} events replayed",
+            peer=peer,
+            channels=list(channels),
+            last_event_id=last_event_id,
+            replayed=len(missed),
+            reset=reset,
+        )
         self._ensure_heartbeat()
 
     def _gone(self, reason: object, client: StreamClient) -> None:
         self.hub.unsubscribe(client)
         client.stopProducing()
+        self.stats.bytes_discarded += client.discarded
         if client in self.clients:
             self.clients.discard(client)
             self._release(client.peer)
             self.stats.disconnects += 1
             why = reason.getErrorMessage() if isinstance(reason, Failure) else "finished"
-            self.log.info("client {peer} disconnected: {why}", peer=client.peer, why=why)
+            self.log.info(
+                "stream closed for {peer}: {reason}",
+                peer=client.peer,
+                channels=list(client.channels),
+                reason=why,
+            )
         if not self.clients:
             self._stop_heartbeat()
 
     def _dropped(self, client: StreamClient, reason: str) -> None:
-        self.stats.dropped_slow += 1
+        # Unsubscribe now: later events are not even queued for it.
+        self.hub.unsubscribe(client)
+        stats = self.stats
+        stats.dropped_slow += 1
+        stats.dropped_by_reason[reason] += 1
 
     # -- heartbeat -------------------------------------------------------------
 
@@ -343,8 +424,10 @@ class SSEResource(Resource):
 
     def beat(self) -> None:
         """Send a keep-alive comment to every client now (and prune history)."""
-        for client in tuple(self.clients):
+        clients = tuple(self.clients)
+        for client in clients:
             client.send(_HEARTBEAT)
+        self.stats.bytes_written += len(_HEARTBEAT) * len(clients)
         self.hub.prune()
 
     # -- shutting down ---------------------------------------------------------
@@ -361,6 +444,35 @@ class SSEResource(Resource):
         for client in tuple(self.clients):
             self.hub.unsubscribe(client)
             client.finish()
+
+    # -- stats -------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """
+        Return the stream's counters as a JSON-ready dict.
+
+        C{bytes_sent} counts every byte handed to the clients' connections:
+        published events, replays, C{init} events, heartbeats and the
+        opening lines, less what was held for readers that were dropped.
+        Call in the reactor thread.
+        """
+        hub_stats = self.hub.stats
+        stats = self.stats
+        return {
+            "clients": len(self.clients),
+            "pending": self._pending,
+            "channels": dict(sorted(self.hub.channel_counts().items())),
+            "events_published": hub_stats.events_published,
+            "deliveries": hub_stats.deliveries,
+            "bytes_sent": hub_stats.bytes_queued + stats.bytes_written - stats.bytes_discarded,
+            "connects": stats.connects,
+            "disconnects": stats.disconnects,
+            "dropped_slow": stats.dropped_slow,
+            "dropped_by_reason": dict(sorted(stats.dropped_by_reason.items())),
+            "replays": stats.replays,
+            "resets": stats.resets,
+            "refused": {str(code): n for code, n in sorted(stats.refused.items())},
+        }
 
     # -- checks ------------------------------------------------------------------
 
@@ -407,7 +519,7 @@ class SSEResource(Resource):
 
     def _origin_allowed(self, origin: str) -> bool:
         allowed = self.options.cors_origins
-        return "*" in allowed or origin.rstrip("/") in allowed
+        return "*" in allowed or origin.rstrip("/").lower() in allowed
 
     def _check_origin(self, request: Request) -> None:
         origin = _header(request, b"origin")
@@ -459,10 +571,10 @@ class SSEResource(Resource):
     def _refuse(self, request: Request, refused: _Refused) -> bytes:
         self.stats.refused[refused.code] += 1
         self.log.info(
-            "refused stream from {peer}: {code} {message}",
+            "refused stream from {peer}: {code} {why}",
             peer=_peer(request),
             code=refused.code,
-            message=refused.message,
+            why=refused.message,
         )
         request.setResponseCode(refused.code)
         request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
@@ -476,6 +588,27 @@ class SSEResource(Resource):
         request.setHeader(b"Content-Length", b"%d" % (len(body),))
         request.write(body)
         request.finish()
+
+
+def _limit_unacknowledged_time(transport: Any, heartbeat: float) -> None:
+    """
+    Have the kernel close a stream whose peer stopped acknowledging data.
+
+    A client that vanishes without a FIN or RST (a laptop closed, a network
+    gone) would otherwise stay connected until TCP gives up retransmitting,
+    some fifteen minutes later.  With C{TCP_USER_TIMEOUT} (Linux) set to
+    twice the heartbeat (at least 30 s), the heartbeat itself finds it: its
+    bytes stay unacknowledged and the connection is closed, and the client
+    is removed like any other.
+    """
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    sock = getattr(transport, "socket", None)
+    if option is None or sock is None or not heartbeat:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, option, int(max(2 * heartbeat, 30.0) * 1000))
+    except (OSError, AttributeError):  # not a TCP socket (a UNIX socket, a test double)
+        pass
 
 
 def _header(request: Request, name: bytes) -> str | None:

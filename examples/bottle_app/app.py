@@ -5,7 +5,9 @@ It knows nothing of Twisted; the only new line in a view is ``broadcast()``.
 Run it with ``twistd -ny server.py`` from this directory.
 """
 
-from bottle import Bottle, request, template
+import os
+
+from bottle import Bottle, request, static_file, template
 
 from wsgi_sse import broadcast
 
@@ -62,6 +64,12 @@ def index() -> str:
 def hello() -> str:
     """The knock form."""
     return HELLO
+
+
+@app.get("/live/")
+def live() -> object:
+    """A page that resumes after reconnects and reloads (see docs/channels.md)."""
+    return static_file("live.html", root=os.path.dirname(os.path.abspath(__file__)))
 
 
 @app.post("/knock")

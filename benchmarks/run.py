@@ -1,0 +1,592 @@
+"""
+Benchmark wsgi-sse against its peers, side by side, in one run.
+
+    python benchmarks/run.py                       # the full run (several minutes)
+    python benchmarks/run.py --quick               # a smoke run with small numbers
+    python benchmarks/run.py --clients 1000,5000,10000 --subjects wsgi-sse,seed
+
+Subjects (each started fresh for every scenario, on 127.0.0.1):
+  wsgi-sse   examples/bottle_app started as README says: ``twistd -ny server.py``
+  seed       the seed blog's design (benchmarks/peers/seed_server.py)
+  starlette  Starlette + sse-starlette on uvicorn, uvloop + httptools
+  floor      a minimal C/epoll server, one send() per client per event
+
+The load comes from benchmarks/loadgen.c (compiled here with gcc), which
+triggers every event with a real ``POST /knock`` (the view calls
+``broadcast()``) and timestamps its arrival at each client.  Raw figures go to
+benchmarks/results/ (JSON), the table to docs/benchmarks.md (between the
+``figures`` markers) and the plot to docs/benchmarks.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results"
+BIN = RESULTS / "bin"
+DOC = ROOT / "docs" / "benchmarks.md"
+PLOT = ROOT / "docs" / "benchmarks.png"
+START, END = "<!-- figures:start -->", "<!-- figures:end -->"
+
+SUBJECTS = ("wsgi-sse", "seed", "starlette", "floor")
+
+
+# -- plumbing -------------------------------------------------------------------
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's (and so every child's) open-file limit to the hard cap."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def build() -> dict[str, Path]:
+    """Compile the load generator and the C floor server."""
+    BIN.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name, src in (("loadgen", HERE / "loadgen.c"), ("floor", HERE / "peers" / "floor.c")):
+        exe = BIN / name
+        if not exe.exists() or exe.stat().st_mtime < src.stat().st_mtime:
+            subprocess.run(["gcc", "-O2", "-o", str(exe), str(src)], check=True)
+        out[name] = exe
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+def http(port: int, method: str, path: str, body: bytes = b"") -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n"
+            f"Content-Type: application/x-www-form-urlencoded\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        s.sendall(head.encode() + body)
+        chunks = []
+        while True:
+            data = s.recv(65536)
+            if not data:
+                return b"".join(chunks)
+            chunks.append(data)
+
+
+def rss(pid: int) -> int:
+    """Resident set size of a process, in bytes (from /proc)."""
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Server:
+    """One subject, started fresh on a free port; a context manager."""
+
+    def __init__(self, subject: str, bins: dict[str, Path], log_dir: Path) -> None:
+        self.subject = subject
+        self.port = free_port()
+        self.bins = bins
+        self.log_path = log_dir / f"{subject}-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> tuple[list[str], Path]:
+        twistd = shutil.which("twistd") or "twistd"
+        if self.subject == "wsgi-sse":
+            return [twistd, "-ny", "server.py", "--pidfile="], ROOT / "examples" / "bottle_app"
+        if self.subject == "seed":
+            return [twistd, "-ny", "seed_server.py", "--pidfile="], HERE / "peers"
+        if self.subject == "starlette":
+            return [
+                sys.executable, "-m", "uvicorn", "starlette_server:app",
+                "--loop", "uvloop", "--http", "httptools",
+                "--host", "127.0.0.1", "--port", str(self.port),
+            ], HERE / "peers"  # fmt: skip
+        if self.subject == "floor":
+            return [str(self.bins["floor"]), str(self.port)], HERE / "peers"
+        raise ValueError(self.subject)
+
+    def __enter__(self) -> Server:
+        cmd, cwd = self.command()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(
+            os.pathsep
+        )
+        env["WSGI_SSE_LISTEN"] = f"tcp:{self.port}:interface=127.0.0.1"
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=self._log, stderr=self._log)
+        wait_port(self.port, self.proc)
+        # Warm up: import everything a page view and a broadcast touch.
+        http(self.port, "GET", "/")
+        http(self.port, "POST", "/knock", b"name=warmup")
+        time.sleep(0.3)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def greets(self) -> bool:
+        """Whether the subject writes something as soon as a stream opens."""
+        return self.subject != "seed"
+
+
+def loadgen(
+    bins: dict[str, Path], server: Server, args: list[str], timeout: float, on_ready: Any = None
+) -> dict[str, Any]:
+    cmd = [str(bins["loadgen"]), "--port", str(server.port), "--timeout", str(timeout), *args]
+    if not server.greets:
+        cmd.append("--no-greeting")
+    if on_ready is not None:
+        cmd.append("--wait-go")
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    extra: dict[str, Any] = {}
+    if on_ready is not None:
+        line = proc.stdout.readline()
+        if not line.startswith("READY"):
+            proc.kill()
+            raise RuntimeError(f"loadgen: {line!r} {proc.stderr.read() if proc.stderr else ''}")
+        extra = on_ready() or {}
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    out, err = proc.communicate(timeout=timeout + 60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"loadgen failed ({proc.returncode}): {err}")
+    result: dict[str, Any] = json.loads(out)
+    result.update(extra)
+    return result
+
+
+def med(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None and v >= 0]
+    return statistics.median(values) if values else None
+
+
+# -- scenarios ------------------------------------------------------------------
+
+
+def fanout(
+    subject: str, bins: dict[str, Path], clients: int, cfg: argparse.Namespace
+) -> dict[str, Any]:
+    """Connect C idle clients, then lockstep events, then page GETs while events flow."""
+    with Server(subject, bins, cfg.log_dir) as server:
+        base = rss(server.pid)
+
+        def ready() -> dict[str, Any]:
+            time.sleep(1.0)  # let the server settle (logs, GC) before measuring
+            return {"rss_base": base, "rss_connected": rss(server.pid)}
+
+        cpu0 = cpu_seconds(server.pid)
+        result = loadgen(
+            bins,
+            server,
+            [
+                "--clients", str(clients), "--events", str(cfg.events),
+                "--gap-ms", "100", "--page-gets", str(cfg.page_gets), "--page-event-ms", "500",
+                "--event-timeout", "20",
+            ],
+            timeout=cfg.timeout,
+            on_ready=ready,
+        )  # fmt: skip
+        result["server_cpu_s"] = cpu_seconds(server.pid) - cpu0
+    events = result["events"]
+    result["summary"] = {
+        key: med([e[key] for e in events]) for key in ("first", "median", "p99", "last", "post_rtt")
+    }
+    result["mem_per_conn"] = (result["rss_connected"] - result["rss_base"]) / clients
+    return result
+
+
+def burst(subject: str, bins: dict[str, Path], cfg: argparse.Namespace) -> dict[str, Any]:
+    """Back-to-back events to a few hundred clients: deliveries per second."""
+    with Server(subject, bins, cfg.log_dir) as server:
+        cpu0 = cpu_seconds(server.pid)
+        result = loadgen(
+            bins,
+            server,
+            ["--clients", str(cfg.burst_clients), "--burst", str(cfg.burst_events),
+             "--posters", "4", "--event-timeout", "5"],
+            timeout=cfg.timeout,
+        )  # fmt: skip
+        result["server_cpu_s"] = cpu_seconds(server.pid) - cpu0
+    return result
+
+
+def slow(subject: str, bins: dict[str, Path], cfg: argparse.Namespace) -> dict[str, Any]:
+    """Some clients stop reading while big events flow: what the others see."""
+    with Server(subject, bins, cfg.log_dir) as server:
+        base = rss(server.pid)
+        result = loadgen(
+            bins,
+            server,
+            ["--clients", str(cfg.slow_clients), "--slow", str(cfg.slow_clients // 10),
+             "--events", str(cfg.slow_events), "--payload", str(cfg.slow_payload), "--gap-ms", "20",
+             "--event-timeout", "10"],
+            timeout=cfg.timeout,
+        )  # fmt: skip
+        result["rss_growth"] = rss(server.pid) - base
+    events = result["events"]
+    result["summary"] = {key: med([e[key] for e in events]) for key in ("first", "median", "last")}
+    return result
+
+
+# -- report -----------------------------------------------------------------------
+
+
+def ms(v: float | None) -> str:
+    return "–" if v is None else (f"{v * 1000:.2f}" if v < 0.1 else f"{v * 1000:.0f}")
+
+
+def fmt_num(v: float | None, unit: str = "") -> str:
+    if v is None:
+        return "–"
+    if unit == "KiB":
+        return f"{v / 1024:.1f}"
+    if v >= 100:
+        return f"{v:,.0f}"
+    return f"{v:.2f}"
+
+
+def metrics(
+    results: dict[str, Any], clients: list[int]
+) -> list[tuple[str, str, str, dict[str, float | None]]]:
+    """Rows of the table: (label, unit, better, {subject: value in base units})."""
+    rows: list[tuple[str, str, str, dict[str, float | None]]] = []
+    subjects = list(results)
+
+    def get(subject: str, *path: Any) -> Any:
+        node: Any = results[subject]
+        for key in path:
+            if node is None or key not in node:
+                return None
+            node = node[key]
+        return node
+
+    for c in clients:
+        for key, label in (("first", "first client"), ("median", "median client"),
+                           ("p99", "p99 client"), ("last", "last client")):  # fmt: skip
+            values = {s: get(s, "fanout", str(c), "summary", key) for s in subjects}
+            rows.append((f"{c:,} clients: {label}", "ms", "lower", values))
+    top = str(max(clients))
+    rows.append((f"memory per idle connection ({int(top):,})", "KiB", "lower",
+                 {s: get(s, "fanout", top, "mem_per_conn") for s in subjects}))  # fmt: skip
+    rows.append((f"connections accepted per second ({int(top):,})", "/s", "higher",
+                 {s: get(s, "fanout", top, "connect_rate") for s in subjects}))  # fmt: skip
+    rows.append((f"page GET median, {int(top):,} connected, events flowing", "ms", "lower",
+                 {s: get(s, "fanout", top, "page", "median") for s in subjects}))  # fmt: skip
+    rows.append((f"page GET p99, {int(top):,} connected", "ms", "lower",
+                 {s: get(s, "fanout", top, "page", "p99") for s in subjects}))  # fmt: skip
+    rows.append(("burst: deliveries per second", "/s", "higher",
+                 {s: get(s, "burst", "burst", "per_second") for s in subjects}))  # fmt: skip
+    rows.append(("slow readers: last reader's latency", "ms", "lower",
+                 {s: get(s, "slow", "summary", "last") for s in subjects}))  # fmt: skip
+    rows.append(("slow readers: server memory growth", "KiB", "lower",
+                 {s: get(s, "slow", "rss_growth") for s in subjects}))  # fmt: skip
+    rows.append(("slow readers: non-readers dropped", "", "n/a",
+                 {s: get(s, "slow", "slow", "dropped") for s in subjects}))  # fmt: skip
+    return rows
+
+
+def table(results: dict[str, Any], clients: list[int]) -> str:
+    subjects = list(results)
+    others = [s for s in subjects if s != "wsgi-sse"]
+    head = ["", *subjects] + [f"wsgi-sse ÷ {s}" for s in others]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, unit, _better, values in metrics(results, clients):
+        cells = [f"{label} ({unit})" if unit else label]
+        for s in subjects:
+            v = values.get(s)
+            cells.append(ms(v) if unit == "ms" else fmt_num(v, unit))
+        mine = values.get("wsgi-sse")
+        for s in others:
+            v = values.get(s)
+            if mine is None or v is None or v == 0 or unit == "":
+                cells.append("–")
+            else:
+                cells.append(f"{mine / v:.2f}×")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def targets(results: dict[str, Any], clients: list[int]) -> list[tuple[str, bool | None, str]]:
+    top = str(max(clients))
+    w = results.get("wsgi-sse", {})
+
+    def g(subject: str, *path: str) -> Any:
+        node: Any = results.get(subject)
+        for key in path:
+            if not isinstance(node, dict) or key not in node:
+                return None
+            node = node[key]
+        return node
+
+    out: list[tuple[str, bool | None, str]] = []
+    last = g("wsgi-sse", "fanout", top, "summary", "last")
+    seed_last = g("seed", "fanout", top, "summary", "last")
+    floor_last = g("floor", "fanout", top, "summary", "last")
+    if last is not None and seed_last:
+        out.append(("last client ≤ 0.5× seed", last <= 0.5 * seed_last, f"{last / seed_last:.2f}×"))
+    if last is not None and floor_last:
+        out.append(("last client ≤ 2× floor", last <= 2 * floor_last, f"{last / floor_last:.2f}×"))
+    first = g("wsgi-sse", "fanout", top, "summary", "first")
+    if first is not None:
+        out.append(("first client ≤ 5 ms after the POST", first <= 0.005, f"{first * 1000:.2f} ms"))
+    mem = g("wsgi-sse", "fanout", top, "mem_per_conn")
+    if mem is not None:
+        out.append(("≤ 7 KiB per idle connection", mem <= 7 * 1024, f"{mem / 1024:.1f} KiB"))
+    rate = g("wsgi-sse", "fanout", top, "connect_rate")
+    if rate is not None:
+        out.append(("≥ 5,000 connections/s", rate >= 5000, f"{rate:,.0f}/s"))
+    page = g("wsgi-sse", "fanout", top, "page", "median")
+    if page is not None:
+        out.append(("page GET median ≤ 5 ms", page <= 0.005, f"{page * 1000:.2f} ms"))
+    b = g("wsgi-sse", "burst", "burst", "per_second")
+    sb = g("seed", "burst", "burst", "per_second")
+    if b and sb:
+        out.append(("burst ≥ 2× seed", b >= 2 * sb, f"{b / sb:.2f}×"))
+    del w
+    return out
+
+
+def plot(results: dict[str, Any], clients: list[int]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    colors = {"wsgi-sse": "#1f77b4", "seed": "#d62728", "starlette": "#ff7f0e", "floor": "#2ca02c"}
+    for s, r in results.items():
+        fan = r.get("fanout", {})
+        xs = [c for c in clients if str(c) in fan]
+        for key, style, ax in (("last", "-o", axes[0]), ("first", "-o", axes[1])):
+            ys = [fan[str(c)]["summary"][key] * 1000 for c in xs]
+            ax.plot(xs, ys, style, label=s, color=colors.get(s))
+    axes[0].set_title("fan-out: last client (median of events)")
+    axes[1].set_title("fan-out: first client (median of events)")
+    for ax in axes[:2]:
+        ax.set_xlabel("idle clients")
+        ax.set_ylabel("ms after the POST")
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    subjects = list(results)
+    values = [results[s].get("burst", {}).get("burst", {}).get("per_second", 0) for s in subjects]
+    axes[2].bar(subjects, values, color=[colors.get(s) for s in subjects])
+    axes[2].set_title("burst: deliveries per second")
+    axes[2].grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(PLOT, dpi=90)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import twisted
+
+    return (
+        f"{os.cpu_count()} cores ({cpu}), Linux {platform.release()}, "
+        f"Python {platform.python_version()}, Twisted {twisted.__version__}"
+    )
+
+
+def write_doc(results: dict[str, Any], clients: list[int], command: str, when: str) -> str:
+    lines = [
+        START,
+        f"Run {when} on {machine()} with `{command}`.",
+        "",
+        "Latencies are medians over the events, in ms from the moment the load generator "
+        "opened the `POST /knock` connection; ratios are wsgi-sse's figure divided by the peer's "
+        "(below 1× is better for times and memory, above 1× for rates).",
+        "",
+        table(results, clients),
+        "",
+        "Targets (at the largest client count):",
+        "",
+    ]
+    for name, ok, value in targets(results, clients):
+        mark = "met" if ok else "**not met**"
+        lines.append(f"- {name}: {value} — {mark}")
+    cpu = {
+        s: r.get("fanout", {}).get(str(max(clients)), {}).get("loadgen_cpu_share")
+        for s, r in results.items()
+    }
+    lines += [
+        "",
+        "Load generator CPU share during the largest fan-out run (1.0 = one core busy): "
+        + ", ".join(f"{s} {v:.2f}" for s, v in cpu.items() if v is not None)
+        + ".",
+        "",
+        "![Fan-out latency and burst throughput](benchmarks.png)",
+        END,
+    ]
+    block = "\n".join(lines)
+    if DOC.exists():
+        text = DOC.read_text()
+        if START in text and END in text:
+            before, rest = text.split(START, 1)
+            after = rest.split(END, 1)[1]
+            DOC.write_text(before + block + after)
+            return block
+    return block
+
+
+# -- main ---------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="small numbers, for a smoke run")
+    parser.add_argument("--clients", default=None, help="comma-separated idle client counts")
+    parser.add_argument("--subjects", default=",".join(SUBJECTS))
+    parser.add_argument("--scenarios", default="fanout,burst,slow")
+    parser.add_argument("--events", type=int, default=None, help="lockstep events per count")
+    parser.add_argument("--no-docs", action="store_true", help="do not touch docs/ (raw JSON only)")
+    parser.add_argument("--output", default=None, help="raw JSON path")
+    cfg = parser.parse_args(argv)
+    quick = cfg.quick
+    clients = [
+        int(c) for c in (cfg.clients or ("50,200" if quick else "1000,5000,10000")).split(",")
+    ]
+    cfg.events = cfg.events or (3 if quick else 12)
+    cfg.page_gets = 5 if quick else 40
+    cfg.burst_clients, cfg.burst_events = (20, 20) if quick else (200, 500)
+    # Enough bytes per non-reader to overflow the kernel's socket buffers and
+    # wsgi-sse's default 1 MiB cap: 200 events of 32 kB.
+    cfg.slow_clients, cfg.slow_events = (20, 5) if quick else (200, 200)
+    cfg.slow_payload = 1024 if quick else 32768
+    cfg.timeout = 60.0 if quick else 300.0
+    subjects = [s for s in cfg.subjects.split(",") if s]
+    scenarios = set(cfg.scenarios.split(","))
+    for s in subjects:
+        if s not in SUBJECTS:
+            parser.error(f"unknown subject {s!r}")
+    limit = raise_fd_limit()
+    if max(clients) + 200 > limit:
+        parser.error(f"{max(clients)} clients need more open files than the limit {limit}")
+    bins = build()
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    cfg.log_dir = RESULTS / f"logs-{stamp}"
+    cfg.log_dir.mkdir(parents=True, exist_ok=True)
+
+    results: dict[str, Any] = {}
+    for s in subjects:
+        r: dict[str, Any] = {}
+        results[s] = r
+        if "fanout" in scenarios:
+            r["fanout"] = {}
+            for c in clients:
+                print(f"[{s}] fan-out to {c} clients ...", flush=True)
+                f = fanout(s, bins, c, cfg)
+                r["fanout"][str(c)] = f
+                print(
+                    f"  first {ms(f['summary']['first'])} ms, last {ms(f['summary']['last'])} ms, "
+                    f"{f['mem_per_conn'] / 1024:.1f} KiB/conn, {f['connect_rate']:,.0f} conn/s, "
+                    f"page {ms(f['page']['median'])} ms, loadgen cpu {f['loadgen_cpu_share']:.2f}",
+                    flush=True,
+                )
+        if "burst" in scenarios:
+            print(f"[{s}] burst ...", flush=True)
+            r["burst"] = burst(s, bins, cfg)
+            print(f"  {r['burst']['burst']['per_second']:,.0f} deliveries/s", flush=True)
+        if "slow" in scenarios:
+            print(f"[{s}] slow readers ...", flush=True)
+            r["slow"] = slow(s, bins, cfg)
+            print(
+                f"  last reader {ms(r['slow']['summary']['last'])} ms, "
+                f"growth {r['slow']['rss_growth'] / 1024:,.0f} KiB, "
+                f"dropped {r['slow']['slow']['dropped']}",
+                flush=True,
+            )
+
+    command = "python benchmarks/run.py" + (
+        " " + " ".join(sys.argv[1:]) if argv is None and sys.argv[1:] else ""
+    )
+    raw = {
+        "when": when,
+        "machine": machine(),
+        "command": command,
+        "clients": clients,
+        "results": results,
+    }
+    out = Path(cfg.output) if cfg.output else RESULTS / f"{stamp}.json"
+    out.write_text(json.dumps(raw, indent=1))
+    (RESULTS / "latest.json").write_text(json.dumps(raw, indent=1))
+    if "fanout" in scenarios and len(subjects) > 1:
+        print()
+        print(table(results, clients))
+        print()
+        for name, ok, value in targets(results, clients):
+            print(f"{'ok ' if ok else 'NO '} {name}: {value}")
+    if not cfg.no_docs and "fanout" in scenarios:
+        write_doc(results, clients, command, when)
+        plot(results, clients)
+    print(f"raw results: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

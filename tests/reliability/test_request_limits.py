@@ -1,0 +1,54 @@
+"""Request bodies: a limit Twisted itself does not have."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from support import http_request, serve
+
+from wsgi_sse import broadcast
+
+
+def hello_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """Read the body, answer hello."""
+    environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello"]
+
+
+def test_request_body_over_the_limit_is_refused_before_it_is_read() -> None:
+    """A declared or chunked body over max_request_body gets 413; smaller ones reach the app."""
+    with serve(hello_app, max_request_body=1000) as server:
+        with server.stream() as stream:
+            server.wait_clients(1)
+            status, _, body = http_request(server.port, "POST", "/upload", body=b"x" * 1001)
+            assert (status, body) == (413, b"request body too large\n")
+            # Declared as 10 GB, never sent: refused at once, not spooled.
+            code, _, body = http_request(
+                server.port, "POST", "/upload", headers={"Content-Length": str(10**10)}
+            )
+            assert (code, body) == (413, b"request body too large\n")
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+                sock.sendall(
+                    b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    + b"200\r\n"
+                    + b"y" * 0x200
+                    + b"\r\n"
+                    + b"400\r\n"
+                    + b"y" * 0x400
+                    + b"\r\n"
+                )
+                data = b""
+                while chunk := sock.recv(4096):
+                    data += chunk
+            assert data.startswith(b"HTTP/1.1 413 ")
+            assert http_request(server.port, "POST", "/upload", body=b"x" * 1000)[0] == 200
+            broadcast("undisturbed")
+            assert stream.wait_events(1)[0].data == "undisturbed"
+
+
+def test_default_request_body_limit_is_64_mib() -> None:
+    """Without configuration a request body may have at most 64 MiB."""
+    with serve(hello_app) as server:
+        assert server.service.site.max_request_body == 64 * 1024 * 1024

@@ -1,0 +1,143 @@
+"""broadcast() and broadcast_and_wait(): validation in the caller, delivery in the reactor."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from support import serve
+from twisted.internet.task import Clock
+
+from wsgi_sse import Broadcaster, Hub, broadcast, broadcast_and_wait, get_broadcaster
+from wsgi_sse._broadcast import set_broadcaster
+
+
+def idle_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    start_response("204 No Content", [])
+    return []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"event": "x\ny"}, ValueError),
+        ({"event": "x\r"}, ValueError),
+        ({"event": "\x00"}, ValueError),
+        ({"retry": "10"}, TypeError),
+        ({"retry": -5}, ValueError),
+        ({"channel": "a\nb"}, ValueError),
+        ({"channel": ""}, ValueError),
+        ({"channel": 3}, TypeError),
+    ],
+)
+def test_refused_values_raise_in_caller_and_send_nothing(
+    kwargs: dict[str, Any], error: type[Exception]
+) -> None:
+    """Invalid arguments raise in the calling thread; the stream gets nothing."""
+    with serve(idle_app) as server:
+        with server.stream() as client:
+            server.wait_clients(1)
+            with pytest.raises(error):
+                broadcast("payload", **kwargs)
+            with pytest.raises(TypeError):
+                broadcast(object())
+            broadcast("after")
+            (event,) = client.wait_events(1)
+            assert event.data == "after"
+            assert server.call(lambda: server.service.hub.stats.events_published) == 1
+
+
+def test_broadcast_from_reactor_thread_is_immediate() -> None:
+    """Called in the reactor thread, broadcast() publishes synchronously."""
+    with serve(idle_app) as server:
+        with server.stream() as client:
+            server.wait_clients(1)
+
+            def in_reactor() -> int:
+                before = server.service.hub.stats.events_published
+                broadcast({"from": "reactor"}, event="r")
+                return int(server.service.hub.stats.events_published - before)
+
+            assert server.call(in_reactor) == 1
+            (event,) = client.wait_events(1)
+            assert (event.type, event.data) == ("r", '{"from":"reactor"}')
+
+
+def test_broadcast_and_wait_reports_count() -> None:
+    """broadcast_and_wait returns how many clients the event was handed to."""
+    with serve(idle_app) as server:
+        with server.stream("/sse?channel=a") as a1, server.stream("/sse?channel=a") as a2:
+            with server.stream("/sse?channel=b") as b:
+                server.wait_clients(3)
+                assert broadcast_and_wait("hi", channel="a") == 2
+                assert broadcast_and_wait("hi", channel="b") == 1
+                assert broadcast_and_wait("hi", channel="nobody") == 0
+                assert a1.wait_events(1)[0].data == "hi"
+                assert a2.wait_events(1)[0].data == "hi"
+                assert b.wait_events(1)[0].data == "hi"
+
+
+def test_broadcast_and_wait_refuses_reactor_thread() -> None:
+    """broadcast_and_wait in the reactor thread raises instead of deadlocking."""
+    with serve(idle_app) as server:
+
+        def in_reactor() -> str:
+            try:
+                broadcast_and_wait("x")
+            except RuntimeError as e:
+                return str(e)
+            return "no error"
+
+        assert "block the reactor" in server.call(in_reactor)
+
+
+def test_one_threads_order_is_kept_under_contention() -> None:
+    """Each thread's events keep their order while other threads publish too."""
+    with serve(idle_app) as server:
+        with server.stream() as client:
+            server.wait_clients(1)
+            n = 300
+
+            def publish(tag: str) -> None:
+                for i in range(n):
+                    broadcast({"t": tag, "i": i})
+
+            threads = [threading.Thread(target=publish, args=(t,)) for t in "abcd"]
+            for t in threads:
+                t.start()
+            publish("main")
+            for t in threads:
+                t.join()
+            events = client.wait_events(5 * n, timeout=30)
+            import json
+
+            by_tag: dict[str, list[int]] = {}
+            for e in events:
+                value = json.loads(e.data)
+                by_tag.setdefault(value["t"], []).append(value["i"])
+            assert all(seq == list(range(n)) for seq in by_tag.values())
+            assert set(by_tag) == {"a", "b", "c", "d", "main"}
+
+
+def test_default_broadcaster_is_lazy_and_replaceable() -> None:
+    """Without a server, broadcast() targets a lazily created hub; it can be replaced."""
+    previous = set_broadcaster(None)
+    try:
+        first = get_broadcaster()
+        assert get_broadcaster() is first
+        replacement = Broadcaster(Hub(clock=Clock()))
+        assert set_broadcaster(replacement) is first
+        assert get_broadcaster() is replacement
+    finally:
+        set_broadcaster(previous)
+
+
+def test_prepare_encodes_in_caller() -> None:
+    """Broadcaster.prepare returns the channel and the id-less body."""
+    b = Broadcaster(Hub(clock=Clock()))
+    assert b.prepare("x\ny", event="e", channel="c", retry=10) == (
+        "c",
+        b"event: e\nretry: 10\ndata: x\ndata: y\n",
+    )
+    assert b.prepare(1) == ("default", b"data: 1\n")

@@ -1,0 +1,165 @@
+"""Running without a server.py: python -m wsgi_sse and the twistd plugin."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from support import (
+    ROOT,
+    StreamClient,
+    free_port,
+    http_request,
+    subprocess_env,
+    wait_for_port,
+)
+
+from wsgi_sse._cli import load_app
+
+EXAMPLE = ROOT / "examples" / "bottle_app"
+
+
+def _knock_and_see(port: int, sse_path: str) -> None:
+    with StreamClient(port, sse_path) as client:
+        client.wait_for(lambda c: c.parser.retry is not None)
+        status, _, _ = http_request(
+            port,
+            "POST",
+            "/knock",
+            body=b"name=Grace",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert status == 200
+        assert client.wait_events(1)[0].data == "Grace knocked"
+        assert client.parser.comments  # the heartbeat (0.2 s) flows too
+        client.wait_for(lambda c: len(c.parser.comments) >= 2, timeout=5)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_python_m_wsgi_sse(sig: signal.Signals) -> None:
+    """python -m wsgi_sse serves the app and the stream, and exits cleanly on a signal."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "wsgi_sse",
+            "app:app",
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
+            "--sse-path",
+            "/events/live",
+            "--heartbeat",
+            "0.2",
+        ],
+        cwd=EXAMPLE,
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for_port(port, proc)
+        with StreamClient(port, "/events/live") as open_client:
+            open_client.wait_for(lambda c: c.parser.retry is not None)
+            _knock_and_see(port, "/events/live")
+            proc.send_signal(sig)
+            # The open stream ends cleanly (chunked terminator), not reset.
+            open_client.read_to_end(timeout=10)
+        output, _ = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, output
+    assert "Traceback" not in output, output
+
+
+def test_python_m_wsgi_sse_bad_app() -> None:
+    """A wrong module:attribute gives a clear message and exit status 2."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "wsgi_sse", "nosuchmodule:app"],
+        cwd=EXAMPLE,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    assert "cannot import 'nosuchmodule'" in proc.stderr
+
+
+def test_twistd_plugin() -> None:
+    """twistd -n wsgi-sse --app module:app serves the app and the stream."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            "twistd",
+            "--pidfile=",
+            "-n",
+            "wsgi-sse",
+            "--app",
+            "app:app",
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
+            "--heartbeat",
+            "0.2",
+        ],
+        cwd=EXAMPLE,
+        env=subprocess_env(PYTHONPATH=f"{ROOT}:{EXAMPLE}"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for_port(port, proc)
+        _knock_and_see(port, "/sse")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=15)
+    assert proc.returncode in (0, -signal.SIGTERM), output
+    assert "Traceback" not in output, output
+
+
+def test_twistd_plugin_requires_app() -> None:
+    """twistd wsgi-sse without --app is a usage error."""
+    proc = subprocess.run(
+        ["twistd", "--pidfile=", "-n", "wsgi-sse"],
+        cwd=EXAMPLE,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode != 0
+    assert "--app module:attribute is required" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("json:dumps_nope", "has no attribute"),
+        ("json:__doc__", "not callable"),
+        (":app", "no module"),
+    ],
+)
+def test_load_app_errors(spec: str, message: str) -> None:
+    """load_app explains what is wrong with a module:attribute spec."""
+    with pytest.raises(ValueError, match=message):
+        load_app(spec)
+
+
+def test_load_app_default_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without :attribute, a module's `application` is used, else its `app`."""
+    (tmp_path / "with_application.py").write_text(
+        "def application(e, s): pass\ndef app(e, s): pass\n"
+    )
+    (tmp_path / "with_app.py").write_text("def app(e, s): pass\n")
+    (tmp_path / "dotted.py").write_text("class ns:\n    def wsgi(e, s): pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert load_app("with_application").__name__ == "application"
+    assert load_app("with_app").__name__ == "app"
+    assert load_app("dotted:ns.wsgi").__name__ == "wsgi"

@@ -1,0 +1,131 @@
+"""Connection caps and slow clients over real sockets."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import psutil
+from support import http_request, serve
+
+
+def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """A WSGI app that answers every request with 'hello'."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello"]
+
+
+def test_total_connection_cap_gives_503_with_retry_after() -> None:
+    """Past max_connections a stream request gets 503 with Retry-After; a freed slot is reusable."""
+    with serve(app, max_connections=2, busy_retry_after=7) as server:
+        first, second = server.stream(), server.stream()
+        try:
+            server.wait_clients(2)
+            status, headers, body = http_request(server.port, "GET", "/sse")
+            assert status == 503
+            assert headers["retry-after"] == "7"
+            assert b"too many connections" in body
+            first.close()
+            server.wait_clients(1)
+            with server.stream() as third:
+                assert third.status == 200
+        finally:
+            first.close()
+            second.close()
+        snapshot = server.call(server.service.sse_resource.snapshot)
+        assert snapshot["refused"] == {"503": 1}
+
+
+def test_per_address_cap_gives_503() -> None:
+    """Past max_connections_per_address the same address gets 503 with Retry-After."""
+    with serve(app, max_connections_per_address=1) as server:
+        with server.stream() as first:
+            assert first.status == 200
+            server.wait_clients(1)
+            status, headers, body = http_request(server.port, "GET", "/sse")
+            assert status == 503
+            assert headers["retry-after"] == "5"
+            assert b"your address" in body
+        server.wait_clients(0)
+        with server.stream() as again:
+            assert again.status == 200
+
+
+def _owed_to(server: Any, port: int) -> int:
+    """Bytes the server holds for the client on C{port}: held events plus the transport buffer."""
+
+    def owed() -> int:
+        for client in server.service.sse_resource.clients:
+            if client.request.getClientAddress().port == port and not client.closed:
+                transport = client.request.channel.transport
+                buffered = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+                return int(client.held_bytes + buffered)
+        return 0
+
+    return int(server.call(owed))
+
+
+def test_non_reading_client_is_dropped_and_memory_stays_bounded() -> None:
+    """A client that never reads is aborted at its max_buffer; another one gets every event."""
+    max_buffer = 256 * 1024
+    payload = "x" * 8000
+    batches, per_batch = 128, 16  # 16 MB in all
+    total_bytes = batches * per_batch * len(payload)
+    with serve(app, max_buffer=max_buffer, history_size=10) as server:
+        bc = server.service.broadcaster
+        slow = socket.socket()
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.connect(("127.0.0.1", server.port))
+        slow.sendall(f"GET /sse HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n\r\n".encode())
+        slow_port = slow.getsockname()[1]
+        fast = server.stream()
+        try:
+            server.wait_clients(2)
+            process = psutil.Process()
+            rss_before = process.memory_info().rss
+            rss_peak = rss_before
+            owed_peak = 0
+            sent = received = 0
+            for _ in range(batches):
+                for _ in range(per_batch):
+                    bc.broadcast(f"{sent} {payload}")
+                    sent += 1
+                owed_peak = max(owed_peak, _owed_to(server, slow_port))
+                fast.wait_events(sent - received, timeout=30)
+                for event in fast.events:
+                    number, _, data = event.data.partition(" ")
+                    assert int(number) == received and data == payload
+                    received += 1
+                # Keep the reader's own memory flat, so RSS shows the server.
+                fast.events.clear()
+                fast.body = b""
+                rss_peak = max(rss_peak, process.memory_info().rss)
+            assert received == sent == batches * per_batch
+            server.wait_clients(1)
+            snapshot = server.call(server.service.sse_resource.snapshot)
+            assert snapshot["dropped_slow"] == 1
+            assert snapshot["dropped_by_reason"] == {"buffer": 1}
+            assert server.call(lambda: server.service.hub.subscriber_count()) == 1
+            # Held events (at most max_buffer plus the event that crossed it)
+            # plus Twisted's transport buffer (64 KiB before it pauses us, plus
+            # one resumed write of at most max_buffer), plus one batch of slack
+            # between two samples.  Without the cap it would reach 16 MB.
+            assert owed_peak <= 2 * max_buffer + 64 * 1024 + per_batch * (len(payload) + 40)
+            rss_growth = rss_peak - rss_before
+            print(
+                f"\nslow client: published {total_bytes / 2**20:.1f} MiB, "
+                f"peak owed to it {owed_peak / 1024:.0f} KiB (max_buffer "
+                f"{max_buffer // 1024} KiB), process RSS growth "
+                f"{rss_growth / 2**20:.1f} MiB"
+            )
+            assert rss_growth < total_bytes / 2
+            # The slow socket was aborted: reading it to the end ends (RST or EOF).
+            slow.settimeout(5)
+            try:
+                while slow.recv(65536):
+                    pass
+            except ConnectionResetError:
+                pass
+        finally:
+            slow.close()
+            fast.close()

@@ -1,0 +1,491 @@
+"""
+Django integration: serve a Django project with its event stream, let only
+a user's own pages join that user's channel, and broadcast after commit.
+
+    # server.py -- run with: twistd -ny server.py
+    import os
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
+
+    from wsgi_sse.contrib.django import make_application
+    application = make_application()
+
+    # settings.py
+    WSGI_SSE = {
+        "SSE_PATH": "/sse",
+        "AUTHORIZE": "wsgi_sse.contrib.django.user_channels_authorize",
+    }
+
+    # a view
+    from wsgi_sse.contrib.django import broadcast_on_commit, user_channel
+    broadcast_on_commit("Your import is done", channel=user_channel(request.user))
+
+Django is imported when this module is, never by C{import wsgi_sse}.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import inspect
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import fields
+from importlib import import_module
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from urllib.parse import urlencode
+
+import django
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import close_old_connections, transaction
+from django.utils.module_loading import import_string
+from twisted.python import threadable
+from twisted.web.pages import notFound
+from twisted.web.resource import IResource
+
+from .._app import SSEServerService
+from .._app import make_application as _make_application
+from .._broadcast import Broadcaster, get_broadcaster, validate_channel
+from .._encoding import encode_body, prepare_data
+from .._hub import DEFAULT_CHANNEL
+from .._options import AuthorizeResult, StreamOptions, StreamRequest
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
+    from twisted.python.components import Componentized
+
+__all__ = [
+    "SETTINGS_NAME",
+    "USER_CHANNEL_PREFIX",
+    "broadcast_on_commit",
+    "django_hook",
+    "get_user",
+    "make_application",
+    "server_kwargs",
+    "static_resources",
+    "stream_url",
+    "user_channel",
+    "user_channels",
+    "user_channels_authorize",
+]
+
+SETTINGS_NAME = "WSGI_SSE"
+"""The name of the Django setting (a dict) that configures wsgi-sse."""
+
+USER_CHANNEL_PREFIX = "user-"
+"""A user's own channel is this prefix followed by the user's primary key."""
+
+_T = TypeVar("_T")
+
+_OPTION_KEYS = frozenset(f.name.upper() for f in fields(StreamOptions) if f.init)
+_HOOK_KEYS = frozenset({"AUTHORIZE", "INITIAL"})
+_WRAPPED = "_wsgi_sse_django_hook"
+# Arguments of make_application() that have no place in settings.
+_NOT_SETTINGS = frozenset({"self", "wsgi_app", "reactor", "options"})
+
+
+def _server_keys() -> frozenset[str]:
+    """Settings keys naming make_application()'s (and the service's) own arguments."""
+    names = {"SERVE_STATIC"}
+    for function in (_make_application, SSEServerService.__init__):
+        for parameter in inspect.signature(function).parameters.values():
+            if parameter.kind is parameter.VAR_KEYWORD or parameter.name in _NOT_SETTINGS:
+                continue
+            names.add(parameter.name.upper())
+    return frozenset(names)
+
+
+# -- hooks that use the database ---------------------------------------------------
+
+
+def django_hook(hook: Callable[[StreamRequest], _T]) -> Callable[[StreamRequest], _T]:
+    """
+    Wrap a stream hook (C{authorize}, C{initial}) so that it uses Django's
+    database connections the way a Django request does.
+
+    Hooks run in a WSGI pool thread but outside Django's request cycle, which
+    is what normally closes stale connections (C{CONN_MAX_AGE}, connections
+    broken by a database restart).  The wrapper calls
+    C{django.db.close_old_connections()} before and after the hook, as the
+    C{request_started} and C{request_finished} signals would.
+
+    The wrapped hook may be called in any thread except the reactor's (it
+    blocks on the database).
+    """
+
+    if getattr(hook, _WRAPPED, False):
+        return hook
+
+    @functools.wraps(hook)
+    def wrapper(request: StreamRequest) -> _T:
+        close_old_connections()
+        try:
+            return hook(request)
+        finally:
+            close_old_connections()
+
+    setattr(wrapper, _WRAPPED, True)
+    return wrapper
+
+
+class _ReadOnlySession:
+    """
+    A session seen through C{django.contrib.auth.get_user} without writing.
+
+    C{get_user} may rotate the session key (a session hash made with a
+    C{SECRET_KEY_FALLBACKS} key) or flush the session (a hash that no longer
+    matches).  Both need a response that sets the new cookie, which a stream
+    never sends, so here they change nothing stored: the user's next page
+    request does it for real.
+    """
+
+    def __init__(self, session: Any) -> None:
+        self._session = session
+        self._overrides: dict[str, Any] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._overrides:
+            return self._overrides[key]
+        return self._session[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._overrides[key] = value
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._overrides or key in self._session
+
+    def cycle_key(self) -> None:
+        pass
+
+    def flush(self) -> None:
+        self._overrides.clear()
+
+
+class _SessionRequest:
+    """The little of an C{HttpRequest} that C{auth.get_user()} reads."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+
+
+def get_user(request: StreamRequest) -> Any:
+    """
+    Return the Django user whose session cookie came with a stream request,
+    or an C{AnonymousUser}.
+
+    It reads the cookie named by C{SESSION_COOKIE_NAME}, loads the session
+    with C{SESSION_ENGINE} and resolves the user exactly as
+    C{django.contrib.auth.get_user} does (authentication backend, session
+    hash check after a password change).  Nothing is written: an expired,
+    unknown or invalidated session gives an anonymous user.
+
+    It uses the database without closing connections: call it from a hook
+    wrapped with L{django_hook} (L{user_channels} does).  May be called in
+    any thread except the reactor's.
+    """
+    from django.contrib.auth import get_user as auth_get_user
+    from django.contrib.auth.models import AnonymousUser
+
+    session_key = request.cookies.get(settings.SESSION_COOKIE_NAME)
+    if not session_key:
+        return AnonymousUser()
+    engine = import_module(settings.SESSION_ENGINE)
+    session = _ReadOnlySession(engine.SessionStore(session_key))
+    return auth_get_user(_SessionRequest(session))
+
+
+# -- per-user channels -------------------------------------------------------------
+
+
+def user_channel(user: Any, *, prefix: str = USER_CHANNEL_PREFIX) -> str:
+    """
+    Return the name of a user's own channel: C{"user-<pk>"}.
+
+    @param user: a user instance, or a primary key.
+    @raise ValueError: for an anonymous user (it has no channel).
+    May be called in any thread.
+    """
+    if getattr(user, "is_anonymous", False):
+        raise ValueError("anonymous users have no channel of their own")
+    pk = getattr(user, "pk", user)
+    if pk is None:
+        raise ValueError("the user has no primary key (not saved yet?)")
+    return f"{prefix}{pk}"
+
+
+def user_channels(
+    *,
+    public: Iterable[str] = (DEFAULT_CHANNEL,),
+    prefix: str = USER_CHANNEL_PREFIX,
+    login_required: bool = False,
+    extra: Callable[[Any], Iterable[str]] | None = None,
+) -> Callable[[StreamRequest], AuthorizeResult]:
+    """
+    Build an C{authorize} hook: everyone may join the C{public} channels, a
+    logged-in user also his own channel (L{user_channel}), and nothing else.
+
+    A request for any other channel, another user's channel, or (for an
+    anonymous client) any user channel is refused with 403 before anything
+    is subscribed.  The user comes from the Django session cookie
+    (L{get_user}), in the WSGI thread pool; a request for public channels
+    only does not touch the session store unless C{login_required}.
+
+    @param public: channels open to every client.
+    @param prefix: the prefix of user channels (as given to L{user_channel}).
+    @param login_required: refuse anonymous clients even on public channels.
+    @param extra: C{(user) -> channels}: more channels an authenticated user
+        may join (C{"staff"} for staff members, a channel per group, ...).
+    May be called in any thread; the hook it returns runs in the WSGI pool.
+    """
+    if isinstance(public, str):
+        raise TypeError("public must be a collection of channel names, not a str")
+    public_set = frozenset(public)
+
+    @django_hook
+    def authorize(request: StreamRequest) -> AuthorizeResult:
+        if not login_required and public_set.issuperset(request.channels):
+            return True
+        user = get_user(request)
+        if not user.is_authenticated:
+            return False if login_required else public_set
+        allowed = set(public_set)
+        allowed.add(user_channel(user, prefix=prefix))
+        if extra is not None:
+            allowed.update(extra(user))
+        return allowed
+
+    return authorize
+
+
+user_channels_authorize = user_channels()
+"""
+The C{authorize} hook of L{user_channels} with its defaults: the default
+channel for everyone, C{user-<pk>} for that user only.  Name it in settings:
+C{WSGI_SSE = {"AUTHORIZE": "wsgi_sse.contrib.django.user_channels_authorize"}}.
+"""
+
+
+def stream_url(*channels: str, last_event_id: str | None = None) -> str:
+    """
+    Return the URL of the event stream for C{channels}, for a template's
+    C{new EventSource(...)}: C{stream_url("default", "user-7")} gives
+    C{"/sse?channel=default&channel=user-7"}.  The path comes from the
+    C{SSE_PATH} setting.  May be called in any thread.
+    """
+    path = str(_config().get("SSE_PATH", "/sse"))
+    query: list[tuple[str, str]] = [("channel", c) for c in channels]
+    if last_event_id is not None:
+        query.append(("lastEventId", last_event_id))
+    return f"{path}?{urlencode(query)}" if query else path
+
+
+# -- broadcasting after commit -------------------------------------------------------
+
+
+class _Sender(Protocol):
+    """Anything that broadcasts like L{wsgi_sse.broadcast}: a L{RedisPublisher}, ..."""
+
+    def broadcast(
+        self,
+        data: object,
+        *,
+        event: str | None = ...,
+        channel: str | None = ...,
+        retry: int | None = ...,
+    ) -> object: ...
+
+
+def broadcast_on_commit(
+    data: object,
+    *,
+    event: str | None = None,
+    channel: str | None = None,
+    retry: int | None = None,
+    using: str | None = None,
+    broadcaster: Broadcaster | _Sender | None = None,
+) -> None:
+    """
+    Broadcast an event once the current database transaction commits; if it
+    rolls back, the event is never sent.
+
+    The event is validated and encoded at once, in the caller's thread: bad
+    input raises here, and later changes to C{data} do not alter what is
+    sent.  Sending is registered with C{django.db.transaction.on_commit}, so
+    it follows Django's rules: outside an atomic block it happens
+    immediately; inside a savepoint that is rolled back, never.
+
+    @param using: the database alias whose transaction to wait for
+        (default: C{"default"}).
+    @param broadcaster: where the event goes.  By default, the server this
+        process runs (L{get_broadcaster<wsgi_sse.get_broadcaster>}).  In a
+        process that is not the web server (a management command, a task
+        worker), a L{wsgi_sse.redis.RedisPublisher}, or any object with the
+        C{broadcast(data, *, event, channel, retry)} method.  An exception it
+        raises at commit time (Redis unreachable) propagates from the commit,
+        after the data is committed, as for any C{on_commit} callback.
+    @raise TypeError: for values of the wrong type; nothing is registered.
+    @raise ValueError: for values that would break the stream; nothing is
+        registered.
+    May be called in any thread (the thread whose transaction it is).
+    """
+    target = get_broadcaster() if broadcaster is None else broadcaster
+    send: Callable[[], object]
+    if isinstance(target, Broadcaster) and type(target).broadcast is Broadcaster.broadcast:
+        # The server's broadcaster: encode once, now; publish the bytes later.
+        server = target
+        name, body = server.prepare(data, event=event, channel=channel, retry=retry)
+
+        def send() -> None:
+            if threadable.isInIOThread():
+                server.publisher.publish(name, body)
+            else:
+                server.reactor.callFromThread(server.publisher.publish, name, body)
+
+    else:
+        # Another sender (a RedisPublisher, a test recorder): validate now,
+        # and hand it a copy of the data as it is now.
+        sender = target
+        encode_body(prepare_data(data), event=event, retry=retry)
+        if channel is not None:
+            validate_channel(channel)
+        payload = data if isinstance(data, str) else copy.deepcopy(data)
+
+        def send() -> object:
+            return sender.broadcast(payload, event=event, channel=channel, retry=retry)
+
+    transaction.on_commit(send, using=using)
+
+
+# -- settings-driven server ----------------------------------------------------------
+
+
+def _config() -> Mapping[str, Any]:
+    config = getattr(settings, SETTINGS_NAME, None)
+    if config is None:
+        return {}
+    if not isinstance(config, Mapping):
+        raise ImproperlyConfigured(f"settings.{SETTINGS_NAME} must be a dict")
+    return config
+
+
+def server_kwargs() -> dict[str, Any]:
+    """
+    Read C{settings.WSGI_SSE} and return the keyword arguments for
+    L{wsgi_sse.make_application} (or L{wsgi_sse.make_service}).
+
+    Keys are the upper-cased names of those functions' keyword arguments
+    (C{LISTEN}, C{SSE_PATH}, C{THREADS}, C{MIN_THREADS}, C{SHUTDOWN_TIMEOUT},
+    C{NAME}, ...) and of every L{StreamOptions} field (C{HEARTBEAT},
+    C{RETRY}, C{CORS_ORIGINS}, ...).  C{AUTHORIZE} and C{INITIAL} are callables or dotted paths to
+    them; they are wrapped with L{django_hook}.  C{SERVE_STATIC} is read by
+    L{make_application} and not returned.
+
+    @raise ImproperlyConfigured: for an unknown key or an unusable value.
+    May be called in any thread.
+    """
+    config = _config()
+    server_keys = _server_keys()
+    unknown = sorted(set(config) - server_keys - _OPTION_KEYS)
+    if unknown:
+        known = ", ".join(sorted(server_keys | _OPTION_KEYS))
+        raise ImproperlyConfigured(
+            f"unknown key(s) in settings.{SETTINGS_NAME}: {', '.join(unknown)} (known: {known})"
+        )
+    kwargs: dict[str, Any] = {}
+    for key, value in config.items():
+        if key == "SERVE_STATIC":
+            continue
+        if key in _HOOK_KEYS and value is not None:
+            if isinstance(value, str):
+                try:
+                    value = import_string(value)
+                except ImportError as e:
+                    raise ImproperlyConfigured(
+                        f"settings.{SETTINGS_NAME}[{key!r}]: cannot import {value!r}: {e}"
+                    ) from e
+            if not callable(value):
+                raise ImproperlyConfigured(
+                    f"settings.{SETTINGS_NAME}[{key!r}] must be a callable or its dotted path"
+                )
+            value = django_hook(value)
+        elif key == "CORS_ORIGINS" and isinstance(value, list):
+            value = tuple(value)
+        kwargs[key.lower()] = value
+    option_kwargs = {k: v for k, v in kwargs.items() if k.upper() in _OPTION_KEYS}
+    try:
+        StreamOptions(**option_kwargs)
+    except (TypeError, ValueError) as e:
+        raise ImproperlyConfigured(f"settings.{SETTINGS_NAME}: {e}") from e
+    return kwargs
+
+
+def _static_file(path: str) -> IResource:
+    """A C{static.File} for C{path} that lists no directories."""
+    with warnings.catch_warnings():
+        # twisted.web.static builds a deprecated resource at import time.
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"twisted\.web\.")
+        from twisted.web.static import File
+
+    class StaticFiles(File):
+        def directoryListing(self) -> IResource:
+            return notFound()
+
+    return StaticFiles(path)
+
+
+def static_resources() -> dict[str, IResource]:
+    """
+    Return C{{STATIC_URL path: File(STATIC_ROOT)}} for L{make_application}'s
+    C{resources}, or an empty dict when C{STATIC_ROOT} is unset or
+    C{STATIC_URL} is not a path on this server (a CDN).  Run
+    C{manage.py collectstatic} first.  May be called in any thread.
+    """
+    root = getattr(settings, "STATIC_ROOT", None)
+    url = getattr(settings, "STATIC_URL", None)
+    if not root or not url:
+        return {}
+    url = str(url)
+    if "://" in url or url.startswith("//"):
+        return {}
+    path = "/" + url.strip("/")
+    if path == "/":
+        raise ImproperlyConfigured("STATIC_URL must not be '/' when wsgi-sse serves static files")
+    return {path: _static_file(str(root))}
+
+
+def make_application(wsgi_app: WSGIApplication | None = None, **overrides: Any) -> Componentized:
+    """
+    Build the Twisted application for C{twistd -ny server.py} from the
+    Django project named by C{DJANGO_SETTINGS_MODULE}.
+
+    The WSGI app defaults to C{django.core.wsgi.get_wsgi_application()}
+    (which sets Django up); the rest comes from C{settings.WSGI_SSE} (see
+    L{server_kwargs}) and then C{overrides}.  Unless C{SERVE_STATIC} is
+    C{False}, the collected static files (C{STATIC_ROOT}) are served at
+    C{STATIC_URL} by Twisted, from the reactor thread, without using a WSGI
+    thread (see L{static_resources}).
+
+    Call it in the main thread, from the C{.tac} file.
+    """
+    if wsgi_app is None:
+        from django.core.wsgi import get_wsgi_application
+
+        wsgi_app = get_wsgi_application()
+    else:
+        django.setup(set_prefix=False)
+    kwargs = server_kwargs()
+    resources: dict[str, IResource] = {}
+    if _config().get("SERVE_STATIC", True):
+        resources.update(static_resources())
+    resources.update(kwargs.pop("resources", None) or {})
+    resources.update(overrides.pop("resources", None) or {})
+    if resources:
+        kwargs["resources"] = resources
+    kwargs.update(overrides)
+    return _make_application(wsgi_app, **kwargs)

@@ -1,0 +1,30 @@
+"""
+Scale out over Redis: share broadcasts between processes and hosts.
+
+Needs the ``redis`` extra (``pip install wsgi-sse[redis]``).  Servers turn
+it on with ``make_application(app, redis_url=...)`` or the
+``WSGI_SSE_REDIS_URL`` environment variable; programs that are not web
+servers publish with L{RedisPublisher}::
+
+    from wsgi_sse.redis import RedisPublisher
+
+    RedisPublisher("redis://localhost:6379/0").broadcast("report ready", channel="jobs")
+"""
+
+from ._redis import (
+    REDIS_URL_ENV,
+    RedisBackplane,
+    RedisHub,
+    RedisPublisher,
+    resolve_redis_url,
+    stream_key,
+)
+
+__all__ = (
+    "REDIS_URL_ENV",
+    "RedisBackplane",
+    "RedisHub",
+    "RedisPublisher",
+    "resolve_redis_url",
+    "stream_key",
+)
