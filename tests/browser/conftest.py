@@ -28,9 +28,15 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the whole session."""
+    """
+    One headless Chromium per test module.
+
+    Playwright's sync API keeps an asyncio loop running in the main thread
+    while it is open; ending it with the module keeps that loop away from the
+    other suites (Django refuses database work where a loop runs).
+    """
     from playwright.sync_api import sync_playwright
 
     executable = shutil.which("chromium")
