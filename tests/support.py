@@ -355,7 +355,7 @@ def serve(wsgi_app: Any, **kwargs: Any) -> Iterator[RunningServer]:
 
     service, port = start().wait(10)
     try:
-        yield RunningServer(service, port.getHost().port)
+        yield RunningServer(service, getattr(port.getHost(), "port", 0))
     finally:
         crochet.run_in_reactor(service.stopService)().wait(15)
         set_broadcaster(None)

@@ -326,3 +326,40 @@ def test_stream_objects_keep_shared_attribute_dicts_after_page_views() -> None:
             # A private (unshared) table for ~27 names is 1,584 bytes.
             assert channel_size < 1000
             assert request_size < 1000
+
+
+def test_unix_socket_stream_takes_fast_path(tmp_path: Any) -> None:
+    """Behind a proxy on a UNIX socket, streams are written straight to the socket too."""
+    path = str(tmp_path / "sse.sock")
+    with serve(hello_app, listen=f"unix:{path}") as server:
+        sock = socket.socket(socket.AF_UNIX)
+        sock.settimeout(10)
+        try:
+            sock.connect(path)
+            sock.sendall(b"GET /sse HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            head = read_until(sock, lambda d: b"retry:" in d)
+            server.wait_clients(1)
+            server.call(lambda: [server.service.hub.publish("default", b"data: %d\n" % i)
+                                 for i in range(20)])  # fmt: skip
+            assert server.call(lambda: isinstance(only_client(server)._sock, socket.socket))
+            data = read_until(sock, lambda d: b"data: 19\n" in d, data=head)
+            body = dechunk_available(data.split(b"\r\n\r\n", 1)[1])
+            assert [e.data for e in parse_stream(body.decode()).events] == [
+                str(i) for i in range(20)
+            ]
+        finally:
+            sock.close()
+
+
+def dechunk_available(body: bytes) -> bytes:
+    """Decode the complete chunks at the start of C{body}."""
+    out = b""
+    while b"\r\n" in body:
+        size_line, rest = body.split(b"\r\n", 1)
+        size = int(size_line, 16)
+        if len(rest) < size + 2:
+            break
+        assert rest[size : size + 2] == b"\r\n", "bad chunk framing"
+        out += rest[:size]
+        body = rest[size + 2 :]
+    return out

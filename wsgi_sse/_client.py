@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
-from twisted.internet import tcp
+from twisted.internet import tcp, unix
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.web.http_headers import Headers
@@ -29,6 +29,11 @@ _LOGGED_HEADERS = (b"referer", b"user-agent", b"authorization", b"x-forwarded-fo
 # so an identity check finds the cached frame.  Reactor thread only.
 _framed_wire: bytes = b""
 _framed_chunk: bytes = b""
+
+
+# Transports whose socket may be written to directly: plain TCP and UNIX
+# sockets (exact types: subclasses such as TLS wrap the bytes themselves).
+_PLAIN_SOCKET_TRANSPORTS = (tcp.Server, unix.Server)
 
 
 def _chunk(wire: bytes) -> bytes:
@@ -200,9 +205,10 @@ class StreamClient:
         Decide, once the response headers are out, whether events may be
         written straight to the socket.
 
-        Only a chunked HTTP/1.1 response over a plain TCP connection
-        qualifies: HTTP/1.0 (unframed), TLS and HTTP/2 transports frame or
-        encrypt the bytes themselves and keep the generic path.
+        Only a chunked HTTP/1.1 response over a plain TCP or UNIX-socket
+        connection (a reverse proxy in front) qualifies: HTTP/1.0
+        (unframed), TLS and HTTP/2 transports frame or encrypt the bytes
+        themselves and keep the generic path.
         """
         request = self.request
         channel = getattr(request, "channel", None)
@@ -210,7 +216,8 @@ class StreamClient:
         socket = getattr(transport, "socket", None)
         if (
             request.chunked
-            and type(transport) is tcp.Server
+            and transport is not None
+            and type(transport) in _PLAIN_SOCKET_TRANSPORTS
             and socket is not None
             and transport.connected
             and not transport.disconnecting
