@@ -461,7 +461,7 @@ def write_doc(results: dict[str, Any], clients: list[int], command: str, when: s
         "",
         table(results, clients),
         "",
-        "Targets (at the largest client count):",
+        "Performance goals, checked at the largest client count:",
         "",
     ]
     for name, ok, value in targets(results, clients):

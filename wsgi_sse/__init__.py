@@ -5,6 +5,9 @@ Serve your WSGI app and an event stream from one process, and push to every
 open page from ordinary view code::
 
     # server.py -- run with: twistd -ny server.py
+    import os, sys
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
     from wsgi_sse import make_application
     from myapp import app
 
