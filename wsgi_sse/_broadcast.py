@@ -23,6 +23,7 @@ __all__ = [
     "broadcast",
     "broadcast_and_wait",
     "get_broadcaster",
+    "prepare_event",
     "set_broadcaster",
     "validate_channel",
 ]
@@ -56,6 +57,26 @@ def validate_channel(channel: object) -> str:
     if _BAD_CHANNEL.search(channel):
         raise ValueError("channel must not contain control characters")
     return channel
+
+
+def prepare_event(
+    data: object,
+    *,
+    event: str | None = None,
+    channel: str | None = None,
+    retry: int | None = None,
+) -> tuple[str, bytes]:
+    """
+    Validate and encode an event the way C{broadcast()} does, without
+    sending it.  May be called in any thread.
+
+    @return: the channel (the default one for L{None}) and the encoded body
+        (without its id).
+    @raise TypeError: for values of the wrong type.
+    @raise ValueError: for values that would break the stream.
+    """
+    name = DEFAULT_CHANNEL if channel is None else validate_channel(channel)
+    return name, encode_body(data, event=event, retry=retry)
 
 
 class Broadcaster:
@@ -105,8 +126,7 @@ class Broadcaster:
 
         @return: the channel and the encoded body (without its id).
         """
-        name = DEFAULT_CHANNEL if channel is None else validate_channel(channel)
-        return name, encode_body(data, event=event, retry=retry)
+        return prepare_event(data, event=event, channel=channel, retry=retry)
 
     def broadcast(
         self,
@@ -131,11 +151,18 @@ class Broadcaster:
             NUL in C{event}, a negative C{retry}, ...); nothing is sent.
         """
         name, body = self.prepare(data, event=event, channel=channel, retry=retry)
+        self.publish_prepared(name, body)
+
+    def publish_prepared(self, channel: str, body: bytes) -> None:
+        """
+        Send an event that L{prepare} encoded, without waiting.  May be
+        called in any thread; events from one thread keep their order.
+        """
         if threadable.isInIOThread():
-            self.publisher.publish(name, body)
+            self.publisher.publish(channel, body)
         else:
             with self._queue_lock:
-                self._queue.append((name, body))
+                self._queue.append((channel, body))
                 if self._drain_scheduled:
                     return
                 self._drain_scheduled = True

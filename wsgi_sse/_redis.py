@@ -33,9 +33,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from ._broadcast import validate_channel
-from ._encoding import encode_body, frame
-from ._hub import DEFAULT_CHANNEL, Event, Hub, Subscriber, _base36
+from ._broadcast import prepare_event
+from ._encoding import frame
+from ._hub import Event, Hub, Subscriber, _base36
+from ._resource import _RESET
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
@@ -57,7 +58,6 @@ _ID = re.compile(r"(\d{1,20})-(\d{1,20})(?:\.([0-9a-z]{1,16})\.(\d{1,10}))?\Z")
 # low bits number the local-only events published after it during an outage.
 _LOCAL_BITS = 32
 _LOCAL_MASK = (1 << _LOCAL_BITS) - 1
-_RESET = frame(None, encode_body("", event="reset"))
 _FIELD_CHANNEL = b"c"
 _FIELD_BODY = b"b"
 _FIELD_ORIGIN = b"o"
@@ -989,8 +989,7 @@ class RedisPublisher:
             time (C{ConnectionError}, C{TimeoutError}); the event may or
             may not have been sent.
         """
-        name = DEFAULT_CHANNEL if channel is None else validate_channel(channel)
-        body = encode_body(data, event=event, retry=retry)
+        name, body = prepare_event(data, event=event, channel=channel, retry=retry)
         event_id = self._conn.xadd(
             self.key,
             {_FIELD_CHANNEL: name.encode("utf-8"), _FIELD_BODY: body},
@@ -1007,10 +1006,14 @@ class RedisPublisher:
         """
         prepared = []
         for data, options in events:
-            channel = options.get("channel")
-            name = DEFAULT_CHANNEL if channel is None else validate_channel(channel)
-            body = encode_body(data, event=options.get("event"), retry=options.get("retry"))
-            prepared.append((name, body))
+            prepared.append(
+                prepare_event(
+                    data,
+                    event=options.get("event"),
+                    channel=options.get("channel"),
+                    retry=options.get("retry"),
+                )
+            )
         pipe = self._conn.pipeline(transaction=False)
         for name, body in prepared:
             pipe.xadd(

@@ -39,14 +39,12 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import close_old_connections, transaction
 from django.utils.module_loading import import_string
-from twisted.python import threadable
 from twisted.web.pages import notFound
 from twisted.web.resource import IResource
 
 from .._app import SSEServerService
 from .._app import make_application as _make_application
-from .._broadcast import Broadcaster, get_broadcaster, validate_channel
-from .._encoding import encode_body, prepare_data
+from .._broadcast import Broadcaster, get_broadcaster, prepare_event
 from .._hub import DEFAULT_CHANNEL
 from .._options import AuthorizeResult, StreamOptions, StreamRequest
 
@@ -342,18 +340,13 @@ def broadcast_on_commit(
         name, body = server.prepare(data, event=event, channel=channel, retry=retry)
 
         def send() -> None:
-            if threadable.isInIOThread():
-                server.publisher.publish(name, body)
-            else:
-                server.reactor.callFromThread(server.publisher.publish, name, body)
+            server.publish_prepared(name, body)
 
     else:
         # Another sender (a RedisPublisher, a test recorder): validate now,
         # and hand it a copy of the data as it is now.
         sender = target
-        encode_body(prepare_data(data), event=event, retry=retry)
-        if channel is not None:
-            validate_channel(channel)
+        prepare_event(data, event=event, channel=channel, retry=retry)
         payload = data if isinstance(data, str) else copy.deepcopy(data)
 
         def send() -> object:
