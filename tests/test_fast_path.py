@@ -54,15 +54,22 @@ def read_until(sock: socket.socket, done: Any, timeout: float = 20.0, data: byte
     return data
 
 
-def dechunk(body: bytes) -> bytes:
-    """Decode an HTTP/1.1 chunked body strictly (every chunk complete and framed)."""
+def dechunk(body: bytes, *, partial: bool = False) -> bytes:
+    """
+    Decode an HTTP/1.1 chunked body strictly (every chunk complete and
+    framed); with C{partial}, decode the complete chunks at its start.
+    """
     out = b""
     while body:
-        size_line, body = body.split(b"\r\n", 1)
+        if partial and b"\r\n" not in body:
+            break
+        size_line, rest = body.split(b"\r\n", 1)
         size = int(size_line, 16)
-        assert body[size : size + 2] == b"\r\n", "bad chunk framing"
-        out += body[:size]
-        body = body[size + 2 :]
+        if partial and len(rest) < size + 2:
+            break
+        assert rest[size : size + 2] == b"\r\n", "bad chunk framing"
+        out += rest[:size]
+        body = rest[size + 2 :]
     return out
 
 
@@ -343,23 +350,9 @@ def test_unix_socket_stream_takes_fast_path(tmp_path: Any) -> None:
                                  for i in range(20)])  # fmt: skip
             assert server.call(lambda: isinstance(only_client(server)._sock, socket.socket))
             data = read_until(sock, lambda d: b"data: 19\n" in d, data=head)
-            body = dechunk_available(data.split(b"\r\n\r\n", 1)[1])
+            body = dechunk(data.split(b"\r\n\r\n", 1)[1], partial=True)
             assert [e.data for e in parse_stream(body.decode()).events] == [
                 str(i) for i in range(20)
             ]
         finally:
             sock.close()
-
-
-def dechunk_available(body: bytes) -> bytes:
-    """Decode the complete chunks at the start of C{body}."""
-    out = b""
-    while b"\r\n" in body:
-        size_line, rest = body.split(b"\r\n", 1)
-        size = int(size_line, 16)
-        if len(rest) < size + 2:
-            break
-        assert rest[size : size + 2] == b"\r\n", "bad chunk framing"
-        out += rest[:size]
-        body = rest[size + 2 :]
-    return out
