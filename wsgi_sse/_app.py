@@ -11,7 +11,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Mapping
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import Application, IService, MultiService
+from twisted.application.service import Application, MultiService, Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
@@ -20,12 +20,12 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import IResource
 from twisted.web.wsgi import WSGIResource
 
+from ._backplane import Backplane, open_backplane, resolve_backplane_url
 from ._broadcast import Broadcaster, Publisher, set_broadcaster
 from ._hub import Hub
 from ._mount import WSGIRoot
 from ._options import StreamOptions
 from ._publish import PUBLISH_SECRET_ENV, PublishResource
-from ._redis import resolve_redis_url
 from ._resource import SSEResource
 from ._site import (
     DEFAULT_HEADER_TIMEOUT,
@@ -39,8 +39,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
-
-    from ._redis import RedisBackplane
 
 __all__ = [
     "DEFAULT_LISTEN",
@@ -111,6 +109,23 @@ class WSGIThreadPool(ThreadPool):
     threadFactory = staticmethod(_daemon_thread)  # type: ignore[assignment]
 
 
+class _BackplaneService(Service):
+    """Start and stop a hub's backplane with the server.  Reactor thread."""
+
+    name = "wsgi-sse-backplane"
+
+    def __init__(self, backplane: Backplane) -> None:
+        self.backplane = backplane
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        self.backplane.start()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()  # type: ignore[no-untyped-call]
+        return self.backplane.stop()
+
+
 class SSEServerService(MultiService):
     """
     Serve a WSGI app and its event stream on one listening endpoint.
@@ -123,9 +138,9 @@ class SSEServerService(MultiService):
     Lifecycle methods: call in the reactor thread.
 
     @ivar hub: the L{Hub} behind the stream.
-    @ivar backplane: the L{RedisBackplane<wsgi_sse.redis.RedisBackplane>}
-        sharing broadcasts with other processes (built from C{redis_url},
-        or a C{publisher} that is also a Twisted service), or L{None}.
+    @ivar backplane: the backplane sharing broadcasts with other processes
+        (Redis or PostgreSQL, built from C{backplane_url} or C{redis_url},
+        or given as C{backplane}), or L{None} with the in-process one.
     @ivar broadcaster: a L{Broadcaster} for this server's hub.
     @ivar threadpool: the WSGI app's thread pool.
     @ivar sse_resource: the L{SSEResource}.
@@ -145,6 +160,7 @@ class SSEServerService(MultiService):
         threads: int = 10,
         min_threads: int = 0,
         hub: Hub | None = None,
+        backplane: Backplane | None = None,
         publisher: Publisher | None = None,
         resources: Mapping[str, IResource] | None = None,
         reactor: Any = None,
@@ -161,6 +177,7 @@ class SSEServerService(MultiService):
         max_request_body: int | None = DEFAULT_MAX_REQUEST_BODY,
         options: StreamOptions | None = None,
         redis_url: str | None = None,
+        backplane_url: str | None = None,
         **option_fields: Any,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
@@ -184,22 +201,16 @@ class SSEServerService(MultiService):
             history["history_size"] = history_size
         if history_age is not None:
             history["history_age"] = history_age
-        self.backplane: RedisBackplane | None = None
-        redis_url = resolve_redis_url(redis_url)
-        if redis_url is not None and hub is None and publisher is None:
-            from ._redis import RedisBackplane, RedisHub
-
-            self.backplane = RedisBackplane(
-                redis_url, reactor=reactor, hub=RedisHub(clock=reactor, **history)
-            )
-            hub = self.backplane.hub
-            publisher = self.backplane
-        elif IService.providedBy(publisher):
-            # A backplane built by hand: started and stopped with the server.
-            self.backplane = publisher
+        if hub is not None and backplane is not None:
+            raise TypeError("pass backplane to your Hub, not with hub=")
         if hub is None:
-            hub = Hub(clock=reactor, **history)
+            if backplane is None:
+                url = resolve_backplane_url(backplane_url, redis_url)
+                if url is not None:
+                    backplane = open_backplane(url, reactor=reactor)
+            hub = Hub(clock=reactor, backplane=backplane, **history)
         self.hub = hub
+        self.backplane: Backplane | None = hub.backplane if hub.backplane.shared else None
         self.broadcaster = Broadcaster(publisher or self.hub, reactor=reactor)
         self.threadpool = WSGIThreadPool(min_threads, threads, "wsgi")
         self.wsgi_app = wsgi_app
@@ -247,13 +258,11 @@ class SSEServerService(MultiService):
         endpoint = serverFromString(reactor, with_backlog(self.listen))
         self.listening = StreamServerEndpointService(endpoint, self.site)
         self.listening.setServiceParent(self)
-        if self.backplane is not None:
-            self.backplane.setServiceParent(self)  # type: ignore[no-untyped-call]
+        _BackplaneService(hub.backplane).setServiceParent(self)  # type: ignore[no-untyped-call]
 
     def _stats_source(self) -> BackplaneStats | None:
-        """The backplane, if it reports counters for the stats endpoints."""
-        stats = getattr(self.backplane, "stats", None)
-        return self.backplane if callable(stats) else None
+        """The shared backplane, whose counters the stats endpoints show."""
+        return self.backplane
 
     def startService(self) -> None:
         """Start the thread pool, then listen."""
@@ -352,6 +361,7 @@ def make_application(
     sse_path: str = "/sse",
     threads: int = 10,
     name: str = "wsgi-sse",
+    backplane_url: str | None = None,
     redis_url: str | None = None,
     **kwargs: Any,
 ) -> Componentized:
@@ -368,10 +378,16 @@ def make_application(
         Only that exact path; every other path goes to the WSGI app.
     @param threads: the WSGI thread pool's maximum size.
     @param name: the application's name (shown by twistd).
-    @param redis_url: share broadcasts with every process using this Redis
-        (C{"redis://localhost:6379/0"}); default: C{$WSGI_SSE_REDIS_URL},
-        else none.  Needs C{pip install wsgi-sse[redis]}.
-    @param kwargs: C{min_threads}, C{hub}, C{publisher}, C{resources} (a
+    @param backplane_url: share broadcasts with every process using this
+        backplane, picked by the URL's scheme: C{redis://}, C{rediss://},
+        C{unix://} (Redis, C{pip install wsgi-sse[redis]}),
+        C{postgresql://}, C{postgres://} (PostgreSQL, C{pip install
+        wsgi-sse[postgres]}); default: C{$WSGI_SSE_BACKPLANE_URL}, else
+        none (in-process).
+    @param redis_url: the older name of C{backplane_url} (and
+        C{$WSGI_SSE_REDIS_URL} of C{$WSGI_SSE_BACKPLANE_URL}).
+    @param kwargs: C{min_threads}, C{hub}, C{backplane} (a backplane object,
+        for the default hub), C{publisher}, C{resources} (a
         mapping of paths to extra Twisted resources), C{reactor},
         C{shutdown_timeout}; C{history_size} and C{history_age} (the replay
         history of the default hub); C{stats_path} and C{metrics_path}
@@ -396,6 +412,7 @@ def make_application(
         listen=listen,
         sse_path=sse_path,
         threads=threads,
+        backplane_url=backplane_url,
         redis_url=redis_url,
         **kwargs,
     )
