@@ -257,6 +257,11 @@ class PostgresBackplane(ThreadedBackplane):
         self._publisher_conn: Any = None
         self._replay_conn: Any = None
         self._last_pruned = 0.0
+        # Bumped when the reader reconnects: connections made before are
+        # stale (the server restarted) and are replaced before their next use.
+        self._generation = 0
+        self._publisher_generation = 0
+        self._replay_generation = 0
 
     @classmethod
     def from_django(cls, alias: str = "default", **kwargs: Any) -> PostgresBackplane:
@@ -334,7 +339,11 @@ class PostgresBackplane(ThreadedBackplane):
 
     def _append(self, batch: Batch) -> int:
         conn = self._publisher_conn
+        if conn is not None and self._publisher_generation != self._generation:
+            self._drop_publisher_connection()
+            conn = None
         if conn is None:
+            self._publisher_generation = self._generation
             conn = self._publisher_conn = _connect(self.url, self.timeout)
         channels: list[str] = []
         bodies: list[bytes] = []
@@ -385,6 +394,7 @@ class PostgresBackplane(ThreadedBackplane):
                 if not self.connected:
                     if ever_connected:
                         self._count("reconnects")
+                        self._generation += 1
                     self.connected = True
                     self._first_attempt.set()
                     self._down_logged = False
@@ -472,7 +482,12 @@ class PostgresBackplane(ThreadedBackplane):
     def _fetch(self, event_id: str, position: int) -> Fetched:
         with self._lock:
             conn = self._replay_conn
+            if conn is not None and self._replay_generation != self._generation:
+                with contextlib.suppress(Exception):
+                    conn.close()
+                conn = None
             if conn is None:
+                self._replay_generation = self._generation
                 conn = self._replay_conn = _connect(self.url, self.timeout)
         try:
             return self._fetch_on(conn, event_id, position)

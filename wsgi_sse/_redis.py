@@ -343,8 +343,7 @@ class RedisBackplane(ThreadedBackplane):
                         self.url, self.timeout, self.timeout + self.block
                     )
                 if last is None:
-                    newest = conn.xrevrange(self.key, count=1)
-                    last = newest[0][0] if newest else b"0-0"
+                    last = self._head(conn)
                     ms, n = _entry_key(last)
                     self.reactor.callFromThread(
                         self.hub.start_at, _position(ms, n, MAX_PER_ENTRY), last.decode("ascii")
@@ -389,6 +388,27 @@ class RedisBackplane(ThreadedBackplane):
                 continue
             last = entries[-1][0]
             self._hand_over(entries)
+
+    def _head(self, conn: Any) -> bytes:
+        """
+        Where this process starts reading: the last id the stream ever
+        generated (trimmed or deleted entries included), or for a stream
+        that does not exist, the id just before Redis's current time (every
+        later entry gets an id from then on).  Reader thread.
+        """
+        import redis
+
+        try:
+            info = conn.xinfo_stream(self.key)
+        except redis.ResponseError:
+            info = None
+        if info is not None:
+            generated = info.get("last-generated-id", info.get(b"last-generated-id"))
+            if isinstance(generated, bytes) and _parse(generated.decode("ascii", "replace")):
+                return generated
+        seconds, micros = conn.time()
+        ms, n = _previous(int(seconds) * 1000 + int(micros) // 1000, 0)
+        return f"{ms}-{n}".encode("ascii")
 
     def _hand_over(self, raw: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         """Check entries read from the stream and pass them to the reactor."""

@@ -42,6 +42,7 @@ class PostgresServer:
         self.data = self.dir / "data"
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self._log: Any = None
         subprocess.run(
             _as_postgres(
                 [
@@ -68,6 +69,8 @@ class PostgresServer:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def start(self) -> None:
+        if self._log is None:
+            self._log = open(self.dir / "postgres.log", "ab")
         self.proc = subprocess.Popen(
             _as_postgres(
                 [
@@ -91,7 +94,7 @@ class PostgresServer:
                 ]
             ),
             stdout=subprocess.DEVNULL,
-            stderr=open(self.dir / "postgres.log", "ab"),
+            stderr=self._log,
         )
         deadline = time.monotonic() + 30
         while not self.ping():
@@ -135,6 +138,8 @@ class PostgresServer:
 
     def remove(self) -> None:
         self.stop()
+        if self._log is not None:
+            self._log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
