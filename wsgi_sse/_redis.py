@@ -124,9 +124,9 @@ def _decode(
     raw_id: bytes, fields: dict[bytes, bytes], origin_prefix: bytes, horizon_ms: int
 ) -> tuple[list[Entry], int, int]:
     """
-    Check one stream entry: (its valid events, the publishing token if this
-    process appended it else 0, how many events were malformed).  An entry
-    that is malformed as a whole counts as one.
+    Check one stream entry: (its events, the publishing token if this
+    process appended it else 0, 1 if the entry is malformed else 0).  An
+    entry with any malformed part is dropped whole.
     """
     try:
         entry_id = raw_id.decode("ascii")
@@ -155,12 +155,11 @@ def _decode(
         return [], 0, 1
     base = _position(parsed[0], parsed[1])
     entries = []
-    bad = 0
     for index, body in enumerate(bodies):
         checked = check_entry(channel, body)
         if checked is None:
-            bad += 1
-            continue
+            # One writer wrote the whole entry: a bad part makes it all suspect.
+            return [], 0, 1
         event_id = entry_id if index == 0 else f"{entry_id}_{index}"
         entries.append(Entry(base | index, event_id, checked[0], checked[1]))
     token = 0
@@ -169,7 +168,7 @@ def _decode(
         digits = origin[len(origin_prefix) :]
         if digits.isdigit() and len(digits) <= 20:
             token = int(digits)
-    return entries, token, bad
+    return entries, token, 0
 
 
 def _horizon() -> int:
