@@ -325,7 +325,7 @@ def backplane_kind(url: str) -> str:
         library of that backplane is not installed (the message says what
         to install).
     """
-    import importlib.util
+    import importlib
 
     scheme = url.partition(":")[0].lower() if "://" in url else ""
     kind = _SCHEMES.get(scheme)
@@ -335,10 +335,12 @@ def backplane_kind(url: str) -> str:
             "rediss://, unix://, postgresql:// or postgres://)"
         )
     module, library, extra = _CLIENTS[kind]
-    if importlib.util.find_spec(module) is None:
+    try:
+        importlib.import_module(module)
+    except ImportError:
         raise BackplaneUnavailableError(
             f"backplane URL {_redact(url)!r} needs {library}: pip install '{extra}'"
-        )
+        ) from None
     return kind
 
 

@@ -18,6 +18,8 @@ from twisted.internet.defer import Deferred
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from ._backplane import BackplaneUnavailableError
+
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
@@ -34,11 +36,18 @@ _OPTIONS: tuple[tuple[str, Any, Callable[[str], Any], str], ...] = (
     ("retry", 3000, int, "reconnection delay sent to browsers, in milliseconds"),
     ("max-connections", 10_000, int, "open streams in total"),
     (
+        "backplane-url",
+        None,
+        str,
+        "share broadcasts with other processes through this backplane: redis://, "
+        "rediss://, unix:// (Redis) or postgresql:// (PostgreSQL) "
+        "(default: $WSGI_SSE_BACKPLANE_URL, else none)",
+    ),
+    (
         "redis-url",
         None,
         str,
-        "share broadcasts with other processes through this Redis "
-        "(default: $WSGI_SSE_REDIS_URL, else none)",
+        "the older name of --backplane-url (default: $WSGI_SSE_REDIS_URL)",
     ),
 )
 
@@ -85,6 +94,7 @@ def _service_kwargs(values: dict[str, Any]) -> dict[str, Any]:
         "retry": values["retry"],
         "max_connections": values["max-connections"],
         "redis_url": values["redis-url"],
+        "backplane_url": values["backplane-url"],
     }
 
 
@@ -131,7 +141,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
-    service: SSEServerService = make_service(app, reactor=reactor, **_service_kwargs(args))
+    try:
+        service: SSEServerService = make_service(app, reactor=reactor, **_service_kwargs(args))
+    except BackplaneUnavailableError as e:
+        print(f"python -m wsgi_sse: {e}", file=sys.stderr)
+        reactor.callFromThread(reactor.stop)  # type: ignore[attr-defined]
+        return 2
 
     @crochet.run_in_reactor
     def start() -> Any:
@@ -191,7 +206,10 @@ def makeService(options: TwistdOptions) -> SSEServerService:
         app = load_app(options["app"])
     except ValueError as e:
         raise usage.UsageError(str(e)) from e
-    return make_service(app, **_service_kwargs(dict(options)))
+    try:
+        return make_service(app, **_service_kwargs(dict(options)))
+    except BackplaneUnavailableError as e:
+        raise usage.UsageError(str(e)) from e
 
 
 Options = TwistdOptions

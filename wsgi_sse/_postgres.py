@@ -108,6 +108,7 @@ def publish(
     *,
     event: str | None = None,
     channel: str | None = None,
+    retry: int | None = None,
     table: str = DEFAULT_TABLE,
 ) -> None:
     """
@@ -115,8 +116,8 @@ def publish(
     delivers it once that transaction commits, none ever does if it rolls
     back.  May be called in any thread (the connection's rules apply).
 
-    Takes the arguments of L{broadcast<wsgi_sse.broadcast>} (except
-    C{retry}) and validates them the same way, before writing anything.
+    Takes the arguments of L{broadcast<wsgi_sse.broadcast>} and validates
+    them the same way, before writing anything.
 
     @param connection: a psycopg (3) connection or cursor, or a Django
         database connection (C{django.db.connection}).
@@ -124,7 +125,7 @@ def publish(
     @raise ValueError: for values that would break the stream.
     """
     _check_table(table)
-    name, body = prepare_event(data, event=event, channel=channel)
+    name, body = prepare_event(data, event=event, channel=channel, retry=retry)
     statements = (
         (f"INSERT INTO {table} (channel, body) VALUES (%s, %s)", (name, body)),
         ("SELECT pg_notify(%s, '')", (table,)),
@@ -257,6 +258,7 @@ class PostgresBackplane(ThreadedBackplane):
         self._publisher_conn: Any = None
         self._replay_conn: Any = None
         self._last_pruned = 0.0
+        self.django_alias: str | None = None
         # Bumped when the reader reconnects: connections made before are
         # stale (the server restarted) and are replaced before their next use.
         self._generation = 0
@@ -266,7 +268,9 @@ class PostgresBackplane(ThreadedBackplane):
     @classmethod
     def from_django(cls, alias: str = "default", **kwargs: Any) -> PostgresBackplane:
         """A backplane on the Django project's own database C{alias}."""
-        return cls(django_conninfo(alias), **kwargs)
+        backplane = cls(django_conninfo(alias), **kwargs)
+        backplane.django_alias = alias
+        return backplane
 
     def parse_id(self, event_id: str) -> int | None:
         """The position of a wire id of this backplane, or L{None}.  Any thread."""
@@ -468,7 +472,7 @@ class PostgresBackplane(ThreadedBackplane):
 
     def _prune(self, conn: Any) -> None:
         now = time.monotonic()
-        if now - self._last_pruned < max(self.block * 10, 5.0):
+        if now - self._last_pruned < self.block * 10:
             return
         self._last_pruned = now
         conn.execute(

@@ -37,7 +37,7 @@ from urllib.parse import urlencode
 import django
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import close_old_connections, transaction
+from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections, transaction
 from django.utils.module_loading import import_string
 from twisted.web.pages import notFound
 from twisted.web.resource import IResource
@@ -84,7 +84,7 @@ _NOT_SETTINGS = frozenset({"self", "wsgi_app", "reactor", "options"})
 
 def _server_keys() -> frozenset[str]:
     """Settings keys naming make_application()'s (and the service's) own arguments."""
-    names = {"SERVE_STATIC"}
+    names = {"SERVE_STATIC", "BACKPLANE_DATABASE"}
     for function in (_make_application, SSEServerService.__init__):
         for parameter in inspect.signature(function).parameters.values():
             if parameter.kind is parameter.VAR_KEYWORD or parameter.name in _NOT_SETTINGS:
@@ -319,7 +319,10 @@ def broadcast_on_commit(
     immediately; inside a savepoint that is rolled back, never.
 
     @param using: the database alias whose transaction to wait for
-        (default: C{"default"}).
+        (default: C{"default"}).  When C{settings.WSGI_SSE["BACKPLANE_DATABASE"]}
+        names this alias (the PostgreSQL backplane on the project's own
+        database), the event is written as a row inside the transaction
+        itself (L{wsgi_sse.postgres.publish}), from any process.
     @param broadcaster: where the event goes.  By default, the server this
         process runs (L{get_broadcaster<wsgi_sse.get_broadcaster>}).  In a
         process that is not the web server (a management command, a task
@@ -332,6 +335,15 @@ def broadcast_on_commit(
         registered.
     May be called in any thread (the thread whose transaction it is).
     """
+    alias = using or DEFAULT_DB_ALIAS
+    if broadcaster is None and _config().get("BACKPLANE_DATABASE") == alias:
+        # The PostgreSQL backplane on this very database: the event is a row
+        # written in this transaction, delivered by every process once it
+        # commits (and by none if it rolls back).
+        from wsgi_sse import postgres
+
+        postgres.publish(connections[alias], data, event=event, channel=channel, retry=retry)
+        return
     target = get_broadcaster() if broadcaster is None else broadcaster
     send: Callable[[], object]
     if isinstance(target, Broadcaster) and type(target).broadcast is Broadcaster.broadcast:
@@ -375,7 +387,10 @@ def server_kwargs() -> dict[str, Any]:
     Keys are the upper-cased names of those functions' keyword arguments
     (C{LISTEN}, C{SSE_PATH}, C{THREADS}, C{MIN_THREADS}, C{SHUTDOWN_TIMEOUT},
     C{NAME}, ...) and of every L{StreamOptions} field (C{HEARTBEAT},
-    C{RETRY}, C{CORS_ORIGINS}, ...).  C{AUTHORIZE} and C{INITIAL} are callables or dotted paths to
+    C{RETRY}, C{CORS_ORIGINS}, ...).  C{BACKPLANE_URL} picks a backplane by
+    URL; C{BACKPLANE_DATABASE} (a database alias, usually C{"default"}) uses
+    the project's own PostgreSQL database as the backplane, without
+    repeating its URL.  C{AUTHORIZE} and C{INITIAL} are callables or dotted paths to
     them; they are wrapped with L{django_hook}.  C{SERVE_STATIC} is read by
     L{make_application} and not returned.
 
@@ -393,6 +408,17 @@ def server_kwargs() -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     for key, value in config.items():
         if key == "SERVE_STATIC":
+            continue
+        if key == "BACKPLANE_DATABASE":
+            if value is not None:
+                from wsgi_sse.postgres import PostgresBackplane
+
+                try:
+                    kwargs["backplane"] = PostgresBackplane.from_django(value)
+                except (ImportError, ValueError, KeyError) as e:
+                    raise ImproperlyConfigured(
+                        f"settings.{SETTINGS_NAME}['BACKPLANE_DATABASE']: {e}"
+                    ) from e
             continue
         if key in _HOOK_KEYS and value is not None:
             if isinstance(value, str):
