@@ -93,8 +93,7 @@ class Entry(NamedTuple):
     body: bytes
 
 
-@dataclass(slots=True, frozen=True)
-class Published:
+class Published(NamedTuple):
     """
     The outcome of a publish: the id of the (last) event and how many of
     this process's subscribers it reached.
@@ -269,6 +268,12 @@ class LocalBackplane:
         assert hub is not None, "attach() first"
         prefix = self._prefix
         position = self._position
+        if len(bodies) == 1:
+            position = self._position = position + 1
+            event_id = prefix + str(position)
+            return Published(
+                event_id, hub.deliver_batch((Entry(position, event_id, channel, bodies[0]),))[0]
+            )
         entries = []
         for body in bodies:
             position += 1

@@ -310,6 +310,21 @@ class Hub:
 
         @return: for each entry, the number of subscribers it reached.
         """
+        if len(entries) == 1:
+            # The common case (one broadcast), without the run bookkeeping.
+            position, event_id, channel, body = entries[0]
+            seq = position << LOCAL_BITS
+            if seq <= self._seq:
+                return [0]
+            ch = self._channel(channel)
+            wire = self._record(seq, event_id, ch, body, self._now())
+            self._last_shared_seq = seq
+            self._last_shared_id = event_id
+            self._local_count = 0
+            count = self._fan_out(ch, wire, 1)
+            if self._waiting:
+                self._check_waiting()
+            return [count]
         counts = [0] * len(entries)
         now = self._now()
         i, end = 0, len(entries)
@@ -473,7 +488,10 @@ class Hub:
         @return: the number of this process's subscribers it was sent to
             (a Deferred of it when the backplane answers later).
         """
-        return self.publish_many(channel, (body,))
+        result = self.backplane.publish(channel, (body,))
+        if isinstance(result, Deferred):
+            return result.addCallback(_delivered)
+        return result.delivered
 
     def publish_many(self, channel: str, bodies: Sequence[bytes]) -> int | Deferred[int]:
         """

@@ -16,7 +16,8 @@ import threading
 from collections import deque
 from typing import Any, Sequence
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -393,7 +394,9 @@ class ThreadedBackplane:
         arrives in it.
         """
         if self.parse_id(event_id) is None or self._pool is None:
-            return succeed(NOT_FOUND)
+            # Answered in a later turn, like every fetch: the caller has
+            # finished writing what comes before the replay by then.
+            return deferLater(self.reactor, 0, lambda: NOT_FOUND)
         # Clients reconnecting together (after a restart) mostly share their
         # last id: one lookup answers them all.
         waiters = self._fetching.get(event_id)

@@ -345,24 +345,13 @@ def broadcast_on_commit(
         postgres.publish(connections[alias], data, event=event, channel=channel, retry=retry)
         return
     target = get_broadcaster() if broadcaster is None else broadcaster
-    send: Callable[[], object]
-    if isinstance(target, Broadcaster) and type(target).broadcast is Broadcaster.broadcast:
-        # The server's broadcaster: encode once, now; publish the bytes later.
-        server = target
-        name, body = server.prepare(data, event=event, channel=channel, retry=retry)
+    # Validate now (bad input raises here, nothing is registered), and hand
+    # the sender a copy of the data as it is now.
+    prepare_event(data, event=event, channel=channel, retry=retry)
+    payload = data if isinstance(data, str) else copy.deepcopy(data)
 
-        def send() -> None:
-            server.publish_prepared(name, body)
-
-    else:
-        # Another sender (a RedisPublisher, a test recorder): validate now,
-        # and hand it a copy of the data as it is now.
-        sender = target
-        prepare_event(data, event=event, channel=channel, retry=retry)
-        payload = data if isinstance(data, str) else copy.deepcopy(data)
-
-        def send() -> object:
-            return sender.broadcast(payload, event=event, channel=channel, retry=retry)
+    def send() -> object:
+        return target.broadcast(payload, event=event, channel=channel, retry=retry)
 
     transaction.on_commit(send, using=using)
 
