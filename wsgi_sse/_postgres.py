@@ -5,7 +5,9 @@ Events are rows of C{wsgi_sse_events} (the table name is configurable).  A
 row is inserted without a position; a I{sequencer} step then numbers the
 rows waiting for one, in insertion order, while holding the lock of the
 one-row table C{wsgi_sse_events_head}, and commits.  The positions are the
-event ids on the wire (C{"1234"}), the same in every process.
+event ids on the wire, the same in every process; they count up from the
+table's creation time in microseconds, so a recreated table never repeats an
+id.
 
 Why a sequencer: a C{bigserial} id is taken when a row is inserted, but the
 row becomes visible when its transaction commits, and transactions commit
@@ -84,7 +86,11 @@ def _schema(table: str) -> list[str]:
             one boolean PRIMARY KEY DEFAULT true CHECK (one),
             pos bigint NOT NULL
         )""",
-        f"INSERT INTO {table}_head (one, pos) VALUES (true, 0) ON CONFLICT DO NOTHING",
+        # Positions start from the creation time (in µs): a table dropped and
+        # created again never gives an id that an older one gave.
+        f"INSERT INTO {table}_head (one, pos) VALUES "
+        "(true, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint) "
+        "ON CONFLICT DO NOTHING",
     ]
 
 

@@ -193,6 +193,27 @@ def test_restart_catches_up_with_rows_committed_meanwhile(pg: Backend) -> None:
     assert [e.data for e in events] == ["before"] + [f"meanwhile{i}" for i in range(20)]
 
 
+def test_table_dropped_while_running_is_recreated_and_read_again(pg: Backend) -> None:
+    """The events table dropped under a running server: recreated, new ids above the old ones."""
+    with server_on(pg) as a:
+        with a.stream() as client:
+            a.wait_clients(1)
+            for i in range(3):
+                a.service.broadcaster.broadcast(f"old{i}")
+            old = client.wait_events(3)
+            pg.clean()  # DROP TABLE: the reader fails, reconnects, recreates it
+            wait_until(lambda: a.service.backplane.stats()["errors"] >= 1, what="noticed")
+            wait_until(lambda: a.service.backplane.stats()["connected"], what="connected")
+            a.service.broadcaster.broadcast("new")
+            new = client.wait_events(4)[3]
+        # Ids of the new table never repeat those of the old one.
+        assert new.data == "new" and int(new.last_event_id) > int(old[2].last_event_id)
+    with server_on(pg) as b:
+        # Another process cannot answer for the dropped rows: reset.
+        with b.stream(headers={"Last-Event-ID": old[1].last_event_id}) as again:
+            assert again.wait_events(1)[0].type == "reset"
+
+
 def test_retention_by_size_and_age(pg: Backend) -> None:
     """Rows beyond history_size, or older than history_age, are deleted."""
     from twisted.internet import reactor
