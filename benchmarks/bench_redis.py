@@ -3,8 +3,8 @@ What the shared backplanes cost: delivery latency added by the Redis or
 PostgreSQL hop and throughput with 1, 2 and 4 server processes, against the
 single-process hub, all in one run on this machine.
 
-    python benchmarks/bench_redis.py            # about 30 seconds
-    python benchmarks/bench_redis.py --quick    # about 15 seconds, smaller figures
+    python benchmarks/bench_redis.py            # about a minute
+    python benchmarks/bench_redis.py --quick    # about 30 seconds, smaller figures
 
 Needs redis-server on PATH, PostgreSQL's server binaries
 (/usr/lib/postgresql/<version>/bin, Debian's ``postgresql``) and the ``redis``
