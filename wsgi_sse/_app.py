@@ -238,11 +238,17 @@ class SSEServerService(MultiService):
             )
         for path, resource in (resources or {}).items():
             self.root.mount(path, resource, exact=False)
+        # The stream takes no body and the publish endpoint a small one:
+        # larger bodies are refused before they are read.
+        body_limits = {sse_path: 0}
+        if publish_path is not None:
+            body_limits[publish_path] = publish_max_body
         self.site = StreamSite(
             self.root,
             header_timeout=header_timeout,
             idle_timeout=idle_timeout,
             max_request_body=max_request_body,
+            body_limits=body_limits,
         )
         endpoint = serverFromString(reactor, with_backlog(self.listen))
         self.listening = StreamServerEndpointService(endpoint, self.site)
