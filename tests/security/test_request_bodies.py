@@ -23,6 +23,7 @@ from support import http_request
 SECRET = "s3cret-s3cret-s3cret"
 PIECE = b"field=value&" * (256 * 1024 // 12)
 FORM_SIZE = 30 * MB // len(PIECE) * len(PIECE)  # about 30 MB, whole pieces
+FORM = "application/x-www-form-urlencoded"
 SERVER_OPTIONS = {"publish_path": "/publish", "publish_secret": SECRET}
 
 
@@ -56,6 +57,7 @@ class Attack:
 
     path: str
     chunked: bool = False
+    content_type: str = "application/x-www-form-urlencoded"
     status: int | None = None
     answer: bytes = b""
     sent: int = 0
@@ -65,7 +67,7 @@ class Attack:
     def run(self, port: int) -> None:
         """Send the head, then the body until it is all sent or answered; read the answer."""
         piece = PIECE
-        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        headers = {"Content-Type": self.content_type}
         if self.path == "/publish":
             headers["Authorization"] = f"Bearer {SECRET}"
         if self.chunked:
@@ -84,6 +86,10 @@ class Attack:
                         data = b"%x\r\n%s\r\n" % (len(piece), piece) if self.chunked else piece
                         sock.sendall(data)
                         self.sent += len(piece)
+                        if self.sent % MB < len(piece):
+                            # Spread the body over about a second, so that the
+                            # page loads sample the whole time it arrives.
+                            time.sleep(0.03)
                     else:
                         if self.chunked:
                             sock.sendall(b"0\r\n\r\n")
@@ -119,8 +125,8 @@ class PeakRSS:
 
 def _page_latencies(port: int, attack: Attack) -> list[float]:
     """Load a page again and again until C{attack} is over; return each latency."""
-    latencies = []
-    while not attack.done.is_set():
+    latencies: list[float] = []
+    while not latencies or not attack.done.is_set():
         start = time.monotonic()
         status, _, body = http_request(port, "GET", "/", timeout=60)
         latencies.append(time.monotonic() - start)
@@ -175,23 +181,27 @@ def test_thirty_megabyte_form_bodies_leave_the_reactor_free() -> None:
     """
     figures = []
     with child_server(SERVER_OPTIONS) as server:
-        for path, chunked, expected in [
-            ("/sse", False, 413),
-            ("/sse", True, 413),
-            ("/publish", False, 413),
-            ("/form", False, 200),
-            ("/form", True, 200),
+        multipart = "multipart/form-data; boundary=field"
+        for path, chunked, ctype, expected in [
+            ("/sse", False, FORM, 413),
+            ("/sse", True, FORM, 413),
+            ("/publish", False, FORM, 413),
+            ("/form", False, FORM, 200),
+            ("/form", True, FORM, 200),
+            ("/form", False, multipart, 200),
         ]:
             server.state()  # collect and trim: start from live memory
             rss = PeakRSS(server.proc.pid)
-            attack = Attack(path, chunked=chunked)
+            attack = Attack(path, chunked=chunked, content_type=ctype)
             sender = threading.Thread(target=attack.run, args=(server.port,))
             sender.start()
             latencies = _page_latencies(server.port, attack)
             sender.join()
             growth = rss.growth()
             figures.append(
-                f"{path:9} {'chunked' if chunked else 'length ':8} -> {attack.status}: "
+                f"{path:9} {'chunked' if chunked else 'length ':8} "
+                f"{'multipart' if ctype == multipart else 'form':9} "
+                f"-> {attack.status}: "
                 f"{attack.sent / MB:5.1f} MB sent in {attack.seconds:5.2f} s, "
                 f"{len(latencies):4} page loads, worst {max(latencies) * 1000:6.1f} ms, "
                 f"peak RSS +{growth:5.1f} MiB"
