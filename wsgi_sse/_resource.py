@@ -178,20 +178,30 @@ class SSEResource(Resource):
         Answer the stream's headers, or the refusal a C{GET} would get;
         nothing is subscribed.
         """
+        authorize = self.options.authorize
+        peer = _peer(request)
         try:
             channels, last_event_id = self._parse(request)
             self._check_origin(request)
+            if authorize is not None:
+                self._check_limits(peer)
         except _Refused as refused:
             return self._refuse(request, refused)
-        authorize = self.options.authorize
         if authorize is None:
             self._set_stream_headers(request)
             return b""
-        # The same hook as GET, in the pool: a HEAD must not tell apart what a
-        # GET would refuse.
-        info = _stream_request(request, channels, last_event_id, _peer(request))
+        # The same hook as GET, in the pool and counted as pending like GET's:
+        # a HEAD must not tell apart what a GET would refuse.
+        info = _stream_request(request, channels, last_event_id, peer)
+        self._pending += 1
+        self._per_address[peer] += 1
         gone: list[bool] = []
         request.notifyFinish().addBoth(lambda _: gone.append(True))
+
+        def release(result: object) -> object:
+            self._pending -= 1
+            self._release(peer)
+            return result
 
         def done(allowed: frozenset[str] | bool) -> None:
             if gone:
@@ -210,7 +220,8 @@ class SSEResource(Resource):
             if not gone:
                 self._finish_refused(request, _Refused(500, "stream hook failed"))
 
-        self._run_in_pool(_authorized, authorize, info, channels).addCallbacks(done, failed)
+        hook = self._run_in_pool(_authorized, authorize, info, channels)
+        hook.addBoth(release).addCallbacks(done, failed)
         return NOT_DONE_YET
 
     def render_OPTIONS(self, request: Request) -> bytes:

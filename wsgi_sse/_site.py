@@ -85,11 +85,12 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
     def allHeadersReceived(self) -> None:
         """The headers are complete: stop the clock; refuse a body declared too large."""
         self._cancelHeaderDeadline()
-        limit = self._limitFor(getattr(self, "_path", b""))
-        self._bodyLimit = limit
-        if limit is not None and self.length != 0:
+        if self.length != 0:
             # A declared length, or a chunked body (length None).
-            if limit == 0 or (self.length is not None and self.length > limit):
+            limit = self._bodyLimit = self._limitFor(getattr(self, "_path", b""))
+            if limit is not None and (
+                limit == 0 or (self.length is not None and self.length > limit)
+            ):
                 self._refuseTooLarge()
                 return
         self._bodyReceived = 0

@@ -54,3 +54,17 @@ def test_head_with_a_failing_hook_is_refused() -> None:
 
     with serve(app, authorize=broken) as server:
         assert http_request(server.port, "HEAD", "/sse?channel=public")[0] == 500
+
+
+def test_head_counts_against_the_limits_like_get() -> None:
+    """With the server full, a HEAD that would run the hook gets the answer a GET gets."""
+    with serve(app, authorize=only_own_channel, max_connections=1) as server:
+        with server.stream("/sse?channel=public"):
+            server.wait_clients(1)
+            with server.stream("/sse?channel=public") as refused:
+                get_status = refused.status
+            head_status = http_request(server.port, "HEAD", "/sse?channel=public")[0]
+            assert head_status == get_status
+        server.wait_clients(0)
+        assert http_request(server.port, "HEAD", "/sse?channel=public")[0] == 200
+        assert server.call(lambda: server.service.sse_resource._pending) == 0
