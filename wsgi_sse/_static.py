@@ -12,7 +12,8 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from twisted.web import http
-from twisted.web.resource import IResource, NoResource
+from twisted.web.pages import notFound
+from twisted.web.resource import IResource
 
 with warnings.catch_warnings():
     # twisted.web.static builds a deprecated resource at import time.
@@ -27,7 +28,7 @@ __all__ = ["DEFAULT_MAX_RANGES", "StaticFiles"]
 DEFAULT_MAX_RANGES = 16
 """Distinct byte ranges one request may ask for (after merging overlapping ones)."""
 
-_NOT_FOUND = NoResource("File not found.")
+_NOT_FOUND = notFound()
 
 
 class StaticFiles(File):

@@ -10,6 +10,7 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_django_example import EXAMPLE, running_example
@@ -109,3 +110,31 @@ def test_bad_static_paths_get_404(example: int, path: str) -> None:
 def test_range_on_a_missing_file_is_404(example: int, tmp_path: Path) -> None:
     """A Range on a file that does not exist is 404, not a range answer."""
     assert get(example, "/static/knocks/nope.css", {"Range": "bytes=0-10"})[0] == 404
+
+
+def test_static_files_mounted_by_hand(tmp_path: Path) -> None:
+    """StaticFiles mounted through resources= serves files, merges ranges and 404s bad paths."""
+    from support import serve
+
+    from wsgi_sse import StaticFiles
+
+    (tmp_path / "big.bin").write_bytes(bytes(range(256)) * 400)  # 100 KiB
+    (tmp_path / "sub").mkdir()
+
+    def app(environ: dict[str, object], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"app"]
+
+    with serve(app, resources={"/files": StaticFiles(str(tmp_path))}) as server:
+        data = (tmp_path / "big.bin").read_bytes()
+        status, _, body = get(server.port, "/files/big.bin")
+        assert (status, body) == (200, data)
+        status, _, body = get(
+            server.port, "/files/big.bin", {"Range": "bytes=" + ",".join(["0-"] * 200)}
+        )
+        assert (status, len(body)) == (206, len(data))
+        status, _, body = get(server.port, "/files/big.bin", {"Range": "bytes=-10"})
+        assert (status, body) == (206, data[-10:])
+        for path in ("/files/%00", "/files/big.bin%00", "/files/sub/", "/files/%c0%af"):
+            assert get(server.port, path)[0] == 404, path
+        assert b"app" in get(server.port, "/elsewhere")[2]
