@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import socket
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred
@@ -23,7 +23,7 @@ from twisted.web.server import NOT_DONE_YET
 from ._client import StreamClient
 from ._encoding import encode_body, encode_comment, encode_event, frame
 from ._hub import DEFAULT_CHANNEL, Event, Hub
-from ._options import StreamOptions, StreamRequest
+from ._options import AuthorizeResult, StreamOptions, StreamRequest
 
 if TYPE_CHECKING:
     from twisted.python.threadpool import ThreadPool
@@ -183,8 +183,7 @@ class SSEResource(Resource):
         try:
             channels, last_event_id = self._parse(request)
             self._check_origin(request)
-            if authorize is not None:
-                self._check_limits(peer)
+            self._check_limits(peer)
         except _Refused as refused:
             return self._refuse(request, refused)
         if authorize is None:
@@ -623,7 +622,9 @@ class SSEResource(Resource):
 
 
 def _authorized(
-    authorize: Any, info: StreamRequest, channels: tuple[str, ...]
+    authorize: Callable[[StreamRequest], AuthorizeResult],
+    info: StreamRequest,
+    channels: tuple[str, ...],
 ) -> frozenset[str] | bool:
     """
     Run the C{authorize} hook: C{True} if every channel is allowed, else

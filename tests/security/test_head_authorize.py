@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from support import http_request, serve
 
 from wsgi_sse import StreamRequest
@@ -56,9 +57,10 @@ def test_head_with_a_failing_hook_is_refused() -> None:
         assert http_request(server.port, "HEAD", "/sse?channel=public")[0] == 500
 
 
-def test_head_counts_against_the_limits_like_get() -> None:
-    """With the server full, a HEAD that would run the hook gets the answer a GET gets."""
-    with serve(app, authorize=only_own_channel, max_connections=1) as server:
+@pytest.mark.parametrize("hook", [None, only_own_channel])
+def test_head_counts_against_the_limits_like_get(hook: Any) -> None:
+    """With the server full, HEAD gets the answer GET gets, with or without a hook."""
+    with serve(app, authorize=hook, max_connections=1) as server:
         with server.stream("/sse?channel=public"):
             server.wait_clients(1)
             with server.stream("/sse?channel=public") as refused:
