@@ -9,9 +9,12 @@ def test_all_is_pinned() -> None:
     """__all__ lists exactly the public names, and each exists."""
     assert set(wsgi_sse.__all__) == {
         "DEFAULT_CHANNEL",
+        "Allowed",
         "Broadcaster",
         "Event",
         "Hub",
+        "Presence",
+        "PresenceChange",
         "SSEResource",
         "SSEServerService",
         "StaticFiles",
@@ -22,11 +25,13 @@ def test_all_is_pinned() -> None:
         "__version__",
         "broadcast",
         "broadcast_and_wait",
+        "disconnect",
         "encode_comment",
         "encode_event",
         "get_broadcaster",
         "make_application",
         "make_service",
+        "presence",
         "set_broadcaster",
     }
     for name in wsgi_sse.__all__:

@@ -29,7 +29,8 @@ from ._broadcast import (
 from ._encoding import encode_comment, encode_event
 from ._hub import DEFAULT_CHANNEL, Event, Hub
 from ._mount import WSGIRoot
-from ._options import StreamOptions, StreamRequest
+from ._options import Allowed, StreamOptions, StreamRequest
+from ._presence import Presence, PresenceChange, disconnect, presence
 from ._resource import SSEResource
 from ._static import StaticFiles
 
@@ -37,9 +38,12 @@ __version__ = "0.1.0"
 
 __all__ = (
     "DEFAULT_CHANNEL",
+    "Allowed",
     "Broadcaster",
     "Event",
     "Hub",
+    "Presence",
+    "PresenceChange",
     "SSEResource",
     "SSEServerService",
     "StaticFiles",
@@ -50,10 +54,12 @@ __all__ = (
     "__version__",
     "broadcast",
     "broadcast_and_wait",
+    "disconnect",
     "encode_comment",
     "encode_event",
     "get_broadcaster",
     "make_application",
     "make_service",
+    "presence",
     "set_broadcaster",
 )

@@ -114,15 +114,22 @@ class _BackplaneService(Service):
 
     name = "wsgi-sse-backplane"
 
-    def __init__(self, backplane: Backplane) -> None:
+    def __init__(self, backplane: Backplane, hub: Hub | None = None) -> None:
         self.backplane = backplane
+        self.hub = hub
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
         self.backplane.start()
+        if self.hub is not None:
+            # Presence reports travel through the backplane (when shared).
+            self.hub.presence.start()
 
     def stopService(self) -> Deferred[None]:
         super().stopService()  # type: ignore[no-untyped-call]
+        if self.hub is not None:
+            # Tells the other processes this one has nobody any more.
+            self.hub.presence.stop()
         return self.backplane.stop()
 
 
@@ -170,6 +177,7 @@ class SSEServerService(MultiService):
         history_size: int | None = None,
         history_age: float | None = None,
         history_channels: int | None = None,
+        presence_interval: float | None = None,
         stats_path: str | None = None,
         metrics_path: str | None = None,
         publish_path: str | None = None,
@@ -204,9 +212,12 @@ class SSEServerService(MultiService):
             history["history_age"] = history_age
         if history_channels is not None:
             history["history_channels"] = history_channels
+        if presence_interval is not None:
+            history["presence_interval"] = presence_interval
         if hub is not None and history:
             raise TypeError(
-                "pass history_size/history_age/history_channels to your Hub, not with hub="
+                "pass history_size/history_age/history_channels/presence_interval to your Hub, "
+                "not with hub="
             )
         if hub is not None and backplane is not None:
             raise TypeError("pass backplane to your Hub, not with hub=")
@@ -275,7 +286,7 @@ class SSEServerService(MultiService):
         self.pruning = TimerService(prune_interval(self.hub.history_age), self.hub.prune)
         self.pruning.clock = reactor
         self.pruning.setServiceParent(self)
-        _BackplaneService(hub.backplane).setServiceParent(self)  # type: ignore[no-untyped-call]
+        _BackplaneService(hub.backplane, hub).setServiceParent(self)  # type: ignore[no-untyped-call]
 
     def _stats_source(self) -> BackplaneStats | None:
         """The shared backplane, whose counters the stats endpoints show."""
@@ -417,6 +428,8 @@ def make_application(
         mapping of paths to extra Twisted resources), C{reactor},
         C{shutdown_timeout}; C{history_size}, C{history_age} and
         C{history_channels} (the replay history of the default hub);
+        C{presence_interval} (seconds between the presence reports sent
+        to other processes through a shared backplane, default 10);
         C{stats_path} and C{metrics_path} (serve counters as JSON /
         Prometheus text there; off by default);
         C{publish_path}, C{publish_secret} (default: C{$WSGI_SSE_PUBLISH_SECRET})

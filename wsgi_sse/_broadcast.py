@@ -64,6 +64,8 @@ def validate_channel(channel: object) -> str:
         raise ValueError("channel must not be empty")
     if _BAD_CHANNEL.search(channel):
         raise ValueError("channel must not contain control characters")
+    if channel == "#wsgi-sse":
+        raise ValueError("channel '#wsgi-sse' is reserved for presence and revocation")
     return channel
 
 

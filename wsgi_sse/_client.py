@@ -61,6 +61,8 @@ class StreamClient:
 
     @ivar channels: the channels this stream is subscribed to.
     @ivar peer: the client's address, for logs and per-address limits.
+    @ivar identity: who the stream belongs to (presence, revocation), or
+        L{None} for a guest.
     @ivar closed: whether the stream has ended (nothing more is written).
     @ivar discarded: bytes that were held for this reader and thrown away
         when it left or was dropped.
@@ -84,6 +86,7 @@ class StreamClient:
         "channels",
         "closed",
         "discarded",
+        "identity",
         "peer",
         "request",
     )
@@ -98,8 +101,10 @@ class StreamClient:
         max_buffer: int,
         max_pause: float,
         on_drop: Callable[[StreamClient, str], None] | None = None,
+        identity: str | None = None,
     ) -> None:
         self.request = request
+        self.identity = identity
         self.channels = channels
         self.peer = peer
         self._clock = clock

@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 
 from ._backplane import LOCAL_BITS, Backplane, Entry, Fetched, LocalBackplane, Published
 from ._encoding import encode_body, frame
+from ._presence import CONTROL_CHANNEL, PresenceTracker, parse_control, publish_control
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
@@ -57,6 +58,15 @@ class Subscriber(Protocol):
 
     def send(self, wire: bytes) -> None:
         """Deliver one complete, encoded event.  Called in the reactor thread."""
+
+
+def _identity(subscriber: Subscriber) -> str | None:
+    """
+    The identity a subscriber carries (its C{identity} attribute), for
+    presence and revocation; L{None} for a guest.
+    """
+    identity = getattr(subscriber, "identity", None)
+    return identity if isinstance(identity, str) else None
 
 
 @dataclass(slots=True, frozen=True)
@@ -181,6 +191,9 @@ class Hub:
         process to catch up with a shared backplane before it is sent C{reset}.
     @param max_held: clients that may wait for a replay from a shared
         backplane at once; past it, new ones are sent C{reset}.
+    @param presence_interval: seconds between the full presence reports
+        this process sends through a shared backplane; a process silent
+        for three intervals is forgotten (see L{presence}).
     """
 
     log = Logger()
@@ -196,6 +209,7 @@ class Hub:
         instance_id: str | None = None,
         replay_wait: float = 5.0,
         max_held: int = 1000,
+        presence_interval: float = 10.0,
     ) -> None:
         if history_size < 0:
             raise ValueError("history_size must not be negative")
@@ -233,6 +247,8 @@ class Hub:
         self.backplane: Backplane = (
             backplane if backplane is not None else LocalBackplane(instance_id)
         )
+        self.presence = PresenceTracker(self, interval=presence_interval)
+        """Who is connected to each channel (see L{wsgi_sse.presence})."""
         self.backplane.attach(self)
 
     # -- time ------------------------------------------------------------
@@ -337,6 +353,9 @@ class Hub:
             seq = position << LOCAL_BITS
             if seq <= self._seq:
                 return [0]
+            if channel == CONTROL_CHANNEL:
+                self._control(seq, event_id, body)
+                return [0]
             ch = self._channel(channel)
             wire = self._record(seq, event_id, ch, body, self._now())
             self._last_shared_seq = seq
@@ -351,6 +370,12 @@ class Hub:
         i, end = 0, len(entries)
         while i < end:
             channel = entries[i][2]
+            if channel == CONTROL_CHANNEL:
+                position, event_id, _, body = entries[i]
+                if position << LOCAL_BITS > self._seq:
+                    self._control(position << LOCAL_BITS, event_id, body)
+                i += 1
+                continue
             ch = self._channel(channel)
             wires = []
             delivered = []
@@ -383,6 +408,9 @@ class Hub:
         Deliver events to this process's clients only (the shared backplane
         is unreachable), with ids only this process replays.
         """
+        if channel == CONTROL_CHANNEL:
+            # Meant for the other processes, which cannot be reached.
+            return Published(self._last_id, 0)
         ch = self._channel(channel)
         now = self._now()
         wires = []
@@ -468,6 +496,7 @@ class Hub:
             if channel is None:
                 channel = self._channels[name] = _Channel(name)
             channel.subscribers[subscriber] = None
+        self.presence.add(names, _identity(subscriber))
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         """Stop delivering to C{subscriber}; unknown subscribers are ignored."""
@@ -482,6 +511,79 @@ class Hub:
                 continue
             channel.subscribers.pop(subscriber, None)
             self._forget_if_idle(channel)
+        if names:
+            self.presence.remove(names, _identity(subscriber))
+
+    # -- presence and revocation -------------------------------------------
+
+    def revoke(self, identity: str | None = None, channel: str | None = None) -> int:
+        """
+        End the streams of C{identity} (on C{channel} only, if given), or
+        every stream of C{channel}, here and in every process sharing the
+        backplane (see L{wsgi_sse.disconnect}).
+
+        @return: the streams ended in this process.
+        """
+        if identity is None and channel is None:
+            raise ValueError("revoke() needs an identity, a channel or both")
+        ended = self.end_streams(identity, channel)
+        if self.backplane.shared:
+            publish_control(self, {"k": "d", "i": self.instance_id, "u": identity, "c": channel})
+        return ended
+
+    def end_streams(self, identity: str | None = None, channel: str | None = None) -> int:
+        """
+        End this process's streams of C{identity} and/or C{channel} now:
+        they are unsubscribed and their response is finished (a subscriber
+        without a C{finish()} method is only unsubscribed).
+
+        @return: how many were ended.
+        """
+        matching = [
+            subscriber
+            for subscriber, names in [*self._subscriptions.items(), *self._held_items()]
+            if (identity is None or _identity(subscriber) == identity)
+            and (channel is None or channel in names)
+        ]
+        for subscriber in matching:
+            self.unsubscribe(subscriber)
+            finish = getattr(subscriber, "finish", None)
+            if finish is not None:
+                finish()
+        return len(matching)
+
+    def _held_items(self) -> list[tuple[Subscriber, tuple[str, ...]]]:
+        return [(s, held.channels) for s, held in self._held.items()]
+
+    def _control(self, seq: int, event_id: str, body: bytes) -> None:
+        """A presence or revocation message from the backplane (hostile input)."""
+        self._seq = seq
+        self._last_id = event_id
+        self._last_shared_seq = seq
+        self._last_shared_id = event_id
+        self._local_count = 0
+        if self._waiting:
+            self._check_waiting()
+        message = parse_control(body)
+        if message is None:
+            self.presence.malformed += 1
+            return
+        if message.get("i") == self.instance_id:
+            return
+        kind = message.get("k")
+        if kind == "p":
+            self.presence.received(message, self._now())
+        elif kind == "d":
+            identity, channel = message.get("u"), message.get("c")
+            if (identity is None and channel is None) or not all(
+                v is None or (isinstance(v, str) and 0 < len(v) <= 1000)
+                for v in (identity, channel)
+            ):
+                self.presence.malformed += 1
+                return
+            self.end_streams(identity, channel)
+        else:
+            self.presence.malformed += 1
 
     def subscriber_count(self, channel: str | None = None) -> int:
         """Connections subscribed to C{channel}, or to anything if L{None}."""

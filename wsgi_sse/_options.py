@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Union
+from typing import Any, Callable, Iterable, Mapping, Union
 
-__all__ = ["AuthorizeResult", "StreamOptions", "StreamRequest"]
+__all__ = ["Allowed", "AuthorizeResult", "StreamOptions", "StreamRequest"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,10 @@ class StreamRequest:
     @ivar query: the query string, every value of every name.
     @ivar client_address: the peer's IP address (or C{"unix"}).
     @ivar path: the request path (without the query string).
+    @ivar identity: who the stream belongs to, when the request itself says
+        so (a verified stream token; a view holding the stream): the
+        stream's identity unless the C{authorize} hook returns another one
+        with L{Allowed}.  See L{wsgi_sse.presence}.
     """
 
     channels: tuple[str, ...]
@@ -36,13 +40,49 @@ class StreamRequest:
     query: Mapping[str, tuple[str, ...]]
     client_address: str
     path: str
+    identity: str | None = None
 
 
-AuthorizeResult = Union[bool, Iterable[str]]
+@dataclass(frozen=True, slots=True)
+class Allowed:
+    """
+    What an C{authorize} hook may return to name the stream's owner along
+    with the channels it may join::
+
+        def authorize(request):
+            user = user_from_cookie(request.cookies)
+            if user is None:
+                return {"public"}
+            return Allowed({"public", f"user-{user.id}"}, identity=user.name)
+
+    The identity feeds L{wsgi_sse.presence} and L{wsgi_sse.disconnect}.
+
+    @ivar channels: C{True}, C{False} or the channels the connection may
+        join, as a plain return value would be (see L{AuthorizeResult}).
+    @ivar identity: who the stream belongs to (1-128 characters, no
+        control characters), or L{None} for a guest.
+    """
+
+    channels: bool | frozenset[str] = True
+    identity: str | None = None
+
+    def __init__(self, channels: bool | Iterable[str] = True, identity: str | None = None) -> None:
+        from ._presence import check_identity
+
+        if isinstance(channels, (str, bytes)) or channels is None:
+            raise TypeError("channels must be a bool or a collection of channel names")
+        if not isinstance(channels, bool):
+            channels = frozenset(channels)
+        object.__setattr__(self, "channels", channels)
+        object.__setattr__(self, "identity", check_identity(identity))
+
+
+AuthorizeResult = Union[bool, Iterable[str], Allowed]
 """
 What an C{authorize} hook returns: C{True} (every requested channel),
 C{False} (none: 403), or the channels the connection may join; asking for
 any channel outside that set is refused with 403 and nothing is subscribed.
+An L{Allowed} carries one of these with the stream's identity.
 """
 
 _DEFAULT_CHANNEL_PATTERN = r"[A-Za-z0-9_.:@~-]+"
@@ -87,6 +127,10 @@ class StreamOptions:
         last event's id when the hook started, followed by every event
         published while it ran (if those no longer fit in the history, a
         C{reset} event is sent instead of the stale snapshot).
+    @ivar on_presence: C{(PresenceChange) -> None}, run in the WSGI thread
+        pool when an identity joins a channel (its first stream anywhere)
+        or leaves it (its last one), and when a guest stream opens or
+        closes (see L{wsgi_sse.PresenceChange}).
     """
 
     heartbeat: float = 15.0
@@ -104,6 +148,7 @@ class StreamOptions:
     cors_credentials: bool = False
     authorize: Callable[[StreamRequest], AuthorizeResult] | None = None
     initial: Callable[[StreamRequest], object] | None = None
+    on_presence: Callable[[Any], object] | None = None
     _channel_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -122,7 +167,7 @@ class StreamOptions:
             raise ValueError("max_pause must be positive")
         if self.busy_retry_after < 0:
             raise ValueError("busy_retry_after must not be negative")
-        for hook in ("authorize", "initial"):
+        for hook in ("authorize", "initial", "on_presence"):
             if getattr(self, hook) is not None and not callable(getattr(self, hook)):
                 raise TypeError(f"{hook} must be a callable taking a StreamRequest, or None")
         origins = self.cors_origins
@@ -151,6 +196,8 @@ class StreamOptions:
             raise ValueError("channel names must not be empty")
         if len(name) > self.max_channel_length:
             raise ValueError(f"channel name longer than {self.max_channel_length} characters")
+        if name == "#wsgi-sse":
+            raise ValueError(f"channel name {name!r} is reserved")
         if not self._channel_re.fullmatch(name):
             raise ValueError(f"channel name {name!r} has characters outside {self.channel_pattern}")
         return name

@@ -23,7 +23,7 @@ from twisted.web.server import NOT_DONE_YET
 from ._client import StreamClient
 from ._encoding import encode_body, encode_comment, encode_event, frame
 from ._hub import DEFAULT_CHANNEL, Event, Hub
-from ._options import AuthorizeResult, StreamOptions, StreamRequest
+from ._options import Allowed, AuthorizeResult, StreamOptions, StreamRequest
 
 if TYPE_CHECKING:
     from twisted.python.threadpool import ThreadPool
@@ -140,6 +140,8 @@ class SSEResource(Resource):
         self._closing = False
         self.stats = StreamStats()
         self._random = random.Random()  # noqa: S311 - jitter, not secrets
+        if options.on_presence is not None:
+            hub.presence.listen(self._presence_changed)
 
     # -- plumbing ------------------------------------------------------------
 
@@ -157,6 +159,13 @@ class SSEResource(Resource):
         if pool is None:
             pool = self.reactor.getThreadPool()
         return deferToThreadPool(self.reactor, pool, fn, *args)
+
+    def _presence_changed(self, change: Any) -> None:
+        hook = self.options.on_presence
+        if hook is not None:
+            self._run_in_pool(hook, change).addErrback(
+                lambda f: self.log.failure("on_presence hook failed", f)
+            )
 
     # -- HTTP methods ----------------------------------------------------------
 
@@ -202,9 +211,10 @@ class SSEResource(Resource):
             self._release(peer)
             return result
 
-        def done(allowed: frozenset[str] | bool) -> None:
+        def done(result: tuple[frozenset[str] | bool, str | None]) -> None:
             if gone:
                 return
+            allowed = result[0]
             if allowed is not True:
                 denied = [c for c in channels if allowed is False or c not in allowed]
                 self._finish_refused(
@@ -273,24 +283,25 @@ class SSEResource(Resource):
         gone: list[bool] = []
         request.notifyFinish().addBoth(lambda _: gone.append(True))
 
-        def hooks() -> tuple[frozenset[str] | bool, bytes | None]:
+        def hooks() -> tuple[frozenset[str] | bool, bytes | None, str | None]:
+            identity = info.identity
             if options.authorize is not None:
-                allowed = _authorized(options.authorize, info, channels)
+                allowed, identity = _authorized(options.authorize, info, channels)
                 if allowed is not True:
-                    return allowed, None
+                    return allowed, None, identity
             if want_initial and options.initial is not None:
                 value = options.initial(info)
                 if value is not None:
                     # Encoded here: a value that cannot be sent fails the hook.
-                    return True, encode_event(value, event="init", id=mark)
-            return True, None
+                    return True, encode_event(value, event="init", id=mark), identity
+            return True, None, identity
 
-        def done(result: tuple[frozenset[str] | bool, bytes | None]) -> None:
+        def done(result: tuple[frozenset[str] | bool, bytes | None, str | None]) -> None:
             self._pending -= 1
             self._release(peer)
             if gone:
                 return
-            allowed, init = result
+            allowed, init, identity = result
             if allowed is not True:
                 denied = [c for c in channels if allowed is False or c not in allowed]
                 self._finish_refused(
@@ -302,7 +313,16 @@ class SSEResource(Resource):
             except _Refused as refused:
                 self._finish_refused(request, refused)
                 return
-            self._start(request, channels, peer, last_event_id, resume, reset=reset, init=init)
+            self._start(
+                request,
+                channels,
+                peer,
+                last_event_id,
+                resume,
+                reset=reset,
+                init=init,
+                identity=identity,
+            )
 
         def failed(failure: Failure) -> None:
             self._pending -= 1
@@ -331,10 +351,15 @@ class SSEResource(Resource):
         *,
         reset: bool = False,
         init: bytes | None = None,
+        identity: str | None = None,
     ) -> None:
         """
         Open the stream: headers, C{retry:}, then (a C{reset} event or) the
         C{init} event, then every event after C{resume}, then live events.
+
+        C{identity} is who the stream belongs to (the C{authorize} hook's
+        L{Allowed}, else L{StreamRequest.identity}), for presence and
+        revocation; L{None} for a guest.
         """
         options = self.options
         hub = self.hub
@@ -350,6 +375,7 @@ class SSEResource(Resource):
             max_buffer=options.max_buffer,
             max_pause=options.max_pause,
             on_drop=self._dropped,
+            identity=identity,
         )
         transport = getattr(request.channel, "transport", None)
         set_no_delay = getattr(transport, "setTcpNoDelay", None)
@@ -625,21 +651,27 @@ def _authorized(
     authorize: Callable[[StreamRequest], AuthorizeResult],
     info: StreamRequest,
     channels: tuple[str, ...],
-) -> frozenset[str] | bool:
+) -> tuple[frozenset[str] | bool, str | None]:
     """
     Run the C{authorize} hook: C{True} if every channel is allowed, else
-    C{False} or the channels that are.  Called in a pool thread.
+    C{False} or the channels that are; and the stream's identity (an
+    L{Allowed}'s, else the request's).  Called in a pool thread.
     """
     allowed = authorize(info)
+    identity = info.identity
+    if isinstance(allowed, Allowed):
+        if allowed.identity is not None:
+            identity = allowed.identity
+        allowed = allowed.channels
     if isinstance(allowed, (str, bytes)) or allowed is None:
         raise TypeError(
-            "authorize must return a bool or a collection of channel names, "
+            "authorize must return a bool, a collection of channel names or an Allowed, "
             f"not {type(allowed).__name__}"
         )
     if isinstance(allowed, bool):
-        return allowed
+        return allowed, identity
     allowed = frozenset(allowed)
-    return True if allowed.issuperset(channels) else allowed
+    return (True if allowed.issuperset(channels) else allowed), identity
 
 
 def _limit_unacknowledged_time(transport: Any, heartbeat: float) -> None:

@@ -1,0 +1,472 @@
+"""
+Presence and revocation: who is connected to each channel, across the
+processes of a site, and ending streams by identity or channel.
+
+A stream may carry an I{identity} (a short string naming the user behind
+it): the C{authorize} hook returns it with L{Allowed<wsgi_sse.Allowed>},
+or it is set on the L{StreamRequest<wsgi_sse.StreamRequest>} before the
+stream opens.  Streams without one are I{guests}.
+
+Every L{Hub<wsgi_sse.Hub>} keeps a L{PresenceTracker}: channel → identity →
+open connections, for its own streams.  With a shared backplane (Redis,
+PostgreSQL) each process also sends its counts to the others, as messages
+on the reserved channel L{CONTROL_CHANNEL} (never delivered to a browser,
+never kept for replay): the changed channels shortly after a change, and
+everything every C{interval} seconds.  A process that stops sending (killed)
+is forgotten C{ttl} seconds after its last message.
+
+Revocation messages (L{disconnect}) travel the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from twisted.logger import Logger
+from twisted.python import threadable
+
+if TYPE_CHECKING:
+    from ._hub import Hub
+
+__all__ = [
+    "CONTROL_CHANNEL",
+    "MAX_IDENTITY",
+    "Presence",
+    "PresenceChange",
+    "PresenceTracker",
+    "check_identity",
+    "disconnect",
+    "presence",
+]
+
+CONTROL_CHANNEL = "#wsgi-sse"
+"""
+The reserved channel carrying presence and revocation messages between
+processes.  Browsers cannot join it (C{#} is outside every accepted channel
+name) and the hub keeps no history of it.
+"""
+
+MAX_IDENTITY = 128
+"""The longest identity (in characters) a stream may carry."""
+
+MAX_SHARED_IDENTITIES = 2000
+"""
+Identities of one channel one process sends to the others at most; past
+it, the others see the rest as guests (their connections still count).
+"""
+
+_MAX_INSTANCES = 1024
+_MAX_CHANNELS_PER_MESSAGE = 10_000
+_CHUNK = 256 * 1024
+_INSTANCE = re.compile(r"[0-9a-z]{1,16}\Z")
+_BAD = re.compile(r"[\x00-\x1f\x7f]")
+
+log = Logger()
+
+
+def check_identity(identity: object) -> str | None:
+    """
+    Return C{identity} if a stream may carry it (L{None}: a guest).
+
+    @raise TypeError: if it is neither a str nor L{None}.
+    @raise ValueError: if it is empty, longer than L{MAX_IDENTITY}, or has
+        control characters.
+    """
+    if identity is None:
+        return None
+    if not isinstance(identity, str):
+        raise TypeError(f"identity must be a str or None, not {type(identity).__name__}")
+    if not identity or len(identity) > MAX_IDENTITY or _BAD.search(identity):
+        raise ValueError(f"identity must be 1-{MAX_IDENTITY} characters without control characters")
+    return identity
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """
+    Who is connected to a channel (in every process sharing the backplane).
+
+    @ivar channel: the channel.
+    @ivar identities: each identity connected, with its number of open
+        streams (three tabs of one user: C{{"ada": 3}}).
+    @ivar guests: open streams without an identity.
+    """
+
+    channel: str
+    identities: Mapping[str, int] = field(default_factory=dict)
+    guests: int = 0
+
+    @property
+    def connections(self) -> int:
+        """Every open stream of the channel, guests included."""
+        return sum(self.identities.values()) + self.guests
+
+    @property
+    def users(self) -> list[str]:
+        """The identities connected, sorted."""
+        return sorted(self.identities)
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceChange:
+    """
+    A join or leave, as the C{on_presence} hook receives it.
+
+    Joins and leaves are coalesced per identity: a user opening a third tab
+    does not join again, and leaves when the last one closes.  Every guest
+    stream joins and leaves on its own (C{identity} L{None}).
+
+    @ivar channel: the channel joined or left.
+    @ivar identity: who, or L{None} for a guest.
+    @ivar joined: C{True} for a join, C{False} for a leave.
+    @ivar presence: the channel's presence just after the change.
+    """
+
+    channel: str
+    identity: str | None
+    joined: bool
+    presence: Presence
+
+
+Counts = dict[str | None, int]
+"""Open streams of one channel by identity (L{None}: guests)."""
+
+
+class PresenceTracker:
+    """
+    Presence of one hub's streams, and what other processes reported.
+
+    L{add}, L{remove}, L{received}, L{start}, L{stop}: call in the reactor
+    thread.  L{get} and L{channels}: any thread.
+
+    @param hub: the hub whose backplane carries the messages.
+    @param interval: seconds between full reports to the other processes.
+    @param ttl: seconds after which a silent process is forgotten (at
+        least twice C{interval}).
+    @param delay: seconds changes are gathered before they are reported.
+    """
+
+    def __init__(
+        self, hub: Hub, *, interval: float = 10.0, ttl: float | None = None, delay: float = 0.05
+    ) -> None:
+        if interval <= 0 or delay < 0:
+            raise ValueError("presence interval must be positive")
+        if ttl is None:
+            ttl = 3 * interval
+        if ttl < 2 * interval:
+            raise ValueError("presence ttl must be at least twice the interval")
+        self.hub = hub
+        self.interval = interval
+        self.ttl = ttl
+        self.delay = delay
+        self._lock = threading.Lock()
+        self._local: dict[str, Counts] = {}
+        # instance -> (expires at, channel -> counts)
+        self._remote: dict[str, tuple[float, dict[str, Counts]]] = {}
+        self._dirty: set[str] = set()
+        self._flush_call: Any = None
+        self._timer: Any = None
+        self._listeners: list[Callable[[PresenceChange], None]] = []
+        self.messages_sent = 0
+        self.messages_received = 0
+        self.malformed = 0
+
+    # -- listeners ---------------------------------------------------------
+
+    def listen(self, listener: Callable[[PresenceChange], None]) -> None:
+        """
+        Call C{listener} (in the reactor thread) on every coalesced join and
+        leave of this process's streams; it must not block.
+        """
+        self._listeners.append(listener)
+
+    # -- local streams (reactor thread) ------------------------------------
+
+    def add(self, channels: tuple[str, ...], identity: str | None) -> None:
+        """Count one more stream of C{identity} on C{channels}."""
+        joined = []
+        with self._lock:
+            for name in channels:
+                counts = self._local.setdefault(name, {})
+                n = counts.get(identity, 0) + 1
+                counts[identity] = n
+                if n == 1 or identity is None:
+                    joined.append(name)
+        self._changed(channels, identity, joined, True)
+
+    def remove(self, channels: tuple[str, ...], identity: str | None) -> None:
+        """Count one stream of C{identity} less on C{channels}."""
+        left = []
+        with self._lock:
+            for name in channels:
+                counts = self._local.get(name)
+                if counts is None or identity not in counts:
+                    continue
+                n = counts[identity] - 1
+                if n:
+                    counts[identity] = n
+                else:
+                    del counts[identity]
+                    if not counts:
+                        del self._local[name]
+                if not n or identity is None:
+                    left.append(name)
+        self._changed(channels, identity, left, False)
+
+    def _changed(
+        self, channels: tuple[str, ...], identity: str | None, changed: list[str], joined: bool
+    ) -> None:
+        if not changed:
+            return
+        if self.hub.backplane.shared:
+            self._dirty.update(changed)
+            if self._flush_call is None and self._timer is not None:
+                self._flush_call = self.hub._reactor().callLater(self.delay, self._flush)
+        if self._listeners:
+            for name in changed:
+                snapshot = self.get(name)
+                if identity is not None and snapshot.identities.get(identity, 0) != int(joined):
+                    # Still (or already) connected through another stream.
+                    continue
+                change = PresenceChange(name, identity, joined, snapshot)
+                for listener in self._listeners:
+                    try:
+                        listener(change)
+                    except Exception:  # noqa: BLE001 - one listener must not break streams
+                        log.failure("presence listener failed")
+
+    # -- reading (any thread) ----------------------------------------------
+
+    def get(self, channel: str) -> Presence:
+        """The presence of C{channel} in every process.  Any thread."""
+        now = self.hub._now()
+        merged: dict[str, int] = {}
+        guests = 0
+        with self._lock:
+            sources = [self._local.get(channel)]
+            for expires, channels in self._remote.values():
+                if expires >= now:
+                    sources.append(channels.get(channel))
+            for counts in sources:
+                if not counts:
+                    continue
+                for identity, n in counts.items():
+                    if identity is None:
+                        guests += n
+                    else:
+                        merged[identity] = merged.get(identity, 0) + n
+        return Presence(channel, merged, guests)
+
+    def channels(self) -> list[str]:
+        """Channels with anyone connected, in any process.  Any thread."""
+        now = self.hub._now()
+        with self._lock:
+            names = set(self._local)
+            for expires, channels in self._remote.values():
+                if expires >= now:
+                    names.update(channels)
+        return sorted(names)
+
+    # -- between processes (reactor thread) --------------------------------
+
+    def start(self) -> None:
+        """Report this process's presence now and every C{interval} seconds."""
+        if self._timer is not None or not self.hub.backplane.shared:
+            return
+        from twisted.internet.task import LoopingCall
+
+        self._timer = LoopingCall(self._refresh)
+        self._timer.clock = self.hub._reactor()
+        self._timer.start(self.interval, now=True)
+
+    def stop(self) -> None:
+        """Stop reporting, and tell the others this process has nobody."""
+        timer, self._timer = self._timer, None
+        if timer is None:
+            return
+        if timer.running:
+            timer.stop()
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._flush_call = None
+        self._send({}, full=True)
+
+    def _refresh(self) -> None:
+        now = self.hub._now()
+        with self._lock:
+            for instance in [i for i, (exp, _) in self._remote.items() if exp < now]:
+                del self._remote[instance]
+            local = {name: dict(counts) for name, counts in self._local.items()}
+        self._dirty.clear()
+        self._send(local, full=True)
+
+    def _flush(self) -> None:
+        self._flush_call = None
+        dirty, self._dirty = self._dirty, set()
+        with self._lock:
+            changed = {name: dict(self._local.get(name) or {}) for name in dirty}
+        if changed:
+            self._send(changed, full=False)
+
+    def _send(self, channels: dict[str, Counts], *, full: bool) -> None:
+        """Publish C{channels}' counts in messages under a body's size limit."""
+        chunk: dict[str, list[Any]] = {}
+        size = 0
+        first = True
+        items = sorted(channels.items())
+        for name, counts in items:
+            named = sorted((i, n) for i, n in counts.items() if i is not None)
+            shared = dict(named[:MAX_SHARED_IDENTITIES])
+            guests = counts.get(None, 0) + sum(n for _, n in named[MAX_SHARED_IDENTITIES:])
+            chunk[name] = [shared, guests]
+            size += len(name) + sum(len(i) + 12 for i in shared) + 16
+            if size >= _CHUNK or len(chunk) >= _MAX_CHANNELS_PER_MESSAGE:
+                self._publish({"k": "p", "f": full and first, "c": chunk})
+                chunk, size, first = {}, 0, False
+        if chunk or (full and first):
+            self._publish({"k": "p", "f": full and first, "c": chunk})
+
+    def _publish(self, message: dict[str, Any]) -> None:
+        message["i"] = self.hub.instance_id
+        message["t"] = self.ttl
+        self.messages_sent += 1
+        publish_control(self.hub, message)
+
+    def received(self, message: Mapping[str, Any], now: float) -> None:
+        """Take in another process's report (already checked to be a mapping)."""
+        instance = message.get("i")
+        ttl = message.get("t")
+        channels = message.get("c")
+        if (
+            not isinstance(instance, str)
+            or not _INSTANCE.match(instance)
+            or isinstance(ttl, bool)
+            or not isinstance(ttl, (int, float))
+            or not 1 <= ttl <= 3600
+            or not isinstance(channels, dict)
+        ):
+            self.malformed += 1
+            return
+        parsed: dict[str, Counts] = {}
+        for name, value in channels.items():
+            counts = _parse_counts(value)
+            if counts is None or not name or len(name) > 1000:
+                self.malformed += 1
+                return
+            if counts:
+                parsed[name] = counts
+        self.messages_received += 1
+        with self._lock:
+            known = self._remote.get(instance)
+            if known is None and len(self._remote) >= _MAX_INSTANCES:
+                self.malformed += 1
+                return
+            if message.get("f") is True or known is None:
+                table: dict[str, Counts] = {}
+            else:
+                table = known[1]
+            for name in channels:
+                table.pop(name, None)
+            table.update(parsed)
+            self._remote[instance] = (now + float(ttl), table)
+
+
+def _parse_counts(value: object) -> Counts | None:
+    if not isinstance(value, list) or len(value) != 2:
+        return None
+    named, guests = value
+    if not isinstance(named, dict) or len(named) > MAX_SHARED_IDENTITIES:
+        return None
+    if isinstance(guests, bool) or not isinstance(guests, int) or not 0 <= guests < 1 << 31:
+        return None
+    counts: Counts = {}
+    for identity, n in named.items():
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 < n < 1 << 31:
+            return None
+        try:
+            check_identity(identity)
+        except ValueError:
+            return None
+        counts[identity] = n
+    if guests:
+        counts[None] = guests
+    return counts
+
+
+def publish_control(hub: Hub, message: Mapping[str, Any]) -> None:
+    """Send a control message to every process but this one.  Reactor thread."""
+    from ._encoding import encode_body
+
+    try:
+        result = hub.publish(CONTROL_CHANNEL, encode_body(json.dumps(message)))
+    except Exception:  # noqa: BLE001 - reported, never raised into a stream's close
+        log.failure("cannot send a presence/revocation message")
+        return
+    if hasattr(result, "addErrback"):
+        result.addErrback(lambda f: log.failure("cannot send a control message", f))
+
+
+def parse_control(body: bytes) -> dict[str, Any] | None:
+    """The message in a control event's body, or L{None} if malformed."""
+    if not body.startswith(b"data: ") or body.count(b"\n") != 1:
+        return None
+    try:
+        message = json.loads(body[6:-1])
+    except ValueError:
+        return None
+    return message if isinstance(message, dict) else None
+
+
+# -- the API for applications (any thread) ---------------------------------
+
+
+def _current_hub() -> Hub:
+    from ._broadcast import get_broadcaster
+    from ._hub import Hub
+
+    publisher = get_broadcaster().publisher
+    if not isinstance(publisher, Hub):
+        raise RuntimeError("presence and disconnect need the server's Hub as the publisher")
+    return publisher
+
+
+def presence(channel: str, *, hub: Hub | None = None) -> Presence:
+    """
+    Who is connected to C{channel} now, in every process sharing the
+    backplane.  May be called in any thread.
+
+    >>> presence("ticket-7").users                   # doctest: +SKIP
+    ['ada', 'grace']
+    """
+    return (hub or _current_hub()).presence.get(channel)
+
+
+def disconnect(
+    *, identity: str | None = None, channel: str | None = None, hub: Hub | None = None
+) -> None:
+    """
+    End every open stream of C{identity} (on C{channel} only, if given), or
+    every stream of C{channel}, in every process sharing the backplane.
+    May be called in any thread; returns at once.
+
+    The browser reconnects after its C{retry} delay, and the C{authorize}
+    hook decides again: a user who logged out is refused.
+
+    @raise ValueError: if neither C{identity} nor C{channel} is given.
+    """
+    if identity is None and channel is None:
+        raise ValueError("disconnect() needs an identity, a channel or both")
+    check_identity(identity)
+    if channel is not None:
+        from ._broadcast import validate_channel
+
+        validate_channel(channel)
+    target = hub or _current_hub()
+    if threadable.isInIOThread():
+        target.revoke(identity, channel)
+    else:
+        target._reactor().callFromThread(target.revoke, identity, channel)
