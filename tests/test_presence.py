@@ -1,0 +1,232 @@
+"""Presence and revocation in one process: identities, coalesced joins, disconnect()."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import pytest
+from support import http_request, serve
+from twisted.internet.task import Clock
+
+import wsgi_sse
+from wsgi_sse import Allowed, Hub, PresenceChange, StreamRequest
+from wsgi_sse._backplane import Entry
+from wsgi_sse._encoding import encode_body
+from wsgi_sse._presence import CONTROL_CHANNEL
+
+
+def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """A WSGI app that answers every request with 'hello'."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello"]
+
+
+revoked: set[str] = set()
+
+
+def by_cookie(request: StreamRequest) -> Allowed | bool:
+    """The cookie 'user' names the stream's owner; revoked users are refused."""
+    user = request.cookies.get("user")
+    if user in revoked:
+        return False
+    return Allowed({"room", f"user-{user}"} if user else {"room"}, identity=user)
+
+
+@pytest.fixture
+def closing() -> Any:
+    """Streams closed at the end of the test."""
+    streams: list[Any] = []
+    yield streams
+    for stream in streams:
+        stream.close()
+
+
+def wait_until(predicate: Any, timeout: float = 5.0) -> None:
+    """Poll until C{predicate()} is true."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)
+
+
+def test_three_tabs_of_one_user_join_once_and_leave_with_the_last() -> None:
+    """Three streams of one identity count once in presence and notify one join, one leave."""
+    changes: list[PresenceChange] = []
+    seen = threading.Event()
+
+    def on_presence(change: PresenceChange) -> None:
+        changes.append(change)
+        seen.set()
+
+    with serve(app, authorize=by_cookie, on_presence=on_presence) as server:
+        ada = {"Cookie": "user=ada"}
+        tabs = [server.stream("/sse?channel=room", headers=ada) for _ in range(3)]
+        guest = server.stream("/sse?channel=room")
+        server.wait_clients(4)
+        now = wsgi_sse.presence("room")
+        assert dict(now.identities) == {"ada": 3} and now.guests == 1
+        assert now.users == ["ada"] and now.connections == 4
+        wait_until(lambda: len(changes) == 2)
+        for tab in tabs[:2]:
+            tab.close()
+        server.wait_clients(2)
+        assert dict(wsgi_sse.presence("room").identities) == {"ada": 1}
+        tabs[2].close()
+        guest.close()
+        server.wait_clients(0)
+        wait_until(lambda: len(changes) == 4)
+        time.sleep(0.2)  # nothing more arrives
+        assert wsgi_sse.presence("room") == wsgi_sse.Presence("room", {}, 0)
+    kinds = sorted((c.identity or "", c.joined) for c in changes)
+    assert kinds == [("", False), ("", True), ("ada", False), ("ada", True)]
+    ada_leave = next(c for c in changes if c.identity == "ada" and not c.joined)
+    assert ada_leave.presence.identities.get("ada") is None
+
+
+def test_disconnect_by_identity_ends_those_streams_and_the_reconnect_is_refused(
+    closing: list[Any],
+) -> None:
+    """disconnect(identity=) from a thread ends that user's streams at once; others stay."""
+    with serve(app, authorize=by_cookie) as server:
+        ada = server.stream("/sse?channel=room&channel=user-ada", headers={"Cookie": "user=ada"})
+        bob = server.stream("/sse?channel=room", headers={"Cookie": "user=bob"})
+        server.wait_clients(2)
+        closing.extend([ada, bob])
+        revoked.add("ada")
+        try:
+            started = time.monotonic()
+            wsgi_sse.disconnect(identity="ada")
+            ada.read_to_end(timeout=1.0)
+            assert time.monotonic() - started < 1.0
+            server.wait_clients(1)
+            server.service.broadcaster.broadcast_and_wait("still here", channel="room")
+            assert [e.data for e in bob.wait_events(1)] == ["still here"]
+            # The browser's reconnect is authorized again, and refused.
+            status, _, _ = http_request(
+                server.port, "GET", "/sse?channel=room", headers={"Cookie": "user=ada"}
+            )
+            assert status == 403
+        finally:
+            revoked.discard("ada")
+        assert dict(wsgi_sse.presence("room").identities) == {"bob": 1}
+        bob.close()
+
+
+def test_disconnect_by_channel_and_by_identity_on_a_channel(closing: list[Any]) -> None:
+    """disconnect(channel=) ends every stream of a channel; with identity too, only those."""
+    with serve(app, authorize=by_cookie) as server:
+        own = server.stream("/sse?channel=user-ada", headers={"Cookie": "user=ada"})
+        room = server.stream("/sse?channel=room", headers={"Cookie": "user=ada"})
+        other = server.stream("/sse?channel=room", headers={"Cookie": "user=bob"})
+        closing.extend([own, room, other])
+        server.wait_clients(3)
+        wsgi_sse.disconnect(identity="ada", channel="room")
+        room.read_to_end(timeout=2.0)
+        server.wait_clients(2)
+        wsgi_sse.disconnect(channel="room")
+        other.read_to_end(timeout=2.0)
+        server.wait_clients(1)
+        assert wsgi_sse.presence("user-ada").identities == {"ada": 1}
+        own.close()
+
+
+def test_bad_arguments_are_refused() -> None:
+    """disconnect() needs a target; identities are checked; the control channel is reserved."""
+    with pytest.raises(ValueError, match="identity, a channel"):
+        wsgi_sse.disconnect()
+    with pytest.raises(ValueError, match="identity"):
+        Allowed(True, identity="a\nb")
+    with pytest.raises(ValueError, match="identity"):
+        Allowed(True, identity="x" * 129)
+    with pytest.raises(TypeError):
+        Allowed(True, identity=7)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="reserved"):
+        wsgi_sse.broadcast("forged", channel=CONTROL_CHANNEL)
+    with serve(app, channel_pattern=r".+") as server:
+        status, _, body = http_request(server.port, "GET", "/sse?channel=%23wsgi-sse")
+        assert status == 400 and b"reserved" in body
+
+
+def _control(hub: Hub, position: int, message: object) -> None:
+    body = encode_body(json.dumps(message))
+    hub.deliver_batch([Entry(position, f"x-{position}", CONTROL_CHANNEL, body)])
+
+
+class Tab:
+    """A subscriber with an identity, as a stream would be."""
+
+    def __init__(self, identity: str | None) -> None:
+        self.identity = identity
+        self.sent: list[bytes] = []
+        self.finished = False
+
+    def send(self, wire: bytes) -> None:
+        self.sent.append(wire)
+
+    def finish(self) -> None:
+        self.finished = True
+
+
+def test_another_process_presence_merges_and_expires() -> None:
+    """Reports of another process add to presence until their TTL passes without a refresh."""
+    clock = Clock()
+    hub = Hub(clock=clock, instance_id="here")
+    hub.subscribe(Tab("ada"), ["room"])
+    report = {"k": "p", "i": "there", "t": 30, "f": True, "c": {"room": [{"ada": 1, "bob": 2}, 3]}}
+    _control(hub, 1, report)
+    now = hub.presence.get("room")
+    assert dict(now.identities) == {"ada": 2, "bob": 2} and now.guests == 3
+    clock.advance(29)
+    assert hub.presence.get("room").guests == 3
+    clock.advance(2)
+    assert dict(hub.presence.get("room").identities) == {"ada": 1}
+    # Control messages reach no subscriber and are kept in no history.
+    assert hub.channel_counts() == {"room": 1} and hub.replay(["room"], "here-0") == []
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "not json",
+        [1, 2],
+        {"k": "p", "i": "BAD!", "t": 30, "c": {}},
+        {"k": "p", "i": "there", "t": 10**9, "c": {}},
+        {"k": "p", "i": "there", "t": 30, "c": {"room": [{"ada": -1}, 0]}},
+        {"k": "p", "i": "there", "t": 30, "c": {"room": [{"a\nb": 1}, 0]}},
+        {"k": "p", "i": "there", "t": 30, "c": {"room": [{}, True]}},
+        {"k": "d", "i": "there", "u": None, "c": None},
+        {"k": "d", "i": "there", "u": 5, "c": None},
+        {"k": "?", "i": "there"},
+    ],
+)
+def test_forged_control_messages_are_dropped(message: object) -> None:
+    """Malformed presence or revocation entries change nothing and are counted."""
+    hub = Hub(clock=Clock(), instance_id="here")
+    tab = Tab("ada")
+    hub.subscribe(tab, ["room"])
+    if message == "not json":
+        body = b"data: {nope\n"
+        hub.deliver_batch([Entry(1, "x-1", CONTROL_CHANNEL, body)])
+    else:
+        _control(hub, 1, message)
+    assert hub.presence.malformed == 1
+    assert dict(hub.presence.get("room").identities) == {"ada": 1}
+    assert not tab.finished and hub.subscriber_count() == 1
+
+
+def test_revocation_message_from_another_process_ends_matching_streams() -> None:
+    """A disconnect message read from the backplane ends this process's matching streams."""
+    hub = Hub(clock=Clock(), instance_id="here")
+    ada, bob = Tab("ada"), Tab("bob")
+    hub.subscribe(ada, ["room"])
+    hub.subscribe(bob, ["room"])
+    _control(hub, 1, {"k": "d", "i": "there", "u": "ada", "c": None})
+    assert ada.finished and not bob.finished
+    assert dict(hub.presence.get("room").identities) == {"bob": 1}
+    # Its own messages, coming back, are not acted on twice.
+    _control(hub, 2, {"k": "d", "i": "here", "u": "bob", "c": None})
+    assert not bob.finished
