@@ -1,0 +1,44 @@
+"""
+A wsgi-sse server for the cross-process presence tests, run with
+``twistd -ny server.py``: the backplane comes from $WSGI_SSE_BACKPLANE_URL,
+the presence interval from $PRESENCE_INTERVAL.
+
+The cookie ``user`` names a stream's owner.  GET /presence?channel=c answers
+the channel's presence as JSON; POST /disconnect?identity=u ends u's streams
+in every process.
+"""
+
+import json
+import os
+from urllib.parse import parse_qs
+
+import wsgi_sse
+from wsgi_sse import Allowed, make_application
+
+
+def authorize(request):
+    """Everyone may join; the cookie 'user' names who the stream belongs to."""
+    return Allowed(True, identity=request.cookies.get("user"))
+
+
+def app(environ, start_response):
+    """/presence and /disconnect."""
+    query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
+    if environ["PATH_INFO"] == "/presence":
+        now = wsgi_sse.presence(query["channel"])
+        body = json.dumps({"identities": dict(now.identities), "guests": now.guests})
+    elif environ["PATH_INFO"] == "/disconnect":
+        wsgi_sse.disconnect(identity=query["identity"])
+        body = "{}"
+    else:
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"not found"]
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body.encode()]
+
+
+application = make_application(
+    app,
+    authorize=authorize,
+    presence_interval=float(os.environ.get("PRESENCE_INTERVAL", "10")),
+)
