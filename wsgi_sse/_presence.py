@@ -50,7 +50,7 @@ processes.  Browsers cannot join it (C{#} is outside every accepted channel
 name) and the hub keeps no history of it.
 """
 
-MAX_IDENTITY = 128
+MAX_IDENTITY = 255
 """The longest identity (in characters) a stream may carry."""
 
 MAX_SHARED_IDENTITIES = 2000

@@ -44,7 +44,7 @@ from .._app import SSEServerService
 from .._app import make_application as _make_application
 from .._broadcast import Broadcaster, get_broadcaster, prepare_event
 from .._hub import DEFAULT_CHANNEL
-from .._options import AuthorizeResult, StreamOptions, StreamRequest
+from .._options import Allowed, AuthorizeResult, StreamOptions, StreamRequest
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -55,6 +55,7 @@ __all__ = [
     "USER_CHANNEL_PREFIX",
     "broadcast_on_commit",
     "django_hook",
+    "end_user_streams",
     "get_user",
     "make_application",
     "server_kwargs",
@@ -196,6 +197,58 @@ def get_user(request: StreamRequest) -> Any:
     return auth_get_user(_SessionRequest(session))
 
 
+# -- revocation ----------------------------------------------------------------------
+
+
+def end_user_streams(user: Any) -> None:
+    """
+    End every open stream of C{user} (identity: the username), in every
+    process sharing the backplane.  The pages reconnect and are authorized
+    again: a user who logged out, or whose other sessions a password change
+    invalidated, is refused.
+
+    Called on C{user_logged_out} and when a user's password is set and
+    saved; call it yourself when you deactivate a user.  May be called in
+    any thread; does nothing in a process that serves no streams.
+    """
+    from .. import _broadcast
+    from .._presence import disconnect
+
+    username = getattr(user, "get_username", None)
+    if username is None or getattr(user, "is_anonymous", True):
+        return
+    if _broadcast._current is None:
+        return  # no server in this process (a management command, a worker)
+    try:
+        disconnect(identity=username())
+    except (ValueError, TypeError, RuntimeError):  # a username no stream could carry
+        return
+
+
+def _logged_out(sender: Any, request: Any = None, user: Any = None, **kwargs: Any) -> None:
+    if user is not None:
+        end_user_streams(user)
+
+
+def _user_saved(sender: Any, instance: Any, **kwargs: Any) -> None:
+    # AbstractBaseUser.set_password() keeps the raw password in _password
+    # until save() has finished: post_save sees it exactly when the password
+    # changed, which invalidates the user's other sessions.
+    if getattr(instance, "_password", None) is not None and hasattr(instance, "get_username"):
+        end_user_streams(instance)
+
+
+def _connect_revocation() -> None:
+    from django.contrib.auth.signals import user_logged_out
+    from django.db.models.signals import post_save
+
+    user_logged_out.connect(_logged_out, dispatch_uid="wsgi_sse.end_user_streams")
+    post_save.connect(_user_saved, dispatch_uid="wsgi_sse.end_user_streams_on_password")
+
+
+_connect_revocation()
+
+
 # -- per-user channels -------------------------------------------------------------
 
 
@@ -221,6 +274,7 @@ def user_channels(
     prefix: str = USER_CHANNEL_PREFIX,
     login_required: bool = False,
     extra: Callable[[Any], Iterable[str]] | None = None,
+    identify: bool = True,
 ) -> Callable[[StreamRequest], AuthorizeResult]:
     """
     Build an C{authorize} hook: everyone may join the C{public} channels, a
@@ -229,14 +283,21 @@ def user_channels(
     A request for any other channel, another user's channel, or (for an
     anonymous client) any user channel is refused with 403 before anything
     is subscribed.  The user comes from the Django session cookie
-    (L{get_user}), in the WSGI thread pool; a request for public channels
-    only does not touch the session store unless C{login_required}.
+    (L{get_user}), in the WSGI thread pool.  A logged-in user's stream
+    carries the username as its identity (L{wsgi_sse.presence},
+    L{wsgi_sse.disconnect}); an anonymous one is a guest.  A request for
+    public channels only without a session cookie does not touch the
+    session store (unless C{login_required}).
 
     @param public: channels open to every client.
     @param prefix: the prefix of user channels (as given to L{user_channel}).
     @param login_required: refuse anonymous clients even on public channels.
     @param extra: C{(user) -> channels}: more channels an authenticated user
         may join (C{"staff"} for staff members, a channel per group, ...).
+    @param identify: look the user up for public channels too when a
+        session cookie comes with the request, so that the stream carries
+        the username; C{False}: public-only streams are guests and never
+        touch the session store.
     May be called in any thread; the hook it returns runs in the WSGI pool.
     """
     if isinstance(public, str):
@@ -246,7 +307,8 @@ def user_channels(
     @django_hook
     def authorize(request: StreamRequest) -> AuthorizeResult:
         if not login_required and public_set.issuperset(request.channels):
-            return True
+            if not identify or settings.SESSION_COOKIE_NAME not in request.cookies:
+                return True
         user = get_user(request)
         if not user.is_authenticated:
             return False if login_required else public_set
@@ -254,7 +316,7 @@ def user_channels(
         allowed.add(user_channel(user, prefix=prefix))
         if extra is not None:
             allowed.update(extra(user))
-        return allowed
+        return Allowed(allowed, identity=user.get_username())
 
     return authorize
 
