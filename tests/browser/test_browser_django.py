@@ -39,3 +39,40 @@ def test_user_notice_reaches_only_that_user(new_page: Any, screenshot: Any, tmp_
         expect(grace.locator("#knocks li", has_text="Ada knocked")).to_have_count(1)
         expect(grace.locator("#notices li", has_text="Your import is done")).to_have_count(0)
         screenshot(ada, "django-notice")
+
+
+def test_users_see_each_other_come_and_go(new_page: Any, tmp_path: Path) -> None:
+    """#present lists the users with the page open and counts guests, live; logout cuts at once."""
+    with run_example("django_app", KNOCKS_DATA_DIR=str(tmp_path)) as server:
+        ada = new_page()
+        log_in(ada, server.url, "ada")
+        expect(ada.locator("#present")).to_have_text("ada")
+        grace = new_page()
+        log_in(grace, server.url, "grace")
+        expect(ada.locator("#present")).to_have_text("ada, grace")
+        expect(grace.locator("#present")).to_have_text("ada, grace")
+
+        guest = new_page()
+        guest.goto(f"{server.url}/")
+        expect(guest.locator("#status")).to_have_text("live")
+        expect(ada.locator("#present")).to_have_text("ada, grace and 1 guest")
+        expect(guest.locator("#present")).to_have_text("ada, grace and 1 guest")
+
+        # A second tab of Grace's: she is listed once, and leaves with the last tab.
+        second = grace.context.new_page()
+        second.goto(f"{server.url}/")
+        expect(second.locator("#status")).to_have_text("live")
+        expect(second.locator("#present")).to_have_text("ada, grace and 1 guest")
+        grace.close()
+        guest.close()
+        expect(ada.locator("#present")).to_have_text("ada, grace")
+
+        # Ada logs out in another tab: her first tab's stream ends at once and
+        # its reconnect is refused; she is gone from Grace's list.
+        other = ada.context.new_page()
+        other.goto(f"{server.url}/")
+        expect(other.locator("#status")).to_have_text("live")
+        with other.expect_navigation():
+            other.click("header form button[type=submit]")
+        expect(ada.locator("#status")).to_have_text("reconnecting…")
+        expect(second.locator("#present")).to_have_text("grace and 1 guest")

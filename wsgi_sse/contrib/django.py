@@ -75,7 +75,7 @@ USER_CHANNEL_PREFIX = "user-"
 _T = TypeVar("_T")
 
 _OPTION_KEYS = frozenset(f.name.upper() for f in fields(StreamOptions) if f.init)
-_HOOK_KEYS = frozenset({"AUTHORIZE", "INITIAL"})
+_HOOK_KEYS = frozenset({"AUTHORIZE", "INITIAL", "ON_PRESENCE"})
 _WRAPPED = "_wsgi_sse_django_hook"
 # Arguments of make_application() that have no place in settings.
 _NOT_SETTINGS = frozenset({"self", "wsgi_app", "reactor", "options"})

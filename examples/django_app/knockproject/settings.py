@@ -104,6 +104,8 @@ WSGI_SSE = {
     "AUTHORIZE": "wsgi_sse.contrib.django.user_channels_authorize",
     # A new page's first event: the recent knocks (see knocks/sse.py).
     "INITIAL": "knocks.sse.initial",
+    # Who has the page open, pushed to every page (see knocks/sse.py).
+    "ON_PRESENCE": "knocks.sse.on_presence",
     "HEARTBEAT": 15,
     "THREADS": 10,
     # STATIC_ROOT is served at STATIC_URL by Twisted, not by a WSGI thread.

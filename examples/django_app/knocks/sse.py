@@ -1,8 +1,9 @@
-"""The example's stream hook, named in ``settings.WSGI_SSE``."""
+"""The example's stream hooks, named in ``settings.WSGI_SSE``."""
 
 from typing import Any
 
-from wsgi_sse import DEFAULT_CHANNEL, StreamRequest
+import wsgi_sse
+from wsgi_sse import DEFAULT_CHANNEL, Presence, PresenceChange, StreamRequest
 
 from .models import Knock
 
@@ -21,4 +22,27 @@ def initial(request: StreamRequest) -> Any:
     if DEFAULT_CHANNEL not in request.channels:
         return None
     names = list(Knock.objects.values_list("name", flat=True)[:RECENT])
-    return {"knocks": [f"{name} knocked" for name in reversed(names)]}
+    return {
+        "knocks": [f"{name} knocked" for name in reversed(names)],
+        "present": describe(wsgi_sse.presence(DEFAULT_CHANNEL)),
+    }
+
+
+def describe(present: Presence) -> str:
+    """Who has the page open: "ada, grace and 2 guests"."""
+    guests = f"{present.guests} guest" + ("" if present.guests == 1 else "s")
+    if not present.users:
+        return guests if present.guests else "nobody"
+    users = ", ".join(present.users)
+    return f"{users} and {guests}" if present.guests else users
+
+
+def on_presence(change: PresenceChange) -> None:
+    """
+    Someone opened or closed the page: tell every open page who is here now.
+
+    Runs in a WSGI thread once per user (three tabs of one user: one join,
+    one leave when the last closes) and once per guest page.
+    """
+    if change.channel == DEFAULT_CHANNEL:
+        wsgi_sse.broadcast(describe(change.presence), event="presence")

@@ -6,11 +6,13 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+import wsgi_sse
 from wsgi_sse import DEFAULT_CHANNEL
 from wsgi_sse.contrib.django import broadcast_on_commit, stream_url, user_channel
 
 from . import jobs
 from .models import ContactImport, Knock
+from .sse import describe
 
 
 def _wants_json(request: HttpRequest) -> bool:
@@ -30,6 +32,7 @@ def index(request: HttpRequest) -> HttpResponse:
         "knocks": reversed(Knock.objects.all()[:20]),
         "imports": imports,
         "stream_url": stream,
+        "present": describe(wsgi_sse.presence(DEFAULT_CHANNEL)),
     }
     return render(request, "knocks/index.html", context)
 

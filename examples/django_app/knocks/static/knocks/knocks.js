@@ -5,6 +5,7 @@
   const status = document.getElementById("status");
   const knocks = document.getElementById("knocks");
   const notices = document.getElementById("notices");
+  const present = document.getElementById("present");
 
   function append(list, text) {
     const item = document.createElement("li");
@@ -18,8 +19,12 @@
   // First event of a new page: the recent knocks, then every knock since.
   source.addEventListener("init", (e) => {
     knocks.replaceChildren();
-    for (const text of JSON.parse(e.data).knocks) append(knocks, text);
+    const data = JSON.parse(e.data);
+    for (const text of data.knocks) append(knocks, text);
+    present.textContent = data.present;
   });
+  // Who has the page open, after every join and leave.
+  source.addEventListener("presence", (e) => { present.textContent = e.data; });
   source.onmessage = (e) => append(knocks, e.data);
   source.addEventListener("import", (e) => {
     if (notices) append(notices, JSON.parse(e.data).message);
