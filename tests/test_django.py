@@ -347,9 +347,12 @@ def test_import_requires_login(server: Any) -> None:
 def test_page_subscribes_logged_in_user_to_own_channel(server: Any, users: dict[str, Any]) -> None:
     """The page's EventSource URL holds the user's channel once logged in."""
     with browser(server) as client:
-        assert 'data-stream="/sse?channel=default"' in client.get("/").text
+        assert 'data-stream="/sse?channel=default&amp;channel=presence"' in client.get("/").text
         log_in(client, "ada")
-        expected = f'data-stream="/sse?channel=default&amp;channel=user-{users["ada"].pk}"'
+        expected = (
+            'data-stream="/sse?channel=default&amp;channel=presence'
+            f'&amp;channel=user-{users["ada"].pk}"'
+        )
         assert expected in client.get("/").text
 
 

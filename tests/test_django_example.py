@@ -100,7 +100,7 @@ def test_example_page_knock_and_stream(example: int) -> None:
         page = client.get("/")
         assert page.status_code == 200
         assert 'id="knock-form"' in page.text
-        assert 'data-stream="/sse?channel=default"' in page.text
+        assert 'data-stream="/sse?channel=default&amp;channel=presence"' in page.text
         match = CSRF_INPUT.search(page.text)
         assert match
         with StreamClient(example, "/sse?channel=default") as stream:

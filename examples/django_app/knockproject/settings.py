@@ -100,8 +100,9 @@ LOGOUT_REDIRECT_URL = "/"
 # wsgi-sse: read by wsgi_sse.contrib.django.make_application() in server.py.
 WSGI_SSE = {
     "SSE_PATH": "/sse",
-    # Everyone may join "default"; "user-<id>" only that user's own pages.
-    "AUTHORIZE": "wsgi_sse.contrib.django.user_channels_authorize",
+    # Everyone may join "default" and "presence"; "user-<id>" only that
+    # user's own pages (see knocks/sse.py).
+    "AUTHORIZE": "knocks.sse.authorize",
     # A new page's first event: the recent knocks (see knocks/sse.py).
     "INITIAL": "knocks.sse.initial",
     # Who has the page open, pushed to every page (see knocks/sse.py).

@@ -4,8 +4,18 @@ from typing import Any
 
 import wsgi_sse
 from wsgi_sse import DEFAULT_CHANNEL, Presence, PresenceChange, StreamRequest
+from wsgi_sse.contrib.django import user_channels
 
 from .models import Knock
+
+PRESENCE_CHANNEL = "presence"
+"""Where every page is told who has the page open (a "presence" event)."""
+
+authorize = user_channels(public=(DEFAULT_CHANNEL, PRESENCE_CHANNEL))
+"""
+Everyone may join "default" and "presence"; "user-<id>" only that user's
+own pages.  A logged-in page carries the username as its identity.
+"""
 
 RECENT = 20
 
@@ -22,10 +32,10 @@ def initial(request: StreamRequest) -> Any:
     if DEFAULT_CHANNEL not in request.channels:
         return None
     names = list(Knock.objects.values_list("name", flat=True)[:RECENT])
-    return {
-        "knocks": [f"{name} knocked" for name in reversed(names)],
-        "present": describe(wsgi_sse.presence(DEFAULT_CHANNEL)),
-    }
+    init: dict[str, Any] = {"knocks": [f"{name} knocked" for name in reversed(names)]}
+    if PRESENCE_CHANNEL in request.channels:
+        init["present"] = describe(wsgi_sse.presence(DEFAULT_CHANNEL))
+    return init
 
 
 def describe(present: Presence) -> str:
@@ -39,10 +49,11 @@ def describe(present: Presence) -> str:
 
 def on_presence(change: PresenceChange) -> None:
     """
-    Someone opened or closed the page: tell every open page who is here now.
+    Someone opened or closed the page (joined or left "default"): tell
+    every open page who is here now, on the "presence" channel.
 
     Runs in a WSGI thread once per user (three tabs of one user: one join,
     one leave when the last closes) and once per guest page.
     """
     if change.channel == DEFAULT_CHANNEL:
-        wsgi_sse.broadcast(describe(change.presence), event="presence")
+        wsgi_sse.broadcast(describe(change.presence), event="presence", channel=PRESENCE_CHANNEL)

@@ -12,7 +12,7 @@ from wsgi_sse.contrib.django import broadcast_on_commit, stream_url, user_channe
 
 from . import jobs
 from .models import ContactImport, Knock
-from .sse import describe
+from .sse import PRESENCE_CHANNEL, describe
 
 
 def _wants_json(request: HttpRequest) -> bool:
@@ -23,10 +23,10 @@ def _wants_json(request: HttpRequest) -> bool:
 def index(request: HttpRequest) -> HttpResponse:
     """The page: the knock form, the live list, and the user's imports."""
     if request.user.is_authenticated:
-        stream = stream_url(DEFAULT_CHANNEL, user_channel(request.user))
+        stream = stream_url(DEFAULT_CHANNEL, PRESENCE_CHANNEL, user_channel(request.user))
         imports = ContactImport.objects.filter(user=request.user)[:5]
     else:
-        stream = stream_url(DEFAULT_CHANNEL)
+        stream = stream_url(DEFAULT_CHANNEL, PRESENCE_CHANNEL)
         imports = ContactImport.objects.none()
     context = {
         "knocks": reversed(Knock.objects.all()[:20]),

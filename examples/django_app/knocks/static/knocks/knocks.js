@@ -21,7 +21,7 @@
     knocks.replaceChildren();
     const data = JSON.parse(e.data);
     for (const text of data.knocks) append(knocks, text);
-    present.textContent = data.present;
+    if (data.present !== undefined) present.textContent = data.present;
   });
   // Who has the page open, after every join and leave.
   source.addEventListener("presence", (e) => { present.textContent = e.data; });
