@@ -8,7 +8,9 @@ gives each request's headers a fixed time to arrive in full, counted from
 the connection's start or from the first byte of the next request on a
 kept-alive connection; past it the connection is answered C{408} and closed.
 A request line or header line longer than Twisted accepts is answered C{414}
-or C{431} (Twisted itself closes such connections without an answer), and a
+or C{431} (Twisted itself closes such connections without an answer), more
+headers than Twisted accepts (500, or 16 KiB in all) C{431} with a reason
+(Twisted: a bare C{400}), and a
 request body over C{max_request_body} is answered C{413} (Twisted itself has
 no limit and spools large bodies to disk).
 
@@ -80,8 +82,30 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
 
     def lineReceived(self, line: bytes) -> None:
         """Parse a request or header line, unless the connection was refused."""
-        if not self._refused:
-            super().lineReceived(line)  # type: ignore[no-untyped-call]
+        if self._refused:
+            return
+        limit = self.totalHeadersSize
+        if self._receivedHeaderSize + len(line) > limit and not self._firstLine():
+            # Twisted answers a bare 400 here.
+            self._refuseAndClose(
+                b"431 Request Header Fields Too Large",
+                b"request headers too large (more than %d bytes)\n" % (limit,),
+            )
+            return
+        super().lineReceived(line)  # type: ignore[no-untyped-call]
+
+    def headerReceived(self, line: bytes) -> bool:
+        """Store one header line, answering 431 past C{maxHeaders} (Twisted: a bare 400)."""
+        if self._receivedHeaderCount >= self.maxHeaders:
+            self._refuseAndClose(
+                b"431 Request Header Fields Too Large",
+                b"too many request headers (more than %d)\n" % (self.maxHeaders,),
+            )
+            return False
+        return super().headerReceived(line)  # type: ignore[no-any-return, no-untyped-call]
+
+    def _firstLine(self) -> bool:
+        return bool(getattr(self, "_HTTPChannel__first_line", 0))
 
     def rawDataReceived(self, data: bytes) -> None:
         """Count a chunked body against the limit as it arrives."""
@@ -127,8 +151,7 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
 
     def lineLengthExceeded(self, line: bytes) -> None:
         """Answer an over-long request line (414) or header line (431), then close."""
-        first = getattr(self, "_HTTPChannel__first_line", 0)
-        if first:
+        if self._firstLine():
             self._refuseAndClose(b"414 URI Too Long", b"request line too long\n")
         else:
             self._refuseAndClose(
