@@ -1,0 +1,61 @@
+"""
+The WSGI container: twisted.web's, its environ completed the way WSGI servers
+such as waitress give it.
+
+twisted.web reads a request's whole body (de-chunking it) before the app is
+called, but describes it as it came off the wire: a chunked body keeps
+C{HTTP_TRANSFER_ENCODING: chunked} and an empty C{CONTENT_LENGTH}.
+Frameworks then read nothing (Flask: an empty body) or try to de-chunk it a
+second time (Bottle: a 400).  L{WSGIContainer} gives the app the body's real
+length, no transfer coding, and C{wsgi.input_terminated}.
+
+All methods: call in the reactor thread (twisted.web does).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.web.server import NOT_DONE_YET
+from twisted.web.wsgi import WSGIResource, _WSGIResponse
+
+if TYPE_CHECKING:
+    from twisted.web.server import Request
+
+__all__ = ["WSGIContainer", "complete_environ"]
+
+
+class WSGIContainer(WSGIResource):
+    """A C{WSGIResource} whose environ describes the body the app will read."""
+
+    def render(self, request: Request) -> Any:
+        """Build the environ, complete it, and run the app in the thread pool."""
+        response = _WSGIResponse(  # type: ignore[no-untyped-call]
+            self._reactor,
+            self._threadpool,
+            self._application,
+            request,
+        )
+        complete_environ(response.environ, request)
+        response.start()  # type: ignore[no-untyped-call]
+        return NOT_DONE_YET
+
+
+def complete_environ(environ: dict[str, Any], request: Request) -> None:
+    """
+    Describe the body twisted.web has already read in full: its length in
+    C{CONTENT_LENGTH} when it came with a transfer coding (chunked), no
+    C{HTTP_TRANSFER_ENCODING}, and C{wsgi.input_terminated = True} (reading
+    C{wsgi.input} to its end is always safe).
+    """
+    environ["wsgi.input_terminated"] = True
+    if environ.pop("HTTP_TRANSFER_ENCODING", None) is None:
+        return
+    content = request.content
+    if content is None:  # pragma: no cover - twisted.web always sets it
+        environ["CONTENT_LENGTH"] = "0"
+        return
+    position = content.tell()
+    content.seek(0, 2)
+    environ["CONTENT_LENGTH"] = str(content.tell() - position)
+    content.seek(position)
