@@ -20,6 +20,8 @@ from twisted.web.server import NOT_DONE_YET
 from twisted.web.wsgi import WSGIResource, _WSGIResponse
 
 if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
+    from twisted.python.threadpool import ThreadPool
     from twisted.web.server import Request
 
 __all__ = ["WSGIContainer", "complete_environ"]
@@ -28,16 +30,19 @@ __all__ = ["WSGIContainer", "complete_environ"]
 class WSGIContainer(WSGIResource):
     """A C{WSGIResource} whose environ describes the body the app will read."""
 
+    def __init__(self, reactor: Any, threadpool: ThreadPool, application: WSGIApplication) -> None:
+        super().__init__(reactor, threadpool, application)  # type: ignore[no-untyped-call]
+
     def render(self, request: Request) -> Any:
         """Build the environ, complete it, and run the app in the thread pool."""
-        response = _WSGIResponse(  # type: ignore[no-untyped-call]
+        response = _WSGIResponse(
             self._reactor,
             self._threadpool,
             self._application,
             request,
         )
         complete_environ(response.environ, request)
-        response.start()  # type: ignore[no-untyped-call]
+        response.start()
         return NOT_DONE_YET
 
 
