@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_MAX_REQUEST_BODY",
     "StreamSite",
+    "origin_form",
 ]
 
 DEFAULT_HEADER_TIMEOUT = 30.0
@@ -364,7 +365,42 @@ def _share_keys(cls: type[Any], names: tuple[str, ...]) -> None:
 
 
 class _StreamingRequest(server.Request):
-    """twisted.web's request, its attribute names shared (see L{_share_keys})."""
+    """
+    twisted.web's request, its attribute names shared (see L{_share_keys}),
+    its target in origin form.
+    """
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        """Route the request by its origin-form target (twisted.web calls this)."""
+        if path[:1] != b"/" or b"#" in path:
+            path = origin_form(path)
+        super().requestReceived(command, path, version)  # type: ignore[no-untyped-call]
+
+
+def origin_form(target: bytes) -> bytes:
+    """
+    The origin form of a request target: C{/path?query}.
+
+    A client talking to a proxy sends the absolute form
+    (C{http://host/path?query}), which RFC 9112 requires servers to accept
+    too; twisted.web alone would route it as a path starting C{/ttp:}.  A
+    fragment (C{#part}) has no place in a request target and is dropped.
+    C{*} (for C{OPTIONS}) stays as it is.
+
+    >>> origin_form(b"http://example.test/a/b?x=1#top")
+    b'/a/b?x=1'
+    """
+    target = target.split(b"#", 1)[0]
+    if target[:1] == b"/" or target == b"*":
+        return target
+    scheme, sep, rest = target.partition(b"://")
+    if not sep or not scheme.isalpha():
+        return target
+    slash = rest.find(b"/")
+    query = rest.find(b"?")
+    if slash < 0 or 0 <= query < slash:
+        return b"/" + rest[query:] if query >= 0 else b"/"
+    return rest[slash:]
 
 
 _share_keys(_StreamingRequest, _REQUEST_ATTRIBUTES)

@@ -48,19 +48,34 @@ class WSGIContainer(WSGIResource):
 
 def complete_environ(environ: dict[str, Any], request: Request) -> None:
     """
-    Describe the body twisted.web has already read in full: its length in
-    C{CONTENT_LENGTH} when it came with a transfer coding (chunked), no
-    C{HTTP_TRANSFER_ENCODING}, and C{wsgi.input_terminated = True} (reading
-    C{wsgi.input} to its end is always safe).
+    Complete the environ twisted.web built the way waitress builds it.
+
+    - The body twisted.web has already read in full: its length in
+      C{CONTENT_LENGTH} when it came with a transfer coding (chunked), no
+      C{HTTP_TRANSFER_ENCODING}, and C{wsgi.input_terminated = True}
+      (reading C{wsgi.input} to its end is always safe).
+    - No C{CONTENT_LENGTH} or C{CONTENT_TYPE} when the request has none
+      (twisted.web sets them to C{""}, which breaks the common
+      C{int(environ.get("CONTENT_LENGTH", 0))}).
+    - A header sent several times is joined with C{", "} (RFC 9110), not
+      C{","}.
     """
     environ["wsgi.input_terminated"] = True
-    if environ.pop("HTTP_TRANSFER_ENCODING", None) is None:
-        return
-    content = request.content
-    if content is None:  # pragma: no cover - twisted.web always sets it
-        environ["CONTENT_LENGTH"] = "0"
-        return
-    position = content.tell()
-    content.seek(0, 2)
-    environ["CONTENT_LENGTH"] = str(content.tell() - position)
-    content.seek(position)
+    if environ.pop("HTTP_TRANSFER_ENCODING", None) is not None:
+        content = request.content
+        length = 0
+        if content is not None:
+            position = content.tell()
+            content.seek(0, 2)
+            length = content.tell() - position
+            content.seek(position)
+        environ["CONTENT_LENGTH"] = str(length)
+    if not environ.get("CONTENT_LENGTH"):
+        environ.pop("CONTENT_LENGTH", None)
+    if not environ.get("CONTENT_TYPE"):
+        environ.pop("CONTENT_TYPE", None)
+    for name, values in request.requestHeaders.getAllRawHeaders():
+        if len(values) > 1:
+            key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+            if key in environ:
+                environ[key] = ", ".join(v.decode("latin-1") for v in values).replace("\n", " ")
