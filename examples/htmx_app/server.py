@@ -13,14 +13,14 @@ import os
 import sys
 
 # twistd does not put the .tac file's directory on sys.path.
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from app import app, initial
 from twisted.web.static import File
 
 from wsgi_sse import make_application
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 modules = os.environ.get("HTMX_NODE_MODULES") or os.path.join(HERE, "node_modules")
 if not os.path.isdir(os.path.join(modules, "htmx.org")):
     sys.exit(f"server.py: no htmx in {modules}: run `npm ci` in {HERE}")
