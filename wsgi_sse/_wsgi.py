@@ -58,7 +58,7 @@ def complete_environ(environ: dict[str, Any], request: Request) -> None:
       (twisted.web sets them to C{""}, which breaks the common
       C{int(environ.get("CONTENT_LENGTH", 0))}).
     - A header sent several times is joined with C{", "} (RFC 9110), not
-      C{","}.
+      C{","}; C{Cookie} headers with C{"; "}, as cookie parsers expect.
     """
     environ["wsgi.input_terminated"] = True
     if environ.pop("HTTP_TRANSFER_ENCODING", None) is not None:
@@ -78,4 +78,8 @@ def complete_environ(environ: dict[str, Any], request: Request) -> None:
         if len(values) > 1:
             key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
             if key in environ:
-                environ[key] = ", ".join(v.decode("latin-1") for v in values).replace("\n", " ")
+                # Cookie pairs are separated by "; " (RFC 6265; HTTP/2 sends
+                # each cookie in a header of its own, RFC 9113 8.2.3).
+                separator = "; " if key == "HTTP_COOKIE" else ", "
+                joined = separator.join(v.decode("latin-1") for v in values)
+                environ[key] = joined.replace("\n", " ")
