@@ -9,6 +9,7 @@ fetched at run time.
 
 from __future__ import annotations
 
+import threading
 import time
 import warnings
 from typing import Any
@@ -82,6 +83,77 @@ def test_htmx_example_swaps_broadcast_fragments(new_page: Any, screenshot: Any) 
         delay = four.evaluate("document.getElementById('messages')._htmx.sse.config.reconnectDelay")
         assert 3000 <= delay <= 4500, delay
         screenshot(two, "htmx-chat")
+
+
+def _load_example_app() -> Any:
+    """The htmx example's app module, imported under a name of its own."""
+    import importlib.util
+
+    path = ROOT / "examples" / "htmx_app" / "app.py"
+    spec = importlib.util.spec_from_file_location("htmx_example_app", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("path", ["/", "/htmx4"], ids=["htmx2", "htmx4"])
+def test_refused_reconnect_misses_nothing(new_page: Any, path: str) -> None:
+    """Refused once, htmx 2 starts over (init fills the gap), htmx 4 resumes: nothing is missed."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from twisted.web.static import File
+
+    example = _load_example_app()
+    asked: list[str | None] = []
+    refuse = threading.Event()
+    said = threading.Event()
+
+    def authorize(stream: Any) -> bool:
+        asked.append(stream.last_event_id)
+        if len(asked) == 3:
+            # htmx 2 is back: let it in once the message it must not miss was said.
+            said.wait(10)
+        if refuse.is_set():
+            refuse.clear()
+            return False  # 403: the browser's EventSource gives up for good
+        return True
+
+    with serve(
+        example.app,
+        initial=example.initial,
+        authorize=authorize,
+        retry=100,
+        retry_jitter=0,
+        resources={"/vendor": File(str(NODE_MODULES))},
+    ) as server:
+        page = new_page()
+        page.goto(server.url + path)
+        expect(page.locator("#status")).to_have_text("live")
+        say(server.port, "Ada", "one")
+        expect(page.locator("#messages li")).to_have_text(["Ada: one"])
+
+        refuse.set()
+        end_every_stream(server)
+        # The browser reconnects with Last-Event-ID, is refused, and closes.
+        deadline = time.monotonic() + 10
+        while refuse.is_set():
+            assert time.monotonic() < deadline, "the browser did not reconnect"
+            time.sleep(0.02)
+        say(server.port, "Grace", "said while the page was away")
+        said.set()
+        expect(page.locator("#messages li")).to_have_text(
+            ["Ada: one", "Grace: said while the page was away"]
+        )
+        say(server.port, "Linus", "three")
+        expect(page.locator("#messages li")).to_have_text(
+            ["Ada: one", "Grace: said while the page was away", "Linus: three"]
+        )
+    # The first connect, a reconnect from the last id (refused), and the one that got in:
+    # htmx 2's new EventSource knows no id; htmx 4 resumes from its own.
+    assert len(asked) == 3, asked
+    assert asked[0] is None and asked[1]
+    assert asked[2] == (None if path == "/" else asked[1])
 
 
 # -- the wire, as Chromium and htmx 4 read it ------------------------------------
