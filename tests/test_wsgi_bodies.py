@@ -101,3 +101,24 @@ def _dechunk(data: bytes) -> bytes:
         out += data[:size]
         data = data[size + 2 :]
     return out
+
+
+def test_a_body_without_a_length_gets_its_length() -> None:
+    """A body that came without Content-Length (HTTP/2 allows it) is given its real length."""
+    from io import BytesIO
+
+    from twisted.web.http_headers import Headers
+
+    from wsgi_sse._wsgi import complete_environ
+
+    class Received:
+        content = BytesIO(b"x" * 1234)
+        requestHeaders = Headers()
+
+    environ: dict[str, Any] = {"CONTENT_LENGTH": "", "CONTENT_TYPE": ""}
+    complete_environ(environ, Received())  # type: ignore[arg-type]
+    assert environ == {"CONTENT_LENGTH": "1234", "wsgi.input_terminated": True}
+    empty: dict[str, Any] = {"CONTENT_LENGTH": "", "CONTENT_TYPE": ""}
+    Received.content = BytesIO()
+    complete_environ(empty, Received())  # type: ignore[arg-type]
+    assert empty == {"wsgi.input_terminated": True}

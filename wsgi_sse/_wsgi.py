@@ -51,9 +51,10 @@ def complete_environ(environ: dict[str, Any], request: Request) -> None:
     Complete the environ twisted.web built the way waitress builds it.
 
     - The body twisted.web has already read in full: its length in
-      C{CONTENT_LENGTH} when it came with a transfer coding (chunked), no
-      C{HTTP_TRANSFER_ENCODING}, and C{wsgi.input_terminated = True}
-      (reading C{wsgi.input} to its end is always safe).
+      C{CONTENT_LENGTH} when it came with a transfer coding (chunked) or,
+      over HTTP/2, without a length; no C{HTTP_TRANSFER_ENCODING}; and
+      C{wsgi.input_terminated = True} (reading C{wsgi.input} to its end is
+      always safe).
     - No C{CONTENT_LENGTH} or C{CONTENT_TYPE} when the request has none
       (twisted.web sets them to C{""}, which breaks the common
       C{int(environ.get("CONTENT_LENGTH", 0))}).
@@ -61,15 +62,12 @@ def complete_environ(environ: dict[str, Any], request: Request) -> None:
       C{","}; C{Cookie} headers with C{"; "}, as cookie parsers expect.
     """
     environ["wsgi.input_terminated"] = True
-    if environ.pop("HTTP_TRANSFER_ENCODING", None) is not None:
-        content = request.content
-        length = 0
-        if content is not None:
-            position = content.tell()
-            content.seek(0, 2)
-            length = content.tell() - position
-            content.seek(position)
-        environ["CONTENT_LENGTH"] = str(length)
+    coded = environ.pop("HTTP_TRANSFER_ENCODING", None) is not None
+    if coded or not environ.get("CONTENT_LENGTH"):
+        # Chunked over HTTP/1.1, or an HTTP/2 body sent without a length.
+        length = _remaining(request.content)
+        if coded or length:
+            environ["CONTENT_LENGTH"] = str(length)
     if not environ.get("CONTENT_LENGTH"):
         environ.pop("CONTENT_LENGTH", None)
     if not environ.get("CONTENT_TYPE"):
@@ -83,3 +81,14 @@ def complete_environ(environ: dict[str, Any], request: Request) -> None:
                 separator = "; " if key == "HTTP_COOKIE" else ", "
                 joined = separator.join(v.decode("latin-1") for v in values)
                 environ[key] = joined.replace("\n", " ")
+
+
+def _remaining(content: Any) -> int:
+    """The bytes left to read in a request body's file (none: C{0})."""
+    if content is None:
+        return 0
+    position = content.tell()
+    content.seek(0, 2)
+    end = content.tell()
+    content.seek(position)
+    return int(end - position)
