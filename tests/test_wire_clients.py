@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 from httpx_sse import ServerSentEvent, connect_sse
-from support import ROOT, RunningServer, serve, subprocess_env
+from support import ROOT, end_streams_until_reconnected, serve, subprocess_env
 
 from wsgi_sse import broadcast
 
@@ -23,18 +23,6 @@ def hello_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     """Answer every page with hello."""
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"hello"]
-
-
-def end_every_stream(server: RunningServer) -> None:
-    """End each open stream cleanly, as a restarting server would: clients reconnect."""
-    resource = server.service.sse_resource
-
-    def end() -> None:
-        for client in tuple(resource.clients):
-            resource.hub.unsubscribe(client)
-            client.finish()
-
-    server.call(end)
 
 
 def test_httpx_sse_sees_no_empty_messages_and_gets_the_retry() -> None:
@@ -77,34 +65,27 @@ def test_httpx_sse_sees_no_empty_messages_and_gets_the_retry() -> None:
     assert all(e.id for e in seen)
 
 
-def _count_opens_node(url: str, seconds: float, server: RunningServer) -> int:
-    proc = subprocess.Popen(
-        ["node", "read_events.mjs", url, "1000"],
-        cwd=ROOT / "tests" / "js",
-        env=subprocess_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        assert json.loads(proc.stdout.readline()) == "open"
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            end_every_stream(server)
-            time.sleep(0.05)
-    finally:
-        proc.kill()
-        out, _ = proc.communicate()
-    return 1 + sum(1 for line in out.splitlines() if json.loads(line) == "open")
-
-
 def test_npm_eventsource_applies_the_opening_retry_before_any_event() -> None:
     """npm eventsource reconnects after the server's retry (100 ms), read before any event."""
     assert (ROOT / "tests" / "js" / "node_modules" / "eventsource").exists(), (
         "run `npm ci` in tests/js (scripts/bootstrap.sh does)"
     )
     with serve(hello_app, retry=100, retry_jitter=0) as server:
-        opens = _count_opens_node(server.url + "/sse", 3.0, server)
-    # The package's own default delay (3 s) would allow at most two opens.
-    assert opens >= 6, opens
+        proc = subprocess.Popen(
+            ["node", "read_events.mjs", server.url + "/sse", "1000"],
+            cwd=ROOT / "tests" / "js",
+            env=subprocess_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            assert json.loads(proc.stdout.readline()) == "open"
+            # Five reconnects: 0.5 s at 100 ms each; the package's own 3 s
+            # default would need 15 s.
+            reconnects = end_streams_until_reconnected(server, 5, timeout=12)
+        finally:
+            proc.kill()
+            proc.communicate()
+    assert reconnects >= 5, reconnects
