@@ -118,7 +118,8 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
         limit = self.maxRequestBody
         limits = self.bodyLimits
         if limits:
-            path = uri.split(b"?", 1)[0]
+            # Routed by the origin form, as _StreamingRequest routes it.
+            path = origin_form(uri).split(b"?", 1)[0]
             # Site.getResourceFor unquotes each segment the same way.
             segments = tuple(unquote_to_bytes(s) for s in path[1:].split(b"/"))
             special = limits.get(segments)

@@ -80,3 +80,15 @@ def test_too_many_or_too_large_request_headers_get_431_with_a_reason() -> None:
             server.port, b"GET /page HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + fine + b"\r\n"
         )
         assert answer.startswith(b"HTTP/1.1 200 "), answer[:100]
+
+
+def test_a_path_limit_holds_for_a_target_in_absolute_form() -> None:
+    """POST http://host/sse (absolute form) is refused like POST /sse: the stream takes no body."""
+    with serve(hello_app) as server:
+        for target in (b"/sse", b"http://example.test/sse", b"http://example.test/sse?x#y"):
+            answer = _raw_answer(
+                server.port,
+                b"POST " + target + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789",
+            )
+            assert answer.startswith(b"HTTP/1.1 413 "), (target, answer[:100])
+            assert answer.endswith(b'{"error": "this path takes no request body"}\n'), target
