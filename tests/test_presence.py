@@ -228,3 +228,83 @@ def test_revocation_message_from_another_process_ends_matching_streams() -> None
     # Its own messages, coming back, are not acted on twice.
     _control(hub, 2, {"k": "d", "i": "here", "u": "bob", "c": None})
     assert not bob.finished
+
+
+def test_the_requests_identity_is_used_unless_the_hook_names_another() -> None:
+    """StreamRequest.identity (a token, a view) is the stream's identity; Allowed overrides it."""
+    from wsgi_sse._resource import _authorized
+
+    request = StreamRequest(("room",), None, {}, {}, {}, "127.0.0.1", "/sse", identity="ada")
+    assert _authorized(lambda r: {"room"}, request, ("room",)) == (True, "ada")
+    assert _authorized(lambda r: Allowed(True, identity="bob"), request, ("room",)) == (
+        True,
+        "bob",
+    )
+    assert _authorized(lambda r: Allowed({"x"}), request, ("room",)) == (frozenset({"x"}), "ada")
+    with pytest.raises(ValueError, match="identity"):
+        StreamRequest(("room",), None, {}, {}, {}, "127.0.0.1", "/sse", identity="")
+
+
+def test_joining_while_present_in_another_process_notifies_nothing() -> None:
+    """A user already connected through another process does not join again here."""
+    clock = Clock()
+    hub = Hub(clock=clock, instance_id="here")
+    changes: list[PresenceChange] = []
+    hub.presence.listen(changes.append)
+    _control(hub, 1, {"k": "p", "i": "there", "t": 30, "f": True, "c": {"room": [{"ada": 1}, 0]}})
+    tab = Tab("ada")
+    hub.subscribe(tab, ["room"])
+    hub.unsubscribe(tab)
+    assert changes == []
+    clock.advance(31)  # the other process is gone
+    hub.subscribe(tab, ["room"])
+    assert [(c.identity, c.joined) for c in changes] == [("ada", True)]
+
+
+class SharedRecording:
+    """Wrap a hub's in-process backplane so that it counts as shared and records control bodies."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.bodies: list[bytes] = []
+        inner = hub.backplane
+
+        def publish(channel: str, bodies: Any) -> Any:
+            if channel == CONTROL_CHANNEL:
+                self.bodies.extend(bodies)
+            return inner.publish(channel, bodies)
+
+        hub.backplane = type(
+            "Shared",
+            (),
+            {
+                "shared": True,
+                "publish": staticmethod(publish),
+                "parse_id": staticmethod(inner.parse_id),
+            },
+        )()
+
+
+def test_a_large_report_is_split_into_entries_a_backplane_accepts() -> None:
+    """Thousands of channels and identities go in several bounded entries; none is lost."""
+    from wsgi_sse._backplane import MAX_BODY, check_entry
+
+    clock = Clock()
+    hub = Hub(clock=clock, instance_id="big")
+    recording = SharedRecording(hub)
+    for c in range(2000):
+        for i in range(20):
+            hub.subscribe(Tab(f"user-{i:03d}-{'x' * 60}"), [f"channel-{c}"])
+    hub.presence.start()
+    hub.presence.stop()
+    assert len(recording.bodies) > 2
+    assert all(len(b) < MAX_BODY and check_entry(CONTROL_CHANNEL, b) for b in recording.bodies)
+    other = Hub(clock=clock, instance_id="other")
+    # Every report but the last (the goodbye of stop()).
+    for n, body in enumerate(recording.bodies[:-1], 1):
+        other.deliver_batch([Entry(n, f"x-{n}", CONTROL_CHANNEL, body)])
+    assert len(other.presence.channels()) == 2000
+    assert other.presence.get("channel-1999").connections == 20
+    # The goodbye empties it at once.
+    last = len(recording.bodies)
+    other.deliver_batch([Entry(last, f"x-{last}", CONTROL_CHANNEL, recording.bodies[-1])])
+    assert other.presence.channels() == []

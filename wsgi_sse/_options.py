@@ -42,6 +42,11 @@ class StreamRequest:
     path: str
     identity: str | None = None
 
+    def __post_init__(self) -> None:
+        from ._presence import check_identity
+
+        check_identity(self.identity)
+
 
 @dataclass(frozen=True, slots=True)
 class Allowed:
