@@ -13,7 +13,7 @@ from twisted.internet.task import Clock
 
 import wsgi_sse
 from wsgi_sse import Allowed, Hub, PresenceChange, StreamRequest
-from wsgi_sse._backplane import Entry
+from wsgi_sse._backplane import Entry, LocalBackplane
 from wsgi_sse._encoding import encode_body
 from wsgi_sse._presence import CONTROL_CHANNEL
 
@@ -149,9 +149,8 @@ def test_bad_arguments_are_refused() -> None:
         assert status == 400 and b"reserved" in body
 
 
-def _control(hub: Hub, position: int, message: object) -> None:
-    body = encode_body(json.dumps(message))
-    hub.deliver_batch([Entry(position, f"x-{position}", CONTROL_CHANNEL, body)])
+def _control(hub: Hub, message: object) -> None:
+    hub.deliver_control(encode_body(json.dumps(message)))
 
 
 class Tab:
@@ -175,15 +174,25 @@ def test_another_process_presence_merges_and_expires() -> None:
     hub = Hub(clock=clock, instance_id="here")
     hub.subscribe(Tab("ada"), ["room"])
     report = {"k": "p", "i": "there", "t": 30, "f": True, "c": {"room": [{"ada": 1, "bob": 2}, 3]}}
-    _control(hub, 1, report)
+    _control(hub, report)
     now = hub.presence.get("room")
     assert dict(now.identities) == {"ada": 2, "bob": 2} and now.guests == 3
     clock.advance(29)
     assert hub.presence.get("room").guests == 3
     clock.advance(2)
     assert dict(hub.presence.get("room").identities) == {"ada": 1}
-    # Control messages reach no subscriber and are kept in no history.
-    assert hub.channel_counts() == {"room": 1} and hub.replay(["room"], "here-0") == []
+    assert hub.channel_counts() == {"room": 1}
+
+
+def test_an_event_on_the_reserved_channel_in_the_shared_history_is_dropped() -> None:
+    """Control messages never travel in the event history: one found there is forged."""
+    hub = Hub(clock=Clock(), instance_id="here")
+    tab = Tab("ada")
+    hub.subscribe(tab, ["room"])
+    body = encode_body(json.dumps({"k": "d", "i": "there", "u": "ada", "c": None}))
+    hub.deliver_batch([Entry(1, "here-1", CONTROL_CHANNEL, body)])
+    assert not tab.finished and hub.presence.malformed == 1
+    assert hub.last_id == "here-1" and hub.channel_counts() == {"room": 1}
 
 
 @pytest.mark.parametrize(
@@ -207,10 +216,9 @@ def test_forged_control_messages_are_dropped(message: object) -> None:
     tab = Tab("ada")
     hub.subscribe(tab, ["room"])
     if message == "not json":
-        body = b"data: {nope\n"
-        hub.deliver_batch([Entry(1, "x-1", CONTROL_CHANNEL, body)])
+        hub.deliver_control(b"data: {nope\n")
     else:
-        _control(hub, 1, message)
+        _control(hub, message)
     assert hub.presence.malformed == 1
     assert dict(hub.presence.get("room").identities) == {"ada": 1}
     assert not tab.finished and hub.subscriber_count() == 1
@@ -222,11 +230,11 @@ def test_revocation_message_from_another_process_ends_matching_streams() -> None
     ada, bob = Tab("ada"), Tab("bob")
     hub.subscribe(ada, ["room"])
     hub.subscribe(bob, ["room"])
-    _control(hub, 1, {"k": "d", "i": "there", "u": "ada", "c": None})
+    _control(hub, {"k": "d", "i": "there", "u": "ada", "c": None})
     assert ada.finished and not bob.finished
     assert dict(hub.presence.get("room").identities) == {"bob": 1}
     # Its own messages, coming back, are not acted on twice.
-    _control(hub, 2, {"k": "d", "i": "here", "u": "bob", "c": None})
+    _control(hub, {"k": "d", "i": "here", "u": "bob", "c": None})
     assert not bob.finished
 
 
@@ -251,7 +259,7 @@ def test_joining_while_present_in_another_process_notifies_nothing() -> None:
     hub = Hub(clock=clock, instance_id="here")
     changes: list[PresenceChange] = []
     hub.presence.listen(changes.append)
-    _control(hub, 1, {"k": "p", "i": "there", "t": 30, "f": True, "c": {"room": [{"ada": 1}, 0]}})
+    _control(hub, {"k": "p", "i": "there", "t": 30, "f": True, "c": {"room": [{"ada": 1}, 0]}})
     tab = Tab("ada")
     hub.subscribe(tab, ["room"])
     hub.unsubscribe(tab)
@@ -261,50 +269,47 @@ def test_joining_while_present_in_another_process_notifies_nothing() -> None:
     assert [(c.identity, c.joined) for c in changes] == [("ada", True)]
 
 
-class SharedRecording:
-    """Wrap a hub's in-process backplane so that it counts as shared and records control bodies."""
+class SharedRecording(LocalBackplane):
+    """The in-process backplane posing as shared, recording control messages."""
 
-    def __init__(self, hub: Hub) -> None:
+    shared = True
+
+    def __init__(self, instance_id: str, max_control_body: int) -> None:
+        super().__init__(instance_id)
+        self.max_control_body = max_control_body
         self.bodies: list[bytes] = []
-        inner = hub.backplane
 
-        def publish(channel: str, bodies: Any) -> Any:
-            if channel == CONTROL_CHANNEL:
-                self.bodies.extend(bodies)
-            return inner.publish(channel, bodies)
-
-        hub.backplane = type(
-            "Shared",
-            (),
-            {
-                "shared": True,
-                "publish": staticmethod(publish),
-                "parse_id": staticmethod(inner.parse_id),
-            },
-        )()
+    def send_control(self, body: bytes) -> None:
+        self.bodies.append(body)
 
 
-def test_a_large_report_is_split_into_entries_a_backplane_accepts() -> None:
-    """Thousands of channels and identities go in several bounded entries; none is lost."""
-    from wsgi_sse._backplane import MAX_BODY, check_entry
-
+@pytest.mark.parametrize("limit", [7900, 256 * 1024])
+def test_a_large_report_is_split_into_messages_the_backplane_carries(limit: int) -> None:
+    """Many channels and identities go in several bounded messages; none is lost."""
     clock = Clock()
-    hub = Hub(clock=clock, instance_id="big")
-    recording = SharedRecording(hub)
-    for c in range(2000):
+    recording = SharedRecording("big", limit)
+    hub = Hub(clock=clock, instance_id="big", backplane=recording)
+    for c in range(300):
         for i in range(20):
-            hub.subscribe(Tab(f"user-{i:03d}-{'x' * 60}"), [f"channel-{c}"])
+            hub.subscribe(Tab(f"user-{i:03d}-{'é' * 60}"), [f"channel-{c}"])
+    for i in range(3000):  # one crowded channel: its table spans several messages
+        hub.subscribe(Tab(f"crowd-{i:05d}"), ["crowd"])
+    hub.subscribe(Tab(None), ["crowd"])
     hub.presence.start()
     hub.presence.stop()
     assert len(recording.bodies) > 2
-    assert all(len(b) < MAX_BODY and check_entry(CONTROL_CHANNEL, b) for b in recording.bodies)
+    assert all(len(b) <= limit for b in recording.bodies)
     other = Hub(clock=clock, instance_id="other")
-    # Every report but the last (the goodbye of stop()).
-    for n, body in enumerate(recording.bodies[:-1], 1):
-        other.deliver_batch([Entry(n, f"x-{n}", CONTROL_CHANNEL, body)])
-    assert len(other.presence.channels()) == 2000
-    assert other.presence.get("channel-1999").connections == 20
-    # The goodbye empties it at once.
-    last = len(recording.bodies)
-    other.deliver_batch([Entry(last, f"x-{last}", CONTROL_CHANNEL, recording.bodies[-1])])
+    for body in recording.bodies[:-1]:  # all but the goodbye of stop()
+        other.deliver_control(body)
+    assert other.presence.malformed == 0
+    assert len(other.presence.channels()) == 301
+    assert (
+        other.presence.get("channel-299").identities == hub.presence.get("channel-299").identities
+    )
+    crowd = other.presence.get("crowd")
+    # 2,000 identities of a channel are shared; the others count as guests.
+    assert len(crowd.identities) == 2000 and crowd.guests == 1001
+    assert crowd.connections == 3001
+    other.deliver_control(recording.bodies[-1])  # the goodbye empties it at once
     assert other.presence.channels() == []

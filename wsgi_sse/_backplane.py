@@ -148,6 +148,9 @@ class BackplaneHub(Protocol):
     def deliver_local(self, channel: str, bodies: Sequence[bytes]) -> Published:
         """Deliver to this process only (the backplane is unreachable)."""
 
+    def deliver_control(self, body: bytes) -> None:
+        """A presence or revocation message from another process (untrusted)."""
+
 
 class Backplane(Protocol):
     """
@@ -173,6 +176,13 @@ class Backplane(Protocol):
 
     def fetch_after(self, position: int, event_id: str) -> Deferred[Fetched]:
         """Read the events after C{event_id} from the shared history."""
+
+    def send_control(self, body: bytes) -> None:
+        """
+        Send a presence or revocation message (at most C{max_control_body}
+        bytes) to every other process, in order, best effort: never into
+        the event history, never replayed; lost while the server is down.
+        """
 
     def stats(self) -> dict[str, Any]:
         """Counters for the stats endpoints."""
@@ -285,6 +295,11 @@ class LocalBackplane:
     def fetch_after(self, position: int, event_id: str) -> Deferred[Fetched]:
         """Nothing is shared: nothing to fetch."""
         return succeed(NOT_FOUND)
+
+    max_control_body = MAX_BODY
+
+    def send_control(self, body: bytes) -> None:
+        """No other process to tell."""
 
     def stats(self) -> dict[str, Any]:
         """No counters of its own."""

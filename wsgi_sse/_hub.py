@@ -354,7 +354,7 @@ class Hub:
             if seq <= self._seq:
                 return [0]
             if channel == CONTROL_CHANNEL:
-                self._control(seq, event_id, body)
+                self._forged_control(seq, event_id)
                 return [0]
             ch = self._channel(channel)
             wire = self._record(seq, event_id, ch, body, self._now())
@@ -373,7 +373,7 @@ class Hub:
             if channel == CONTROL_CHANNEL:
                 position, event_id, _, body = entries[i]
                 if position << LOCAL_BITS > self._seq:
-                    self._control(position << LOCAL_BITS, event_id, body)
+                    self._forged_control(position << LOCAL_BITS, event_id)
                 i += 1
                 continue
             ch = self._channel(channel)
@@ -555,15 +555,26 @@ class Hub:
     def _held_items(self) -> list[tuple[Subscriber, tuple[str, ...]]]:
         return [(s, held.channels) for s, held in self._held.items()]
 
-    def _control(self, seq: int, event_id: str, body: bytes) -> None:
-        """A presence or revocation message from the backplane (hostile input)."""
+    def _forged_control(self, seq: int, event_id: str) -> None:
+        """
+        An event on the reserved channel in the shared history: control
+        messages never travel there, so somebody wrote it by hand.  It is
+        dropped (and its position passed over).
+        """
         self._seq = seq
         self._last_id = event_id
         self._last_shared_seq = seq
         self._last_shared_id = event_id
         self._local_count = 0
+        self.presence.malformed += 1
         if self._waiting:
             self._check_waiting()
+
+    def deliver_control(self, body: bytes) -> None:
+        """
+        Act on a presence or revocation message from another process
+        (hostile input: anything malformed is dropped and counted).
+        """
         message = parse_control(body)
         if message is None:
             self.presence.malformed += 1

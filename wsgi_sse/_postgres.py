@@ -263,6 +263,11 @@ class PostgresBackplane(ThreadedBackplane):
         self._listen_conn: Any = None
         self._publisher_conn: Any = None
         self._replay_conn: Any = None
+        # Presence and revocation messages: NOTIFY on their own channel,
+        # never in the table (no id, no history, no retention).
+        self.control_channel = self.table + "_control"
+        self._control_conn: Any = None
+        self._control_reader_conn: Any = None
         self._last_pruned = 0.0
         self.django_alias: str | None = None
         # Bumped when the reader reconnects: connections made before are
@@ -302,7 +307,14 @@ class PostgresBackplane(ThreadedBackplane):
         return out
 
     def _close(self) -> None:
-        for name in ("_listen_conn", "_reader_conn", "_publisher_conn", "_replay_conn"):
+        for name in (
+            "_listen_conn",
+            "_reader_conn",
+            "_publisher_conn",
+            "_replay_conn",
+            "_control_conn",
+            "_control_reader_conn",
+        ):
             conn = getattr(self, name)
             setattr(self, name, None)
             if conn is not None:
@@ -314,6 +326,42 @@ class PostgresBackplane(ThreadedBackplane):
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.close()
+
+    # -- presence and revocation (control threads) ----------------------------
+
+    max_control_body = 7900
+    """C{NOTIFY} payloads are shorter than 8000 bytes."""
+
+    def _send_control(self, body: bytes) -> None:
+        if self._control_conn is None:
+            self._control_conn = _connect(self.url, self.timeout)
+        try:
+            self._control_conn.execute(
+                "SELECT pg_notify(%s, %s)", (self.control_channel, body.decode("ascii"))
+            )
+        except Exception:
+            conn, self._control_conn = self._control_conn, None
+            with contextlib.suppress(Exception):
+                conn.close()
+            raise
+
+    def _read_control_until_stopped(self) -> None:
+        stopping = self._stopping
+        while not stopping.is_set():
+            try:
+                conn = self._control_reader_conn = _connect(self.url, self.timeout)
+                conn.execute(f"LISTEN {self.control_channel}")
+                while not stopping.is_set():
+                    for notify in conn.notifies(timeout=self.block):
+                        self._control_received(notify.payload.encode("utf-8"))
+                        if stopping.is_set():
+                            break
+            except Exception:  # noqa: BLE001 - the event reader logs outages; retry
+                conn, self._control_reader_conn = self._control_reader_conn, None
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+                stopping.wait(self.backoff[1] if not self.connected else self.backoff[0])
 
     # -- numbering ---------------------------------------------------------------
 

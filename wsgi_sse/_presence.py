@@ -60,7 +60,6 @@ it, the others see the rest as guests (their connections still count).
 """
 
 _MAX_INSTANCES = 1024
-_MAX_CHANNELS_PER_MESSAGE = 10_000
 _CHUNK = 256 * 1024
 _INSTANCE = re.compile(r"[0-9a-z]{1,16}\Z")
 _BAD = re.compile(r"[\x00-\x1f\x7f]")
@@ -313,22 +312,46 @@ class PresenceTracker:
             self._send(changed, full=False)
 
     def _send(self, channels: dict[str, Counts], *, full: bool) -> None:
-        """Publish C{channels}' counts in messages under a body's size limit."""
-        chunk: dict[str, list[Any]] = {}
+        """
+        Send C{channels}' counts in messages the backplane carries: each
+        channel's table replaces the one reported before (C{"c"}); a table
+        too large for one message continues in the next ones (C{"a"}: add).
+        """
+        limit = getattr(self.hub.backplane, "max_control_body", _CHUNK)
+        budget = max(limit - 160 - MAX_IDENTITY * 6, 400)
+        messages: list[dict[str, Any]] = []
+        current: dict[str, dict[str, list[Any]]] = {"c": {}, "a": {}}
         size = 0
-        first = True
-        items = sorted(channels.items())
-        for name, counts in items:
+
+        def flush() -> None:
+            nonlocal current, size
+            messages.append({"k": "p", "c": current["c"], "a": current["a"]})
+            current, size = {"c": {}, "a": {}}, 0
+
+        for name, counts in sorted(channels.items()):
             named = sorted((i, n) for i, n in counts.items() if i is not None)
-            shared = dict(named[:MAX_SHARED_IDENTITIES])
             guests = counts.get(None, 0) + sum(n for _, n in named[MAX_SHARED_IDENTITIES:])
-            chunk[name] = [shared, guests]
-            size += len(name) + sum(len(i) + 12 for i in shared) + 16
-            if size >= _CHUNK or len(chunk) >= _MAX_CHANNELS_PER_MESSAGE:
-                self._publish({"k": "p", "f": full and first, "c": chunk})
-                chunk, size, first = {}, 0, False
-        if chunk or (full and first):
-            self._publish({"k": "p", "f": full and first, "c": chunk})
+            head = len(json.dumps(name)) + 24
+            if size + head > budget:
+                flush()
+            part: dict[str, int] = {}
+            current["c"][name] = [part, guests]
+            size += head
+            for identity, n in named[:MAX_SHARED_IDENTITIES]:
+                cost = len(json.dumps(identity)) + len(str(n)) + 4
+                if size + cost > budget:
+                    flush()
+                    part = {}
+                    current["a"][name] = [part, 0]
+                    size = head
+                part[identity] = n
+                size += cost
+        if current["c"] or current["a"] or (full and not messages):
+            flush()
+        if full:
+            messages[0]["f"] = True
+        for message in messages:
+            self._publish(message)
 
     def _publish(self, message: dict[str, Any]) -> None:
         message["i"] = self.hub.instance_id
@@ -340,25 +363,27 @@ class PresenceTracker:
         """Take in another process's report (already checked to be a mapping)."""
         instance = message.get("i")
         ttl = message.get("t")
-        channels = message.get("c")
+        replaced = message.get("c")
+        added = message.get("a", {})
         if (
             not isinstance(instance, str)
             or not _INSTANCE.match(instance)
             or isinstance(ttl, bool)
             or not isinstance(ttl, (int, float))
             or not 1 <= ttl <= 3600
-            or not isinstance(channels, dict)
+            or not isinstance(replaced, dict)
+            or not isinstance(added, dict)
         ):
             self.malformed += 1
             return
-        parsed: dict[str, Counts] = {}
-        for name, value in channels.items():
-            counts = _parse_counts(value)
-            if counts is None or not name or len(name) > 1000:
-                self.malformed += 1
-                return
-            if counts:
-                parsed[name] = counts
+        parsed: list[dict[str, Counts]] = [{}, {}]
+        for target, given in zip(parsed, (replaced, added), strict=True):
+            for name, value in given.items():
+                counts = _parse_counts(value)
+                if counts is None or not name or len(name) > 1000:
+                    self.malformed += 1
+                    return
+                target[name] = counts
         self.messages_received += 1
         with self._lock:
             known = self._remote.get(instance)
@@ -369,9 +394,22 @@ class PresenceTracker:
                 table: dict[str, Counts] = {}
             else:
                 table = known[1]
-            for name in channels:
+            for name, counts in parsed[0].items():
                 table.pop(name, None)
-            table.update(parsed)
+                if counts:
+                    table[name] = counts
+            for name, counts in parsed[1].items():
+                into = table.setdefault(name, {})
+                for identity, n in counts.items():
+                    if (
+                        identity is not None
+                        and identity not in into
+                        and len(into) > (MAX_SHARED_IDENTITIES)
+                    ):
+                        identity = None  # past the bound: counted as guests
+                    into[identity] = into.get(identity, 0) + n
+                if not into:
+                    del table[name]
             self._remote[instance] = (now + float(ttl), table)
 
 
@@ -398,16 +436,16 @@ def _parse_counts(value: object) -> Counts | None:
 
 
 def publish_control(hub: Hub, message: Mapping[str, Any]) -> None:
-    """Send a control message to every process but this one.  Reactor thread."""
+    """
+    Send a control message to every process but this one, through the
+    backplane's control path (never the event history).  Reactor thread.
+    """
     from ._encoding import encode_body
 
     try:
-        result = hub.publish(CONTROL_CHANNEL, encode_body(json.dumps(message)))
+        hub.backplane.send_control(encode_body(json.dumps(message)))
     except Exception:  # noqa: BLE001 - reported, never raised into a stream's close
         log.failure("cannot send a presence/revocation message")
-        return
-    if hasattr(result, "addErrback"):
-        result.addErrback(lambda f: log.failure("cannot send a control message", f))
 
 
 def parse_control(body: bytes) -> dict[str, Any] | None:

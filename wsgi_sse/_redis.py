@@ -259,6 +259,11 @@ class RedisBackplane(ThreadedBackplane):
         self._reader_conn: Any = None
         self._publisher_conn: Any = None
         self._replay_conn: Any = None
+        # Presence and revocation messages: Redis Pub/Sub on their own
+        # channel, never in the stream (no id, no history, no retention).
+        self.control_channel = self.key + ":control"
+        self._control_conn: Any = None
+        self._control_reader_conn: Any = None
 
     def parse_id(self, event_id: str) -> int | None:
         """The position of a wire id of this backplane, or L{None}.  Any thread."""
@@ -280,7 +285,13 @@ class RedisBackplane(ThreadedBackplane):
         return out
 
     def _close(self) -> None:
-        for name in ("_reader_conn", "_publisher_conn", "_replay_conn"):
+        for name in (
+            "_reader_conn",
+            "_publisher_conn",
+            "_replay_conn",
+            "_control_conn",
+            "_control_reader_conn",
+        ):
             conn = getattr(self, name)
             setattr(self, name, None)
             if conn is not None:
@@ -294,6 +305,39 @@ class RedisBackplane(ThreadedBackplane):
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.close()
+
+    # -- presence and revocation (control threads) ----------------------------
+
+    def _send_control(self, body: bytes) -> None:
+        if self._control_conn is None:
+            self._control_conn = _connect(self.url, self.timeout)
+        try:
+            self._control_conn.publish(self.control_channel, body)
+        except Exception:
+            conn, self._control_conn = self._control_conn, None
+            with contextlib.suppress(Exception):
+                conn.close()
+            raise
+
+    def _read_control_until_stopped(self) -> None:
+        stopping = self._stopping
+        while not stopping.is_set():
+            try:
+                conn = self._control_reader_conn = _connect(
+                    self.url, self.timeout, read_timeout=self.block + self.timeout
+                )
+                pubsub = conn.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(self.control_channel)
+                while not stopping.is_set():
+                    message = pubsub.get_message(timeout=self.block)
+                    if message is not None and message.get("type") == "message":
+                        self._control_received(message.get("data"))
+            except Exception:  # noqa: BLE001 - the event reader logs outages; retry
+                conn, self._control_reader_conn = self._control_reader_conn, None
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+                stopping.wait(self.backoff[1] if not self.connected else self.backoff[0])
 
     # -- publishing (publisher thread) ----------------------------------------
 

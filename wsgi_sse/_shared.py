@@ -39,6 +39,9 @@ _COUNTERS = (
     "replay_misses",
     "malformed",
     "restarts",
+    "control_sent",
+    "control_received",
+    "control_dropped",
 )
 
 Batch = list[tuple[int, str, Sequence[bytes]]]
@@ -66,6 +69,8 @@ class ThreadedBackplane:
     shared = True
     kind = "backplane"
     max_per_publish = 1000
+    max_control_body = 256 * 1024
+    """The largest presence/revocation message this backplane carries."""
 
     def __init__(
         self,
@@ -110,6 +115,7 @@ class ThreadedBackplane:
         self._fallen_back_set: set[int] = set()
         self._lock = threading.Lock()
         self._counters = dict.fromkeys(_COUNTERS, 0)
+        self._control_queue: queue.Queue[bytes | None] = queue.Queue(1000)
 
     # -- to provide ------------------------------------------------------------
 
@@ -135,6 +141,12 @@ class ThreadedBackplane:
 
     def _drop_publisher_connection(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _send_control(self, body: bytes) -> None:  # pragma: no cover - optional
+        """Send one control message (control thread); raise on failure."""
+
+    def _read_control_until_stopped(self) -> None:  # pragma: no cover - optional
+        """Hand every control message read to L{_control_received} (its own thread)."""
 
     # -- common ----------------------------------------------------------------
 
@@ -201,6 +213,14 @@ class ThreadedBackplane:
             threading.Thread(
                 target=self._publish_loop, name=f"wsgi-sse-{self.kind}-publisher", daemon=True
             ),
+            threading.Thread(
+                target=self._control_send_loop, name=f"wsgi-sse-{self.kind}-control", daemon=True
+            ),
+            threading.Thread(
+                target=self._read_control_until_stopped,
+                name=f"wsgi-sse-{self.kind}-control-reader",
+                daemon=True,
+            ),
         ]
         for thread in self._threads:
             thread.start()
@@ -222,6 +242,11 @@ class ThreadedBackplane:
                 pass
             if threads:
                 threads[1].join(self.timeout * 2 + 1)
+            # The last control message (this process's goodbye) goes out too.
+            with contextlib.suppress(queue.Full):
+                self._control_queue.put(None, timeout=self.timeout)
+            if len(threads) > 2:
+                threads[2].join(self.timeout + 1)
             self._close()
             for thread in threads:
                 thread.join(self.timeout + self.block + 1)
@@ -315,6 +340,46 @@ class ThreadedBackplane:
                     self.reactor.callFromThread(self._fall_back, batch)
             if stop:
                 return
+
+    # -- presence and revocation messages ------------------------------------
+
+    def send_control(self, body: bytes) -> None:
+        """
+        Queue a control message for the other processes; dropped (and
+        counted) when the queue is full or the server unreachable.  Call in
+        the reactor thread.
+        """
+        if not self.running or len(body) > self.max_control_body:
+            self._count("control_dropped")
+            return
+        try:
+            self._control_queue.put_nowait(body)
+        except queue.Full:
+            self._count("control_dropped")
+
+    def _control_send_loop(self) -> None:
+        while True:
+            body = self._control_queue.get()
+            if body is None:
+                return
+            if not self._first_attempt.is_set():
+                self._first_attempt.wait(self.timeout * 2)
+            if not self.connected:
+                self._count("control_dropped")
+                continue
+            try:
+                self._send_control(body)
+                self._count("control_sent")
+            except Exception:  # noqa: BLE001 - best effort: the next report repairs it
+                self._count("control_dropped")
+
+    def _control_received(self, body: bytes) -> None:
+        """A control message read from the server (any size, any bytes).  Control reader."""
+        if not isinstance(body, bytes) or len(body) > self.max_control_body:
+            self._count("malformed")
+            return
+        self._count("control_received")
+        self.reactor.callFromThread(self.hub.deliver_control, body)
 
     # -- reading (reader thread) ---------------------------------------------
 
