@@ -36,6 +36,14 @@ def present(process: ServerProcess, channel: str = "room") -> dict[str, Any]:
     return dict(json.loads(body))
 
 
+def history_length(backend: Backend) -> int:
+    """Events in the shared history (Redis stream entries, PostgreSQL rows)."""
+    if backend.kind == "redis":
+        return int(backend.server.client().xlen("wsgi-sse:default:events"))
+    with backend.server.connect(autocommit=True) as conn:
+        return int(conn.execute("SELECT count(*) FROM wsgi_sse_events").fetchone()[0])
+
+
 def wait_until(predicate: Any, timeout: float = 15.0) -> None:
     """Poll until C{predicate()} is true."""
     deadline = time.monotonic() + timeout
@@ -61,6 +69,8 @@ def test_presence_across_processes_and_a_killed_process_expires(
                 client.wait_for(lambda c: c.parser.retry is not None)
             expected = {"identities": {"ada": 2, "bob": 1}, "guests": 1}
             wait_until(lambda: present(a) == expected and present(b) == expected)
+            # Reports travel beside the events, never in their history.
+            assert history_length(shared_backend) == 0
 
             # Revocation travels too: ada's streams end in both processes.
             http_request(a.port, "POST", "/disconnect?identity=ada")
