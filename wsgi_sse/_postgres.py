@@ -487,7 +487,7 @@ class PostgresBackplane(ThreadedBackplane):
             (self.history_age, self.history_size),
         )
 
-    # -- replay (replay pool) --------------------------------------------------
+    # -- replay (replay thread) --------------------------------------------------
 
     def _fetch_many(self, requests: list[tuple[str, int]]) -> list[Fetched]:
         with self._lock:

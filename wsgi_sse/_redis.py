@@ -19,7 +19,7 @@ every path (live reads and replay fetches); malformed events are dropped
 and counted, never sent.
 
 redis-py is blocking: it is only ever used from threads owned by the
-backplane (one reader, one publisher, a small pool for replays), never from
+backplane (one reader, one publisher, one for replays), never from
 the reactor thread or a WSGI thread, and every socket has a timeout.
 
 redis-py is imported lazily: C{import wsgi_sse} works without it.
@@ -460,7 +460,7 @@ class RedisBackplane(ThreadedBackplane):
             return None
         return info
 
-    # -- replay (replay pool) --------------------------------------------------
+    # -- replay (replay thread) --------------------------------------------------
 
     def _fetch_many(self, requests: list[tuple[str, int]]) -> list[Fetched]:
         with self._lock:

@@ -1,6 +1,6 @@
 """
 What the shared backplanes (Redis, PostgreSQL) have in common: a publisher
-thread fed by a queue, a reader thread, a small replay pool, local-only
+thread fed by a queue, a reader thread, a replay thread, local-only
 delivery while the server is unreachable, and their counters.
 
 The blocking client libraries are only ever used from these threads, never
@@ -55,7 +55,7 @@ class ThreadedBackplane:
 
     A subclass provides L{parse_id}, C{_initial_id}, C{_append} (publisher
     thread: append a batch, raise on failure), C{_read_until_stopped}
-    (reader thread), C{_fetch} (replay pool) and C{_close} (any thread:
+    (reader thread), C{_fetch_many} (replay thread) and C{_close} (any thread:
     close every connection, waking the reader).
 
     L{attach}, L{start}, L{stop}, L{publish}, L{fetch_after}: call in the
@@ -131,7 +131,7 @@ class ThreadedBackplane:
         raise NotImplementedError
 
     def _fetch_many(self, requests: list[tuple[str, int]]) -> list[Fetched]:  # pragma: no cover
-        """Answer fetches (replay pool): one lookup round trip for all their ids."""
+        """Answer fetches (replay thread): one lookup round trip for all their ids."""
         raise NotImplementedError
 
     def _close(self) -> None:  # pragma: no cover - abstract
@@ -389,7 +389,7 @@ class ThreadedBackplane:
         while fallen and fallen[0] < token:
             self._fallen_back_set.discard(fallen.popleft())
 
-    # -- replay (replay pool) --------------------------------------------------
+    # -- replay (replay thread) --------------------------------------------------
 
     def fetch_after(self, position: int, event_id: str) -> Deferred[Fetched]:
         """
