@@ -111,6 +111,16 @@ def _entry_key(raw_id: bytes) -> tuple[int, int]:
     return int(ms), int(n or 0)
 
 
+def _after_entry(ms: int, n: int) -> tuple[int, str]:
+    """
+    The position after every event of the entry C{ms-n}, and an id that
+    parses back to it (a client given it as its last id misses nothing of
+    that entry's events, and nothing after).
+    """
+    last = MAX_PER_ENTRY - 1
+    return _position(ms, n, last), f"{ms}-{n}_{last}"
+
+
 def _previous(ms: int, n: int) -> tuple[int, int]:
     """The stream id just before C{ms-n}."""
     if n:
@@ -350,7 +360,7 @@ class RedisBackplane(ThreadedBackplane):
                     last = self._head(conn)
                     ms, n = _entry_key(last)
                     self.reactor.callFromThread(
-                        self.hub.start_at, _position(ms, n, MAX_PER_ENTRY), last.decode("ascii")
+                        self.hub.start_at, *_after_entry(ms, n)
                     )
                 if not self.connected:
                     conn.ping()
@@ -448,7 +458,7 @@ class RedisBackplane(ThreadedBackplane):
         start = first[0] if first else generated
         ms, n = _previous(*_entry_key(start)) if first else _entry_key(start)
         self._count("restarts")
-        self.reactor.callFromThread(self._restart, _position(ms, n, MAX_PER_ENTRY), f"{ms}-{n}")
+        self.reactor.callFromThread(self._restart, *_after_entry(ms, n))
         return f"{ms}-{n}".encode("ascii")
 
     def _info(self, conn: Any) -> dict[Any, Any] | None:
