@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from conftest import Backend
+from backplane_support import Backend
 from support import RunningServer, serve
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Backend
+from backplane_support import Backend
 from pg_support import PostgresServer
 from redis_support import ServerProcess, processes
 from support import PYTHON, ROOT, http_request, subprocess_env
