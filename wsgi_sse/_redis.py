@@ -359,9 +359,7 @@ class RedisBackplane(ThreadedBackplane):
                 if last is None:
                     last = self._head(conn)
                     ms, n = _entry_key(last)
-                    self.reactor.callFromThread(
-                        self.hub.start_at, *_after_entry(ms, n)
-                    )
+                    self.reactor.callFromThread(self.hub.start_at, *_after_entry(ms, n))
                 if not self.connected:
                     conn.ping()
                     if ever_connected:
