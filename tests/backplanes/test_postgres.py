@@ -125,7 +125,7 @@ def test_publish_in_a_transaction_is_delivered_on_commit_never_on_rollback(pg: B
             rolled = pg.server.connect()
             try:
                 # Both insert (taking row ids) before the marker commits.
-                postgres.publish(late, "late", channel="jobs")
+                postgres.publish(late.cursor(), "late", channel="jobs")  # a cursor works too
                 postgres.publish(rolled, "rolled-back", channel="jobs")
                 with pg.server.connect() as other:
                     postgres.publish(other, "marker", channel="jobs")
