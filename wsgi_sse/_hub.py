@@ -25,10 +25,22 @@ from ._encoding import encode_body, frame
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
 
-__all__ = ["DEFAULT_CHANNEL", "RESET", "Event", "Hub", "HubStats", "Joined", "Subscriber"]
+__all__ = [
+    "DEFAULT_CHANNEL",
+    "DEFAULT_HISTORY_CHANNELS",
+    "RESET",
+    "Event",
+    "Hub",
+    "HubStats",
+    "Joined",
+    "Subscriber",
+]
 
 DEFAULT_CHANNEL = "default"
 """The channel of a connection that names none, and of a broadcast that names none."""
+
+DEFAULT_HISTORY_CHANNELS = 10_000
+"""Channels a hub keeps at most (see L{Hub}'s C{history_channels})."""
 
 RESET = frame(None, encode_body("", event="reset"))
 """The control event telling a client its missed events cannot be replayed."""
@@ -156,7 +168,12 @@ class Hub:
 
     @param backplane: where ids come from and events go (default: in-process).
     @param history_size: events kept per channel for replay (0 disables replay).
-    @param history_age: seconds an event stays in the history.
+    @param history_age: seconds an event stays in the history (L{prune}
+        forgets older ones; the server calls it on a timer).
+    @param history_channels: channels kept at most.  Publishing to one more
+        forgets the history of the channel published to least recently that
+        nobody listens to (a client resuming there gets C{reset}); channels
+        with listeners are never forgotten.
     @param clock: the time source (the reactor by default).
     @param instance_id: 1-16 characters of C{[0-9a-z]} naming this hub in
         ids; random by default, fixed in tests.
@@ -174,6 +191,7 @@ class Hub:
         backplane: Backplane | None = None,
         history_size: int = 1000,
         history_age: float = 600.0,
+        history_channels: int = DEFAULT_HISTORY_CHANNELS,
         clock: IReactorTime | None = None,
         instance_id: str | None = None,
         replay_wait: float = 5.0,
@@ -183,12 +201,15 @@ class Hub:
             raise ValueError("history_size must not be negative")
         if history_age <= 0:
             raise ValueError("history_age must be positive")
+        if history_channels < 1:
+            raise ValueError("history_channels must be at least 1")
         if instance_id is None:
             instance_id = _new_instance_id()
         if not _INSTANCE.match(instance_id):
             raise ValueError("instance_id must be 1-16 characters of [0-9a-z]")
         self.history_size = history_size
         self.history_age = history_age
+        self.history_channels = history_channels
         self.replay_wait = replay_wait
         self.max_held = max_held
         self._clock = clock
@@ -520,10 +541,34 @@ class Hub:
         return succeed(result)
 
     def _channel(self, channel: str) -> _Channel:
-        ch = self._channels.get(channel)
+        """The channel C{channel} is published to, moved to the end of the eviction order."""
+        channels = self._channels
+        ch = channels.pop(channel, None)
         if ch is None:
-            ch = self._channels[channel] = _Channel(channel)
+            ch = _Channel(channel)
+            if len(channels) >= self.history_channels:
+                self._evict()
+        # The dict's order: least recently published first.
+        channels[channel] = ch
         return ch
+
+    def _evict(self) -> None:
+        """Make room for one more channel: forget those published to least recently."""
+        channels = self._channels
+        # Bounded work per call; channels with listeners are moved out of
+        # the way, so later calls reach the idle ones behind them.
+        budget = 64
+        while len(channels) >= self.history_channels and budget:
+            budget -= 1
+            oldest = next(iter(channels.values()))
+            if oldest.subscribers:
+                del channels[oldest.name]
+                channels[oldest.name] = oldest
+                continue
+            if oldest.history:
+                oldest.evicted_upto = oldest.history[-1].seq
+                oldest.history.clear()
+            self._forget_if_idle(oldest)
 
     def _record(self, seq: int, event_id: str, ch: _Channel, body: bytes, now: float) -> bytes:
         """Frame one event and keep it in its channel's history; return the wire bytes."""
@@ -571,7 +616,10 @@ class Hub:
             ch.evicted_upto = history.popleft().seq
 
     def prune(self) -> None:
-        """Drop events older than C{history_age} from every channel."""
+        """
+        Drop events older than C{history_age} from every channel, and forget
+        the channels left with no history and no listener.
+        """
         now = self._now()
         for ch in list(self._channels.values()):
             self._trim(ch, now)
