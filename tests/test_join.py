@@ -157,3 +157,13 @@ def test_the_transition_api_still_joins_through_the_backplane() -> None:
     assert hub.replay(["a"], "peer-5") == []
     hub.subscribe(client, ["a"])
     assert hub.held_count() == 1 and len(stub.fetches) == 1
+
+
+def test_the_join_result_comes_before_any_live_event() -> None:
+    """A callback on join()'s result can send (init after reset) before the first live event."""
+    hub, stub = held_hub()
+    client = Recorder()
+    hub.join(client, ["a"], "peer-5").addCallback(lambda joined: client.send(b"init\n\n"))
+    stub.fetches[0].callback(Fetched(False, [], 0, "", False))
+    hub.deliver_batch([Entry(11, "peer-11", "a", b"data: 11\n")])
+    assert client.sent == [RESET, b"init\n\n", b"id: peer-11\ndata: 11\n\n"]

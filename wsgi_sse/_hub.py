@@ -448,7 +448,9 @@ class Hub:
         and subscribed in one reactor turn.
 
         @return: a Deferred firing, once the subscriber is live, with how it
-            joined (at once unless it was held).
+            joined (at once unless it was held).  It fires in the reactor
+            turn that subscribed it, before any live event: a callback may
+            still send something first (an C{init} event after a C{reset}).
         """
         names = tuple(dict.fromkeys(channels))
         if subscriber in self._subscriptions or subscriber in self._held:

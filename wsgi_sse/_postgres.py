@@ -535,9 +535,9 @@ class PostgresBackplane(ThreadedBackplane):
             (self.history_age, self.history_size),
         )
 
-    # -- replay (replay pool) --------------------------------------------------
+    # -- replay (replay thread) --------------------------------------------------
 
-    def _fetch(self, event_id: str, position: int) -> Fetched:
+    def _fetch_many(self, requests: list[tuple[str, int]]) -> list[Fetched]:
         with self._lock:
             conn = self._replay_conn
             if conn is not None and self._replay_generation != self._generation:
@@ -548,7 +548,24 @@ class PostgresBackplane(ThreadedBackplane):
                 self._replay_generation = self._generation
                 conn = self._replay_conn = _connect(self.url, self.timeout)
         try:
-            return self._fetch_on(conn, event_id, position)
+            # A client's own row still in the table proves that nothing after
+            # it was pruned: one lookup for every id; an id that is not there
+            # costs only that, never a range read.
+            positions = [position for _, position in requests]
+            found = {
+                row[0]
+                for row in conn.execute(
+                    f"SELECT pos FROM {self.table} WHERE pos = ANY(%s)", (positions,)
+                )
+            }
+            out = []
+            for event_id, position in requests:
+                if position in found:
+                    out.append(self._fetch_range(conn, event_id, position))
+                else:
+                    self._count("replay_misses")
+                    out.append(NOT_FOUND)
+            return out
         except Exception:
             # A broken connection (the database restarted): a new one next time.
             with self._lock:
@@ -558,13 +575,8 @@ class PostgresBackplane(ThreadedBackplane):
                 conn.close()
             raise
 
-    def _fetch_on(self, conn: Any, event_id: str, position: int) -> Fetched:
+    def _fetch_range(self, conn: Any, event_id: str, position: int) -> Fetched:
         table = self.table
-        # The client's own row still in the table proves that nothing after
-        # it was pruned; an id that is not there costs this one lookup.
-        if conn.execute(f"SELECT 1 FROM {table} WHERE pos = %s", (position,)).fetchone() is None:
-            self._count("replay_misses")
-            return NOT_FOUND
         rows = conn.execute(
             f"SELECT pos, channel, body, origin FROM {table} WHERE pos > %s ORDER BY pos LIMIT %s",
             (position, self.max_replay + 1),

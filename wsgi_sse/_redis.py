@@ -19,7 +19,7 @@ every path (live reads and replay fetches); malformed events are dropped
 and counted, never sent.
 
 redis-py is blocking: it is only ever used from threads owned by the
-backplane (one reader, one publisher, a small pool for replays), never from
+backplane (one reader, one publisher, one for replays), never from
 the reactor thread or a WSGI thread, and every socket has a timeout.
 
 redis-py is imported lazily: C{import wsgi_sse} works without it.
@@ -111,6 +111,16 @@ def _entry_key(raw_id: bytes) -> tuple[int, int]:
     return int(ms), int(n or 0)
 
 
+def _after_entry(ms: int, n: int) -> tuple[int, str]:
+    """
+    The position after every event of the entry C{ms-n}, and an id that
+    parses back to it (a client given it as its last id misses nothing of
+    that entry's events, and nothing after).
+    """
+    last = MAX_PER_ENTRY - 1
+    return _position(ms, n, last), f"{ms}-{n}_{last}"
+
+
 def _previous(ms: int, n: int) -> tuple[int, int]:
     """The stream id just before C{ms-n}."""
     if n:
@@ -169,6 +179,11 @@ def _decode(
         if digits.isdigit() and len(digits) <= 20:
             token = int(digits)
     return entries, token, 0
+
+
+def _field(info: dict[Any, Any], name: str) -> Any:
+    """A field of an XINFO STREAM answer (redis-py gives str or bytes keys)."""
+    return info.get(name, info.get(name.encode("ascii")))
 
 
 def _horizon() -> int:
@@ -388,9 +403,7 @@ class RedisBackplane(ThreadedBackplane):
                 if last is None:
                     last = self._head(conn)
                     ms, n = _entry_key(last)
-                    self.reactor.callFromThread(
-                        self.hub.start_at, _position(ms, n, MAX_PER_ENTRY), last.decode("ascii")
-                    )
+                    self.reactor.callFromThread(self.hub.start_at, *_after_entry(ms, n))
                 if not self.connected:
                     conn.ping()
                     if ever_connected:
@@ -439,14 +452,9 @@ class RedisBackplane(ThreadedBackplane):
         that does not exist, the id just before Redis's current time (every
         later entry gets an id from then on).  Reader thread.
         """
-        import redis
-
-        try:
-            info = conn.xinfo_stream(self.key)
-        except redis.ResponseError:
-            info = None
+        info = self._info(conn)
         if info is not None:
-            generated = info.get("last-generated-id", info.get(b"last-generated-id"))
+            generated = _field(info, "last-generated-id")
             if isinstance(generated, bytes) and _parse(generated.decode("ascii", "replace")):
                 return generated
         seconds, micros = conn.time()
@@ -473,40 +481,65 @@ class RedisBackplane(ThreadedBackplane):
 
     def _check_backwards(self, conn: Any, last: bytes) -> bytes:
         """
-        After a quiet read: if the stream's newest entry is older than the
-        last one read (the key was deleted, or recreated), start over from
-        its first entry.  Reader thread.
+        After a quiet read: if the stream's last generated id is below the
+        last id read (the key was deleted and created again, e.g. after a
+        forged maximal id), start over from its first entry, all of which
+        are new.  Deleting entries (even the newest) does not lower that id,
+        and is not a restart.  Reader thread.
         """
         if last == b"0-0":
             return last
-        newest = conn.xrevrange(self.key, count=1)
-        if newest and _entry_key(newest[0][0]) >= _entry_key(last):
-            return last
-        if not newest:
+        info = self._info(conn)
+        if info is None:
             # Gone: wait for the first entry of the new stream.
             return last
-        first = conn.xrange(self.key, count=1)
-        ms, n = _previous(*_entry_key(first[0][0]))
+        generated = _field(info, "last-generated-id")
+        if not isinstance(generated, bytes) or _entry_key(generated) >= _entry_key(last):
+            return last
+        first = _field(info, "first-entry")
+        start = first[0] if first else generated
+        ms, n = _previous(*_entry_key(start)) if first else _entry_key(start)
         self._count("restarts")
-        self.reactor.callFromThread(self._restart, _position(ms, n, MAX_PER_ENTRY), f"{ms}-{n}")
+        self.reactor.callFromThread(self._restart, *_after_entry(ms, n))
         return f"{ms}-{n}".encode("ascii")
 
-    # -- replay (replay pool) --------------------------------------------------
+    def _info(self, conn: Any) -> dict[Any, Any] | None:
+        import redis
 
-    def _fetch(self, event_id: str, position: int) -> Fetched:
+        try:
+            info: dict[Any, Any] = conn.xinfo_stream(self.key)
+        except redis.ResponseError:
+            return None
+        return info
+
+    # -- replay (replay thread) --------------------------------------------------
+
+    def _fetch_many(self, requests: list[tuple[str, int]]) -> list[Fetched]:
         with self._lock:
             conn = self._replay_conn
             if conn is None:
                 conn = self._replay_conn = _connect(self.url, self.timeout)
-        parsed = _parse(event_id)
-        assert parsed is not None
-        entry_id = f"{parsed[0]}-{parsed[1]}"
-        # The client's own entry still in the stream proves that nothing
-        # after it was trimmed; an id that is not there costs this one
-        # lookup, never a range read.
-        if not conn.xrange(self.key, entry_id, entry_id, count=1):
-            self._count("replay_misses")
-            return NOT_FOUND
+        # A client's own entry still in the stream proves that nothing after
+        # it was trimmed.  One pipelined single-entry lookup for every id;
+        # an id that is not there costs only that, never a range read.
+        entry_ids = []
+        pipe = conn.pipeline(transaction=False)
+        for event_id, _ in requests:
+            parsed = _parse(event_id)
+            assert parsed is not None
+            entry_ids.append(f"{parsed[0]}-{parsed[1]}")
+            pipe.xrange(self.key, entry_ids[-1], entry_ids[-1], count=1)
+        found = pipe.execute()
+        out = []
+        for (_, position), entry_id, exists in zip(requests, entry_ids, found, strict=True):
+            if exists:
+                out.append(self._fetch_range(conn, entry_id, position))
+            else:
+                self._count("replay_misses")
+                out.append(NOT_FOUND)
+        return out
+
+    def _fetch_range(self, conn: Any, entry_id: str, position: int) -> Fetched:
         # The client's own entry, then up to max_replay + 1 more.
         limit = self.max_replay + 2
         raw = conn.xrange(self.key, entry_id, "+", count=limit)

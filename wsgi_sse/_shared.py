@@ -1,6 +1,6 @@
 """
 What the shared backplanes (Redis, PostgreSQL) have in common: a publisher
-thread fed by a queue, a reader thread, a small replay pool, local-only
+thread fed by a queue, a reader thread, a replay thread, local-only
 delivery while the server is unreachable, and their counters.
 
 The blocking client libraries are only ever used from these threads, never
@@ -58,7 +58,7 @@ class ThreadedBackplane:
 
     A subclass provides L{parse_id}, C{_initial_id}, C{_append} (publisher
     thread: append a batch, raise on failure), C{_read_until_stopped}
-    (reader thread), C{_fetch} (replay pool) and C{_close} (any thread:
+    (reader thread), C{_fetch_many} (replay thread) and C{_close} (any thread:
     close every connection, waking the reader).
 
     L{attach}, L{start}, L{stop}, L{publish}, L{fetch_after}: call in the
@@ -111,6 +111,9 @@ class ThreadedBackplane:
         # have reached the server: then they must not be delivered twice).
         self._waiting: dict[int, Deferred[Published]] = {}
         self._fetching: dict[str, list[Deferred[Fetched]]] = {}
+        # Fetches waiting for the replay thread, answered in batches.
+        self._fetch_queue: list[tuple[str, int]] = []
+        self._fetch_busy = False
         self._fallen_back: deque[int] = deque()
         self._fallen_back_set: set[int] = set()
         self._lock = threading.Lock()
@@ -133,7 +136,8 @@ class ThreadedBackplane:
     def _read_until_stopped(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _fetch(self, event_id: str, position: int) -> Fetched:  # pragma: no cover
+    def _fetch_many(self, requests: list[tuple[str, int]]) -> list[Fetched]:  # pragma: no cover
+        """Answer fetches (replay thread): one lookup round trip for all their ids."""
         raise NotImplementedError
 
     def _close(self) -> None:  # pragma: no cover - abstract
@@ -204,7 +208,7 @@ class ThreadedBackplane:
         self.running = True
         self._stopping.clear()
         self._first_attempt.clear()
-        self._pool = ThreadPool(0, 2, f"wsgi-sse-{self.kind}-replay")
+        self._pool = ThreadPool(0, 1, f"wsgi-sse-{self.kind}-replay")
         self._pool.start()
         self._threads = [
             threading.Thread(
@@ -450,7 +454,7 @@ class ThreadedBackplane:
         while fallen and fallen[0] < token:
             self._fallen_back_set.discard(fallen.popleft())
 
-    # -- replay (replay pool) --------------------------------------------------
+    # -- replay (replay thread) --------------------------------------------------
 
     def fetch_after(self, position: int, event_id: str) -> Deferred[Fetched]:
         """
@@ -463,16 +467,38 @@ class ThreadedBackplane:
             # finished writing what comes before the replay by then.
             return deferLater(self.reactor, 0, lambda: NOT_FOUND)
         # Clients reconnecting together (after a restart) mostly share their
-        # last id: one lookup answers them all.
+        # last id: one lookup answers them all.  Different ids queue up while
+        # a batch runs and are looked up together in the next one, so many
+        # made-up ids cost one round trip, not one each before a real client.
         waiters = self._fetching.get(event_id)
         if waiters is None:
             waiters = self._fetching[event_id] = []
             self._count("replay_fetches")
-            fetching = deferToThreadPool(self.reactor, self._pool, self._fetch, event_id, position)
-            fetching.addBoth(self._share_fetched, event_id)
+            self._fetch_queue.append((event_id, position))
+            if not self._fetch_busy:
+                self._run_fetches()
         answer: Deferred[Fetched] = Deferred()
         waiters.append(answer)
         return answer
+
+    def _run_fetches(self) -> None:
+        pool = self._pool
+        if pool is None or not self._fetch_queue:
+            for event_id, _ in self._fetch_queue:
+                self._share_fetched(NOT_FOUND, event_id)
+            self._fetch_queue = []
+            return
+        batch, self._fetch_queue = self._fetch_queue[:1000], self._fetch_queue[1000:]
+        self._fetch_busy = True
+        fetching = deferToThreadPool(self.reactor, pool, self._fetch_many, batch)
+        fetching.addBoth(self._fetched_many, batch)
+
+    def _fetched_many(self, result: list[Fetched] | Failure, batch: list[tuple[str, int]]) -> None:
+        self._fetch_busy = False
+        for n, (event_id, _) in enumerate(batch):
+            self._share_fetched(result if isinstance(result, Failure) else result[n], event_id)
+        if self._fetch_queue:
+            self._run_fetches()
 
     def _share_fetched(self, result: Fetched | Failure, event_id: str) -> None:
         for answer in self._fetching.pop(event_id, []):

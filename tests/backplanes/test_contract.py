@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from conftest import Backend
+from backplane_support import Backend
 from support import RunningServer, serve
 
 
@@ -197,3 +197,18 @@ def test_reconnecting_clients_lose_nothing_and_see_nothing_twice(any_backend: Ba
             client.close()
         assert [data for _, data in received] == [f"p:{i}" for i in range(total)]
         assert len({i for i, _ in received}) == total
+
+
+def test_a_stream_opened_through_hooks_starts_without_reset(any_backend: Backend) -> None:
+    """With authorize and initial hooks, a new page gets init, then live events: never reset."""
+    with server_on(
+        any_backend, authorize=lambda request: True, initial=lambda request: {"n": 0}
+    ) as a:
+        with a.stream() as client:
+            a.wait_clients(1)
+            a.service.broadcaster.broadcast("live")
+            events = client.wait_events(2)
+        assert [(e.type, e.data) for e in events] == [("init", '{"n":0}'), ("message", "live")]
+        # The init event's id is a position a client can resume from here.
+        with a.stream(headers={"Last-Event-ID": events[0].last_event_id}) as again:
+            assert [e.data for e in again.wait_events(1)] == ["live"]

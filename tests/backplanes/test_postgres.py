@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Backend
+from backplane_support import Backend
 from pg_support import PostgresServer
 from redis_support import ServerProcess, processes
 from support import PYTHON, ROOT, http_request, subprocess_env
@@ -125,7 +125,7 @@ def test_publish_in_a_transaction_is_delivered_on_commit_never_on_rollback(pg: B
             rolled = pg.server.connect()
             try:
                 # Both insert (taking row ids) before the marker commits.
-                postgres.publish(late, "late", channel="jobs")
+                postgres.publish(late.cursor(), "late", channel="jobs")  # a cursor works too
                 postgres.publish(rolled, "rolled-back", channel="jobs")
                 with pg.server.connect() as other:
                     postgres.publish(other, "marker", channel="jobs")
