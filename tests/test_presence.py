@@ -139,7 +139,7 @@ def test_bad_arguments_are_refused() -> None:
     with pytest.raises(ValueError, match="identity"):
         Allowed(True, identity="a\nb")
     with pytest.raises(ValueError, match="identity"):
-        Allowed(True, identity="x" * 256)
+        Allowed(True, identity="x" * 257)
     with pytest.raises(TypeError):
         Allowed(True, identity=7)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="reserved"):
@@ -313,3 +313,19 @@ def test_a_large_report_is_split_into_messages_the_backplane_carries(limit: int)
     assert crowd.connections == 3001
     other.deliver_control(recording.bodies[-1])  # the goodbye empties it at once
     assert other.presence.channels() == []
+
+
+def test_an_identity_others_would_refuse_is_reported_as_a_guest() -> None:
+    """A stream given an identity with a control character does not spoil the report."""
+    clock = Clock()
+    recording = SharedRecording("here", 7900)
+    hub = Hub(clock=clock, instance_id="here", backplane=recording)
+    hub.subscribe(Tab("bad\nname"), ["room"])
+    hub.subscribe(Tab("ada"), ["room"])
+    hub.presence.start()
+    other = Hub(clock=clock, instance_id="other")
+    for body in recording.bodies:
+        other.deliver_control(body)
+    assert other.presence.malformed == 0
+    now = other.presence.get("room")
+    assert (dict(now.identities), now.guests) == ({"ada": 1}, 1)

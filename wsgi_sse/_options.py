@@ -64,7 +64,7 @@ class Allowed:
 
     @ivar channels: C{True}, C{False} or the channels the connection may
         join, as a plain return value would be (see L{AuthorizeResult}).
-    @ivar identity: who the stream belongs to (1-255 characters, no
+    @ivar identity: who the stream belongs to (1-256 characters, no
         control characters), or L{None} for a guest.
     """
 

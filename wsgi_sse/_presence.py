@@ -50,7 +50,7 @@ processes.  Browsers cannot join it (C{#} is outside every accepted channel
 name) and the hub keeps no history of it.
 """
 
-MAX_IDENTITY = 255
+MAX_IDENTITY = 256
 """The longest identity (in characters) a stream may carry."""
 
 MAX_SHARED_IDENTITIES = 2000
@@ -329,8 +329,10 @@ class PresenceTracker:
             current, size = {"c": {}, "a": {}}, 0
 
         for name, counts in sorted(channels.items()):
-            named = sorted((i, n) for i, n in counts.items() if i is not None)
-            guests = counts.get(None, 0) + sum(n for _, n in named[MAX_SHARED_IDENTITIES:])
+            # An identity others would refuse (set by hand on a stream) is
+            # reported as a guest rather than spoiling the whole message.
+            named = sorted((i, n) for i, n in counts.items() if i is not None and _valid(i))
+            guests = sum(counts.values()) - sum(n for _, n in named[:MAX_SHARED_IDENTITIES])
             head = len(json.dumps(name)) + 24
             if size + head > budget:
                 flush()
@@ -411,6 +413,10 @@ class PresenceTracker:
                 if not into:
                     del table[name]
             self._remote[instance] = (now + float(ttl), table)
+
+
+def _valid(identity: str) -> bool:
+    return 0 < len(identity) <= MAX_IDENTITY and _BAD.search(identity) is None
 
 
 def _parse_counts(value: object) -> Counts | None:
