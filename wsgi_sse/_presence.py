@@ -188,21 +188,28 @@ class PresenceTracker:
     def add(self, channels: tuple[str, ...], identity: str | None) -> None:
         """Count one more stream of C{identity} on C{channels}."""
         joined = []
+        local = self._local
         with self._lock:
             for name in channels:
-                counts = self._local.setdefault(name, {})
+                counts = local.get(name)
+                if counts is None:
+                    local[name] = {identity: 1}
+                    joined.append(name)
+                    continue
                 n = counts.get(identity, 0) + 1
                 counts[identity] = n
                 if n == 1 or identity is None:
                     joined.append(name)
-        self._changed(channels, identity, joined, True)
+        if joined and (self._listeners or self.hub.backplane.shared):
+            self._changed(identity, joined, True)
 
     def remove(self, channels: tuple[str, ...], identity: str | None) -> None:
         """Count one stream of C{identity} less on C{channels}."""
         left = []
+        local = self._local
         with self._lock:
             for name in channels:
-                counts = self._local.get(name)
+                counts = local.get(name)
                 if counts is None or identity not in counts:
                     continue
                 n = counts[identity] - 1
@@ -211,16 +218,13 @@ class PresenceTracker:
                 else:
                     del counts[identity]
                     if not counts:
-                        del self._local[name]
+                        del local[name]
                 if not n or identity is None:
                     left.append(name)
-        self._changed(channels, identity, left, False)
+        if left and (self._listeners or self.hub.backplane.shared):
+            self._changed(identity, left, False)
 
-    def _changed(
-        self, channels: tuple[str, ...], identity: str | None, changed: list[str], joined: bool
-    ) -> None:
-        if not changed:
-            return
+    def _changed(self, identity: str | None, changed: list[str], joined: bool) -> None:
         if self.hub.backplane.shared:
             self._dirty.update(changed)
             if self._flush_call is None and self._timer is not None:
