@@ -16,8 +16,8 @@ from support import http_request
 HERE = Path(__file__).resolve().parent
 
 
-def server(tmp: Path, name: str, backend: Backend) -> ServerProcess:
-    """tests/backplanes/presence/server.py under twistd, reporting presence every 0.5 s."""
+def server(tmp: Path, name: str, backend: Backend, interval: str = "0.5") -> ServerProcess:
+    """tests/backplanes/presence/server.py under twistd, reporting presence every C{interval} s."""
     twistd = shutil.which("twistd")
     assert twistd is not None
     return ServerProcess(
@@ -25,7 +25,7 @@ def server(tmp: Path, name: str, backend: Backend) -> ServerProcess:
         HERE / "presence",
         tmp / f"{name}.log",
         WSGI_SSE_BACKPLANE_URL=backend.url,
-        PRESENCE_INTERVAL="0.5",
+        PRESENCE_INTERVAL=interval,
     )
 
 
@@ -87,3 +87,18 @@ def test_presence_across_processes_and_a_killed_process_expires(
             assert present(a) == left  # until the TTL (three intervals) passes
             wait_until(lambda: present(a) == {"identities": {}, "guests": 0}, timeout=10)
             print(f"killed process forgotten after {time.monotonic() - killed_at:.2f} s")
+
+
+def test_a_process_that_stops_cleanly_is_forgotten_at_once(
+    shared_backend: Backend, tmp_path: Path
+) -> None:
+    """A stopping process says goodbye: others drop its identities long before its TTL."""
+    a = server(tmp_path, "a", shared_backend)
+    # Reports every 20 s: forgotten after 60 s if it left without a word.
+    c = server(tmp_path, "c", shared_backend, interval="20")
+    with processes(a, c):
+        with c.stream("/sse?channel=room", headers={"Cookie": "user=cy"}) as cy:
+            cy.wait_for(lambda s: s.parser.retry is not None)
+            wait_until(lambda: present(a) == {"identities": {"cy": 1}, "guests": 0})
+            c.stop()
+        wait_until(lambda: present(a) == {"identities": {}, "guests": 0}, timeout=10)
