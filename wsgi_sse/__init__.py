@@ -23,6 +23,7 @@ from ._broadcast import (
     Broadcaster,
     broadcast,
     broadcast_and_wait,
+    close,
     get_broadcaster,
     set_broadcaster,
 )
@@ -31,6 +32,7 @@ from ._hub import DEFAULT_CHANNEL, Event, Hub
 from ._mount import WSGIRoot
 from ._options import StreamOptions, StreamRequest
 from ._resource import SSEResource
+from ._views import hold_body, hold_headers
 
 __version__ = "0.1.0"
 
@@ -48,9 +50,12 @@ __all__ = (
     "__version__",
     "broadcast",
     "broadcast_and_wait",
+    "close",
     "encode_comment",
     "encode_event",
     "get_broadcaster",
+    "hold_body",
+    "hold_headers",
     "make_application",
     "make_service",
     "set_broadcaster",

@@ -18,7 +18,6 @@ from twisted.logger import Logger
 from twisted.python.components import Componentized
 from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import IResource
-from twisted.web.wsgi import WSGIResource
 
 from ._broadcast import Broadcaster, Publisher, set_broadcaster
 from ._hub import Hub
@@ -34,6 +33,7 @@ from ._site import (
     StreamSite,
 )
 from ._stats import BackplaneStats, MetricsResource, StatsResource
+from ._views import HoldingWSGIResource
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -203,9 +203,12 @@ class SSEServerService(MultiService):
         self.broadcaster = Broadcaster(publisher or self.hub, reactor=reactor)
         self.threadpool = WSGIThreadPool(min_threads, threads, "wsgi")
         self.wsgi_app = wsgi_app
-        self.wsgi_resource = WSGIResource(reactor, self.threadpool, _compliant(wsgi_app))
         self.sse_resource = SSEResource(
             self.hub, reactor=reactor, threadpool=self.threadpool, options=options
+        )
+        # Views' responses may hold streams: they join the same streams.
+        self.wsgi_resource = HoldingWSGIResource(
+            reactor, self.threadpool, _compliant(wsgi_app), self.sse_resource.streams
         )
         self.root = WSGIRoot(self.wsgi_resource)
         self.root.mount(sse_path, self.sse_resource)

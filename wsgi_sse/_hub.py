@@ -21,10 +21,20 @@ from ._encoding import frame
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
 
-__all__ = ["DEFAULT_CHANNEL", "Event", "Hub", "HubStats", "Subscriber"]
+__all__ = ["CLOSE_BODY", "DEFAULT_CHANNEL", "Event", "Hub", "HubStats", "Subscriber"]
 
 DEFAULT_CHANNEL = "default"
 """The channel of a connection that names none, and of a broadcast that names none."""
+
+CLOSE_BODY = b":close\n"
+"""
+The body published to close a channel (C{close(channel)}): it travels the
+publish path like an event (so a backplane carries it to every process, in
+order with the events before it) but is never sent nor kept: a hub that
+receives it ends the streams subscribed to the channel.  No event body can
+be equal to it (L{encode_body<wsgi_sse._encoding.encode_body>} always ends
+with C{data:} lines).
+"""
 
 
 class Subscriber(Protocol):
@@ -211,8 +221,13 @@ class Hub:
         Give C{body} (an event encoded without its id) the next id, keep it
         for replay and send it to every subscriber of C{channel}.
 
+        A C{body} of L{CLOSE_BODY} ends the channel's streams instead (see
+        L{end_channel}).
+
         @return: the number of subscribers it was sent to.
         """
+        if body == CLOSE_BODY:
+            return self.end_channel(channel)
         self._seq += 1
         return self.deliver(self._seq, self._prefix + str(self._seq), channel, body)
 
@@ -221,8 +236,13 @@ class Hub:
         Record and fan out an event whose id was assigned elsewhere (by
         L{publish}, or by a backplane shared between processes).
 
-        C{seq} must grow with every call.
+        C{seq} must grow with every call.  A C{body} of L{CLOSE_BODY} ends the
+        channel's streams (it uses up C{seq} but is not kept).
         """
+        if body == CLOSE_BODY:
+            if seq > self._seq:
+                self._seq = seq
+            return self.end_channel(channel)
         ch = self._channel(channel)
         wire = self._record(seq, event_id, ch, body, self._now())
         return self._fan_out(ch, wire, 1)
@@ -237,8 +257,17 @@ class Hub:
         broadcasts from the WSGI threads) then cost one socket write per
         subscriber instead of one per event and subscriber.
 
+        A L{CLOSE_BODY} among C{bodies} ends the channel's streams after the
+        events before it.
+
         @return: the number of subscribers they were sent to.
         """
+        if CLOSE_BODY in bodies:
+            at = list(bodies).index(CLOSE_BODY)
+            count = self.publish_many(channel, bodies[:at]) if at else 0
+            count = max(count, self.end_channel(channel))
+            rest = bodies[at + 1 :]
+            return self.publish_many(channel, rest) if rest else count
         ch = self._channel(channel)
         now = self._now()
         prefix = self._prefix
@@ -250,6 +279,25 @@ class Hub:
         if not wires:
             return len(ch.subscribers)
         return self._fan_out(ch, b"".join(wires), len(wires))
+
+    def end_channel(self, channel: str) -> int:
+        """
+        End every stream subscribed to C{channel}: each is unsubscribed (from
+        all its channels) and, if it has an C{end()} method, ended after what
+        it was sent before.
+
+        @return: the number of streams ended.
+        """
+        ch = self._channels.get(channel)
+        if ch is None:
+            return 0
+        subscribers = tuple(ch.subscribers)
+        for subscriber in subscribers:
+            self.unsubscribe(subscriber)
+            end = getattr(subscriber, "end", None)
+            if end is not None:
+                end()
+        return len(subscribers)
 
     def _channel(self, channel: str) -> _Channel:
         ch = self._channels.get(channel)

@@ -35,7 +35,7 @@ from twisted.python.threadpool import ThreadPool
 
 from ._broadcast import prepare_event
 from ._encoding import frame
-from ._hub import Event, Hub, Subscriber, _base36
+from ._hub import CLOSE_BODY, Event, Hub, Subscriber, _base36
 from ._resource import _RESET
 
 if TYPE_CHECKING:
@@ -258,11 +258,24 @@ class RedisHub(Hub):
         i, end = 0, len(events)
         while i < end:
             channel = events[i][2]
+            if events[i][3] == CLOSE_BODY:
+                # close(channel): ends the channel's streams after what came
+                # before it; not kept, not replayed.
+                seq, redis_id = events[i][0], events[i][1]
+                if seq > self._seq:
+                    if seq & _LOCAL_MASK:
+                        raise ValueError(f"not a Redis stream id: {redis_id!r}")
+                    self._seq = self._last_redis_seq = seq
+                    self._last_redis_id = redis_id
+                    self._local_count = 0
+                    counts[i] = self.end_channel(channel)
+                i += 1
+                continue
             ch = self._channel(channel)
             wires = []
             delivered = []
             j = i
-            while j < end and events[j][2] == channel:
+            while j < end and events[j][2] == channel and events[j][3] != CLOSE_BODY:
                 seq, redis_id, _, body = events[j]
                 if seq > self._seq:
                     if seq & _LOCAL_MASK:
@@ -386,7 +399,7 @@ class RedisHub(Hub):
         wires = [
             frame(event_id, body)
             for seq, event_id, channel, body in fetched.entries
-            if channel in wanted and seq <= fetched.end_seq
+            if channel in wanted and seq <= fetched.end_seq and body != CLOSE_BODY
         ]
         wires.extend(e.wire for e in after)
         self._release(held, wires)

@@ -139,18 +139,20 @@ def parse_grip(headers: Iterable[tuple[str, str]], options: StreamOptions) -> Gr
     @return: L{None} if the response has no C{Grip-Hold} header.
     @raise ValueError: for an instruction that cannot be followed (a hold
         other than C{stream}, no channel, too many channels, an invalid
-        channel name); the message says which.
+        channel name, a compressed body); the message says which.
     """
-    headers = list(headers)
     hold = None
     channel_values = []
     kept = []
+    encoding = None
     for name, value in headers:
         lower = name.lower()
         if lower == "grip-hold":
             hold = value.strip().lower()
         elif lower == "grip-channel":
             channel_values.append(value)
+        elif lower == "content-encoding" and value.strip().lower() != "identity":
+            encoding = value
         if lower.startswith("grip-") or lower == "content-length":
             continue
         kept.append((name, value))
@@ -158,6 +160,11 @@ def parse_grip(headers: Iterable[tuple[str, str]], options: StreamOptions) -> Gr
         return None
     if hold != "stream":
         raise ValueError(f"Grip-Hold: {hold!r} is not supported (only 'stream')")
+    if encoding is not None:
+        raise ValueError(
+            f"a held stream cannot be compressed (Content-Encoding: {encoding}); "
+            "leave held responses out of compression middleware"
+        )
     joined = ",".join(channel_values)
     if len(joined) > _MAX_GRIP_CHANNEL_HEADER:
         raise ValueError("Grip-Channel is too long")
