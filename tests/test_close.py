@@ -23,8 +23,8 @@ class Sub:
         self.ended += 1
 
 
-def test_close_body_ends_subscribers_and_is_not_kept() -> None:
-    """Publishing the close body ends the channel's subscribers; it is neither sent nor replayed."""
+def test_close_sends_its_id_ends_subscribers_and_is_kept() -> None:
+    """A close sends only its id, ends the channel's subscribers, and is replayed as an end."""
     hub = Hub(clock=Clock(), instance_id="t")
     a, b, other = Sub(), Sub(), Sub()
     hub.subscribe(a, ["job"])
@@ -33,13 +33,15 @@ def test_close_body_ends_subscribers_and_is_not_kept() -> None:
     hub.publish("job", b"data: 1\n")
     assert hub.publish("job", CLOSE_BODY) == 2
     assert (a.ended, b.ended, other.ended) == (1, 1, 0)
-    assert a.wires == [b"id: t-1\ndata: 1\n\n"]
+    assert a.wires == [b"id: t-1\ndata: 1\n\n", b"id: t-2\n\n"]
     assert hub.subscriber_count("job") == 0
     # Ended streams are unsubscribed from all their channels.
     assert hub.subscriber_count("news") == 1
     assert hub.publish("news", b"data: n\n") == 1
-    assert b.wires == [b"id: t-1\ndata: 1\n\n"]
-    assert [e.wire for e in hub.replay(["job"], "t-0") or []] == [b"id: t-1\ndata: 1\n\n"]
+    assert len(b.wires) == 2
+    replayed = hub.replay(["job"], "t-0") or []
+    assert [(e.id, e.closes) for e in replayed] == [("t-1", False), ("t-2", True)]
+    assert hub.replay(["job"], "t-2") == []
     # Later subscribers are not affected.
     late = Sub()
     hub.subscribe(late, ["job"])
@@ -51,10 +53,10 @@ def test_publish_many_closes_after_the_events_before_it() -> None:
     hub = Hub(clock=Clock(), instance_id="t")
     a = Sub()
     hub.subscribe(a, ["job"])
-    hub.publish_many("job", [b"data: 1\n", b"data: 2\n", CLOSE_BODY, b"data: 3\n"])
-    assert b"".join(a.wires) == b"id: t-1\ndata: 1\n\nid: t-2\ndata: 2\n\n"
+    hub.publish_many("job", [b"data: 1\n", b"data: 2\n", CLOSE_BODY, b"data: 4\n"])
+    assert b"".join(a.wires) == b"id: t-1\ndata: 1\n\nid: t-2\ndata: 2\n\nid: t-3\n\n"
     assert a.ended == 1
-    assert [e.id for e in hub.replay(["job"], "t-0") or []] == ["t-1", "t-2", "t-3"]
+    assert [e.id for e in hub.replay(["job"], "t-0") or []] == ["t-1", "t-2", "t-3", "t-4"]
 
 
 def test_broadcaster_close_keeps_order_with_queued_broadcasts() -> None:
@@ -75,7 +77,7 @@ def test_broadcaster_close_keeps_order_with_queued_broadcasts() -> None:
     assert a.wires == [] and a.ended == 0
     ((drain, args),) = calls
     drain(*args)  # type: ignore[operator]
-    assert b"".join(a.wires) == b"id: t-1\ndata: one\n\nid: t-2\ndata: two\n\n"
+    assert b"".join(a.wires) == b"id: t-1\ndata: one\n\nid: t-2\ndata: two\n\nid: t-3\n\n"
     assert a.ended == 1
 
 
@@ -99,7 +101,7 @@ def test_redis_delivered_close_ends_streams_in_stream_order() -> None:
         ]
     )
     assert counts == [1, 1, 0]
-    assert a.wires == [b"id: 1-0\ndata: 1\n\n"] and a.ended == 1
+    assert a.wires == [b"id: 1-0\ndata: 1\n\n", b"id: 2-0\n\n"] and a.ended == 1
     # Delivered again (a reader that re-read the stream): nothing happens twice.
     assert hub.deliver_redis_many([entry("2-0", "job", CLOSE_BODY)]) == [0]
     assert a.ended == 1

@@ -366,3 +366,44 @@ def test_ordinary_responses_pass_through_unchanged() -> None:
     with serve(app) as server:
         status, headers, body = http_request(server.port, "GET", "/x")
         assert (status, headers["x-mine"], body) == (201, "1", b"ab")
+
+
+def test_close_during_the_view_ends_its_stream_after_the_events() -> None:
+    """A channel closed while the view runs: its stream sends what came before, then ends."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        broadcast("last words", channel="job-9")
+        close("job-9")
+        time.sleep(0.05)  # the reactor handles both before the hold is served
+        start_response("200 OK", hold_headers("job-9"))
+        return [hold_body("running")]
+
+    with serve(app) as server:
+        with server.stream("/jobs/9/events") as client:
+            client.read_to_end()
+            assert [e.data for e in client.events] == ["running", "last words"]
+        server.wait_clients(0)
+
+
+def test_reconnect_after_close_replays_to_the_end_then_stays() -> None:
+    """Resuming from before a close replays up to it and ends; from the close on, it stays."""
+    with serve(JobsApp()) as server:
+        with _held(server, "/jobs/3/events") as client:
+            server.wait_clients(1)
+            broadcast_and_wait("one", channel="job-3")
+            before = client.wait_events(2)[-1].last_event_id
+            broadcast("two", channel="job-3")
+            close("job-3")
+            client.read_to_end()
+        # The close's id moved the page's lastEventId past it, without an event.
+        assert [e.data for e in client.events[1:]] == ["one", "two"]
+        closed_at = client.parser.last_event_id
+        assert closed_at != client.events[-1].last_event_id
+        with _held(server, "/jobs/3/events", headers={"Last-Event-ID": before}) as again:
+            again.read_to_end()
+            assert [e.data for e in again.events[1:]] == ["two"]
+        with _held(server, "/jobs/3/events", headers={"Last-Event-ID": closed_at}) as after:
+            after.wait_events(1)
+            server.wait_clients(1)
+            assert broadcast_and_wait("three", channel="job-3") == 1
+            assert after.wait_events(2)[-1].data == "three"

@@ -175,8 +175,11 @@ class Broadcaster:
         """
         End every stream subscribed to C{channel}, in every process sharing
         this server's backplane, once it has been sent everything broadcast
-        before this call.  Streams opened on the channel afterwards are not
-        affected.  May be called in any thread; does not wait.
+        before this call.  The close has an id, like an event: a stream
+        that resumes from before it (a reconnecting page, a view's stream
+        that started while the close happened) is replayed up to it and
+        ended too; streams that start after it live on.  May be called in
+        any thread; does not wait.
 
         A browser's C{EventSource} reconnects when its response ends: see
         the guide to views for how a page stops it.

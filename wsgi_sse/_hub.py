@@ -28,12 +28,15 @@ DEFAULT_CHANNEL = "default"
 
 CLOSE_BODY = b":close\n"
 """
-The body published to close a channel (C{close(channel)}): it travels the
+The body published to close a channel (C{close(channel)}).  It travels the
 publish path like an event (so a backplane carries it to every process, in
-order with the events before it) but is never sent nor kept: a hub that
-receives it ends the streams subscribed to the channel.  No event body can
-be equal to it (L{encode_body<wsgi_sse._encoding.encode_body>} always ends
-with C{data:} lines).
+order with the events before it) and gets an id like one, but a hub that
+receives it sends only that id (C{id: ...} and a blank line: the browser's
+C{lastEventId} moves past it, nothing is dispatched) and then ends the
+streams subscribed to the channel.  It is kept in the history: a stream
+that resumes from before it is replayed up to it and ended too.  No event
+body can be equal to it (L{encode_body<wsgi_sse._encoding.encode_body>}
+always ends with C{data:} lines).
 """
 
 
@@ -54,6 +57,8 @@ class Event:
     @ivar channel: the channel it was published on.
     @ivar wire: the complete encoded event, id line included.
     @ivar published: the clock time it was published at.
+    @ivar closes: whether it is the close of its channel (L{CLOSE_BODY}):
+        streams end after it.
     """
 
     seq: int
@@ -61,6 +66,7 @@ class Event:
     channel: str
     wire: bytes
     published: float
+    closes: bool = False
 
 
 @dataclass(slots=True)
@@ -221,13 +227,10 @@ class Hub:
         Give C{body} (an event encoded without its id) the next id, keep it
         for replay and send it to every subscriber of C{channel}.
 
-        A C{body} of L{CLOSE_BODY} ends the channel's streams instead (see
-        L{end_channel}).
+        A C{body} of L{CLOSE_BODY} closes the channel (see there).
 
         @return: the number of subscribers it was sent to.
         """
-        if body == CLOSE_BODY:
-            return self.end_channel(channel)
         self._seq += 1
         return self.deliver(self._seq, self._prefix + str(self._seq), channel, body)
 
@@ -236,15 +239,13 @@ class Hub:
         Record and fan out an event whose id was assigned elsewhere (by
         L{publish}, or by a backplane shared between processes).
 
-        C{seq} must grow with every call.  A C{body} of L{CLOSE_BODY} ends the
-        channel's streams (it uses up C{seq} but is not kept).
+        C{seq} must grow with every call.  A C{body} of L{CLOSE_BODY} closes
+        the channel.
         """
-        if body == CLOSE_BODY:
-            if seq > self._seq:
-                self._seq = seq
-            return self.end_channel(channel)
         ch = self._channel(channel)
         wire = self._record(seq, event_id, ch, body, self._now())
+        if body == CLOSE_BODY:
+            return self._end(ch, wire)
         return self._fan_out(ch, wire, 1)
 
     def publish_many(self, channel: str, bodies: Sequence[bytes]) -> int:
@@ -257,15 +258,15 @@ class Hub:
         broadcasts from the WSGI threads) then cost one socket write per
         subscriber instead of one per event and subscriber.
 
-        A L{CLOSE_BODY} among C{bodies} ends the channel's streams after the
-        events before it.
+        A L{CLOSE_BODY} among C{bodies} closes the channel after the events
+        before it.
 
         @return: the number of subscribers they were sent to.
         """
         if CLOSE_BODY in bodies:
             at = list(bodies).index(CLOSE_BODY)
             count = self.publish_many(channel, bodies[:at]) if at else 0
-            count = max(count, self.end_channel(channel))
+            count = max(count, self.publish(channel, CLOSE_BODY))
             rest = bodies[at + 1 :]
             return self.publish_many(channel, rest) if rest else count
         ch = self._channel(channel)
@@ -280,23 +281,22 @@ class Hub:
             return len(ch.subscribers)
         return self._fan_out(ch, b"".join(wires), len(wires))
 
-    def end_channel(self, channel: str) -> int:
+    def _end(self, ch: _Channel, wire: bytes) -> int:
         """
-        End every stream subscribed to C{channel}: each is unsubscribed (from
-        all its channels) and, if it has an C{end()} method, ended after what
-        it was sent before.
+        Close C{ch}: send its subscribers the close's id (C{wire}), then
+        unsubscribe each (from all its channels) and end it, if it has an
+        C{end()} method.
 
         @return: the number of streams ended.
         """
-        ch = self._channels.get(channel)
-        if ch is None:
-            return 0
         subscribers = tuple(ch.subscribers)
         for subscriber in subscribers:
+            subscriber.send(wire)
             self.unsubscribe(subscriber)
             end = getattr(subscriber, "end", None)
             if end is not None:
                 end()
+        self._forget_if_idle(ch)
         return len(subscribers)
 
     def _channel(self, channel: str) -> _Channel:
@@ -310,9 +310,10 @@ class Hub:
         if seq > self._seq:
             self._seq = seq
         self._last_id = event_id
-        wire = frame(event_id, body)
+        closes = body == CLOSE_BODY
+        wire = frame(event_id, b"" if closes else body)
         if self.history_size:
-            ch.history.append(Event(seq, event_id, ch.name, wire, now))
+            ch.history.append(Event(seq, event_id, ch.name, wire, now, closes))
             self._trim(ch, now)
         else:
             ch.evicted_upto = seq

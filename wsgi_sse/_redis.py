@@ -258,20 +258,23 @@ class RedisHub(Hub):
         i, end = 0, len(events)
         while i < end:
             channel = events[i][2]
+            ch = self._channel(channel)
             if events[i][3] == CLOSE_BODY:
                 # close(channel): ends the channel's streams after what came
-                # before it; not kept, not replayed.
+                # before it.
                 seq, redis_id = events[i][0], events[i][1]
                 if seq > self._seq:
                     if seq & _LOCAL_MASK:
                         raise ValueError(f"not a Redis stream id: {redis_id!r}")
-                    self._seq = self._last_redis_seq = seq
+                    wire = self._record(seq, redis_id, ch, CLOSE_BODY, now)
+                    self._last_redis_seq = seq
                     self._last_redis_id = redis_id
                     self._local_count = 0
-                    counts[i] = self.end_channel(channel)
+                    counts[i] = self._end(ch, wire)
+                else:
+                    self._forget_if_idle(ch)
                 i += 1
                 continue
-            ch = self._channel(channel)
             wires = []
             delivered = []
             j = i
@@ -396,16 +399,27 @@ class RedisHub(Hub):
         if after is None:
             self._release(held, None)
             return
-        wires = [
-            frame(event_id, body)
-            for seq, event_id, channel, body in fetched.entries
-            if channel in wanted and seq <= fetched.end_seq and body != CLOSE_BODY
-        ]
-        wires.extend(e.wire for e in after)
-        self._release(held, wires)
+        wires = []
+        ends = False
+        for seq, event_id, channel, body in fetched.entries:
+            if channel in wanted and seq <= fetched.end_seq:
+                ends = body == CLOSE_BODY
+                wires.append(frame(event_id, b"" if ends else body))
+                if ends:
+                    break
+        if not ends:
+            for e in after:
+                wires.append(e.wire)
+                if e.closes:
+                    ends = True
+                    break
+        self._release(held, wires, ends=ends)
 
-    def _release(self, held: _Held, wires: list[bytes] | None) -> None:
-        """Send the replay (or a reset) and join the live stream, in one turn."""
+    def _release(self, held: _Held, wires: list[bytes] | None, *, ends: bool = False) -> None:
+        """
+        Send the replay (or a reset) and join the live stream, in one turn;
+        or end the stream after the replay if its channel was closed in it.
+        """
         del self._held[held.subscriber]
         self._cancel(held)
         if wires is None:
@@ -417,6 +431,10 @@ class RedisHub(Hub):
                 self.backplane._count("replays_from_redis")
             for wire in wires:
                 held.subscriber.send(wire)
+            end = getattr(held.subscriber, "end", None)
+            if ends and end is not None:
+                end()
+                return
         super().subscribe(held.subscriber, held.channels)
 
     def held_count(self) -> int:

@@ -210,7 +210,8 @@ class Streams:
         Start the stream on C{request}, whose status and own headers are set:
         the stream headers, C{retry:}, then (a C{reset} event or) C{first}
         (an C{init} event, a view's first body), then every event after
-        C{resume}, then live events.
+        C{resume}, then live events.  If one of the channels was closed
+        after C{resume}, the stream ends after the events up to the close.
 
         C{resume} equal to C{last_event_id} is the client's own position (a
         replay it asked for); another value is where the server fixed the
@@ -271,7 +272,13 @@ class Streams:
             )
         if first:
             parts.append(first)
-        parts.extend(e.wire for e in missed)
+        ends = False
+        for event in missed:
+            parts.append(event.wire)
+            if event.closes:
+                # The channel was closed since: up to there, then the end.
+                ends = True
+                break
         head = b"".join(parts)
         stats.bytes_written += len(head)
         request.write(head)
@@ -286,6 +293,9 @@ class Streams:
             reset=reset,
         )
         self._ensure_heartbeat()
+        if ends:
+            self._leave(client)
+            client.end()
         return client
 
     def _join(
