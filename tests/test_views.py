@@ -407,3 +407,12 @@ def test_reconnect_after_close_replays_to_the_end_then_stays() -> None:
             server.wait_clients(1)
             assert broadcast_and_wait("three", channel="job-3") == 1
             assert after.wait_events(2)[-1].data == "three"
+
+
+def test_held_streams_get_heartbeats() -> None:
+    """A held stream is kept alive by the server's heartbeat comments like /sse streams."""
+    with serve(JobsApp(), heartbeat=0.1) as server:
+        with _held(server, "/jobs/1/events") as client:
+            client.wait_events(1)
+            before = len(client.parser.comments)
+            client.wait_for(lambda c: len(c.parser.comments) >= before + 2)
