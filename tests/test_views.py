@@ -148,7 +148,7 @@ def test_reconnect_replays_through_the_view_which_authorizes_again() -> None:
 
 def test_close_delivers_what_came_before_then_ends() -> None:
     """close(channel) ends held streams after everything broadcast before it; others stay open."""
-    with serve(JobsApp()) as server:
+    with serve(JobsApp(), metrics_path="/metrics") as server:
         with _held(server, "/jobs/5/events") as job, _held(server, "/jobs/6/events") as other:
             server.wait_clients(2)
 
@@ -180,6 +180,9 @@ def test_close_delivers_what_came_before_then_ends() -> None:
                 assert later.wait_events(2)[-1].data == "after"
             snapshot = server.call(server.service.sse_resource.snapshot)
             assert snapshot["ended"] == 1
+            _, _, metrics = http_request(server.port, "GET", "/metrics")
+            assert b"\nwsgi_sse_ended_total 1\n" in metrics
+            assert b"\nwsgi_sse_held_total 3\n" in metrics
 
 
 def test_close_ends_sse_streams_too() -> None:
