@@ -11,6 +11,7 @@ def test_all_is_pinned() -> None:
         "DEFAULT_CHANNEL",
         "Broadcaster",
         "Event",
+        "HoldingWSGIResource",
         "Hub",
         "SSEResource",
         "SSEServerService",

@@ -32,7 +32,7 @@ from ._hub import DEFAULT_CHANNEL, Event, Hub
 from ._mount import WSGIRoot
 from ._options import StreamOptions, StreamRequest
 from ._resource import SSEResource
-from ._views import hold_body, hold_headers
+from ._views import HoldingWSGIResource, hold_body, hold_headers
 
 __version__ = "0.1.0"
 
@@ -40,6 +40,7 @@ __all__ = (
     "DEFAULT_CHANNEL",
     "Broadcaster",
     "Event",
+    "HoldingWSGIResource",
     "Hub",
     "SSEResource",
     "SSEServerService",

@@ -121,10 +121,15 @@ class HoldingWSGIResource(WSGIResource):
     Run a WSGI app like Twisted's C{WSGIResource}, and turn the responses
     that carry a GRIP hold instruction into event streams.
 
+    Responses without one are served exactly as C{WSGIResource} serves
+    them.  Call in the reactor thread (twisted.web does).
+
     @param reactor: the reactor.
     @param threadpool: the WSGI app's thread pool.
     @param application: the WSGI app.
-    @param streams: the server's L{Streams}.
+    @param streams: the streams of the server's L{SSEResource
+        <wsgi_sse.SSEResource>} (its C{streams} attribute): held streams
+        share its limits, heartbeats, stats and shutdown.
     """
 
     log = Logger()
