@@ -110,6 +110,10 @@ class SSEResource(Resource):
     def _per_address(self) -> Counter[str]:
         return self.streams._per_address
 
+    @property
+    def _pending(self) -> int:
+        return self.streams._pending
+
     def snapshot(self) -> dict[str, Any]:
         """Return the streams' counters as a JSON-ready dict (see L{Streams.snapshot})."""
         return self.streams.snapshot()
