@@ -183,6 +183,9 @@ class HoldingWSGIResource(WSGIResource):
                 return start_response(status, headers, exc_info)
 
             result = app(environ, intercept)
+            if state.decided and not state.holding:
+                # The common case: an ordinary response, served untouched.
+                return result
             ahead: list[bytes] = []
             iterator = iter(result)
             if not state.decided:
