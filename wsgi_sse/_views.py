@@ -182,7 +182,7 @@ class HoldingWSGIResource(WSGIResource):
                 state.hold = state.error = None
                 return start_response(status, headers, exc_info)
 
-            result = app(environ, intercept)
+            result: Iterable[bytes] = app(environ, intercept)
             if state.decided and not state.holding:
                 # The common case: an ordinary response, served untouched.
                 return result
