@@ -419,3 +419,26 @@ def test_held_streams_get_heartbeats() -> None:
             client.wait_events(1)
             before = len(client.parser.comments)
             client.wait_for(lambda c: len(c.parser.comments) >= before + 2)
+
+
+def test_held_stream_that_stops_reading_is_dropped_at_its_cap() -> None:
+    """A held stream whose reader stops is aborted at max_buffer, like an /sse stream."""
+    import socket
+
+    with serve(JobsApp(), max_buffer=64 * 1024) as server:
+        slow = socket.socket()
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.connect(("127.0.0.1", server.port))
+        request = "GET /jobs/1/events HTTP/1.1\r\nHost: x\r\nCookie: user=ada\r\n\r\n"
+        slow.sendall(request.encode())
+        try:
+            server.wait_clients(1)
+            payload = "x" * 8000
+            for i in range(400):  # 3.2 MB, far past what the socket buffers hold
+                broadcast(f"{i} {payload}", channel="job-1")
+            server.wait_clients(0)
+            snapshot = server.call(server.service.sse_resource.snapshot)
+            assert snapshot["dropped_by_reason"] == {"buffer": 1}
+            assert server.call(lambda: server.service.hub.subscriber_count()) == 0
+        finally:
+            slow.close()
