@@ -442,3 +442,14 @@ def test_held_stream_that_stops_reading_is_dropped_at_its_cap() -> None:
             assert server.call(lambda: server.service.hub.subscriber_count()) == 0
         finally:
             slow.close()
+
+
+def test_unknown_last_event_id_through_the_view_is_a_reset_then_the_first_body() -> None:
+    """A view's stream that cannot replay from the client's id sends reset, then its first body."""
+    with serve(JobsApp()) as server:
+        headers = {"Last-Event-ID": "not-from-this-server"}
+        with _held(server, "/jobs/1/events", headers=headers) as client:
+            events = client.wait_events(2)
+            assert [e.type for e in events] == ["reset", "init"]
+            snapshot = server.call(server.service.sse_resource.snapshot)
+            assert (snapshot["resets"], snapshot["replays"]) == (1, 0)
