@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet.task import Clock
 
 from wsgi_sse import Broadcaster, Hub
@@ -105,3 +107,64 @@ def test_redis_delivered_close_ends_streams_in_stream_order() -> None:
     # Delivered again (a reader that re-read the stream): nothing happens twice.
     assert hub.deliver_redis_many([entry("2-0", "job", CLOSE_BODY)]) == [0]
     assert a.ended == 1
+
+
+class FakeBackplane:
+    """What RedisHub asks of its backplane for a replay: a canned XRANGE answer."""
+
+    def __init__(self, fetched: Any) -> None:
+        self.fetched = fetched
+        self.counted: list[str] = []
+
+    def fetch_after(self, last_event_id: str) -> Any:
+        from twisted.internet.defer import succeed
+
+        return succeed(self.fetched)
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self.counted.append(name)
+
+
+def _redis_entry(rid: str, channel: str, body: bytes) -> tuple[int, str, str, bytes]:
+    parsed = _parse(rid)
+    assert parsed is not None
+    return parsed[0], parsed[1], channel, body
+
+
+def test_replay_from_redis_ends_at_a_close_in_the_stream() -> None:
+    """A replay read from Redis stops at a close of the channel and ends the stream."""
+    from wsgi_sse._redis import _Fetched
+
+    entries = [
+        _redis_entry("2-0", "job", b"data: 2\n"),
+        _redis_entry("3-0", "job", CLOSE_BODY),
+        _redis_entry("4-0", "job", b"data: 4\n"),
+    ]
+    hub = RedisHub(clock=Clock(), instance_id="p2")
+    hub.backplane = FakeBackplane(  # type: ignore[assignment]
+        _Fetched(True, entries, entries[-1][0], "4-0", False)
+    )
+    hub.start_at("4-0")
+    sub = Sub()
+    assert hub.replay(["job"], "1-0") == []
+    hub.subscribe(sub, ["job"])
+    assert sub.wires == [b"id: 2-0\ndata: 2\n\n", b"id: 3-0\n\n"]
+    assert sub.ended == 1 and hub.subscriber_count() == 0 and hub.held_count() == 0
+
+
+def test_replay_from_redis_ends_at_a_close_this_process_delivered() -> None:
+    """A replay from Redis followed by a close in this process's own history ends there."""
+    from wsgi_sse._redis import _Fetched
+
+    entries = [_redis_entry("2-0", "job", b"data: 2\n")]
+    hub = RedisHub(clock=Clock(), instance_id="p3")
+    hub.backplane = FakeBackplane(  # type: ignore[assignment]
+        _Fetched(True, entries, entries[-1][0], "2-0", False)
+    )
+    hub.start_at("2-0")
+    hub.deliver_redis_many([_redis_entry("3-0", "job", CLOSE_BODY)])
+    sub = Sub()
+    assert hub.replay(["job"], "1-0") == []
+    hub.subscribe(sub, ["job"])
+    assert sub.wires == [b"id: 2-0\ndata: 2\n\n", b"id: 3-0\n\n"]
+    assert sub.ended == 1 and hub.subscriber_count() == 0
