@@ -453,3 +453,16 @@ def test_unknown_last_event_id_through_the_view_is_a_reset_then_the_first_body()
             assert [e.type for e in events] == ["reset", "init"]
             snapshot = server.call(server.service.sse_resource.snapshot)
             assert (snapshot["resets"], snapshot["replays"]) == (1, 0)
+
+
+def test_hold_with_a_header_http_cannot_carry_is_a_clean_500() -> None:
+    """A held response whose header cannot be sent gets a 500, not a hung connection."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [*hold_headers("a"), ("X-Name", "Łukasz")])
+        return []
+
+    with serve(app) as server:
+        status, _, body = http_request(server.port, "GET", "/", timeout=5)
+        assert (status, body) == (500, b"invalid stream hold\n")
+        assert server.client_count() == 0

@@ -126,3 +126,18 @@ def test_error_after_a_hold_replaces_it() -> None:
     result, reactor, _, started = run(app)
     assert result == [b"oops"] and reactor.calls == []
     assert started == [("500 Oops", [])]
+
+
+def test_held_body_of_str_raises_in_the_view_thread() -> None:
+    """A held body that is not bytes raises there (Twisted then answers 500), and holds nothing."""
+    import pytest
+
+    body = Result(["text"])  # type: ignore[list-item]
+
+    def app(environ: Any, start_response: Any) -> Result:
+        start_response("200 OK", hold_headers("a"))
+        return body
+
+    with pytest.raises(TypeError, match="must be bytes"):
+        run(app)
+    assert body.closed == 1

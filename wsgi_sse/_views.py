@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from twisted.logger import Logger
+from twisted.web.http_headers import Headers
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.wsgi import WSGIResource, _WSGIResponse
 
@@ -202,6 +203,8 @@ class HoldingWSGIResource(WSGIResource):
                 body.extend(ahead)
                 size = sum(len(b) for b in body)
                 for chunk in iterator:
+                    if not isinstance(chunk, bytes):
+                        raise TypeError(f"a WSGI body must be bytes, not {type(chunk).__name__}")
                     body.append(chunk)
                     size += len(chunk)
                     if size > max_body:
@@ -223,9 +226,20 @@ class HoldingWSGIResource(WSGIResource):
 
     def _hold(self, request: Request, state: _Hold, mark: str) -> None:
         """Serve a held response as a stream (reactor thread)."""
-        streams = self.streams
         if getattr(request, "_disconnected", False) or request.finished:
             return
+        try:
+            self._serve_hold(request, state, mark)
+        except Exception:  # noqa: BLE001 - a view's response we cannot send
+            self.log.failure("cannot serve the stream a view held at {path}", path=request.path)
+            if request.startedWriting:
+                request.loseConnection()
+            elif not request.finished:
+                request.responseHeaders = Headers()
+                self.streams.finish_refused(request, Refused(500, "invalid stream hold"))
+
+    def _serve_hold(self, request: Request, state: _Hold, mark: str) -> None:
+        streams = self.streams
         hold = state.hold
         if hold is None:
             self.log.error(
