@@ -40,9 +40,8 @@ if TYPE_CHECKING:
 
 __all__ = ["SSEResource", "StreamStats"]
 
-# Kept for the modules that import them from here.
+# Kept for the modules that import it from here.
 _RESET = RESET
-_Refused = Refused
 
 
 class SSEResource(Resource):
