@@ -96,7 +96,7 @@ def test_held_response_is_collected_closed_and_handed_to_the_reactor() -> None:
     result, reactor, response, started = run(app)
     assert list(result) == [] and started == []
     assert body.closed == 1 and response._requestFinished
-    ((_, _, state, mark),) = reactor.calls
+    ((_, _, state, mark, _),) = reactor.calls
     assert state.hold.channels == ("a",) and state.body == [b": one\n\n", b": two\n\n"]
     assert mark == "x-0"
 
@@ -110,7 +110,7 @@ def test_held_body_over_max_buffer_is_an_invalid_hold() -> None:
         return body
 
     _, reactor, _, _ = run(app, max_buffer=1000)
-    ((_, _, state, _),) = reactor.calls
+    ((_, _, state, _, _),) = reactor.calls
     assert state.hold is None and "larger than max_buffer" in state.error
     assert body.closed == 1
 

@@ -219,13 +219,17 @@ class HoldingWSGIResource(WSGIResource):
             # when this returns (it checks this flag in the reactor thread,
             # after the call below has run there).
             response._requestFinished = True
-            reactor.callFromThread(self._hold, request, state, mark)
+            reactor.callFromThread(self._hold, request, state, mark, response)
             return []
 
         return application
 
-    def _hold(self, request: Request, state: _Hold, mark: str) -> None:
+    def _hold(self, request: Request, state: _Hold, mark: str, response: Any) -> None:
         """Serve a held response as a stream (reactor thread)."""
+        # Twisted's response object lives as long as the stream (the request
+        # holds its finish callback): let go of the environ and the app.
+        response.environ = None
+        response.application = None
         if getattr(request, "_disconnected", False) or request.finished:
             return
         try:
