@@ -433,8 +433,8 @@ def test_held_stream_that_stops_reading_is_dropped_at_its_cap() -> None:
         slow.sendall(request.encode())
         try:
             server.wait_clients(1)
-            payload = "x" * 8000
-            for i in range(400):  # 3.2 MB, far past what the socket buffers hold
+            payload = "x" * 16000
+            for i in range(1000):  # 16 MB, past what the kernel's socket buffers can take
                 broadcast(f"{i} {payload}", channel="job-1")
             server.wait_clients(0)
             snapshot = server.call(server.service.sse_resource.snapshot)
