@@ -32,6 +32,7 @@ from ._hub import DEFAULT_CHANNEL, Event, Hub
 from ._mount import WSGIRoot
 from ._options import StreamOptions, StreamRequest
 from ._resource import SSEResource
+from ._static import StaticFiles
 from ._views import HoldingWSGIResource, hold_body, hold_headers
 
 __version__ = "0.1.0"
@@ -44,6 +45,7 @@ __all__ = (
     "Hub",
     "SSEResource",
     "SSEServerService",
+    "StaticFiles",
     "StreamOptions",
     "StreamRequest",
     "WSGIRoot",

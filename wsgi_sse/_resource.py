@@ -12,7 +12,7 @@ All methods: call in the reactor thread (twisted.web does).
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
@@ -24,7 +24,7 @@ from twisted.web.server import NOT_DONE_YET
 from ._client import StreamClient
 from ._encoding import encode_event
 from ._hub import Hub
-from ._options import StreamOptions, StreamRequest
+from ._options import AuthorizeResult, StreamOptions, StreamRequest
 from ._request import (
     Refused,
     cors_for_preflight,
@@ -146,16 +146,54 @@ class SSEResource(Resource):
             )
         return getattr(self, name)(request)  # type: ignore[no-any-return]
 
-    def render_HEAD(self, request: Request) -> bytes:
-        """Answer the stream's headers; nothing is subscribed."""
+    def render_HEAD(self, request: Request) -> bytes | int:
+        """
+        Answer the stream's headers, or the refusal a C{GET} would get;
+        nothing is subscribed.
+        """
+        streams = self.streams
+        authorize = self.options.authorize
+        peer = peer_of(request)
         try:
-            self._parse(request)
+            channels, last_event_id = self._parse(request)
             self._cors(request)
+            streams.check_limits(peer)
         except Refused as refused:
-            return self.streams.refuse(request, refused)
-        for name, value in STREAM_HEADERS:
-            request.setHeader(name, value)
-        return b""
+            return streams.refuse(request, refused)
+        if authorize is None:
+            _set_stream_headers(request)
+            return b""
+        # The same hook as GET, in the pool and counted as pending like GET's:
+        # a HEAD must not tell apart what a GET would refuse.
+        info = _stream_request(request, channels, last_event_id, peer)
+        streams.reserve(peer)
+        gone: list[bool] = []
+        request.notifyFinish().addBoth(lambda _: gone.append(True))
+
+        def release(result: object) -> object:
+            streams.unreserve(peer)
+            return result
+
+        def done(allowed: frozenset[str] | bool) -> None:
+            if gone:
+                return
+            if allowed is not True:
+                denied = [c for c in channels if allowed is False or c not in allowed]
+                streams.finish_refused(
+                    request, Refused(403, f"not allowed to join: {', '.join(denied)}")
+                )
+                return
+            _set_stream_headers(request)
+            request.finish()
+
+        def failed(failure: Failure) -> None:
+            self.log.failure("stream hook failed for HEAD", failure)
+            if not gone:
+                streams.finish_refused(request, Refused(500, "stream hook failed"))
+
+        hook = self._run_in_pool(_authorized, authorize, info, channels)
+        hook.addBoth(release).addCallbacks(done, failed)
+        return NOT_DONE_YET
 
     def render_OPTIONS(self, request: Request) -> bytes:
         """Answer a CORS preflight."""
@@ -203,18 +241,9 @@ class SSEResource(Resource):
 
         def hooks() -> tuple[frozenset[str] | bool, bytes | None]:
             if options.authorize is not None:
-                allowed = options.authorize(info)
-                if isinstance(allowed, (str, bytes)) or allowed is None:
-                    raise TypeError(
-                        "authorize must return a bool or a collection of channel names, "
-                        f"not {type(allowed).__name__}"
-                    )
-                if not isinstance(allowed, bool):
-                    allowed = frozenset(allowed)
-                    if not allowed.issuperset(channels):
-                        return allowed, None
-                elif not allowed:
-                    return False, None
+                allowed = _authorized(options.authorize, info, channels)
+                if allowed is not True:
+                    return allowed, None
             if want_initial and options.initial is not None:
                 value = options.initial(info)
                 if value is not None:
@@ -289,6 +318,32 @@ class SSEResource(Resource):
         if not cors.allowed:
             raise Refused(403, "origin not allowed")
         return cors.headers
+
+
+def _set_stream_headers(request: Request) -> None:
+    for name, value in STREAM_HEADERS:
+        request.setHeader(name, value)
+
+
+def _authorized(
+    authorize: Callable[[StreamRequest], AuthorizeResult],
+    info: StreamRequest,
+    channels: tuple[str, ...],
+) -> frozenset[str] | bool:
+    """
+    Run the C{authorize} hook: C{True} if every channel is allowed, else
+    C{False} or the channels that are.  Called in a pool thread.
+    """
+    allowed = authorize(info)
+    if isinstance(allowed, (str, bytes)) or allowed is None:
+        raise TypeError(
+            "authorize must return a bool or a collection of channel names, "
+            f"not {type(allowed).__name__}"
+        )
+    if isinstance(allowed, bool):
+        return allowed
+    allowed = frozenset(allowed)
+    return True if allowed.issuperset(channels) else allowed
 
 
 def _header(request: Request, name: bytes) -> str | None:
