@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._client import StreamClient
-from ._encoding import encode_body, encode_comment, frame
+from ._encoding import encode_body, encode_comment, encode_opening, frame
 from ._hub import Event, Hub
 from ._options import StreamOptions
 from ._request import Refused
@@ -248,7 +248,7 @@ class Streams:
         # Everything below happens in this one reactor turn: no event can be
         # published between the replay and the subscription.
         retry = options.retry + int(options.retry * options.retry_jitter * self._random.random())
-        parts = [b": connected\nretry: %d\n\n" % (retry,)]
+        parts = [encode_opening(retry)]
         exact = resume is not None and resume == last_event_id and not reset
         missed = self._join(client, channels, resume, exact=exact)
         if missed is None:

@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 from twisted.logger import Logger
 from twisted.web.http_headers import Headers
 from twisted.web.server import NOT_DONE_YET
-from twisted.web.wsgi import WSGIResource, _WSGIResponse
+from twisted.web.wsgi import _WSGIResponse
 
 from ._broadcast import validate_channel
 from ._encoding import encode_event
 from ._request import GripHold, Refused, parse_grip, parse_last_event_id
 from ._streams import STREAM_HEADERS, Streams, peer_of
+from ._wsgi import WSGIContainer, complete_environ
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -117,13 +118,14 @@ class _Chain:
             close()
 
 
-class HoldingWSGIResource(WSGIResource):
+class HoldingWSGIResource(WSGIContainer):
     """
-    Run a WSGI app like Twisted's C{WSGIResource}, and turn the responses
+    Run a WSGI app like Twisted's C{WSGIResource} (with the environ of
+    L{WSGIContainer<wsgi_sse._wsgi.WSGIContainer>}), and turn the responses
     that carry a GRIP hold instruction into event streams.
 
-    Responses without one are served exactly as C{WSGIResource} serves
-    them.  Call in the reactor thread (twisted.web does).
+    Responses without one are served as C{WSGIResource} serves them.  Call
+    in the reactor thread (twisted.web does).
 
     @param reactor: the reactor.
     @param threadpool: the WSGI app's thread pool.
@@ -142,12 +144,13 @@ class HoldingWSGIResource(WSGIResource):
         application: WSGIApplication,
         streams: Streams,
     ) -> None:
-        super().__init__(reactor, threadpool, application)  # type: ignore[no-untyped-call]
+        super().__init__(reactor, threadpool, application)
         self.streams = streams
 
     def render(self, request: Request) -> int:
         """Run the app in the thread pool (reactor thread)."""
         response = _WSGIResponse(self._reactor, self._threadpool, self._application, request)
+        complete_environ(response.environ, request)
         # Where a stream the view holds starts: events published while the
         # view runs are sent after its first body.
         mark = self.streams.hub.last_id
