@@ -466,3 +466,21 @@ def test_hold_with_a_header_http_cannot_carry_is_a_clean_500() -> None:
         status, _, body = http_request(server.port, "GET", "/", timeout=5)
         assert (status, body) == (500, b"invalid stream hold\n")
         assert server.client_count() == 0
+
+
+def test_holding_views_get_the_completed_environ() -> None:
+    """A chunked POST reaches a holding view with its real CONTENT_LENGTH, as any view gets it."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        size = int(environ.get("CONTENT_LENGTH") or 0)
+        question = environ["wsgi.input"].read(size).decode()
+        start_response("200 OK", hold_headers("answers"))
+        return [hold_body({"question": question, "coding": environ.get("HTTP_TRANSFER_ENCODING")})]
+
+    with serve(app) as server:
+        headers = {"Transfer-Encoding": "chunked", "Content-Type": "text/plain"}
+        with StreamClient(
+            server.port, "/ask", method="POST", headers=headers, body=b"5\r\nhello\r\n0\r\n\r\n"
+        ) as client:
+            (init,) = client.wait_events(1)
+            assert json.loads(init.data) == {"question": "hello", "coding": None}
