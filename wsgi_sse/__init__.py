@@ -31,6 +31,7 @@ from ._hub import DEFAULT_CHANNEL, Event, Hub
 from ._mount import WSGIRoot
 from ._options import StreamOptions, StreamRequest
 from ._resource import SSEResource
+from ._tokens import InvalidStreamToken, StreamGrant, stream_token, verify_stream_token
 
 __version__ = "0.1.0"
 
@@ -39,8 +40,10 @@ __all__ = (
     "Broadcaster",
     "Event",
     "Hub",
+    "InvalidStreamToken",
     "SSEResource",
     "SSEServerService",
+    "StreamGrant",
     "StreamOptions",
     "StreamRequest",
     "WSGIRoot",
@@ -54,4 +57,6 @@ __all__ = (
     "make_application",
     "make_service",
     "set_broadcaster",
+    "stream_token",
+    "verify_stream_token",
 )
