@@ -133,6 +133,7 @@ export class Stream extends EventTarget {
     this.seen = new Set();
     this.seenOrder = [];
     this.ring = [];
+    this.ringFrom = this.lastEventId; // the id of the event before ring[0]
     this.connection = null;
     const shared =
       this.options.share &&
@@ -196,10 +197,14 @@ export class Stream extends EventTarget {
     }
     if (ev.type === "reset") {
       this.ring = [];
+      this.ringFrom = null;
       this.remember(null);
     } else {
       this.ring.push(ev);
-      if (this.ring.length > RING) this.ring.shift();
+      if (this.ring.length > RING) {
+        const dropped = this.ring.shift();
+        if (dropped.raw) this.ringFrom = dropped.raw;
+      }
       if (ev.raw) this.remember(ev.raw);
     }
     const [id, channel] = splitId(ev.raw);
@@ -301,6 +306,13 @@ export class Stream extends EventTarget {
     } else if (m.t === "catchup" && m.to === this.id && !this.synced) {
       if (m.reset) this.deliver({ raw: "", type: "reset", data: "" });
       for (const ev of m.events) this.deliver(ev);
+      if (!m.events.length && m.last && m.last !== this.lastEventId) {
+        // Up to date with the holder: resume from its position if this tab
+        // takes over.
+        this.remember(m.last);
+        this.ring = [];
+        this.ringFrom = m.last;
+      }
       this.setStatus(m.status);
       this.sync();
     }
@@ -321,6 +333,7 @@ export class Stream extends EventTarget {
     if (since) {
       const at = this.ring.findIndex((ev) => ev.raw === since);
       if (at >= 0) events = this.ring.slice(at + 1);
+      else if (since === this.ringFrom) events = this.ring.slice();
       else if (since !== this.lastEventId) reset = true;
     } else {
       let at = -1;
@@ -329,7 +342,8 @@ export class Stream extends EventTarget {
       }
       if (at >= 0) events = this.ring.slice(at);
     }
-    this.post({ t: "catchup", to, events, reset, status: this.status });
+    const last = this.lastEventId;
+    this.post({ t: "catchup", to, events, reset, last, status: this.status });
   }
 
   lead() {
