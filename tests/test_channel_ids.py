@@ -1,4 +1,4 @@
-"""Channel-tagged ids (?channelInId=1) and the browser client served at /sse.js, over real sockets."""
+"""Channel-tagged ids (?channelInId=1) and the browser client at /sse.js, over real sockets."""
 
 from __future__ import annotations
 
@@ -46,9 +46,10 @@ def test_tagged_id_resumes_from_header_and_query() -> None:
         server.wait_clients(0)
         bc.broadcast_and_wait("2", channel="b")
         bc.broadcast_and_wait("3", channel="a")
+        base = "/sse?channel=a&channel=b&channelInId=1"
         for path, headers in (
-            ("/sse?channel=a&channel=b&channelInId=1", {"Last-Event-ID": resume}),
-            (f"/sse?channel=a&channel=b&channelInId=1&lastEventId={resume.replace(' ', '%20')}", {}),
+            (base, {"Last-Event-ID": resume}),
+            (f"{base}&lastEventId={resume.replace(' ', '%20')}", {}),
         ):
             with server.stream(path, headers=headers) as again:
                 events = again.wait_events(2)

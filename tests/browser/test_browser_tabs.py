@@ -60,8 +60,14 @@ def wait_for_channels(server: Any, tab: Any, counts: dict[str, int]) -> None:
     assert server.call(server.service.hub.channel_counts) == counts
 
 
-def test_six_tabs_one_connection_and_hand_over(context: Any) -> None:
-    """Six tabs of the Bottle page hold one stream; closing its holder loses nothing."""
+@pytest.mark.parametrize("locks", [True, False], ids=["web-locks", "no-web-locks"])
+def test_six_tabs_one_connection_and_hand_over(context: Any, locks: bool) -> None:
+    """
+    Six tabs of the Bottle page hold one stream; closing its holder loses
+    nothing, with Web Locks or (as on plain-HTTP sites) without.
+    """
+    if not locks:
+        context.add_init_script("delete Navigator.prototype.locks;")
     with serve(_bottle_app()) as server:
         tabs = []
         for _ in range(6):

@@ -135,12 +135,7 @@ export class Stream extends EventTarget {
     this.ring = [];
     this.ringFrom = this.lastEventId; // the id of the event before ring[0]
     this.connection = null;
-    const shared =
-      this.options.share &&
-      typeof BroadcastChannel === "function" &&
-      typeof navigator !== "undefined" &&
-      navigator.locks &&
-      typeof navigator.locks.request === "function";
+    const shared = this.options.share && typeof BroadcastChannel === "function";
     this.mode = shared ? "shared" : "single";
     if (shared) this.startShared();
     else this.connect();
@@ -171,8 +166,9 @@ export class Stream extends EventTarget {
     if (this.connection) this.connection.close();
     this.connection = null;
     if (this.mode === "shared") {
-      this.post({ t: "bye", from: this.id });
+      this.post({ t: "bye" });
       if (this.release) this.release();
+      clearTimeout(this.watchTimer);
       this.bus.close();
       removeEventListener("pagehide", this.onPageHide);
     }
@@ -261,24 +257,65 @@ export class Stream extends EventTarget {
     this.pending = [];
     this.bus = new BroadcastChannel(this.key);
     this.bus.onmessage = (e) => this.onMessage(e.data);
-    this.onPageHide = () => this.post({ t: "bye", from: this.id });
+    this.onPageHide = () => this.post({ t: "bye" });
     addEventListener("pagehide", this.onPageHide);
-    this.announce();
-    navigator.locks.request(this.key, () => this.lead());
+    this.holder = null; // the id of the tab holding the connection, if known
+    this.holderSeen = 0; // when it was last heard from
+    this.pinged = Date.now(); // the hello below asks the holder to answer
+    this.announce(true);
+    const locks = typeof navigator !== "undefined" && navigator.locks;
+    if (locks && typeof locks.request === "function") {
+      // Web Locks: the browser hands the lock to the next tab the moment
+      // the holder closes or crashes.
+      locks.request(this.key, () => this.lead());
+    } else {
+      // No Web Locks (plain-HTTP sites are not secure contexts): elect over
+      // the BroadcastChannel.  The holder answers pings; a tab that hears
+      // no answer takes over, and of two holders the one with the greater
+      // id steps down.
+      this.lockless = true;
+      this.watch(250 + Math.random() * 100);
+    }
+  }
+
+  watch(delay = 1000 + Math.random() * 1000) {
+    clearTimeout(this.watchTimer);
+    this.watchTimer = setTimeout(() => this.checkHolder(), delay);
+  }
+
+  checkHolder() {
+    if (this.status === "closed") return;
+    const now = Date.now();
+    if (!this.holdsConnection && now - this.holderSeen > 4000) {
+      if (this.pinged && this.holderSeen < this.pinged && now - this.pinged >= 250) {
+        this.pinged = 0;
+        this.lead();
+      } else if (!this.pinged || this.holderSeen >= this.pinged) {
+        this.pinged = now;
+        this.post({ t: "ping" });
+      }
+    }
+    this.watch();
+  }
+
+  stepDown() {
+    this.holdsConnection = false;
+    if (this.connection) this.connection.close();
+    this.connection = null;
   }
 
   post(message) {
     try {
-      this.bus.postMessage(message);
+      this.bus.postMessage({ ...message, from: this.id });
     } catch (error) {
       // the channel is closed: this stream is closing too
     }
   }
 
-  announce() {
+  announce(first = false) {
     this.post({
       t: "hello",
-      from: this.id,
+      first,
       channels: [...this.channels],
       types: [...this.types],
       since: this.synced ? undefined : this.lastEventId,
@@ -287,12 +324,26 @@ export class Stream extends EventTarget {
 
   onMessage(m) {
     if (this.status === "closed") return;
-    if (m.t === "event") {
+    if (m.t === "holder" || m.t === "event" || m.t === "status" || m.t === "catchup") {
+      if (this.lockless && this.holdsConnection && m.t === "holder") {
+        if (m.from < this.id) this.stepDown();
+        else this.post({ t: "holder" });
+      }
+      if (!this.holdsConnection) {
+        this.holder = m.from;
+        this.holderSeen = Date.now();
+      }
+    }
+    if (m.t === "ping") {
+      if (this.holdsConnection) this.post({ t: "holder" });
+    } else if (m.t === "event") {
       if (this.synced) this.deliver(m.ev);
       else this.pending.push(m.ev);
     } else if (m.t === "status") {
       this.setStatus(m.status);
     } else if (m.t === "hello") {
+      // A new tab learns of the others from their answers.
+      if (m.first && !this.peers.has(m.from)) this.announce();
       this.peers.set(m.from, { channels: m.channels, types: m.types, seen: Date.now() });
       if (this.holdsConnection) {
         this.updateUnion();
@@ -301,6 +352,15 @@ export class Stream extends EventTarget {
     } else if (m.t === "bye") {
       this.peers.delete(m.from);
       if (this.holdsConnection) this.updateUnion();
+      else if (this.lockless && m.from === this.holder) {
+        // Without Web Locks: the holder left; the tab with the smallest id
+        // takes over now, the others check again shortly.
+        this.holder = null;
+        this.holderSeen = 0;
+        this.pinged = Date.now();
+        if ([...this.peers.keys()].every((id) => this.id < id)) this.lead();
+        else this.watch(400 + Math.random() * 200);
+      }
     } else if (m.t === "who") {
       this.announce();
     } else if (m.t === "catchup" && m.to === this.id && !this.synced) {
@@ -350,8 +410,10 @@ export class Stream extends EventTarget {
     // Runs while this tab holds the lock: until it closes (or crashes).
     if (this.status === "closed") return undefined;
     this.holdsConnection = true;
+    this.holder = this.id;
     this.sync(); // events the previous holder sent before it went away
     const asked = Date.now();
+    this.post({ t: "holder" });
     this.post({ t: "who" });
     // Tabs that crashed never said bye: forget those that do not answer.
     setTimeout(() => {
@@ -383,6 +445,7 @@ export class Stream extends EventTarget {
     // Resume from the last event seen: no tab misses or repeats anything.
     clearTimeout(this.unionTimer);
     this.unionTimer = setTimeout(() => {
+      if (!this.holdsConnection || !this.connection) return;
       const [now, nowTypes] = this.union();
       if (now.join("\n") !== this.connection.channels.join("\n")) this.reconnect(now, nowTypes);
     }, 50);
