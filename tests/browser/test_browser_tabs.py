@@ -7,6 +7,7 @@ reloads, get only their own channels, and fall back to one EventSource each.
 from __future__ import annotations
 
 import importlib.util
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
@@ -14,6 +15,10 @@ from urllib.parse import urlencode
 import pytest
 from playwright.sync_api import expect
 from support import ROOT, http_request, serve
+
+from wsgi_sse import stream_token
+
+SECRET = "t" * 40
 
 PAGE = (ROOT / "docs" / "browser-client-page.html").read_bytes()
 
@@ -30,7 +35,22 @@ def _bottle_app() -> Any:
 
 
 def page_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-    """Serve the documentation's example page at every path."""
+    """
+    Serve the documentation's example page at every path; at /blank an
+    empty page; and at /token a stream token for the channels named
+    (issued two minutes ago, so expired, with C{expired=1}).
+    """
+    if environ["PATH_INFO"] == "/blank":
+        start_response("200 OK", [("Content-Type", "text/html")])
+        return [b"<!doctype html><title>blank</title>"]
+    if environ["PATH_INFO"] == "/token":
+        from urllib.parse import parse_qs
+
+        query = parse_qs(environ["QUERY_STRING"])
+        issued = time.time() - (120 if query.get("expired") else 0)
+        token = stream_token(query["channel"], ttl=60, secret=SECRET, now=issued)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [token.encode()]
     start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
     return [PAGE]
 
@@ -188,3 +208,73 @@ def test_fallback_without_locks_or_broadcast_channel(context: Any) -> None:
         server.service.broadcaster.broadcast_and_wait("2", channel="a")
         expect(tabs[0].locator("#events li")).to_have_text(["a: 2"])
         expect(tabs[1].locator("#events li")).to_have_text(["a: 1", "a: 2"])
+
+
+TOKEN_STREAM = """
+async (expiredFirst) => {
+  const { openStream } = await import("/sse.js");
+  window.tokenCalls = 0;
+  const stream = openStream({
+    url: "/sse",
+    channels: ["secret"],
+    share: false,
+    token: async (channels) => {
+      const query = channels.map((c) => "channel=" + c).join("&");
+      const expired = expiredFirst && window.tokenCalls++ === 0 ? "&expired=1" : "";
+      return (await fetch("/token?" + query + expired)).text();
+    },
+  });
+  window.got = [];
+  stream.addEventListener("message", (e) => window.got.push(e.channel + ": " + e.data));
+  window.tokenStream = stream;
+}
+"""
+
+
+def test_token_function_and_reconnect_after_refusal(context: Any) -> None:
+    """
+    The client fetches a token for its channels before connecting; refused
+    (an expired token: 403) it waits a random delay and connects with a new one.
+    """
+    with serve(page_app, authorize=lambda request: False, token_secret=SECRET) as server:
+        tab = context.new_page()
+        tab.goto(server.url + "/blank")
+        tab.evaluate(TOKEN_STREAM, True)
+        tab.wait_for_function("window.tokenStream.status === 'live'")
+        assert tab.evaluate("window.tokenCalls") == 2
+        snapshot = server.call(server.service.sse_resource.snapshot)
+        assert snapshot["refused"] == {"403": 1}  # the expired token
+        server.service.broadcaster.broadcast_and_wait("for token holders", channel="secret")
+        tab.wait_for_function("window.got.length === 1")
+        assert tab.evaluate("window.got") == ["secret: for token holders"]
+
+
+@pytest.mark.parametrize("locks", [True, False], ids=["web-locks", "no-web-locks"])
+def test_crashed_holder_hands_over(context: Any, locks: bool) -> None:
+    """When the holding tab crashes (it says no goodbye), another takes over without loss."""
+    if not locks:
+        context.add_init_script("delete Navigator.prototype.locks;")
+    with serve(page_app) as server:
+        publish = server.service.broadcaster.broadcast_and_wait
+        tabs = []
+        for _ in range(3):
+            tab = context.new_page()
+            tab.goto(server.url + "/page?channel=a")
+            expect(tab.locator("#status")).to_have_text("live")
+            tabs.append(tab)
+        assert tabs[0].evaluate("stream.holdsConnection") is True
+        publish("1", channel="a")
+        for tab in tabs:
+            expect(tab.locator("#events li")).to_have_text(["a: 1"])
+        crashed = tabs.pop(0)
+        # Page.crash never answers: send it without waiting for an answer.
+        session = context.new_cdp_session(crashed)._impl_obj
+        session._loop.create_task(session.send("Page.crash", None, None))
+        crashed.wait_for_event("crash")
+        publish("2", channel="a")
+        publish("3", channel="a")
+        for tab in tabs:
+            # Without Web Locks the others notice within seconds (pings).
+            expect(tab.locator("#events li")).to_have_text(["a: 1", "a: 2", "a: 3"], timeout=15_000)
+        assert sum(tab.evaluate("stream.holdsConnection") for tab in tabs) == 1
+        server.wait_clients(1)
