@@ -220,6 +220,17 @@ def test_bad_token_is_403(make_path: Any, why: bytes) -> None:
         assert server.call(lambda: server.service.hub.subscriber_count()) == 0
 
 
+def test_token_checked_on_head_and_given_once() -> None:
+    """HEAD checks the token as GET does; two tokens in one URL are a 400."""
+    with serve(app, token_secret=SECRET) as server:
+        token = stream_token("a", secret=SECRET)
+        assert http_request(server.port, "HEAD", f"/sse?token={token}")[0] == 200
+        assert http_request(server.port, "HEAD", f"/sse?token={token}x")[0] == 403
+        assert http_request(server.port, "HEAD", f"/sse?channel=b&token={token}")[0] == 403
+        status, _, body = http_request(server.port, "GET", f"/sse?token={token}&token={token}")
+        assert status == 400 and b"more than once" in body
+
+
 def test_token_without_server_secret_is_403() -> None:
     """A server with no token secret refuses tokens instead of ignoring them."""
     with serve(app) as server:

@@ -179,7 +179,8 @@ class SSEResource(Resource):
     def render_HEAD(self, request: Request) -> bytes:
         """Answer the stream's headers; nothing is subscribed."""
         try:
-            self._parse(request)
+            channels, _ = self._parse(request)
+            self._check_token(request, channels)
             self._check_origin(request)
         except _Refused as refused:
             return self._refuse(request, refused)

@@ -278,3 +278,35 @@ def test_crashed_holder_hands_over(context: Any, locks: bool) -> None:
             expect(tab.locator("#events li")).to_have_text(["a: 1", "a: 2", "a: 3"], timeout=15_000)
         assert sum(tab.evaluate("stream.holdsConnection") for tab in tabs) == 1
         server.wait_clients(1)
+
+
+STALE_ID = """
+if (location.search.includes("stale=1")) {
+  const key = "wsgi-sse:" + new URL("/sse", location.href).href + ":lastEventId";
+  sessionStorage.setItem(key, "not-an-id-of-this-server");
+}
+"""
+
+
+def test_init_and_reset_reach_every_tab(context: Any) -> None:
+    """The init snapshot reaches tabs that join later; a tab that cannot be caught up gets reset."""
+    with serve(page_app, initial=lambda request: "snapshot") as server:
+        publish = server.service.broadcaster.broadcast_and_wait
+        first = context.new_page()
+        first.goto(server.url + "/page?channel=a")
+        expect(first.locator("#events li")).to_have_text(["init: snapshot"])
+        publish("1", channel="a")
+        expect(first.locator("#events li")).to_have_text(["init: snapshot", "a: 1"])
+
+        second = context.new_page()  # joins the connection: the snapshot, then what followed
+        second.goto(server.url + "/page?channel=a")
+        expect(second.locator("#events li")).to_have_text(["init: snapshot", "a: 1"])
+
+        context.add_init_script(STALE_ID)
+        third = context.new_page()  # resumes from an id nobody knows
+        third.goto(server.url + "/page?channel=a&stale=1")
+        expect(third.locator("#events li")).to_have_text(["reset"])
+        publish("2", channel="a")
+        expect(third.locator("#events li")).to_have_text(["reset", "a: 2"])
+        expect(second.locator("#events li")).to_have_text(["init: snapshot", "a: 1", "a: 2"])
+        assert server.client_count() == 1
