@@ -231,12 +231,19 @@ def test_token_checked_on_head_and_given_once() -> None:
         assert status == 400 and b"more than once" in body
 
 
-def test_token_without_server_secret_is_403() -> None:
-    """A server with no token secret refuses tokens instead of ignoring them."""
-    with serve(app) as server:
+def test_without_server_secret_token_is_left_to_authorize() -> None:
+    """A server with no token secret leaves ?token= to the authorize hook, as a plain parameter."""
+    seen: list[tuple[str, ...]] = []
+
+    def authorize(request: StreamRequest) -> bool:
+        seen.append(request.query["token"])
+        return False
+
+    with serve(app, authorize=authorize) as server:
         token = stream_token("a", secret=SECRET)
         status, _, body = http_request(server.port, "GET", f"/sse?token={token}")
-        assert status == 403 and b"not enabled" in body
+        assert status == 403 and b"not allowed to join: default" in body
+        assert seen == [(token,)]
 
 
 def test_token_never_logged() -> None:
