@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from typing import Any
 
 from support import http_request, serve
@@ -89,6 +90,16 @@ def test_client_script_served_with_validator() -> None:
             server.port, "GET", "/sse.js", headers={"If-None-Match": headers["etag"]}
         )
         assert (status, body) == (304, b"")
+        zipped = {"Accept-Encoding": "gzip, deflate"}
+        status, headers, body = http_request(server.port, "GET", "/sse.js", headers=zipped)
+        assert (status, headers["content-encoding"]) == (200, "gzip")
+        assert b"export function openStream" in gzip.decompress(body)
+        assert len(body) < 6000
+        again = {**zipped, "If-None-Match": headers["etag"]}
+        status, headers, body = http_request(server.port, "GET", "/sse.js", headers=again)
+        assert (status, body, "content-encoding" in headers) == (304, b"", False)
+        status, headers, body = http_request(server.port, "HEAD", "/sse.js", headers=zipped)
+        assert (status, body) == (200, b"")
 
 
 def test_client_path_moves_or_turns_off_the_script() -> None:

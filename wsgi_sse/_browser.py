@@ -17,6 +17,7 @@ All functions: call in the reactor thread.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import re
 from importlib import resources
@@ -109,8 +110,9 @@ def client_script() -> bytes:
 
 class ClientScriptResource(Resource):
     """
-    Serve the browser client (an ES module) with a validator, so that
-    browsers revalidate it cheaply and pick up a new version at once.
+    Serve the browser client (an ES module), gzipped for browsers that take
+    it (16 KB of commented source, under 5 KB gzipped), with a validator so
+    that browsers revalidate it cheaply and pick up a new version at once.
 
     Call in the reactor thread (twisted.web does).
     """
@@ -120,15 +122,24 @@ class ClientScriptResource(Resource):
     def __init__(self) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.body = client_script()
-        self.etag = b'"%s"' % hashlib.sha256(self.body).hexdigest()[:20].encode("ascii")
+        self.gzipped = gzip.compress(self.body, mtime=0)
+        digest = hashlib.sha256(self.body).hexdigest()[:20]
+        self.etag = b'"%s"' % digest.encode("ascii")
+        self.gzip_etag = b'"%s-gz"' % digest.encode("ascii")
 
     def render_GET(self, request: Request) -> bytes:
         """Answer the script, or 304 when the browser's copy is current."""
+        accepts = request.getHeader(b"accept-encoding") or b""
+        use_gzip = b"gzip" in accepts.lower()
+        body, etag = (self.gzipped, self.gzip_etag) if use_gzip else (self.body, self.etag)
         request.setHeader(b"Content-Type", b"text/javascript; charset=utf-8")
         request.setHeader(b"Cache-Control", b"no-cache")
-        request.setHeader(b"ETag", self.etag)
+        request.setHeader(b"Vary", b"Accept-Encoding")
+        request.setHeader(b"ETag", etag)
         request.setHeader(b"X-Content-Type-Options", b"nosniff")
-        if request.getHeader(b"if-none-match") == self.etag:
+        if request.getHeader(b"if-none-match") == etag:
             request.setResponseCode(304)
             return b""
-        return self.body
+        if use_gzip:
+            request.setHeader(b"Content-Encoding", b"gzip")
+        return body
