@@ -72,7 +72,12 @@ class _ChannelTagger:
         self.channel = channel
 
     def send(self, wire: bytes) -> None:
-        self.client.send(tag(wire, self.channel))
+        # The hot path: every tagged stream of the channel after the first
+        # finds this event's tagged copy in the cache.
+        last_wire, last_channel, tagged = _last
+        if wire is not last_wire or self.channel != last_channel:
+            tagged = tag(wire, self.channel)
+        self.client.send(tagged)
 
 
 def subscribe_tagged(hub: Hub, client: StreamClient, channels: Iterable[str]) -> None:
