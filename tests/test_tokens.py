@@ -21,6 +21,7 @@ from wsgi_sse import (
     stream_token,
     verify_stream_token,
 )
+from wsgi_sse._tokens import granted_channels
 
 SECRET = "s" * 40
 KEY = SECRET.encode()
@@ -153,6 +154,15 @@ def test_short_server_secret_refused_at_start() -> None:
     """A token_secret shorter than 32 characters fails at start-up, naming the minimum."""
     with pytest.raises(ValueError, match="at least 32"):
         StreamOptions(token_secret="too-short")
+
+
+def test_granted_channels() -> None:
+    """A grant opens all its channels, or the named ones among them; any other is refused."""
+    grant = StreamGrant(("a", "b"), None, 0)
+    assert granted_channels(grant, None) == ("a", "b")
+    assert granted_channels(grant, ["b", "b"]) == ("b",)
+    with pytest.raises(InvalidStreamToken, match="does not open: c"):
+        granted_channels(grant, ["a", "c"])
 
 
 # -- over real sockets ----------------------------------------------------------

@@ -25,7 +25,13 @@ from ._client import StreamClient
 from ._encoding import encode_body, encode_comment, encode_event, frame
 from ._hub import DEFAULT_CHANNEL, Event, Hub
 from ._options import StreamOptions, StreamRequest
-from ._tokens import InvalidStreamToken, StreamGrant, resolve_token_secret, verify_stream_token
+from ._tokens import (
+    InvalidStreamToken,
+    StreamGrant,
+    granted_channels,
+    resolve_token_secret,
+    verify_stream_token,
+)
 
 if TYPE_CHECKING:
     from twisted.python.threadpool import ThreadPool
@@ -514,20 +520,16 @@ class SSEResource(Resource):
             return None
         if len(tokens) > 1:
             raise _Refused(400, "token given more than once")
+        named = channels if (request.args or {}).get(b"channel") else None
         try:
             grant = verify_stream_token(
                 tokens[0].decode("ascii", "replace"),
                 secret=self.token_secret,
                 now=self.reactor.seconds(),
             )
+            channels = granted_channels(grant, named)
         except InvalidStreamToken as e:
             raise _Refused(403, str(e)) from None
-        if not (request.args or {}).get(b"channel"):
-            channels = grant.channels
-        else:
-            outside = [c for c in channels if c not in grant.channels]
-            if outside:
-                raise _Refused(403, f"the token does not open: {', '.join(outside)}")
         return StreamGrant(channels, grant.identity, grant.expires)
 
     def _parse(self, request: Request) -> tuple[tuple[str, ...], str | None]:

@@ -28,6 +28,7 @@ __all__ = [
     "InvalidStreamToken",
     "StreamGrant",
     "check_token_secret",
+    "granted_channels",
     "redact_tokens",
     "resolve_token_secret",
     "set_token_secret",
@@ -242,6 +243,22 @@ def verify_stream_token(token: str, *, secret: bytes, now: float | None = None) 
     if (time.time() if now is None else now) >= expires:
         raise InvalidStreamToken("stream token expired")
     return StreamGrant(channels, identity, expires)
+
+
+def granted_channels(grant: StreamGrant, requested: Iterable[str] | None) -> tuple[str, ...]:
+    """
+    The channels a stream opened with C{grant} subscribes to: those
+    C{requested} (none: all of the grant's), each of which the grant must name.
+
+    @raise InvalidStreamToken: naming the requested channels it does not open.
+    """
+    if requested is None:
+        return grant.channels
+    names = tuple(dict.fromkeys(requested))
+    outside = [c for c in names if c not in grant.channels]
+    if outside:
+        raise InvalidStreamToken(f"the token does not open: {', '.join(outside)}")
+    return names or grant.channels
 
 
 _TOKEN_IN_QUERY = re.compile(rb"([?&;]token=)[^&;#\s]*")
