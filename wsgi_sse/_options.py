@@ -94,7 +94,8 @@ class StreamOptions:
         C{reset} event is sent instead of the stale snapshot).
     @ivar token_secret: the secret that signs stream tokens
         (L{stream_token<wsgi_sse.stream_token>}), at least 32 characters;
-        default: C{$WSGI_SSE_TOKEN_SECRET}, else tokens are refused.
+        default: C{$WSGI_SSE_TOKEN_SECRET}, else none (the C{token} query
+        parameter is then left to the C{authorize} hook).
     """
 
     heartbeat: float = 15.0
