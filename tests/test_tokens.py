@@ -241,6 +241,17 @@ def test_token_checked_on_head_and_given_once() -> None:
         assert status == 400 and b"more than once" in body
 
 
+def test_token_channels_obey_the_channel_rules() -> None:
+    """A token's channels are held to max_channels and the channel pattern, as a URL's are."""
+    with serve(app, token_secret=SECRET, max_channels=2) as server:
+        many = stream_token(["a", "b", "c"], secret=SECRET)
+        status, _, body = http_request(server.port, "GET", f"/sse?token={many}")
+        assert status == 400 and b"too many channels" in body
+        odd = stream_token(["a b"], secret=SECRET)
+        status, _, body = http_request(server.port, "GET", f"/sse?token={odd}")
+        assert status == 400 and b"characters outside" in body
+
+
 def test_without_server_secret_token_is_left_to_authorize() -> None:
     """A server with no token secret leaves ?token= to the authorize hook, as a plain parameter."""
     seen: list[tuple[str, ...]] = []

@@ -530,6 +530,15 @@ class SSEResource(Resource):
             channels = granted_channels(grant, named)
         except InvalidStreamToken as e:
             raise _Refused(403, str(e)) from None
+        # A token opens no more, nor other names, than a URL could ask for.
+        options = self.options
+        if len(channels) > options.max_channels:
+            raise _Refused(400, f"too many channels (at most {options.max_channels})")
+        try:
+            for name in channels:
+                options.check_channel(name)
+        except ValueError as e:
+            raise _Refused(400, str(e)) from None
         return StreamGrant(channels, grant.identity, grant.expires)
 
     def _parse(self, request: Request) -> tuple[tuple[str, ...], str | None]:
