@@ -310,3 +310,31 @@ def test_init_and_reset_reach_every_tab(context: Any) -> None:
         expect(third.locator("#events li")).to_have_text(["reset", "a: 2"])
         expect(second.locator("#events li")).to_have_text(["init: snapshot", "a: 1", "a: 2"])
         assert server.client_count() == 1
+
+
+def test_module_works_as_a_static_file(context: Any) -> None:
+    """The module served by the app itself (client_path=None) works the same."""
+    script = (ROOT / "wsgi_sse" / "static" / "wsgi-sse.js").read_bytes()
+
+    def static_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        if environ["PATH_INFO"] == "/static/wsgi-sse.js":
+            start_response("200 OK", [("Content-Type", "text/javascript")])
+            return [script]
+        return page_app(environ, start_response)
+
+    with serve(static_app, client_path=None) as server:
+        assert b"openStream" not in http_request(server.port, "GET", "/sse.js")[2]
+        tab = context.new_page()
+        tab.goto(server.url + "/blank")
+        tab.evaluate(
+            """async () => {
+              const { openStream } = await import("/static/wsgi-sse.js");
+              window.got = [];
+              window.s = openStream({ channels: ["x"] });
+              window.s.addEventListener("message", (e) => window.got.push(e.data));
+            }"""
+        )
+        tab.wait_for_function("window.s.status === 'live'")
+        server.service.broadcaster.broadcast_and_wait("hi", channel="x")
+        tab.wait_for_function("window.got.length === 1")
+        assert tab.evaluate("window.got") == ["hi"]
