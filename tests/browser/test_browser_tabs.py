@@ -323,7 +323,7 @@ def test_module_works_as_a_static_file(context: Any) -> None:
         return page_app(environ, start_response)
 
     with serve(static_app, client_path=None) as server:
-        assert b"openStream" not in http_request(server.port, "GET", "/sse.js")[2]
+        assert b"export function" not in http_request(server.port, "GET", "/sse.js")[2]
         tab = context.new_page()
         tab.goto(server.url + "/blank")
         tab.evaluate(
