@@ -15,6 +15,7 @@ def test_all_is_pinned() -> None:
         "InvalidStreamToken",
         "SSEResource",
         "SSEServerService",
+        "StaticFiles",
         "StreamGrant",
         "StreamOptions",
         "StreamRequest",

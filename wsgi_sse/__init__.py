@@ -31,6 +31,7 @@ from ._hub import DEFAULT_CHANNEL, Event, Hub
 from ._mount import WSGIRoot
 from ._options import StreamOptions, StreamRequest
 from ._resource import SSEResource
+from ._static import StaticFiles
 from ._tokens import InvalidStreamToken, StreamGrant, stream_token, verify_stream_token
 
 __version__ = "0.1.0"
@@ -43,6 +44,7 @@ __all__ = (
     "InvalidStreamToken",
     "SSEResource",
     "SSEServerService",
+    "StaticFiles",
     "StreamGrant",
     "StreamOptions",
     "StreamRequest",
