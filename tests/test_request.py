@@ -46,6 +46,8 @@ def test_last_event_id_from_header_then_query() -> None:
     assert parse_last_event_id(None, [b"q-1"]) == "q-1"
     assert parse_last_event_id(b"  ", []) is None
     assert parse_last_event_id(None, []) is None
+    # A channel-tagged id (the browser client's): the event id before the space.
+    assert parse_last_event_id(b"mi4d0q2k-17 news", []) == "mi4d0q2k-17"
 
 
 @pytest.mark.parametrize(

@@ -484,3 +484,19 @@ def test_holding_views_get_the_completed_environ() -> None:
         ) as client:
             (init,) = client.wait_events(1)
             assert json.loads(init.data) == {"question": "hello", "coding": None}
+
+
+def test_close_ends_a_stream_with_channel_tagged_ids() -> None:
+    """close() ends a browser-client stream (channel-tagged ids) after its events, tag kept."""
+    with serve(JobsApp()) as server:
+        with server.stream("/sse?channel=a&channel=b&channelInId=1") as client:
+            server.wait_clients(1)
+            broadcast("last", channel="a")
+            close("a")
+            client.read_to_end()
+            (event,) = client.events
+            assert event.data == "last" and event.last_event_id.endswith(" a")
+            assert client.parser.last_event_id.endswith(" a")
+            assert client.parser.last_event_id != event.last_event_id
+        server.wait_clients(0)
+        assert server.call(lambda: server.service.hub.subscriber_count()) == 0

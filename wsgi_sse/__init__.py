@@ -33,6 +33,7 @@ from ._mount import WSGIRoot
 from ._options import StreamOptions, StreamRequest
 from ._resource import SSEResource
 from ._static import StaticFiles
+from ._tokens import InvalidStreamToken, StreamGrant, stream_token, verify_stream_token
 from ._views import HoldingWSGIResource, hold_body, hold_headers
 
 __version__ = "0.1.0"
@@ -43,9 +44,11 @@ __all__ = (
     "Event",
     "HoldingWSGIResource",
     "Hub",
+    "InvalidStreamToken",
     "SSEResource",
     "SSEServerService",
     "StaticFiles",
+    "StreamGrant",
     "StreamOptions",
     "StreamRequest",
     "WSGIRoot",
@@ -62,4 +65,6 @@ __all__ = (
     "make_application",
     "make_service",
     "set_broadcaster",
+    "stream_token",
+    "verify_stream_token",
 )

@@ -65,6 +65,7 @@ class StreamClient:
     @ivar discarded: bytes that were held for this reader and thrown away
         when it left or was dropped.
     @ivar ended: whether L{end} ended it (its channel was closed).
+    @ivar identity: who the stream's token was issued to, or L{None}.
     """
 
     log = Logger()
@@ -86,6 +87,7 @@ class StreamClient:
         "closed",
         "discarded",
         "ended",
+        "identity",
         "peer",
         "request",
     )
@@ -115,6 +117,7 @@ class StreamClient:
         self.closed = False
         self.discarded = 0
         self.ended = False
+        self.identity: str | None = None
         # Fast path state: the socket, while direct writes are allowed (see
         # send()); False until the response has started and been checked.
         self._sock: Any = False

@@ -82,7 +82,8 @@ def parse_last_event_id(header: bytes | None, query_values: Sequence[bytes] = ()
     """
     Return the id a client resumes from: the C{Last-Event-ID} header, else
     the C{lastEventId} query parameter; L{None} when there is none (an empty
-    header is a browser that never received an id).
+    header is a browser that never received an id).  A channel-tagged id
+    (C{"<id> <channel>"}) gives its event id.
 
     @raise Refused: 400 for an id that is too long, not printable ASCII, or
         a query parameter given twice.
@@ -102,7 +103,10 @@ def parse_last_event_id(header: bytes | None, query_values: Sequence[bytes] = ()
         raise Refused(400, "Last-Event-ID must be ASCII") from None
     if not text.isprintable():
         raise Refused(400, "Last-Event-ID has control characters")
-    return text.strip() or None
+    # An empty header means "no id yet" (a browser that never got one).
+    # Event ids never contain a space: what follows one is the channel of a
+    # channel-tagged id (see wsgi_sse._browser).
+    return text.strip().split(" ", 1)[0] or None
 
 
 # -- GRIP hold instructions -------------------------------------------------------

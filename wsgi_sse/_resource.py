@@ -33,6 +33,13 @@ from ._request import (
     parse_last_event_id,
 )
 from ._streams import RESET, STREAM_HEADERS, Streams, StreamStats, peer_of
+from ._tokens import (
+    InvalidStreamToken,
+    StreamGrant,
+    granted_channels,
+    resolve_token_secret,
+    verify_stream_token,
+)
 
 if TYPE_CHECKING:
     from twisted.python.threadpool import ThreadPool
@@ -87,6 +94,7 @@ class SSEResource(Resource):
         if streams is None:
             streams = Streams(hub, reactor=reactor, options=options)
         self.streams = streams
+        self.token_secret = resolve_token_secret(options.token_secret)
 
     # -- the streams' state, as seen from here ---------------------------------
 
@@ -156,10 +164,14 @@ class SSEResource(Resource):
         peer = peer_of(request)
         try:
             channels, last_event_id = self._parse(request)
+            grant = self._check_token(request, channels)
             self._cors(request)
             streams.check_limits(peer)
         except Refused as refused:
             return streams.refuse(request, refused)
+        if grant is not None:
+            # As for GET: a valid token opens its channels without the hook.
+            channels, authorize = grant.channels, None
         if authorize is None:
             _set_stream_headers(request)
             return b""
@@ -214,6 +226,7 @@ class SSEResource(Resource):
         streams = self.streams
         try:
             channels, last_event_id = self._parse(request)
+            grant = self._check_token(request, channels)
             cors_headers = self._cors(request)
             peer = peer_of(request)
             streams.check_limits(peer)
@@ -221,8 +234,21 @@ class SSEResource(Resource):
             return streams.refuse(request, refused)
 
         options = self.options
-        if options.authorize is None and options.initial is None:
-            self._open(request, cors_headers, channels, peer, last_event_id, last_event_id)
+        identity = None
+        authorize = options.authorize
+        if grant is not None:
+            # A valid token opens its channels, whatever the hook would say.
+            channels, identity, authorize = grant.channels, grant.identity, None
+        if authorize is None and options.initial is None:
+            self._open(
+                request,
+                cors_headers,
+                channels,
+                peer,
+                last_event_id,
+                last_event_id,
+                identity=identity,
+            )
             return NOT_DONE_YET
 
         # Hooks run in the thread pool; the connection counts toward the limits
@@ -230,7 +256,7 @@ class SSEResource(Resource):
         # resume from is fixed now, so that events published while the hooks
         # run are replayed once they are done.
         hub = self.hub
-        info = _stream_request(request, channels, last_event_id, peer)
+        info = _stream_request(request, channels, last_event_id, peer, identity)
         reset = last_event_id is not None and not hub.can_replay(channels, last_event_id)
         want_initial = options.initial is not None and (last_event_id is None or reset)
         mark = hub.last_id
@@ -240,8 +266,8 @@ class SSEResource(Resource):
         request.notifyFinish().addBoth(lambda _: gone.append(True))
 
         def hooks() -> tuple[frozenset[str] | bool, bytes | None]:
-            if options.authorize is not None:
-                allowed = _authorized(options.authorize, info, channels)
+            if authorize is not None:
+                allowed = _authorized(authorize, info, channels)
                 if allowed is not True:
                     return allowed, None
             if want_initial and options.initial is not None:
@@ -268,7 +294,15 @@ class SSEResource(Resource):
                 streams.finish_refused(request, refused)
                 return
             self._open(
-                request, cors_headers, channels, peer, last_event_id, resume, reset=reset, init=init
+                request,
+                cors_headers,
+                channels,
+                peer,
+                last_event_id,
+                resume,
+                reset=reset,
+                init=init,
+                identity=identity,
             )
 
         def failed(failure: Failure) -> None:
@@ -296,13 +330,55 @@ class SSEResource(Resource):
         *,
         reset: bool = False,
         init: bytes | None = None,
+        identity: str | None = None,
     ) -> None:
         request.setResponseCode(200)
         for name, value in cors_headers:
             request.setHeader(name, value)
-        self.streams.open(request, channels, peer, last_event_id, resume, reset=reset, first=init)
+        self.streams.open(
+            request,
+            channels,
+            peer,
+            last_event_id,
+            resume,
+            reset=reset,
+            first=init,
+            identity=identity,
+        )
 
     # -- reading the request -------------------------------------------------------
+
+    def _check_token(self, request: Request, channels: tuple[str, ...]) -> StreamGrant | None:
+        """
+        Verify the C{token} query parameter, if any; return its grant with
+        the channels to open (those asked for, else all of the token's).
+        """
+        tokens = (request.args or {}).get(b"token")
+        if not tokens or self.token_secret is None:
+            # Without a secret the parameter is the authorize hook's to read.
+            return None
+        if len(tokens) > 1:
+            raise Refused(400, "token given more than once")
+        named = channels if (request.args or {}).get(b"channel") else None
+        try:
+            grant = verify_stream_token(
+                tokens[0].decode("ascii", "replace"),
+                secret=self.token_secret,
+                now=self.reactor.seconds(),
+            )
+            channels = granted_channels(grant, named)
+        except InvalidStreamToken as e:
+            raise Refused(403, str(e)) from None
+        # A token opens no more, nor other names, than a URL could ask for.
+        options = self.options
+        if len(channels) > options.max_channels:
+            raise Refused(400, f"too many channels (at most {options.max_channels})")
+        try:
+            for name in channels:
+                options.check_channel(name)
+        except ValueError as e:
+            raise Refused(400, str(e)) from None
+        return StreamGrant(channels, grant.identity, grant.expires)
 
     def _parse(self, request: Request) -> tuple[tuple[str, ...], str | None]:
         args = request.args or {}
@@ -354,7 +430,11 @@ def _header(request: Request, name: bytes) -> str | None:
 
 
 def _stream_request(
-    request: Request, channels: tuple[str, ...], last_event_id: str | None, peer: str
+    request: Request,
+    channels: tuple[str, ...],
+    last_event_id: str | None,
+    peer: str,
+    identity: str | None = None,
 ) -> StreamRequest:
     headers = {
         name.decode("latin-1").lower(): values[-1].decode("latin-1")
@@ -368,4 +448,4 @@ def _stream_request(
         for k, vs in (request.args or {}).items()
     }
     path = request.path.decode("utf-8", "replace")
-    return StreamRequest(channels, last_event_id, headers, cookies, query, peer, path)
+    return StreamRequest(channels, last_event_id, headers, cookies, query, peer, path, identity)

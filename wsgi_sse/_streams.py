@@ -21,6 +21,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ._browser import subscribe_tagged, tagged_replay, wants_channel_ids
 from ._client import StreamClient
 from ._encoding import encode_body, encode_comment, encode_opening, frame
 from ._hub import Event, Hub
@@ -205,6 +206,7 @@ class Streams:
         *,
         reset: bool = False,
         first: bytes | None = None,
+        identity: str | None = None,
     ) -> StreamClient:
         """
         Start the stream on C{request}, whose status and own headers are set:
@@ -233,6 +235,7 @@ class Streams:
             max_pause=options.max_pause,
             on_drop=self._dropped,
         )
+        client.identity = identity
         transport = getattr(request.channel, "transport", None)
         set_no_delay = getattr(transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
@@ -250,7 +253,8 @@ class Streams:
         retry = options.retry + int(options.retry * options.retry_jitter * self._random.random())
         parts = [encode_opening(retry)]
         exact = resume is not None and resume == last_event_id and not reset
-        missed = self._join(client, channels, resume, exact=exact)
+        tagged = wants_channel_ids(request)
+        missed = self._join(client, channels, resume, exact=exact, tagged=tagged)
         if missed is None:
             # Exact: the client's id is unknown or too old.  Otherwise: more
             # was published since the start was fixed than the history
@@ -273,12 +277,13 @@ class Streams:
         if first:
             parts.append(first)
         ends = False
-        for event in missed:
-            parts.append(event.wire)
+        for n, event in enumerate(missed):
             if event.closes:
                 # The channel was closed since: up to there, then the end.
                 ends = True
+                missed = missed[: n + 1]
                 break
+        parts.extend(tagged_replay(missed) if tagged else [e.wire for e in missed])
         head = b"".join(parts)
         stats.bytes_written += len(head)
         request.write(head)
@@ -299,7 +304,13 @@ class Streams:
         return client
 
     def _join(
-        self, client: StreamClient, channels: tuple[str, ...], after: str | None, *, exact: bool
+        self,
+        client: StreamClient,
+        channels: tuple[str, ...],
+        after: str | None,
+        *,
+        exact: bool,
+        tagged: bool = False,
     ) -> list[Event] | None:
         """
         Subscribe C{client} to C{channels} and return the events it missed
@@ -307,7 +318,9 @@ class Streams:
         they cannot all be replayed (the client is subscribed all the same).
 
         The stream lifecycle's only use of the hub's replay and
-        subscriptions (with L{_leave}).
+        subscriptions (with L{_leave}).  C{tagged}: the stream asked for
+        channel-tagged ids (one hub subscriber per channel, see
+        L{wsgi_sse._browser}).
         """
         hub = self.hub
         missed: list[Event] | None = []
@@ -316,7 +329,10 @@ class Streams:
             # until it has fetched the events from elsewhere: subscribe
             # follows).  Otherwise only this hub's history counts.
             missed = hub.replay(channels, after) if exact else hub._missed(channels, after)
-        hub.subscribe(client, channels)
+        if tagged:
+            subscribe_tagged(hub, client, channels)
+        else:
+            hub.subscribe(client, channels)
         return missed
 
     def _leave(self, client: StreamClient) -> None:
