@@ -226,6 +226,8 @@ class StreamClient:
     def wait_for(self, predicate: Any, timeout: float = 10.0) -> None:
         """Read until C{predicate(self)} is true, or fail after C{timeout}."""
         deadline = time.monotonic() + timeout
+        # What arrived with the response head may satisfy it already.
+        self._decode_available()
         while not predicate(self):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
