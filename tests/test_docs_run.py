@@ -29,10 +29,12 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import IO
 from urllib.parse import urlencode
 
 import pytest
@@ -156,6 +158,11 @@ def follow(page: Path, home: Path) -> Walkthrough:
     return walk
 
 
+def _read(log: IO[bytes]) -> bytes:
+    log.seek(0)
+    return log.read()
+
+
 @contextlib.contextmanager
 def started(walk: Walkthrough) -> Iterator[int]:
     """Start the page's server command with C{$WSGI_SSE_LISTEN} on a loopback port."""
@@ -182,6 +189,12 @@ def started(walk: Walkthrough) -> Iterator[int]:
             except AssertionError:
                 log.seek(0)
                 raise AssertionError(f"{command} did not start:\n{log.read().decode()}") from None
+            # The startup log names the address to open.
+            expected = f"open http://127.0.0.1:{port}/ ".encode()
+            deadline = time.monotonic() + 10
+            while expected not in _read(log) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert expected in _read(log), _read(log).decode()
             yield port
         finally:
             if proc.poll() is None:

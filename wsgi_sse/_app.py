@@ -6,8 +6,10 @@ L{make_application} for C{twistd -ny server.py}.
 from __future__ import annotations
 
 import gc
+import inspect
 import os
 import threading
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any, Mapping
 
 from twisted.application.internet import StreamServerEndpointService
@@ -27,6 +29,13 @@ from ._options import StreamOptions
 from ._publish import PUBLISH_SECRET_ENV, PublishResource
 from ._redis import resolve_redis_url
 from ._resource import SSEResource
+from ._settings import (
+    OPTION_GROUPS,
+    check_backplane_url,
+    check_option_names,
+    check_wsgi_app,
+    listen_error,
+)
 from ._site import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
@@ -164,6 +173,8 @@ class SSEServerService(MultiService):
         **option_fields: Any,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
+        check_wsgi_app(wsgi_app, where="SSEServerService()")
+        check_option_names(option_fields, option_owners(), where="SSEServerService()")
         if reactor is None:
             from twisted.internet import reactor as global_reactor
 
@@ -187,6 +198,7 @@ class SSEServerService(MultiService):
         self.backplane: RedisBackplane | None = None
         redis_url = resolve_redis_url(redis_url)
         if redis_url is not None and hub is None and publisher is None:
+            check_backplane_url(redis_url)
             from ._redis import RedisBackplane, RedisHub
 
             self.backplane = RedisBackplane(
@@ -244,7 +256,10 @@ class SSEServerService(MultiService):
             idle_timeout=idle_timeout,
             max_request_body=max_request_body,
         )
-        endpoint = serverFromString(reactor, with_backlog(self.listen))
+        try:
+            endpoint = serverFromString(reactor, with_backlog(self.listen))
+        except ValueError as e:
+            raise listen_error(self.listen, e) from e
         self.listening = StreamServerEndpointService(endpoint, self.site)
         self.listening.setServiceParent(self)
         if self.backplane is not None:
@@ -263,11 +278,20 @@ class SSEServerService(MultiService):
 
     def _listening(self, port: Any) -> Any:
         address = port.getHost()
-        self.log.info(
-            "wsgi-sse serving on {address} (stream at {path})",
-            address=address,
-            path=self.sse_path,
-        )
+        url = browser_url(address, tls=self.listen.strip().lower().startswith("ssl:"))
+        if url is None:
+            self.log.info(
+                "wsgi-sse serving on {address} (stream at {path})",
+                address=address,
+                path=self.sse_path,
+            )
+        else:
+            self.log.info(
+                "wsgi-sse serving on {address}: open {url} (stream at {path})",
+                address=address,
+                url=url,
+                path=self.sse_path,
+            )
         return port
 
     @property
@@ -318,6 +342,24 @@ class SSEServerService(MultiService):
         return done
 
 
+def browser_url(address: Any, *, tls: bool = False) -> str | None:
+    """
+    The URL to open in a browser on this machine for a listening address
+    (C{http://127.0.0.1:8005/} for every interface), or L{None} for an
+    address that is not TCP (a UNIX socket).
+    """
+    host, port = getattr(address, "host", None), getattr(address, "port", None)
+    if not isinstance(host, str) or not isinstance(port, int):
+        return None
+    if host in {"0.0.0.0", ""}:
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{'https' if tls else 'http'}://{host}:{port}/"
+
+
 def resolve_listen(listen: str | None) -> str:
     """The endpoint to listen on: C{listen}, else C{$WSGI_SSE_LISTEN}, else C{tcp:8005}."""
     if listen:
@@ -325,12 +367,36 @@ def resolve_listen(listen: str | None) -> str:
     return os.environ.get(LISTEN_ENV) or DEFAULT_LISTEN
 
 
+def option_owners() -> dict[str, str]:
+    """
+    Every keyword option of L{make_application}, mapped to where it belongs
+    (for error messages).  May be called in any thread.
+    """
+    owners: dict[str, str] = {"name": "a site option of make_application()"}
+    for parameter in inspect.signature(SSEServerService.__init__).parameters.values():
+        if parameter.kind is parameter.KEYWORD_ONLY:
+            owners[parameter.name] = f"a {OPTION_GROUPS.get(parameter.name, 'site')} option"
+    for option in fields(StreamOptions):
+        if option.init:
+            group = OPTION_GROUPS.get(option.name, "stream")
+            owners[option.name] = f"a {group} option, StreamOptions.{option.name}"
+    return owners
+
+
 def make_service(wsgi_app: WSGIApplication, **kwargs: Any) -> SSEServerService:
     """
     Build an L{SSEServerService} and make it the target of the module-level
     L{broadcast<wsgi_sse.broadcast>}.  Takes the same arguments as
     L{make_application}.  Call it in the main thread, before the reactor runs.
+
+    @raise TypeError: for something other than a WSGI application, or an
+        unknown option (the message names the closest valid one).
+    @raise ValueError: for an option value that makes no sense, or a
+        C{listen} that is not an endpoint string.
+    @raise RuntimeError: when the backplane's client library is missing.
     """
+    check_wsgi_app(wsgi_app, where="make_service()")
+    check_option_names(kwargs, option_owners(), where="make_service()")
     import crochet
 
     try:
@@ -385,11 +451,21 @@ def make_application(
         L{StreamOptions} field
         (C{heartbeat}, C{retry}, C{authorize}, ...).  docs/options.md lists
         them all with their defaults.
+    @raise TypeError: for something other than a WSGI application object (a
+        C{"module:app"} string, say), or an unknown keyword (the message
+        names the closest option and its group).
+    @raise ValueError: for an option value that makes no sense, or a
+        C{listen} that is not an endpoint string (C{"8000"}: write
+        C{"tcp:8000"}).
+    @raise RuntimeError: when the backplane URL's client library is not
+        installed (the message gives the C{pip install} line).
 
     Call it in the main thread, from the C{.tac} file.  It also makes this
     server the target of L{broadcast<wsgi_sse.broadcast>}, and freezes the
     objects alive so far out of the garbage collector's scans (C{gc.freeze()}).
     """
+    check_wsgi_app(wsgi_app)
+    check_option_names(kwargs, option_owners())
     application: Componentized = Application(name)
     service = make_service(
         wsgi_app,

@@ -88,31 +88,46 @@ def _service_kwargs(values: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of C{python -m wsgi_sse}."""
+APP_HELP = (
+    "the WSGI application: module:attribute (myapp:app, mysite.wsgi:application), "
+    "or a module, whose 'application' or else 'app' is used"
+)
+
+
+def build_parser(prog: str = "python -m wsgi_sse") -> argparse.ArgumentParser:
+    """The argument parser of C{python -m wsgi_sse} (and of C{wsgi-sse}, its other C{prog})."""
+    from . import __version__
+
     parser = argparse.ArgumentParser(
-        prog="python -m wsgi_sse",
-        description="Serve a WSGI application and a Server-Sent Events stream.",
+        prog=prog,
+        description="Serve a WSGI application and a Server-Sent Events stream from one process. "
+        "The app is served at /, the stream at --sse-path; the startup log shows the URL to open.",
     )
-    parser.add_argument("app", help="the WSGI application, as module:attribute")
+    parser.add_argument("app", help=APP_HELP)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     for name, default, convert, text in _OPTIONS:
+        if default is not None:
+            text = f"{text} (default: {default})"
         parser.add_argument("--" + name, dest=name, default=default, type=convert, help=text)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m wsgi_sse") -> int:
     """
     Run the server until SIGINT or SIGTERM, with the reactor in a crochet
     thread; return the exit status.  Call it in the main thread.
+
+    A startup error (an unknown app, a bad option, a missing backplane
+    library, a port in use) is one line on stderr and a non-zero status.
     """
-    args = vars(build_parser().parse_args(argv))
+    args = vars(build_parser(prog).parse_args(argv))
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
     )
     try:
         app = load_app(args["app"])
     except ValueError as e:
-        print(f"python -m wsgi_sse: {e}", file=sys.stderr)
+        print(f"{prog}: {e}", file=sys.stderr)
         return 2
 
     import crochet
@@ -131,7 +146,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
-    service: SSEServerService = make_service(app, reactor=reactor, **_service_kwargs(args))
+    try:
+        service: SSEServerService = make_service(app, reactor=reactor, **_service_kwargs(args))
+    except (TypeError, ValueError, RuntimeError) as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        reactor.callFromThread(reactor.stop)  # type: ignore[attr-defined]
+        return 2
 
     @crochet.run_in_reactor
     def start() -> Any:
@@ -153,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         start().wait(30)
     except Exception as e:  # noqa: BLE001 - reported to the user as is
-        print(f"python -m wsgi_sse: cannot listen on {service.listen}: {e}", file=sys.stderr)
+        print(f"{prog}: cannot listen on {service.listen}: {e}", file=sys.stderr)
         reactor.callFromThread(reactor.stop)  # type: ignore[attr-defined]
         return 1
     while not stop.wait(0.5):
@@ -173,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 class TwistdOptions(usage.Options):
     """Options of C{twistd wsgi-sse}."""
 
-    optParameters = [["app", None, None, "the WSGI application, as module:attribute"]] + [
+    optParameters = [["app", None, None, APP_HELP]] + [
         [name, None, default, text, convert] for name, default, convert, text in _OPTIONS
     ]
 
@@ -189,9 +209,9 @@ def makeService(options: TwistdOptions) -> SSEServerService:
 
     try:
         app = load_app(options["app"])
-    except ValueError as e:
+        return make_service(app, **_service_kwargs(dict(options)))
+    except (TypeError, ValueError, RuntimeError) as e:
         raise usage.UsageError(str(e)) from e
-    return make_service(app, **_service_kwargs(dict(options)))
 
 
 Options = TwistdOptions
@@ -200,4 +220,4 @@ Options = TwistdOptions
 
 def console_main() -> None:
     """The ``wsgi-sse`` console script: same as ``python -m wsgi_sse``."""
-    sys.exit(main())
+    sys.exit(main(prog="wsgi-sse"))

@@ -31,6 +31,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import fields
 from importlib import import_module
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlencode
 
@@ -39,6 +40,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import close_old_connections, transaction
 from django.utils.module_loading import import_string
+from twisted.logger import Logger
 from twisted.web.pages import notFound
 from twisted.web.resource import IResource
 
@@ -61,6 +63,7 @@ __all__ = [
     "make_application",
     "server_kwargs",
     "static_resources",
+    "static_warning",
     "stream_url",
     "user_channel",
     "user_channels",
@@ -74,6 +77,7 @@ USER_CHANNEL_PREFIX = "user-"
 """A user's own channel is this prefix followed by the user's primary key."""
 
 _T = TypeVar("_T")
+_log = Logger()
 
 _OPTION_KEYS = frozenset(f.name.upper() for f in fields(StreamOptions) if f.init)
 _HOOK_KEYS = frozenset({"AUTHORIZE", "INITIAL"})
@@ -452,6 +456,37 @@ def static_resources() -> dict[str, IResource]:
     return {path: _static_file(str(root))}
 
 
+def static_warning() -> str | None:
+    """
+    Say why the static files would not be served, or return L{None}: no
+    C{STATIC_ROOT} (a new C{startproject}), or a C{STATIC_ROOT} that does not
+    exist or is empty (C{collectstatic} not run).  May be called in any thread.
+    """
+    url = getattr(settings, "STATIC_URL", None)
+    if not url or "://" in str(url) or str(url).startswith("//"):
+        return None
+    path = "/" + str(url).strip("/") + "/"
+    root = getattr(settings, "STATIC_ROOT", None)
+    if not root:
+        return (
+            f"STATIC_ROOT is not set, so nothing is served at {path} (the admin is unstyled): "
+            f'add STATIC_ROOT = BASE_DIR / "staticfiles" to your settings and run '
+            f"manage.py collectstatic, or set {SETTINGS_NAME}['SERVE_STATIC'] = False"
+        )
+    directory = Path(root)
+    if not directory.is_dir():
+        return (
+            f"STATIC_ROOT {str(root)!r} does not exist, so every request under {path} is a 404: "
+            f"run manage.py collectstatic"
+        )
+    if next(directory.iterdir(), None) is None:
+        return (
+            f"STATIC_ROOT {str(root)!r} is empty, so every request under {path} is a 404: "
+            f"run manage.py collectstatic"
+        )
+    return None
+
+
 def make_application(wsgi_app: WSGIApplication | None = None, **overrides: Any) -> Componentized:
     """
     Build the Twisted application for C{twistd -ny server.py} from the
@@ -462,7 +497,8 @@ def make_application(wsgi_app: WSGIApplication | None = None, **overrides: Any) 
     L{server_kwargs}) and then C{overrides}.  Unless C{SERVE_STATIC} is
     C{False}, the collected static files (C{STATIC_ROOT}) are served at
     C{STATIC_URL} by Twisted, from the reactor thread, without using a WSGI
-    thread (see L{static_resources}).
+    thread (see L{static_resources}); a warning is logged when there is
+    nothing to serve there (see L{static_warning}).
 
     Call it in the main thread, from the C{.tac} file.
     """
@@ -475,6 +511,9 @@ def make_application(wsgi_app: WSGIApplication | None = None, **overrides: Any) 
     kwargs = server_kwargs()
     resources: dict[str, IResource] = {}
     if _config().get("SERVE_STATIC", True):
+        problem = static_warning()
+        if problem is not None:
+            _log.warn("{problem}", problem=problem)
         resources.update(static_resources())
     resources.update(kwargs.pop("resources", None) or {})
     resources.update(overrides.pop("resources", None) or {})
