@@ -35,9 +35,9 @@ def _no_broadcaster() -> Iterator[None]:
     ("given", "meant", "owner"),
     [
         ("heartbaet", "heartbeat", "StreamOptions.heartbeat"),
-        ("max_conections", "max_connections", "StreamOptions.max_connections"),
-        ("sse_pth", "sse_path", "a site option"),
-        ("publish_secrt", "publish_secret", "a publish endpoint option"),
+        ("max_conections", "max_connections", "a limits option, LimitOptions.max_connections"),
+        ("sse_pth", "sse_path", "a site option, SiteOptions.sse_path"),
+        ("publish_secrt", "publish_secret", "a publish option, PublishOptions.publish_secret"),
     ],
 )
 def test_misspelled_option_names_the_closest(given: str, meant: str, owner: str) -> None:
@@ -163,7 +163,7 @@ def test_cli_version_and_help(
     assert capsys.readouterr().out.strip() == f"wsgi-sse {wsgi_sse.__version__}"
     text = " ".join(build_parser("wsgi-sse").format_help().split())
     assert text.startswith("usage: wsgi-sse ")
-    assert "(default: 15.0)" in text and "(default: /sse)" in text
+    assert "(default: 15.0)" in text and '(default: "/sse")' in text
     assert "or a module, whose 'application' or else 'app' is used" in text
 
 

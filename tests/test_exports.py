@@ -9,11 +9,15 @@ def test_all_is_pinned() -> None:
     """__all__ lists exactly the public names, and each exists."""
     assert set(wsgi_sse.__all__) == {
         "DEFAULT_CHANNEL",
+        "BackplaneOptions",
         "Broadcaster",
         "Event",
         "Hub",
+        "LimitOptions",
+        "PublishOptions",
         "SSEResource",
         "SSEServerService",
+        "SiteOptions",
         "StreamOptions",
         "StreamRequest",
         "WSGIRoot",

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gc
 import inspect
-import os
 import threading
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any, Mapping
@@ -23,14 +22,14 @@ from twisted.web.resource import IResource
 from twisted.web.wsgi import WSGIResource
 
 from ._broadcast import Broadcaster, Publisher, set_broadcaster
+from ._config import GROUPS, environment_value, flatten_groups, owner
 from ._hub import Hub
 from ._mount import WSGIRoot
 from ._options import StreamOptions
-from ._publish import PUBLISH_SECRET_ENV, PublishResource
+from ._publish import PublishResource
 from ._redis import resolve_redis_url
 from ._resource import SSEResource
 from ._settings import (
-    OPTION_GROUPS,
     check_backplane_url,
     check_option_names,
     check_wsgi_app,
@@ -224,7 +223,7 @@ class SSEServerService(MultiService):
         self.publish_resource: PublishResource | None = None
         if publish_path is not None:
             if publish_secret is None:
-                publish_secret = os.environ.get(PUBLISH_SECRET_ENV) or None
+                publish_secret = environment_value("publish_secret") or None
             self.publish_resource = PublishResource(
                 self.broadcaster,
                 secret=publish_secret,  # type: ignore[arg-type]  # checked there
@@ -364,7 +363,7 @@ def resolve_listen(listen: str | None) -> str:
     """The endpoint to listen on: C{listen}, else C{$WSGI_SSE_LISTEN}, else C{tcp:8005}."""
     if listen:
         return listen
-    return os.environ.get(LISTEN_ENV) or DEFAULT_LISTEN
+    return environment_value("listen") or DEFAULT_LISTEN
 
 
 def option_owners() -> dict[str, str]:
@@ -372,15 +371,13 @@ def option_owners() -> dict[str, str]:
     Every keyword option of L{make_application}, mapped to where it belongs
     (for error messages).  May be called in any thread.
     """
-    owners: dict[str, str] = {"name": "a site option of make_application()"}
+    names = ["name", *(group.key for group in GROUPS)]
     for parameter in inspect.signature(SSEServerService.__init__).parameters.values():
         if parameter.kind is parameter.KEYWORD_ONLY:
-            owners[parameter.name] = f"a {OPTION_GROUPS.get(parameter.name, 'site')} option"
-    for option in fields(StreamOptions):
-        if option.init:
-            group = OPTION_GROUPS.get(option.name, "stream")
-            owners[option.name] = f"a {group} option, StreamOptions.{option.name}"
-    return owners
+            names.append(parameter.name)
+    names += [option.name for option in fields(StreamOptions) if option.init]
+    group_objects = {g.key: f"the {g.key} group, a {g.cls.__name__}" for g in GROUPS}
+    return {n: group_objects.get(n) or owner(n) or "a site option" for n in names}
 
 
 def make_service(wsgi_app: WSGIApplication, **kwargs: Any) -> SSEServerService:
@@ -397,6 +394,7 @@ def make_service(wsgi_app: WSGIApplication, **kwargs: Any) -> SSEServerService:
     """
     check_wsgi_app(wsgi_app, where="make_service()")
     check_option_names(kwargs, option_owners(), where="make_service()")
+    kwargs = flatten_groups(kwargs)
     import crochet
 
     try:
@@ -450,7 +448,10 @@ def make_application(
         request body may have, default 64 MiB; larger is a 413); and any
         L{StreamOptions} field
         (C{heartbeat}, C{retry}, C{authorize}, ...).  docs/options.md lists
-        them all with their defaults.
+        them all with their defaults.  The options of a group can also be
+        given as one object: C{site=SiteOptions(...)}, C{stream=StreamOptions(...)},
+        C{limits=LimitOptions(...)}, C{backplane=BackplaneOptions(...)},
+        C{publish=PublishOptions(...)}.
     @raise TypeError: for something other than a WSGI application object (a
         C{"module:app"} string, say), or an unknown keyword (the message
         names the closest option and its group).
@@ -466,15 +467,14 @@ def make_application(
     """
     check_wsgi_app(wsgi_app)
     check_option_names(kwargs, option_owners())
+    options = flatten_groups(kwargs)
+    explicit = {"listen": listen, "sse_path": sse_path, "threads": threads, "redis_url": redis_url}
+    for key, value in explicit.items():
+        if key in options and value != _EXPLICIT_DEFAULTS[key]:
+            raise TypeError(f"{key} is given twice: as a keyword and in a group object")
+        options.setdefault(key, value)
     application: Componentized = Application(name)
-    service = make_service(
-        wsgi_app,
-        listen=listen,
-        sse_path=sse_path,
-        threads=threads,
-        redis_url=redis_url,
-        **kwargs,
-    )
+    service = make_service(wsgi_app, **options)
     service.setServiceParent(application)  # type: ignore[no-untyped-call]
     # The .tac file has imported the whole application by now, and those
     # objects live as long as the process.  Taking them out of the cyclic
@@ -484,3 +484,6 @@ def make_application(
     gc.collect()
     gc.freeze()
     return application
+
+
+_EXPLICIT_DEFAULTS: dict[str, Any] = dict(make_application.__kwdefaults__ or {})

@@ -18,6 +18,8 @@ from twisted.internet.defer import Deferred
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from ._config import GROUPS, SETTINGS
+
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
@@ -25,22 +27,14 @@ if TYPE_CHECKING:
 
 __all__ = ["Options", "TwistdOptions", "console_main", "load_app", "main", "makeService"]
 
-# name, default, converter, help -- shared by argparse and twistd's usage.Options.
-_OPTIONS: tuple[tuple[str, Any, Callable[[str], Any], str], ...] = (
-    ("listen", None, str, "Twisted endpoint to listen on (default: $WSGI_SSE_LISTEN or tcp:8005)"),
-    ("sse-path", "/sse", str, "path of the event stream"),
-    ("threads", 10, int, "maximum size of the WSGI thread pool"),
-    ("heartbeat", 15.0, float, "seconds between keep-alive comments (0: off)"),
-    ("retry", 3000, int, "reconnection delay sent to browsers, in milliseconds"),
-    ("max-connections", 10_000, int, "open streams in total"),
-    (
-        "redis-url",
-        None,
-        str,
-        "share broadcasts with other processes through this Redis "
-        "(default: $WSGI_SSE_REDIS_URL, else none)",
-    ),
+# flag, converter, help -- shared by argparse and twistd's usage.Options, derived from
+# the options table: every option with a converter has a flag.
+_OPTIONS: tuple[tuple[str, Callable[[str], Any], str], ...] = tuple(
+    (row.option[2:], row.flag, f"{row.help} (default: {row.shown.replace('`', '')})")
+    for row in SETTINGS
+    if row.flag is not None
 )
+_FLAG_TO_NAME = {row.option[2:]: row.name for row in SETTINGS if row.flag is not None}
 
 
 def load_app(spec: str) -> WSGIApplication:
@@ -77,14 +71,9 @@ def load_app(spec: str) -> WSGIApplication:
 
 
 def _service_kwargs(values: dict[str, Any]) -> dict[str, Any]:
+    """The keywords of L{make_service} for the flags given (the others keep their defaults)."""
     return {
-        "listen": values["listen"],
-        "sse_path": values["sse-path"],
-        "threads": values["threads"],
-        "heartbeat": values["heartbeat"],
-        "retry": values["retry"],
-        "max_connections": values["max-connections"],
-        "redis_url": values["redis-url"],
+        name: values[flag] for flag, name in _FLAG_TO_NAME.items() if values.get(flag) is not None
     }
 
 
@@ -105,10 +94,16 @@ def build_parser(prog: str = "python -m wsgi_sse") -> argparse.ArgumentParser:
     )
     parser.add_argument("app", help=APP_HELP)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    for name, default, convert, text in _OPTIONS:
-        if default is not None:
-            text = f"{text} (default: {default})"
-        parser.add_argument("--" + name, dest=name, default=default, type=convert, help=text)
+    options = {flag: (convert, text) for flag, convert, text in _OPTIONS}
+    for group in GROUPS:
+        arguments = parser.add_argument_group(f"{group.title.lower()} options")
+        for row in SETTINGS:
+            flag = row.option[2:]
+            if row.group == group.key and flag in options:
+                convert, text = options[flag]
+                arguments.add_argument(
+                    row.option, dest=flag, default=None, type=convert, help=text, metavar="VALUE"
+                )
     return parser
 
 
@@ -194,7 +189,7 @@ class TwistdOptions(usage.Options):
     """Options of C{twistd wsgi-sse}."""
 
     optParameters = [["app", None, None, APP_HELP]] + [
-        [name, None, default, text, convert] for name, default, convert, text in _OPTIONS
+        [flag, None, None, text, convert] for flag, convert, text in _OPTIONS
     ]
 
     def postOptions(self) -> None:

@@ -25,25 +25,6 @@ OPTIONS_DOC = "https://wsgi-sse.readthedocs.io/en/latest/options/"
 """Where every option is described."""
 
 
-OPTION_GROUPS: dict[str, str] = {
-    **dict.fromkeys(
-        ["listen", "sse_path", "threads", "min_threads", "name", "shutdown_timeout", "reactor"],
-        "site",
-    ),
-    **dict.fromkeys(["resources", "stats_path", "metrics_path"], "site"),
-    **dict.fromkeys(["header_timeout", "idle_timeout", "max_request_body"], "limits"),
-    **dict.fromkeys(
-        ["max_channels", "max_channel_length", "channel_pattern", "max_connections"], "limits"
-    ),
-    **dict.fromkeys(
-        ["max_connections_per_address", "max_buffer", "max_pause", "busy_retry_after"], "limits"
-    ),
-    **dict.fromkeys(["publish_path", "publish_secret", "publish_max_body"], "publish endpoint"),
-    **dict.fromkeys(["redis_url", "hub", "publisher", "history_size", "history_age"], "backplane"),
-}
-"""The group each option belongs to; options not listed are stream options (or site ones)."""
-
-
 def check_option_names(
     given: Iterable[str], valid: Mapping[str, str], *, where: str = "make_application()"
 ) -> None:

@@ -25,8 +25,8 @@ Django is imported when this module is, never by C{import wsgi_sse}.
 from __future__ import annotations
 
 import copy
+import difflib
 import functools
-import inspect
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import fields
@@ -44,9 +44,9 @@ from twisted.logger import Logger
 from twisted.web.pages import notFound
 from twisted.web.resource import IResource
 
-from .._app import SSEServerService
 from .._app import make_application as _make_application
 from .._broadcast import Broadcaster, get_broadcaster, prepare_event
+from .._config import SETTINGS
 from .._hub import DEFAULT_CHANNEL
 from .._options import AuthorizeResult, StreamOptions, StreamRequest
 
@@ -80,21 +80,15 @@ _T = TypeVar("_T")
 _log = Logger()
 
 _OPTION_KEYS = frozenset(f.name.upper() for f in fields(StreamOptions) if f.init)
+# Every settings key is a row of the options table (wsgi_sse._config.SETTINGS).
+_SETTINGS_KEYS = frozenset(row.name.upper() for row in SETTINGS if row.django)
 _HOOK_KEYS = frozenset({"AUTHORIZE", "INITIAL"})
 _WRAPPED = "_wsgi_sse_django_hook"
-# Arguments of make_application() that have no place in settings.
-_NOT_SETTINGS = frozenset({"self", "wsgi_app", "reactor", "options"})
 
 
 def _server_keys() -> frozenset[str]:
     """Settings keys naming make_application()'s (and the service's) own arguments."""
-    names = {"SERVE_STATIC"}
-    for function in (_make_application, SSEServerService.__init__):
-        for parameter in inspect.signature(function).parameters.values():
-            if parameter.kind is parameter.VAR_KEYWORD or parameter.name in _NOT_SETTINGS:
-                continue
-            names.add(parameter.name.upper())
-    return frozenset(names)
+    return (_SETTINGS_KEYS - _OPTION_KEYS) | {"SERVE_STATIC"}
 
 
 # -- hooks that use the database ---------------------------------------------------
@@ -390,9 +384,12 @@ def server_kwargs() -> dict[str, Any]:
     server_keys = _server_keys()
     unknown = sorted(set(config) - server_keys - _OPTION_KEYS)
     if unknown:
-        known = ", ".join(sorted(server_keys | _OPTION_KEYS))
+        known = sorted(server_keys | _OPTION_KEYS)
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ImproperlyConfigured(
-            f"unknown key(s) in settings.{SETTINGS_NAME}: {', '.join(unknown)} (known: {known})"
+            f"unknown key(s) in settings.{SETTINGS_NAME}: {', '.join(unknown)}{hint} "
+            f"(known: {', '.join(known)})"
         )
     kwargs: dict[str, Any] = {}
     for key, value in config.items():
