@@ -192,3 +192,9 @@ def test_misspelled_group_keyword() -> None:
     assert {"SiteOptions", "LimitOptions", "PublishOptions", "BackplaneOptions"} <= set(
         wsgi_sse.__all__
     )
+
+
+def test_service_refuses_group_objects() -> None:
+    """SSEServerService() says group objects go to make_service()/make_application()."""
+    with pytest.raises(TypeError, match=r"not limits=; make_service\(\) and make_application"):
+        SSEServerService(app, reactor=MemoryReactorClock(), limits=LimitOptions())

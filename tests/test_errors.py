@@ -14,8 +14,8 @@ from twisted.internet.testing import MemoryReactorClock
 
 from wsgi_sse import SSEServerService, make_application, make_service, set_broadcaster
 from wsgi_sse._app import browser_url
+from wsgi_sse._checks import BACKPLANE_CLIENTS, check_backplane_url
 from wsgi_sse._cli import build_parser, console_main
-from wsgi_sse._settings import BACKPLANE_CLIENTS, check_backplane_url
 
 EXAMPLE = ROOT / "examples" / "bottle_app"
 

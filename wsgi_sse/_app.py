@@ -22,6 +22,12 @@ from twisted.web.resource import IResource
 from twisted.web.wsgi import WSGIResource
 
 from ._broadcast import Broadcaster, Publisher, set_broadcaster
+from ._checks import (
+    check_backplane_url,
+    check_option_names,
+    check_wsgi_app,
+    listen_error,
+)
 from ._config import GROUPS, environment_value, flatten_groups, owner
 from ._hub import Hub
 from ._mount import WSGIRoot
@@ -29,12 +35,6 @@ from ._options import StreamOptions
 from ._publish import PublishResource
 from ._redis import resolve_redis_url
 from ._resource import SSEResource
-from ._settings import (
-    check_backplane_url,
-    check_option_names,
-    check_wsgi_app,
-    listen_error,
-)
 from ._site import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
@@ -173,6 +173,12 @@ class SSEServerService(MultiService):
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         check_wsgi_app(wsgi_app, where="SSEServerService()")
+        grouped = sorted(set(option_fields) & {group.key for group in GROUPS})
+        if grouped:
+            raise TypeError(
+                f"SSEServerService() takes options one by one, not {grouped[0]}=; "
+                f"make_service() and make_application() take the group objects"
+            )
         check_option_names(option_fields, option_owners(), where="SSEServerService()")
         if reactor is None:
             from twisted.internet import reactor as global_reactor
