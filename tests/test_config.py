@@ -198,3 +198,15 @@ def test_service_refuses_group_objects() -> None:
     """SSEServerService() says group objects go to make_service()/make_application()."""
     with pytest.raises(TypeError, match=r"not limits=; make_service\(\) and make_application"):
         SSEServerService(app, reactor=MemoryReactorClock(), limits=LimitOptions())
+
+
+def test_environment_names_in_messages_match_the_table() -> None:
+    """The variable names other modules print in messages are the table's."""
+    from wsgi_sse._app import LISTEN_ENV
+    from wsgi_sse._config import setting
+    from wsgi_sse._publish import PUBLISH_SECRET_ENV
+    from wsgi_sse._redis import REDIS_URL_ENV
+
+    assert LISTEN_ENV == setting("listen").env
+    assert PUBLISH_SECRET_ENV == setting("publish_secret").env
+    assert REDIS_URL_ENV == setting("redis_url").env
