@@ -5,18 +5,22 @@ The marker: a fenced block with a C{title} attribute (rendered by the docs
 site as the block's caption, ignored by GitHub).
 
   - C{```python title="app.py"} is a file the reader writes, in the folder the
-    page's commands are in at that point of the page;
+    page's commands are in at that point of the page; C{title="add to
+    mysite/settings.py"} appends the block to a file made earlier;
   - C{```sh title="Terminal"} holds commands the reader types, run in page
     order: C{mkdir}/C{cd} move into a fresh temporary folder, C{pip install}
-    must name extras that exist, C{twistd -ny server.py} (or
+    must name extras that exist, C{django-admin startproject} and
+    C{python manage.py ...} run for real, C{twistd -ny server.py} (or
     C{python -m wsgi_sse}/C{wsgi-sse}) starts the server, listening on a
     loopback port through C{$WSGI_SSE_LISTEN} as the docs describe.
 
 Then what the page claims is checked over real sockets: every
-C{http://localhost:8005/...} address the page names answers, every link of the
-served pages answers, and submitting each form reaches every stream the
-served pages open, as the event type those pages listen for.  A command the
-runner does not understand fails the test: extend the runner with it.
+C{http://localhost:8005/...} address named beside the run step answers
+(redirects followed), as do the links, stylesheets and scripts of the served
+pages; and when the program has a page with an C{EventSource}, submitting
+each form reaches every stream the served pages open, as the event type
+those pages listen for.  A command the runner does not understand fails the
+test: extend the runner with it.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import IO
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import pytest
 from example_server import twistd
@@ -110,6 +114,14 @@ def _pip_install(args: list[str]) -> None:
             )
 
 
+def _run(walk: Walkthrough, command: list[str]) -> None:
+    """Run a setup command of the page for real, in the page's current folder."""
+    proc = subprocess.run(
+        command, cwd=walk.cwd, env=subprocess_env(), capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, f"{command} failed:\n{proc.stdout}{proc.stderr}"
+
+
 def _command(walk: Walkthrough, words: list[str]) -> None:
     name, args = words[0], words[1:]
     if name == "mkdir":
@@ -127,6 +139,10 @@ def _command(walk: Walkthrough, words: list[str]) -> None:
         walk.server, walk.server_cwd = words, walk.cwd
     elif name == "wsgi-sse":
         walk.server, walk.server_cwd = words, walk.cwd
+    elif name == "django-admin" and args[:1] == ["startproject"]:
+        _run(walk, [sys.executable, "-m", "django", *args])
+    elif words[:2] == ["python", "manage.py"]:
+        _run(walk, [sys.executable, *args])
     else:
         raise AssertionError(f"the docs runner does not know the command {' '.join(words)!r}")
 
@@ -150,6 +166,11 @@ def follow(page: Path, home: Path) -> Walkthrough:
             path = walk.cwd / block.title
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(block.text)
+            walk.files.append(path)
+        elif block.title.startswith("add to "):
+            path = walk.cwd / block.title.removeprefix("add to ")
+            assert path.is_file(), f"{page.name}: {block.title!r}, but the page never made it"
+            path.write_text(path.read_text() + "\n" + block.text)
             walk.files.append(path)
         else:
             raise AssertionError(f"{page.name}: unknown block title {block.title!r}")
@@ -222,6 +243,7 @@ class PageParser(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.links: list[str] = []
+        self.assets: list[str] = []
         self.forms: list[Form] = []
         self.scripts: list[str] = []
         self._in_script = False
@@ -230,6 +252,10 @@ class PageParser(HTMLParser):
         values = {k: v or "" for k, v in attrs}
         if tag == "a" and "href" in values:
             self.links.append(values["href"])
+        elif tag == "link" and "stylesheet" in values.get("rel", "") and "href" in values:
+            self.assets.append(values["href"])
+        elif tag == "script" and values.get("src"):
+            self.assets.append(values["src"])
         elif tag == "form":
             method = values.get("method", "get").lower()
             self.forms.append(Form(values.get("action", ""), method, {}))
@@ -261,8 +287,21 @@ def listeners(script: str) -> dict[str, set[str]]:
     return found
 
 
+def _get(port: int, path: str) -> tuple[str, dict[str, str], bytes]:
+    """GET C{path}, following same-site redirects; fail on anything but a final 200."""
+    for _ in range(5):
+        status, headers, body = http_request(port, "GET", path)
+        if status in {301, 302, 303, 307, 308}:
+            location = urlsplit(headers["location"])
+            path = location.path + (f"?{location.query}" if location.query else "")
+            continue
+        assert status == 200, f"GET {path}: {status}"
+        return path, headers, body
+    raise AssertionError(f"GET {path}: too many redirects")
+
+
 def crawl(port: int, start: list[str]) -> tuple[list[Form], dict[str, set[str]]]:
-    """GET every page reachable from C{start}; fail on any that does not answer 200."""
+    """GET every page reachable from C{start}, and its assets; fail on any that does not answer."""
     seen: set[str] = set()
     queue = list(start)
     forms: list[Form] = []
@@ -272,15 +311,18 @@ def crawl(port: int, start: list[str]) -> tuple[list[Form], dict[str, set[str]]]
         if path in seen:
             continue
         seen.add(path)
-        status, headers, body = http_request(port, "GET", path)
-        assert status == 200, f"GET {path}: {status}"
+        path, headers, body = _get(port, path)
         if not headers.get("content-type", "").startswith("text/html"):
             continue
         parser = PageParser()
         parser.feed(body.decode("utf-8"))
-        forms += parser.forms
+        forms += [form for form in parser.forms if form.method == "post"]
         for url, types in listeners("\n".join(parser.scripts)).items():
             streams.setdefault(url, set()).update(types)
+        for asset in parser.assets:
+            if asset.startswith("/") and not asset.startswith("//") and asset not in seen:
+                seen.add(asset)
+                _get(port, asset)
         queue += [link for link in parser.links if link.startswith("/") and link not in seen]
     return forms, streams
 
@@ -292,10 +334,11 @@ def check_claims(walk: Walkthrough, port: int) -> None:
     """
     named = re.findall(r"<http://localhost:8005(/[^>]*)>", walk.server_section) or ["/"]
     forms, streams = crawl(port, named)
+    if not any("EventSource" in path.read_text() for path in walk.files):
+        return
     assert streams, "no served page opens an event stream"
     assert forms, "no served page has a form to act with"
     for form in forms:
-        assert form.method == "post", f"a form with method {form.method}"
         clients = []
         try:
             for url, types in streams.items():
@@ -328,7 +371,7 @@ def check_claims(walk: Walkthrough, port: int) -> None:
 def test_marked_programs_are_found() -> None:
     """The runner finds the marked programs of the README, the tutorial and the Flask guide."""
     names = {page.relative_to(ROOT).as_posix() for page in runnable_pages()}
-    assert {"README.md", "docs/tutorial.md", "docs/flask.md"} <= names
+    assert {"README.md", "docs/tutorial.md", "docs/flask.md", "docs/django.md"} <= names
 
 
 @pytest.mark.parametrize("page", runnable_pages(), ids=lambda p: p.relative_to(ROOT).as_posix())

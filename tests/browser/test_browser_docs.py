@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 from support import ROOT
-from test_docs_run import follow, runnable_pages, started
+from test_docs_run import blocks, follow, runnable_pages, started
 
 # Keep every EventSource the page opens, to wait until they are open.
 TRACK = """
@@ -20,7 +20,15 @@ window.EventSource = class extends window.EventSource {
 OPEN = "(window.__streams || []).length > 0 && window.__streams.every((s) => s.readyState === 1)"
 
 
-@pytest.mark.parametrize("page", runnable_pages(), ids=lambda p: p.relative_to(ROOT).as_posix())
+# The pages whose program has a live page (the others only serve what they name).
+LIVE_PAGES = [
+    page
+    for page in runnable_pages()
+    if any(b.title and "new EventSource(" in b.text for b in blocks(page))
+]
+
+
+@pytest.mark.parametrize("page", LIVE_PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_page_shows_the_knock(page: Path, tmp_path: Path, new_page: Any) -> None:
     """Open the addresses the page names, submit the form: the watching tab lists the knock."""
     walk = follow(page, tmp_path)
