@@ -106,6 +106,8 @@ def test_command_line_flags_come_from_the_table() -> None:
                 "5",
                 "--history-size",
                 "7",
+                "--cors-credentials",
+                "yes",
             ]
         )
     )
@@ -114,6 +116,7 @@ def test_command_line_flags_come_from_the_table() -> None:
         "cors_origins": ("https://a.example", "https://b.example"),
         "max_pause": 5.0,
         "history_size": 7,
+        "cors_credentials": True,
     }
     service = SSEServerService(app, reactor=MemoryReactorClock(), **kwargs)
     assert service.sse_resource.options.max_pause == 5.0

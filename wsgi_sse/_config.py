@@ -91,6 +91,15 @@ class Setting:
         return text.replace("`", "")
 
 
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"expected true or false, not {text!r}")
+
+
 def _origins(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
@@ -285,6 +294,7 @@ SETTINGS: tuple[Setting, ...] = (
         "`False`",
         "Send `Access-Control-Allow-Credentials: true`, so that cross-origin pages using "
         '`withCredentials` send their cookies. Not with `"*"`.',
+        flag=_boolean,
     ),
     _S(
         "authorize",
