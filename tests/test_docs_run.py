@@ -9,7 +9,8 @@ site as the block's caption, ignored by GitHub).
     mysite/settings.py"} appends the block to a file made earlier;
   - C{```sh title="Terminal"} holds commands the reader types, run in page
     order: C{mkdir}/C{cd} move into a fresh temporary folder, C{pip install}
-    must name extras that exist, C{django-admin startproject} and
+    must name extras that exist and provide every module the files import,
+    C{django-admin startproject} and
     C{python manage.py ...} run for real, C{twistd -ny server.py} (or
     C{python -m wsgi_sse}/C{wsgi-sse}) starts the server, listening on a
     loopback port through C{$WSGI_SSE_LISTEN} as the docs describe.
@@ -93,25 +94,58 @@ class Walkthrough:
     server_cwd: Path | None = None
     server_section: str = ""
     files: list[Path] = field(default_factory=list)
+    installed: set[str] = field(default_factory=set)
 
 
-def _optional_dependencies() -> set[str]:
-    """The extras pyproject.toml defines (tomllib is not in Python 3.10)."""
+def _optional_dependencies() -> dict[str, set[str]]:
+    """
+    The extras pyproject.toml defines, each with the modules it installs
+    (a distribution's name lower-cased; tomllib is not in Python 3.10).
+    """
     text = (ROOT / "pyproject.toml").read_text()
     section = text.split("[project.optional-dependencies]", 1)[1].split("\n[", 1)[0]
-    return set(re.findall(r"^([\w-]+) = \[", section, re.M))
+    extras = {}
+    for name, body in re.findall(r"^([\w-]+) = \[(.*?)\]", section, re.M | re.S):
+        distributions = re.findall(r'"([A-Za-z0-9_.-]+)', body)
+        extras[name] = {d.lower().replace("-", "_") for d in distributions}
+    return extras
 
 
-def _pip_install(args: list[str]) -> None:
+# What `pip install wsgi-sse` brings without extras.
+BASE_MODULES = {"wsgi_sse", "twisted", "crochet", "zope"}
+
+
+def _pip_install(walk: Walkthrough, args: list[str]) -> None:
     extras = _optional_dependencies()
     assert args, "pip install with nothing to install"
     for requirement in args:
         match = re.fullmatch(r"wsgi-sse(?:\[([\w,-]+)\])?", requirement)
         assert match, f"the docs install {requirement!r}, not wsgi-sse"
+        walk.installed |= BASE_MODULES
         for extra in filter(None, (match.group(1) or "").split(",")):
-            assert extra in extras, (
-                f"pip install names extra {extra!r}; pyproject has {sorted(extras)}"
-            )
+            assert extra in extras, f"pip install names {extra!r}; the extras: {sorted(extras)}"
+            walk.installed |= extras[extra]
+
+
+def _check_imports(walk: Walkthrough) -> None:
+    """Every module the written files import comes from Python, the install step or the files."""
+    local = {path.stem for path in walk.files} | {
+        path.name for path in walk.home.rglob("*") if (path / "__init__.py").exists()
+    }
+    for path in walk.files:
+        if path.suffix != ".py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                known = sys.stdlib_module_names | walk.installed | local
+                assert top in known, f"{path.name} imports {top!r}, which no install step provides"
 
 
 def _run(walk: Walkthrough, command: list[str]) -> None:
@@ -134,7 +168,7 @@ def _command(walk: Walkthrough, words: list[str]) -> None:
     elif words[:3] == ["python", "-m", "venv"] or name in {".", "source"}:
         pass  # the tests already run in an environment with wsgi-sse installed
     elif words[:2] == ["pip", "install"]:
-        _pip_install(args[1:])
+        _pip_install(walk, args[1:])
     elif words[:2] == ["twistd", "-ny"] or words[:3] == ["python", "-m", "wsgi_sse"]:
         walk.server, walk.server_cwd = words, walk.cwd
     elif name == "wsgi-sse":
@@ -176,6 +210,7 @@ def follow(page: Path, home: Path) -> Walkthrough:
             raise AssertionError(f"{page.name}: unknown block title {block.title!r}")
     assert walk.files, f"{page.name}: marked commands but no marked files"
     assert walk.server, f"{page.name}: the page never starts what it writes"
+    _check_imports(walk)
     return walk
 
 
@@ -419,6 +454,7 @@ application = make_application(app)
 ```
 
 ```sh title="Terminal"
+pip install "wsgi-sse[bottle]"
 twistd -ny server.py
 ```
 """
@@ -431,6 +467,16 @@ def test_runner_catches_a_page_deaf_to_the_broadcast(tmp_path: Path) -> None:
     walk = follow(page, tmp_path)
     with started(walk) as port, pytest.raises(AssertionError, match="broadcast as 'job'"):
         check_claims(walk, port)
+
+
+def test_runner_catches_a_missing_install(tmp_path: Path) -> None:
+    """A program importing a framework its install step does not name fails the check."""
+    page = tmp_path / "page.md"
+    page.write_text(
+        MISMATCHED.replace("from bottle import Bottle", "from flask import Flask as Bottle")
+    )
+    with pytest.raises(AssertionError, match="imports 'flask', which no install step provides"):
+        follow(page, tmp_path)
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
