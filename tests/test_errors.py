@@ -84,6 +84,13 @@ def test_listen_that_is_not_an_endpoint(listen: str, write: str) -> None:
     assert str(info.value).endswith(f"write {write}")
 
 
+def test_listen_from_environment_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bad $WSGI_SSE_LISTEN is reported under the variable's name."""
+    monkeypatch.setenv("WSGI_SSE_LISTEN", "8000")
+    with pytest.raises(ValueError, match=r"^\$WSGI_SSE_LISTEN='8000' is not a Twisted endpoint"):
+        SSEServerService(app, reactor=MemoryReactorClock())
+
+
 @pytest.mark.parametrize("spec", ["app:app", "app", b"app:app"])
 def test_string_instead_of_app(spec: object) -> None:
     """A module:attribute string is refused at once, pointing at the import and the CLI."""
@@ -113,6 +120,11 @@ def test_backplane_unknown_scheme() -> None:
     assert check_backplane_url("redis://localhost/0") is BACKPLANE_CLIENTS["redis"]
 
 
+def _errors(stderr: str) -> list[str]:
+    """The error lines of the command line (the reactor's log lines are timestamped)."""
+    return [line for line in stderr.splitlines() if line.startswith("python -m wsgi_sse:")]
+
+
 def _cli(*args: str, prelude: str = "") -> subprocess.CompletedProcess[str]:
     code = f"{prelude}import sys; from wsgi_sse._cli import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.run(
@@ -129,9 +141,9 @@ def test_cli_bad_listen_is_one_line() -> None:
     """python -m wsgi_sse --listen 8000 exits 2 with one line saying tcp:8000."""
     proc = _cli("app:app", "--listen", "8000")
     assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert lines[-1].startswith("python -m wsgi_sse: listen='8000' is not a Twisted endpoint")
-    assert "'tcp:8000'" in lines[-1]
+    (line,) = _errors(proc.stderr)
+    assert line.startswith("python -m wsgi_sse: listen='8000' is not a Twisted endpoint")
+    assert "'tcp:8000'" in line
     assert "Traceback" not in proc.stderr
 
 
@@ -146,7 +158,9 @@ def test_cli_missing_backplane_library_is_one_line() -> None:
         prelude="import sys; sys.modules['redis'] = None; ",
     )
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].endswith("pip install 'wsgi-sse[redis]'")
+    (line,) = _errors(proc.stderr)
+    assert line.startswith("python -m wsgi_sse: the Redis backplane (redis://) needs")
+    assert line.endswith("pip install 'wsgi-sse[redis]'")
     assert "Traceback" not in proc.stderr
 
 

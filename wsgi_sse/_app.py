@@ -264,7 +264,8 @@ class SSEServerService(MultiService):
         try:
             endpoint = serverFromString(reactor, with_backlog(self.listen))
         except ValueError as e:
-            raise listen_error(self.listen, e) from e
+            source = "listen" if listen else f"${LISTEN_ENV}"
+            raise listen_error(self.listen, e, source=source) from e
         self.listening = StreamServerEndpointService(endpoint, self.site)
         self.listening.setServiceParent(self)
         if self.backplane is not None:

@@ -53,11 +53,14 @@ _PORT = re.compile(r"\d{1,5}")
 _HOST_PORT = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})")
 
 
-def listen_error(listen: str, error: Exception) -> ValueError:
+def listen_error(listen: str, error: Exception, *, source: str = "listen") -> ValueError:
     """
     Explain why Twisted refused C{listen}, with the endpoint string that was
     probably meant (C{"8000"} → C{"tcp:8000"}, C{"localhost:8000"} →
     C{"tcp:8000:interface=127.0.0.1"}).
+
+    @param source: where the string came from (C{"listen"}, or the
+        environment variable it was read from).
     """
     text = listen.strip()
     suggestion = "'tcp:8005', 'tcp:8005:interface=127.0.0.1' or 'unix:/run/app.sock'"
@@ -77,7 +80,7 @@ def listen_error(listen: str, error: Exception) -> ValueError:
             else:
                 suggestion = f"'tcp:{port}:interface={host}'"
     return ValueError(
-        f"listen={listen!r} is not a Twisted endpoint string ({error}); write {suggestion}"
+        f"{source}={listen!r} is not a Twisted endpoint string ({error}); write {suggestion}"
     )
 
 
