@@ -84,11 +84,15 @@ def test_stream_group_is_stream_options() -> None:
 
 
 def test_options_doc_is_generated_from_the_table() -> None:
-    """docs/options.md holds the tables the options table renders (run scripts/options_doc.py)."""
+    """docs/options.md and django.md hold the tables SETTINGS renders (scripts/options_doc.py)."""
     text = (ROOT / "docs" / "options.md").read_text()
     assert render_options_doc(text) == text
     for row in SETTINGS:
         assert f"| `{row.name}` |" in text
+    django = (ROOT / "docs" / "django.md").read_text()
+    assert render_options_doc(django) == django
+    for row in SETTINGS:
+        assert (f"| `{row.name.upper()}` |" in django) == row.django
 
 
 def test_command_line_flags_come_from_the_table() -> None:

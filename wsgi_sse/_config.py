@@ -538,16 +538,39 @@ def environment_table() -> str:
     return "\n".join(lines)
 
 
+DJANGO_ONLY: tuple[tuple[str, str, str], ...] = (
+    (
+        "SERVE_STATIC",
+        "`True`",
+        "Serve `STATIC_ROOT` at `STATIC_URL` from Twisted (see [Static files](#static-files)).",
+    ),
+)
+"""Keys of Django's C{WSGI_SSE} setting that are not server options: key, default, meaning."""
+
+
+def django_table() -> str:
+    """The docs/django.md table of C{WSGI_SSE} keys, generated from L{SETTINGS}."""
+    lines = ["| key | default | meaning |", "|---|---|---|"]
+    for row in SETTINGS:
+        if row.django:
+            summary = row.doc.split(". ", 1)[0].rstrip(".")
+            lines.append(f"| `{row.name.upper()}` | {row.shown} | {summary}. |")
+    for key, default, meaning in DJANGO_ONLY:
+        lines.append(f"| `{key}` | {default} | {meaning} |")
+    return "\n".join(lines)
+
+
 def render_options_doc(text: str) -> str:
     """
-    Return docs/options.md (C{text}) with every generated table replaced by
-    the table's current contents.
+    Return a docs page (C{text}) with every generated table replaced by the
+    table's current contents.
     """
     import re
 
     def table(match: re.Match[str]) -> str:
         key = match.group(1)
-        body = environment_table() if key == "environment" else markdown_table(key)
+        generated = {"environment": environment_table, "django": django_table}
+        body = generated[key]() if key in generated else markdown_table(key)
         return f"<!-- options: {key} -->\n{body}\n<!-- /options -->"
 
     return re.sub(r"<!-- options: (\w+) -->\n.*?<!-- /options -->", table, text, flags=re.S)
