@@ -140,7 +140,17 @@ def test_environment_is_read_in_one_place() -> None:
     readers = []
     for path in sorted((ROOT / "wsgi_sse").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Attribute) and node.attr in {"environ", "getenv"}:
+            reads = (
+                isinstance(node, ast.Attribute)
+                and node.attr in {"environ", "getenv", "environb"}
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "os"
+            ) or (
+                isinstance(node, ast.ImportFrom)
+                and node.module == "os"
+                and {a.name for a in node.names} & {"environ", "getenv", "environb"}
+            )
+            if reads:
                 readers.append(path.relative_to(ROOT).as_posix())
     assert set(readers) == {"wsgi_sse/_config.py"}
 

@@ -18,6 +18,7 @@ def test_all_is_pinned() -> None:
         "SSEResource",
         "SSEServerService",
         "SiteOptions",
+        "StaticFiles",
         "StreamOptions",
         "StreamRequest",
         "WSGIRoot",

@@ -32,6 +32,7 @@ from ._hub import DEFAULT_CHANNEL, Event, Hub
 from ._mount import WSGIRoot
 from ._options import StreamOptions, StreamRequest
 from ._resource import SSEResource
+from ._static import StaticFiles
 
 __version__ = "0.1.0"
 
@@ -46,6 +47,7 @@ __all__ = (
     "SSEResource",
     "SSEServerService",
     "SiteOptions",
+    "StaticFiles",
     "StreamOptions",
     "StreamRequest",
     "WSGIRoot",

@@ -7,19 +7,21 @@ from __future__ import annotations
 
 import gc
 import inspect
+import os
+import sys
 import threading
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any, Mapping
 
-from twisted.application.internet import StreamServerEndpointService
+from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.application.service import Application, IService, MultiService
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python.components import Componentized
 from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import IResource
-from twisted.web.wsgi import WSGIResource
 
 from ._broadcast import Broadcaster, Publisher, set_broadcaster
 from ._checks import (
@@ -42,6 +44,7 @@ from ._site import (
     StreamSite,
 )
 from ._stats import BackplaneStats, MetricsResource, StatsResource
+from ._wsgi import WSGIContainer
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -52,6 +55,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_LISTEN",
+    "ListenError",
     "SSEServerService",
     "WSGIThreadPool",
     "make_application",
@@ -113,6 +117,39 @@ def _compliant(app: WSGIApplication) -> WSGIApplication:
     return application
 
 
+class ListenError(Exception):
+    """
+    The server cannot listen on its endpoint (a port in use, a permission
+    refused): the message names the endpoint and the cause, in one line.
+    """
+
+
+def _cannot_listen(listen: str, error: CannotListenError) -> ListenError:
+    cause = error.socketError
+    reason = getattr(cause, "strerror", None) or str(cause)
+    failure = ListenError(f"cannot listen on {listen}: {reason}")
+    _report_in_one_line(failure)
+    return failure
+
+
+def _report_in_one_line(error: BaseException) -> None:
+    """
+    If C{error} ends the process uncaught (twistd lets a start-up error
+    through), print it as one line, not as a traceback.
+    """
+    previous = sys.excepthook
+
+    def excepthook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        if value is error:
+            program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "wsgi-sse"
+            # The process's own stderr: twistd -n sends sys.stderr to its log.
+            print(f"{program}: {error}", file=sys.__stderr__ or sys.stderr)
+        else:
+            previous(kind, value, tb)
+
+    sys.excepthook = excepthook
+
+
 class WSGIThreadPool(ThreadPool):
     """A thread pool for a WSGI app whose threads never block process exit."""
 
@@ -140,6 +177,8 @@ class SSEServerService(MultiService):
     @ivar root: the L{WSGIRoot} (mount more Twisted resources on it).
     @ivar site: the twisted.web C{Site}.
     @ivar publish_resource: the HTTP publish endpoint, or L{None}.
+    @ivar pruning: the timer service that forgets expired history
+        (L{Hub.prune}), whether or not clients are connected.
     """
 
     log = Logger()
@@ -159,6 +198,7 @@ class SSEServerService(MultiService):
         shutdown_timeout: float = 3.0,
         history_size: int | None = None,
         history_age: float | None = None,
+        history_channels: int | None = None,
         stats_path: str | None = None,
         metrics_path: str | None = None,
         publish_path: str | None = None,
@@ -193,13 +233,17 @@ class SSEServerService(MultiService):
         self.reactor = reactor
         self.listen = resolve_listen(listen)
         self.shutdown_timeout = shutdown_timeout
-        if hub is not None and (history_size is not None or history_age is not None):
-            raise TypeError("pass history_size/history_age to your Hub, not with hub=")
         history: dict[str, Any] = {}
         if history_size is not None:
             history["history_size"] = history_size
         if history_age is not None:
             history["history_age"] = history_age
+        if history_channels is not None:
+            history["history_channels"] = history_channels
+        if hub is not None and history:
+            raise TypeError(
+                "pass history_size/history_age/history_channels to your Hub, not with hub="
+            )
         self.backplane: RedisBackplane | None = None
         redis_url = resolve_redis_url(redis_url)
         if redis_url is not None and hub is None and publisher is None:
@@ -220,7 +264,7 @@ class SSEServerService(MultiService):
         self.broadcaster = Broadcaster(publisher or self.hub, reactor=reactor)
         self.threadpool = WSGIThreadPool(min_threads, threads, "wsgi")
         self.wsgi_app = wsgi_app
-        self.wsgi_resource = WSGIResource(reactor, self.threadpool, _compliant(wsgi_app))
+        self.wsgi_resource = WSGIContainer(reactor, self.threadpool, _compliant(wsgi_app))
         self.sse_resource = SSEResource(
             self.hub, reactor=reactor, threadpool=self.threadpool, options=options
         )
@@ -255,11 +299,17 @@ class SSEServerService(MultiService):
             )
         for path, resource in (resources or {}).items():
             self.root.mount(path, resource, exact=False)
+        # The stream takes no body and the publish endpoint a small one:
+        # larger bodies are refused before they are read.
+        body_limits = {sse_path: 0}
+        if publish_path is not None:
+            body_limits[publish_path] = publish_max_body
         self.site = StreamSite(
             self.root,
             header_timeout=header_timeout,
             idle_timeout=idle_timeout,
             max_request_body=max_request_body,
+            body_limits=body_limits,
         )
         try:
             endpoint = serverFromString(reactor, with_backlog(self.listen))
@@ -267,7 +317,14 @@ class SSEServerService(MultiService):
             source = "listen" if listen else f"${LISTEN_ENV}"
             raise listen_error(self.listen, e, source=source) from e
         self.listening = StreamServerEndpointService(endpoint, self.site)
+        # A port that cannot be had fails the start, instead of a logged
+        # traceback and a process serving nothing.
+        self.listening._raiseSynchronously = True
         self.listening.setServiceParent(self)
+        # History expires on its own clock, whether or not anyone listens.
+        self.pruning = TimerService(prune_interval(self.hub.history_age), self.hub.prune)
+        self.pruning.clock = reactor
+        self.pruning.setServiceParent(self)
         if self.backplane is not None:
             self.backplane.setServiceParent(self)  # type: ignore[no-untyped-call]
 
@@ -276,13 +333,38 @@ class SSEServerService(MultiService):
         stats = getattr(self.backplane, "stats", None)
         return self.backplane if callable(stats) else None
 
+    def privilegedStartService(self) -> None:
+        """
+        Listen (twistd calls this before it drops privileges).
+
+        @raise ListenError: if the endpoint cannot be listened on; twistd
+            then exits with its message as the last line.
+        """
+        try:
+            super().privilegedStartService()  # type: ignore[no-untyped-call]
+        except CannotListenError as e:
+            failure = _cannot_listen(self.listen, e)
+            self.log.critical("{message}", message=str(failure))
+            raise failure from None
+
     def startService(self) -> None:
-        """Start the thread pool, then listen."""
+        """
+        Start the thread pool, then listen (unless already listening).
+
+        @raise ListenError: if the endpoint cannot be listened on.
+        """
         self.threadpool.start()
-        super().startService()  # type: ignore[no-untyped-call]
+        try:
+            super().startService()  # type: ignore[no-untyped-call]
+        except CannotListenError as e:
+            self.running = False
+            self.threadpool.stop()
+            raise _cannot_listen(self.listen, e) from None
         self.listening._waitingForPort.addCallback(self._listening)  # type: ignore[union-attr]
 
     def _listening(self, port: Any) -> Any:
+        if port is None:  # listening failed later; already logged
+            return None
         address = port.getHost()
         url = browser_url(address, tls=self.listen.strip().lower().startswith("ssl:"))
         if url is None:
@@ -366,6 +448,15 @@ def browser_url(address: Any, *, tls: bool = False) -> str | None:
     return f"{'https' if tls else 'http'}://{host}:{port}/"
 
 
+def prune_interval(history_age: float) -> float:
+    """
+    Seconds between two prunings of the history: a quarter of C{history_age},
+    between 0.5 and 60 s, so an event is forgotten at most that long after
+    C{history_age} has passed.
+    """
+    return max(0.5, min(60.0, history_age / 4))
+
+
 def resolve_listen(listen: str | None) -> str:
     """The endpoint to listen on: C{listen}, else C{$WSGI_SSE_LISTEN}, else C{tcp:8005}."""
     if listen:
@@ -444,9 +535,10 @@ def make_application(
         else none.  Needs C{pip install wsgi-sse[redis]}.
     @param kwargs: C{min_threads}, C{hub}, C{publisher}, C{resources} (a
         mapping of paths to extra Twisted resources), C{reactor},
-        C{shutdown_timeout}; C{history_size} and C{history_age} (the replay
-        history of the default hub); C{stats_path} and C{metrics_path}
-        (serve counters as JSON / Prometheus text there; off by default);
+        C{shutdown_timeout}; C{history_size}, C{history_age} and
+        C{history_channels} (the replay history of the default hub);
+        C{stats_path} and C{metrics_path} (serve counters as JSON /
+        Prometheus text there; off by default);
         C{publish_path}, C{publish_secret} (default: C{$WSGI_SSE_PUBLISH_SECRET})
         and C{publish_max_body} (the HTTP publish endpoint; off by default);
         C{header_timeout} (seconds a client has to send its request headers,

@@ -107,6 +107,16 @@ def build_parser(prog: str = "python -m wsgi_sse") -> argparse.ArgumentParser:
     return parser
 
 
+def _join_crochet() -> None:
+    """
+    Wait for crochet's threads once the reactor is stopping, so that the log
+    lines still queued are written before the one error line that follows.
+    """
+    for thread in threading.enumerate():
+        if thread.name in ("CrochetReactor", "CrochetLogWriter"):
+            thread.join(5)
+
+
 def main(argv: Sequence[str] | None = None, prog: str = "python -m wsgi_sse") -> int:
     """
     Run the server until SIGINT or SIGTERM, with the reactor in a crochet
@@ -131,7 +141,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m wsgi_sse") ->
     crochet.setup()
     from twisted.internet import reactor
 
-    from ._app import make_service
+    from ._app import ListenError, make_service
 
     stop = threading.Event()
 
@@ -144,8 +154,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m wsgi_sse") ->
     try:
         service: SSEServerService = make_service(app, reactor=reactor, **_service_kwargs(args))
     except (TypeError, ValueError, RuntimeError) as e:
-        print(f"{prog}: {e}", file=sys.stderr)
         reactor.callFromThread(reactor.stop)  # type: ignore[attr-defined]
+        _join_crochet()
+        print(f"{prog}: {e}", file=sys.stderr)
         return 2
 
     @crochet.run_in_reactor
@@ -167,6 +178,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m wsgi_sse") ->
 
     try:
         start().wait(30)
+    except ListenError as e:
+        reactor.callFromThread(reactor.stop)  # type: ignore[attr-defined]
+        _join_crochet()
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 1
     except Exception as e:  # noqa: BLE001 - reported to the user as is
         print(f"{prog}: cannot listen on {service.listen}: {e}", file=sys.stderr)
         reactor.callFromThread(reactor.stop)  # type: ignore[attr-defined]

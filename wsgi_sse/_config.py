@@ -153,6 +153,7 @@ class BackplaneOptions:
     redis_url: str | None = None
     history_size: int | None = None
     history_age: float | None = None
+    history_channels: int | None = None
 
 
 GROUPS: tuple[Group, ...] = (
@@ -216,7 +217,7 @@ SETTINGS: tuple[Setting, ...] = (
         "site",
         "`None`",
         "A mapping of paths to extra Twisted resources, mounted with their whole subtree "
-        '(`{"/static": File("static")}`).',
+        '(`{"/static": StaticFiles("static")}`, see [Security](security.md#static-files)).',
     ),
     _S(
         "stats_path",
@@ -250,10 +251,9 @@ SETTINGS: tuple[Setting, ...] = (
         "heartbeat",
         "stream",
         "`15.0`",
-        "Seconds between keep-alive comments (`0` turns them off). Also how often expired "
-        "history is pruned; on Linux, stream sockets get a `TCP_USER_TIMEOUT` of twice the "
-        "heartbeat (at least 30 s): a client that vanished without closing is dropped once a "
-        "heartbeat stays unacknowledged that long.",
+        "Seconds between keep-alive comments (`0` turns them off). On Linux, stream sockets get a "
+        "`TCP_USER_TIMEOUT` of twice the heartbeat (at least 30 s): a client that vanished "
+        "without closing is dropped once a heartbeat stays unacknowledged that long.",
         flag=float,
     ),
     _S(
@@ -384,7 +384,10 @@ SETTINGS: tuple[Setting, ...] = (
         "limits",
         "`67108864` (64 MiB)",
         "Bytes a request body may have, on any path; a larger one is answered `413` (a declared "
-        "length before the body is read). `None` turns it off.",
+        "length before the body is read). `None` turns it off. The stream path takes no body at "
+        "all and the publish path at most `publish_max_body`: a larger one is refused as soon as "
+        "its headers arrive. Bodies are never parsed by the server: the WSGI app reads its own, "
+        "in its own thread.",
         flag=int,
     ),
     _S(
@@ -409,15 +412,27 @@ SETTINGS: tuple[Setting, ...] = (
         "history_age",
         "backplane",
         "`600.0`",
-        "Seconds an event stays in the history.",
+        "Seconds an event stays in the history. The server forgets expired events on a timer of "
+        "its own (every quarter of `history_age`, between 0.5 and 60 s), whether or not any "
+        "client is connected.",
         flag=float,
+    ),
+    _S(
+        "history_channels",
+        "backplane",
+        "`10000`",
+        "Channels the hub keeps at most. Publishing to one more forgets the history of the idle "
+        "channel (no listener) published to least recently; a client resuming there gets "
+        "`reset`. Channels with listeners are never forgotten.",
+        flag=int,
     ),
     _S(
         "hub",
         "backplane",
         "a new `Hub`",
-        "A `Hub` you built yourself (`Hub(history_size=..., history_age=...)`); do not combine "
-        "with `history_size`/`history_age`.",
+        "A `Hub` you built yourself (`Hub(history_size=..., history_age=..., "
+        "history_channels=...)`); do not combine with `history_size`/`history_age`/"
+        "`history_channels`.",
     ),
     _S(
         "publisher",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import socket
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred
@@ -21,9 +21,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from ._client import StreamClient
-from ._encoding import encode_body, encode_comment, encode_event, frame
+from ._encoding import encode_body, encode_comment, encode_event, encode_opening, frame
 from ._hub import DEFAULT_CHANNEL, Event, Hub
-from ._options import StreamOptions, StreamRequest
+from ._options import AuthorizeResult, StreamOptions, StreamRequest
 
 if TYPE_CHECKING:
     from twisted.python.threadpool import ThreadPool
@@ -173,15 +173,55 @@ class SSEResource(Resource):
             )
         return getattr(self, name)(request)  # type: ignore[no-any-return]
 
-    def render_HEAD(self, request: Request) -> bytes:
-        """Answer the stream's headers; nothing is subscribed."""
+    def render_HEAD(self, request: Request) -> bytes | int:
+        """
+        Answer the stream's headers, or the refusal a C{GET} would get;
+        nothing is subscribed.
+        """
+        authorize = self.options.authorize
+        peer = _peer(request)
         try:
-            self._parse(request)
+            channels, last_event_id = self._parse(request)
             self._check_origin(request)
+            self._check_limits(peer)
         except _Refused as refused:
             return self._refuse(request, refused)
-        self._set_stream_headers(request)
-        return b""
+        if authorize is None:
+            self._set_stream_headers(request)
+            return b""
+        # The same hook as GET, in the pool and counted as pending like GET's:
+        # a HEAD must not tell apart what a GET would refuse.
+        info = _stream_request(request, channels, last_event_id, peer)
+        self._pending += 1
+        self._per_address[peer] += 1
+        gone: list[bool] = []
+        request.notifyFinish().addBoth(lambda _: gone.append(True))
+
+        def release(result: object) -> object:
+            self._pending -= 1
+            self._release(peer)
+            return result
+
+        def done(allowed: frozenset[str] | bool) -> None:
+            if gone:
+                return
+            if allowed is not True:
+                denied = [c for c in channels if allowed is False or c not in allowed]
+                self._finish_refused(
+                    request, _Refused(403, f"not allowed to join: {', '.join(denied)}")
+                )
+                return
+            self._set_stream_headers(request)
+            request.finish()
+
+        def failed(failure: Failure) -> None:
+            self.log.failure("stream hook failed for HEAD", failure)
+            if not gone:
+                self._finish_refused(request, _Refused(500, "stream hook failed"))
+
+        hook = self._run_in_pool(_authorized, authorize, info, channels)
+        hook.addBoth(release).addCallbacks(done, failed)
+        return NOT_DONE_YET
 
     def render_OPTIONS(self, request: Request) -> bytes:
         """Answer a CORS preflight."""
@@ -235,18 +275,9 @@ class SSEResource(Resource):
 
         def hooks() -> tuple[frozenset[str] | bool, bytes | None]:
             if options.authorize is not None:
-                allowed = options.authorize(info)
-                if isinstance(allowed, (str, bytes)) or allowed is None:
-                    raise TypeError(
-                        "authorize must return a bool or a collection of channel names, "
-                        f"not {type(allowed).__name__}"
-                    )
-                if not isinstance(allowed, bool):
-                    allowed = frozenset(allowed)
-                    if not allowed.issuperset(channels):
-                        return allowed, None
-                elif not allowed:
-                    return False, None
+                allowed = _authorized(options.authorize, info, channels)
+                if allowed is not True:
+                    return allowed, None
             if want_initial and options.initial is not None:
                 value = options.initial(info)
                 if value is not None:
@@ -335,7 +366,7 @@ class SSEResource(Resource):
         # Everything below happens in this one reactor turn: no event can be
         # published between the replay and the subscription.
         retry = options.retry + int(options.retry * options.retry_jitter * self._random.random())
-        parts = [b": connected\nretry: %d\n\n" % (retry,)]
+        parts = [encode_opening(retry)]
         missed: list[Event] = []
         if resume is not None and resume == last_event_id and not reset:
             # The client's own id (a subclass may hold the client until it
@@ -588,6 +619,27 @@ class SSEResource(Resource):
         request.setHeader(b"Content-Length", b"%d" % (len(body),))
         request.write(body)
         request.finish()
+
+
+def _authorized(
+    authorize: Callable[[StreamRequest], AuthorizeResult],
+    info: StreamRequest,
+    channels: tuple[str, ...],
+) -> frozenset[str] | bool:
+    """
+    Run the C{authorize} hook: C{True} if every channel is allowed, else
+    C{False} or the channels that are.  Called in a pool thread.
+    """
+    allowed = authorize(info)
+    if isinstance(allowed, (str, bytes)) or allowed is None:
+        raise TypeError(
+            "authorize must return a bool or a collection of channel names, "
+            f"not {type(allowed).__name__}"
+        )
+    if isinstance(allowed, bool):
+        return allowed
+    allowed = frozenset(allowed)
+    return True if allowed.issuperset(channels) else allowed
 
 
 def _limit_unacknowledged_time(transport: Any, heartbeat: float) -> None:
