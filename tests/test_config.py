@@ -223,7 +223,9 @@ def test_environment_names_in_messages_match_the_table() -> None:
     from wsgi_sse._config import setting
     from wsgi_sse._publish import PUBLISH_SECRET_ENV
     from wsgi_sse._redis import REDIS_URL_ENV
+    from wsgi_sse._tokens import TOKEN_SECRET_ENV
 
     assert LISTEN_ENV == setting("listen").env
     assert PUBLISH_SECRET_ENV == setting("publish_secret").env
     assert REDIS_URL_ENV == setting("redis_url").env
+    assert TOKEN_SECRET_ENV == setting("token_secret").env

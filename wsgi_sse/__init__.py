@@ -33,6 +33,7 @@ from ._mount import WSGIRoot
 from ._options import StreamOptions, StreamRequest
 from ._resource import SSEResource
 from ._static import StaticFiles
+from ._tokens import InvalidStreamToken, StreamGrant, stream_token, verify_stream_token
 
 __version__ = "0.1.0"
 
@@ -42,12 +43,14 @@ __all__ = (
     "Broadcaster",
     "Event",
     "Hub",
+    "InvalidStreamToken",
     "LimitOptions",
     "PublishOptions",
     "SSEResource",
     "SSEServerService",
     "SiteOptions",
     "StaticFiles",
+    "StreamGrant",
     "StreamOptions",
     "StreamRequest",
     "WSGIRoot",
@@ -61,4 +64,6 @@ __all__ = (
     "make_application",
     "make_service",
     "set_broadcaster",
+    "stream_token",
+    "verify_stream_token",
 )

@@ -113,6 +113,7 @@ class SiteOptions:
 
     listen: str | None = None
     sse_path: str = "/sse"
+    client_path: str | None = "/sse.js"
     threads: int = 10
     min_threads: int = 0
     shutdown_timeout: float = 3.0
@@ -187,6 +188,14 @@ SETTINGS: tuple[Setting, ...] = (
         '`"/sse"`',
         "Where the event stream is served. Only that exact path: every other path goes to the "
         "WSGI app.",
+        flag=str,
+    ),
+    _S(
+        "client_path",
+        "site",
+        '`"/sse.js"`',
+        "Where the [browser client](browser-client.md) module is served; `None` leaves the path "
+        "to your app.",
         flag=str,
     ),
     _S(
@@ -311,6 +320,15 @@ SETTINGS: tuple[Setting, ...] = (
         "`(StreamRequest) -> object`, run in the WSGI thread pool for a new page and after a "
         "`reset`; a value other than `None` is sent first as an `init` event, followed by what "
         "was published while the hook ran.",
+    ),
+    _S(
+        "token_secret",
+        "stream",
+        "`$WSGI_SSE_TOKEN_SECRET`, else none (`token` is then an ordinary parameter)",
+        "The secret that signs and verifies [stream tokens](channels.md#stream-tokens); at least "
+        "32 characters. No command-line flag: pass it in the environment, out of the process "
+        "list.",
+        env="WSGI_SSE_TOKEN_SECRET",
     ),
     _S(
         "max_connections",
