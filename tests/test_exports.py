@@ -9,13 +9,17 @@ def test_all_is_pinned() -> None:
     """__all__ lists exactly the public names, and each exists."""
     assert set(wsgi_sse.__all__) == {
         "DEFAULT_CHANNEL",
+        "BackplaneOptions",
         "Broadcaster",
         "Event",
         "HoldingWSGIResource",
         "Hub",
         "InvalidStreamToken",
+        "LimitOptions",
+        "PublishOptions",
         "SSEResource",
         "SSEServerService",
+        "SiteOptions",
         "StaticFiles",
         "StreamGrant",
         "StreamOptions",
