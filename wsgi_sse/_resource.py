@@ -24,6 +24,7 @@ from ._client import StreamClient
 from ._encoding import encode_body, encode_comment, encode_event, frame
 from ._hub import DEFAULT_CHANNEL, Event, Hub
 from ._options import StreamOptions, StreamRequest
+from ._streamlog import StreamLog
 
 if TYPE_CHECKING:
     from twisted.python.threadpool import ThreadPool
@@ -140,6 +141,12 @@ class SSEResource(Resource):
         self._closing = False
         self.stats = StreamStats()
         self._random = random.Random()  # noqa: S311 - jitter, not secrets
+        self._stream_log = StreamLog(
+            self.log,
+            per_stream=options.log_streams,
+            clock=lambda: self.reactor,
+            open_count=lambda: len(self.clients),
+        )
 
     # -- plumbing ------------------------------------------------------------
 
@@ -372,15 +379,7 @@ class SSEResource(Resource):
         stats.bytes_written += len(head)
         request.write(head)
         client.started()
-        self.log.info(
-            "stream opened for {peer}: {channels}, resuming from {last_event_id!r}, "
-            "{replayed} events replayed",
-            peer=peer,
-            channels=list(channels),
-            last_event_id=last_event_id,
-            replayed=len(missed),
-            reset=reset,
-        )
+        self._stream_log.opened(peer, channels, last_event_id, len(missed), reset)
         self._ensure_heartbeat()
 
     def _gone(self, reason: object, client: StreamClient) -> None:
@@ -392,12 +391,7 @@ class SSEResource(Resource):
             self._release(client.peer)
             self.stats.disconnects += 1
             why = reason.getErrorMessage() if isinstance(reason, Failure) else "finished"
-            self.log.info(
-                "stream closed for {peer}: {reason}",
-                peer=client.peer,
-                channels=list(client.channels),
-                reason=why,
-            )
+            self._stream_log.closed(client.peer, client.channels, why)
         if not self.clients:
             self._stop_heartbeat()
 
@@ -444,6 +438,7 @@ class SSEResource(Resource):
         for client in tuple(self.clients):
             self.hub.unsubscribe(client)
             client.finish()
+        self._stream_log.flush()
 
     # -- stats -------------------------------------------------------------------
 
