@@ -10,6 +10,17 @@ Subjects (each started fresh for every scenario, on 127.0.0.1):
   seed       the seed blog's design (benchmarks/peers/seed_server.py)
   starlette  Starlette + sse-starlette on uvicorn, uvloop + httptools
   floor      a minimal C/epoll server, one send() per client per event
+and, in the repeated scenarios only:
+  wsgi-sse-logged  the same example with a log line per stream (log_streams=True)
+  seed-quiet       the seed design without its prints, backlog 4096
+  twisted-web      the example's WSGI app under plain ``twistd web --wsgi``
+  waitress         the example's WSGI app under waitress (10 threads)
+  gunicorn         the example's WSGI app under gunicorn, one gthread worker (10 threads)
+
+Scenarios: fanout, burst and slow fill the main table (one run per subject);
+accept, burst-spread, fanout-spread and pages are repeated --rounds times,
+the subjects taking turns within each round, and reported with their spread
+and their ratio to the reference subject of the same round.
 
 The load comes from benchmarks/loadgen.c (compiled here with gcc), which
 triggers every event with a real ``POST /knock`` (the view calls
@@ -44,6 +55,16 @@ PLOT = ROOT / "docs" / "benchmarks.png"
 START, END = "<!-- figures:start -->", "<!-- figures:end -->"
 
 SUBJECTS = ("wsgi-sse", "seed", "starlette", "floor")
+
+# The repeated scenarios: (subjects, the reference wsgi-sse is divided by).
+ROUNDS = {
+    "accept": (("wsgi-sse", "wsgi-sse-logged", "seed-quiet", "floor"), "seed-quiet"),
+    "burst-spread": (("wsgi-sse", "floor"), "floor"),
+    "fanout-spread": (("wsgi-sse", "floor"), "floor"),
+    "pages": (("wsgi-sse", "twisted-web", "waitress", "gunicorn"), "twisted-web"),
+}
+# Subjects that only serve the WSGI app's pages (no stream, no knock).
+PAGE_ONLY = ("twisted-web", "waitress", "gunicorn")
 
 
 # -- plumbing -------------------------------------------------------------------
@@ -130,10 +151,30 @@ class Server:
 
     def command(self) -> tuple[list[str], Path]:
         twistd = shutil.which("twistd") or "twistd"
+        example = ROOT / "examples" / "bottle_app"
         if self.subject == "wsgi-sse":
-            return [twistd, "-ny", "server.py", "--pidfile="], ROOT / "examples" / "bottle_app"
+            return [twistd, "-ny", "server.py", "--pidfile="], example
+        if self.subject == "wsgi-sse-logged":
+            return [twistd, "-ny", "wsgi_sse_logged.py", "--pidfile="], HERE / "peers"
         if self.subject == "seed":
             return [twistd, "-ny", "seed_server.py", "--pidfile="], HERE / "peers"
+        if self.subject == "seed-quiet":
+            return [twistd, "-ny", "seed_quiet_server.py", "--pidfile="], HERE / "peers"
+        if self.subject == "twisted-web":
+            return [
+                twistd, "-n", "--pidfile=", "web", "--wsgi", "app.application",
+                "--listen", f"tcp:{self.port}:interface=127.0.0.1",
+            ], example  # fmt: skip
+        if self.subject == "waitress":
+            return [
+                sys.executable, "-m", "waitress", "--listen", f"127.0.0.1:{self.port}",
+                "--threads", "10", "app:application",
+            ], example  # fmt: skip
+        if self.subject == "gunicorn":
+            return [
+                sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1",
+                "--threads", "10", "--bind", f"127.0.0.1:{self.port}", "app:application",
+            ], example  # fmt: skip
         if self.subject == "starlette":
             return [
                 sys.executable, "-m", "uvicorn", "starlette_server:app",
@@ -147,16 +188,18 @@ class Server:
     def __enter__(self) -> Server:
         cmd, cwd = self.command()
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(
-            os.pathsep
-        )
+        paths = [str(ROOT), str(ROOT / "examples" / "bottle_app"), env.get("PYTHONPATH", "")]
+        env["PYTHONPATH"] = os.pathsep.join(paths).rstrip(os.pathsep)
         env["WSGI_SSE_LISTEN"] = f"tcp:{self.port}:interface=127.0.0.1"
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=self._log, stderr=self._log)
         wait_port(self.port, self.proc)
         # Warm up: import everything a page view and a broadcast touch.
         http(self.port, "GET", "/")
-        http(self.port, "POST", "/knock", b"name=warmup")
+        if self.subject in PAGE_ONLY:
+            http(self.port, "GET", "/hello/")
+        else:
+            http(self.port, "POST", "/knock", b"name=warmup")
         time.sleep(0.3)
         return self
 
@@ -179,7 +222,17 @@ class Server:
     @property
     def greets(self) -> bool:
         """Whether the subject writes something as soon as a stream opens."""
-        return self.subject != "seed"
+        return self.subject not in ("seed", "seed-quiet")
+
+
+def available(subject: str) -> str | None:
+    """Why C{subject} cannot run here (a missing tool), or L{None}."""
+    import importlib.util
+
+    module = {"waitress": "waitress", "gunicorn": "gunicorn"}.get(subject)
+    if module is not None and importlib.util.find_spec(module) is None:
+        return f"{module} is not installed (pip install -e '.[bench]')"
+    return None
 
 
 def loadgen(
@@ -282,6 +335,161 @@ def slow(subject: str, bins: dict[str, Path], cfg: argparse.Namespace) -> dict[s
     events = result["events"]
     result["summary"] = {key: med([e[key] for e in events]) for key in ("first", "median", "last")}
     return result
+
+
+def accept(subject: str, bins: dict[str, Path], cfg: argparse.Namespace) -> dict[str, Any]:
+    """Open many streams as fast as the server takes them: streams accepted per second."""
+    with Server(subject, bins, cfg.log_dir) as server:
+        cpu0 = cpu_seconds(server.pid)
+        result = loadgen(bins, server, ["--clients", str(cfg.accept_clients)], timeout=cfg.timeout)
+        result["server_cpu_s"] = cpu_seconds(server.pid) - cpu0
+    result["value"] = result["connect_rate"]
+    # Server CPU per accepted stream (a count of work, less noisy than the rate).
+    result["cpu_us_per_stream"] = result["server_cpu_s"] / cfg.accept_clients * 1e6
+    return result
+
+
+def burst_round(subject: str, bins: dict[str, Path], cfg: argparse.Namespace) -> dict[str, Any]:
+    """The burst scenario, one round: deliveries per second."""
+    result = burst(subject, bins, cfg)
+    result["value"] = result["burst"]["per_second"]
+    return result
+
+
+def fanout_round(subject: str, bins: dict[str, Path], cfg: argparse.Namespace) -> dict[str, Any]:
+    """Lockstep events to the largest client count, one round: the last client's time."""
+    with Server(subject, bins, cfg.log_dir) as server:
+        cpu0 = cpu_seconds(server.pid)
+        result = loadgen(
+            bins,
+            server,
+            ["--clients", str(cfg.spread_clients), "--events", str(cfg.events),
+             "--gap-ms", "100", "--event-timeout", "20"],
+            timeout=cfg.timeout,
+        )  # fmt: skip
+        result["server_cpu_s"] = cpu_seconds(server.pid) - cpu0
+    events = result["events"]
+    result["summary"] = {key: med([e[key] for e in events]) for key in ("first", "median", "last")}
+    result["lasts"] = [e["last"] for e in events]
+    result["value"] = result["summary"]["last"]
+    return result
+
+
+def wrk(port: int, path: str, seconds: float, connections: int) -> dict[str, Any]:
+    """Run wrk (one thread) against C{path}; return requests/s and error counts."""
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", f"http://127.0.0.1:{port}{path}"],
+        capture_output=True, text=True, timeout=seconds + 60, check=True,
+    ).stdout  # fmt: skip
+    result: dict[str, Any] = {"requests_per_second": None, "non_2xx": 0, "socket_errors": 0}
+    for line in out.splitlines():
+        words = line.split()
+        if line.startswith("Requests/sec:"):
+            result["requests_per_second"] = float(words[1])
+        elif line.strip().startswith("Non-2xx"):
+            result["non_2xx"] = int(words[-1])
+        elif line.strip().startswith("Socket errors:"):
+            result["socket_errors"] = sum(int(w.rstrip(",")) for w in words[3::2])
+        elif "requests in" in line:
+            result["requests"] = int(words[0])
+    return result
+
+
+def pages(subject: str, bins: dict[str, Path], cfg: argparse.Namespace) -> dict[str, Any]:
+    """The example's /hello/ page under wrk, 50 connections: requests per second."""
+    with Server(subject, bins, cfg.log_dir) as server:
+        wrk(server.port, "/hello/", 1, cfg.page_connections)  # warm up
+        cpu0 = cpu_seconds(server.pid)
+        result = wrk(server.port, "/hello/", cfg.page_seconds, cfg.page_connections)
+        result["server_cpu_s"] = cpu_seconds(server.pid) - cpu0
+    rps = result["requests_per_second"]
+    requests = result.get("requests") or 0
+    result["value"] = rps
+    # Server CPU per page, counting the server's threads and (gunicorn) its worker.
+    result["cpu_us_per_request"] = result["server_cpu_s"] / requests * 1e6 if requests else None
+    return result
+
+
+ROUND_RUNNERS = {
+    "accept": accept,
+    "burst-spread": burst_round,
+    "fanout-spread": fanout_round,
+    "pages": pages,
+}
+HIGHER_IS_BETTER = {"accept": True, "burst-spread": True, "fanout-spread": False, "pages": True}
+UNITS = {
+    "accept": "streams/s",
+    "burst-spread": "deliveries/s",
+    "fanout-spread": "ms, last client",
+    "pages": "requests/s",
+}
+
+
+def run_rounds(
+    scenario: str, bins: dict[str, Path], cfg: argparse.Namespace
+) -> dict[str, list[dict[str, Any]]]:
+    """Run one repeated scenario: every subject once per round, taking turns."""
+    subjects, _ = ROUNDS[scenario]
+    runner = ROUND_RUNNERS[scenario]
+    out: dict[str, list[dict[str, Any]]] = {}
+    for subject in subjects:
+        why = available(subject)
+        if why is not None:
+            print(f"[{subject}] skipped: {why}", flush=True)
+    subjects = tuple(s for s in subjects if available(s) is None)
+    for n in range(cfg.rounds):
+        for subject in subjects:
+            print(f"[{subject}] {scenario}, round {n + 1}/{cfg.rounds} ...", flush=True)
+            result = runner(subject, bins, cfg)
+            out.setdefault(subject, []).append(result)
+            value = result["value"]
+            shown = ms(value) if scenario == "fanout-spread" else fmt_num(value)
+            print(f"  {shown} {UNITS[scenario]}", flush=True)
+    return out
+
+
+def spread_rows(rounds: dict[str, dict[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
+    """One row per (scenario, subject): median, range and the ratio to the reference."""
+    rows = []
+    for scenario, by_subject in rounds.items():
+        _, reference = ROUNDS[scenario]
+        ref_values = [r["value"] for r in by_subject.get(reference, [])]
+        for subject, results in by_subject.items():
+            values = [r["value"] for r in results]
+            ratios = []
+            if subject != reference and len(ref_values) == len(values):
+                ratios = [v / ref for v, ref in zip(values, ref_values, strict=True) if v and ref]
+            rows.append(
+                {
+                    "scenario": scenario,
+                    "subject": subject,
+                    "values": values,
+                    "median": med(values),
+                    "min": min(values) if values else None,
+                    "max": max(values) if values else None,
+                    "reference": reference,
+                    "ratios": ratios,
+                }
+            )
+    return rows
+
+
+def spread_table(rounds: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
+    lines = [
+        "| scenario | subject | median | every round | ÷ reference, per round |",
+        "|---|---|---|---|---|",
+    ]
+    for row in spread_rows(rounds):
+        scenario = row["scenario"]
+        show = (lambda v: ms(v)) if scenario == "fanout-spread" else fmt_num
+        ratios = ", ".join(f"{r:.2f}×" for r in row["ratios"])
+        ref = f"÷ {row['reference']}: {ratios}" if ratios else "–"
+        lines.append(
+            f"| {scenario} ({UNITS[scenario]}) | {row['subject']} | {show(row['median'])} | "
+            + ", ".join(show(v) for v in row["values"])
+            + f" | {ref} |"
+        )
+    return "\n".join(lines)
 
 
 # -- report -----------------------------------------------------------------------
@@ -491,6 +699,27 @@ def write_doc(results: dict[str, Any], clients: list[int], command: str, when: s
     return block
 
 
+SPREAD_START, SPREAD_END = "<!-- spread:start -->", "<!-- spread:end -->"
+
+
+def write_spread_doc(rounds: dict[str, Any], command: str, when: str) -> None:
+    """Put the repeated scenarios' table between the C{spread} markers of the doc."""
+    block = "\n".join(
+        [
+            SPREAD_START,
+            f"Run {when} on {machine()} with `{command}`.",
+            "",
+            spread_table(rounds),
+            SPREAD_END,
+        ]
+    )
+    if DOC.exists():
+        text = DOC.read_text()
+        if SPREAD_START in text and SPREAD_END in text:
+            before, rest = text.split(SPREAD_START, 1)
+            DOC.write_text(before + block + rest.split(SPREAD_END, 1)[1])
+
+
 # -- main ---------------------------------------------------------------------------
 
 
@@ -501,7 +730,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small numbers, for a smoke run")
     parser.add_argument("--clients", default=None, help="comma-separated idle client counts")
     parser.add_argument("--subjects", default=",".join(SUBJECTS))
-    parser.add_argument("--scenarios", default="fanout,burst,slow")
+    parser.add_argument(
+        "--scenarios", default="fanout,burst,slow,accept,burst-spread,fanout-spread,pages"
+    )
+    parser.add_argument("--rounds", type=int, default=None, help="rounds of the repeated scenarios")
     parser.add_argument("--events", type=int, default=None, help="lockstep events per count")
     parser.add_argument("--no-docs", action="store_true", help="do not touch docs/ (raw JSON only)")
     parser.add_argument("--output", default=None, help="raw JSON path")
@@ -512,7 +744,11 @@ def main(argv: list[str] | None = None) -> int:
     ]
     cfg.events = cfg.events or (3 if quick else 12)
     cfg.page_gets = 5 if quick else 40
-    cfg.burst_clients, cfg.burst_events = (20, 20) if quick else (200, 500)
+    cfg.burst_clients, cfg.burst_events = (20, 20) if quick else (200, 300)
+    cfg.accept_clients = 200 if quick else max(clients)
+    cfg.spread_clients = max(clients)
+    cfg.page_seconds, cfg.page_connections = (1, 50) if quick else (5, 50)
+    cfg.rounds = cfg.rounds or (1 if quick else 5)
     # Enough bytes per non-reader to overflow the kernel's socket buffers and
     # wsgi-sse's default 1 MiB cap: 200 events of 32 kB.
     cfg.slow_clients, cfg.slow_events = (20, 5) if quick else (200, 200)
@@ -520,6 +756,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg.timeout = 60.0 if quick else 300.0
     subjects = [s for s in cfg.subjects.split(",") if s]
     scenarios = set(cfg.scenarios.split(","))
+    unknown = scenarios - {"fanout", "burst", "slow", *ROUNDS}
+    if unknown:
+        parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    if "pages" in scenarios and shutil.which("wrk") is None:
+        parser.error("the pages scenario needs wrk (apt-get install wrk)")
     for s in subjects:
         if s not in SUBJECTS:
             parser.error(f"unknown subject {s!r}")
@@ -562,6 +803,11 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
 
+    rounds: dict[str, Any] = {}
+    for scenario in ROUNDS:
+        if scenario in scenarios:
+            rounds[scenario] = run_rounds(scenario, bins, cfg)
+
     command = "python benchmarks/run.py" + (
         " " + " ".join(sys.argv[1:]) if argv is None and sys.argv[1:] else ""
     )
@@ -571,6 +817,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": command,
         "clients": clients,
         "results": results,
+        "rounds": rounds,
+        "spread": spread_rows(rounds),
     }
     out = Path(cfg.output) if cfg.output else RESULTS / f"{stamp}.json"
     out.write_text(json.dumps(raw, indent=1))
@@ -581,9 +829,14 @@ def main(argv: list[str] | None = None) -> int:
         print()
         for name, ok, value in targets(results, clients):
             print(f"{'ok ' if ok else 'NO '} {name}: {value}")
+    if rounds:
+        print()
+        print(spread_table(rounds))
     if not cfg.no_docs and "fanout" in scenarios:
         write_doc(results, clients, command, when)
         plot(results, clients)
+    if not cfg.no_docs and rounds:
+        write_spread_doc(rounds, command, when)
     print(f"raw results: {out}")
     return 0
 
