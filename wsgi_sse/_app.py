@@ -18,7 +18,6 @@ from twisted.logger import Logger
 from twisted.python.components import Componentized
 from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import IResource
-from twisted.web.wsgi import WSGIResource
 
 from ._broadcast import Broadcaster, Publisher, set_broadcaster
 from ._hub import Hub
@@ -34,6 +33,7 @@ from ._site import (
     StreamSite,
 )
 from ._stats import BackplaneStats, MetricsResource, StatsResource
+from ._wsgi import WSGIResource
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
