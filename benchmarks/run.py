@@ -12,6 +12,7 @@ Subjects (each started fresh for every scenario, on 127.0.0.1):
   floor      a minimal C/epoll server, one send() per client per event
 and, in the repeated scenarios only:
   wsgi-sse-logged  the same example with a log line per stream (log_streams=True)
+  wsgi-sse-no-access-log  the same example without access log lines (access_log=False)
   seed-quiet       the seed design without its prints, backlog 4096
   twisted-web      the example's WSGI app under plain ``twistd web --wsgi``
   waitress         the example's WSGI app under waitress (10 threads)
@@ -59,9 +60,12 @@ SUBJECTS = ("wsgi-sse", "seed", "starlette", "floor")
 # The repeated scenarios: (subjects, the reference wsgi-sse is divided by).
 ROUNDS = {
     "accept": (("wsgi-sse", "wsgi-sse-logged", "seed-quiet", "floor"), "seed-quiet"),
-    "burst-spread": (("wsgi-sse", "floor"), "floor"),
+    "burst-spread": (("wsgi-sse", "wsgi-sse-no-access-log", "floor"), "floor"),
     "fanout-spread": (("wsgi-sse", "floor"), "floor"),
-    "pages": (("wsgi-sse", "twisted-web", "waitress", "gunicorn"), "twisted-web"),
+    "pages": (
+        ("wsgi-sse", "wsgi-sse-no-access-log", "twisted-web", "waitress", "gunicorn"),
+        "twisted-web",
+    ),
 }
 # Subjects that only serve the WSGI app's pages (no stream, no knock).
 PAGE_ONLY = ("twisted-web", "waitress", "gunicorn")
@@ -156,6 +160,8 @@ class Server:
             return [twistd, "-ny", "server.py", "--pidfile="], example
         if self.subject == "wsgi-sse-logged":
             return [twistd, "-ny", "wsgi_sse_logged.py", "--pidfile="], HERE / "peers"
+        if self.subject == "wsgi-sse-no-access-log":
+            return [twistd, "-ny", "wsgi_sse_no_access_log.py", "--pidfile="], HERE / "peers"
         if self.subject == "seed":
             return [twistd, "-ny", "seed_server.py", "--pidfile="], HERE / "peers"
         if self.subject == "seed-quiet":

@@ -135,3 +135,26 @@ def test_keep_alive_connection_serves_many_pages(server: Any) -> None:
     with httpx.Client(base_url=f"http://127.0.0.1:{server.port}", timeout=10) as client:
         bodies = [client.get("/list").content for _ in range(20)]
     assert bodies == [b"hello world"] * 20
+
+
+def test_access_log_can_be_turned_off() -> None:
+    """access_log=False logs no line per request; the default logs one."""
+    from twisted.logger import globalLogPublisher
+
+    lines: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        text = str(event.get("log_io", ""))
+        if '"GET /list HTTP/1.1" 201' in text:
+            lines.append(text)
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        with serve(app, access_log=False) as quiet:
+            assert get(quiet, "/list").status_code == 201
+        assert lines == []
+        with serve(app) as logged:
+            assert get(logged, "/list").status_code == 201
+        assert len(lines) == 1
+    finally:
+        globalLogPublisher.removeObserver(observe)
