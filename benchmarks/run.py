@@ -404,7 +404,8 @@ def wrk(port: int, path: str, seconds: float, connections: int) -> dict[str, Any
 def pages(subject: str, bins: dict[str, Path], cfg: argparse.Namespace) -> dict[str, Any]:
     """The example's /hello/ page under wrk, 50 connections: requests per second."""
     with Server(subject, bins, cfg.log_dir) as server:
-        wrk(server.port, "/hello/", 1, cfg.page_connections)  # warm up
+        if not cfg.quick:
+            wrk(server.port, "/hello/", 1, cfg.page_connections)  # warm up
         cpu0 = cpu_seconds(server.pid)
         result = wrk(server.port, "/hello/", cfg.page_seconds, cfg.page_connections)
         result["server_cpu_s"] = cpu_seconds(server.pid) - cpu0
@@ -436,6 +437,9 @@ def run_rounds(
 ) -> dict[str, list[dict[str, Any]]]:
     """Run one repeated scenario: every subject once per round, taking turns."""
     subjects, _ = ROUNDS[scenario]
+    if cfg.round_subjects:
+        wanted = cfg.round_subjects.split(",")
+        subjects = tuple(s for s in subjects if s in wanted)
     runner = ROUND_RUNNERS[scenario]
     out: dict[str, list[dict[str, Any]]] = {}
     for subject in subjects:
@@ -740,6 +744,11 @@ def main(argv: list[str] | None = None) -> int:
         "--scenarios", default="fanout,burst,slow,accept,burst-spread,fanout-spread,pages"
     )
     parser.add_argument("--rounds", type=int, default=None, help="rounds of the repeated scenarios")
+    parser.add_argument(
+        "--round-subjects",
+        default=None,
+        help="comma-separated: only these subjects in the repeated scenarios (default: all)",
+    )
     parser.add_argument("--events", type=int, default=None, help="lockstep events per count")
     parser.add_argument("--no-docs", action="store_true", help="do not touch docs/ (raw JSON only)")
     parser.add_argument("--output", default=None, help="raw JSON path")
