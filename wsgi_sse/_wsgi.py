@@ -12,15 +12,15 @@ L{WSGIResource} keeps everything the application sees (the environ,
 C{start_response}, the C{write} callable, closing the body, the 500 for an
 application error) and changes only the hand-off:
 
-  - a body returned whole, as a list or tuple (Bottle; most frameworks'
-    simple responses), is joined in the WSGI thread and handed to the
-    reactor together with the status and headers, and the request finished,
-    in one call the thread does not wait for;
-  - other bodies (generators, Flask's and Django's iterables) hand each piece
-    over without waiting, in order; every 256 KiB the thread waits for the
-    reactor to catch up, so that a fast producer cannot queue more than that
-    ahead of it.  Each piece is on its way before the next is asked for, as
-    PEP 3333 requires;
+  - a body returned whole, as a list or tuple (Bottle, hand-written WSGI
+    apps), is joined in the WSGI thread and handed to the reactor together
+    with the status and headers, and the request finished, in one call the
+    thread does not wait for;
+  - other bodies (generators; Flask's and Django's response iterables) are
+    handed over piece by piece without waiting, in order, then the request
+    finished; every 256 KiB the thread waits for the reactor to catch up, so
+    that a fast producer cannot queue more than that ahead of it.  Each
+    piece is on its way before the next is asked for, as PEP 3333 requires;
   - the C{write} callable still waits for the reactor, as in Twisted.
 """
 
