@@ -386,7 +386,7 @@ def make_application(
         request body may have, default 64 MiB; larger is a 413);
         C{access_log} (a line per request, as C{twistd web} writes; default
         on: turn it off when the reverse proxy in front logs requests, it
-        costs about a third of serving a small page); and any
+        costs about a quarter of the server's CPU for a small page); and any
         L{StreamOptions} field
         (C{heartbeat}, C{retry}, C{authorize}, ...).  docs/options.md lists
         them all with their defaults.

@@ -2,9 +2,10 @@
 Logging streams as they open and close, at a cost a reconnect storm can pay.
 
 A log event formatted as text by twistd's log observer costs tens of
-microseconds, as much as the rest of accepting a stream; after a restart
-every browser reconnects at once.  By default L{StreamLog} therefore counts
-streams and logs one summary line per busy interval; with
+microseconds: the two lines of a stream add about a third to the CPU time
+of accepting it, and after a restart every browser reconnects at once.
+By default L{StreamLog} therefore counts streams and logs one summary line
+per busy interval; with
 C{log_streams=True} it logs one line per stream opened and closed, with
 their fields.
 
