@@ -5,9 +5,8 @@ A log event formatted as text by twistd's log observer costs tens of
 microseconds: the two lines of a stream add about a third to the CPU time
 of accepting it, and after a restart every browser reconnects at once.
 By default L{StreamLog} therefore counts streams and logs one summary line
-per busy interval; with
-C{log_streams=True} it logs one line per stream opened and closed, with
-their fields.
+per busy interval; with C{log_streams=True} it logs one line per stream
+opened and closed, with their fields.
 
 All methods: call in the reactor thread.
 """
