@@ -424,6 +424,12 @@ ROUND_RUNNERS = {
     "pages": pages,
 }
 HIGHER_IS_BETTER = {"accept": True, "burst-spread": True, "fanout-spread": False, "pages": True}
+CPU_UNITS = {
+    "accept": "µs per stream",
+    "burst-spread": "µs per knock",
+    "fanout-spread": "µs per stream",
+    "pages": "µs per page",
+}
 UNITS = {
     "accept": "streams/s",
     "burst-spread": "deliveries/s",
@@ -458,6 +464,25 @@ def run_rounds(
     return out
 
 
+def cpu_us(scenario: str, result: dict[str, Any]) -> float | None:
+    """
+    The server's CPU time per unit of work in one round (a count of work,
+    which moves far less than rates and latencies on a shared machine).
+    """
+    cpu = result.get("server_cpu_s")
+    if cpu is None:
+        return None
+    if scenario == "accept":
+        return float(cpu / result["clients"] * 1e6)
+    if scenario == "burst-spread":  # per knock: the POST, the view, the fan-out
+        events = result["burst"]["events"]
+        return float(cpu / events * 1e6) if events else None
+    if scenario == "fanout-spread":  # per stream: connecting, then every event
+        return float(cpu / result["clients"] * 1e6)
+    requests = result.get("requests")
+    return float(cpu / requests * 1e6) if requests else None
+
+
 def spread_rows(rounds: dict[str, dict[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
     """One row per (scenario, subject): median, range and the ratio to the reference."""
     rows = []
@@ -479,6 +504,7 @@ def spread_rows(rounds: dict[str, dict[str, list[dict[str, Any]]]]) -> list[dict
                     "max": max(values) if values else None,
                     "reference": reference,
                     "ratios": ratios,
+                    "cpu_us": med([cpu_us(scenario, r) for r in results]),
                 }
             )
     return rows
@@ -486,18 +512,21 @@ def spread_rows(rounds: dict[str, dict[str, list[dict[str, Any]]]]) -> list[dict
 
 def spread_table(rounds: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
     lines = [
-        "| scenario | subject | median | every round | ÷ reference, per round |",
-        "|---|---|---|---|---|",
+        "| scenario | subject | median | every round | ÷ reference, per round "
+        "| server CPU (median) |",
+        "|---|---|---|---|---|---|",
     ]
     for row in spread_rows(rounds):
         scenario = row["scenario"]
         show = (lambda v: ms(v)) if scenario == "fanout-spread" else fmt_num
         ratios = ", ".join(f"{r:.2f}×" for r in row["ratios"])
         ref = f"÷ {row['reference']}: {ratios}" if ratios else "–"
+        cpu = row["cpu_us"]
+        cpu_cell = "–" if cpu is None else f"{cpu:,.0f} {CPU_UNITS[scenario]}"
         lines.append(
             f"| {scenario} ({UNITS[scenario]}) | {row['subject']} | {show(row['median'])} | "
             + ", ".join(show(v) for v in row["values"])
-            + f" | {ref} |"
+            + f" | {ref} | {cpu_cell} |"
         )
     return "\n".join(lines)
 
@@ -752,7 +781,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=None, help="lockstep events per count")
     parser.add_argument("--no-docs", action="store_true", help="do not touch docs/ (raw JSON only)")
     parser.add_argument("--output", default=None, help="raw JSON path")
+    parser.add_argument(
+        "--report", default=None, help="write the docs from this raw JSON instead of running"
+    )
     cfg = parser.parse_args(argv)
+    if cfg.report:
+        raw = json.loads(Path(cfg.report).read_text())
+        if raw.get("rounds"):
+            print(spread_table(raw["rounds"]))
+            write_spread_doc(raw["rounds"], raw["command"], raw["when"])
+        if any("fanout" in r for r in raw["results"].values()):
+            write_doc(raw["results"], raw["clients"], raw["command"], raw["when"])
+            plot(raw["results"], raw["clients"])
+        return 0
     quick = cfg.quick
     clients = [
         int(c) for c in (cfg.clients or ("50,200" if quick else "1000,5000,10000")).split(",")
