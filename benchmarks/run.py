@@ -138,9 +138,36 @@ def rss(pid: int) -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time of a process, all its threads and its live child processes (gunicorn's worker)."""
+    total = 0.0
+    for one in [pid, *_children(pid)]:
+        try:
+            with open(f"/proc/{one}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    """Descendant process ids of C{pid}, from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
 
 
 class Server:
@@ -697,10 +724,19 @@ def machine() -> str:
     )
 
 
-def write_doc(results: dict[str, Any], clients: list[int], command: str, when: str) -> str:
+def load_note(load: Any) -> str:
+    """The load-average remark of the doc's header line (the machine's other work)."""
+    if not load:
+        return ""
+    return f"; load average {min(load):.1f}–{max(load):.1f} while it ran (2.0 = both cores busy)"
+
+
+def write_doc(
+    results: dict[str, Any], clients: list[int], command: str, when: str, load: Any = None
+) -> str:
     lines = [
         START,
-        f"Run {when} on {machine()} with `{command}`.",
+        f"Run {when} on {machine()} with `{command}`{load_note(load)}.",
         "",
         "Latencies are medians over the events, in ms from the moment the load generator "
         "opened the `POST /knock` connection; ratios are wsgi-sse's figure divided by the peer's "
@@ -741,12 +777,12 @@ def write_doc(results: dict[str, Any], clients: list[int], command: str, when: s
 SPREAD_START, SPREAD_END = "<!-- spread:start -->", "<!-- spread:end -->"
 
 
-def write_spread_doc(rounds: dict[str, Any], command: str, when: str) -> None:
+def write_spread_doc(rounds: dict[str, Any], command: str, when: str, load: Any = None) -> None:
     """Put the repeated scenarios' table between the C{spread} markers of the doc."""
     block = "\n".join(
         [
             SPREAD_START,
-            f"Run {when} on {machine()} with `{command}`.",
+            f"Run {when} on {machine()} with `{command}`{load_note(load)}.",
             "",
             spread_table(rounds),
             SPREAD_END,
@@ -789,9 +825,11 @@ def main(argv: list[str] | None = None) -> int:
         raw = json.loads(Path(cfg.report).read_text())
         if raw.get("rounds"):
             print(spread_table(raw["rounds"]))
-            write_spread_doc(raw["rounds"], raw["command"], raw["when"])
+            write_spread_doc(raw["rounds"], raw["command"], raw["when"], raw.get("load_average"))
         if any("fanout" in r for r in raw["results"].values()):
-            write_doc(raw["results"], raw["clients"], raw["command"], raw["when"])
+            write_doc(
+                raw["results"], raw["clients"], raw["command"], raw["when"], raw.get("load_average")
+            )
             plot(raw["results"], raw["clients"])
         return 0
     quick = cfg.quick
@@ -829,6 +867,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg.log_dir = RESULTS / f"logs-{stamp}"
     cfg.log_dir.mkdir(parents=True, exist_ok=True)
 
+    # The machine's other work: sampled between scenarios, reported with the figures.
+    load = [os.getloadavg()[0]]
     results: dict[str, Any] = {}
     for s in subjects:
         r: dict[str, Any] = {}
@@ -852,6 +892,7 @@ def main(argv: list[str] | None = None) -> int:
         if "slow" in scenarios:
             print(f"[{s}] slow readers ...", flush=True)
             r["slow"] = slow(s, bins, cfg)
+            load.append(os.getloadavg()[0])
             print(
                 f"  last reader {ms(r['slow']['summary']['last'])} ms, "
                 f"growth {r['slow']['rss_growth'] / 1024:,.0f} KiB, "
@@ -863,6 +904,7 @@ def main(argv: list[str] | None = None) -> int:
     for scenario in ROUNDS:
         if scenario in scenarios:
             rounds[scenario] = run_rounds(scenario, bins, cfg)
+            load.append(os.getloadavg()[0])
 
     command = "python benchmarks/run.py" + (
         " " + " ".join(sys.argv[1:]) if argv is None and sys.argv[1:] else ""
@@ -875,6 +917,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "rounds": rounds,
         "spread": spread_rows(rounds),
+        "load_average": load,
     }
     out = Path(cfg.output) if cfg.output else RESULTS / f"{stamp}.json"
     out.write_text(json.dumps(raw, indent=1))
@@ -889,10 +932,10 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(spread_table(rounds))
     if not cfg.no_docs and "fanout" in scenarios:
-        write_doc(results, clients, command, when)
+        write_doc(results, clients, command, when, load)
         plot(results, clients)
     if not cfg.no_docs and rounds:
-        write_spread_doc(rounds, command, when)
+        write_spread_doc(rounds, command, when, load)
     print(f"raw results: {out}")
     return 0
 
