@@ -31,8 +31,8 @@ class StreamLog:
 
     The summary, C{"streams: {opened} opened, {closed} closed in the last
     {interval}s; {open} open"}, is logged C{interval} seconds after the first
-    stream opened or closed since the previous summary; nothing is logged
-    while nothing happens.
+    stream opened or closed since the previous summary, or as soon as the
+    last open stream closes; nothing is logged while nothing happens.
 
     @param log: where lines go.
     @param per_stream: log each stream (the C{log_streams} option).
@@ -107,7 +107,10 @@ class StreamLog:
             )
             return
         self._closed += 1
-        if self._timer is None:
+        if not self._open_count():
+            # Nothing open any more: say so now, and leave no timer behind.
+            self.flush()
+        elif self._timer is None:
             self._arm()
 
     def flush(self) -> None:
