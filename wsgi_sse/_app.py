@@ -312,7 +312,10 @@ class SSEServerService(MultiService):
 
         def stop() -> None:
             pool.stop()
-            reactor.callFromThread(fire)
+            # The last answers may still sit in Twisted's buffers.
+            reactor.callFromThread(
+                lambda: self.wsgi_resource.flushed().addCallback(lambda _: fire())
+            )
 
         timer = reactor.callLater(self.shutdown_timeout, give_up)
         done.addBoth(lambda r: (timer.cancel() if timer.active() else None, r)[1])

@@ -27,8 +27,10 @@ application error) and changes only the hand-off:
 from __future__ import annotations
 
 import sys
+import weakref
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.threads import blockingCallFromThread
 from twisted.python.failure import Failure
 from twisted.web.http import INTERNAL_SERVER_ERROR
@@ -52,6 +54,8 @@ def _nothing() -> None:
 
 class _Response(_WSGIResponse):
     """One request's WSGI call; see the module docstring for what differs."""
+
+    _unflushed: weakref.WeakSet[Any] | None = None
 
     def run(self) -> None:
         """
@@ -108,6 +112,12 @@ class _Response(_WSGIResponse):
         if body:
             self.request.write(body)
         self.request.finish()
+        transport = self.request.transport
+        unflushed = self._unflushed
+        if unflushed is not None and _buffered(transport):
+            # Answered in the reactor turn the WSGI thread may have ended
+            # in: a shutdown waiting for the pool must let these bytes out.
+            unflushed.add(transport)
 
     def _error(self, started: bool, kind: Any, value: BaseException, traceback: Any) -> None:
         """Log an application error; answer 500 if nothing was sent yet.  Reactor thread."""
@@ -119,6 +129,11 @@ class _Response(_WSGIResponse):
         else:
             self.request.setResponseCode(INTERNAL_SERVER_ERROR)
             self.request.finish()
+
+
+def _buffered(transport: Any) -> bool:
+    """Whether C{transport} still holds bytes for the socket."""
+    return bool(getattr(transport, "dataBuffer", b"") or getattr(transport, "_tempDataLen", 0))
 
 
 def _check_bytes(piece: object) -> None:
@@ -135,11 +150,35 @@ class WSGIResource(_TwistedWSGIResource):
 
     def __init__(self, reactor: Any, threadpool: ThreadPool, application: WSGIApplication) -> None:
         super().__init__(reactor, threadpool, application)  # type: ignore[no-untyped-call]
+        self._unflushed: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def flushed(self, timeout: float = 1.0) -> Deferred[None]:
+        """
+        Fire once the answers finished so far have left Twisted's buffers
+        for the kernel, or after C{timeout} seconds (a client that does not
+        read).  For shutdown: the reactor drops what its connections still
+        buffer when it stops.  Reactor thread.
+        """
+        done: Deferred[None] = Deferred()
+        clock = self._reactor
+        deadline = clock.seconds() + timeout
+
+        def check() -> None:
+            waiting = [t for t in self._unflushed if t.connected and _buffered(t)]
+            if not waiting or clock.seconds() >= deadline:
+                self._unflushed.clear()
+                done.callback(None)
+            else:
+                clock.callLater(0.01, check)
+
+        check()
+        return done
 
     def render(self, request: Any) -> int:
         """Start the application in the thread pool.  Reactor thread."""
         response = _Response(  # type: ignore[no-untyped-call]
             self._reactor, self._threadpool, self._application, request
         )
+        response._unflushed = self._unflushed
         response.start()  # type: ignore[no-untyped-call]
         return NOT_DONE_YET
