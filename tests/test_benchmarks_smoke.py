@@ -18,7 +18,8 @@ def test_quick_run_measures_every_subject(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     proc = subprocess.run(
         [sys.executable, "benchmarks/run.py", "--quick", "--no-docs",
-         "--subjects", "wsgi-sse,seed,floor", "--output", str(out)],
+         "--subjects", "wsgi-sse,seed,floor", "--scenarios", "fanout,burst,slow",
+         "--output", str(out)],
         cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=100,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
