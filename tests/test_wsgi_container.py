@@ -72,8 +72,8 @@ def get(server: Any, path: str) -> httpx.Response:
 
 
 def test_server_uses_the_lean_container(server: Any) -> None:
-    """make_application() serves the app through wsgi_sse's WSGIResource."""
-    assert isinstance(server.service.wsgi_resource, _wsgi.WSGIResource)
+    """make_application() serves the app through wsgi_sse's WSGIContainer."""
+    assert isinstance(server.service.wsgi_resource, _wsgi.WSGIContainer)
 
 
 def test_list_body_keeps_status_headers_and_pieces(server: Any) -> None:

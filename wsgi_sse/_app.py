@@ -6,24 +6,36 @@ L{make_application} for C{twistd -ny server.py}.
 from __future__ import annotations
 
 import gc
+import inspect
 import os
+import sys
 import threading
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any, Mapping
 
-from twisted.application.internet import StreamServerEndpointService
+from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.application.service import Application, IService, MultiService
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python.components import Componentized
 from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import IResource
 
 from ._broadcast import Broadcaster, Publisher, set_broadcaster
+from ._browser import ClientScriptResource
+from ._checks import (
+    check_backplane_url,
+    check_option_names,
+    check_wsgi_app,
+    listen_error,
+)
+from ._config import GROUPS, environment_value, flatten_groups, owner
 from ._hub import Hub
 from ._mount import WSGIRoot
 from ._options import StreamOptions
-from ._publish import PUBLISH_SECRET_ENV, PublishResource
+from ._publish import PublishResource
 from ._redis import resolve_redis_url
 from ._resource import SSEResource
 from ._site import (
@@ -33,7 +45,8 @@ from ._site import (
     StreamSite,
 )
 from ._stats import BackplaneStats, MetricsResource, StatsResource
-from ._wsgi import WSGIResource
+from ._tokens import set_token_secret
+from ._wsgi import WSGIContainer
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -44,6 +57,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_LISTEN",
+    "ListenError",
     "SSEServerService",
     "WSGIThreadPool",
     "make_application",
@@ -105,6 +119,39 @@ def _compliant(app: WSGIApplication) -> WSGIApplication:
     return application
 
 
+class ListenError(Exception):
+    """
+    The server cannot listen on its endpoint (a port in use, a permission
+    refused): the message names the endpoint and the cause, in one line.
+    """
+
+
+def _cannot_listen(listen: str, error: CannotListenError) -> ListenError:
+    cause = error.socketError
+    reason = getattr(cause, "strerror", None) or str(cause)
+    failure = ListenError(f"cannot listen on {listen}: {reason}")
+    _report_in_one_line(failure)
+    return failure
+
+
+def _report_in_one_line(error: BaseException) -> None:
+    """
+    If C{error} ends the process uncaught (twistd lets a start-up error
+    through), print it as one line, not as a traceback.
+    """
+    previous = sys.excepthook
+
+    def excepthook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        if value is error:
+            program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "wsgi-sse"
+            # The process's own stderr: twistd -n sends sys.stderr to its log.
+            print(f"{program}: {error}", file=sys.__stderr__ or sys.stderr)
+        else:
+            previous(kind, value, tb)
+
+    sys.excepthook = excepthook
+
+
 class WSGIThreadPool(ThreadPool):
     """A thread pool for a WSGI app whose threads never block process exit."""
 
@@ -132,6 +179,8 @@ class SSEServerService(MultiService):
     @ivar root: the L{WSGIRoot} (mount more Twisted resources on it).
     @ivar site: the twisted.web C{Site}.
     @ivar publish_resource: the HTTP publish endpoint, or L{None}.
+    @ivar pruning: the timer service that forgets expired history
+        (L{Hub.prune}), whether or not clients are connected.
     """
 
     log = Logger()
@@ -142,6 +191,7 @@ class SSEServerService(MultiService):
         *,
         listen: str | None = None,
         sse_path: str = "/sse",
+        client_path: str | None = "/sse.js",
         threads: int = 10,
         min_threads: int = 0,
         hub: Hub | None = None,
@@ -151,6 +201,7 @@ class SSEServerService(MultiService):
         shutdown_timeout: float = 3.0,
         history_size: int | None = None,
         history_age: float | None = None,
+        history_channels: int | None = None,
         stats_path: str | None = None,
         metrics_path: str | None = None,
         publish_path: str | None = None,
@@ -165,6 +216,14 @@ class SSEServerService(MultiService):
         **option_fields: Any,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
+        check_wsgi_app(wsgi_app, where="SSEServerService()")
+        grouped = sorted(set(option_fields) & {group.key for group in GROUPS})
+        if grouped:
+            raise TypeError(
+                f"SSEServerService() takes options one by one, not {grouped[0]}=; "
+                f"make_service() and make_application() take the group objects"
+            )
+        check_option_names(option_fields, option_owners(), where="SSEServerService()")
         if reactor is None:
             from twisted.internet import reactor as global_reactor
 
@@ -178,16 +237,21 @@ class SSEServerService(MultiService):
         self.reactor = reactor
         self.listen = resolve_listen(listen)
         self.shutdown_timeout = shutdown_timeout
-        if hub is not None and (history_size is not None or history_age is not None):
-            raise TypeError("pass history_size/history_age to your Hub, not with hub=")
         history: dict[str, Any] = {}
         if history_size is not None:
             history["history_size"] = history_size
         if history_age is not None:
             history["history_age"] = history_age
+        if history_channels is not None:
+            history["history_channels"] = history_channels
+        if hub is not None and history:
+            raise TypeError(
+                "pass history_size/history_age/history_channels to your Hub, not with hub="
+            )
         self.backplane: RedisBackplane | None = None
         redis_url = resolve_redis_url(redis_url)
         if redis_url is not None and hub is None and publisher is None:
+            check_backplane_url(redis_url)
             from ._redis import RedisBackplane, RedisHub
 
             self.backplane = RedisBackplane(
@@ -204,16 +268,18 @@ class SSEServerService(MultiService):
         self.broadcaster = Broadcaster(publisher or self.hub, reactor=reactor)
         self.threadpool = WSGIThreadPool(min_threads, threads, "wsgi")
         self.wsgi_app = wsgi_app
-        self.wsgi_resource = WSGIResource(reactor, self.threadpool, _compliant(wsgi_app))
+        self.wsgi_resource = WSGIContainer(reactor, self.threadpool, _compliant(wsgi_app))
         self.sse_resource = SSEResource(
             self.hub, reactor=reactor, threadpool=self.threadpool, options=options
         )
         self.root = WSGIRoot(self.wsgi_resource)
         self.root.mount(sse_path, self.sse_resource)
+        if client_path is not None:
+            self.root.mount(client_path, ClientScriptResource())
         self.publish_resource: PublishResource | None = None
         if publish_path is not None:
             if publish_secret is None:
-                publish_secret = os.environ.get(PUBLISH_SECRET_ENV) or None
+                publish_secret = environment_value("publish_secret") or None
             self.publish_resource = PublishResource(
                 self.broadcaster,
                 secret=publish_secret,  # type: ignore[arg-type]  # checked there
@@ -239,16 +305,33 @@ class SSEServerService(MultiService):
             )
         for path, resource in (resources or {}).items():
             self.root.mount(path, resource, exact=False)
+        # The stream takes no body and the publish endpoint a small one:
+        # larger bodies are refused before they are read.
+        body_limits = {sse_path: 0}
+        if publish_path is not None:
+            body_limits[publish_path] = publish_max_body
         self.site = StreamSite(
             self.root,
             header_timeout=header_timeout,
             idle_timeout=idle_timeout,
             max_request_body=max_request_body,
             access_log=access_log,
+            body_limits=body_limits,
         )
-        endpoint = serverFromString(reactor, with_backlog(self.listen))
+        try:
+            endpoint = serverFromString(reactor, with_backlog(self.listen))
+        except ValueError as e:
+            source = "listen" if listen else f"${LISTEN_ENV}"
+            raise listen_error(self.listen, e, source=source) from e
         self.listening = StreamServerEndpointService(endpoint, self.site)
+        # A port that cannot be had fails the start, instead of a logged
+        # traceback and a process serving nothing.
+        self.listening._raiseSynchronously = True
         self.listening.setServiceParent(self)
+        # History expires on its own clock, whether or not anyone listens.
+        self.pruning = TimerService(prune_interval(self.hub.history_age), self.hub.prune)
+        self.pruning.clock = reactor
+        self.pruning.setServiceParent(self)
         if self.backplane is not None:
             self.backplane.setServiceParent(self)  # type: ignore[no-untyped-call]
 
@@ -257,19 +340,53 @@ class SSEServerService(MultiService):
         stats = getattr(self.backplane, "stats", None)
         return self.backplane if callable(stats) else None
 
+    def privilegedStartService(self) -> None:
+        """
+        Listen (twistd calls this before it drops privileges).
+
+        @raise ListenError: if the endpoint cannot be listened on; twistd
+            then exits with its message as the last line.
+        """
+        try:
+            super().privilegedStartService()  # type: ignore[no-untyped-call]
+        except CannotListenError as e:
+            failure = _cannot_listen(self.listen, e)
+            self.log.critical("{message}", message=str(failure))
+            raise failure from None
+
     def startService(self) -> None:
-        """Start the thread pool, then listen."""
+        """
+        Start the thread pool, then listen (unless already listening).
+
+        @raise ListenError: if the endpoint cannot be listened on.
+        """
         self.threadpool.start()
-        super().startService()  # type: ignore[no-untyped-call]
+        try:
+            super().startService()  # type: ignore[no-untyped-call]
+        except CannotListenError as e:
+            self.running = False
+            self.threadpool.stop()
+            raise _cannot_listen(self.listen, e) from None
         self.listening._waitingForPort.addCallback(self._listening)  # type: ignore[union-attr]
 
     def _listening(self, port: Any) -> Any:
+        if port is None:  # listening failed later; already logged
+            return None
         address = port.getHost()
-        self.log.info(
-            "wsgi-sse serving on {address} (stream at {path})",
-            address=address,
-            path=self.sse_path,
-        )
+        url = browser_url(address, tls=self.listen.strip().lower().startswith("ssl:"))
+        if url is None:
+            self.log.info(
+                "wsgi-sse serving on {address} (stream at {path})",
+                address=address,
+                path=self.sse_path,
+            )
+        else:
+            self.log.info(
+                "wsgi-sse serving on {address}: open {url} (stream at {path})",
+                address=address,
+                url=url,
+                path=self.sse_path,
+            )
         return port
 
     @property
@@ -323,11 +440,52 @@ class SSEServerService(MultiService):
         return done
 
 
+def browser_url(address: Any, *, tls: bool = False) -> str | None:
+    """
+    The URL to open in a browser on this machine for a listening address
+    (C{http://127.0.0.1:8005/} for every interface), or L{None} for an
+    address that is not TCP (a UNIX socket).
+    """
+    host, port = getattr(address, "host", None), getattr(address, "port", None)
+    if not isinstance(host, str) or not isinstance(port, int):
+        return None
+    if host in {"0.0.0.0", ""}:
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{'https' if tls else 'http'}://{host}:{port}/"
+
+
+def prune_interval(history_age: float) -> float:
+    """
+    Seconds between two prunings of the history: a quarter of C{history_age},
+    between 0.5 and 60 s, so an event is forgotten at most that long after
+    C{history_age} has passed.
+    """
+    return max(0.5, min(60.0, history_age / 4))
+
+
 def resolve_listen(listen: str | None) -> str:
     """The endpoint to listen on: C{listen}, else C{$WSGI_SSE_LISTEN}, else C{tcp:8005}."""
     if listen:
         return listen
-    return os.environ.get(LISTEN_ENV) or DEFAULT_LISTEN
+    return environment_value("listen") or DEFAULT_LISTEN
+
+
+def option_owners() -> dict[str, str]:
+    """
+    Every keyword option of L{make_application}, mapped to where it belongs
+    (for error messages).  May be called in any thread.
+    """
+    names = ["name", *(group.key for group in GROUPS)]
+    for parameter in inspect.signature(SSEServerService.__init__).parameters.values():
+        if parameter.kind is parameter.KEYWORD_ONLY:
+            names.append(parameter.name)
+    names += [option.name for option in fields(StreamOptions) if option.init]
+    group_objects = {g.key: f"the {g.key} group, a {g.cls.__name__}" for g in GROUPS}
+    return {n: group_objects.get(n) or owner(n) or "a site option" for n in names}
 
 
 def make_service(wsgi_app: WSGIApplication, **kwargs: Any) -> SSEServerService:
@@ -335,7 +493,16 @@ def make_service(wsgi_app: WSGIApplication, **kwargs: Any) -> SSEServerService:
     Build an L{SSEServerService} and make it the target of the module-level
     L{broadcast<wsgi_sse.broadcast>}.  Takes the same arguments as
     L{make_application}.  Call it in the main thread, before the reactor runs.
+
+    @raise TypeError: for something other than a WSGI application, or an
+        unknown option (the message names the closest valid one).
+    @raise ValueError: for an option value that makes no sense, or a
+        C{listen} that is not an endpoint string.
+    @raise RuntimeError: when the backplane's client library is missing.
     """
+    check_wsgi_app(wsgi_app, where="make_service()")
+    check_option_names(kwargs, option_owners(), where="make_service()")
+    kwargs = flatten_groups(kwargs)
     import crochet
 
     try:
@@ -347,6 +514,8 @@ def make_service(wsgi_app: WSGIApplication, **kwargs: Any) -> SSEServerService:
         pass
     service = SSEServerService(wsgi_app, **kwargs)
     set_broadcaster(service.broadcaster)
+    # stream_token() in the app's views signs with this server's secret.
+    set_token_secret(service.sse_resource.token_secret)
     return service
 
 
@@ -371,6 +540,8 @@ def make_application(
         default: C{$WSGI_SSE_LISTEN}, else C{"tcp:8005"}.
     @param sse_path: where the stream is served (C{"/sse"}, C{"/events/live"}).
         Only that exact path; every other path goes to the WSGI app.
+        C{client_path} (a keyword, default C{"/sse.js"}; L{None}: not served)
+        is where the browser client module is served.
     @param threads: the WSGI thread pool's maximum size.
     @param name: the application's name (shown by twistd).
     @param redis_url: share broadcasts with every process using this Redis
@@ -378,9 +549,10 @@ def make_application(
         else none.  Needs C{pip install wsgi-sse[redis]}.
     @param kwargs: C{min_threads}, C{hub}, C{publisher}, C{resources} (a
         mapping of paths to extra Twisted resources), C{reactor},
-        C{shutdown_timeout}; C{history_size} and C{history_age} (the replay
-        history of the default hub); C{stats_path} and C{metrics_path}
-        (serve counters as JSON / Prometheus text there; off by default);
+        C{shutdown_timeout}; C{history_size}, C{history_age} and
+        C{history_channels} (the replay history of the default hub);
+        C{stats_path} and C{metrics_path} (serve counters as JSON /
+        Prometheus text there; off by default);
         C{publish_path}, C{publish_secret} (default: C{$WSGI_SSE_PUBLISH_SECRET})
         and C{publish_max_body} (the HTTP publish endpoint; off by default);
         C{header_timeout} (seconds a client has to send its request headers,
@@ -391,22 +563,34 @@ def make_application(
         on: turn it off when the reverse proxy in front logs requests, it
         costs about a quarter of the server's CPU for a small page); and any
         L{StreamOptions} field
-        (C{heartbeat}, C{retry}, C{authorize}, ...).  docs/options.md lists
-        them all with their defaults.
+        (C{heartbeat}, C{retry}, C{authorize}, C{token_secret}, ...).  docs/options.md lists
+        them all with their defaults.  The options of a group can also be
+        given as one object: C{site=SiteOptions(...)}, C{stream=StreamOptions(...)},
+        C{limits=LimitOptions(...)}, C{backplane=BackplaneOptions(...)},
+        C{publish=PublishOptions(...)}.
+    @raise TypeError: for something other than a WSGI application object (a
+        C{"module:app"} string, say), or an unknown keyword (the message
+        names the closest option and its group).
+    @raise ValueError: for an option value that makes no sense, or a
+        C{listen} that is not an endpoint string (C{"8000"}: write
+        C{"tcp:8000"}).
+    @raise RuntimeError: when the backplane URL's client library is not
+        installed (the message gives the C{pip install} line).
 
     Call it in the main thread, from the C{.tac} file.  It also makes this
     server the target of L{broadcast<wsgi_sse.broadcast>}, and freezes the
     objects alive so far out of the garbage collector's scans (C{gc.freeze()}).
     """
+    check_wsgi_app(wsgi_app)
+    check_option_names(kwargs, option_owners())
+    options = flatten_groups(kwargs)
+    explicit = {"listen": listen, "sse_path": sse_path, "threads": threads, "redis_url": redis_url}
+    for key, value in explicit.items():
+        if key in options and value != _EXPLICIT_DEFAULTS[key]:
+            raise TypeError(f"{key} is given twice: as a keyword and in a group object")
+        options.setdefault(key, value)
     application: Componentized = Application(name)
-    service = make_service(
-        wsgi_app,
-        listen=listen,
-        sse_path=sse_path,
-        threads=threads,
-        redis_url=redis_url,
-        **kwargs,
-    )
+    service = make_service(wsgi_app, **options)
     service.setServiceParent(application)  # type: ignore[no-untyped-call]
     # The .tac file has imported the whole application by now, and those
     # objects live as long as the process.  Taking them out of the cyclic
@@ -416,3 +600,6 @@ def make_application(
     gc.collect()
     gc.freeze()
     return application
+
+
+_EXPLICIT_DEFAULTS: dict[str, Any] = dict(make_application.__kwdefaults__ or {})

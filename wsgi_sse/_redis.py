@@ -17,7 +17,6 @@ redis-py is imported lazily: C{import wsgi_sse} works without it.
 from __future__ import annotations
 
 import contextlib
-import os
 import queue
 import re
 import secrets
@@ -35,7 +34,7 @@ from twisted.python.threadpool import ThreadPool
 
 from ._broadcast import prepare_event
 from ._encoding import frame
-from ._hub import Event, Hub, Subscriber, _base36
+from ._hub import DEFAULT_HISTORY_CHANNELS, Event, Hub, Subscriber, _base36
 from ._resource import _RESET
 
 if TYPE_CHECKING:
@@ -74,7 +73,9 @@ def resolve_redis_url(redis_url: str | None) -> str | None:
     empty string (given or in the environment) means no Redis.
     """
     if redis_url is None:
-        redis_url = os.environ.get(REDIS_URL_ENV)
+        from ._config import environment_value
+
+        redis_url = environment_value("redis_url")
     return redis_url or None
 
 
@@ -148,6 +149,7 @@ class RedisHub(Hub):
         *,
         history_size: int = 1000,
         history_age: float = 600.0,
+        history_channels: int = DEFAULT_HISTORY_CHANNELS,
         clock: IReactorTime | None = None,
         instance_id: str | None = None,
         replay_wait: float = 5.0,
@@ -159,6 +161,7 @@ class RedisHub(Hub):
         super().__init__(
             history_size=history_size,
             history_age=history_age,
+            history_channels=history_channels,
             clock=clock,
             instance_id=instance_id,
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import socket
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred
@@ -20,11 +20,19 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from ._browser import subscribe_tagged, tagged_replay, wants_channel_ids
 from ._client import StreamClient
-from ._encoding import encode_body, encode_comment, encode_event, frame
+from ._encoding import encode_body, encode_comment, encode_event, encode_opening, frame
 from ._hub import DEFAULT_CHANNEL, Event, Hub
-from ._options import StreamOptions, StreamRequest
+from ._options import AuthorizeResult, StreamOptions, StreamRequest
 from ._streamlog import StreamLog
+from ._tokens import (
+    InvalidStreamToken,
+    StreamGrant,
+    granted_channels,
+    resolve_token_secret,
+    verify_stream_token,
+)
 
 if TYPE_CHECKING:
     from twisted.python.threadpool import ThreadPool
@@ -147,6 +155,7 @@ class SSEResource(Resource):
             clock=lambda: self.reactor,
             open_count=lambda: len(self.clients),
         )
+        self.token_secret = resolve_token_secret(options.token_secret)
 
     # -- plumbing ------------------------------------------------------------
 
@@ -180,15 +189,59 @@ class SSEResource(Resource):
             )
         return getattr(self, name)(request)  # type: ignore[no-any-return]
 
-    def render_HEAD(self, request: Request) -> bytes:
-        """Answer the stream's headers; nothing is subscribed."""
+    def render_HEAD(self, request: Request) -> bytes | int:
+        """
+        Answer the stream's headers, or the refusal a C{GET} would get;
+        nothing is subscribed.
+        """
+        authorize = self.options.authorize
+        peer = _peer(request)
         try:
-            self._parse(request)
+            channels, last_event_id = self._parse(request)
+            grant = self._check_token(request, channels)
             self._check_origin(request)
+            self._check_limits(peer)
         except _Refused as refused:
             return self._refuse(request, refused)
-        self._set_stream_headers(request)
-        return b""
+        if grant is not None:
+            # As for GET: a valid token opens its channels without the hook.
+            channels, authorize = grant.channels, None
+        if authorize is None:
+            self._set_stream_headers(request)
+            return b""
+        # The same hook as GET, in the pool and counted as pending like GET's:
+        # a HEAD must not tell apart what a GET would refuse.
+        info = _stream_request(request, channels, last_event_id, peer)
+        self._pending += 1
+        self._per_address[peer] += 1
+        gone: list[bool] = []
+        request.notifyFinish().addBoth(lambda _: gone.append(True))
+
+        def release(result: object) -> object:
+            self._pending -= 1
+            self._release(peer)
+            return result
+
+        def done(allowed: frozenset[str] | bool) -> None:
+            if gone:
+                return
+            if allowed is not True:
+                denied = [c for c in channels if allowed is False or c not in allowed]
+                self._finish_refused(
+                    request, _Refused(403, f"not allowed to join: {', '.join(denied)}")
+                )
+                return
+            self._set_stream_headers(request)
+            request.finish()
+
+        def failed(failure: Failure) -> None:
+            self.log.failure("stream hook failed for HEAD", failure)
+            if not gone:
+                self._finish_refused(request, _Refused(500, "stream hook failed"))
+
+        hook = self._run_in_pool(_authorized, authorize, info, channels)
+        hook.addBoth(release).addCallbacks(done, failed)
+        return NOT_DONE_YET
 
     def render_OPTIONS(self, request: Request) -> bytes:
         """Answer a CORS preflight."""
@@ -214,6 +267,7 @@ class SSEResource(Resource):
         """Open a stream (or refuse it with a 4xx/503)."""
         try:
             channels, last_event_id = self._parse(request)
+            grant = self._check_token(request, channels)
             self._check_origin(request)
             peer = _peer(request)
             self._check_limits(peer)
@@ -221,8 +275,15 @@ class SSEResource(Resource):
             return self._refuse(request, refused)
 
         options = self.options
-        if options.authorize is None and options.initial is None:
-            self._start(request, channels, peer, last_event_id, resume=last_event_id)
+        identity = None
+        authorize = options.authorize
+        if grant is not None:
+            # A valid token opens its channels, whatever the hook would say.
+            channels, identity, authorize = grant.channels, grant.identity, None
+        if authorize is None and options.initial is None:
+            self._start(
+                request, channels, peer, last_event_id, resume=last_event_id, identity=identity
+            )
             return NOT_DONE_YET
 
         # Hooks run in the thread pool; the connection counts toward the limits
@@ -230,7 +291,7 @@ class SSEResource(Resource):
         # resume from is fixed now, so that events published while the hooks
         # run are replayed once they are done.
         hub = self.hub
-        info = _stream_request(request, channels, last_event_id, peer)
+        info = _stream_request(request, channels, last_event_id, peer, identity)
         reset = last_event_id is not None and not hub.can_replay(channels, last_event_id)
         want_initial = options.initial is not None and (last_event_id is None or reset)
         mark = hub.last_id
@@ -241,19 +302,10 @@ class SSEResource(Resource):
         request.notifyFinish().addBoth(lambda _: gone.append(True))
 
         def hooks() -> tuple[frozenset[str] | bool, bytes | None]:
-            if options.authorize is not None:
-                allowed = options.authorize(info)
-                if isinstance(allowed, (str, bytes)) or allowed is None:
-                    raise TypeError(
-                        "authorize must return a bool or a collection of channel names, "
-                        f"not {type(allowed).__name__}"
-                    )
-                if not isinstance(allowed, bool):
-                    allowed = frozenset(allowed)
-                    if not allowed.issuperset(channels):
-                        return allowed, None
-                elif not allowed:
-                    return False, None
+            if authorize is not None:
+                allowed = _authorized(authorize, info, channels)
+                if allowed is not True:
+                    return allowed, None
             if want_initial and options.initial is not None:
                 value = options.initial(info)
                 if value is not None:
@@ -278,7 +330,16 @@ class SSEResource(Resource):
             except _Refused as refused:
                 self._finish_refused(request, refused)
                 return
-            self._start(request, channels, peer, last_event_id, resume, reset=reset, init=init)
+            self._start(
+                request,
+                channels,
+                peer,
+                last_event_id,
+                resume,
+                reset=reset,
+                init=init,
+                identity=identity,
+            )
 
         def failed(failure: Failure) -> None:
             self._pending -= 1
@@ -307,6 +368,7 @@ class SSEResource(Resource):
         *,
         reset: bool = False,
         init: bytes | None = None,
+        identity: str | None = None,
     ) -> None:
         """
         Open the stream: headers, C{retry:}, then (a C{reset} event or) the
@@ -327,6 +389,7 @@ class SSEResource(Resource):
             max_pause=options.max_pause,
             on_drop=self._dropped,
         )
+        client.identity = identity
         transport = getattr(request.channel, "transport", None)
         set_no_delay = getattr(transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
@@ -342,7 +405,7 @@ class SSEResource(Resource):
         # Everything below happens in this one reactor turn: no event can be
         # published between the replay and the subscription.
         retry = options.retry + int(options.retry * options.retry_jitter * self._random.random())
-        parts = [b": connected\nretry: %d\n\n" % (retry,)]
+        parts = [encode_opening(retry)]
         missed: list[Event] = []
         if resume is not None and resume == last_event_id and not reset:
             # The client's own id (a subclass may hold the client until it
@@ -373,8 +436,12 @@ class SSEResource(Resource):
             )
         if init is not None:
             parts.append(init)
-        parts.extend(e.wire for e in missed)
-        hub.subscribe(client, channels)
+        if wants_channel_ids(request):
+            parts.extend(tagged_replay(missed))
+            subscribe_tagged(hub, client, channels)
+        else:
+            parts.extend(e.wire for e in missed)
+            hub.subscribe(client, channels)
         head = b"".join(parts)
         stats.bytes_written += len(head)
         request.write(head)
@@ -471,6 +538,38 @@ class SSEResource(Resource):
 
     # -- checks ------------------------------------------------------------------
 
+    def _check_token(self, request: Request, channels: tuple[str, ...]) -> StreamGrant | None:
+        """
+        Verify the C{token} query parameter, if any; return its grant with
+        the channels to open (those asked for, else all of the token's).
+        """
+        tokens = (request.args or {}).get(b"token")
+        if not tokens or self.token_secret is None:
+            # Without a secret the parameter is the authorize hook's to read.
+            return None
+        if len(tokens) > 1:
+            raise _Refused(400, "token given more than once")
+        named = channels if (request.args or {}).get(b"channel") else None
+        try:
+            grant = verify_stream_token(
+                tokens[0].decode("ascii", "replace"),
+                secret=self.token_secret,
+                now=self.reactor.seconds(),
+            )
+            channels = granted_channels(grant, named)
+        except InvalidStreamToken as e:
+            raise _Refused(403, str(e)) from None
+        # A token opens no more, nor other names, than a URL could ask for.
+        options = self.options
+        if len(channels) > options.max_channels:
+            raise _Refused(400, f"too many channels (at most {options.max_channels})")
+        try:
+            for name in channels:
+                options.check_channel(name)
+        except ValueError as e:
+            raise _Refused(400, str(e)) from None
+        return StreamGrant(channels, grant.identity, grant.expires)
+
     def _parse(self, request: Request) -> tuple[tuple[str, ...], str | None]:
         options = self.options
         args = request.args or {}
@@ -509,7 +608,9 @@ class SSEResource(Resource):
             if not text.isprintable():
                 raise _Refused(400, "Last-Event-ID has control characters")
             # An empty header means "no id yet" (a browser that never got one).
-            last_event_id = text.strip() or None
+            # Event ids never contain a space: what follows one is the channel
+            # of a channel-tagged id (see wsgi_sse._browser).
+            last_event_id = text.strip().split(" ", 1)[0] or None
         return channels, last_event_id
 
     def _origin_allowed(self, origin: str) -> bool:
@@ -585,6 +686,27 @@ class SSEResource(Resource):
         request.finish()
 
 
+def _authorized(
+    authorize: Callable[[StreamRequest], AuthorizeResult],
+    info: StreamRequest,
+    channels: tuple[str, ...],
+) -> frozenset[str] | bool:
+    """
+    Run the C{authorize} hook: C{True} if every channel is allowed, else
+    C{False} or the channels that are.  Called in a pool thread.
+    """
+    allowed = authorize(info)
+    if isinstance(allowed, (str, bytes)) or allowed is None:
+        raise TypeError(
+            "authorize must return a bool or a collection of channel names, "
+            f"not {type(allowed).__name__}"
+        )
+    if isinstance(allowed, bool):
+        return allowed
+    allowed = frozenset(allowed)
+    return True if allowed.issuperset(channels) else allowed
+
+
 def _limit_unacknowledged_time(transport: Any, heartbeat: float) -> None:
     """
     Have the kernel close a stream whose peer stopped acknowledging data.
@@ -630,7 +752,11 @@ def _peer(request: Request) -> str:
 
 
 def _stream_request(
-    request: Request, channels: tuple[str, ...], last_event_id: str | None, peer: str
+    request: Request,
+    channels: tuple[str, ...],
+    last_event_id: str | None,
+    peer: str,
+    identity: str | None = None,
 ) -> StreamRequest:
     headers = {
         name.decode("latin-1").lower(): values[-1].decode("latin-1")
@@ -644,4 +770,4 @@ def _stream_request(
         for k, vs in (request.args or {}).items()
     }
     path = request.path.decode("utf-8", "replace")
-    return StreamRequest(channels, last_event_id, headers, cookies, query, peer, path)
+    return StreamRequest(channels, last_event_id, headers, cookies, query, peer, path, identity)

@@ -8,21 +8,36 @@ gives each request's headers a fixed time to arrive in full, counted from
 the connection's start or from the first byte of the next request on a
 kept-alive connection; past it the connection is answered C{408} and closed.
 A request line or header line longer than Twisted accepts is answered C{414}
-or C{431} (Twisted itself closes such connections without an answer), and a
+or C{431} (Twisted itself closes such connections without an answer), more
+headers than Twisted accepts (500, or 16 KiB in all) C{431} with a reason
+(Twisted: a bare C{400}), and a
 request body over C{max_request_body} is answered C{413} (Twisted itself has
-no limit and spools large bodies to disk).
+no limit and spools large bodies to disk).  Paths given a smaller limit
+(C{body_limits}: the event stream takes no body at all, the publish endpoint
+a small one) refuse a larger body as soon as its headers arrive, before any
+of it is read.
+
+Request bodies are never parsed here: twisted.web would otherwise parse every
+form-encoded or multipart C{POST} body into C{request.args} in the reactor
+thread, on every path, before any resource sees the request (30 MB of form
+fields froze every connection for seconds).  The WSGI app reads and parses
+its body in its own thread, as under any WSGI server.
 
 All methods: call in the reactor thread (twisted.web does).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import json
+from typing import TYPE_CHECKING, Any, Mapping
+from urllib.parse import unquote_to_bytes
 
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.web import http, server
 from twisted.web.server import Site
+
+from ._tokens import redact_tokens
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall
@@ -34,6 +49,7 @@ __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_MAX_REQUEST_BODY",
     "StreamSite",
+    "origin_form",
 ]
 
 DEFAULT_HEADER_TIMEOUT = 30.0
@@ -52,8 +68,11 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
     log = Logger()
     headerTimeout: float | None = DEFAULT_HEADER_TIMEOUT
     maxRequestBody: int | None = DEFAULT_MAX_REQUEST_BODY
+    # Smaller limits by path: {(b"sse",): 0, ...} (segments as routed).
+    bodyLimits: Mapping[tuple[bytes, ...], int] = {}
     _headerDeadline: IDelayedCall | None = None
     _bodyReceived = 0
+    _bodyLimit: int | None = DEFAULT_MAX_REQUEST_BODY
     _refused = False
 
     def connectionMade(self) -> None:
@@ -71,27 +90,81 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
     def allHeadersReceived(self) -> None:
         """The headers are complete: stop the clock; refuse a body declared too large."""
         self._cancelHeaderDeadline()
-        limit = self.maxRequestBody
-        if limit is not None and self.length is not None and self.length > limit:
-            self._refuseAndClose(b"413 Content Too Large", b"request body too large\n")
-            return
+        if self.length != 0:
+            # A declared length, or a chunked body (length None).
+            limit = self._bodyLimit = self._limitFor(getattr(self, "_path", b""))
+            if limit is not None and (
+                limit == 0 or (self.length is not None and self.length > limit)
+            ):
+                self._refuseTooLarge()
+                return
         self._bodyReceived = 0
         super().allHeadersReceived()  # type: ignore[no-untyped-call]
 
+    def _refuseTooLarge(self) -> None:
+        limit = self._bodyLimit
+        if limit == self.maxRequestBody:
+            self._refuseAndClose(b"413 Content Too Large", b"request body too large\n")
+            return
+        # A path with its own limit (the stream, the publish endpoint)
+        # answers in JSON, as those endpoints answer their other errors.
+        error = f"body larger than {limit} bytes" if limit else "this path takes no request body"
+        self._refuseAndClose(
+            b"413 Content Too Large",
+            json.dumps({"error": error}).encode("utf-8") + b"\n",
+            b"application/json",
+        )
+
+    def _limitFor(self, uri: bytes) -> int | None:
+        """The body limit of the path of C{uri}, routed as twisted.web routes it."""
+        limit = self.maxRequestBody
+        limits = self.bodyLimits
+        if limits:
+            # Routed by the origin form, as _StreamingRequest routes it.
+            path = origin_form(uri).split(b"?", 1)[0]
+            # Site.getResourceFor unquotes each segment the same way.
+            segments = tuple(unquote_to_bytes(s) for s in path[1:].split(b"/"))
+            special = limits.get(segments)
+            if special is not None and (limit is None or special < limit):
+                return special
+        return limit
+
     def lineReceived(self, line: bytes) -> None:
         """Parse a request or header line, unless the connection was refused."""
-        if not self._refused:
-            super().lineReceived(line)  # type: ignore[no-untyped-call]
+        if self._refused:
+            return
+        limit = self.totalHeadersSize
+        if self._receivedHeaderSize + len(line) > limit and not self._firstLine():
+            # Twisted answers a bare 400 here.
+            self._refuseAndClose(
+                b"431 Request Header Fields Too Large",
+                b"request headers too large (more than %d bytes)\n" % (limit,),
+            )
+            return
+        super().lineReceived(line)  # type: ignore[no-untyped-call]
+
+    def headerReceived(self, line: bytes) -> bool:
+        """Store one header line, answering 431 past C{maxHeaders} (Twisted: a bare 400)."""
+        if self._receivedHeaderCount >= self.maxHeaders:
+            self._refuseAndClose(
+                b"431 Request Header Fields Too Large",
+                b"too many request headers (more than %d)\n" % (self.maxHeaders,),
+            )
+            return False
+        return super().headerReceived(line)  # type: ignore[no-any-return, no-untyped-call]
+
+    def _firstLine(self) -> bool:
+        return bool(getattr(self, "_HTTPChannel__first_line", 0))
 
     def rawDataReceived(self, data: bytes) -> None:
         """Count a chunked body against the limit as it arrives."""
         if self._refused:
             return
-        limit = self.maxRequestBody
+        limit = self._bodyLimit
         if limit is not None and self.length is None and not self._handlingRequest:
             self._bodyReceived += len(data)
             if self._bodyReceived > limit:
-                self._refuseAndClose(b"413 Content Too Large", b"request body too large\n")
+                self._refuseTooLarge()
                 return
         super().rawDataReceived(data)
 
@@ -127,15 +200,16 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
 
     def lineLengthExceeded(self, line: bytes) -> None:
         """Answer an over-long request line (414) or header line (431), then close."""
-        first = getattr(self, "_HTTPChannel__first_line", 0)
-        if first:
+        if self._firstLine():
             self._refuseAndClose(b"414 URI Too Long", b"request line too long\n")
         else:
             self._refuseAndClose(
                 b"431 Request Header Fields Too Large", b"request header line too long\n"
             )
 
-    def _refuseAndClose(self, status: bytes, message: bytes) -> None:
+    def _refuseAndClose(
+        self, status: bytes, message: bytes, content_type: bytes = b"text/plain; charset=utf-8"
+    ) -> None:
         """
         Send a final answer and close, letting the client read it: ignore
         whatever else it sends, half-close so it sees the end, and abort if it
@@ -151,8 +225,8 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
         assert transport is not None
         transport.write(
             b"HTTP/1.1 %s\r\nConnection: close\r\n"
-            b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n\r\n%s"
-            % (status, len(message), message)
+            b"Content-Type: %s\r\nContent-Length: %d\r\n\r\n%s"
+            % (status, content_type, len(message), message)
         )
         lose_write = getattr(transport, "loseWriteConnection", None)
         if lose_write is not None:
@@ -160,6 +234,12 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
         else:  # pragma: no cover - transports that cannot half-close
             transport.loseConnection()
         self.callLater(2.0, _abort, transport)  # type: ignore[no-untyped-call, call-arg]
+
+
+def _segments(path: str) -> tuple[bytes, ...]:
+    if not path.startswith("/"):
+        raise ValueError(f"body_limits paths must start with '/', got {path!r}")
+    return tuple(s.encode("utf-8") for s in path[1:].split("/"))
 
 
 def _ignore(data: bytes) -> None:
@@ -185,6 +265,9 @@ class StreamSite(Site):
     @param access_log: log a line per request (twisted.web's combined log
         format), as C{twistd web} does; C{False} leaves that to the reverse
         proxy in front.
+    @param body_limits: smaller limits for some paths (C{{"/sse": 0}}: no
+        body at all), matched against the whole path as twisted.web routes
+        it (segments unquoted, no query string).
     """
 
     def __init__(
@@ -195,18 +278,27 @@ class StreamSite(Site):
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         max_request_body: int | None = DEFAULT_MAX_REQUEST_BODY,
         access_log: bool = True,
+        body_limits: Mapping[str, int] | None = None,
         **kwargs: Any,
     ) -> None:
         if header_timeout is not None and header_timeout < 0:
             raise ValueError("header_timeout must not be negative")
         if idle_timeout is not None and idle_timeout <= 0:
             raise ValueError("idle_timeout must be positive or None")
+        # Bodies reach resources unparsed (see the module docstring).
+        kwargs.setdefault("parsePOSTFormSubmission", False)
         super().__init__(resource, timeout=idle_timeout, **kwargs)  # type: ignore[no-untyped-call]
         if max_request_body is not None and max_request_body < 0:
             raise ValueError("max_request_body must not be negative")
         self.header_timeout = header_timeout
         self.access_log = access_log
         self.max_request_body = max_request_body
+        self.body_limits: dict[tuple[bytes, ...], int] = {}
+        for path, limit in (body_limits or {}).items():
+            if limit < 0:
+                raise ValueError(f"the body limit of {path} must not be negative")
+            self.body_limits[_segments(path)] = limit
+        self._logFormatter = _redacting(self._logFormatter)
         if "requestFactory" not in kwargs:
             self.requestFactory = _StreamingRequest
 
@@ -236,6 +328,7 @@ class StreamSite(Site):
         settings = (
             self.header_timeout,
             self.max_request_body,
+            tuple(sorted(self.body_limits.items())),
             self.timeOut,
             self.requestFactory,
             self.reactor,
@@ -250,6 +343,7 @@ class StreamSite(Site):
                 "__module__": __name__,
                 "headerTimeout": self.header_timeout,
                 "maxRequestBody": self.max_request_body,
+                "bodyLimits": dict(self.body_limits),
                 "timeOut": self.timeOut,
                 "factory": self,
                 "site": self,
@@ -288,6 +382,7 @@ _CHANNEL_ATTRIBUTES = (
     "persistent",
     "length",
     "_bodyReceived",
+    "_bodyLimit",
     "_savedTimeOut",
     "line_mode",
     "_requestProducer",
@@ -329,6 +424,28 @@ _REQUEST_ATTRIBUTES = (
 )
 
 
+def _redacting(formatter: Any) -> Any:
+    """Wrap an access log formatter so that stream tokens never reach the log."""
+
+    def format_line(timestamp: str, request: Any) -> str:
+        if b"token=" not in (request.uri or b""):
+            return formatter(timestamp, request)  # type: ignore[no-any-return]
+        return formatter(timestamp, _RedactedRequest(request))  # type: ignore[no-any-return]
+
+    return format_line
+
+
+class _RedactedRequest:
+    """A request as an access log formatter sees it, its C{token} values hidden."""
+
+    def __init__(self, request: Any) -> None:
+        self._request = request
+        self.uri = redact_tokens(request.uri)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._request, name)
+
+
 def _share_keys(cls: type[Any], names: tuple[str, ...]) -> None:
     """
     Memory: put C{names} into the key table C{cls}'s instances share, before
@@ -351,7 +468,42 @@ def _share_keys(cls: type[Any], names: tuple[str, ...]) -> None:
 
 
 class _StreamingRequest(server.Request):
-    """twisted.web's request, its attribute names shared (see L{_share_keys})."""
+    """
+    twisted.web's request, its attribute names shared (see L{_share_keys}),
+    its target in origin form.
+    """
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        """Route the request by its origin-form target (twisted.web calls this)."""
+        if path[:1] != b"/" or b"#" in path:
+            path = origin_form(path)
+        super().requestReceived(command, path, version)  # type: ignore[no-untyped-call]
+
+
+def origin_form(target: bytes) -> bytes:
+    """
+    The origin form of a request target: C{/path?query}.
+
+    A client talking to a proxy sends the absolute form
+    (C{http://host/path?query}), which RFC 9112 requires servers to accept
+    too; twisted.web alone would route it as a path starting C{/ttp:}.  A
+    fragment (C{#part}) has no place in a request target and is dropped.
+    C{*} (for C{OPTIONS}) stays as it is.
+
+    >>> origin_form(b"http://example.test/a/b?x=1#top")
+    b'/a/b?x=1'
+    """
+    target = target.split(b"#", 1)[0]
+    if target[:1] == b"/" or target == b"*":
+        return target
+    scheme, sep, rest = target.partition(b"://")
+    if not sep or not scheme.isalpha():
+        return target
+    slash = rest.find(b"/")
+    query = rest.find(b"?")
+    if slash < 0 or 0 <= query < slash:
+        return b"/" + rest[query:] if query >= 0 else b"/"
+    return rest[slash:]
 
 
 _share_keys(_StreamingRequest, _REQUEST_ATTRIBUTES)

@@ -1,14 +1,21 @@
 """
-twisted.web's WSGI container, without making the WSGI thread wait for the
-reactor on every piece of a response.
+The WSGI container: twisted.web's, its environ completed the way WSGI servers
+such as waitress give it, and its responses handed to the reactor without
+making the WSGI thread wait on every piece.
+
+twisted.web reads a request's whole body (de-chunking it) before the app is
+called, but describes it as it came off the wire: a chunked body keeps
+C{HTTP_TRANSFER_ENCODING: chunked} and an empty C{CONTENT_LENGTH}.
+Frameworks then read nothing (Flask: an empty body) or try to de-chunk it a
+second time (Bottle: a 400).  L{WSGIContainer} gives the app the body's real
+length, no transfer coding, and C{wsgi.input_terminated}.
 
 C{twisted.web.wsgi.WSGIResource} hands each piece of a response body to the
 reactor with C{blockingCallFromThread}: the WSGI thread sleeps until the
 reactor has written it (the reactor only queues it for the socket), then
 hands over one more call to finish the request.  Each page thus costs two
 reactor wake-ups and a thread sleep and wake-up on top of the application.
-
-L{WSGIResource} keeps everything the application sees (the environ,
+L{WSGIContainer} keeps everything the application sees (the environ,
 C{start_response}, the C{write} callable, closing the body, the 500 for an
 application error) and changes only the hand-off:
 
@@ -22,6 +29,8 @@ application error) and changes only the hand-off:
     that a fast producer cannot queue more than that ahead of it.  Each
     piece is on its way before the next is asked for, as PEP 3333 requires;
   - the C{write} callable still waits for the reactor, as in Twisted.
+
+Rendering: call in the reactor thread (twisted.web does).
 """
 
 from __future__ import annotations
@@ -35,14 +44,15 @@ from twisted.internet.threads import blockingCallFromThread
 from twisted.python.failure import Failure
 from twisted.web.http import INTERNAL_SERVER_ERROR
 from twisted.web.server import NOT_DONE_YET
-from twisted.web.wsgi import WSGIResource as _TwistedWSGIResource
-from twisted.web.wsgi import _WSGIResponse
+from twisted.web.wsgi import WSGIResource, _WSGIResponse
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
     from twisted.python.threadpool import ThreadPool
+    from twisted.web.server import Request
 
-__all__ = ["WSGIResource"]
+__all__ = ["WSGIContainer", "complete_environ"]
+
 
 MAX_AHEAD = 256 * 1024
 """Bytes of a piecewise body the WSGI thread may hand over before waiting for the reactor."""
@@ -141,12 +151,8 @@ def _check_bytes(piece: object) -> None:
         raise TypeError(f"WSGI body pieces must be bytes, not {type(piece).__name__}")
 
 
-class WSGIResource(_TwistedWSGIResource):
-    """
-    C{twisted.web.wsgi.WSGIResource}, handing a whole-body response to the
-    reactor in one call (see the module docstring).  Same arguments: the
-    reactor, the thread pool the application runs in, the application.
-    """
+class WSGIContainer(WSGIResource):
+    """A C{WSGIResource} whose environ describes the body the app will read."""
 
     def __init__(self, reactor: Any, threadpool: ThreadPool, application: WSGIApplication) -> None:
         super().__init__(reactor, threadpool, application)  # type: ignore[no-untyped-call]
@@ -174,11 +180,63 @@ class WSGIResource(_TwistedWSGIResource):
         check()
         return done
 
-    def render(self, request: Any) -> int:
-        """Start the application in the thread pool.  Reactor thread."""
+    def render(self, request: Request) -> Any:
+        """Build the environ, complete it, and run the app in the thread pool."""
         response = _Response(  # type: ignore[no-untyped-call]
-            self._reactor, self._threadpool, self._application, request
+            self._reactor,
+            self._threadpool,
+            self._application,
+            request,
         )
         response._unflushed = self._unflushed
+        complete_environ(response.environ, request)
         response.start()  # type: ignore[no-untyped-call]
         return NOT_DONE_YET
+
+
+def complete_environ(environ: dict[str, Any], request: Request) -> None:
+    """
+    Complete the environ twisted.web built the way waitress builds it.
+
+    - The body twisted.web has already read in full: its length in
+      C{CONTENT_LENGTH} when it came with a transfer coding (chunked) or,
+      over HTTP/2, without a length; no C{HTTP_TRANSFER_ENCODING}; and
+      C{wsgi.input_terminated = True} (reading C{wsgi.input} to its end is
+      always safe).
+    - No C{CONTENT_LENGTH} or C{CONTENT_TYPE} when the request has none
+      (twisted.web sets them to C{""}, which breaks the common
+      C{int(environ.get("CONTENT_LENGTH", 0))}).
+    - A header sent several times is joined with C{", "} (RFC 9110), not
+      C{","}; C{Cookie} headers with C{"; "}, as cookie parsers expect.
+    """
+    environ["wsgi.input_terminated"] = True
+    coded = environ.pop("HTTP_TRANSFER_ENCODING", None) is not None
+    if coded or not environ.get("CONTENT_LENGTH"):
+        # Chunked over HTTP/1.1, or an HTTP/2 body sent without a length.
+        length = _remaining(request.content)
+        if coded or length:
+            environ["CONTENT_LENGTH"] = str(length)
+    if not environ.get("CONTENT_LENGTH"):
+        environ.pop("CONTENT_LENGTH", None)
+    if not environ.get("CONTENT_TYPE"):
+        environ.pop("CONTENT_TYPE", None)
+    for name, values in request.requestHeaders.getAllRawHeaders():
+        if len(values) > 1:
+            key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+            if key in environ:
+                # Cookie pairs are separated by "; " (RFC 6265; HTTP/2 sends
+                # each cookie in a header of its own, RFC 9113 8.2.3).
+                separator = "; " if key == "HTTP_COOKIE" else ", "
+                joined = separator.join(v.decode("latin-1") for v in values)
+                environ[key] = joined.replace("\n", " ")
+
+
+def _remaining(content: Any) -> int:
+    """The bytes left to read in a request body's file (none: C{0})."""
+    if content is None:
+        return 0
+    position = content.tell()
+    content.seek(0, 2)
+    end = content.tell()
+    content.seek(position)
+    return int(end - position)
