@@ -120,6 +120,7 @@ class SiteOptions:
     resources: Mapping[str, IResource] | None = None
     stats_path: str | None = None
     metrics_path: str | None = None
+    access_log: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +244,16 @@ SETTINGS: tuple[Setting, ...] = (
         flag=str,
     ),
     _S(
+        "access_log",
+        "site",
+        "`True`",
+        "Log a line per request in twisted.web's combined log format, as `twistd web` does. "
+        "Formatting it through twistd's log observer costs about a quarter of the server's CPU "
+        "per small page ([benchmarks](benchmarks.md)): turn it off when the reverse proxy in "
+        "front already logs requests.",
+        flag=_boolean,
+    ),
+    _S(
         "reactor",
         "site",
         "the global reactor",
@@ -296,6 +307,16 @@ SETTINGS: tuple[Setting, ...] = (
         '`"*"` allows any. Entries must be `scheme://host[:port]` (on the command line: '
         "separated by commas).",
         flag=_origins,
+    ),
+    _S(
+        "log_streams",
+        "stream",
+        "`False`",
+        "Log one line per stream opened and closed (`stream opened for ...`, `stream closed for "
+        "...`). Off, a summary line counts them instead, once every ten seconds while streams "
+        "come and go: the two text lines add about a third to the CPU time of accepting a "
+        "stream, which matters when every browser reconnects at once after a restart.",
+        flag=_boolean,
     ),
     _S(
         "cors_credentials",

@@ -27,6 +27,7 @@ from ._encoding import encode_body, encode_comment, encode_opening, frame
 from ._hub import Event, Hub
 from ._options import StreamOptions
 from ._request import Refused
+from ._streamlog import StreamLog
 
 if TYPE_CHECKING:
     from twisted.web.server import Request
@@ -119,6 +120,12 @@ class Streams:
         self.closing = False
         self.stats = StreamStats()
         self._random = random.Random()  # noqa: S311 - jitter, not secrets
+        self._stream_log = StreamLog(
+            self.log,
+            per_stream=options.log_streams,
+            clock=lambda: self.reactor,
+            open_count=lambda: len(self.clients),
+        )
 
     @property
     def reactor(self) -> Any:
@@ -288,15 +295,7 @@ class Streams:
         stats.bytes_written += len(head)
         request.write(head)
         client.started()
-        self.log.info(
-            "stream opened for {peer}: {channels}, resuming from {last_event_id!r}, "
-            "{replayed} events replayed",
-            peer=peer,
-            channels=list(channels),
-            last_event_id=last_event_id,
-            replayed=len(missed),
-            reset=reset,
-        )
+        self._stream_log.opened(peer, channels, last_event_id, len(missed), reset)
         self._ensure_heartbeat()
         if ends:
             self._leave(client)
@@ -350,11 +349,8 @@ class Streams:
             if client.ended:
                 self.stats.ended += 1
             why = reason.getErrorMessage() if isinstance(reason, Failure) else "finished"
-            self.log.info(
-                "stream closed for {peer}: {reason}",
-                peer=client.peer,
-                channels=list(client.channels),
-                reason="channel closed" if client.ended else why,
+            self._stream_log.closed(
+                client.peer, client.channels, "channel closed" if client.ended else why
             )
         if not self.clients:
             self._stop_heartbeat()
@@ -402,6 +398,7 @@ class Streams:
         for client in tuple(self.clients):
             self._leave(client)
             client.finish()
+        self._stream_log.flush()
 
     # -- stats -------------------------------------------------------------------
 
