@@ -9,12 +9,18 @@ def test_all_is_pinned() -> None:
     """__all__ lists exactly the public names, and each exists."""
     assert set(wsgi_sse.__all__) == {
         "DEFAULT_CHANNEL",
+        "BackplaneOptions",
         "Broadcaster",
         "Event",
         "Hub",
+        "InvalidStreamToken",
+        "LimitOptions",
+        "PublishOptions",
         "SSEResource",
         "SSEServerService",
+        "SiteOptions",
         "StaticFiles",
+        "StreamGrant",
         "StreamOptions",
         "StreamRequest",
         "WSGIRoot",
@@ -28,6 +34,8 @@ def test_all_is_pinned() -> None:
         "make_application",
         "make_service",
         "set_broadcaster",
+        "stream_token",
+        "verify_stream_token",
     }
     for name in wsgi_sse.__all__:
         assert hasattr(wsgi_sse, name), name

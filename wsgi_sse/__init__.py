@@ -26,23 +26,31 @@ from ._broadcast import (
     get_broadcaster,
     set_broadcaster,
 )
+from ._config import BackplaneOptions, LimitOptions, PublishOptions, SiteOptions
 from ._encoding import encode_comment, encode_event
 from ._hub import DEFAULT_CHANNEL, Event, Hub
 from ._mount import WSGIRoot
 from ._options import StreamOptions, StreamRequest
 from ._resource import SSEResource
 from ._static import StaticFiles
+from ._tokens import InvalidStreamToken, StreamGrant, stream_token, verify_stream_token
 
 __version__ = "0.1.0"
 
 __all__ = (
     "DEFAULT_CHANNEL",
+    "BackplaneOptions",
     "Broadcaster",
     "Event",
     "Hub",
+    "InvalidStreamToken",
+    "LimitOptions",
+    "PublishOptions",
     "SSEResource",
     "SSEServerService",
+    "SiteOptions",
     "StaticFiles",
+    "StreamGrant",
     "StreamOptions",
     "StreamRequest",
     "WSGIRoot",
@@ -56,4 +64,6 @@ __all__ = (
     "make_application",
     "make_service",
     "set_broadcaster",
+    "stream_token",
+    "verify_stream_token",
 )

@@ -64,6 +64,7 @@ class StreamClient:
     @ivar closed: whether the stream has ended (nothing more is written).
     @ivar discarded: bytes that were held for this reader and thrown away
         when it left or was dropped.
+    @ivar identity: who the stream's token was issued to, or L{None}.
     """
 
     log = Logger()
@@ -84,6 +85,7 @@ class StreamClient:
         "channels",
         "closed",
         "discarded",
+        "identity",
         "peer",
         "request",
     )
@@ -112,6 +114,7 @@ class StreamClient:
         self._pause_timer: IDelayedCall | None = None
         self.closed = False
         self.discarded = 0
+        self.identity: str | None = None
         # Fast path state: the socket, while direct writes are allowed (see
         # send()); False until the response has started and been checked.
         self._sock: Any = False
