@@ -44,7 +44,7 @@ from twisted.web.resource import IResource
 
 from .._app import make_application as _make_application
 from .._broadcast import Broadcaster, get_broadcaster, prepare_event
-from .._config import SETTINGS
+from .._config import DJANGO_ONLY, SETTINGS
 from .._hub import DEFAULT_CHANNEL, Hub
 from .._options import AuthorizeResult, StreamOptions, StreamRequest
 
@@ -87,7 +87,7 @@ _WRAPPED = "_wsgi_sse_django_hook"
 
 def _server_keys() -> frozenset[str]:
     """Settings keys naming make_application()'s (and the service's) own arguments."""
-    return (_SETTINGS_KEYS - _OPTION_KEYS) | {"SERVE_STATIC", "BACKPLANE_DATABASE"}
+    return (_SETTINGS_KEYS - _OPTION_KEYS) | {key for key, _, _ in DJANGO_ONLY}
 
 
 # -- hooks that use the database ---------------------------------------------------
