@@ -64,6 +64,8 @@ MAX_BODY = 1 << 20
 # line, one or more data lines; no CR, no blank line, no id line.
 _BODY = re.compile(rb"(?:event: [^\r\n\x00]+\n)?(?:retry: [0-9]{1,10}\n)?(?:data: [^\r\n]*\n)+\Z")
 _BAD_CHANNEL = re.compile(r"[\x00-\x1f\x7f]")
+# close(channel), carried like an event (see wsgi_sse._hub.CLOSE_BODY).
+_CLOSE_BODY = b":close\n"
 
 
 class Entry(NamedTuple):
@@ -177,7 +179,8 @@ def check_entry(channel: bytes | str, body: bytes) -> tuple[str, bytes] | None:
     """
     Validate an event read back from a shared backplane: a channel that
     C{broadcast()} accepts and a body that C{encode_body} could have made
-    (no C{id:} line, no blank line, no CR, valid UTF-8, bounded sizes).
+    (no C{id:} line, no blank line, no CR, valid UTF-8, bounded sizes), or
+    the close of a channel.
 
     @return: the channel as text and the body, or L{None} if malformed.
     """
@@ -194,6 +197,8 @@ def check_entry(channel: bytes | str, body: bytes) -> tuple[str, bytes] | None:
             return None
     if _BAD_CHANNEL.search(name) is not None:
         return None
+    if body == _CLOSE_BODY:
+        return name, body
     if not isinstance(body, bytes) or len(body) > MAX_BODY or _BODY.match(body) is None:
         return None
     try:
