@@ -152,6 +152,7 @@ class PublishOptions:
 class BackplaneOptions:
     """Replay history and sharing events between processes (the C{backplane} group)."""
 
+    backplane_url: str | None = None
     redis_url: str | None = None
     history_size: int | None = None
     history_age: float | None = None
@@ -430,12 +431,23 @@ SETTINGS: tuple[Setting, ...] = (
         flag=int,
     ),
     _S(
+        "backplane_url",
+        "backplane",
+        "`$WSGI_SSE_BACKPLANE_URL`, else none",
+        "Share broadcasts, event ids and replay with every process using this backplane, "
+        "picked by the URL's scheme: `redis://`, `rediss://`, `unix://` (Redis, `pip install "
+        "wsgi-sse[redis]`) or `postgresql://`, `postgres://` (PostgreSQL, `pip install "
+        'wsgi-sse[postgres]`). `""` turns it off. A missing client library stops the server '
+        "at start, naming the extra to install. See [Scaling out](scaling.md).",
+        env="WSGI_SSE_BACKPLANE_URL",
+        flag=str,
+    ),
+    _S(
         "redis_url",
         "backplane",
         "`$WSGI_SSE_REDIS_URL`, else none",
-        "Share broadcasts, event ids and replay with every process using this Redis "
-        '(`"redis://localhost:6379/0"`); needs `pip install wsgi-sse[redis]`. See '
-        "[Scaling out](scaling.md).",
+        "The older name of `backplane_url` (which wins when both are given; "
+        "`$WSGI_SSE_REDIS_URL` is read after `$WSGI_SSE_BACKPLANE_URL`).",
         env="WSGI_SSE_REDIS_URL",
         flag=str,
     ),
@@ -477,7 +489,7 @@ SETTINGS: tuple[Setting, ...] = (
         "publisher",
         "backplane",
         "the hub",
-        "Where `broadcast()` sends events: the hub, or a backplane shared between processes.",
+        "Where `broadcast()` sends events: the hub (which hands them to its backplane).",
     ),
     _S(
         "publish_path",
@@ -597,6 +609,13 @@ DJANGO_ONLY: tuple[tuple[str, str, str], ...] = (
         "SERVE_STATIC",
         "`True`",
         "Serve `STATIC_ROOT` at `STATIC_URL` from Twisted (see [Static files](#static-files)).",
+    ),
+    (
+        "BACKPLANE_DATABASE",
+        "none",
+        'A database alias (`"default"`): use that PostgreSQL database as the backplane; '
+        "`broadcast_on_commit()` then writes the event in the transaction (see "
+        "[On the project's own PostgreSQL database](#on-the-projects-own-postgresql-database)).",
     ),
 )
 """Keys of Django's C{WSGI_SSE} setting that are not server options: key, default, meaning."""
