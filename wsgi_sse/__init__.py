@@ -23,9 +23,11 @@ from ._broadcast import (
     Broadcaster,
     broadcast,
     broadcast_and_wait,
+    close,
     get_broadcaster,
     set_broadcaster,
 )
+from ._config import BackplaneOptions, LimitOptions, PublishOptions, SiteOptions
 from ._encoding import encode_comment, encode_event
 from ._hub import DEFAULT_CHANNEL, Event, Hub
 from ._mount import WSGIRoot
@@ -33,20 +35,29 @@ from ._options import Allowed, StreamOptions, StreamRequest
 from ._presence import Presence, PresenceChange, disconnect, presence
 from ._resource import SSEResource
 from ._static import StaticFiles
+from ._tokens import InvalidStreamToken, StreamGrant, stream_token, verify_stream_token
+from ._views import HoldingWSGIResource, hold_body, hold_headers
 
 __version__ = "0.1.0"
 
 __all__ = (
     "DEFAULT_CHANNEL",
     "Allowed",
+    "BackplaneOptions",
     "Broadcaster",
     "Event",
+    "HoldingWSGIResource",
     "Hub",
+    "InvalidStreamToken",
+    "LimitOptions",
     "Presence",
     "PresenceChange",
+    "PublishOptions",
     "SSEResource",
     "SSEServerService",
+    "SiteOptions",
     "StaticFiles",
+    "StreamGrant",
     "StreamOptions",
     "StreamRequest",
     "WSGIRoot",
@@ -54,12 +65,17 @@ __all__ = (
     "__version__",
     "broadcast",
     "broadcast_and_wait",
+    "close",
     "disconnect",
     "encode_comment",
     "encode_event",
     "get_broadcaster",
+    "hold_body",
+    "hold_headers",
     "make_application",
     "make_service",
     "presence",
     "set_broadcaster",
+    "stream_token",
+    "verify_stream_token",
 )

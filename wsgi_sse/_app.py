@@ -6,9 +6,11 @@ L{make_application} for C{twistd -ny server.py}.
 from __future__ import annotations
 
 import gc
+import inspect
 import os
 import sys
 import threading
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any, Mapping
 
 from twisted.application.internet import StreamServerEndpointService, TimerService
@@ -23,10 +25,17 @@ from twisted.web.resource import IResource
 
 from ._backplane import Backplane, open_backplane, resolve_backplane_url
 from ._broadcast import Broadcaster, Publisher, set_broadcaster
+from ._browser import ClientScriptResource
+from ._checks import (
+    check_option_names,
+    check_wsgi_app,
+    listen_error,
+)
+from ._config import GROUPS, environment_value, flatten_groups, owner
 from ._hub import Hub
 from ._mount import WSGIRoot
 from ._options import StreamOptions
-from ._publish import PUBLISH_SECRET_ENV, PublishResource
+from ._publish import PublishResource
 from ._resource import SSEResource
 from ._site import (
     DEFAULT_HEADER_TIMEOUT,
@@ -35,7 +44,8 @@ from ._site import (
     StreamSite,
 )
 from ._stats import BackplaneStats, MetricsResource, StatsResource
-from ._wsgi import WSGIContainer
+from ._tokens import set_token_secret
+from ._views import HoldingWSGIResource
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -183,7 +193,7 @@ class SSEServerService(MultiService):
     @ivar hub: the L{Hub} behind the stream.
     @ivar backplane: the backplane sharing broadcasts with other processes
         (Redis or PostgreSQL, built from C{backplane_url} or C{redis_url},
-        or given as C{backplane}), or L{None} with the in-process one.
+        or the one of a given C{hub}), or L{None} with the in-process one.
     @ivar broadcaster: a L{Broadcaster} for this server's hub.
     @ivar threadpool: the WSGI app's thread pool.
     @ivar sse_resource: the L{SSEResource}.
@@ -202,10 +212,10 @@ class SSEServerService(MultiService):
         *,
         listen: str | None = None,
         sse_path: str = "/sse",
+        client_path: str | None = "/sse.js",
         threads: int = 10,
         min_threads: int = 0,
         hub: Hub | None = None,
-        backplane: Backplane | None = None,
         publisher: Publisher | None = None,
         resources: Mapping[str, IResource] | None = None,
         reactor: Any = None,
@@ -222,12 +232,21 @@ class SSEServerService(MultiService):
         header_timeout: float | None = DEFAULT_HEADER_TIMEOUT,
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         max_request_body: int | None = DEFAULT_MAX_REQUEST_BODY,
+        access_log: bool = True,
         options: StreamOptions | None = None,
         redis_url: str | None = None,
         backplane_url: str | None = None,
         **option_fields: Any,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
+        check_wsgi_app(wsgi_app, where="SSEServerService()")
+        grouped = sorted(set(option_fields) & {group.key for group in GROUPS})
+        if grouped:
+            raise TypeError(
+                f"SSEServerService() takes options one by one, not {grouped[0]}=; "
+                f"make_service() and make_application() take the group objects"
+            )
+        check_option_names(option_fields, option_owners(), where="SSEServerService()")
         if reactor is None:
             from twisted.internet import reactor as global_reactor
 
@@ -255,29 +274,30 @@ class SSEServerService(MultiService):
                 "pass history_size/history_age/history_channels/presence_interval to your Hub, "
                 "not with hub="
             )
-        if hub is not None and backplane is not None:
-            raise TypeError("pass backplane to your Hub, not with hub=")
         if hub is None:
-            if backplane is None:
-                url = resolve_backplane_url(backplane_url, redis_url)
-                if url is not None:
-                    backplane = open_backplane(url, reactor=reactor)
+            url = resolve_backplane_url(backplane_url, redis_url)
+            backplane = open_backplane(url, reactor=reactor) if url is not None else None
             hub = Hub(clock=reactor, backplane=backplane, **history)
         self.hub = hub
         self.backplane: Backplane | None = hub.backplane if hub.backplane.shared else None
         self.broadcaster = Broadcaster(publisher or self.hub, reactor=reactor)
         self.threadpool = WSGIThreadPool(min_threads, threads, "wsgi")
         self.wsgi_app = wsgi_app
-        self.wsgi_resource = WSGIContainer(reactor, self.threadpool, _compliant(wsgi_app))
         self.sse_resource = SSEResource(
             self.hub, reactor=reactor, threadpool=self.threadpool, options=options
         )
+        # Views' responses may hold streams: they join the same streams.
+        self.wsgi_resource = HoldingWSGIResource(
+            reactor, self.threadpool, _compliant(wsgi_app), self.sse_resource.streams
+        )
         self.root = WSGIRoot(self.wsgi_resource)
         self.root.mount(sse_path, self.sse_resource)
+        if client_path is not None:
+            self.root.mount(client_path, ClientScriptResource())
         self.publish_resource: PublishResource | None = None
         if publish_path is not None:
             if publish_secret is None:
-                publish_secret = os.environ.get(PUBLISH_SECRET_ENV) or None
+                publish_secret = environment_value("publish_secret") or None
             self.publish_resource = PublishResource(
                 self.broadcaster,
                 secret=publish_secret,  # type: ignore[arg-type]  # checked there
@@ -313,9 +333,14 @@ class SSEServerService(MultiService):
             header_timeout=header_timeout,
             idle_timeout=idle_timeout,
             max_request_body=max_request_body,
+            access_log=access_log,
             body_limits=body_limits,
         )
-        endpoint = serverFromString(reactor, with_backlog(self.listen))
+        try:
+            endpoint = serverFromString(reactor, with_backlog(self.listen))
+        except ValueError as e:
+            source = "listen" if listen else f"${LISTEN_ENV}"
+            raise listen_error(self.listen, e, source=source) from e
         self.listening = StreamServerEndpointService(endpoint, self.site)
         # A port that cannot be had fails the start, instead of a logged
         # traceback and a process serving nothing.
@@ -364,11 +389,20 @@ class SSEServerService(MultiService):
         if port is None:  # listening failed later; already logged
             return None
         address = port.getHost()
-        self.log.info(
-            "wsgi-sse serving on {address} (stream at {path})",
-            address=address,
-            path=self.sse_path,
-        )
+        url = browser_url(address, tls=self.listen.strip().lower().startswith("ssl:"))
+        if url is None:
+            self.log.info(
+                "wsgi-sse serving on {address} (stream at {path})",
+                address=address,
+                path=self.sse_path,
+            )
+        else:
+            self.log.info(
+                "wsgi-sse serving on {address}: open {url} (stream at {path})",
+                address=address,
+                url=url,
+                path=self.sse_path,
+            )
         return port
 
     @property
@@ -411,12 +445,33 @@ class SSEServerService(MultiService):
 
         def stop() -> None:
             pool.stop()
-            reactor.callFromThread(fire)
+            # The last answers may still sit in Twisted's buffers.
+            reactor.callFromThread(
+                lambda: self.wsgi_resource.flushed().addCallback(lambda _: fire())
+            )
 
         timer = reactor.callLater(self.shutdown_timeout, give_up)
         done.addBoth(lambda r: (timer.cancel() if timer.active() else None, r)[1])
         threading.Thread(target=stop, name="wsgi-sse-pool-stop", daemon=True).start()
         return done
+
+
+def browser_url(address: Any, *, tls: bool = False) -> str | None:
+    """
+    The URL to open in a browser on this machine for a listening address
+    (C{http://127.0.0.1:8005/} for every interface), or L{None} for an
+    address that is not TCP (a UNIX socket).
+    """
+    host, port = getattr(address, "host", None), getattr(address, "port", None)
+    if not isinstance(host, str) or not isinstance(port, int):
+        return None
+    if host in {"0.0.0.0", ""}:
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{'https' if tls else 'http'}://{host}:{port}/"
 
 
 def prune_interval(history_age: float) -> float:
@@ -432,7 +487,21 @@ def resolve_listen(listen: str | None) -> str:
     """The endpoint to listen on: C{listen}, else C{$WSGI_SSE_LISTEN}, else C{tcp:8005}."""
     if listen:
         return listen
-    return os.environ.get(LISTEN_ENV) or DEFAULT_LISTEN
+    return environment_value("listen") or DEFAULT_LISTEN
+
+
+def option_owners() -> dict[str, str]:
+    """
+    Every keyword option of L{make_application}, mapped to where it belongs
+    (for error messages).  May be called in any thread.
+    """
+    names = ["name", *(group.key for group in GROUPS)]
+    for parameter in inspect.signature(SSEServerService.__init__).parameters.values():
+        if parameter.kind is parameter.KEYWORD_ONLY:
+            names.append(parameter.name)
+    names += [option.name for option in fields(StreamOptions) if option.init]
+    group_objects = {g.key: f"the {g.key} group, a {g.cls.__name__}" for g in GROUPS}
+    return {n: group_objects.get(n) or owner(n) or "a site option" for n in names}
 
 
 def make_service(wsgi_app: WSGIApplication, **kwargs: Any) -> SSEServerService:
@@ -440,7 +509,16 @@ def make_service(wsgi_app: WSGIApplication, **kwargs: Any) -> SSEServerService:
     Build an L{SSEServerService} and make it the target of the module-level
     L{broadcast<wsgi_sse.broadcast>}.  Takes the same arguments as
     L{make_application}.  Call it in the main thread, before the reactor runs.
+
+    @raise TypeError: for something other than a WSGI application, or an
+        unknown option (the message names the closest valid one).
+    @raise ValueError: for an option value that makes no sense, or a
+        C{listen} that is not an endpoint string.
+    @raise RuntimeError: when the backplane's client library is missing.
     """
+    check_wsgi_app(wsgi_app, where="make_service()")
+    check_option_names(kwargs, option_owners(), where="make_service()")
+    kwargs = flatten_groups(kwargs)
     import crochet
 
     try:
@@ -452,6 +530,8 @@ def make_service(wsgi_app: WSGIApplication, **kwargs: Any) -> SSEServerService:
         pass
     service = SSEServerService(wsgi_app, **kwargs)
     set_broadcaster(service.broadcaster)
+    # stream_token() in the app's views signs with this server's secret.
+    set_token_secret(service.sse_resource.token_secret)
     return service
 
 
@@ -477,6 +557,8 @@ def make_application(
         default: C{$WSGI_SSE_LISTEN}, else C{"tcp:8005"}.
     @param sse_path: where the stream is served (C{"/sse"}, C{"/events/live"}).
         Only that exact path; every other path goes to the WSGI app.
+        C{client_path} (a keyword, default C{"/sse.js"}; L{None}: not served)
+        is where the browser client module is served.
     @param threads: the WSGI thread pool's maximum size.
     @param name: the application's name (shown by twistd).
     @param backplane_url: share broadcasts with every process using this
@@ -487,8 +569,8 @@ def make_application(
         none (in-process).
     @param redis_url: the older name of C{backplane_url} (and
         C{$WSGI_SSE_REDIS_URL} of C{$WSGI_SSE_BACKPLANE_URL}).
-    @param kwargs: C{min_threads}, C{hub}, C{backplane} (a backplane object,
-        for the default hub), C{publisher}, C{resources} (a
+    @param kwargs: C{min_threads}, C{hub} (a L{Hub}, composed with a
+        backplane built by hand if need be), C{publisher}, C{resources} (a
         mapping of paths to extra Twisted resources), C{reactor},
         C{shutdown_timeout}; C{history_size}, C{history_age} and
         C{history_channels} (the replay history of the default hub);
@@ -501,25 +583,45 @@ def make_application(
         C{header_timeout} (seconds a client has to send its request headers,
         default 30), C{idle_timeout} (seconds a kept-alive connection may stay
         silent between requests, default 180), C{max_request_body} (bytes a
-        request body may have, default 64 MiB; larger is a 413); and any
+        request body may have, default 64 MiB; larger is a 413);
+        C{access_log} (a line per request, as C{twistd web} writes; default
+        on: turn it off when the reverse proxy in front logs requests, it
+        costs about a quarter of the server's CPU for a small page); and any
         L{StreamOptions} field
-        (C{heartbeat}, C{retry}, C{authorize}, ...).  docs/options.md lists
-        them all with their defaults.
+        (C{heartbeat}, C{retry}, C{authorize}, C{token_secret}, ...).  docs/options.md lists
+        them all with their defaults.  The options of a group can also be
+        given as one object: C{site=SiteOptions(...)}, C{stream=StreamOptions(...)},
+        C{limits=LimitOptions(...)}, C{backplane=BackplaneOptions(...)},
+        C{publish=PublishOptions(...)}.
+    @raise TypeError: for something other than a WSGI application object (a
+        C{"module:app"} string, say), or an unknown keyword (the message
+        names the closest option and its group).
+    @raise ValueError: for an option value that makes no sense, or a
+        C{listen} that is not an endpoint string (C{"8000"}: write
+        C{"tcp:8000"}).
+    @raise RuntimeError: when the backplane URL's client library is not
+        installed (the message gives the C{pip install} line).
 
     Call it in the main thread, from the C{.tac} file.  It also makes this
     server the target of L{broadcast<wsgi_sse.broadcast>}, and freezes the
     objects alive so far out of the garbage collector's scans (C{gc.freeze()}).
     """
+    check_wsgi_app(wsgi_app)
+    check_option_names(kwargs, option_owners())
+    options = flatten_groups(kwargs)
+    explicit = {
+        "listen": listen,
+        "sse_path": sse_path,
+        "threads": threads,
+        "backplane_url": backplane_url,
+        "redis_url": redis_url,
+    }
+    for key, value in explicit.items():
+        if key in options and value != _EXPLICIT_DEFAULTS[key]:
+            raise TypeError(f"{key} is given twice: as a keyword and in a group object")
+        options.setdefault(key, value)
     application: Componentized = Application(name)
-    service = make_service(
-        wsgi_app,
-        listen=listen,
-        sse_path=sse_path,
-        threads=threads,
-        backplane_url=backplane_url,
-        redis_url=redis_url,
-        **kwargs,
-    )
+    service = make_service(wsgi_app, **options)
     service.setServiceParent(application)  # type: ignore[no-untyped-call]
     # The .tac file has imported the whole application by now, and those
     # objects live as long as the process.  Taking them out of the cyclic
@@ -529,3 +631,6 @@ def make_application(
     gc.collect()
     gc.freeze()
     return application
+
+
+_EXPLICIT_DEFAULTS: dict[str, Any] = dict(make_application.__kwdefaults__ or {})

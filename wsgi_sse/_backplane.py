@@ -50,17 +50,6 @@ __all__ = [
 BACKPLANE_URL_ENV = "WSGI_SSE_BACKPLANE_URL"
 """The environment variable naming the backplane (its URL scheme picks which)."""
 
-_SCHEMES = {
-    "redis": "redis",
-    "rediss": "redis",
-    "unix": "redis",
-    "postgresql": "postgres",
-    "postgres": "postgres",
-}
-_CLIENTS = {
-    "redis": ("redis", "redis-py", "wsgi-sse[redis]"),
-    "postgres": ("psycopg", "psycopg 3", "wsgi-sse[postgres]"),
-}
 
 LOCAL_BITS = 32
 """Low bits of a hub position that number local-only events."""
@@ -75,6 +64,8 @@ MAX_BODY = 1 << 20
 # line, one or more data lines; no CR, no blank line, no id line.
 _BODY = re.compile(rb"(?:event: [^\r\n\x00]+\n)?(?:retry: [0-9]{1,10}\n)?(?:data: [^\r\n]*\n)+\Z")
 _BAD_CHANNEL = re.compile(r"[\x00-\x1f\x7f]")
+# close(channel), carried like an event (see wsgi_sse._hub.CLOSE_BODY).
+_CLOSE_BODY = b":close\n"
 
 
 class Entry(NamedTuple):
@@ -198,7 +189,8 @@ def check_entry(channel: bytes | str, body: bytes) -> tuple[str, bytes] | None:
     """
     Validate an event read back from a shared backplane: a channel that
     C{broadcast()} accepts and a body that C{encode_body} could have made
-    (no C{id:} line, no blank line, no CR, valid UTF-8, bounded sizes).
+    (no C{id:} line, no blank line, no CR, valid UTF-8, bounded sizes), or
+    the close of a channel.
 
     @return: the channel as text and the body, or L{None} if malformed.
     """
@@ -215,6 +207,8 @@ def check_entry(channel: bytes | str, body: bytes) -> tuple[str, bytes] | None:
             return None
     if _BAD_CHANNEL.search(name) is not None:
         return None
+    if body == _CLOSE_BODY:
+        return name, body
     if not isinstance(body, bytes) or len(body) > MAX_BODY or _BODY.match(body) is None:
         return None
     try:
@@ -313,10 +307,6 @@ class LocalBackplane:
         return succeed(None)
 
 
-class BackplaneUnavailableError(RuntimeError):
-    """A backplane URL names a backplane that cannot be used here."""
-
-
 def resolve_backplane_url(
     backplane_url: str | None = None, redis_url: str | None = None
 ) -> str | None:
@@ -325,13 +315,13 @@ def resolve_backplane_url(
     C{$WSGI_SSE_BACKPLANE_URL}, else C{$WSGI_SSE_REDIS_URL}; an empty
     string means none (the in-process backplane).  May be called in any thread.
     """
-    import os
+    from ._config import environment_value
 
     for value in (backplane_url, redis_url):
         if value is not None:
             return value or None
-    for name in (BACKPLANE_URL_ENV, "WSGI_SSE_REDIS_URL"):
-        value = os.environ.get(name)
+    for name in ("backplane_url", "redis_url"):
+        value = environment_value(name)
         if value is not None:
             return value or None
     return None
@@ -339,46 +329,30 @@ def resolve_backplane_url(
 
 def backplane_kind(url: str) -> str:
     """
-    C{"redis"} or C{"postgres"}, from the scheme of C{url}.
+    C{"Redis"} or C{"PostgreSQL"}, from the scheme of C{url}.
 
-    @raise BackplaneUnavailableError: for another scheme, or if the client
-        library of that backplane is not installed (the message says what
-        to install).
+    @raise ValueError: for a scheme no backplane serves.
+    @raise RuntimeError: if the client library of that backplane is not
+        installed (the message says what to install).
     """
-    import importlib
+    from ._checks import check_backplane_url
 
-    scheme = url.partition(":")[0].lower() if "://" in url else ""
-    kind = _SCHEMES.get(scheme)
-    if kind is None:
-        raise BackplaneUnavailableError(
-            f"backplane URL {_redact(url)!r}: unknown scheme {scheme!r} (use redis://, "
-            "rediss://, unix://, postgresql:// or postgres://)"
-        )
-    module, library, extra = _CLIENTS[kind]
-    try:
-        importlib.import_module(module)
-    except ImportError:
-        raise BackplaneUnavailableError(
-            f"backplane URL {_redact(url)!r} needs {library}: pip install '{extra}'"
-        ) from None
-    return kind
+    return check_backplane_url(url).name
 
 
 def open_backplane(url: str, *, reactor: Any = None) -> Backplane:
     """
     Build the backplane C{url} names (see L{backplane_kind}).  Call in the
     reactor thread or before the reactor runs.
+
+    @raise ValueError: for a scheme no backplane serves.
+    @raise RuntimeError: if the backplane's client library is missing.
     """
     kind = backplane_kind(url)
-    if kind == "redis":
+    if kind == "Redis":
         from ._redis import RedisBackplane
 
         return RedisBackplane(url, reactor=reactor)
     from ._postgres import PostgresBackplane
 
     return PostgresBackplane(url, reactor=reactor)
-
-
-def _redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)

@@ -66,6 +66,7 @@ class StreamClient:
     @ivar closed: whether the stream has ended (nothing more is written).
     @ivar discarded: bytes that were held for this reader and thrown away
         when it left or was dropped.
+    @ivar ended: whether L{end} ended it (its channel was closed).
     """
 
     log = Logger()
@@ -86,6 +87,7 @@ class StreamClient:
         "channels",
         "closed",
         "discarded",
+        "ended",
         "identity",
         "peer",
         "request",
@@ -117,6 +119,7 @@ class StreamClient:
         self._pause_timer: IDelayedCall | None = None
         self.closed = False
         self.discarded = 0
+        self.ended = False
         # Fast path state: the socket, while direct writes are allowed (see
         # send()); False until the response has started and been checked.
         self._sock: Any = False
@@ -308,6 +311,15 @@ class StreamClient:
                 abort()
             else:  # pragma: no cover - transports without abortConnection
                 transport.loseConnection()
+
+    def end(self) -> None:
+        """
+        End the response after everything sent so far, held events
+        included: the stream's channel was closed.
+        """
+        if not self.closed:
+            self.ended = True
+            self.finish()
 
     def finish(self) -> None:
         """End the response cleanly (server shutdown): the reader sees EOF."""

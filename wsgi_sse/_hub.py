@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
 
 __all__ = [
+    "CLOSE_BODY",
     "DEFAULT_CHANNEL",
     "DEFAULT_HISTORY_CHANNELS",
     "RESET",
@@ -39,6 +40,19 @@ __all__ = [
 
 DEFAULT_CHANNEL = "default"
 """The channel of a connection that names none, and of a broadcast that names none."""
+
+CLOSE_BODY = b":close\n"
+"""
+The body published to close a channel (C{close(channel)}).  It travels the
+publish path like an event (so a backplane carries it to every process, in
+order with the events before it) and gets an id like one, but a hub that
+receives it sends only that id (C{id: ...} and a blank line: the browser's
+C{lastEventId} moves past it, nothing is dispatched) and then ends the
+streams subscribed to the channel.  It is kept in the history: a stream
+that resumes from before it is replayed up to it and ended too.  No event
+body can be equal to it (L{encode_body<wsgi_sse._encoding.encode_body>}
+always ends with C{data:} lines).
+"""
 
 DEFAULT_HISTORY_CHANNELS = 10_000
 """Channels a hub keeps at most (see L{Hub}'s C{history_channels})."""
@@ -79,6 +93,8 @@ class Event:
     @ivar channel: the channel it was published on.
     @ivar wire: the complete encoded event, id line included.
     @ivar published: the clock time it was published at.
+    @ivar closes: whether it is the close of its channel (L{CLOSE_BODY}):
+        streams end after it.
     """
 
     seq: int
@@ -86,6 +102,7 @@ class Event:
     channel: str
     wire: bytes
     published: float
+    closes: bool = False
 
 
 @dataclass(slots=True)
@@ -106,10 +123,13 @@ class Joined:
 
     @ivar replayed: events it was sent from the history before live ones.
     @ivar reset: it was sent C{reset}: its missed events could not be replayed.
+    @ivar ended: a channel was closed in what it missed: it was replayed up
+        to the close and ended (its C{end()} called), not subscribed.
     """
 
     replayed: int
     reset: bool
+    ended: bool = False
 
 
 class _Channel:
@@ -361,7 +381,7 @@ class Hub:
             self._last_shared_seq = seq
             self._last_shared_id = event_id
             self._local_count = 0
-            count = self._fan_out(ch, wire, 1)
+            count = self._end(ch, wire) if body == CLOSE_BODY else self._fan_out(ch, wire, 1)
             if self._waiting:
                 self._check_waiting()
             return [count]
@@ -377,10 +397,25 @@ class Hub:
                 i += 1
                 continue
             ch = self._channel(channel)
+            if entries[i][3] == CLOSE_BODY:
+                # close(channel): ends the channel's streams after what came
+                # before it.
+                position, event_id = entries[i][0], entries[i][1]
+                seq = position << LOCAL_BITS
+                if seq > self._seq:
+                    wire = self._record(seq, event_id, ch, CLOSE_BODY, now)
+                    self._last_shared_seq = seq
+                    self._last_shared_id = event_id
+                    self._local_count = 0
+                    counts[i] = self._end(ch, wire)
+                else:
+                    self._forget_if_idle(ch)
+                i += 1
+                continue
             wires = []
             delivered = []
             j = i
-            while j < end and entries[j][2] == channel:
+            while j < end and entries[j][2] == channel and entries[j][3] != CLOSE_BODY:
                 position, event_id, _, body = entries[j]
                 seq = position << LOCAL_BITS
                 if seq > self._seq:
@@ -413,19 +448,26 @@ class Hub:
             return Published(self._last_id, 0)
         ch = self._channel(channel)
         now = self._now()
-        wires = []
+        wires: list[bytes] = []
         event_id = self._last_id
+        count = len(ch.subscribers)
         for body in bodies:
             self._local_count += 1
             if self._local_count >= 1 << LOCAL_BITS:  # pragma: no cover - 4e9 events
                 raise OverflowError("too many local-only events in a row")
             event_id = f"{self._last_shared_id}.{self.instance_id}.{self._local_count}"
-            wires.append(
-                self._record(self._last_shared_seq | self._local_count, event_id, ch, body, now)
-            )
-        if not wires:
-            return Published(event_id, len(ch.subscribers))
-        return Published(event_id, self._fan_out(ch, b"".join(wires), len(wires)))
+            wire = self._record(self._last_shared_seq | self._local_count, event_id, ch, body, now)
+            if body == CLOSE_BODY:
+                if wires:
+                    self._fan_out(ch, b"".join(wires), len(wires))
+                    wires = []
+                count = self._end(ch, wire)
+                ch = self._channel(channel)
+            else:
+                wires.append(wire)
+        if wires:
+            count = self._fan_out(ch, b"".join(wires), len(wires))
+        return Published(event_id, count)
 
     # -- subscriptions -----------------------------------------------------
 
@@ -463,9 +505,17 @@ class Hub:
         seq = self.parse_id(last_event_id)
         events = self._missed_after(names, seq) if seq is not None else None
         if events is not None:
+            closed = next((n for n, e in enumerate(events) if e.closes), None)
+            if closed is not None:
+                events = events[: closed + 1]
             wire = b"".join([preface, *(e.wire for e in events)])
             if wire:
                 subscriber.send(wire)
+            if closed is not None:
+                # Its channel was closed after its last event: replayed up to
+                # the close, then ended.
+                _end_subscriber(subscriber)
+                return succeed(Joined(len(events), False, True))
             self.subscribe(subscriber, names)
             return succeed(Joined(len(events), False))
         found = self._position(last_event_id) if self.backplane.shared else None
@@ -621,6 +671,8 @@ class Hub:
         backplane: it gets the next id, is kept for replay and sent to every
         subscriber of C{channel} (of every process sharing the backplane).
 
+        A C{body} of L{CLOSE_BODY} closes the channel (see there).
+
         @return: the number of this process's subscribers it was sent to
             (a Deferred of it when the backplane answers later).
         """
@@ -639,6 +691,9 @@ class Hub:
         broadcasts from the WSGI threads) then cost one socket write per
         subscriber instead of one per event and subscriber.
 
+        A L{CLOSE_BODY} among C{bodies} closes the channel after the events
+        before it.
+
         @return: the number of subscribers they were sent to.
         """
         result = self.backplane.publish(channel, bodies)
@@ -652,6 +707,24 @@ class Hub:
         if isinstance(result, Deferred):
             return result
         return succeed(result)
+
+    def _end(self, ch: _Channel, wire: bytes) -> int:
+        """
+        Close C{ch}: send its subscribers the close's id (C{wire}), then
+        unsubscribe each (from all its channels) and end it, if it has an
+        C{end()} method.
+
+        @return: the number of streams ended.
+        """
+        subscribers = tuple(ch.subscribers)
+        for subscriber in subscribers:
+            subscriber.send(wire)
+            self.unsubscribe(subscriber)
+            end = getattr(subscriber, "end", None)
+            if end is not None:
+                end()
+        self._forget_if_idle(ch)
+        return len(subscribers)
 
     def _channel(self, channel: str) -> _Channel:
         """The channel C{channel} is published to, moved to the end of the eviction order."""
@@ -687,9 +760,10 @@ class Hub:
         """Frame one event and keep it in its channel's history; return the wire bytes."""
         self._seq = seq
         self._last_id = event_id
-        wire = frame(event_id, body)
+        closes = body == CLOSE_BODY
+        wire = frame(event_id, b"" if closes else body)
         if self.history_size:
-            ch.history.append(Event(seq, event_id, ch.name, wire, now))
+            ch.history.append(Event(seq, event_id, ch.name, wire, now, closes))
             self._trim(ch, now)
         else:
             ch.evicted_upto = seq
@@ -852,16 +926,27 @@ class Hub:
             self._release(held, None)
             return
         wanted = set(held.channels)
-        wires = [
-            frame(entry.id, entry.body)
-            for entry in fetched.entries
-            if entry.channel in wanted and held.after < entry.position << LOCAL_BITS <= end
-        ]
-        wires.extend(e.wire for e in after)
-        self._release(held, wires)
+        wires = []
+        ends = False
+        for entry in fetched.entries:
+            if entry.channel in wanted and held.after < entry.position << LOCAL_BITS <= end:
+                ends = entry.body == CLOSE_BODY
+                wires.append(frame(entry.id, b"" if ends else entry.body))
+                if ends:
+                    break
+        if not ends:
+            for e in after:
+                wires.append(e.wire)
+                if e.closes:
+                    ends = True
+                    break
+        self._release(held, wires, ends=ends)
 
-    def _release(self, held: _Held, wires: list[bytes] | None) -> None:
-        """Send the replay (or a reset) and join the live stream, in one turn."""
+    def _release(self, held: _Held, wires: list[bytes] | None, *, ends: bool = False) -> None:
+        """
+        Send the replay (or a reset) and join the live stream, in one turn;
+        or end the stream after the replay if its channel was closed in it.
+        """
         del self._held[held.subscriber]
         self._cancel(held)
         subscriber = held.subscriber
@@ -874,9 +959,19 @@ class Hub:
             wire = b"".join([held.preface, *wires])
             if wire:
                 subscriber.send(wire)
-            joined = Joined(len(wires), False)
-        self.subscribe(subscriber, held.channels)
+            joined = Joined(len(wires), False, ends)
+        if ends:
+            _end_subscriber(subscriber)
+        else:
+            self.subscribe(subscriber, held.channels)
         held.done.callback(joined)
+
+
+def _end_subscriber(subscriber: Subscriber) -> None:
+    """End a stream whose channel was closed, if it can be ended."""
+    end = getattr(subscriber, "end", None)
+    if end is not None:
+        end()
 
 
 def _delivered(published: Published) -> int:

@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Union
 
+from ._tokens import check_token_secret
+
 __all__ = ["Allowed", "AuthorizeResult", "StreamOptions", "StreamRequest"]
 
 
@@ -28,9 +30,10 @@ class StreamRequest:
     @ivar client_address: the peer's IP address (or C{"unix"}).
     @ivar path: the request path (without the query string).
     @ivar identity: who the stream belongs to, when the request itself says
-        so (a verified stream token; a view holding the stream): the
-        stream's identity unless the C{authorize} hook returns another one
-        with L{Allowed}.  See L{wsgi_sse.presence}.
+        so (who a valid stream token was issued to, its C{identity}; the
+        identity a view holding the stream gave), or L{None}: the stream's
+        identity unless the C{authorize} hook returns another one with
+        L{Allowed}.  See L{wsgi_sse.presence}.
     """
 
     channels: tuple[str, ...]
@@ -119,6 +122,10 @@ class StreamOptions:
     @ivar max_pause: seconds a client may stop reading before it is
         disconnected.
     @ivar busy_retry_after: the C{Retry-After} seconds sent with a 503.
+    @ivar log_streams: log a line for every stream opened and closed, with
+        its fields; by default a summary line counts them every ten seconds
+        while streams come and go (the two lines add about a third to the
+        CPU time of accepting a stream).
     @ivar cors_origins: origins (C{"https://app.example.com"}) allowed to open
         the stream from another site; the default allows the same origin only.
         C{"*"} allows any origin (never with credentials).
@@ -136,6 +143,10 @@ class StreamOptions:
         pool when an identity joins a channel (its first stream anywhere)
         or leaves it (its last one), and when a guest stream opens or
         closes (see L{wsgi_sse.PresenceChange}).
+    @ivar token_secret: the secret that signs stream tokens
+        (L{stream_token<wsgi_sse.stream_token>}), at least 32 characters;
+        default: C{$WSGI_SSE_TOKEN_SECRET}, else none (the C{token} query
+        parameter is then left to the C{authorize} hook).
     """
 
     heartbeat: float = 15.0
@@ -149,11 +160,13 @@ class StreamOptions:
     max_buffer: int = 1 << 20
     max_pause: float = 60.0
     busy_retry_after: int = 5
+    log_streams: bool = False
     cors_origins: tuple[str, ...] = ()
     cors_credentials: bool = False
     authorize: Callable[[StreamRequest], AuthorizeResult] | None = None
     initial: Callable[[StreamRequest], object] | None = None
     on_presence: Callable[[Any], object] | None = None
+    token_secret: str | bytes | None = field(default=None, repr=False)
     _channel_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -189,6 +202,8 @@ class StreamOptions:
         object.__setattr__(self, "cors_origins", origins)
         if self.cors_credentials and "*" in self.cors_origins:
             raise ValueError("cors_credentials cannot be combined with the '*' origin")
+        if self.token_secret is not None:
+            check_token_secret(self.token_secret)
         object.__setattr__(self, "_channel_re", re.compile(self.channel_pattern))
 
     def check_channel(self, name: str) -> str:

@@ -28,7 +28,6 @@ redis-py is imported lazily: C{import wsgi_sse} works without it.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import secrets
 import time
@@ -42,7 +41,8 @@ from ._backplane import (
     join_bodies,
     split_bodies,
 )
-from ._broadcast import prepare_event
+from ._broadcast import prepare_event, validate_channel
+from ._hub import CLOSE_BODY
 from ._shared import Batch, ThreadedBackplane, safe_url
 
 if TYPE_CHECKING:
@@ -84,7 +84,9 @@ def resolve_redis_url(redis_url: str | None) -> str | None:
     empty string (given or in the environment) means no Redis.
     """
     if redis_url is None:
-        redis_url = os.environ.get(REDIS_URL_ENV)
+        from ._config import environment_value
+
+        redis_url = environment_value("redis_url")
     return redis_url or None
 
 
@@ -649,6 +651,26 @@ class RedisPublisher:
                 approximate=True,
             )
         return [i.decode("ascii") if isinstance(i, bytes) else str(i) for i in pipe.execute()]
+
+    def close_channel(self, channel: str) -> str:
+        """
+        End every stream held on C{channel} on every server, after the
+        events sent before (what L{close<wsgi_sse.close>} does in a
+        server).  May be called in any thread.
+
+        @return: the close's id.
+        @raise TypeError: if C{channel} is not a str.
+        @raise ValueError: if it is empty or contains control characters.
+        @raise redis.exceptions.RedisError: if Redis cannot be reached in time.
+        """
+        name = validate_channel(channel)
+        close_id = self._conn.xadd(
+            self.key,
+            {_FIELD_CHANNEL: name.encode("utf-8"), _FIELD_BODY: CLOSE_BODY},
+            maxlen=self.maxlen,
+            approximate=True,
+        )
+        return close_id.decode("ascii") if isinstance(close_id, bytes) else str(close_id)
 
     def close(self) -> None:
         """Close the connections.  May be called in any thread."""

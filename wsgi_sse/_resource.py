@@ -1,19 +1,20 @@
 """
-The twisted.web resource that serves the event stream.
+The twisted.web resource that serves the event stream at its own path.
+
+It reads the request (L{wsgi_sse._request}, pure), runs the C{authorize}
+and C{initial} hooks in the thread pool, and hands the request to
+L{Streams<wsgi_sse._streams.Streams>}, which serves every stream of the
+server, the ones WSGI views hold too.
 
 All methods: call in the reactor thread (twisted.web does).
 """
 
 from __future__ import annotations
 
-import random
-import socket
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Callable, Iterable
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.internet.defer import Deferred
-from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -21,9 +22,24 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from ._client import StreamClient
-from ._encoding import encode_body, encode_comment, encode_event, encode_opening, frame
-from ._hub import DEFAULT_CHANNEL, Event, Hub
+from ._encoding import encode_event
+from ._hub import Hub
 from ._options import Allowed, AuthorizeResult, StreamOptions, StreamRequest
+from ._request import (
+    Refused,
+    cors_for_preflight,
+    cors_for_stream,
+    parse_channels,
+    parse_last_event_id,
+)
+from ._streams import RESET, STREAM_HEADERS, Streams, StreamStats, peer_of
+from ._tokens import (
+    InvalidStreamToken,
+    StreamGrant,
+    granted_channels,
+    resolve_token_secret,
+    verify_stream_token,
+)
 
 if TYPE_CHECKING:
     from twisted.python.threadpool import ThreadPool
@@ -31,68 +47,8 @@ if TYPE_CHECKING:
 
 __all__ = ["SSEResource", "StreamStats"]
 
-_HEARTBEAT = encode_comment()
-_RESET = frame(None, encode_body("", event="reset"))
-_MAX_LAST_EVENT_ID = 128
-_STREAM_HEADERS = (
-    (b"Content-Type", b"text/event-stream; charset=utf-8"),
-    (b"Cache-Control", b"no-cache"),
-    (b"X-Accel-Buffering", b"no"),
-)
-
-
-class _Refused(Exception):  # noqa: N818 - not an error: an answer
-    """A stream request answered with an HTTP error instead of a stream."""
-
-    def __init__(
-        self, code: int, message: str, headers: Iterable[tuple[bytes, bytes]] = ()
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.headers = tuple(headers)
-
-
-class StreamStats:
-    """
-    Counters of one L{SSEResource}, since it was created.
-
-    @ivar connects: streams opened.
-    @ivar disconnects: streams closed, for any reason.
-    @ivar dropped_slow: streams aborted because their reader fell behind.
-    @ivar dropped_by_reason: the same, by reason (C{"buffer"}, C{"stalled"}).
-    @ivar refused: requests answered with an error instead of a stream, by
-        HTTP status.
-    @ivar replays: streams that resumed from a Last-Event-ID exactly.
-    @ivar resets: streams sent a C{reset} event instead.
-    @ivar bytes_written: bytes written besides published events (the opening
-        comment, replays, C{init} events, heartbeats).
-    @ivar bytes_discarded: bytes of published events held for readers that
-        left or were dropped before they could be written.
-    """
-
-    __slots__ = (
-        "bytes_discarded",
-        "bytes_written",
-        "connects",
-        "disconnects",
-        "dropped_by_reason",
-        "dropped_slow",
-        "refused",
-        "replays",
-        "resets",
-    )
-
-    def __init__(self) -> None:
-        self.connects = 0
-        self.disconnects = 0
-        self.dropped_slow = 0
-        self.dropped_by_reason: Counter[str] = Counter()
-        self.refused: Counter[int] = Counter()
-        self.replays = 0
-        self.resets = 0
-        self.bytes_written = 0
-        self.bytes_discarded = 0
+# Kept for the modules that import it from here.
+_RESET = RESET
 
 
 class SSEResource(Resource):
@@ -110,6 +66,8 @@ class SSEResource(Resource):
     @param threadpool: where the C{authorize} and C{initial} hooks run (the
         WSGI app's pool, so that hooks may use the app's database).
     @param options: a L{StreamOptions}; or pass its fields as keywords.
+    @param streams: the server's L{Streams} (default: new ones), shared with
+        the streams WSGI views hold.
     """
 
     isLeaf = True
@@ -122,6 +80,7 @@ class SSEResource(Resource):
         reactor: Any = None,
         threadpool: ThreadPool | None = None,
         options: StreamOptions | None = None,
+        streams: Streams | None = None,
         **option_fields: Any,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
@@ -131,28 +90,50 @@ class SSEResource(Resource):
             raise TypeError("pass either options or option keywords, not both")
         self.hub = hub
         self.options = options
-        self._reactor = reactor
         self._threadpool = threadpool
-        self.clients: set[StreamClient] = set()
-        self._per_address: Counter[str] = Counter()
-        self._pending = 0
-        self._heartbeat: LoopingCall | None = None
-        self._closing = False
-        self.stats = StreamStats()
-        self._random = random.Random()  # noqa: S311 - jitter, not secrets
+        if streams is None:
+            streams = Streams(hub, reactor=reactor, options=options)
+        self.streams = streams
+        self.token_secret = resolve_token_secret(options.token_secret)
         if options.on_presence is not None:
             hub.presence.listen(self._presence_changed)
 
-    # -- plumbing ------------------------------------------------------------
+    # -- the streams' state, as seen from here ---------------------------------
 
     @property
     def reactor(self) -> Any:
         """The reactor this resource schedules on."""
-        if self._reactor is None:
-            from twisted.internet import reactor
+        return self.streams.reactor
 
-            self._reactor = reactor
-        return self._reactor
+    @property
+    def clients(self) -> set[StreamClient]:
+        """Every open stream of the server."""
+        return self.streams.clients
+
+    @property
+    def stats(self) -> StreamStats:
+        """The streams' counters."""
+        return self.streams.stats
+
+    @property
+    def _per_address(self) -> Counter[str]:
+        return self.streams._per_address
+
+    @property
+    def _pending(self) -> int:
+        return self.streams._pending
+
+    def snapshot(self) -> dict[str, Any]:
+        """Return the streams' counters as a JSON-ready dict (see L{Streams.snapshot})."""
+        return self.streams.snapshot()
+
+    def beat(self) -> None:
+        """Send a keep-alive comment to every client now (and prune history)."""
+        self.streams.beat()
+
+    def close(self) -> None:
+        """End every stream cleanly and refuse new ones (server shutdown)."""
+        self.streams.close()
 
     def _run_in_pool(self, fn: Any, *args: Any) -> Deferred[Any]:
         pool = self._threadpool
@@ -176,9 +157,9 @@ class SSEResource(Resource):
         name = self._ALLOWED.get(request.method)
         if name is None:
             request.setHeader(b"Allow", b"GET, HEAD, OPTIONS")
-            return self._refuse(
+            return self.streams.refuse(
                 request,
-                _Refused(405, "the event stream only answers GET, HEAD and OPTIONS"),
+                Refused(405, "the event stream only answers GET, HEAD and OPTIONS"),
             )
         return getattr(self, name)(request)  # type: ignore[no-any-return]
 
@@ -187,28 +168,31 @@ class SSEResource(Resource):
         Answer the stream's headers, or the refusal a C{GET} would get;
         nothing is subscribed.
         """
+        streams = self.streams
         authorize = self.options.authorize
-        peer = _peer(request)
+        peer = peer_of(request)
         try:
             channels, last_event_id = self._parse(request)
-            self._check_origin(request)
-            self._check_limits(peer)
-        except _Refused as refused:
-            return self._refuse(request, refused)
+            grant = self._check_token(request, channels)
+            self._cors(request)
+            streams.check_limits(peer)
+        except Refused as refused:
+            return streams.refuse(request, refused)
+        if grant is not None:
+            # As for GET: a valid token opens its channels without the hook.
+            channels, authorize = grant.channels, None
         if authorize is None:
-            self._set_stream_headers(request)
+            _set_stream_headers(request)
             return b""
         # The same hook as GET, in the pool and counted as pending like GET's:
         # a HEAD must not tell apart what a GET would refuse.
         info = _stream_request(request, channels, last_event_id, peer)
-        self._pending += 1
-        self._per_address[peer] += 1
+        streams.reserve(peer)
         gone: list[bool] = []
         request.notifyFinish().addBoth(lambda _: gone.append(True))
 
         def release(result: object) -> object:
-            self._pending -= 1
-            self._release(peer)
+            streams.unreserve(peer)
             return result
 
         def done(result: tuple[frozenset[str] | bool, str | None]) -> None:
@@ -217,17 +201,17 @@ class SSEResource(Resource):
             allowed = result[0]
             if allowed is not True:
                 denied = [c for c in channels if allowed is False or c not in allowed]
-                self._finish_refused(
-                    request, _Refused(403, f"not allowed to join: {', '.join(denied)}")
+                streams.finish_refused(
+                    request, Refused(403, f"not allowed to join: {', '.join(denied)}")
                 )
                 return
-            self._set_stream_headers(request)
+            _set_stream_headers(request)
             request.finish()
 
         def failed(failure: Failure) -> None:
             self.log.failure("stream hook failed for HEAD", failure)
             if not gone:
-                self._finish_refused(request, _Refused(500, "stream hook failed"))
+                streams.finish_refused(request, Refused(500, "stream hook failed"))
 
         hook = self._run_in_pool(_authorized, authorize, info, channels)
         hook.addBoth(release).addCallbacks(done, failed)
@@ -235,37 +219,46 @@ class SSEResource(Resource):
 
     def render_OPTIONS(self, request: Request) -> bytes:
         """Answer a CORS preflight."""
-        origin = _header(request, b"origin")
         request.setHeader(b"Allow", b"GET, HEAD, OPTIONS")
         request.setHeader(b"Vary", b"Origin")
-        if origin is not None:
-            if not self._origin_allowed(origin):
-                request.setResponseCode(403)
-                request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
-                return b"origin not allowed\n"
-            self._grant_cors(request, origin)
-            request.setHeader(b"Access-Control-Allow-Methods", b"GET, HEAD, OPTIONS")
-            request.setHeader(
-                b"Access-Control-Allow-Headers",
-                b"Last-Event-ID, Cache-Control, Accept, X-Requested-With",
-            )
-            request.setHeader(b"Access-Control-Max-Age", b"600")
+        cors = cors_for_preflight(_header(request, b"origin"), self.options)
+        if not cors.allowed:
+            request.setResponseCode(403)
+            request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+            return b"origin not allowed\n"
+        for name, value in cors.headers:
+            request.setHeader(name, value)
         request.setResponseCode(204)
         return b""
 
     def render_GET(self, request: Request) -> bytes | int:
         """Open a stream (or refuse it with a 4xx/503)."""
+        streams = self.streams
         try:
             channels, last_event_id = self._parse(request)
-            self._check_origin(request)
-            peer = _peer(request)
-            self._check_limits(peer)
-        except _Refused as refused:
-            return self._refuse(request, refused)
+            grant = self._check_token(request, channels)
+            cors_headers = self._cors(request)
+            peer = peer_of(request)
+            streams.check_limits(peer)
+        except Refused as refused:
+            return streams.refuse(request, refused)
 
         options = self.options
-        if options.authorize is None and options.initial is None:
-            self._start(request, channels, peer, last_event_id, resume=last_event_id)
+        identity = None
+        authorize = options.authorize
+        if grant is not None:
+            # A valid token opens its channels, whatever the hook would say.
+            channels, identity, authorize = grant.channels, grant.identity, None
+        if authorize is None and options.initial is None:
+            self._open(
+                request,
+                cors_headers,
+                channels,
+                peer,
+                last_event_id,
+                last_event_id,
+                identity=identity,
+            )
             return NOT_DONE_YET
 
         # Hooks run in the thread pool; the connection counts toward the limits
@@ -273,60 +266,58 @@ class SSEResource(Resource):
         # resume from is fixed now, so that events published while the hooks
         # run are replayed once they are done.
         hub = self.hub
-        info = _stream_request(request, channels, last_event_id, peer)
+        info = _stream_request(request, channels, last_event_id, peer, identity)
         reset = last_event_id is not None and not hub.can_replay(channels, last_event_id)
         want_initial = options.initial is not None and (last_event_id is None or reset)
         mark = hub.last_id
         resume = last_event_id if last_event_id is not None and not reset else mark
-        self._pending += 1
-        self._per_address[peer] += 1
+        streams.reserve(peer)
         gone: list[bool] = []
         request.notifyFinish().addBoth(lambda _: gone.append(True))
 
         def hooks() -> tuple[frozenset[str] | bool, bytes | None, str | None]:
-            identity = info.identity
-            if options.authorize is not None:
-                allowed, identity = _authorized(options.authorize, info, channels)
+            owner = info.identity
+            if authorize is not None:
+                allowed, owner = _authorized(authorize, info, channels)
                 if allowed is not True:
-                    return allowed, None, identity
+                    return allowed, None, owner
             if want_initial and options.initial is not None:
                 value = options.initial(info)
                 if value is not None:
                     # Encoded here: a value that cannot be sent fails the hook.
-                    return True, encode_event(value, event="init", id=mark), identity
-            return True, None, identity
+                    return True, encode_event(value, event="init", id=mark), owner
+            return True, None, owner
 
         def done(result: tuple[frozenset[str] | bool, bytes | None, str | None]) -> None:
-            self._pending -= 1
-            self._release(peer)
+            streams.unreserve(peer)
             if gone:
                 return
-            allowed, init, identity = result
+            allowed, init, owner = result
             if allowed is not True:
                 denied = [c for c in channels if allowed is False or c not in allowed]
-                self._finish_refused(
-                    request, _Refused(403, f"not allowed to join: {', '.join(denied)}")
+                streams.finish_refused(
+                    request, Refused(403, f"not allowed to join: {', '.join(denied)}")
                 )
                 return
             try:
-                self._check_limits(peer)
-            except _Refused as refused:
-                self._finish_refused(request, refused)
+                streams.check_limits(peer)
+            except Refused as refused:
+                streams.finish_refused(request, refused)
                 return
-            self._start(
+            self._open(
                 request,
+                cors_headers,
                 channels,
                 peer,
                 last_event_id,
                 resume,
                 reset=reset,
                 init=init,
-                identity=identity,
+                identity=owner,
             )
 
         def failed(failure: Failure) -> None:
-            self._pending -= 1
-            self._release(peer)
+            streams.unreserve(peer)
             self.log.failure(
                 "stream hook failed for {peer} ({channels})",
                 failure,
@@ -334,16 +325,15 @@ class SSEResource(Resource):
                 channels=list(channels),
             )
             if not gone:
-                self._finish_refused(request, _Refused(500, "stream hook failed"))
+                streams.finish_refused(request, Refused(500, "stream hook failed"))
 
         self._run_in_pool(hooks).addCallbacks(done, failed)
         return NOT_DONE_YET
 
-    # -- opening a stream --------------------------------------------------------
-
-    def _start(
+    def _open(
         self,
         request: Request,
+        cors_headers: tuple[tuple[bytes, bytes], ...],
         channels: tuple[str, ...],
         peer: str,
         last_event_id: str | None,
@@ -353,298 +343,73 @@ class SSEResource(Resource):
         init: bytes | None = None,
         identity: str | None = None,
     ) -> None:
-        """
-        Open the stream: headers, C{retry:}, then (a C{reset} event or) the
-        C{init} event, then every event after C{resume}, then live events.
-
-        C{identity} is who the stream belongs to (the C{authorize} hook's
-        L{Allowed}, else L{StreamRequest.identity}), for presence and
-        revocation; L{None} for a guest.
-        """
-        options = self.options
-        hub = self.hub
-        stats = self.stats
         request.setResponseCode(200)
-        self._set_stream_headers(request)
-        self._grant_cors_if_cross_origin(request)
-        client = StreamClient(
+        for name, value in cors_headers:
+            request.setHeader(name, value)
+        self.streams.open(
             request,
-            channels=channels,
-            peer=peer,
-            clock=self.reactor,
-            max_buffer=options.max_buffer,
-            max_pause=options.max_pause,
-            on_drop=self._dropped,
+            channels,
+            peer,
+            last_event_id,
+            resume,
+            reset=reset,
+            first=init,
             identity=identity,
         )
-        transport = getattr(request.channel, "transport", None)
-        set_no_delay = getattr(transport, "setTcpNoDelay", None)
-        if set_no_delay is not None:
-            # Events are small and latency matters more than packet count.
-            set_no_delay(True)
-        _limit_unacknowledged_time(transport, options.heartbeat)
-        request.registerProducer(client, True)
-        self.clients.add(client)
-        self._per_address[peer] += 1
-        stats.connects += 1
-        request.notifyFinish().addBoth(self._gone, client)
 
-        # Everything below happens in this one reactor turn: no event can be
-        # published between the replay and the subscription.
-        retry = options.retry + int(options.retry * options.retry_jitter * self._random.random())
-        parts = [encode_opening(retry)]
-        missed: list[Event] = []
-        if resume is not None and resume == last_event_id and not reset:
-            # The client's own id (a subclass may hold the client until it
-            # has fetched the events from elsewhere: subscribe follows).
-            found = hub.replay(channels, resume)
-            if found is None:
-                reset = True
-            else:
-                missed = found
-                stats.replays += 1
-        elif resume is not None:
-            # From where the hooks started: not a replay the client asked for.
-            found = hub._missed(channels, resume)
-            if found is None:
-                # More events were published while the hooks ran than the
-                # history keeps: the C{init} snapshot would be stale.
-                reset, init = True, None
-            else:
-                missed = found
-        if reset:
-            stats.resets += 1
-            parts.append(_RESET)
-            self.log.info(
-                "stream reset for {peer}: cannot replay {channels} from {last_event_id!r}",
-                peer=peer,
-                channels=list(channels),
-                last_event_id=last_event_id if last_event_id is not None else resume,
+    # -- reading the request -------------------------------------------------------
+
+    def _check_token(self, request: Request, channels: tuple[str, ...]) -> StreamGrant | None:
+        """
+        Verify the C{token} query parameter, if any; return its grant with
+        the channels to open (those asked for, else all of the token's).
+        """
+        tokens = (request.args or {}).get(b"token")
+        if not tokens or self.token_secret is None:
+            # Without a secret the parameter is the authorize hook's to read.
+            return None
+        if len(tokens) > 1:
+            raise Refused(400, "token given more than once")
+        named = channels if (request.args or {}).get(b"channel") else None
+        try:
+            grant = verify_stream_token(
+                tokens[0].decode("ascii", "replace"),
+                secret=self.token_secret,
+                now=self.reactor.seconds(),
             )
-        if init is not None:
-            parts.append(init)
-        parts.extend(e.wire for e in missed)
-        hub.subscribe(client, channels)
-        head = b"".join(parts)
-        stats.bytes_written += len(head)
-        request.write(head)
-        client.started()
-        self.log.info(
-            "stream opened for {peer}: {channels}, resuming from {last_event_id!r}, "
-            "{replayed} events replayed",
-            peer=peer,
-            channels=list(channels),
-            last_event_id=last_event_id,
-            replayed=len(missed),
-            reset=reset,
-        )
-        self._ensure_heartbeat()
-
-    def _gone(self, reason: object, client: StreamClient) -> None:
-        self.hub.unsubscribe(client)
-        client.stopProducing()
-        self.stats.bytes_discarded += client.discarded
-        if client in self.clients:
-            self.clients.discard(client)
-            self._release(client.peer)
-            self.stats.disconnects += 1
-            why = reason.getErrorMessage() if isinstance(reason, Failure) else "finished"
-            self.log.info(
-                "stream closed for {peer}: {reason}",
-                peer=client.peer,
-                channels=list(client.channels),
-                reason=why,
-            )
-        if not self.clients:
-            self._stop_heartbeat()
-
-    def _dropped(self, client: StreamClient, reason: str) -> None:
-        # Unsubscribe now: later events are not even queued for it.
-        self.hub.unsubscribe(client)
-        stats = self.stats
-        stats.dropped_slow += 1
-        stats.dropped_by_reason[reason] += 1
-
-    # -- heartbeat -------------------------------------------------------------
-
-    def _ensure_heartbeat(self) -> None:
-        interval = self.options.heartbeat
-        if interval and (self._heartbeat is None or not self._heartbeat.running):
-            self._heartbeat = LoopingCall(self.beat)
-            self._heartbeat.clock = self.reactor
-            self._heartbeat.start(interval, now=False)
-
-    def _stop_heartbeat(self) -> None:
-        heartbeat, self._heartbeat = self._heartbeat, None
-        if heartbeat is not None and heartbeat.running:
-            heartbeat.stop()
-
-    def beat(self) -> None:
-        """Send a keep-alive comment to every client now (and prune history)."""
-        clients = tuple(self.clients)
-        for client in clients:
-            client.send(_HEARTBEAT)
-        self.stats.bytes_written += len(_HEARTBEAT) * len(clients)
-        self.hub.prune()
-
-    # -- shutting down ---------------------------------------------------------
-
-    def close(self) -> None:
-        """
-        End every stream cleanly and refuse new ones (server shutdown).
-
-        Clients see the end of the response and reconnect, to this server
-        when it comes back or to another one behind the same address.
-        """
-        self._closing = True
-        self._stop_heartbeat()
-        for client in tuple(self.clients):
-            self.hub.unsubscribe(client)
-            client.finish()
-
-    # -- stats -------------------------------------------------------------------
-
-    def snapshot(self) -> dict[str, Any]:
-        """
-        Return the stream's counters as a JSON-ready dict.
-
-        C{bytes_sent} counts every byte handed to the clients' connections:
-        published events, replays, C{init} events, heartbeats and the
-        opening lines, less what was held for readers that were dropped.
-        Call in the reactor thread.
-        """
-        hub_stats = self.hub.stats
-        stats = self.stats
-        return {
-            "clients": len(self.clients),
-            "pending": self._pending,
-            "channels": dict(sorted(self.hub.channel_counts().items())),
-            "events_published": hub_stats.events_published,
-            "deliveries": hub_stats.deliveries,
-            "bytes_sent": hub_stats.bytes_queued + stats.bytes_written - stats.bytes_discarded,
-            "connects": stats.connects,
-            "disconnects": stats.disconnects,
-            "dropped_slow": stats.dropped_slow,
-            "dropped_by_reason": dict(sorted(stats.dropped_by_reason.items())),
-            "replays": stats.replays,
-            "resets": stats.resets,
-            "refused": {str(code): n for code, n in sorted(stats.refused.items())},
-        }
-
-    # -- checks ------------------------------------------------------------------
+            channels = granted_channels(grant, named)
+        except InvalidStreamToken as e:
+            raise Refused(403, str(e)) from None
+        # A token opens no more, nor other names, than a URL could ask for.
+        options = self.options
+        if len(channels) > options.max_channels:
+            raise Refused(400, f"too many channels (at most {options.max_channels})")
+        try:
+            for name in channels:
+                options.check_channel(name)
+        except ValueError as e:
+            raise Refused(400, str(e)) from None
+        return StreamGrant(channels, grant.identity, grant.expires)
 
     def _parse(self, request: Request) -> tuple[tuple[str, ...], str | None]:
-        options = self.options
         args = request.args or {}
-        raw_channels = args.get(b"channel", [])
-        if len(raw_channels) > options.max_channels:
-            raise _Refused(400, f"too many channels (at most {options.max_channels})")
-        names = []
-        for raw in raw_channels:
-            try:
-                name = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise _Refused(400, "channel names must be UTF-8") from None
-            try:
-                names.append(options.check_channel(name))
-            except ValueError as e:
-                raise _Refused(400, str(e)) from None
-        channels = tuple(dict.fromkeys(names)) or (DEFAULT_CHANNEL,)
-
-        raw_id = request.getHeader(b"last-event-id")
-        if raw_id is None:
-            query_ids = args.get(b"lastEventId")
-            if query_ids:
-                if len(query_ids) > 1:
-                    raise _Refused(400, "lastEventId given more than once")
-                raw_id = query_ids[0]
-        last_event_id = None
-        if raw_id is not None:
-            if isinstance(raw_id, str):
-                raw_id = raw_id.encode("latin-1")
-            if len(raw_id) > _MAX_LAST_EVENT_ID:
-                raise _Refused(400, f"Last-Event-ID longer than {_MAX_LAST_EVENT_ID} bytes")
-            try:
-                text = raw_id.decode("ascii")
-            except UnicodeDecodeError:
-                raise _Refused(400, "Last-Event-ID must be ASCII") from None
-            if not text.isprintable():
-                raise _Refused(400, "Last-Event-ID has control characters")
-            # An empty header means "no id yet" (a browser that never got one).
-            last_event_id = text.strip() or None
+        channels = parse_channels(args.get(b"channel", []), self.options)
+        last_event_id = parse_last_event_id(
+            request.getHeader(b"last-event-id"), args.get(b"lastEventId", [])
+        )
         return channels, last_event_id
 
-    def _origin_allowed(self, origin: str) -> bool:
-        allowed = self.options.cors_origins
-        return "*" in allowed or origin.rstrip("/").lower() in allowed
+    def _cors(self, request: Request) -> tuple[tuple[bytes, bytes], ...]:
+        """The CORS headers a stream answer gets; refuse a foreign origin."""
+        cors = cors_for_stream(_header(request, b"origin"), _header(request, b"host"), self.options)
+        if not cors.allowed:
+            raise Refused(403, "origin not allowed")
+        return cors.headers
 
-    def _check_origin(self, request: Request) -> None:
-        origin = _header(request, b"origin")
-        if origin is None or self._origin_allowed(origin) or _same_origin(request, origin):
-            return
-        raise _Refused(403, "origin not allowed")
 
-    def _grant_cors(self, request: Request, origin: str) -> None:
-        options = self.options
-        if "*" in options.cors_origins and not options.cors_credentials:
-            request.setHeader(b"Access-Control-Allow-Origin", b"*")
-        else:
-            request.setHeader(b"Access-Control-Allow-Origin", origin.encode("latin-1"))
-        request.setHeader(b"Vary", b"Origin")
-        if options.cors_credentials:
-            request.setHeader(b"Access-Control-Allow-Credentials", b"true")
-
-    def _grant_cors_if_cross_origin(self, request: Request) -> None:
-        origin = _header(request, b"origin")
-        if origin is not None and self._origin_allowed(origin):
-            self._grant_cors(request, origin)
-
-    def _check_limits(self, peer: str) -> None:
-        options = self.options
-        if self._closing:
-            raise _Refused(503, "server is shutting down", self._retry_after())
-        if len(self.clients) + self._pending >= options.max_connections:
-            raise _Refused(503, "too many connections", self._retry_after())
-        per_address = options.max_connections_per_address
-        if per_address is not None and self._per_address[peer] >= per_address:
-            raise _Refused(503, "too many connections from your address", self._retry_after())
-
-    def _retry_after(self) -> tuple[tuple[bytes, bytes]]:
-        return ((b"Retry-After", b"%d" % (self.options.busy_retry_after,)),)
-
-    def _release(self, peer: str) -> None:
-        count = self._per_address[peer] - 1
-        if count > 0:
-            self._per_address[peer] = count
-        else:
-            del self._per_address[peer]
-
-    # -- answers -----------------------------------------------------------------
-
-    def _set_stream_headers(self, request: Request) -> None:
-        for name, value in _STREAM_HEADERS:
-            request.setHeader(name, value)
-
-    def _refuse(self, request: Request, refused: _Refused) -> bytes:
-        self.stats.refused[refused.code] += 1
-        self.log.info(
-            "refused stream from {peer}: {code} {why}",
-            peer=_peer(request),
-            code=refused.code,
-            why=refused.message,
-        )
-        request.setResponseCode(refused.code)
-        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
-        request.setHeader(b"Cache-Control", b"no-store")
-        for name, value in refused.headers:
-            request.setHeader(name, value)
-        return refused.message.encode("utf-8") + b"\n"
-
-    def _finish_refused(self, request: Request, refused: _Refused) -> None:
-        body = self._refuse(request, refused)
-        request.setHeader(b"Content-Length", b"%d" % (len(body),))
-        request.write(body)
-        request.finish()
+def _set_stream_headers(request: Request) -> None:
+    for name, value in STREAM_HEADERS:
+        request.setHeader(name, value)
 
 
 def _authorized(
@@ -674,27 +439,6 @@ def _authorized(
     return (True if allowed.issuperset(channels) else allowed), identity
 
 
-def _limit_unacknowledged_time(transport: Any, heartbeat: float) -> None:
-    """
-    Have the kernel close a stream whose peer stopped acknowledging data.
-
-    A client that vanishes without a FIN or RST (a laptop closed, a network
-    gone) would otherwise stay connected until TCP gives up retransmitting,
-    some fifteen minutes later.  With C{TCP_USER_TIMEOUT} (Linux) set to
-    twice the heartbeat (at least 30 s), the heartbeat itself finds it: its
-    bytes stay unacknowledged and the connection is closed, and the client
-    is removed like any other.
-    """
-    option = getattr(socket, "TCP_USER_TIMEOUT", None)
-    sock = getattr(transport, "socket", None)
-    if option is None or sock is None or not heartbeat:
-        return
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, option, int(max(2 * heartbeat, 30.0) * 1000))
-    except (OSError, AttributeError):  # not a TCP socket (a UNIX socket, a test double)
-        pass
-
-
 def _header(request: Request, name: bytes) -> str | None:
     value = request.getHeader(name)
     if value is None:
@@ -702,24 +446,12 @@ def _header(request: Request, name: bytes) -> str | None:
     return value if isinstance(value, str) else value.decode("latin-1")
 
 
-def _same_origin(request: Request, origin: str) -> bool:
-    host = _header(request, b"host")
-    if host is None:
-        return False
-    try:
-        return urlsplit(origin).netloc.lower() == host.lower()
-    except ValueError:
-        return False
-
-
-def _peer(request: Request) -> str:
-    address = request.getClientAddress()
-    host = getattr(address, "host", None)
-    return host if isinstance(host, str) else "unix"
-
-
 def _stream_request(
-    request: Request, channels: tuple[str, ...], last_event_id: str | None, peer: str
+    request: Request,
+    channels: tuple[str, ...],
+    last_event_id: str | None,
+    peer: str,
+    identity: str | None = None,
 ) -> StreamRequest:
     headers = {
         name.decode("latin-1").lower(): values[-1].decode("latin-1")
@@ -733,4 +465,4 @@ def _stream_request(
         for k, vs in (request.args or {}).items()
     }
     path = request.path.decode("utf-8", "replace")
-    return StreamRequest(channels, last_event_id, headers, cookies, query, peer, path)
+    return StreamRequest(channels, last_event_id, headers, cookies, query, peer, path, identity)

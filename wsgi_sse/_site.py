@@ -37,6 +37,8 @@ from twisted.logger import Logger
 from twisted.web import http, server
 from twisted.web.server import Site
 
+from ._tokens import redact_tokens
+
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall
     from twisted.python.failure import Failure
@@ -260,6 +262,9 @@ class StreamSite(Site):
         requests; an open event stream is never idle in this sense.
     @param max_request_body: bytes a request body may have (C{None}: no
         limit); a larger one is answered C{413} before it is read.
+    @param access_log: log a line per request (twisted.web's combined log
+        format), as C{twistd web} does; C{False} leaves that to the reverse
+        proxy in front.
     @param body_limits: smaller limits for some paths (C{{"/sse": 0}}: no
         body at all), matched against the whole path as twisted.web routes
         it (segments unquoted, no query string).
@@ -272,6 +277,7 @@ class StreamSite(Site):
         header_timeout: float | None = DEFAULT_HEADER_TIMEOUT,
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         max_request_body: int | None = DEFAULT_MAX_REQUEST_BODY,
+        access_log: bool = True,
         body_limits: Mapping[str, int] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -285,14 +291,21 @@ class StreamSite(Site):
         if max_request_body is not None and max_request_body < 0:
             raise ValueError("max_request_body must not be negative")
         self.header_timeout = header_timeout
+        self.access_log = access_log
         self.max_request_body = max_request_body
         self.body_limits: dict[tuple[bytes, ...], int] = {}
         for path, limit in (body_limits or {}).items():
             if limit < 0:
                 raise ValueError(f"the body limit of {path} must not be negative")
             self.body_limits[_segments(path)] = limit
+        self._logFormatter = _redacting(self._logFormatter)
         if "requestFactory" not in kwargs:
             self.requestFactory = _StreamingRequest
+
+    def log(self, request: Any) -> None:
+        """Log a finished request (unless C{access_log} is off).  Reactor thread."""
+        if self.access_log:
+            super().log(request)
 
     def protocol(self) -> Any:
         """Build one connection's channel (twisted.web calls this)."""
@@ -409,6 +422,28 @@ _REQUEST_ATTRIBUTES = (
     "chunked",
     "sentLength",
 )
+
+
+def _redacting(formatter: Any) -> Any:
+    """Wrap an access log formatter so that stream tokens never reach the log."""
+
+    def format_line(timestamp: str, request: Any) -> str:
+        if b"token=" not in (request.uri or b""):
+            return formatter(timestamp, request)  # type: ignore[no-any-return]
+        return formatter(timestamp, _RedactedRequest(request))  # type: ignore[no-any-return]
+
+    return format_line
+
+
+class _RedactedRequest:
+    """A request as an access log formatter sees it, its C{token} values hidden."""
+
+    def __init__(self, request: Any) -> None:
+        self._request = request
+        self.uri = redact_tokens(request.uri)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._request, name)
 
 
 def _share_keys(cls: type[Any], names: tuple[str, ...]) -> None:

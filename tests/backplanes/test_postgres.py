@@ -23,7 +23,7 @@ from support import PYTHON, ROOT, http_request, subprocess_env
 from test_contract import server_on, wait_until
 from twisted.internet.task import Clock
 
-from wsgi_sse import SSEServerService, postgres
+from wsgi_sse import Hub, SSEServerService, postgres
 from wsgi_sse.postgres import PostgresBackplane
 from wsgi_sse.redis import RedisBackplane
 
@@ -80,7 +80,7 @@ def test_backplane_url_settings_precedence(monkeypatch: pytest.MonkeyPatch) -> N
     assert isinstance(old_name.backplane, RedisBackplane)
     off = SSEServerService(app, listen="tcp:0", reactor=Clock(), backplane_url="")
     assert off.backplane is None and not off.hub.backplane.shared
-    with pytest.raises(RuntimeError, match="unknown scheme 'mysql'"):
+    with pytest.raises(ValueError, match="the scheme must be one of"):
         SSEServerService(app, listen="tcp:0", reactor=Clock(), backplane_url="mysql://x/y")
 
 
@@ -221,7 +221,7 @@ def test_retention_by_size_and_age(pg: Backend) -> None:
     backplane = PostgresBackplane(
         pg.url, reactor=reactor, history_size=3, history_age=600, block=0.1
     )
-    with server_on(pg, backplane=backplane) as a:
+    with server_on(pg, hub=Hub(backplane=backplane, clock=reactor)) as a:
         for i in range(10):
             a.service.broadcaster.broadcast(f"e{i}")
 

@@ -75,4 +75,34 @@ def test_users_see_each_other_come_and_go(new_page: Any, tmp_path: Path) -> None
         with other.expect_navigation():
             other.click("header form button[type=submit]")
         expect(ada.locator("#status")).to_have_text("reconnecting…")
-        expect(second.locator("#present")).to_have_text("grace and 1 guest")
+        # The logged-out tab shares its browser's one connection with the
+        # stale tab, whose channels are refused now: no guest takes Ada's place.
+        expect(second.locator("#present")).to_have_text("grace")
+
+
+def test_job_page_shows_progress_then_stops(new_page: Any, screenshot: Any, tmp_path: Path) -> None:
+    """The job page fills its progress bar from the held view, ends with the job, stays closed."""
+    env = {"KNOCKS_DATA_DIR": str(tmp_path), "KNOCKS_IMPORT_SECONDS": "3"}
+    with run_example("django_app", **env) as server:
+        ada = new_page()
+        log_in(ada, server.url, "ada")
+        stream_requests: list[str] = []
+        ada.on(
+            "request",
+            lambda request: (
+                stream_requests.append(request.url) if request.url.endswith("/events") else None
+            ),
+        )
+        ada.click("#import-form button")
+        link = ada.locator("#notices a", has_text="Import #")
+        with ada.expect_navigation(url=f"{server.url}/jobs/**"):
+            link.click()
+        expect(ada.locator("#job-status")).to_have_text("Done: 42 contacts", timeout=20_000)
+        expect(ada.locator("body")).to_have_attribute("data-stream", "closed")
+        live_events = int(ada.locator("#progress").get_attribute("data-events") or 0)
+        assert live_events >= 1
+        assert ada.locator("#progress").evaluate("bar => bar.value") == 42
+        # One stream for the whole job (no reconnection), and the page closed
+        # it on "done" (data-stream), so none follows the end of the response.
+        assert len(stream_requests) == 1, stream_requests
+        screenshot(ada, "django-job")

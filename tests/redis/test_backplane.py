@@ -448,11 +448,11 @@ def test_foreign_stream_entries_are_dropped(redis_server: RedisServer) -> None:
 
 
 def test_hand_built_backplane_runs_with_the_server(redis_server: RedisServer) -> None:
-    """A RedisBackplane passed as backplane= is started, stopped and exposed by the server."""
+    """A RedisBackplane in a hand-built Hub is started, stopped and exposed by the server."""
     from twisted.internet import reactor
 
     backplane = RedisBackplane(redis_server.url, namespace="site2", maxlen=50, reactor=reactor)
-    with serve(plain_app, backplane=backplane) as a:
+    with serve(plain_app, hub=Hub(backplane=backplane, clock=reactor)) as a:
         assert a.service.backplane is backplane
         wait_until(lambda: backplane.stats()["connected"], what="connected")
         with a.stream() as client:

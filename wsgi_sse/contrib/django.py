@@ -25,11 +25,12 @@ Django is imported when this module is, never by C{import wsgi_sse}.
 from __future__ import annotations
 
 import copy
+import difflib
 import functools
-import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import fields
 from importlib import import_module
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlencode
 
@@ -37,14 +38,17 @@ import django
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections, transaction
+from django.http import HttpResponse
 from django.utils.module_loading import import_string
+from twisted.logger import Logger
 from twisted.web.resource import IResource
 
-from .._app import SSEServerService
 from .._app import make_application as _make_application
 from .._broadcast import Broadcaster, get_broadcaster, prepare_event
-from .._hub import DEFAULT_CHANNEL
+from .._config import DJANGO_ONLY, SETTINGS
+from .._hub import DEFAULT_CHANNEL, Hub
 from .._options import Allowed, AuthorizeResult, StreamOptions, StreamRequest
+from .._views import hold_body, hold_headers
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -57,9 +61,11 @@ __all__ = [
     "django_hook",
     "end_user_streams",
     "get_user",
+    "hold_stream",
     "make_application",
     "server_kwargs",
     "static_resources",
+    "static_warning",
     "stream_url",
     "user_channel",
     "user_channels",
@@ -73,23 +79,19 @@ USER_CHANNEL_PREFIX = "user-"
 """A user's own channel is this prefix followed by the user's primary key."""
 
 _T = TypeVar("_T")
+_log = Logger()
 
 _OPTION_KEYS = frozenset(f.name.upper() for f in fields(StreamOptions) if f.init)
+# Every settings key is a row of the options table (wsgi_sse._config.SETTINGS).
+HISTORY_KEYS = ("history_size", "history_age", "history_channels")
+_SETTINGS_KEYS = frozenset(row.name.upper() for row in SETTINGS if row.django)
 _HOOK_KEYS = frozenset({"AUTHORIZE", "INITIAL", "ON_PRESENCE"})
 _WRAPPED = "_wsgi_sse_django_hook"
-# Arguments of make_application() that have no place in settings.
-_NOT_SETTINGS = frozenset({"self", "wsgi_app", "reactor", "options"})
 
 
 def _server_keys() -> frozenset[str]:
     """Settings keys naming make_application()'s (and the service's) own arguments."""
-    names = {"SERVE_STATIC", "BACKPLANE_DATABASE"}
-    for function in (_make_application, SSEServerService.__init__):
-        for parameter in inspect.signature(function).parameters.values():
-            if parameter.kind is parameter.VAR_KEYWORD or parameter.name in _NOT_SETTINGS:
-                continue
-            names.add(parameter.name.upper())
-    return frozenset(names)
+    return (_SETTINGS_KEYS - _OPTION_KEYS) | {key for key, _, _ in DJANGO_ONLY}
 
 
 # -- hooks that use the database ---------------------------------------------------
@@ -359,6 +361,36 @@ class _Sender(Protocol):
     ) -> object: ...
 
 
+def hold_stream(*channels: str, initial: object = None) -> HttpResponse:
+    """
+    Answer a view with an event stream on C{channels}, held by the server
+    after the view returns (the view's thread is free at once).
+
+    The view authorizes as views do (C{@login_required}, permission
+    checks); a browser that reconnects calls it again.  C{initial}, if not
+    L{None}, is sent first as an C{init} event.  The response is an
+    ordinary C{HttpResponse}: middleware may add headers and cookies.
+
+        @login_required
+        def job_events(request, pk):
+            job = get_object_or_404(Job, pk=pk, owner=request.user)
+            if job.finished:
+                return HttpResponse(status=204)  # the page stops reconnecting
+            return hold_stream(f"job-{job.pk}", initial={"progress": job.progress})
+
+    May be called in any thread.
+
+    @raise ValueError: for no channel or a name that cannot be a channel.
+    @raise TypeError: if C{initial} cannot be encoded.
+    """
+    headers = hold_headers(*channels)
+    response = HttpResponse(hold_body(initial), content_type=headers[2][1])
+    for name, value in headers:
+        if name != "Content-Type":
+            response[name] = value
+    return response
+
+
 def broadcast_on_commit(
     data: object,
     *,
@@ -439,7 +471,7 @@ def server_kwargs() -> dict[str, Any]:
     C{RETRY}, C{CORS_ORIGINS}, ...).  C{BACKPLANE_URL} picks a backplane by
     URL; C{BACKPLANE_DATABASE} (a database alias, usually C{"default"}) uses
     the project's own PostgreSQL database as the backplane, without
-    repeating its URL.  C{AUTHORIZE} and C{INITIAL} are callables or dotted paths to
+    repeating its URL.  C{AUTHORIZE}, C{INITIAL} and C{ON_PRESENCE} are callables or dotted paths to
     them; they are wrapped with L{django_hook}.  C{SERVE_STATIC} is read by
     L{make_application} and not returned.
 
@@ -450,24 +482,18 @@ def server_kwargs() -> dict[str, Any]:
     server_keys = _server_keys()
     unknown = sorted(set(config) - server_keys - _OPTION_KEYS)
     if unknown:
-        known = ", ".join(sorted(server_keys | _OPTION_KEYS))
+        known = sorted(server_keys | _OPTION_KEYS)
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ImproperlyConfigured(
-            f"unknown key(s) in settings.{SETTINGS_NAME}: {', '.join(unknown)} (known: {known})"
+            f"unknown key(s) in settings.{SETTINGS_NAME}: {', '.join(unknown)}{hint} "
+            f"(known: {', '.join(known)})"
         )
     kwargs: dict[str, Any] = {}
     for key, value in config.items():
         if key == "SERVE_STATIC":
             continue
         if key == "BACKPLANE_DATABASE":
-            if value is not None:
-                from wsgi_sse.postgres import PostgresBackplane
-
-                try:
-                    kwargs["backplane"] = PostgresBackplane.from_django(value)
-                except (ImportError, ValueError, KeyError) as e:
-                    raise ImproperlyConfigured(
-                        f"settings.{SETTINGS_NAME}['BACKPLANE_DATABASE']: {e}"
-                    ) from e
             continue
         if key in _HOOK_KEYS and value is not None:
             if isinstance(value, str):
@@ -490,7 +516,26 @@ def server_kwargs() -> dict[str, Any]:
         StreamOptions(**option_kwargs)
     except (TypeError, ValueError) as e:
         raise ImproperlyConfigured(f"settings.{SETTINGS_NAME}: {e}") from e
+    alias = config.get("BACKPLANE_DATABASE")
+    if alias is not None:
+        kwargs["hub"] = _database_hub(alias, kwargs)
     return kwargs
+
+
+def _database_hub(alias: str, kwargs: dict[str, Any]) -> Hub:
+    """A hub on the PostgreSQL backplane of database C{alias}, with the history settings."""
+    from wsgi_sse.postgres import PostgresBackplane
+
+    if kwargs.get("backplane_url") or kwargs.get("redis_url"):
+        raise ImproperlyConfigured(
+            f"settings.{SETTINGS_NAME}: BACKPLANE_DATABASE and BACKPLANE_URL/REDIS_URL "
+            "name two backplanes; keep one"
+        )
+    history = {k: kwargs.pop(k) for k in HISTORY_KEYS if k in kwargs}
+    try:
+        return Hub(backplane=PostgresBackplane.from_django(alias), **history)
+    except (ImportError, ValueError, KeyError) as e:
+        raise ImproperlyConfigured(f"settings.{SETTINGS_NAME}['BACKPLANE_DATABASE']: {e}") from e
 
 
 def _static_file(path: str) -> IResource:
@@ -520,6 +565,37 @@ def static_resources() -> dict[str, IResource]:
     return {path: _static_file(str(root))}
 
 
+def static_warning() -> str | None:
+    """
+    Say why the static files would not be served, or return L{None}: no
+    C{STATIC_ROOT} (a new C{startproject}), or a C{STATIC_ROOT} that does not
+    exist or is empty (C{collectstatic} not run).  May be called in any thread.
+    """
+    url = getattr(settings, "STATIC_URL", None)
+    if not url or "://" in str(url) or str(url).startswith("//"):
+        return None
+    path = "/" + str(url).strip("/") + "/"
+    root = getattr(settings, "STATIC_ROOT", None)
+    if not root:
+        return (
+            f"STATIC_ROOT is not set, so nothing is served at {path} (the admin is unstyled): "
+            f'add STATIC_ROOT = BASE_DIR / "staticfiles" to your settings and run '
+            f"manage.py collectstatic, or set {SETTINGS_NAME}['SERVE_STATIC'] = False"
+        )
+    directory = Path(root)
+    if not directory.is_dir():
+        return (
+            f"STATIC_ROOT {str(root)!r} does not exist, so every request under {path} is a 404: "
+            f"run manage.py collectstatic"
+        )
+    if next(directory.iterdir(), None) is None:
+        return (
+            f"STATIC_ROOT {str(root)!r} is empty, so every request under {path} is a 404: "
+            f"run manage.py collectstatic"
+        )
+    return None
+
+
 def make_application(wsgi_app: WSGIApplication | None = None, **overrides: Any) -> Componentized:
     """
     Build the Twisted application for C{twistd -ny server.py} from the
@@ -530,7 +606,8 @@ def make_application(wsgi_app: WSGIApplication | None = None, **overrides: Any) 
     L{server_kwargs}) and then C{overrides}.  Unless C{SERVE_STATIC} is
     C{False}, the collected static files (C{STATIC_ROOT}) are served at
     C{STATIC_URL} by Twisted, from the reactor thread, without using a WSGI
-    thread (see L{static_resources}).
+    thread (see L{static_resources}); a warning is logged when there is
+    nothing to serve there (see L{static_warning}).
 
     Call it in the main thread, from the C{.tac} file.
     """
@@ -543,6 +620,9 @@ def make_application(wsgi_app: WSGIApplication | None = None, **overrides: Any) 
     kwargs = server_kwargs()
     resources: dict[str, IResource] = {}
     if _config().get("SERVE_STATIC", True):
+        problem = static_warning()
+        if problem is not None:
+            _log.warn("{problem}", problem=problem)
         resources.update(static_resources())
     resources.update(kwargs.pop("resources", None) or {})
     resources.update(overrides.pop("resources", None) or {})
