@@ -8,8 +8,10 @@ import time
 from typing import Any
 from urllib.parse import parse_qs
 
+import pytest
 from support import StreamClient, http_request, serve
 
+import wsgi_sse
 from wsgi_sse import broadcast, broadcast_and_wait, close, hold_body, hold_headers
 
 PAGE = b"<html>a page</html>"
@@ -304,6 +306,10 @@ def test_invalid_holds_get_a_clean_500_naming_the_problem() -> None:
             [("Grip-Hold", "stream"), ("Grip-Channel", "a"), ("Content-Encoding", "gzip")],
             b"compressed",
         ),
+        "/bad-identity": (
+            [("Grip-Hold", "stream"), ("Grip-Channel", "a"), ("Wsgi-Sse-Identity", "a%0Ab")],
+            b"Wsgi-Sse-Identity: identity must be",
+        ),
     }
 
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -318,7 +324,39 @@ def test_invalid_holds_get_a_clean_500_naming_the_problem() -> None:
             assert not [n for n in headers if n.startswith("grip")]
         assert server.client_count() == 0
         snapshot = server.call(server.service.sse_resource.snapshot)
-        assert snapshot["refused"] == {"500": 4}
+        assert snapshot["refused"] == {"500": 5}
+
+
+def test_held_stream_carries_the_views_identity_without_sending_it() -> None:
+    """hold_headers(identity=) feeds presence and disconnect(); the client never sees the header."""
+    who = "Ada Łukasiewicz"  # beyond latin-1: percent-encoded UTF-8 in the header
+    changes: list[Any] = []
+    left = threading.Event()
+
+    def on_presence(change: Any) -> None:
+        changes.append(change)
+        if not change.joined:
+            left.set()
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", hold_headers("job-7", identity=who))
+        return [hold_body({"job": "7"})]
+
+    with serve(app, on_presence=on_presence) as server:
+        with server.stream("/jobs/7/events") as client:
+            client.wait_events(1)
+            server.wait_clients(1)
+            assert not [n for n in client.headers if "identity" in n]
+            assert b"ukasiewicz" not in client.body
+            assert dict(wsgi_sse.presence("job-7").identities) == {who: 1}
+            wsgi_sse.disconnect(identity=who)
+            client.read_to_end()
+        server.wait_clients(0)
+        assert wsgi_sse.presence("job-7") == wsgi_sse.Presence("job-7", {}, 0)
+        assert left.wait(10)
+    assert [(c.identity, c.joined) for c in changes] == [(who, True), (who, False)]
+    with pytest.raises(ValueError, match="identity"):
+        hold_headers("job-7", identity="")
 
 
 def test_held_stream_counts_toward_the_connection_cap() -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Iterable, Sequence
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from ._hub import DEFAULT_CHANNEL
 from ._options import StreamOptions
@@ -119,12 +119,15 @@ class GripHold:
 
     @ivar channels: the channels to subscribe to, in order, without
         duplicates.
-    @ivar headers: the view's response headers without the C{Grip-*} ones
-        and without C{Content-Length} (the body goes on).
+    @ivar headers: the view's response headers without the C{Grip-*} ones,
+        C{Wsgi-Sse-Identity} and C{Content-Length} (the body goes on).
+    @ivar identity: who the stream belongs to (presence, revocation), from
+        C{Wsgi-Sse-Identity}; L{None} for a guest.
     """
 
     channels: tuple[str, ...]
     headers: tuple[tuple[str, str], ...]
+    identity: str | None = None
 
 
 _MAX_GRIP_CHANNEL_HEADER = 8192
@@ -138,15 +141,20 @@ def parse_grip(headers: Iterable[tuple[str, str]], options: StreamOptions) -> Gr
     C{Grip-Channel} headers) holds the response open on channels C{a} and
     C{b}.  Channel parameters (C{; prev-id=...}) and the other C{Grip-*}
     headers (C{Grip-Keep-Alive}, C{Grip-Timeout}, ...) are ignored: the
-    stream has its own heartbeats and no timeout.
+    stream has its own heartbeats and no timeout.  C{Wsgi-Sse-Identity}
+    (the percent-encoded UTF-8 of an identity, see
+    L{hold_headers<wsgi_sse.hold_headers>}) names the stream's owner; it is
+    removed from the response like the C{Grip-*} headers.
 
     @return: L{None} if the response has no C{Grip-Hold} header.
     @raise ValueError: for an instruction that cannot be followed (a hold
         other than C{stream}, no channel, too many channels, an invalid
-        channel name, a compressed body); the message says which.
+        channel name, a compressed body, an unusable identity); the
+        message says which.
     """
     hold = None
     channel_values = []
+    identities = []
     kept = []
     encoding = None
     for name, value in headers:
@@ -155,6 +163,9 @@ def parse_grip(headers: Iterable[tuple[str, str]], options: StreamOptions) -> Gr
             hold = value.strip().lower()
         elif lower == "grip-channel":
             channel_values.append(value)
+        elif lower == IDENTITY_HEADER:
+            identities.append(value)
+            continue
         elif lower == "content-encoding" and value.strip().lower() != "identity":
             encoding = value
         if lower.startswith("grip-") or lower == "content-length":
@@ -182,7 +193,25 @@ def parse_grip(headers: Iterable[tuple[str, str]], options: StreamOptions) -> Gr
         raise ValueError("Grip-Hold: stream without a Grip-Channel")
     if len(channels) > options.max_channels:
         raise ValueError(f"too many channels (at most {options.max_channels})")
-    return GripHold(channels, tuple(kept))
+    return GripHold(channels, tuple(kept), _held_identity(identities))
+
+
+IDENTITY_HEADER = "wsgi-sse-identity"
+"""The response header carrying a held stream's identity (never sent on)."""
+
+
+def _held_identity(values: list[str]) -> str | None:
+    from ._presence import check_identity
+
+    if not values:
+        return None
+    if len(values) > 1:
+        raise ValueError("Wsgi-Sse-Identity given more than once")
+    try:
+        identity = unquote(values[0].strip(), errors="strict")
+        return check_identity(identity)
+    except ValueError as e:
+        raise ValueError(f"Wsgi-Sse-Identity: {e}") from None
 
 
 # -- CORS ------------------------------------------------------------------------

@@ -15,6 +15,7 @@ connection stays open on the channels like any C{/sse} stream.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from urllib.parse import quote
 
 from twisted.logger import Logger
 from twisted.web.http_headers import Headers
@@ -46,7 +47,7 @@ def _channel_name(channel: object) -> str:
     return name
 
 
-def hold_headers(*channels: str) -> list[tuple[str, str]]:
+def hold_headers(*channels: str, identity: str | None = None) -> list[tuple[str, str]]:
     """
     The response headers that make a WSGI view's response an event stream
     on C{channels}: C{Grip-Hold}, C{Grip-Channel} and the stream's
@@ -55,19 +56,33 @@ def hold_headers(*channels: str) -> list[tuple[str, str]]:
     >>> hold_headers("job-42", "jobs")[:2]
     [('Grip-Hold', 'stream'), ('Grip-Channel', 'job-42, jobs')]
 
-    @raise TypeError: if a channel is not a str.
+    C{identity} names who the stream belongs to, for
+    L{presence<wsgi_sse.presence>} and L{disconnect<wsgi_sse.disconnect>}
+    (the user the view authenticated); it travels to the server in a
+    C{Wsgi-Sse-Identity} header, which is removed before the response is
+    sent, like the C{Grip-*} headers.
+
+    @raise TypeError: if a channel or the identity is not a str.
     @raise ValueError: for no channel, or a name that cannot be a channel
-        (empty, control characters, C{,} or C{;}).
+        (empty, control characters, C{,} or C{;}); for an identity a stream
+        cannot carry (empty, longer than 256 characters, control
+        characters).
     """
+    from ._presence import check_identity
+
     if not channels:
         raise ValueError("hold at least one channel")
     names = [_channel_name(c) for c in channels]
-    return [
+    headers = [
         ("Grip-Hold", "stream"),
         ("Grip-Channel", ", ".join(dict.fromkeys(names))),
         ("Content-Type", "text/event-stream; charset=utf-8"),
         ("Cache-Control", "no-cache"),
     ]
+    owner = check_identity(identity)
+    if owner is not None:
+        headers.append(("Wsgi-Sse-Identity", quote(owner, safe="")))
+    return headers
 
 
 def hold_body(initial: object = None) -> bytes:
@@ -283,5 +298,11 @@ class HoldingWSGIResource(WSGIContainer):
         streams.stats.held += 1
         resume = last_event_id if last_event_id is not None else mark
         streams.open(
-            request, hold.channels, peer, last_event_id, resume, first=b"".join(state.body)
+            request,
+            hold.channels,
+            peer,
+            last_event_id,
+            resume,
+            first=b"".join(state.body),
+            identity=hold.identity,
         )

@@ -93,6 +93,15 @@ def test_job_page_shows_progress_then_stops(new_page: Any, screenshot: Any, tmp_
                 stream_requests.append(request.url) if request.url.endswith("/events") else None
             ),
         )
+        stream_headers: list[dict[str, str]] = []
+        ada.on(
+            "response",
+            lambda response: (
+                stream_headers.append(response.all_headers())
+                if response.url.endswith("/events")
+                else None
+            ),
+        )
         ada.click("#import-form button")
         link = ada.locator("#notices a", has_text="Import #")
         with ada.expect_navigation(url=f"{server.url}/jobs/**"):
@@ -105,4 +114,6 @@ def test_job_page_shows_progress_then_stops(new_page: Any, screenshot: Any, tmp_
         # One stream for the whole job (no reconnection), and the page closed
         # it on "done" (data-stream), so none follows the end of the response.
         assert len(stream_requests) == 1, stream_requests
+        # The identity the view gave its stream stays on the server.
+        assert stream_headers and not [n for n in stream_headers[0] if "identity" in n]
         screenshot(ada, "django-job")

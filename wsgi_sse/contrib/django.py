@@ -361,14 +361,18 @@ class _Sender(Protocol):
     ) -> object: ...
 
 
-def hold_stream(*channels: str, initial: object = None) -> HttpResponse:
+def hold_stream(
+    *channels: str, initial: object = None, identity: str | None = None
+) -> HttpResponse:
     """
     Answer a view with an event stream on C{channels}, held by the server
     after the view returns (the view's thread is free at once).
 
     The view authorizes as views do (C{@login_required}, permission
     checks); a browser that reconnects calls it again.  C{initial}, if not
-    L{None}, is sent first as an C{init} event.  The response is an
+    L{None}, is sent first as an C{init} event; C{identity} (usually
+    C{request.user.get_username()}) is who the stream belongs to, for
+    L{wsgi_sse.presence} and L{end_user_streams}.  The response is an
     ordinary C{HttpResponse}: middleware may add headers and cookies.
 
         @login_required
@@ -380,10 +384,11 @@ def hold_stream(*channels: str, initial: object = None) -> HttpResponse:
 
     May be called in any thread.
 
-    @raise ValueError: for no channel or a name that cannot be a channel.
+    @raise ValueError: for no channel or a name that cannot be a channel,
+        or an identity a stream cannot carry.
     @raise TypeError: if C{initial} cannot be encoded.
     """
-    headers = hold_headers(*channels)
+    headers = hold_headers(*channels, identity=identity)
     response = HttpResponse(hold_body(initial), content_type=headers[2][1])
     for name, value in headers:
         if name != "Content-Type":

@@ -80,9 +80,14 @@ def job_events(request: HttpRequest, pk: int) -> HttpResponse:
     The view authorizes like any other (a browser that reconnects calls it
     again), then holds the job's channel: the server keeps the response
     open and this thread is free.  A finished job answers 204, which tells
-    the page's EventSource to stop reconnecting.
+    the page's EventSource to stop reconnecting.  The stream belongs to the
+    user: it counts in presence, and logging out ends it.
     """
     job = get_object_or_404(ContactImport, pk=pk, user=request.user)
     if job.finished:
         return HttpResponse(status=204)
-    return hold_stream(jobs.job_channel(job.pk), initial={"total": jobs.PRETEND_CONTACTS})
+    return hold_stream(
+        jobs.job_channel(job.pk),
+        initial={"total": jobs.PRETEND_CONTACTS},
+        identity=request.user.get_username(),
+    )
