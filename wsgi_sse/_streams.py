@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 from ._browser import subscribe_tagged, tagged_replay, wants_channel_ids
 from ._client import StreamClient
 from ._encoding import encode_body, encode_comment, encode_opening, frame
-from ._hub import Event, Hub
+from ._hub import Event, Hub, Joined
 from ._options import StreamOptions
 from ._request import Refused
 from ._streamlog import StreamLog
@@ -228,6 +228,10 @@ class Streams:
         are sent, and if they no longer fit in the history, C{reset} is sent
         instead of C{first}.
 
+        The replay and the subscription go through L{Hub.join}: in this
+        reactor turn, or, when only a shared backplane still has the missed
+        events, once they have been fetched (the stream is held meanwhile).
+
         C{identity} is who the stream belongs to (presence and revocation),
         set before it is subscribed; L{None} for a guest.
         """
@@ -258,17 +262,92 @@ class Streams:
         stats.connects += 1
         request.notifyFinish().addBoth(self._gone, client)
 
-        # Everything below happens in this one reactor turn: no event can be
-        # published between the replay and the subscription.
         retry = options.retry + int(options.retry * options.retry_jitter * self._random.random())
-        parts = [encode_opening(retry)]
+        opening = encode_opening(retry)
         exact = resume is not None and resume == last_event_id and not reset
-        tagged = wants_channel_ids(request)
-        missed = self._join(client, channels, resume, exact=exact, tagged=tagged)
+        if wants_channel_ids(request):
+            self._open_tagged(client, opening, last_event_id, resume, exact, reset, first)
+            return client
+        head = opening + RESET if reset else opening
+        stats.bytes_written += len(head)
+        request.write(head)
+        client.started()
+        if reset:
+            self._log_reset(client, last_event_id, resume)
+        # The hub sends C{first} and what was missed after C{resume}, then
+        # subscribes, in one reactor turn (or, when the events must be
+        # fetched from a shared backplane, once they have come).
+        self.hub.join(client, channels, resume, preface=first or b"").addCallback(
+            self._joined, client, last_event_id, resume, exact, reset, first
+        )
+        self._ensure_heartbeat()
+        return client
+
+    def _joined(
+        self,
+        joined: Joined,
+        client: StreamClient,
+        last_event_id: str | None,
+        resume: str | None,
+        exact: bool,
+        reset: bool,
+        first: bytes | None,
+    ) -> None:
+        """
+        Count and log how C{client} joined (L{Hub.join}'s answer, in the
+        reactor turn that subscribed it, before any live event).
+        """
+        stats = self.stats
+        if joined.reset and not reset:
+            # Exact: the client's id is unknown or too old; C{first} (a
+            # view's body) still follows the reset.  Otherwise: more was
+            # published since the start was fixed than the history keeps,
+            # and C{first} was stale: the hub left it out.
+            reset = True
+            self._log_reset(client, last_event_id, resume)
+            if exact and first:
+                stats.bytes_written += len(first)
+                client.send(first)
+        elif not joined.reset:
+            if exact:
+                stats.replays += 1
+            if first:
+                stats.bytes_written += len(first)
+        self._stream_log.opened(client.peer, client.channels, last_event_id, joined.replayed, reset)
+
+    def _log_reset(
+        self, client: StreamClient, last_event_id: str | None, resume: str | None
+    ) -> None:
+        self.stats.resets += 1
+        self.log.info(
+            "stream reset for {peer}: cannot replay {channels} from {last_event_id!r}",
+            peer=client.peer,
+            channels=list(client.channels),
+            last_event_id=last_event_id if last_event_id is not None else resume,
+        )
+
+    def _open_tagged(
+        self,
+        client: StreamClient,
+        opening: bytes,
+        last_event_id: str | None,
+        resume: str | None,
+        exact: bool,
+        reset: bool,
+        first: bytes | None,
+    ) -> None:
+        """
+        Open a stream that asked for channel-tagged ids (one hub subscriber
+        per channel, see L{wsgi_sse._browser}): the replay, rewritten, and
+        the subscriptions in this one reactor turn.
+        """
+        stats = self.stats
+        request = client.request
+        channels = client.channels
+        parts = [opening]
+        missed = self._join(client, channels, resume, exact=exact, tagged=True)
         if missed is None:
-            # Exact: the client's id is unknown or too old.  Otherwise: more
-            # was published since the start was fixed than the history
-            # keeps, and C{first} would be stale.
+            # As in L{_joined}.
             reset = True
             if not exact:
                 first = None
@@ -276,14 +355,8 @@ class Streams:
         elif exact:
             stats.replays += 1
         if reset:
-            stats.resets += 1
             parts.append(RESET)
-            self.log.info(
-                "stream reset for {peer}: cannot replay {channels} from {last_event_id!r}",
-                peer=peer,
-                channels=list(channels),
-                last_event_id=last_event_id if last_event_id is not None else resume,
-            )
+            self._log_reset(client, last_event_id, resume)
         if first:
             parts.append(first)
         ends = False
@@ -293,17 +366,16 @@ class Streams:
                 ends = True
                 missed = missed[: n + 1]
                 break
-        parts.extend(tagged_replay(missed) if tagged else [e.wire for e in missed])
+        parts.extend(tagged_replay(missed))
         head = b"".join(parts)
         stats.bytes_written += len(head)
         request.write(head)
         client.started()
-        self._stream_log.opened(peer, channels, last_event_id, len(missed), reset)
+        self._stream_log.opened(client.peer, channels, last_event_id, len(missed), reset)
         self._ensure_heartbeat()
         if ends:
             self._leave(client)
             client.end()
-        return client
 
     def _join(
         self,
@@ -319,10 +391,10 @@ class Streams:
         after C{after} (none if L{None}), in one reactor turn; L{None} if
         they cannot all be replayed (the client is subscribed all the same).
 
-        The stream lifecycle's only use of the hub's replay and
-        subscriptions (with L{_leave}).  C{tagged}: the stream asked for
-        channel-tagged ids (one hub subscriber per channel, see
-        L{wsgi_sse._browser}).
+        For streams that asked for channel-tagged ids (C{tagged}: one hub
+        subscriber per channel, see L{wsgi_sse._browser}), whose replay one
+        L{Hub.join} cannot send in order; the others join with L{Hub.join}
+        (see L{open}).
         """
         hub = self.hub
         missed: list[Event] | None = []

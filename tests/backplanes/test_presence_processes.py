@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conftest import Backend
+from backplane_support import Backend
 from redis_support import ServerProcess, processes
 from support import http_request
 
