@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall, IReactorTime
     from twisted.web.server import Request
 
-__all__ = ["StreamClient"]
+__all__ = ["StreamClient", "close_after_response"]
 
 # Request headers Twisted's access log formatters read when a stream ends.
 _LOGGED_HEADERS = (b"referer", b"user-agent", b"authorization", b"x-forwarded-for")
@@ -304,8 +304,13 @@ class StreamClient:
             else:  # pragma: no cover - transports without abortConnection
                 transport.loseConnection()
 
-    def finish(self) -> None:
-        """End the response cleanly (server shutdown): the reader sees EOF."""
+    def finish(self, *, close_connection: bool = False) -> None:
+        """
+        End the response cleanly (server shutdown): the reader sees EOF.
+
+        With C{close_connection}, the connection is closed once the response
+        has ended instead of being kept alive for another request.
+        """
         if self.closed:
             return
         held = b"".join(self._held)
@@ -317,6 +322,8 @@ class StreamClient:
             return
         if held:
             request.write(held)
+        if close_connection:
+            close_after_response(request)
         request.unregisterProducer()
         request.finish()
 
@@ -330,3 +337,19 @@ class StreamClient:
         timer, self._pause_timer = self._pause_timer, None
         if timer is not None and timer.active():
             timer.cancel()
+
+
+def close_after_response(request: Request) -> None:
+    """
+    Close C{request}'s connection once its response has ended, rather than
+    keep it alive for another request.
+
+    HTTP/1.x only: an HTTP/2 stream ends by itself, and its connection is
+    shared with other streams.
+    """
+    channel = request.channel
+    if getattr(channel, "persistent", None) is None:
+        return
+    channel.persistent = False
+    if not request.startedWriting:
+        request.setHeader(b"Connection", b"close")

@@ -20,8 +20,8 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from ._client import StreamClient
-from ._encoding import encode_body, encode_comment, encode_event, frame
+from ._client import StreamClient, close_after_response
+from ._encoding import encode_body, encode_comment, encode_event, encode_retry, frame
 from ._hub import DEFAULT_CHANNEL, Event, Hub
 from ._options import StreamOptions, StreamRequest
 
@@ -42,15 +42,29 @@ _STREAM_HEADERS = (
 
 
 class _Refused(Exception):  # noqa: N818 - not an error: an answer
-    """A stream request answered with an HTTP error instead of a stream."""
+    """
+    A stream request answered with an HTTP error instead of a stream.
+
+    A I{transient} refusal ("try later": capacity, shutdown, a failed hook)
+    is answered as a short event stream that tells the client when to
+    reconnect (see L{SSEResource._refuse}): a browser's C{EventSource}
+    closes for good on any answer but C{200}.  C{code} is then the status
+    the refusal stands for, as counted in the stats.
+    """
 
     def __init__(
-        self, code: int, message: str, headers: Iterable[tuple[bytes, bytes]] = ()
+        self,
+        code: int,
+        message: str,
+        headers: Iterable[tuple[bytes, bytes]] = (),
+        *,
+        transient: bool = False,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.headers = tuple(headers)
+        self.transient = transient
 
 
 class StreamStats:
@@ -62,7 +76,10 @@ class StreamStats:
     @ivar dropped_slow: streams aborted because their reader fell behind.
     @ivar dropped_by_reason: the same, by reason (C{"buffer"}, C{"stalled"}).
     @ivar refused: requests answered with an error instead of a stream, by
-        HTTP status.
+        HTTP status; a transient refusal (answered as a stream that tells
+        the client to reconnect later) counts under the status it stands
+        for (C{503}, or C{500} for a failed hook), a deliberate "stop for
+        good" under C{204}.
     @ivar replays: streams that resumed from a Last-Event-ID exactly.
     @ivar resets: streams sent a C{reset} event instead.
     @ivar bytes_written: bytes written besides published events (the opening
@@ -138,6 +155,7 @@ class SSEResource(Resource):
         self._pending = 0
         self._heartbeat: LoopingCall | None = None
         self._closing = False
+        self._stopped_for_good = False
         self.stats = StreamStats()
         self._random = random.Random()  # noqa: S311 - jitter, not secrets
 
@@ -283,7 +301,7 @@ class SSEResource(Resource):
                 channels=list(channels),
             )
             if not gone:
-                self._finish_refused(request, _Refused(500, "stream hook failed"))
+                self._finish_refused(request, _Refused(500, "stream hook failed", transient=True))
 
         self._run_in_pool(hooks).addCallbacks(done, failed)
         return NOT_DONE_YET
@@ -335,7 +353,7 @@ class SSEResource(Resource):
         # Everything below happens in this one reactor turn: no event can be
         # published between the replay and the subscription.
         retry = options.retry + int(options.retry * options.retry_jitter * self._random.random())
-        parts = [b": connected\nretry: %d\n\n" % (retry,)]
+        parts = [opening_block("connected", retry)]
         missed: list[Event] = []
         if resume is not None and resume == last_event_id and not reset:
             # The client's own id (a subclass may hold the client until it
@@ -432,18 +450,29 @@ class SSEResource(Resource):
 
     # -- shutting down ---------------------------------------------------------
 
-    def close(self) -> None:
+    def close(self, *, reconnect: bool = True) -> None:
         """
-        End every stream cleanly and refuse new ones (server shutdown).
+        End every stream cleanly, with its connection, and refuse new ones
+        (server shutdown).
 
-        Clients see the end of the response and reconnect, to this server
-        when it comes back or to another one behind the same address.
+        With C{reconnect} (the default), clients see the end of the response
+        and reconnect, to this server when it comes back or to another one
+        behind the same address; a stream request that still reaches this
+        resource is told to come back later (a transient refusal), never
+        answered with an error that would end a browser's C{EventSource}.
+        Without it, every later stream request is answered C{204 No
+        Content}, which tells a browser to stop reconnecting for good.
+
+        Each stream's connection is closed rather than kept alive, so that
+        a browser reconnects on a new connection (to whatever listens then)
+        instead of over the old one.
         """
         self._closing = True
+        self._stopped_for_good = not reconnect
         self._stop_heartbeat()
         for client in tuple(self.clients):
             self.hub.unsubscribe(client)
-            client.finish()
+            client.finish(close_connection=True)
 
     # -- stats -------------------------------------------------------------------
 
@@ -545,12 +574,16 @@ class SSEResource(Resource):
     def _check_limits(self, peer: str) -> None:
         options = self.options
         if self._closing:
-            raise _Refused(503, "server is shutting down", self._retry_after())
+            if self._stopped_for_good:
+                raise _Refused(204, "the stream has stopped for good")
+            raise _Refused(503, "server is shutting down", self._retry_after(), transient=True)
         if len(self.clients) + self._pending >= options.max_connections:
-            raise _Refused(503, "too many connections", self._retry_after())
+            raise _Refused(503, "too many connections", self._retry_after(), transient=True)
         per_address = options.max_connections_per_address
         if per_address is not None and self._per_address[peer] >= per_address:
-            raise _Refused(503, "too many connections from your address", self._retry_after())
+            raise _Refused(
+                503, "too many connections from your address", self._retry_after(), transient=True
+            )
 
     def _retry_after(self) -> tuple[tuple[bytes, bytes]]:
         return ((b"Retry-After", b"%d" % (self.options.busy_retry_after,)),)
@@ -569,6 +602,16 @@ class SSEResource(Resource):
             request.setHeader(name, value)
 
     def _refuse(self, request: Request, refused: _Refused) -> bytes:
+        """
+        Answer C{request} with C{refused}, returning the body to send.
+
+        A transient refusal of a stream (C{GET}) is answered C{200} with a
+        short event stream: a comment naming the reason and a C{retry:} of
+        C{busy_retry_after} seconds (at least C{retry}), with jitter; then
+        the stream and its connection end.  A browser's C{EventSource} then
+        reconnects by itself, with its C{Last-Event-ID}; any other status
+        would end it for good.  A C{204} ends it for good, deliberately.
+        """
         self.stats.refused[refused.code] += 1
         self.log.info(
             "refused stream from {peer}: {code} {why}",
@@ -576,6 +619,12 @@ class SSEResource(Resource):
             code=refused.code,
             why=refused.message,
         )
+        if refused.transient and request.method == b"GET":
+            return self._retry_later(request, refused)
+        if refused.code == 204:
+            request.setResponseCode(204)
+            request.setHeader(b"Cache-Control", b"no-store")
+            return b""
         request.setResponseCode(refused.code)
         request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
         request.setHeader(b"Cache-Control", b"no-store")
@@ -583,11 +632,47 @@ class SSEResource(Resource):
             request.setHeader(name, value)
         return refused.message.encode("utf-8") + b"\n"
 
+    def _retry_later(self, request: Request, refused: _Refused) -> bytes:
+        options = self.options
+        base = max(options.retry, options.busy_retry_after * 1000)
+        retry = base + int(base * options.retry_jitter * self._random.random())
+        request.setResponseCode(200)
+        self._set_stream_headers(request)
+        self._grant_cors_if_cross_origin(request)
+        for name, value in refused.headers:
+            request.setHeader(name, value)
+        close_after_response(request)
+        return refusal_stream(refused.message, retry)
+
     def _finish_refused(self, request: Request, refused: _Refused) -> None:
         body = self._refuse(request, refused)
-        request.setHeader(b"Content-Length", b"%d" % (len(body),))
-        request.write(body)
+        if body:
+            request.setHeader(b"Content-Length", b"%d" % (len(body),))
+            request.write(body)
         request.finish()
+
+
+def refusal_stream(reason: str, retry: int) -> bytes:
+    """
+    The body of a transient refusal: a comment naming C{reason}, then the
+    C{retry} (milliseconds) the client waits before it reconnects.
+
+    The retry is sent the way the opening of a stream sends it, so that
+    every client that honours one honours the other; no id is sent, so the
+    client's C{Last-Event-ID} stays where it was.
+    """
+    return opening_block(reason, retry)
+
+
+def opening_block(comment: str, retry: int) -> bytes:
+    """
+    The block a stream opens with: a comment line, then C{retry:}.
+
+    Transient refusals (L{refusal_stream}) send the same block with their
+    reason as the comment.
+    """
+    # encode_comment ends its block with a blank line; the retry joins it.
+    return encode_comment(comment)[:-1] + encode_retry(retry) + b"\n"
 
 
 def _limit_unacknowledged_time(transport: Any, heartbeat: float) -> None:
