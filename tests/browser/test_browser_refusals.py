@@ -1,4 +1,4 @@
-"""Chromium's EventSource survives capacity refusals and a graceful shutdown, and replays the gap."""
+"""Chromium's EventSource survives capacity refusals and graceful shutdowns, replaying the gap."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ PAGE = b"""<!doctype html><meta charset="utf-8"><title>refusals</title>
 <script>
   window.opens = 0; window.errors = 0; window.closedForGood = false; window.received = [];
   window.source = new EventSource("/sse?channel=b");
-  source.onopen = () => { window.opens += 1; document.getElementById("state").textContent = "live"; };
+  source.onopen = () => {
+    window.opens += 1; document.getElementById("state").textContent = "live";
+  };
   source.onerror = () => {
     window.errors += 1;
     if (source.readyState === EventSource.CLOSED) window.closedForGood = true;
@@ -98,7 +100,7 @@ def test_page_waits_out_a_full_server_and_gets_what_it_missed(
 
 
 def test_page_survives_a_graceful_restart_and_gets_what_it_missed(new_page: Any) -> None:
-    """A stream ended by shutdown reconnects to the restarted server, never over the old connection."""
+    """A stream ended by shutdown reconnects to the restarted server and replays the gap."""
     import crochet
 
     crochet.setup()
@@ -114,7 +116,13 @@ def test_page_survives_a_graceful_restart_and_gets_what_it_missed(new_page: Any)
     @crochet.run_in_reactor
     def start() -> Any:
         service = make_service(
-            page_app, hub=hub, listen=listen, reactor=reactor, retry=300, busy_retry_after=1, shutdown_timeout=10
+            page_app,
+            hub=hub,
+            listen=listen,
+            reactor=reactor,
+            retry=300,
+            busy_retry_after=1,
+            shutdown_timeout=10,
         )
         service.startService()
         listening: Deferred[Any] = Deferred()
