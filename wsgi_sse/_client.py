@@ -6,7 +6,8 @@ All methods: call in the reactor thread.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from twisted.internet import tcp, unix
 from twisted.internet.interfaces import IPushProducer
@@ -30,6 +31,10 @@ _LOGGED_HEADERS = (b"referer", b"user-agent", b"authorization", b"x-forwarded-fo
 _framed_wire: bytes = b""
 _framed_chunk: bytes = b""
 
+
+# Bytes of a replay written at a time: the transport takes about this much
+# (twisted's bufferSize) before it pushes back.
+_REPLAY_BATCH = 64 * 1024
 
 # Transports whose socket may be written to directly: plain TCP and UNIX
 # sockets (exact types: subclasses such as TLS wrap the bytes themselves).
@@ -59,6 +64,12 @@ class StreamClient:
     the pause lasts longer than C{max_pause} seconds, the connection is
     aborted: the browser reconnects with its Last-Event-ID and replays.
 
+    A replay (L{replay}) is written the same way, as fast as the socket
+    takes it and no faster: the events stay in the hub's history, and this
+    client only keeps its place in them, so a replay costs no copy however
+    large it is.  Live events published meanwhile are held behind it, and
+    count toward C{max_buffer}.
+
     @ivar channels: the channels this stream is subscribed to.
     @ivar peer: the client's address, for logs and per-address limits.
     @ivar closed: whether the stream has ended (nothing more is written).
@@ -70,6 +81,7 @@ class StreamClient:
 
     __slots__ = (
         "__weakref__",
+        "_backlog",
         "_clock",
         "_held",
         "_held_bytes",
@@ -109,6 +121,9 @@ class StreamClient:
         self._paused = False
         self._held: list[bytes] = []
         self._held_bytes = 0
+        # Replayed events not written yet, oldest first (shared with the
+        # hub's history: references, not copies).
+        self._backlog: deque[bytes] = deque()
         self._pause_timer: IDelayedCall | None = None
         self.closed = False
         self.discarded = 0
@@ -160,16 +175,53 @@ class StreamClient:
         self._send_generic(wire)
 
     def _send_generic(self, wire: bytes) -> None:
-        """Hold the event while paused, else write it through the request."""
+        """Hold the event while paused or replaying, else write it through the request."""
         if self.closed:
             return
-        if self._paused:
+        if self._paused or self._backlog:
             self._held.append(wire)
             self._held_bytes += len(wire)
             if self._held_bytes > self._max_buffer:
                 self.drop("buffer")
             return
         self.request.write(wire)
+
+    def replay(self, wires: Iterable[bytes]) -> None:
+        """
+        Write C{wires} (replayed events), oldest first, as the reader takes
+        them; call once, after L{started}, before any live event is sent.
+
+        What the connection does not take now is written as it drains
+        (L{resumeProducing}); live events sent in the meantime follow it.
+        """
+        self._backlog.extend(wires)
+        self._feed()
+
+    def _feed(self) -> None:
+        """Write the replay backlog, then what was held, until the transport pushes back."""
+        backlog = self._backlog
+        if backlog:
+            self._sock = None  # nothing overtakes the replay
+            while backlog:
+                if self._paused or self.closed:
+                    return
+                # A batch of up to _REPLAY_BATCH bytes per write.  Writing
+                # may pause this producer at once (the transport's buffer
+                # is full): the loop stops there.
+                batch = [backlog.popleft()]
+                size = len(batch[0])
+                while backlog and size < _REPLAY_BATCH:
+                    wire = backlog.popleft()
+                    batch.append(wire)
+                    size += len(wire)
+                self.request.write(batch[0] if len(batch) == 1 else b"".join(batch))
+            if self._transport is not None and not self._paused and not self.closed:
+                self._sock = self._transport.socket
+        if self._held and not self._paused and not self.closed:
+            held = b"".join(self._held)
+            self._held = []
+            self._held_bytes = 0
+            self.request.write(held)
 
     def started(self) -> None:
         """
@@ -223,7 +275,7 @@ class StreamClient:
             and not transport.disconnecting
         ):
             self._transport = transport
-            self._sock = socket if not self._paused else None
+            self._sock = socket if not self._paused and not self._backlog else None
         else:
             self._sock = None
             self._transport = None
@@ -255,18 +307,14 @@ class StreamClient:
         if not self._paused or self.closed:
             return
         self._paused = False
-        if self._transport is not None:
+        if self._transport is not None and not self._backlog:
             # Back on the fast path; anything still queued in the
             # transport keeps its place (send() checks the buffer).
             self._sock = self._transport.socket
         timer, self._pause_timer = self._pause_timer, None
         if timer is not None and timer.active():
             timer.cancel()
-        if self._held:
-            held = b"".join(self._held)
-            self._held = []
-            self._held_bytes = 0
-            self.request.write(held)
+        self._feed()
 
     def stopProducing(self) -> None:
         """The connection is going away."""
@@ -313,9 +361,13 @@ class StreamClient:
         """
         if self.closed:
             return
-        held = b"".join(self._held)
-        self._held = []
-        self._held_bytes = 0
+        # What is left of a replay is not written: the reader resumes from
+        # the last event it got.
+        held = b""
+        if not self._backlog:
+            held = b"".join(self._held)
+            self._held = []
+            self._held_bytes = 0
         self._forget()
         request = self.request
         if getattr(request, "_disconnected", False) or request.finished:
@@ -330,6 +382,9 @@ class StreamClient:
     def _forget(self) -> None:
         self.closed = True
         self.discarded += self._held_bytes
+        if self._backlog:
+            self.discarded += sum(len(wire) for wire in self._backlog)
+            self._backlog.clear()
         self._sock = None
         self._transport = None
         self._held = []

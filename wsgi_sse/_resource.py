@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import socket
 from collections import Counter
+from itertools import chain
 from typing import TYPE_CHECKING, Any, Iterable
 from urllib.parse import urlsplit
 
@@ -382,14 +383,16 @@ class SSEResource(Resource):
                 channels=list(channels),
                 last_event_id=last_event_id if last_event_id is not None else resume,
             )
-        if init is not None:
-            parts.append(init)
-        parts.extend(e.wire for e in missed)
         hub.subscribe(client, channels)
         head = b"".join(parts)
-        stats.bytes_written += len(head)
+        stats.bytes_written += len(head) + sum(len(e.wire) for e in missed)
         request.write(head)
         client.started()
+        if init is not None or missed:
+            # As fast as the reader takes it, like live events (which the
+            # subscription above now queues behind it).
+            stats.bytes_written += len(init or b"")
+            client.replay(chain((init,) if init is not None else (), (e.wire for e in missed)))
         self.log.info(
             "stream opened for {peer}: {channels}, resuming from {last_event_id!r}, "
             "{replayed} events replayed",
