@@ -10,8 +10,10 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from twisted.internet import tcp, unix
+from twisted.internet.error import ConnectionAborted
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
@@ -344,13 +346,19 @@ class StreamClient:
         if self._on_drop is not None:
             self._on_drop(self, reason)
         self._forget()
-        transport = getattr(self.request.channel, "transport", None)
+        request = self.request
+        channel = request.channel
+        transport = getattr(channel, "transport", None)
         if transport is not None:
             abort = getattr(transport, "abortConnection", None)
             if abort is not None:
                 abort()
             else:  # pragma: no cover - transports without abortConnection
                 transport.loseConnection()
+        elif _reset_h2_stream(channel):
+            # The connection carries other streams: only this one is reset.
+            # twisted.web does not tell the request; the stream ends here.
+            request.connectionLost(Failure(ConnectionAborted(f"stream reset: {reason}")))
 
     def finish(self, *, close_connection: bool = False) -> None:
         """
@@ -408,3 +416,16 @@ def close_after_response(request: Request) -> None:
     channel.persistent = False
     if not request.startedWriting:
         request.setHeader(b"Connection", b"close")
+
+
+def _reset_h2_stream(channel: Any) -> bool:
+    """
+    Reset C{channel} if it is a live HTTP/2 stream (an C{RST_STREAM}
+    frame); return whether it was.
+    """
+    connection = getattr(channel, "_conn", None)
+    stream_id = getattr(channel, "streamID", None)
+    if connection is None or stream_id not in getattr(connection, "streams", {}):
+        return False
+    channel.abortConnection()
+    return True

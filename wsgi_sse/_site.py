@@ -21,8 +21,20 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
 from twisted.web import http, server
 from twisted.web.server import Site
+
+
+def _h2_connection_class() -> Any:
+    try:
+        from twisted.web._http2 import H2Connection
+    except ImportError:  # h2 is not installed: HTTP/1.1 only
+        return None
+    return H2Connection
+
+
+H2Connection: Any = _h2_connection_class()
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall
@@ -208,9 +220,10 @@ class StreamSite(Site):
     def protocol(self) -> Any:
         """Build one connection's channel (twisted.web calls this)."""
         channel = self._channelClass()()
-        wrapper = getattr(http, "_GenericHTTPChannelProtocol", None)
+        if H2Connection is None:
+            return channel
         # The wrapper switches to HTTP/2 when TLS negotiates it.
-        return wrapper(channel) if wrapper is not None else channel
+        return self._negotiatingClass()(channel)
 
     def buildProtocol(self, addr: Any) -> Any:
         """
@@ -249,6 +262,38 @@ class StreamSite(Site):
         )
         _share_keys(cls, _CHANNEL_ATTRIBUTES)
         self._channelClassCache = (settings, cls)
+        return cls
+
+    def _negotiatingClass(self) -> type[Any]:
+        """
+        The protocol wrapper of this site's connections (its settings class
+        attributes, like L{_channelClass}): HTTP/1.1 until TLS negotiates
+        HTTP/2 (ALPN), then an L{_StreamH2Connection} with the same limits.
+        """
+        channel_class = self._channelClass()
+        cached = self.__dict__.get("_negotiatingClassCache")
+        if cached is not None and cached[0] is channel_class:
+            return cached[1]  # type: ignore[no-any-return]
+        h2_class = type(
+            "_StreamH2Connection",
+            (_StreamH2Connection,),
+            {
+                "__module__": __name__,
+                "headerTimeout": self.header_timeout,
+                "timeOut": self.timeOut,
+                "factory": self,
+                "site": self,
+                "requestFactory": self.requestFactory,
+                "callLater": staticmethod(self.reactor.callLater),
+                "reactor": self.reactor,
+            },
+        )
+        cls = type(
+            "_NegotiatingChannel",
+            (_NegotiatingChannel,),
+            {"__module__": __name__, "h2Class": h2_class},
+        )
+        self._negotiatingClassCache = (channel_class, cls)
         return cls
 
 
@@ -338,6 +383,148 @@ def _share_keys(cls: type[Any], names: tuple[str, ...]) -> None:
     probe = object.__new__(cls)
     for name in names:
         object.__setattr__(probe, name, None)
+
+
+class _NegotiatingChannel(http._GenericHTTPChannelProtocol):
+    """
+    twisted.web's HTTP/1.1-or-HTTP/2 wrapper, switching to this site's
+    L{_StreamH2Connection} when TLS negotiates C{h2}.
+
+    twisted.web's own switch copies the site's settings from fields its
+    C{Site.buildProtocol} sets on the wrapper; here the classes carry them.
+    """
+
+    h2Class: type[Any]
+
+    def dataReceived(self, data: bytes) -> None:
+        """Choose the protocol at the first bytes, then pass them on."""
+        if self._negotiatedProtocol is None:
+            old: Any = self._channel
+            negotiated = getattr(old.transport, "negotiatedProtocol", None) or b"http/1.1"
+            if negotiated == b"h2":
+                # As twisted.web does it, with this site's settings.
+                network_producer = old._networkProducer
+                network_producer.unregisterProducer()
+                old.setTimeout(None)
+                old._cancelHeaderDeadline()
+                transport = old.transport
+                self._channel = self.h2Class(self.h2Class.reactor)
+                self._channel.makeConnection(transport)
+                network_producer.registerProducer(self._channel, True)
+            self._negotiatedProtocol = negotiated  # type: ignore[assignment]
+        self._channel.dataReceived(data)
+
+
+_H2Base: Any = H2Connection if H2Connection is not None else TimeoutMixin
+
+
+class _StreamH2Connection(_H2Base):  # type: ignore[misc]
+    """
+    twisted.web's HTTP/2 connection, with the limits of HTTP/1.1 here.
+
+    - Header deadline: the first request must arrive in full within
+      C{headerTimeout} of the connection's start.
+    - Idle timeout: only requests, request bodies and response data count
+      as activity.  twisted.web also counts every frame the client sends,
+      so a client sending nothing but PINGs or WINDOW_UPDATEs would hold
+      the connection for ever; an open event stream keeps it alive with
+      its heartbeats.
+    - Each stream's unsent data is capped at L{STREAM_BUFFER} bytes, like a
+      TCP connection's write buffer: past it the stream's producer is
+      paused (an event stream then holds its events and counts them
+      against C{max_buffer}), whatever flow-control window the client
+      grants.  twisted.web alone queues up to the client's window, which
+      the client chooses (up to 2 GiB per stream).
+    """
+
+    STREAM_BUFFER = 64 * 1024
+
+    # Seconds between the GOAWAY of a timed-out connection and its abort:
+    # the TLS layer waits for the producer (this connection) before it
+    # closes, so the abort is what closes it.  Twisted's default is 15.
+    abortTimeout = 2
+
+    log = Logger()
+    headerTimeout: float | None = None
+    reactor: Any = None
+    _receiving = False
+    _headerDeadline: IDelayedCall | None = None
+
+    def __init__(self, reactor: Any = None) -> None:
+        super().__init__(reactor)
+        self._overfull: set[int] = set()
+
+    def connectionMade(self) -> None:
+        """Start the clock for the first request."""
+        super().connectionMade()
+        if self.headerTimeout:
+            self._headerDeadline = self.callLater(self.headerTimeout, self._headersTooSlow)
+
+    def _headersTooSlow(self) -> None:
+        self._headerDeadline = None
+        transport = self.transport
+        self.log.info(
+            "closing HTTP/2 connection {peer}: no request after {timeout}s",
+            peer=str(transport.getPeer()) if transport is not None else "?",
+            timeout=self.headerTimeout,
+        )
+        self.timeoutConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        """Parse frames; only requests (not every frame) restart the idle clock."""
+        self._receiving = True
+        try:
+            super().dataReceived(data)
+        finally:
+            self._receiving = False
+
+    def resetTimeout(self) -> None:
+        """Restart the idle clock, unless called for a mere received frame."""
+        if not self._receiving:
+            super().resetTimeout()
+
+    def _requestReceived(self, event: Any) -> None:
+        deadline, self._headerDeadline = self._headerDeadline, None
+        if deadline is not None and deadline.active():
+            deadline.cancel()
+        TimeoutMixin.resetTimeout(self)
+        super()._requestReceived(event)
+
+    def _requestDataReceived(self, event: Any) -> None:
+        TimeoutMixin.resetTimeout(self)
+        super()._requestDataReceived(event)
+
+    def writeDataToStream(self, stream_id: int, data: bytes) -> None:
+        """Queue data for a stream; pause its producer past L{STREAM_BUFFER}."""
+        super().writeDataToStream(stream_id, data)
+        queue = self._outboundStreamQueues.get(stream_id)
+        if queue is not None and sum(map(len, queue)) > self.STREAM_BUFFER:
+            stream = self.streams[stream_id]
+            self._overfull.add(stream_id)
+            stream.flowControlBlocked()
+
+    def _sendPrioritisedData(self, *args: Any) -> None:
+        super()._sendPrioritisedData(*args)
+        if self._overfull:
+            for stream_id in tuple(self._overfull):
+                queue = self._outboundStreamQueues.get(stream_id)
+                if queue is None:
+                    self._overfull.discard(stream_id)
+                elif sum(map(len, queue)) <= self.STREAM_BUFFER // 2:
+                    self._overfull.discard(stream_id)
+                    # Resumes the producer if the client's window allows.
+                    self.streams[stream_id].windowUpdated()
+
+    def connectionLost(
+        self,
+        reason: Failure = connectionDone,
+        _cancelTimeouts: bool = True,  # noqa: N803 - twisted.web passes it by name
+    ) -> None:
+        """Forget the clocks."""
+        deadline, self._headerDeadline = self._headerDeadline, None
+        if deadline is not None and deadline.active():
+            deadline.cancel()
+        super().connectionLost(reason, _cancelTimeouts)
 
 
 class _StreamingRequest(server.Request):
