@@ -65,7 +65,10 @@ class StreamOptions:
     @ivar max_channel_length: characters in a channel name.
     @ivar channel_pattern: a regular expression every channel name must
         match in full.
-    @ivar max_connections: open streams in total; past it: 503.
+    @ivar max_connections: open streams in total; past it a new stream is
+        told to come back later (a C{200} stream carrying only a C{retry:},
+        which keeps a browser's C{EventSource} reconnecting; counted as
+        C{503}).
     @ivar max_connections_per_address: open streams per client address
         (L{None}: no cap).  Behind a reverse proxy every client has the
         proxy's address: leave this off there.
@@ -73,7 +76,9 @@ class StreamOptions:
         it is disconnected.
     @ivar max_pause: seconds a client may stop reading before it is
         disconnected.
-    @ivar busy_retry_after: the C{Retry-After} seconds sent with a 503.
+    @ivar busy_retry_after: seconds a refused stream is told to wait before
+        it reconnects (its C{retry:}, at least C{retry}, plus jitter; and its
+        C{Retry-After} header).
     @ivar cors_origins: origins (C{"https://app.example.com"}) allowed to open
         the stream from another site; the default allows the same origin only.
         C{"*"} allows any origin (never with credentials).
