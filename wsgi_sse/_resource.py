@@ -354,7 +354,7 @@ class SSEResource(Resource):
         # Everything below happens in this one reactor turn: no event can be
         # published between the replay and the subscription.
         retry = options.retry + int(options.retry * options.retry_jitter * self._random.random())
-        parts = [opening_block("connected", retry)]
+        parts = [b": connected\nretry: %d\n\n" % (retry,)]
         missed: list[Event] = []
         if resume is not None and resume == last_event_id and not reset:
             # The client's own id (a subclass may hold the client until it
@@ -657,25 +657,15 @@ class SSEResource(Resource):
 
 def refusal_stream(reason: str, retry: int) -> bytes:
     """
-    The body of a transient refusal: a comment naming C{reason}, then the
-    C{retry} (milliseconds) the client waits before it reconnects.
+    The body of a transient refusal: comment lines naming C{reason}, then
+    the C{retry} (milliseconds) the client waits before it reconnects.
 
-    The retry is sent the way the opening of a stream sends it, so that
-    every client that honours one honours the other; no id is sent, so the
-    client's C{Last-Event-ID} stays where it was.
+    Clients apply C{retry:} as soon as they read the line; the stream then
+    ends, with no event (and no blank line that some clients would report
+    as an empty message).  No id is sent, so the client's C{Last-Event-ID}
+    stays where it was.
     """
-    return opening_block(reason, retry)
-
-
-def opening_block(comment: str, retry: int) -> bytes:
-    """
-    The block a stream opens with: a comment line, then C{retry:}.
-
-    Transient refusals (L{refusal_stream}) send the same block with their
-    reason as the comment.
-    """
-    # encode_comment ends its block with a blank line; the retry joins it.
-    return encode_comment(comment)[:-1] + encode_retry(retry) + b"\n"
+    return encode_comment(reason).rstrip(b"\n") + b"\n" + encode_retry(retry)
 
 
 def _limit_unacknowledged_time(transport: Any, heartbeat: float) -> None:
