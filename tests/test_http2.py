@@ -134,6 +134,30 @@ class H2Client:
             assert not self.closed or predicate(), "h2 client: connection closed"
             self.pump(0.1, **kwargs)
 
+    def post(self, path: str, body: bytes, *, declare: bool) -> int:
+        """Send a POST with C{body} (its length declared or not); return its stream id."""
+        stream_id = self.conn.get_next_available_stream_id()
+        headers = [(":method", "POST"), (":path", path), (":scheme", "https")]
+        headers.append((":authority", "localhost"))
+        if declare:
+            headers.append(("content-length", str(len(body))))
+        self.conn.send_headers(stream_id, headers)
+        self.flush()
+        sent = 0
+        while sent < len(body) and stream_id not in self.reset and not self.closed:
+            window = min(
+                self.conn.local_flow_control_window(stream_id), self.conn.max_outbound_frame_size
+            )
+            if window <= 0:
+                self.pump(0.1)
+                continue
+            chunk = body[sent : sent + window]
+            self.conn.send_data(stream_id, chunk, end_stream=sent + len(chunk) == len(body))
+            self.flush()
+            sent += len(chunk)
+            self.pump(0.001)
+        return stream_id
+
     def ping(self) -> None:
         """Send a PING (a frame that is not a request)."""
         self.conn.ping(b"12345678")
@@ -327,5 +351,24 @@ def test_h2_shutdown_ends_streams_and_retries_later(cert: tuple[Path, Path]) -> 
             client.wait(lambda: again in client.ended)
             assert client.status[again] == "200"
             assert client.data[again].startswith(b": server is shutting down\nretry: ")
+        finally:
+            client.close()
+
+
+@pytest.mark.parametrize("declare", [True, False], ids=["declared", "streamed"])
+def test_h2_request_body_over_the_limit_is_reset(cert: tuple[Path, Path], declare: bool) -> None:
+    """An HTTP/2 body over max_request_body resets its stream; the connection serves on."""
+    with serve(app, listen=tls_listen(*cert), max_request_body=100_000) as server:
+        client = H2Client(server.port, cert[0])
+        try:
+            big = client.post("/upload", b"x" * 300_000, declare=declare)
+            client.wait(lambda: big in client.reset)
+            assert big not in client.status
+            page = client.get("/page")
+            client.wait(lambda: page in client.ended)
+            assert client.data[page] == b"hello over HTTP/2"
+            small = client.post("/upload", b"y" * 50_000, declare=declare)
+            client.wait(lambda: small in client.ended)
+            assert client.status[small] == "200"
         finally:
             client.close()

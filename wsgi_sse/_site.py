@@ -12,6 +12,9 @@ or C{431} (Twisted itself closes such connections without an answer), and a
 request body over C{max_request_body} is answered C{413} (Twisted itself has
 no limit and spools large bodies to disk).
 
+Over TLS with C{h2} installed, clients that negotiate HTTP/2 get a
+L{_StreamH2Connection} under the same limits (see there).
+
 All methods: call in the reactor thread (twisted.web does).
 """
 
@@ -19,26 +22,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.error import ConnectionAborted
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.server import Site
 
-
-def _h2_connection_class() -> Any:
-    try:
-        from twisted.web._http2 import H2Connection
-    except ImportError:  # h2 is not installed: HTTP/1.1 only
-        return None
-    return H2Connection
-
-
-H2Connection: Any = _h2_connection_class()
-
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall
-    from twisted.python.failure import Failure
     from twisted.web.resource import IResource
 
 __all__ = [
@@ -56,6 +49,18 @@ DEFAULT_IDLE_TIMEOUT = 180.0
 
 DEFAULT_MAX_REQUEST_BODY = 64 * 1024 * 1024
 """Bytes a request body may have (Twisted alone accepts any size, spooled to disk)."""
+
+
+def _h2_connection_class() -> Any:
+    try:
+        from twisted.web._http2 import H2Connection
+    except ImportError:  # h2 is not installed: HTTP/1.1 only
+        return None
+    return H2Connection
+
+
+H2Connection: Any = _h2_connection_class()
+"""twisted.web's HTTP/2 connection class, or L{None} without C{h2}."""
 
 
 class _HeaderDeadlineChannel(http.HTTPChannel):
@@ -280,6 +285,7 @@ class StreamSite(Site):
             {
                 "__module__": __name__,
                 "headerTimeout": self.header_timeout,
+                "maxRequestBody": self.max_request_body,
                 "timeOut": self.timeOut,
                 "factory": self,
                 "site": self,
@@ -429,6 +435,8 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
       so a client sending nothing but PINGs or WINDOW_UPDATEs would hold
       the connection for ever; an open event stream keeps it alive with
       its heartbeats.
+    - A request body over C{maxRequestBody} has its stream reset (a
+      declared length at once, before the body is read).
     - Each stream's unsent data is capped at L{STREAM_BUFFER} bytes, like a
       TCP connection's write buffer: past it the stream's producer is
       paused (an event stream then holds its events and counts them
@@ -446,6 +454,7 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
 
     log = Logger()
     headerTimeout: float | None = None
+    maxRequestBody: int | None = None
     reactor: Any = None
     _receiving = False
     _headerDeadline: IDelayedCall | None = None
@@ -453,6 +462,7 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
     def __init__(self, reactor: Any = None) -> None:
         super().__init__(reactor)
         self._overfull: set[int] = set()
+        self._bodyReceived: dict[int, int] = {}
 
     def connectionMade(self) -> None:
         """Start the clock for the first request."""
@@ -489,10 +499,44 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
             deadline.cancel()
         TimeoutMixin.resetTimeout(self)
         super()._requestReceived(event)
+        limit = self.maxRequestBody
+        if limit is not None:
+            for name, value in event.headers:
+                if name.lower() == b"content-length" and value.isdigit() and int(value) > limit:
+                    self._bodyTooLarge(event.stream_id)
+                    return
 
     def _requestDataReceived(self, event: Any) -> None:
         TimeoutMixin.resetTimeout(self)
+        limit = self.maxRequestBody
+        stream_id = event.stream_id
+        if limit is not None and stream_id in self.streams:
+            received = self._bodyReceived.get(stream_id, 0) + len(event.data)
+            self._bodyReceived[stream_id] = received
+            if received > limit:
+                # The bytes still count toward the connection's window.
+                self.conn.increment_flow_control_window(event.flow_controlled_length)
+                self._bodyTooLarge(stream_id)
+                return
         super()._requestDataReceived(event)
+
+    def _bodyTooLarge(self, stream_id: int) -> None:
+        """Reset a stream whose request body is over C{maxRequestBody}."""
+        self.log.info(
+            "resetting HTTP/2 stream {stream} of {peer}: request body over {limit} bytes",
+            stream=stream_id,
+            peer=str(self.transport.getPeer()) if self.transport is not None else "?",
+            limit=self.maxRequestBody,
+        )
+        stream = self.streams.get(stream_id)
+        if stream is not None:
+            # The request (never dispatched) lets go of its spooled body.
+            stream.connectionLost(Failure(ConnectionAborted("request body too large")))
+        self.abortRequest(stream_id)
+
+    def _requestDone(self, stream_id: int) -> None:
+        self._bodyReceived.pop(stream_id, None)
+        super()._requestDone(stream_id)
 
     def writeDataToStream(self, stream_id: int, data: bytes) -> None:
         """Queue data for a stream; pause its producer past L{STREAM_BUFFER}."""
