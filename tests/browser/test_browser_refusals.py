@@ -183,3 +183,39 @@ def test_page_survives_a_graceful_restart_and_gets_what_it_missed(new_page: Any)
             if service is not None and service.running:
                 crochet.run_in_reactor(service.stopService)().wait(15)
         set_broadcaster(None)
+
+
+def test_page_waits_out_a_failing_hook_and_gets_what_it_missed(new_page: Any) -> None:
+    """While the authorize hook raises (a database down), the page retries, then resumes."""
+    failing = threading.Event()
+
+    def authorize(request: Any) -> bool:
+        if failing.is_set():
+            raise RuntimeError("database down")
+        return True
+
+    with serve(page_app, retry=300, busy_retry_after=1, authorize=authorize) as server:
+        page = new_page()
+        page.goto(server.url + "/")
+        expect(page.locator("#state")).to_have_text("live")
+        server.service.broadcaster.broadcast_and_wait("e1", channel="b")
+        expect(page.locator("#events li")).to_have_text(["e1"])
+        failing.set()
+
+        def end_page_stream() -> None:
+            for client in tuple(server.service.sse_resource.clients):
+                client.finish()
+
+        server.call(end_page_stream)
+
+        def hook_failures() -> int:
+            refused = server.call(server.service.sse_resource.snapshot)["refused"]
+            return int(refused.get("500", 0))
+
+        wait_until(lambda: hook_failures() >= 1, "the page to be refused")
+        server.service.broadcaster.broadcast_and_wait("e2", channel="b")
+        wait_until(lambda: hook_failures() >= 2, "the page to retry again")
+        assert page.evaluate("[source.readyState, window.closedForGood]") == [0, False]
+        failing.clear()
+        expect(page.locator("#events li")).to_have_text(["e1", "e2"])
+        assert page.evaluate("window.closedForGood") is False
