@@ -14,6 +14,7 @@ def test_all_is_pinned() -> None:
         "Hub",
         "SSEResource",
         "SSEServerService",
+        "StaticFiles",
         "StreamOptions",
         "StreamRequest",
         "WSGIRoot",

@@ -178,7 +178,7 @@ def test_publish_refuses_missing_or_wrong_secret(secret: str | None, status: int
         (b'{"data": 1, "channel": "a b"}', "application/json", 400, "characters outside"),
         (b'{"data": 1, "channel": 7}', "application/json", 400, "channel must be a string"),
         (b'{"data": 1, "event": "a\\nb"}', "application/json", 400, "must not contain CR"),
-        (b'{"data": NaN}', "application/json", 400, "cannot be encoded as JSON"),
+        (b'{"data": NaN}', "application/json", 400, "NaN is not a JSON value"),
         (b"data=1&data=2", "application/x-www-form-urlencoded", 400, "more than once"),
         (b"data=%FF", "application/x-www-form-urlencoded", 400, "not valid form data"),
         (b"data: x", "text/plain", 415, "application/json"),

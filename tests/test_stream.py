@@ -114,7 +114,7 @@ def test_head_subscribes_nothing() -> None:
 def test_other_methods_are_refused(method: str) -> None:
     """Non-GET methods on the stream get 405 with an Allow header."""
     with serve(knock_app) as server:
-        status, headers, _ = http_request(server.port, method, "/sse", body=b"x")
+        status, headers, _ = http_request(server.port, method, "/sse")
         assert status == 405
         assert "GET" in headers["allow"]
         assert server.client_count() == 0

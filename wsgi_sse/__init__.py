@@ -31,6 +31,7 @@ from ._hub import DEFAULT_CHANNEL, Event, Hub
 from ._mount import WSGIRoot
 from ._options import StreamOptions, StreamRequest
 from ._resource import SSEResource
+from ._static import StaticFiles
 
 __version__ = "0.1.0"
 
@@ -41,6 +42,7 @@ __all__ = (
     "Hub",
     "SSEResource",
     "SSEServerService",
+    "StaticFiles",
     "StreamOptions",
     "StreamRequest",
     "WSGIRoot",

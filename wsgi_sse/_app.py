@@ -10,7 +10,7 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any, Mapping
 
-from twisted.application.internet import StreamServerEndpointService
+from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.application.service import Application, IService, MultiService
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
@@ -132,6 +132,8 @@ class SSEServerService(MultiService):
     @ivar root: the L{WSGIRoot} (mount more Twisted resources on it).
     @ivar site: the twisted.web C{Site}.
     @ivar publish_resource: the HTTP publish endpoint, or L{None}.
+    @ivar pruning: the timer service that forgets expired history
+        (L{Hub.prune}), whether or not clients are connected.
     """
 
     log = Logger()
@@ -151,6 +153,7 @@ class SSEServerService(MultiService):
         shutdown_timeout: float = 3.0,
         history_size: int | None = None,
         history_age: float | None = None,
+        history_channels: int | None = None,
         stats_path: str | None = None,
         metrics_path: str | None = None,
         publish_path: str | None = None,
@@ -177,13 +180,17 @@ class SSEServerService(MultiService):
         self.reactor = reactor
         self.listen = resolve_listen(listen)
         self.shutdown_timeout = shutdown_timeout
-        if hub is not None and (history_size is not None or history_age is not None):
-            raise TypeError("pass history_size/history_age to your Hub, not with hub=")
         history: dict[str, Any] = {}
         if history_size is not None:
             history["history_size"] = history_size
         if history_age is not None:
             history["history_age"] = history_age
+        if history_channels is not None:
+            history["history_channels"] = history_channels
+        if hub is not None and history:
+            raise TypeError(
+                "pass history_size/history_age/history_channels to your Hub, not with hub="
+            )
         self.backplane: RedisBackplane | None = None
         redis_url = resolve_redis_url(redis_url)
         if redis_url is not None and hub is None and publisher is None:
@@ -238,15 +245,25 @@ class SSEServerService(MultiService):
             )
         for path, resource in (resources or {}).items():
             self.root.mount(path, resource, exact=False)
+        # The stream takes no body and the publish endpoint a small one:
+        # larger bodies are refused before they are read.
+        body_limits = {sse_path: 0}
+        if publish_path is not None:
+            body_limits[publish_path] = publish_max_body
         self.site = StreamSite(
             self.root,
             header_timeout=header_timeout,
             idle_timeout=idle_timeout,
             max_request_body=max_request_body,
+            body_limits=body_limits,
         )
         endpoint = serverFromString(reactor, with_backlog(self.listen))
         self.listening = StreamServerEndpointService(endpoint, self.site)
         self.listening.setServiceParent(self)
+        # History expires on its own clock, whether or not anyone listens.
+        self.pruning = TimerService(prune_interval(self.hub.history_age), self.hub.prune)
+        self.pruning.clock = reactor
+        self.pruning.setServiceParent(self)
         if self.backplane is not None:
             self.backplane.setServiceParent(self)  # type: ignore[no-untyped-call]
 
@@ -318,6 +335,15 @@ class SSEServerService(MultiService):
         return done
 
 
+def prune_interval(history_age: float) -> float:
+    """
+    Seconds between two prunings of the history: a quarter of C{history_age},
+    between 0.5 and 60 s, so an event is forgotten at most that long after
+    C{history_age} has passed.
+    """
+    return max(0.5, min(60.0, history_age / 4))
+
+
 def resolve_listen(listen: str | None) -> str:
     """The endpoint to listen on: C{listen}, else C{$WSGI_SSE_LISTEN}, else C{tcp:8005}."""
     if listen:
@@ -373,9 +399,10 @@ def make_application(
         else none.  Needs C{pip install wsgi-sse[redis]}.
     @param kwargs: C{min_threads}, C{hub}, C{publisher}, C{resources} (a
         mapping of paths to extra Twisted resources), C{reactor},
-        C{shutdown_timeout}; C{history_size} and C{history_age} (the replay
-        history of the default hub); C{stats_path} and C{metrics_path}
-        (serve counters as JSON / Prometheus text there; off by default);
+        C{shutdown_timeout}; C{history_size}, C{history_age} and
+        C{history_channels} (the replay history of the default hub);
+        C{stats_path} and C{metrics_path} (serve counters as JSON /
+        Prometheus text there; off by default);
         C{publish_path}, C{publish_secret} (default: C{$WSGI_SSE_PUBLISH_SECRET})
         and C{publish_max_body} (the HTTP publish endpoint; off by default);
         C{header_timeout} (seconds a client has to send its request headers,

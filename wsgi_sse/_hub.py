@@ -21,10 +21,13 @@ from ._encoding import frame
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
 
-__all__ = ["DEFAULT_CHANNEL", "Event", "Hub", "HubStats", "Subscriber"]
+__all__ = ["DEFAULT_CHANNEL", "DEFAULT_HISTORY_CHANNELS", "Event", "Hub", "HubStats", "Subscriber"]
 
 DEFAULT_CHANNEL = "default"
 """The channel of a connection that names none, and of a broadcast that names none."""
+
+DEFAULT_HISTORY_CHANNELS = 10_000
+"""Channels a hub keeps at most (see L{Hub}'s C{history_channels})."""
 
 
 class Subscriber(Protocol):
@@ -102,7 +105,12 @@ class Hub:
     All methods: call in the reactor thread.
 
     @param history_size: events kept per channel for replay (0 disables replay).
-    @param history_age: seconds an event stays in the history.
+    @param history_age: seconds an event stays in the history (L{prune}
+        forgets older ones; the server calls it on a timer).
+    @param history_channels: channels kept at most.  Publishing to one more
+        forgets the history of the channel published to least recently that
+        nobody listens to (a client resuming there gets C{reset}); channels
+        with listeners are never forgotten.
     @param clock: the time source (the reactor by default).
     @param instance_id: the id prefix; random-enough by default, fixed in tests.
     """
@@ -114,6 +122,7 @@ class Hub:
         *,
         history_size: int = 1000,
         history_age: float = 600.0,
+        history_channels: int = DEFAULT_HISTORY_CHANNELS,
         clock: IReactorTime | None = None,
         instance_id: str | None = None,
     ) -> None:
@@ -121,8 +130,11 @@ class Hub:
             raise ValueError("history_size must not be negative")
         if history_age <= 0:
             raise ValueError("history_age must be positive")
+        if history_channels < 1:
+            raise ValueError("history_channels must be at least 1")
         self.history_size = history_size
         self.history_age = history_age
+        self.history_channels = history_channels
         self._clock = clock
         self.instance_id = instance_id if instance_id is not None else _new_instance_id()
         self._prefix = self.instance_id + "-"
@@ -252,10 +264,34 @@ class Hub:
         return self._fan_out(ch, b"".join(wires), len(wires))
 
     def _channel(self, channel: str) -> _Channel:
-        ch = self._channels.get(channel)
+        """The channel C{channel} is published to, moved to the end of the eviction order."""
+        channels = self._channels
+        ch = channels.pop(channel, None)
         if ch is None:
-            ch = self._channels[channel] = _Channel(channel)
+            ch = _Channel(channel)
+            if len(channels) >= self.history_channels:
+                self._evict()
+        # The dict's order: least recently published first.
+        channels[channel] = ch
         return ch
+
+    def _evict(self) -> None:
+        """Make room for one more channel: forget those published to least recently."""
+        channels = self._channels
+        # Bounded work per call; channels with listeners are moved out of
+        # the way, so later calls reach the idle ones behind them.
+        budget = 64
+        while len(channels) >= self.history_channels and budget:
+            budget -= 1
+            oldest = next(iter(channels.values()))
+            if oldest.subscribers:
+                del channels[oldest.name]
+                channels[oldest.name] = oldest
+                continue
+            if oldest.history:
+                oldest.evicted_upto = oldest.history[-1].seq
+                oldest.history.clear()
+            self._forget_if_idle(oldest)
 
     def _record(self, seq: int, event_id: str, ch: _Channel, body: bytes, now: float) -> bytes:
         """Frame one event and keep it in its channel's history; return the wire bytes."""
@@ -304,7 +340,10 @@ class Hub:
             ch.evicted_upto = history.popleft().seq
 
     def prune(self) -> None:
-        """Drop events older than C{history_age} from every channel."""
+        """
+        Drop events older than C{history_age} from every channel, and forget
+        the channels left with no history and no listener.
+        """
         now = self._now()
         for ch in list(self._channels.values()):
             self._trim(ch, now)

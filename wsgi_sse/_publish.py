@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
+import re
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
@@ -59,11 +61,13 @@ class PublishResource(Resource):
     C{channel} defaults to the default channel, C{event} to none (a plain
     C{message}); C{data} is required.
 
-    Answers: C{200} with C{{"delivered": n, "id": "..."}} (C{id} when the
-    publisher is a L{Hub}); C{401} without credentials, C{403} with a wrong
-    secret, C{400} for bad fields, C{413} for a body over C{max_body} bytes,
-    C{415} for other content types, C{405} for other methods, C{503} if the
-    publisher failed.
+    Answers, always in JSON: C{200} with C{{"delivered": n, "id": "..."}}
+    (C{id} when the publisher is a L{Hub}); C{401} without credentials,
+    C{403} with a wrong secret, C{400} for bad fields or a body that is not
+    UTF-8 JSON (arrays and objects nested deeper than L{MAX_JSON_DEPTH},
+    C{NaN}, infinities and integers of more than 4,300 digits included),
+    C{413} for a body over C{max_body} bytes, C{415} for other content
+    types, C{405} for other methods, C{503} if the publisher failed.
 
     @param broadcaster: validates and encodes events, and publishes them.
     @param secret: the shared secret, compared in constant time.
@@ -120,6 +124,9 @@ class PublishResource(Resource):
                 raise _Answer(400, str(e)) from None
         except _Answer as answer:
             return self._answer(request, answer.code, {"error": answer.message}, answer.headers)
+        except Exception:  # noqa: BLE001 - a bug: still answer in JSON
+            self.log.failure("publish request failed")
+            return self._answer(request, 500, {"error": "internal error"})
 
         publisher = self.broadcaster.publisher
         peer = getattr(request.getClientAddress(), "host", "unix")
@@ -224,10 +231,46 @@ class PublishResource(Resource):
         request.finish()
 
 
+MAX_JSON_DEPTH = 64
+"""How deeply arrays and objects may nest in a JSON body (the body itself is level 1)."""
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKETS_ONLY = {ord(c): None for c in map(chr, range(0x80)) if c not in "[]{}"}
+
+
+def _json_depth(text: str) -> int:
+    """How deeply arrays and objects nest in C{text} (strings skipped)."""
+    brackets = _JSON_STRING.sub("", text).translate(_BRACKETS_ONLY)
+    depth = deepest = 0
+    for c in brackets:
+        if c in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+        elif c in "]}":
+            depth -= 1
+    return deepest
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number out of range: {text[:20]}")
+    return value
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def _json_fields(raw: bytes) -> dict[str, object]:
     try:
-        fields = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as e:
+        # JSON on the wire is UTF-8 (RFC 8259): no guessing at UTF-16/32.
+        text = raw.decode("utf-8")
+        if _json_depth(text) > MAX_JSON_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+        fields = json.loads(text, parse_float=_finite, parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise _Answer(400, f"body is not valid JSON: {e}") from None
     if not isinstance(fields, dict):
         raise _Answer(400, "the JSON body must be an object")

@@ -35,7 +35,7 @@ from twisted.python.threadpool import ThreadPool
 
 from ._broadcast import prepare_event
 from ._encoding import frame
-from ._hub import Event, Hub, Subscriber, _base36
+from ._hub import DEFAULT_HISTORY_CHANNELS, Event, Hub, Subscriber, _base36
 from ._resource import _RESET
 
 if TYPE_CHECKING:
@@ -148,6 +148,7 @@ class RedisHub(Hub):
         *,
         history_size: int = 1000,
         history_age: float = 600.0,
+        history_channels: int = DEFAULT_HISTORY_CHANNELS,
         clock: IReactorTime | None = None,
         instance_id: str | None = None,
         replay_wait: float = 5.0,
@@ -159,6 +160,7 @@ class RedisHub(Hub):
         super().__init__(
             history_size=history_size,
             history_age=history_age,
+            history_channels=history_channels,
             clock=clock,
             instance_id=instance_id,
         )

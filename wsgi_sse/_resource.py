@@ -10,7 +10,7 @@ import random
 import socket
 from collections import Counter
 from itertools import chain
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred
@@ -24,7 +24,7 @@ from twisted.web.server import NOT_DONE_YET
 from ._client import StreamClient, close_after_response
 from ._encoding import encode_body, encode_comment, encode_event, encode_retry, frame
 from ._hub import DEFAULT_CHANNEL, Event, Hub
-from ._options import StreamOptions, StreamRequest
+from ._options import AuthorizeResult, StreamOptions, StreamRequest
 
 if TYPE_CHECKING:
     from twisted.python.threadpool import ThreadPool
@@ -192,15 +192,55 @@ class SSEResource(Resource):
             )
         return getattr(self, name)(request)  # type: ignore[no-any-return]
 
-    def render_HEAD(self, request: Request) -> bytes:
-        """Answer the stream's headers; nothing is subscribed."""
+    def render_HEAD(self, request: Request) -> bytes | int:
+        """
+        Answer the stream's headers, or the refusal a C{GET} would get;
+        nothing is subscribed.
+        """
+        authorize = self.options.authorize
+        peer = _peer(request)
         try:
-            self._parse(request)
+            channels, last_event_id = self._parse(request)
             self._check_origin(request)
+            self._check_limits(peer)
         except _Refused as refused:
             return self._refuse(request, refused)
-        self._set_stream_headers(request)
-        return b""
+        if authorize is None:
+            self._set_stream_headers(request)
+            return b""
+        # The same hook as GET, in the pool and counted as pending like GET's:
+        # a HEAD must not tell apart what a GET would refuse.
+        info = _stream_request(request, channels, last_event_id, peer)
+        self._pending += 1
+        self._per_address[peer] += 1
+        gone: list[bool] = []
+        request.notifyFinish().addBoth(lambda _: gone.append(True))
+
+        def release(result: object) -> object:
+            self._pending -= 1
+            self._release(peer)
+            return result
+
+        def done(allowed: frozenset[str] | bool) -> None:
+            if gone:
+                return
+            if allowed is not True:
+                denied = [c for c in channels if allowed is False or c not in allowed]
+                self._finish_refused(
+                    request, _Refused(403, f"not allowed to join: {', '.join(denied)}")
+                )
+                return
+            self._set_stream_headers(request)
+            request.finish()
+
+        def failed(failure: Failure) -> None:
+            self.log.failure("stream hook failed for HEAD", failure)
+            if not gone:
+                self._finish_refused(request, _Refused(500, "stream hook failed", transient=True))
+
+        hook = self._run_in_pool(_authorized, authorize, info, channels)
+        hook.addBoth(release).addCallbacks(done, failed)
+        return NOT_DONE_YET
 
     def render_OPTIONS(self, request: Request) -> bytes:
         """Answer a CORS preflight."""
@@ -254,18 +294,9 @@ class SSEResource(Resource):
 
         def hooks() -> tuple[frozenset[str] | bool, bytes | None]:
             if options.authorize is not None:
-                allowed = options.authorize(info)
-                if isinstance(allowed, (str, bytes)) or allowed is None:
-                    raise TypeError(
-                        "authorize must return a bool or a collection of channel names, "
-                        f"not {type(allowed).__name__}"
-                    )
-                if not isinstance(allowed, bool):
-                    allowed = frozenset(allowed)
-                    if not allowed.issuperset(channels):
-                        return allowed, None
-                elif not allowed:
-                    return False, None
+                allowed = _authorized(options.authorize, info, channels)
+                if allowed is not True:
+                    return allowed, None
             if want_initial and options.initial is not None:
                 value = options.initial(info)
                 if value is not None:
@@ -611,7 +642,8 @@ class SSEResource(Resource):
         A transient refusal of a stream (C{GET}) is answered C{200} with a
         short event stream: a comment naming the reason and a C{retry:} of
         C{busy_retry_after} seconds (at least C{retry}), with jitter; then
-        the stream and its connection end.  A browser's C{EventSource} then
+        the stream and its connection end.  C{Retry-After} marks the answer
+        as a refusal (a C{HEAD} gets the same headers).  A browser's C{EventSource} then
         reconnects by itself, with its C{Last-Event-ID}; any other status
         would end it for good.  A C{204} ends it for good, deliberately.
         """
@@ -622,7 +654,7 @@ class SSEResource(Resource):
             code=refused.code,
             why=refused.message,
         )
-        if refused.transient and request.method == b"GET":
+        if refused.transient and request.method in (b"GET", b"HEAD"):
             return self._retry_later(request, refused)
         if refused.code == 204:
             request.setResponseCode(204)
@@ -642,10 +674,16 @@ class SSEResource(Resource):
         request.setResponseCode(200)
         self._set_stream_headers(request)
         self._grant_cors_if_cross_origin(request)
+        request.setHeader(b"Retry-After", b"%d" % (options.busy_retry_after,))
         for name, value in refused.headers:
             request.setHeader(name, value)
         close_after_response(request)
-        return refusal_stream(refused.message, retry)
+        body = refusal_stream(refused.message, retry)
+        if request.method == b"HEAD":
+            # The headers GET would get (Retry-After tells it is a refusal).
+            request.setHeader(b"Content-Length", b"%d" % (len(body),))
+            return b""
+        return body
 
     def _finish_refused(self, request: Request, refused: _Refused) -> None:
         body = self._refuse(request, refused)
@@ -666,6 +704,27 @@ def refusal_stream(reason: str, retry: int) -> bytes:
     stays where it was.
     """
     return encode_comment(reason).rstrip(b"\n") + b"\n" + encode_retry(retry)
+
+
+def _authorized(
+    authorize: Callable[[StreamRequest], AuthorizeResult],
+    info: StreamRequest,
+    channels: tuple[str, ...],
+) -> frozenset[str] | bool:
+    """
+    Run the C{authorize} hook: C{True} if every channel is allowed, else
+    C{False} or the channels that are.  Called in a pool thread.
+    """
+    allowed = authorize(info)
+    if isinstance(allowed, (str, bytes)) or allowed is None:
+        raise TypeError(
+            "authorize must return a bool or a collection of channel names, "
+            f"not {type(allowed).__name__}"
+        )
+    if isinstance(allowed, bool):
+        return allowed
+    allowed = frozenset(allowed)
+    return True if allowed.issuperset(channels) else allowed
 
 
 def _limit_unacknowledged_time(transport: Any, heartbeat: float) -> None:

@@ -10,7 +10,16 @@ kept-alive connection; past it the connection is answered C{408} and closed.
 A request line or header line longer than Twisted accepts is answered C{414}
 or C{431} (Twisted itself closes such connections without an answer), and a
 request body over C{max_request_body} is answered C{413} (Twisted itself has
-no limit and spools large bodies to disk).
+no limit and spools large bodies to disk).  Paths given a smaller limit
+(C{body_limits}: the event stream takes no body at all, the publish endpoint
+a small one) refuse a larger body as soon as its headers arrive, before any
+of it is read.
+
+Request bodies are never parsed here: twisted.web would otherwise parse every
+form-encoded or multipart C{POST} body into C{request.args} in the reactor
+thread, on every path, before any resource sees the request (30 MB of form
+fields froze every connection for seconds).  The WSGI app reads and parses
+its body in its own thread, as under any WSGI server.
 
 Over TLS with C{h2} installed, clients that negotiate HTTP/2 get a
 L{_StreamH2Connection} under the same limits (see there).
@@ -20,7 +29,9 @@ All methods: call in the reactor thread (twisted.web does).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import json
+from typing import TYPE_CHECKING, Any, Mapping
+from urllib.parse import unquote_to_bytes
 
 from twisted.internet.error import ConnectionAborted
 from twisted.internet.protocol import connectionDone
@@ -69,8 +80,11 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
     log = Logger()
     headerTimeout: float | None = DEFAULT_HEADER_TIMEOUT
     maxRequestBody: int | None = DEFAULT_MAX_REQUEST_BODY
+    # Smaller limits by path: {(b"sse",): 0, ...} (segments as routed).
+    bodyLimits: Mapping[tuple[bytes, ...], int] = {}
     _headerDeadline: IDelayedCall | None = None
     _bodyReceived = 0
+    _bodyLimit: int | None = DEFAULT_MAX_REQUEST_BODY
     _refused = False
 
     def connectionMade(self) -> None:
@@ -88,12 +102,43 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
     def allHeadersReceived(self) -> None:
         """The headers are complete: stop the clock; refuse a body declared too large."""
         self._cancelHeaderDeadline()
-        limit = self.maxRequestBody
-        if limit is not None and self.length is not None and self.length > limit:
-            self._refuseAndClose(b"413 Content Too Large", b"request body too large\n")
-            return
+        if self.length != 0:
+            # A declared length, or a chunked body (length None).
+            limit = self._bodyLimit = self._limitFor(getattr(self, "_path", b""))
+            if limit is not None and (
+                limit == 0 or (self.length is not None and self.length > limit)
+            ):
+                self._refuseTooLarge()
+                return
         self._bodyReceived = 0
         super().allHeadersReceived()  # type: ignore[no-untyped-call]
+
+    def _refuseTooLarge(self) -> None:
+        limit = self._bodyLimit
+        if limit == self.maxRequestBody:
+            self._refuseAndClose(b"413 Content Too Large", b"request body too large\n")
+            return
+        # A path with its own limit (the stream, the publish endpoint)
+        # answers in JSON, as those endpoints answer their other errors.
+        error = f"body larger than {limit} bytes" if limit else "this path takes no request body"
+        self._refuseAndClose(
+            b"413 Content Too Large",
+            json.dumps({"error": error}).encode("utf-8") + b"\n",
+            b"application/json",
+        )
+
+    def _limitFor(self, uri: bytes) -> int | None:
+        """The body limit of the path of C{uri}, routed as twisted.web routes it."""
+        limit = self.maxRequestBody
+        limits = self.bodyLimits
+        if limits:
+            path = uri.split(b"?", 1)[0]
+            # Site.getResourceFor unquotes each segment the same way.
+            segments = tuple(unquote_to_bytes(s) for s in path[1:].split(b"/"))
+            special = limits.get(segments)
+            if special is not None and (limit is None or special < limit):
+                return special
+        return limit
 
     def lineReceived(self, line: bytes) -> None:
         """Parse a request or header line, unless the connection was refused."""
@@ -104,11 +149,11 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
         """Count a chunked body against the limit as it arrives."""
         if self._refused:
             return
-        limit = self.maxRequestBody
+        limit = self._bodyLimit
         if limit is not None and self.length is None and not self._handlingRequest:
             self._bodyReceived += len(data)
             if self._bodyReceived > limit:
-                self._refuseAndClose(b"413 Content Too Large", b"request body too large\n")
+                self._refuseTooLarge()
                 return
         super().rawDataReceived(data)
 
@@ -152,7 +197,9 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
                 b"431 Request Header Fields Too Large", b"request header line too long\n"
             )
 
-    def _refuseAndClose(self, status: bytes, message: bytes) -> None:
+    def _refuseAndClose(
+        self, status: bytes, message: bytes, content_type: bytes = b"text/plain; charset=utf-8"
+    ) -> None:
         """
         Send a final answer and close, letting the client read it: ignore
         whatever else it sends, half-close so it sees the end, and abort if it
@@ -168,8 +215,8 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
         assert transport is not None
         transport.write(
             b"HTTP/1.1 %s\r\nConnection: close\r\n"
-            b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n\r\n%s"
-            % (status, len(message), message)
+            b"Content-Type: %s\r\nContent-Length: %d\r\n\r\n%s"
+            % (status, content_type, len(message), message)
         )
         lose_write = getattr(transport, "loseWriteConnection", None)
         if lose_write is not None:
@@ -177,6 +224,12 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
         else:  # pragma: no cover - transports that cannot half-close
             transport.loseConnection()
         self.callLater(2.0, _abort, transport)  # type: ignore[no-untyped-call, call-arg]
+
+
+def _segments(path: str) -> tuple[bytes, ...]:
+    if not path.startswith("/"):
+        raise ValueError(f"body_limits paths must start with '/', got {path!r}")
+    return tuple(s.encode("utf-8") for s in path[1:].split("/"))
 
 
 def _ignore(data: bytes) -> None:
@@ -199,6 +252,9 @@ class StreamSite(Site):
         requests; an open event stream is never idle in this sense.
     @param max_request_body: bytes a request body may have (C{None}: no
         limit); a larger one is answered C{413} before it is read.
+    @param body_limits: smaller limits for some paths (C{{"/sse": 0}}: no
+        body at all), matched against the whole path as twisted.web routes
+        it (segments unquoted, no query string).
     """
 
     def __init__(
@@ -208,17 +264,25 @@ class StreamSite(Site):
         header_timeout: float | None = DEFAULT_HEADER_TIMEOUT,
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         max_request_body: int | None = DEFAULT_MAX_REQUEST_BODY,
+        body_limits: Mapping[str, int] | None = None,
         **kwargs: Any,
     ) -> None:
         if header_timeout is not None and header_timeout < 0:
             raise ValueError("header_timeout must not be negative")
         if idle_timeout is not None and idle_timeout <= 0:
             raise ValueError("idle_timeout must be positive or None")
+        # Bodies reach resources unparsed (see the module docstring).
+        kwargs.setdefault("parsePOSTFormSubmission", False)
         super().__init__(resource, timeout=idle_timeout, **kwargs)  # type: ignore[no-untyped-call]
         if max_request_body is not None and max_request_body < 0:
             raise ValueError("max_request_body must not be negative")
         self.header_timeout = header_timeout
         self.max_request_body = max_request_body
+        self.body_limits: dict[tuple[bytes, ...], int] = {}
+        for path, limit in (body_limits or {}).items():
+            if limit < 0:
+                raise ValueError(f"the body limit of {path} must not be negative")
+            self.body_limits[_segments(path)] = limit
         if "requestFactory" not in kwargs:
             self.requestFactory = _StreamingRequest
 
@@ -244,6 +308,7 @@ class StreamSite(Site):
         settings = (
             self.header_timeout,
             self.max_request_body,
+            tuple(sorted(self.body_limits.items())),
             self.timeOut,
             self.requestFactory,
             self.reactor,
@@ -258,6 +323,7 @@ class StreamSite(Site):
                 "__module__": __name__,
                 "headerTimeout": self.header_timeout,
                 "maxRequestBody": self.max_request_body,
+                "bodyLimits": dict(self.body_limits),
                 "timeOut": self.timeOut,
                 "factory": self,
                 "site": self,
@@ -329,6 +395,7 @@ _CHANNEL_ATTRIBUTES = (
     "persistent",
     "length",
     "_bodyReceived",
+    "_bodyLimit",
     "_savedTimeOut",
     "line_mode",
     "_requestProducer",

@@ -14,6 +14,7 @@ import gc
 import json
 import resource
 import sys
+import time
 from typing import Any
 
 import psutil
@@ -58,8 +59,17 @@ def main() -> None:
     process = psutil.Process()
     peak = [0]
 
+    # The reactor's worst lateness: how much later than due a 10 ms timer ran.
+    lag = {"last": 0.0, "max": 0.0}
+
     def sample() -> None:
         peak[0] = max(peak[0], process.memory_info().rss)
+
+    def tick() -> None:
+        now = time.monotonic()
+        if lag["last"]:
+            lag["max"] = max(lag["max"], now - lag["last"] - 0.01)
+        lag["last"] = now
 
     def state(reset: bool) -> dict[str, Any]:
         gc.collect()
@@ -83,12 +93,14 @@ def main() -> None:
             "disconnects": resource_.stats.disconnects,
             "rss": rss,
             "peak_rss": peak[0],
+            "max_lag": lag["max"],
             "fds": process.num_fds(),
             "blocks": sys.getallocatedblocks(),
             "objects": _live_objects(),
         }
         if reset:
             peak[0] = rss
+            lag["max"] = lag["last"] = 0.0  # not counting this call's own time
         return result
 
     rel_app.STATE = state
@@ -97,6 +109,7 @@ def main() -> None:
     # memory, which would look like a leak here.
     globalLogBeginner.beginLoggingTo([lambda event: None], redirectStandardIO=False)
     LoopingCall(sample).start(0.05)
+    LoopingCall(tick).start(0.01)
     service.startService()
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.run()

@@ -33,9 +33,9 @@ def test_stream_option_defaults_are_the_documented_caps() -> None:
 
 
 def test_history_is_bounded_by_default() -> None:
-    """Each channel keeps at most 1,000 events for at most ten minutes."""
+    """Each of at most 10,000 channels keeps at most 1,000 events for at most ten minutes."""
     hub = Hub()
-    assert (hub.history_size, hub.history_age) == (1000, 600.0)
+    assert (hub.history_size, hub.history_age, hub.history_channels) == (1000, 600.0, 10_000)
 
 
 @pytest.mark.parametrize(

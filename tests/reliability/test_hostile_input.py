@@ -81,7 +81,8 @@ def test_other_methods_on_the_stream_get_405(
     server: RunningServer, bystander: StreamClient, method: str
 ) -> None:
     """Every method but GET, HEAD and OPTIONS is refused with 405 and an Allow header."""
-    code, headers, body = http_request(server.port, method, "/sse", body=b"data: x\n\n")
+    # (With a body, the request is refused with 413 before its method matters.)
+    code, headers, body = http_request(server.port, method, "/sse")
     assert code == 405
     assert headers["allow"] == "GET, HEAD, OPTIONS"
     assert b"only answers GET" in body

@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
-import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import fields
 from importlib import import_module
@@ -39,7 +38,6 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import close_old_connections, transaction
 from django.utils.module_loading import import_string
-from twisted.web.pages import notFound
 from twisted.web.resource import IResource
 
 from .._app import SSEServerService
@@ -419,22 +417,15 @@ def server_kwargs() -> dict[str, Any]:
 
 
 def _static_file(path: str) -> IResource:
-    """A C{static.File} for C{path} that lists no directories."""
-    with warnings.catch_warnings():
-        # twisted.web.static builds a deprecated resource at import time.
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"twisted\.web\.")
-        from twisted.web.static import File
-
-    class StaticFiles(File):
-        def directoryListing(self) -> IResource:
-            return notFound()
+    """The files under C{path}, served by L{StaticFiles<wsgi_sse.StaticFiles>}."""
+    from .._static import StaticFiles
 
     return StaticFiles(path)
 
 
 def static_resources() -> dict[str, IResource]:
     """
-    Return C{{STATIC_URL path: File(STATIC_ROOT)}} for L{make_application}'s
+    Return C{{STATIC_URL path: StaticFiles(STATIC_ROOT)}} for L{make_application}'s
     C{resources}, or an empty dict when C{STATIC_ROOT} is unset or
     C{STATIC_URL} is not a path on this server (a CDN).  Run
     C{manage.py collectstatic} first.  May be called in any thread.

@@ -1,0 +1,140 @@
+"""
+Static files, as the Django example serves them (C{STATIC_ROOT} through
+Twisted, started exactly as its README says): many or overlapping byte
+ranges and malformed paths.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_django_example import EXAMPLE, running_example
+
+CSS = "/static/knocks/knocks.css"
+SOURCE = EXAMPLE / "knocks" / "static" / "knocks" / "knocks.css"
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """The Django example in a subprocess, from a fresh data directory; yields its port."""
+    with running_example(tmp_path_factory.mktemp("static")) as port:
+        yield port
+
+
+def get(
+    port: int, path: str, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """GET over a raw socket (the path sent exactly as given); status, headers, body."""
+    lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        raw = b""
+        while data := sock.recv(65536):
+            raw += data
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    parsed = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        parsed[name.strip().lower()] = value.strip()
+    return int(status_line.split()[1]), parsed, body
+
+
+def test_overlapping_ranges_never_amplify_a_file(example: int) -> None:
+    """200 overlapping ranges are merged into one: the answer is the file, not 200 copies."""
+    size = len(SOURCE.read_bytes())
+    status, headers, body = get(example, CSS, {"Range": "bytes=" + ",".join(["0-"] * 200)})
+    print(f"\n  200 x '0-' on a {size}-byte file: {status}, {len(body)} bytes")
+    assert status == 206
+    assert headers["content-range"] == f"bytes 0-{size - 1}/{size}"
+    assert body == SOURCE.read_bytes()
+    # Overlapping and adjacent ranges merge; disjoint ones stay apart.
+    status, headers, body = get(example, CSS, {"Range": "bytes=10-20,0-12,21-30"})
+    assert (status, headers["content-range"], body) == (
+        206,
+        f"bytes 0-30/{size}",
+        SOURCE.read_bytes()[:31],
+    )
+    # A suffix longer than the file is the whole file; a malformed Range is ignored.
+    status, headers, body = get(example, CSS, {"Range": "bytes=-100000"})
+    assert (status, headers["content-range"]) == (206, f"bytes 0-{size - 1}/{size}")
+    assert get(example, CSS, {"Range": "bytes=5-2"})[0] == 200
+    status, headers, body = get(example, CSS, {"Range": "bytes=0-1,10-11"})
+    assert status == 206 and headers["content-type"].startswith("multipart/byteranges")
+    assert body.count(b"Content-range: bytes ") == 2
+
+
+def test_many_ranges_are_refused_at_once(example: int) -> None:
+    """1,000 small disjoint ranges get 416 at once instead of tying up the connection."""
+    ranges = ",".join(f"{i}-{i}" for i in range(0, 2000, 2))
+    start = time.monotonic()
+    status, headers, body = get(example, CSS, {"Range": f"bytes={ranges}"})
+    print(f"\n  1,000 ranges: {status} after {(time.monotonic() - start) * 1000:.1f} ms")
+    assert status == 416
+    assert headers["content-range"] == f"bytes */{len(SOURCE.read_bytes())}"
+    # A handful of ranges is still served.
+    status, _, body = get(example, CSS, {"Range": "bytes=0-0,2-2,4-4,6-6"})
+    assert status == 206 and body.count(b"Content-range: bytes ") == 4
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/static/%00",
+        "/static/knocks/%00",
+        "/static/knocks/knocks.css%00",
+        "/static/knocks/knocks.css%00.png",
+        "/static/%00/knocks.css",
+        "/static/knocks/%ff%fe",
+        "/static/..%2f..%2fknockproject%2fsettings.py",
+        "/static/%2e%2e/%2e%2e/manage.py",
+        "/static/knocks/..%5c..%5cmanage.py",
+        "/static/admin/",
+    ],
+)
+def test_bad_static_paths_get_404(example: int, path: str) -> None:
+    """NUL bytes, undecodable names, traversal and directories answer 404, never 500."""
+    status, _, body = get(example, path)
+    assert status == 404, (path, body[:200])
+    assert b"SECRET" not in body and b"import" not in body
+    # The server is still serving files.
+    assert get(example, CSS)[0] == 200
+
+
+def test_range_on_a_missing_file_is_404(example: int, tmp_path: Path) -> None:
+    """A Range on a file that does not exist is 404, not a range answer."""
+    assert get(example, "/static/knocks/nope.css", {"Range": "bytes=0-10"})[0] == 404
+
+
+def test_static_files_mounted_by_hand(tmp_path: Path) -> None:
+    """StaticFiles mounted through resources= serves files, merges ranges and 404s bad paths."""
+    from support import serve
+
+    from wsgi_sse import StaticFiles
+
+    (tmp_path / "big.bin").write_bytes(bytes(range(256)) * 400)  # 100 KiB
+    (tmp_path / "sub").mkdir()
+
+    def app(environ: dict[str, object], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"app"]
+
+    with serve(app, resources={"/files": StaticFiles(str(tmp_path))}) as server:
+        data = (tmp_path / "big.bin").read_bytes()
+        status, _, body = get(server.port, "/files/big.bin")
+        assert (status, body) == (200, data)
+        status, _, body = get(
+            server.port, "/files/big.bin", {"Range": "bytes=" + ",".join(["0-"] * 200)}
+        )
+        assert (status, len(body)) == (206, len(data))
+        status, _, body = get(server.port, "/files/big.bin", {"Range": "bytes=-10"})
+        assert (status, body) == (206, data[-10:])
+        for path in ("/files/%00", "/files/big.bin%00", "/files/sub/", "/files/%c0%af"):
+            assert get(server.port, path)[0] == 404, path
+        assert b"app" in get(server.port, "/elsewhere")[2]
