@@ -361,6 +361,37 @@ def serve(wsgi_app: Any, **kwargs: Any) -> Iterator[RunningServer]:
         set_broadcaster(None)
 
 
+def end_streams(server: RunningServer) -> int:
+    """
+    End every open stream cleanly, as a restarting server would (clients
+    reconnect); return how many streams were ever opened.
+    """
+    resource = server.service.sse_resource
+
+    def end() -> int:
+        for client in tuple(resource.clients):
+            resource.hub.unsubscribe(client)
+            client.finish()
+        return int(resource.stats.connects)
+
+    return int(server.call(end))
+
+
+def end_streams_until_reconnected(server: RunningServer, times: int, timeout: float) -> int:
+    """
+    End every open stream again and again until clients have reconnected
+    C{times} times; return how many times they did (fewer if C{timeout}
+    seconds ran out first).
+    """
+    first = end_streams(server)
+    deadline = time.monotonic() + timeout
+    reconnects = 0
+    while reconnects < times and time.monotonic() < deadline:
+        time.sleep(0.02)
+        reconnects = end_streams(server) - first
+    return reconnects
+
+
 # -- subprocesses ------------------------------------------------------------------
 
 

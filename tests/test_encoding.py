@@ -142,10 +142,10 @@ def test_circular_data_refused() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("", b":\n\n"),
-        ("hi", b": hi\n\n"),
-        ("a\nb", b": a\n: b\n\n"),
-        ("a\r\nb\rc", b": a\n: b\n: c\n\n"),
+        ("", b":\n"),
+        ("hi", b": hi\n"),
+        ("a\nb", b": a\n: b\n"),
+        ("a\r\nb\rc", b": a\n: b\n: c\n"),
     ],
 )
 def test_comments(text: str, expected: bytes) -> None:

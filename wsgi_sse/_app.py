@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 import threading
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -14,11 +15,11 @@ from twisted.application.internet import StreamServerEndpointService, TimerServi
 from twisted.application.service import Application, IService, MultiService
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python.components import Componentized
 from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import IResource
-from twisted.web.wsgi import WSGIResource
 
 from ._broadcast import Broadcaster, Publisher, set_broadcaster
 from ._hub import Hub
@@ -34,6 +35,7 @@ from ._site import (
     StreamSite,
 )
 from ._stats import BackplaneStats, MetricsResource, StatsResource
+from ._wsgi import WSGIContainer
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_LISTEN",
+    "ListenError",
     "SSEServerService",
     "WSGIThreadPool",
     "make_application",
@@ -103,6 +106,39 @@ def _compliant(app: WSGIApplication) -> WSGIApplication:
         return app(environ, start_response)
 
     return application
+
+
+class ListenError(Exception):
+    """
+    The server cannot listen on its endpoint (a port in use, a permission
+    refused): the message names the endpoint and the cause, in one line.
+    """
+
+
+def _cannot_listen(listen: str, error: CannotListenError) -> ListenError:
+    cause = error.socketError
+    reason = getattr(cause, "strerror", None) or str(cause)
+    failure = ListenError(f"cannot listen on {listen}: {reason}")
+    _report_in_one_line(failure)
+    return failure
+
+
+def _report_in_one_line(error: BaseException) -> None:
+    """
+    If C{error} ends the process uncaught (twistd lets a start-up error
+    through), print it as one line, not as a traceback.
+    """
+    previous = sys.excepthook
+
+    def excepthook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        if value is error:
+            program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "wsgi-sse"
+            # The process's own stderr: twistd -n sends sys.stderr to its log.
+            print(f"{program}: {error}", file=sys.__stderr__ or sys.stderr)
+        else:
+            previous(kind, value, tb)
+
+    sys.excepthook = excepthook
 
 
 class WSGIThreadPool(ThreadPool):
@@ -210,7 +246,7 @@ class SSEServerService(MultiService):
         self.broadcaster = Broadcaster(publisher or self.hub, reactor=reactor)
         self.threadpool = WSGIThreadPool(min_threads, threads, "wsgi")
         self.wsgi_app = wsgi_app
-        self.wsgi_resource = WSGIResource(reactor, self.threadpool, _compliant(wsgi_app))
+        self.wsgi_resource = WSGIContainer(reactor, self.threadpool, _compliant(wsgi_app))
         self.sse_resource = SSEResource(
             self.hub, reactor=reactor, threadpool=self.threadpool, options=options
         )
@@ -259,6 +295,9 @@ class SSEServerService(MultiService):
         )
         endpoint = serverFromString(reactor, with_backlog(self.listen))
         self.listening = StreamServerEndpointService(endpoint, self.site)
+        # A port that cannot be had fails the start, instead of a logged
+        # traceback and a process serving nothing.
+        self.listening._raiseSynchronously = True
         self.listening.setServiceParent(self)
         # History expires on its own clock, whether or not anyone listens.
         self.pruning = TimerService(prune_interval(self.hub.history_age), self.hub.prune)
@@ -272,13 +311,38 @@ class SSEServerService(MultiService):
         stats = getattr(self.backplane, "stats", None)
         return self.backplane if callable(stats) else None
 
+    def privilegedStartService(self) -> None:
+        """
+        Listen (twistd calls this before it drops privileges).
+
+        @raise ListenError: if the endpoint cannot be listened on; twistd
+            then exits with its message as the last line.
+        """
+        try:
+            super().privilegedStartService()  # type: ignore[no-untyped-call]
+        except CannotListenError as e:
+            failure = _cannot_listen(self.listen, e)
+            self.log.critical("{message}", message=str(failure))
+            raise failure from None
+
     def startService(self) -> None:
-        """Start the thread pool, then listen."""
+        """
+        Start the thread pool, then listen (unless already listening).
+
+        @raise ListenError: if the endpoint cannot be listened on.
+        """
         self.threadpool.start()
-        super().startService()  # type: ignore[no-untyped-call]
+        try:
+            super().startService()  # type: ignore[no-untyped-call]
+        except CannotListenError as e:
+            self.running = False
+            self.threadpool.stop()
+            raise _cannot_listen(self.listen, e) from None
         self.listening._waitingForPort.addCallback(self._listening)  # type: ignore[union-attr]
 
     def _listening(self, port: Any) -> Any:
+        if port is None:  # listening failed later; already logged
+            return None
         address = port.getHost()
         self.log.info(
             "wsgi-sse serving on {address} (stream at {path})",

@@ -121,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     crochet.setup()
     from twisted.internet import reactor
 
-    from ._app import make_service
+    from ._app import ListenError, make_service
 
     stop = threading.Event()
 
@@ -152,6 +152,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         start().wait(30)
+    except ListenError as e:
+        reactor.callFromThread(reactor.stop)  # type: ignore[attr-defined]
+        # Let crochet's threads write the log lines still queued, so that
+        # this one line is the last.
+        for thread in threading.enumerate():
+            if thread.name in ("CrochetReactor", "CrochetLogWriter"):
+                thread.join(5)
+        print(f"python -m wsgi_sse: {e}", file=sys.stderr)
+        return 1
     except Exception as e:  # noqa: BLE001 - reported to the user as is
         print(f"python -m wsgi_sse: cannot listen on {service.listen}: {e}", file=sys.stderr)
         reactor.callFromThread(reactor.stop)  # type: ignore[attr-defined]

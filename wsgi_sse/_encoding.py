@@ -23,6 +23,7 @@ __all__ = [
     "encode_comment",
     "encode_data",
     "encode_event",
+    "encode_opening",
     "encode_retry",
     "frame",
     "prepare_data",
@@ -178,13 +179,37 @@ def encode_event(
 
 def encode_comment(text: str = "") -> bytes:
     """
-    Encode a comment block: ignored by clients, it keeps connections alive.
+    Encode comment lines: ignored by clients, they keep connections alive.
 
-    Multi-line text becomes one comment line per line; the block ends with a
-    blank line so it never joins the next event.
+    Multi-line text becomes one comment line per line.  No blank line
+    follows: a comment line is ignored wherever it falls, even inside the
+    next event, whereas a blank line after a block of comments, though the
+    spec dispatches nothing for it (the data buffer is empty), reaches some
+    clients as an empty message (httpx-sse, once an event id was seen).
+
+    >>> encode_comment()
+    b':\\n'
     """
     try:
         lines = [line.encode("utf-8") for line in _LINE_SPLIT.split(text)]
     except UnicodeEncodeError as e:
         raise ValueError(f"comment cannot be encoded as UTF-8: {e}") from None
-    return b"".join([(b": " + line if line else b":") + b"\n" for line in lines]) + b"\n"
+    return b"".join([(b": " + line if line else b":") + b"\n" for line in lines])
+
+
+def encode_opening(retry: int) -> bytes:
+    """
+    Encode the lines that open a stream: a comment (sent at once, so that
+    the response starts) and the C{retry:} field, with no blank line after.
+
+    A browser's EventSource (and npm C{eventsource}) applies C{retry:} as
+    soon as it reads the line.  Leaving the block open attaches the field to
+    the stream's first event, which is where the clients that only honour
+    C{retry:} on a dispatched event read it (htmx 4, httpx-sse); a block of
+    its own would reach httpx-sse as an empty message, and htmx 4 would
+    ignore it.
+
+    >>> encode_opening(3000)
+    b': connected\\nretry: 3000\\n'
+    """
+    return b": connected\n" + encode_retry(retry)

@@ -22,7 +22,14 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from ._client import StreamClient, close_after_response
-from ._encoding import encode_body, encode_comment, encode_event, encode_retry, frame
+from ._encoding import (
+    encode_body,
+    encode_comment,
+    encode_event,
+    encode_opening,
+    encode_retry,
+    frame,
+)
 from ._hub import DEFAULT_CHANNEL, Event, Hub
 from ._options import AuthorizeResult, StreamOptions, StreamRequest
 
@@ -385,7 +392,7 @@ class SSEResource(Resource):
         # Everything below happens in this one reactor turn: no event can be
         # published between the replay and the subscription.
         retry = options.retry + int(options.retry * options.retry_jitter * self._random.random())
-        parts = [b": connected\nretry: %d\n\n" % (retry,)]
+        parts = [encode_opening(retry)]
         missed: list[Event] = []
         if resume is not None and resume == last_event_id and not reset:
             # The client's own id (a subclass may hold the client until it

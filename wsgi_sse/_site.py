@@ -8,7 +8,9 @@ gives each request's headers a fixed time to arrive in full, counted from
 the connection's start or from the first byte of the next request on a
 kept-alive connection; past it the connection is answered C{408} and closed.
 A request line or header line longer than Twisted accepts is answered C{414}
-or C{431} (Twisted itself closes such connections without an answer), and a
+or C{431} (Twisted itself closes such connections without an answer), more
+headers than Twisted accepts (500, or 16 KiB in all) C{431} with a reason
+(Twisted: a bare C{400}), and a
 request body over C{max_request_body} is answered C{413} (Twisted itself has
 no limit and spools large bodies to disk).  Paths given a smaller limit
 (C{body_limits}: the event stream takes no body at all, the publish endpoint
@@ -50,6 +52,7 @@ __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_MAX_REQUEST_BODY",
     "StreamSite",
+    "origin_form",
 ]
 
 DEFAULT_HEADER_TIMEOUT = 30.0
@@ -132,7 +135,8 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
         limit = self.maxRequestBody
         limits = self.bodyLimits
         if limits:
-            path = uri.split(b"?", 1)[0]
+            # Routed by the origin form, as _StreamingRequest routes it.
+            path = origin_form(uri).split(b"?", 1)[0]
             # Site.getResourceFor unquotes each segment the same way.
             segments = tuple(unquote_to_bytes(s) for s in path[1:].split(b"/"))
             special = limits.get(segments)
@@ -142,8 +146,30 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
 
     def lineReceived(self, line: bytes) -> None:
         """Parse a request or header line, unless the connection was refused."""
-        if not self._refused:
-            super().lineReceived(line)  # type: ignore[no-untyped-call]
+        if self._refused:
+            return
+        limit = self.totalHeadersSize
+        if self._receivedHeaderSize + len(line) > limit and not self._firstLine():
+            # Twisted answers a bare 400 here.
+            self._refuseAndClose(
+                b"431 Request Header Fields Too Large",
+                b"request headers too large (more than %d bytes)\n" % (limit,),
+            )
+            return
+        super().lineReceived(line)  # type: ignore[no-untyped-call]
+
+    def headerReceived(self, line: bytes) -> bool:
+        """Store one header line, answering 431 past C{maxHeaders} (Twisted: a bare 400)."""
+        if self._receivedHeaderCount >= self.maxHeaders:
+            self._refuseAndClose(
+                b"431 Request Header Fields Too Large",
+                b"too many request headers (more than %d)\n" % (self.maxHeaders,),
+            )
+            return False
+        return super().headerReceived(line)  # type: ignore[no-any-return, no-untyped-call]
+
+    def _firstLine(self) -> bool:
+        return bool(getattr(self, "_HTTPChannel__first_line", 0))
 
     def rawDataReceived(self, data: bytes) -> None:
         """Count a chunked body against the limit as it arrives."""
@@ -189,8 +215,7 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
 
     def lineLengthExceeded(self, line: bytes) -> None:
         """Answer an over-long request line (414) or header line (431), then close."""
-        first = getattr(self, "_HTTPChannel__first_line", 0)
-        if first:
+        if self._firstLine():
             self._refuseAndClose(b"414 URI Too Long", b"request line too long\n")
         else:
             self._refuseAndClose(
@@ -639,7 +664,42 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
 
 
 class _StreamingRequest(server.Request):
-    """twisted.web's request, its attribute names shared (see L{_share_keys})."""
+    """
+    twisted.web's request, its attribute names shared (see L{_share_keys}),
+    its target in origin form.
+    """
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        """Route the request by its origin-form target (twisted.web calls this)."""
+        if path[:1] != b"/" or b"#" in path:
+            path = origin_form(path)
+        super().requestReceived(command, path, version)  # type: ignore[no-untyped-call]
+
+
+def origin_form(target: bytes) -> bytes:
+    """
+    The origin form of a request target: C{/path?query}.
+
+    A client talking to a proxy sends the absolute form
+    (C{http://host/path?query}), which RFC 9112 requires servers to accept
+    too; twisted.web alone would route it as a path starting C{/ttp:}.  A
+    fragment (C{#part}) has no place in a request target and is dropped.
+    C{*} (for C{OPTIONS}) stays as it is.
+
+    >>> origin_form(b"http://example.test/a/b?x=1#top")
+    b'/a/b?x=1'
+    """
+    target = target.split(b"#", 1)[0]
+    if target[:1] == b"/" or target == b"*":
+        return target
+    scheme, sep, rest = target.partition(b"://")
+    if not sep or not scheme.isalpha():
+        return target
+    slash = rest.find(b"/")
+    query = rest.find(b"?")
+    if slash < 0 or 0 <= query < slash:
+        return b"/" + rest[query:] if query >= 0 else b"/"
+    return rest[slash:]
 
 
 _share_keys(_StreamingRequest, _REQUEST_ATTRIBUTES)

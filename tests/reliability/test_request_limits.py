@@ -52,3 +52,43 @@ def test_default_request_body_limit_is_64_mib() -> None:
     """Without configuration a request body may have at most 64 MiB."""
     with serve(hello_app) as server:
         assert server.service.site.max_request_body == 64 * 1024 * 1024
+
+
+def _raw_answer(port: int, head: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+def test_too_many_or_too_large_request_headers_get_431_with_a_reason() -> None:
+    """501 headers, or over 16 KiB of short header lines, get 431 with a reason (not a bare 400)."""
+    with serve(hello_app) as server:
+        many = b"".join(b"X-H%d: v\r\n" % i for i in range(501))
+        answer = _raw_answer(server.port, b"GET /page HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n")
+        assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
+        assert answer.endswith(b"too many request headers (more than 500)\n")
+        large = b"".join(b"X-Header-%03d: %s\r\n" % (i, b"v" * 100) for i in range(170))
+        answer = _raw_answer(server.port, b"GET /sse HTTP/1.1\r\nHost: x\r\n" + large + b"\r\n")
+        assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
+        assert answer.endswith(b"request headers too large (more than 16384 bytes)\n")
+        # 500 headers (Host and Connection among them) are still served.
+        fine = b"".join(b"X-H%d: v\r\n" % i for i in range(498))
+        answer = _raw_answer(
+            server.port, b"GET /page HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + fine + b"\r\n"
+        )
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:100]
+
+
+def test_a_path_limit_holds_for_a_target_in_absolute_form() -> None:
+    """POST http://host/sse (absolute form) is refused like POST /sse: the stream takes no body."""
+    with serve(hello_app) as server:
+        for target in (b"/sse", b"http://example.test/sse", b"http://example.test/sse?x#y"):
+            answer = _raw_answer(
+                server.port,
+                b"POST " + target + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789",
+            )
+            assert answer.startswith(b"HTTP/1.1 413 "), (target, answer[:100])
+            assert answer.endswith(b'{"error": "this path takes no request body"}\n'), target
