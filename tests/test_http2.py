@@ -323,12 +323,21 @@ def test_idle_h2_connection_is_closed_despite_pings(cert: tuple[Path, Path]) -> 
 
 
 def test_open_h2_stream_outlives_idle_timeout(cert: tuple[Path, Path]) -> None:
-    """Heartbeats keep an open h2 stream (and its connection) past idle_timeout."""
+    """Heartbeats keep an h2 stream and its connection past idle_timeout (and TCP_USER_TIMEOUT)."""
     with serve(app, listen=tls_listen(*cert), idle_timeout=1.0, heartbeat=0.3) as server:
         client = H2Client(server.port, cert[0])
         try:
             stream = client.get("/sse")
             client.wait(lambda: stream in client.status)
+
+            def user_timeout() -> int:
+                (c,) = server.service.sse_resource.clients
+                sock = c.request.channel._conn.transport.socket
+                return int(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT))
+
+            # A peer that vanishes is found by the kernel once a heartbeat
+            # stays unacknowledged (at least 30 s).
+            assert server.call(user_timeout) == 30_000
             deadline = time.monotonic() + 2.5
             while time.monotonic() < deadline:
                 client.pump(0.1)

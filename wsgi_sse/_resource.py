@@ -378,6 +378,8 @@ class SSEResource(Resource):
             on_drop=self._dropped,
         )
         transport = getattr(request.channel, "transport", None)
+        if transport is None:  # an HTTP/2 stream: its connection's transport
+            transport = getattr(getattr(request.channel, "_conn", None), "transport", None)
         set_no_delay = getattr(transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
             # Events are small and latency matters more than packet count.
