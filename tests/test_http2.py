@@ -381,3 +381,15 @@ def test_h2_request_body_over_the_limit_is_reset(cert: tuple[Path, Path], declar
             assert client.status[small] == "200"
         finally:
             client.close()
+
+
+def test_h2_body_on_the_stream_path_is_reset(cert: tuple[Path, Path]) -> None:
+    """The event stream takes no body over HTTP/2 either: such a stream is reset at once."""
+    with serve(app, listen=tls_listen(*cert)) as server:
+        client = H2Client(server.port, cert[0])
+        try:
+            stream = client.post("/sse", b"x" * 1000, declare=False)
+            client.wait(lambda: stream in client.reset)
+            assert server.client_count() == 0
+        finally:
+            client.close()

@@ -377,6 +377,7 @@ class StreamSite(Site):
                 "__module__": __name__,
                 "headerTimeout": self.header_timeout,
                 "maxRequestBody": self.max_request_body,
+                "bodyLimits": dict(self.body_limits),
                 "timeOut": self.timeOut,
                 "factory": self,
                 "site": self,
@@ -527,8 +528,9 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
       so a client sending nothing but PINGs or WINDOW_UPDATEs would hold
       the connection for ever; an open event stream keeps it alive with
       its heartbeats.
-    - A request body over C{maxRequestBody} has its stream reset (a
-      declared length at once, before the body is read).
+    - A request body over C{maxRequestBody}, or over its path's own limit
+      (C{bodyLimits}: none at all on the event stream), has its stream
+      reset (a declared length at once, before the body is read).
     - Each stream's unsent data is capped at L{STREAM_BUFFER} bytes, like a
       TCP connection's write buffer: past it the stream's producer is
       paused (an event stream then holds its events and counts them
@@ -547,6 +549,7 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
     log = Logger()
     headerTimeout: float | None = None
     maxRequestBody: int | None = None
+    bodyLimits: Mapping[tuple[bytes, ...], int] = {}
     reactor: Any = None
     _receiving = False
     _headerDeadline: IDelayedCall | None = None
@@ -555,6 +558,7 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
         super().__init__(reactor)
         self._overfull: set[int] = set()
         self._bodyReceived: dict[int, int] = {}
+        self._bodyLimits: dict[int, int] = {}
 
     def connectionMade(self) -> None:
         """Start the clock for the first request."""
@@ -591,18 +595,26 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
             deadline.cancel()
         TimeoutMixin.resetTimeout(self)
         super()._requestReceived(event)
-        limit = self.maxRequestBody
+        headers = dict(event.headers)
+        # The limit of the path, as for HTTP/1.1 (body_limits).
+        limit = _HeaderDeadlineChannel._limitFor(self, headers.get(b":path", b"/"))
         if limit is not None:
-            for name, value in event.headers:
-                if name.lower() == b"content-length" and value.isdigit() and int(value) > limit:
-                    self._bodyTooLarge(event.stream_id)
-                    return
+            self._bodyLimits[event.stream_id] = limit
+            length = headers.get(b"content-length", b"")
+            if length.isdigit() and int(length) > limit:
+                self._bodyTooLarge(event.stream_id)
 
     def _requestDataReceived(self, event: Any) -> None:
         TimeoutMixin.resetTimeout(self)
-        limit = self.maxRequestBody
         stream_id = event.stream_id
-        if limit is not None and stream_id in self.streams:
+        if stream_id not in self.streams:
+            # Reset here earlier in the same read: count the bytes toward
+            # the connection's window only.
+            if event.flow_controlled_length:
+                self.conn.increment_flow_control_window(event.flow_controlled_length)
+            return
+        limit = self._bodyLimits.get(stream_id)
+        if limit is not None:
             received = self._bodyReceived.get(stream_id, 0) + len(event.data)
             self._bodyReceived[stream_id] = received
             if received > limit:
@@ -612,13 +624,21 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
                 return
         super()._requestDataReceived(event)
 
+    def _requestEnded(self, event: Any) -> None:
+        if event.stream_id in self.streams:  # not reset here meanwhile
+            super()._requestEnded(event)
+
+    def _requestAborted(self, event: Any) -> None:
+        if event.stream_id in self.streams:  # not reset here meanwhile
+            super()._requestAborted(event)
+
     def _bodyTooLarge(self, stream_id: int) -> None:
-        """Reset a stream whose request body is over C{maxRequestBody}."""
+        """Reset a stream whose request body is over its path's limit."""
         self.log.info(
             "resetting HTTP/2 stream {stream} of {peer}: request body over {limit} bytes",
             stream=stream_id,
             peer=str(self.transport.getPeer()) if self.transport is not None else "?",
-            limit=self.maxRequestBody,
+            limit=self._bodyLimits.get(stream_id),
         )
         stream = self.streams.get(stream_id)
         if stream is not None:
@@ -628,6 +648,7 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
 
     def _requestDone(self, stream_id: int) -> None:
         self._bodyReceived.pop(stream_id, None)
+        self._bodyLimits.pop(stream_id, None)
         super()._requestDone(stream_id)
 
     def writeDataToStream(self, stream_id: int, data: bytes) -> None:
