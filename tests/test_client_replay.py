@@ -57,7 +57,7 @@ def test_replay_stops_when_pushed_back_and_live_events_follow_it() -> None:
     """The replay is written as the reader drains; live events sent meanwhile come after it."""
     client, request, drops = make_client(window=1000)
     replay = [b"r%03d" % i + b"." * 1020 for i in range(200)]  # 200 KiB
-    client.replay(replay)
+    client.replay(replay, sum(map(len, replay)))
     assert client.paused and len(b"".join(request.written)) <= 65 * 1024
     client.send(b"live-1")
     client.send(b"live-2")
@@ -70,20 +70,21 @@ def test_replay_stops_when_pushed_back_and_live_events_follow_it() -> None:
 def test_live_events_behind_a_replay_count_toward_max_buffer() -> None:
     """Past max_buffer of live events held behind an unread replay, the client is dropped."""
     client, _, drops = make_client(window=100, max_buffer=500)
-    client.replay([b"x" * 1024] * 200)
+    client.replay([b"x" * 1024] * 200, 200 * 1024)
     for _ in range(5):
         client.send(b"y" * 100)
     assert drops == [] and client.held_bytes == 500
     client.send(b"y")
     assert drops == ["buffer"] and client.closed
-    assert client.discarded > 0
+    # Discarded: the held live events and the part of the replay not written.
+    assert client.discarded == 501 + 200 * 1024 - 64 * 1024
 
 
 def test_a_replay_nobody_reads_is_dropped_after_max_pause() -> None:
     """A reader that never drains its replay is dropped as stalled after max_pause."""
     clock = Clock()
     client, _, drops = make_client(window=100, max_pause=5.0, clock=clock)
-    client.replay([b"x" * 1024] * 200)
+    client.replay([b"x" * 1024] * 200, 200 * 1024)
     clock.advance(4.9)
     assert drops == []
     clock.advance(0.2)

@@ -52,10 +52,14 @@ def example_port(request: pytest.FixtureRequest) -> Iterator[int]:
 
 
 def test_index_page_opens_event_source(example_port: int) -> None:
-    """GET / serves the page that listens on /sse."""
+    """GET / serves the page that listens on /sse through the client module at /sse.js."""
     status, _headers, body = http_request(example_port, "GET", "/")
     assert status == 200
-    assert b'new EventSource("/sse")' in body
+    assert b'import { openStream } from "/sse.js"' in body
+    assert b'openStream({ url: "/sse" })' in body
+    status, headers, body = http_request(example_port, "GET", "/sse.js")
+    assert status == 200 and headers["content-type"].startswith("text/javascript")
+    assert b"export function openStream" in body
 
 
 def test_hello_form(example_port: int) -> None:

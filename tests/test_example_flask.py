@@ -16,7 +16,8 @@ def test_flask_example_pages() -> None:
         status, headers, body = http_request(server.port, "GET", "/")
         assert status == 200
         assert headers["content-type"].startswith("text/html")
-        assert b'new EventSource("/sse")' in body
+        assert b'import { openStream } from "/sse.js"' in body
+        assert b'openStream({ url: "/sse" })' in body
         status, _, body = http_request(server.port, "GET", "/hello/")
         assert status == 200
         assert b'<form action="/knock" method="post">' in body

@@ -12,9 +12,11 @@ def test_all_is_pinned() -> None:
         "Broadcaster",
         "Event",
         "Hub",
+        "InvalidStreamToken",
         "SSEResource",
         "SSEServerService",
         "StaticFiles",
+        "StreamGrant",
         "StreamOptions",
         "StreamRequest",
         "WSGIRoot",
@@ -28,6 +30,8 @@ def test_all_is_pinned() -> None:
         "make_application",
         "make_service",
         "set_broadcaster",
+        "stream_token",
+        "verify_stream_token",
     }
     for name in wsgi_sse.__all__:
         assert hasattr(wsgi_sse, name), name

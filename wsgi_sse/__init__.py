@@ -32,6 +32,7 @@ from ._mount import WSGIRoot
 from ._options import StreamOptions, StreamRequest
 from ._resource import SSEResource
 from ._static import StaticFiles
+from ._tokens import InvalidStreamToken, StreamGrant, stream_token, verify_stream_token
 
 __version__ = "0.1.0"
 
@@ -40,9 +41,11 @@ __all__ = (
     "Broadcaster",
     "Event",
     "Hub",
+    "InvalidStreamToken",
     "SSEResource",
     "SSEServerService",
     "StaticFiles",
+    "StreamGrant",
     "StreamOptions",
     "StreamRequest",
     "WSGIRoot",
@@ -56,4 +59,6 @@ __all__ = (
     "make_application",
     "make_service",
     "set_broadcaster",
+    "stream_token",
+    "verify_stream_token",
 )

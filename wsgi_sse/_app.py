@@ -22,6 +22,7 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import IResource
 
 from ._broadcast import Broadcaster, Publisher, set_broadcaster
+from ._browser import ClientScriptResource
 from ._hub import Hub
 from ._mount import WSGIRoot
 from ._options import StreamOptions
@@ -35,6 +36,7 @@ from ._site import (
     StreamSite,
 )
 from ._stats import BackplaneStats, MetricsResource, StatsResource
+from ._tokens import set_token_secret
 from ._wsgi import WSGIContainer
 
 if TYPE_CHECKING:
@@ -180,6 +182,7 @@ class SSEServerService(MultiService):
         *,
         listen: str | None = None,
         sse_path: str = "/sse",
+        client_path: str | None = "/sse.js",
         threads: int = 10,
         min_threads: int = 0,
         hub: Hub | None = None,
@@ -252,6 +255,8 @@ class SSEServerService(MultiService):
         )
         self.root = WSGIRoot(self.wsgi_resource)
         self.root.mount(sse_path, self.sse_resource)
+        if client_path is not None:
+            self.root.mount(client_path, ClientScriptResource())
         self.publish_resource: PublishResource | None = None
         if publish_path is not None:
             if publish_secret is None:
@@ -432,6 +437,8 @@ def make_service(wsgi_app: WSGIApplication, **kwargs: Any) -> SSEServerService:
         pass
     service = SSEServerService(wsgi_app, **kwargs)
     set_broadcaster(service.broadcaster)
+    # stream_token() in the app's views signs with this server's secret.
+    set_token_secret(service.sse_resource.token_secret)
     return service
 
 
@@ -456,6 +463,8 @@ def make_application(
         default: C{$WSGI_SSE_LISTEN}, else C{"tcp:8005"}.
     @param sse_path: where the stream is served (C{"/sse"}, C{"/events/live"}).
         Only that exact path; every other path goes to the WSGI app.
+        C{client_path} (a keyword, default C{"/sse.js"}; L{None}: not served)
+        is where the browser client module is served.
     @param threads: the WSGI thread pool's maximum size.
     @param name: the application's name (shown by twistd).
     @param redis_url: share broadcasts with every process using this Redis
@@ -474,7 +483,7 @@ def make_application(
         silent between requests, default 180), C{max_request_body} (bytes a
         request body may have, default 64 MiB; larger is a 413); and any
         L{StreamOptions} field
-        (C{heartbeat}, C{retry}, C{authorize}, ...).  docs/options.md lists
+        (C{heartbeat}, C{retry}, C{authorize}, C{token_secret}, ...).  docs/options.md lists
         them all with their defaults.
 
     Call it in the main thread, from the C{.tac} file.  It also makes this

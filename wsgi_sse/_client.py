@@ -6,8 +6,7 @@ All methods: call in the reactor thread.
 
 from __future__ import annotations
 
-from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from twisted.internet import tcp, unix
 from twisted.internet.error import ConnectionAborted
@@ -77,6 +76,7 @@ class StreamClient:
     @ivar closed: whether the stream has ended (nothing more is written).
     @ivar discarded: bytes that were held for this reader and thrown away
         when it left or was dropped.
+    @ivar identity: who the stream's token was issued to, or L{None}.
     """
 
     log = Logger()
@@ -84,6 +84,7 @@ class StreamClient:
     __slots__ = (
         "__weakref__",
         "_backlog",
+        "_backlog_left",
         "_clock",
         "_held",
         "_held_bytes",
@@ -98,6 +99,7 @@ class StreamClient:
         "channels",
         "closed",
         "discarded",
+        "identity",
         "peer",
         "request",
     )
@@ -123,12 +125,14 @@ class StreamClient:
         self._paused = False
         self._held: list[bytes] = []
         self._held_bytes = 0
-        # Replayed events not written yet, oldest first (shared with the
-        # hub's history: references, not copies).
-        self._backlog: deque[bytes] = deque()
+        # Replayed events not written yet, oldest first, taken one by one
+        # (from the hub's history: references, not copies), and their bytes.
+        self._backlog: Iterator[bytes] | None = None
+        self._backlog_left = 0
         self._pause_timer: IDelayedCall | None = None
         self.closed = False
         self.discarded = 0
+        self.identity: str | None = None
         # Fast path state: the socket, while direct writes are allowed (see
         # send()); False until the response has started and been checked.
         self._sock: Any = False
@@ -180,7 +184,7 @@ class StreamClient:
         """Hold the event while paused or replaying, else write it through the request."""
         if self.closed:
             return
-        if self._paused or self._backlog:
+        if self._paused or self._backlog is not None:
             self._held.append(wire)
             self._held_bytes += len(wire)
             if self._held_bytes > self._max_buffer:
@@ -188,35 +192,43 @@ class StreamClient:
             return
         self.request.write(wire)
 
-    def replay(self, wires: Iterable[bytes]) -> None:
+    def replay(self, wires: Iterable[bytes], size: int) -> None:
         """
-        Write C{wires} (replayed events), oldest first, as the reader takes
-        them; call once, after L{started}, before any live event is sent.
+        Write C{wires} (replayed events, C{size} bytes in all), oldest
+        first, as the reader takes them; call once, after L{started}, before
+        any live event is sent.
 
-        What the connection does not take now is written as it drains
-        (L{resumeProducing}); live events sent in the meantime follow it.
+        C{wires} is iterated as the connection drains (L{resumeProducing}),
+        so it may be lazy; live events sent in the meantime follow it.
         """
-        self._backlog.extend(wires)
+        self._backlog = iter(wires)
+        self._backlog_left = size
         self._feed()
 
     def _feed(self) -> None:
         """Write the replay backlog, then what was held, until the transport pushes back."""
         backlog = self._backlog
-        if backlog:
+        if backlog is not None:
             self._sock = None  # nothing overtakes the replay
-            while backlog:
+            while True:
                 if self._paused or self.closed:
                     return
                 # A batch of up to _REPLAY_BATCH bytes per write.  Writing
                 # may pause this producer at once (the transport's buffer
                 # is full): the loop stops there.
-                batch = [backlog.popleft()]
-                size = len(batch[0])
-                while backlog and size < _REPLAY_BATCH:
-                    wire = backlog.popleft()
+                batch = []
+                size = 0
+                for wire in backlog:
                     batch.append(wire)
                     size += len(wire)
+                    if size >= _REPLAY_BATCH:
+                        break
+                if not batch:
+                    break
+                self._backlog_left -= size
                 self.request.write(batch[0] if len(batch) == 1 else b"".join(batch))
+            self._backlog = None
+            self._backlog_left = 0
             if self._transport is not None and not self._paused and not self.closed:
                 self._sock = self._transport.socket
         if self._held and not self._paused and not self.closed:
@@ -277,7 +289,7 @@ class StreamClient:
             and not transport.disconnecting
         ):
             self._transport = transport
-            self._sock = socket if not self._paused and not self._backlog else None
+            self._sock = socket if not self._paused and self._backlog is None else None
         else:
             self._sock = None
             self._transport = None
@@ -309,7 +321,7 @@ class StreamClient:
         if not self._paused or self.closed:
             return
         self._paused = False
-        if self._transport is not None and not self._backlog:
+        if self._transport is not None and self._backlog is None:
             # Back on the fast path; anything still queued in the
             # transport keeps its place (send() checks the buffer).
             self._sock = self._transport.socket
@@ -372,7 +384,7 @@ class StreamClient:
         # What is left of a replay is not written: the reader resumes from
         # the last event it got.
         held = b""
-        if not self._backlog:
+        if self._backlog is None:
             held = b"".join(self._held)
             self._held = []
             self._held_bytes = 0
@@ -390,9 +402,10 @@ class StreamClient:
     def _forget(self) -> None:
         self.closed = True
         self.discarded += self._held_bytes
-        if self._backlog:
-            self.discarded += sum(len(wire) for wire in self._backlog)
-            self._backlog.clear()
+        if self._backlog is not None:
+            self.discarded += max(self._backlog_left, 0)
+            self._backlog = None
+            self._backlog_left = 0
         self._sock = None
         self._transport = None
         self._held = []

@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Union
 
+from ._tokens import check_token_secret
+
 __all__ = ["AuthorizeResult", "StreamOptions", "StreamRequest"]
 
 
@@ -27,6 +29,8 @@ class StreamRequest:
     @ivar query: the query string, every value of every name.
     @ivar client_address: the peer's IP address (or C{"unix"}).
     @ivar path: the request path (without the query string).
+    @ivar identity: who a valid stream token was issued to (its
+        C{identity}), or L{None} without a token.
     """
 
     channels: tuple[str, ...]
@@ -36,6 +40,7 @@ class StreamRequest:
     query: Mapping[str, tuple[str, ...]]
     client_address: str
     path: str
+    identity: str | None = None
 
 
 AuthorizeResult = Union[bool, Iterable[str]]
@@ -92,6 +97,10 @@ class StreamOptions:
         last event's id when the hook started, followed by every event
         published while it ran (if those no longer fit in the history, a
         C{reset} event is sent instead of the stale snapshot).
+    @ivar token_secret: the secret that signs stream tokens
+        (L{stream_token<wsgi_sse.stream_token>}), at least 32 characters;
+        default: C{$WSGI_SSE_TOKEN_SECRET}, else none (the C{token} query
+        parameter is then left to the C{authorize} hook).
     """
 
     heartbeat: float = 15.0
@@ -109,6 +118,7 @@ class StreamOptions:
     cors_credentials: bool = False
     authorize: Callable[[StreamRequest], AuthorizeResult] | None = None
     initial: Callable[[StreamRequest], object] | None = None
+    token_secret: str | bytes | None = field(default=None, repr=False)
     _channel_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -144,6 +154,8 @@ class StreamOptions:
         object.__setattr__(self, "cors_origins", origins)
         if self.cors_credentials and "*" in self.cors_origins:
             raise ValueError("cors_credentials cannot be combined with the '*' origin")
+        if self.token_secret is not None:
+            check_token_secret(self.token_secret)
         object.__setattr__(self, "_channel_re", re.compile(self.channel_pattern))
 
     def check_channel(self, name: str) -> str:

@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from ._browser import subscribe_tagged, tagged_replay, wants_channel_ids
 from ._client import StreamClient, close_after_response
 from ._encoding import (
     encode_body,
@@ -32,6 +33,13 @@ from ._encoding import (
 )
 from ._hub import DEFAULT_CHANNEL, Event, Hub
 from ._options import AuthorizeResult, StreamOptions, StreamRequest
+from ._tokens import (
+    InvalidStreamToken,
+    StreamGrant,
+    granted_channels,
+    resolve_token_secret,
+    verify_stream_token,
+)
 
 if TYPE_CHECKING:
     from twisted.python.threadpool import ThreadPool
@@ -166,6 +174,7 @@ class SSEResource(Resource):
         self._stopped_for_good = False
         self.stats = StreamStats()
         self._random = random.Random()  # noqa: S311 - jitter, not secrets
+        self.token_secret = resolve_token_secret(options.token_secret)
 
     # -- plumbing ------------------------------------------------------------
 
@@ -208,10 +217,14 @@ class SSEResource(Resource):
         peer = _peer(request)
         try:
             channels, last_event_id = self._parse(request)
+            grant = self._check_token(request, channels)
             self._check_origin(request)
             self._check_limits(peer)
         except _Refused as refused:
             return self._refuse(request, refused)
+        if grant is not None:
+            # As for GET: a valid token opens its channels without the hook.
+            channels, authorize = grant.channels, None
         if authorize is None:
             self._set_stream_headers(request)
             return b""
@@ -273,6 +286,7 @@ class SSEResource(Resource):
         """Open a stream (or refuse it with a 4xx/503)."""
         try:
             channels, last_event_id = self._parse(request)
+            grant = self._check_token(request, channels)
             self._check_origin(request)
             peer = _peer(request)
             self._check_limits(peer)
@@ -280,8 +294,15 @@ class SSEResource(Resource):
             return self._refuse(request, refused)
 
         options = self.options
-        if options.authorize is None and options.initial is None:
-            self._start(request, channels, peer, last_event_id, resume=last_event_id)
+        identity = None
+        authorize = options.authorize
+        if grant is not None:
+            # A valid token opens its channels, whatever the hook would say.
+            channels, identity, authorize = grant.channels, grant.identity, None
+        if authorize is None and options.initial is None:
+            self._start(
+                request, channels, peer, last_event_id, resume=last_event_id, identity=identity
+            )
             return NOT_DONE_YET
 
         # Hooks run in the thread pool; the connection counts toward the limits
@@ -289,7 +310,7 @@ class SSEResource(Resource):
         # resume from is fixed now, so that events published while the hooks
         # run are replayed once they are done.
         hub = self.hub
-        info = _stream_request(request, channels, last_event_id, peer)
+        info = _stream_request(request, channels, last_event_id, peer, identity)
         reset = last_event_id is not None and not hub.can_replay(channels, last_event_id)
         want_initial = options.initial is not None and (last_event_id is None or reset)
         mark = hub.last_id
@@ -300,8 +321,8 @@ class SSEResource(Resource):
         request.notifyFinish().addBoth(lambda _: gone.append(True))
 
         def hooks() -> tuple[frozenset[str] | bool, bytes | None]:
-            if options.authorize is not None:
-                allowed = _authorized(options.authorize, info, channels)
+            if authorize is not None:
+                allowed = _authorized(authorize, info, channels)
                 if allowed is not True:
                     return allowed, None
             if want_initial and options.initial is not None:
@@ -328,7 +349,16 @@ class SSEResource(Resource):
             except _Refused as refused:
                 self._finish_refused(request, refused)
                 return
-            self._start(request, channels, peer, last_event_id, resume, reset=reset, init=init)
+            self._start(
+                request,
+                channels,
+                peer,
+                last_event_id,
+                resume,
+                reset=reset,
+                init=init,
+                identity=identity,
+            )
 
         def failed(failure: Failure) -> None:
             self._pending -= 1
@@ -357,6 +387,7 @@ class SSEResource(Resource):
         *,
         reset: bool = False,
         init: bytes | None = None,
+        identity: str | None = None,
     ) -> None:
         """
         Open the stream: headers, C{retry:}, then (a C{reset} event or) the
@@ -377,6 +408,7 @@ class SSEResource(Resource):
             max_pause=options.max_pause,
             on_drop=self._dropped,
         )
+        client.identity = identity
         transport = getattr(request.channel, "transport", None)
         if transport is None:  # an HTTP/2 stream: its connection's transport
             transport = getattr(getattr(request.channel, "_conn", None), "transport", None)
@@ -423,16 +455,29 @@ class SSEResource(Resource):
                 channels=list(channels),
                 last_event_id=last_event_id if last_event_id is not None else resume,
             )
-        hub.subscribe(client, channels)
+        tagged = wants_channel_ids(request)
+        if tagged:
+            subscribe_tagged(hub, client, channels)
+        else:
+            hub.subscribe(client, channels)
         head = b"".join(parts)
-        stats.bytes_written += len(head) + sum(len(e.wire) for e in missed)
         request.write(head)
         client.started()
+        stats.bytes_written += len(head)
         if init is not None or missed:
             # As fast as the reader takes it, like live events (which the
-            # subscription above now queues behind it).
-            stats.bytes_written += len(init or b"")
-            client.replay(chain((init,) if init is not None else (), (e.wire for e in missed)))
+            # subscription above now queues behind it); taken from the
+            # history one event at a time (tagged copies too).
+            wires: Iterable[bytes] = (
+                chain.from_iterable(tagged_replay((e,)) for e in missed)
+                if tagged
+                else (e.wire for e in missed)
+            )
+            if init is not None:
+                wires = chain((init,), wires)
+            size = len(init or b"") + sum(len(e.wire) for e in missed)
+            stats.bytes_written += size
+            client.replay(wires, size)
         self.log.info(
             "stream opened for {peer}: {channels}, resuming from {last_event_id!r}, "
             "{replayed} events replayed",
@@ -548,6 +593,38 @@ class SSEResource(Resource):
 
     # -- checks ------------------------------------------------------------------
 
+    def _check_token(self, request: Request, channels: tuple[str, ...]) -> StreamGrant | None:
+        """
+        Verify the C{token} query parameter, if any; return its grant with
+        the channels to open (those asked for, else all of the token's).
+        """
+        tokens = (request.args or {}).get(b"token")
+        if not tokens or self.token_secret is None:
+            # Without a secret the parameter is the authorize hook's to read.
+            return None
+        if len(tokens) > 1:
+            raise _Refused(400, "token given more than once")
+        named = channels if (request.args or {}).get(b"channel") else None
+        try:
+            grant = verify_stream_token(
+                tokens[0].decode("ascii", "replace"),
+                secret=self.token_secret,
+                now=self.reactor.seconds(),
+            )
+            channels = granted_channels(grant, named)
+        except InvalidStreamToken as e:
+            raise _Refused(403, str(e)) from None
+        # A token opens no more, nor other names, than a URL could ask for.
+        options = self.options
+        if len(channels) > options.max_channels:
+            raise _Refused(400, f"too many channels (at most {options.max_channels})")
+        try:
+            for name in channels:
+                options.check_channel(name)
+        except ValueError as e:
+            raise _Refused(400, str(e)) from None
+        return StreamGrant(channels, grant.identity, grant.expires)
+
     def _parse(self, request: Request) -> tuple[tuple[str, ...], str | None]:
         options = self.options
         args = request.args or {}
@@ -586,7 +663,9 @@ class SSEResource(Resource):
             if not text.isprintable():
                 raise _Refused(400, "Last-Event-ID has control characters")
             # An empty header means "no id yet" (a browser that never got one).
-            last_event_id = text.strip() or None
+            # Event ids never contain a space: what follows one is the channel
+            # of a channel-tagged id (see wsgi_sse._browser).
+            last_event_id = text.strip().split(" ", 1)[0] or None
         return channels, last_event_id
 
     def _origin_allowed(self, origin: str) -> bool:
@@ -781,7 +860,11 @@ def _peer(request: Request) -> str:
 
 
 def _stream_request(
-    request: Request, channels: tuple[str, ...], last_event_id: str | None, peer: str
+    request: Request,
+    channels: tuple[str, ...],
+    last_event_id: str | None,
+    peer: str,
+    identity: str | None = None,
 ) -> StreamRequest:
     headers = {
         name.decode("latin-1").lower(): values[-1].decode("latin-1")
@@ -795,4 +878,4 @@ def _stream_request(
         for k, vs in (request.args or {}).items()
     }
     path = request.path.decode("utf-8", "replace")
-    return StreamRequest(channels, last_event_id, headers, cookies, query, peer, path)
+    return StreamRequest(channels, last_event_id, headers, cookies, query, peer, path, identity)

@@ -24,17 +24,21 @@ INDEX = """<!doctype html>
   <p id="status">connecting…</p>
   <ul id="events"></ul>
   <p><a href="/hello/">Knock yourself</a></p>
-  <script>
+  <script type="module">
+    // wsgi-sse's browser client: all tabs of this site share one connection.
+    import { openStream } from "/sse.js";
     const status = document.getElementById("status");
     const list = document.getElementById("events");
-    const source = new EventSource("/sse");
-    source.onopen = () => { status.textContent = "live"; };
-    source.onerror = () => { status.textContent = "reconnecting…"; };
-    source.onmessage = (e) => {
+    const stream = openStream({ url: "/sse" });
+    const LABELS = { live: "live", reconnecting: "reconnecting…", closed: "closed" };
+    stream.addEventListener("statuschange", (e) => {
+      status.textContent = LABELS[e.data] || "connecting…";
+    });
+    stream.addEventListener("message", (e) => {
       const item = document.createElement("li");
       item.textContent = e.data;  // text, never HTML: names are user input
       list.appendChild(item);
-    };
+    });
   </script>
 </body>
 </html>

@@ -179,10 +179,11 @@ def test_page_replays_missed_events_exactly_once(new_page: Any) -> None:
             expected = [f"#{n} knocked" for n in range(1, 19)]
             expect(page.locator("#status")).to_have_text("live", timeout=15_000)
             expect(page.locator("#events li")).to_have_text(expected)
-            streams = [request_headers(r) for r in proxy.requests if r.startswith(b"GET /sse")]
+            streams = [request_headers(r) for r in proxy.requests if r.startswith(b"GET /sse?")]
             assert len(streams) == 2
             assert "last-event-id" not in streams[0]
-            # The browser resumed after the 5th event, the last it had seen.
-            assert streams[1]["last-event-id"].endswith("-5")
+            # The browser resumed after the 5th event, the last it had seen
+            # (its id tagged with the channel by the page's client module).
+            assert streams[1]["last-event-id"].endswith("-5 default")
         finally:
             proxy.close()

@@ -1,7 +1,10 @@
-// The live part of the knock page: one EventSource for the public channel
-// and, when logged in, the user's own channel.
-(() => {
-  const script = document.currentScript;
+// The live part of the knock page: the public channel and, when logged in,
+// the user's own channel, through wsgi-sse's browser client (all tabs of the
+// site share one connection).
+import { openStream } from "/sse.js";
+
+{
+  const script = document.querySelector("script[data-stream]");
   const status = document.getElementById("status");
   const knocks = document.getElementById("knocks");
   const notices = document.getElementById("notices");
@@ -12,15 +15,20 @@
     list.appendChild(item);
   }
 
-  const source = new EventSource(script.dataset.stream);
-  source.onopen = () => { status.textContent = "live"; };
-  source.onerror = () => { status.textContent = "reconnecting…"; };
+  const url = new URL(script.dataset.stream, location.href);
+  const source = openStream({
+    url: url.pathname,
+    channels: url.searchParams.getAll("channel"),
+  });
+  source.addEventListener("statuschange", (e) => {
+    status.textContent = e.data === "live" ? "live" : "reconnecting…";
+  });
   // First event of a new page: the recent knocks, then every knock since.
   source.addEventListener("init", (e) => {
     knocks.replaceChildren();
     for (const text of JSON.parse(e.data).knocks) append(knocks, text);
   });
-  source.onmessage = (e) => append(knocks, e.data);
+  source.addEventListener("message", (e) => append(knocks, e.data));
   source.addEventListener("import", (e) => {
     if (notices) append(notices, JSON.parse(e.data).message);
   });
@@ -38,4 +46,4 @@
       if (response.ok) form.reset();
     });
   }
-})();
+}

@@ -1,0 +1,340 @@
+"""
+The shipped browser client (/sse.js) in Chromium: tabs of one origin share
+one stream connection, hand it over without losing events, resume after
+reloads, get only their own channels, and fall back to one EventSource each.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from playwright.sync_api import expect
+from support import ROOT, http_request, serve
+
+from wsgi_sse import stream_token
+
+SECRET = "t" * 40
+
+PAGE = (ROOT / "docs" / "browser-client-page.html").read_bytes()
+
+
+def _bottle_app() -> Any:
+    """The Bottle example's WSGI app, imported from its file."""
+    spec = importlib.util.spec_from_file_location(
+        "bottle_knocks", ROOT / "examples" / "bottle_app" / "app.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.app
+
+
+def page_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """
+    Serve the documentation's example page at every path; at /blank an
+    empty page; and at /token a stream token for the channels named
+    (issued two minutes ago, so expired, with C{expired=1}).
+    """
+    if environ["PATH_INFO"] == "/blank":
+        start_response("200 OK", [("Content-Type", "text/html")])
+        return [b"<!doctype html><title>blank</title>"]
+    if environ["PATH_INFO"] == "/token":
+        from urllib.parse import parse_qs
+
+        query = parse_qs(environ["QUERY_STRING"])
+        issued = time.time() - (120 if query.get("expired") else 0)
+        token = stream_token(query["channel"], ttl=60, secret=SECRET, now=issued)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [token.encode()]
+    start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
+    return [PAGE]
+
+
+@pytest.fixture
+def context(browser: Any) -> Iterator[Any]:
+    """One browser context: its tabs share storage, locks and broadcast channels."""
+    ctx = browser.new_context(viewport={"width": 600, "height": 400})
+    ctx.set_default_timeout(20_000)
+    yield ctx
+    ctx.close()
+
+
+def knock(port: int, name: str) -> None:
+    """POST /knock to the Bottle example, as another user's browser would."""
+    body = urlencode({"name": name}).encode()
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    assert http_request(port, "POST", "/knock", body=body, headers=headers)[0] == 200
+
+
+def wait_for_channels(server: Any, tab: Any, counts: dict[str, int]) -> None:
+    """Wait until the server's stream subscribers per channel are C{counts}."""
+    for _ in range(400):
+        if server.call(server.service.hub.channel_counts) == counts:
+            return
+        tab.wait_for_timeout(25)
+    assert server.call(server.service.hub.channel_counts) == counts
+
+
+@pytest.mark.parametrize("locks", [True, False], ids=["web-locks", "no-web-locks"])
+def test_six_tabs_one_connection_and_hand_over(context: Any, locks: bool) -> None:
+    """
+    Six tabs of the Bottle page hold one stream; closing its holder loses
+    nothing, with Web Locks or (as on plain-HTTP sites) without.
+    """
+    if not locks:
+        context.add_init_script("delete Navigator.prototype.locks;")
+    with serve(_bottle_app()) as server:
+        tabs = []
+        for _ in range(6):
+            tab = context.new_page()
+            tab.goto(server.url + "/")
+            expect(tab.locator("#status")).to_have_text("live")
+            tabs.append(tab)
+        server.wait_clients(1)
+        for n in range(1, 4):
+            knock(server.port, f"#{n}")
+        expected = [f"#{n} knocked" for n in range(1, 4)]
+        for tab in tabs:
+            expect(tab.locator("#events li")).to_have_text(expected)
+        assert server.client_count() == 1
+
+        # The first tab holds the connection; close it and knock at once,
+        # while the next tab takes over.
+        tabs.pop(0).close()
+        for n in range(4, 9):
+            knock(server.port, f"#{n}")
+        expected = [f"#{n} knocked" for n in range(1, 9)]
+        for tab in tabs:
+            expect(tab.locator("#events li")).to_have_text(expected)
+        server.wait_clients(1)
+        snapshot = server.call(server.service.sse_resource.snapshot)
+        # One stream per holder: the first, then the one that took over.
+        assert snapshot["connects"] == 2
+
+
+def test_reload_resumes(context: Any) -> None:
+    """A tab that comes back gets what it missed and nothing twice, alone or beside another."""
+    with serve(page_app) as server:
+        publish = server.service.broadcaster.broadcast_and_wait
+        url = server.url + "/page?channel=a"
+        tab = context.new_page()
+        tab.goto(url)
+        expect(tab.locator("#status")).to_have_text("live")
+        publish("1", channel="a")
+        expect(tab.locator("#events li")).to_have_text(["a: 1"])
+
+        tab.goto("about:blank")
+        server.wait_clients(0)
+        publish("2", channel="a")
+        publish("3", channel="a")
+        tab.goto(url)  # alone: it holds the connection and resumes from "1"
+        expect(tab.locator("#events li")).to_have_text(["a: 2", "a: 3"])
+        tab.reload()
+        expect(tab.locator("#status")).to_have_text("live")
+        publish("4", channel="a")
+        expect(tab.locator("#events li")).to_have_text(["a: 4"])
+
+        other = context.new_page()
+        other.goto(url)
+        expect(other.locator("#status")).to_have_text("live")
+        tab.goto("about:blank")  # the holder leaves; the other tab takes over
+        publish("5", channel="a")
+        expect(other.locator("#events li")).to_have_text(["a: 5"])
+        tab.goto(url)  # beside a holder: caught up by it, from "4"
+        expect(tab.locator("#events li")).to_have_text(["a: 5"])
+        publish("6", channel="a")
+        expect(tab.locator("#events li")).to_have_text(["a: 5", "a: 6"])
+        expect(other.locator("#events li")).to_have_text(["a: 5", "a: 6"])
+        assert server.client_count() == 1
+
+
+def test_each_tab_gets_its_own_channels(context: Any) -> None:
+    """Tabs asking for different channels share one stream of the union and see only theirs."""
+    with serve(page_app) as server:
+        tabs = {}
+        for query in ("channel=a", "channel=b", "channel=a&channel=b"):
+            tab = context.new_page()
+            tab.goto(f"{server.url}/page?{query}")
+            expect(tab.locator("#status")).to_have_text("live")
+            tabs[query] = tab
+        wait_for_channels(server, tabs["channel=a"], {"a": 1, "b": 1})
+        assert server.client_count() == 1
+        publish = server.service.broadcaster.broadcast_and_wait
+        publish("1", channel="a")
+        publish("2", channel="b")
+        publish("3", channel="a")
+        expect(tabs["channel=a&channel=b"].locator("#events li")).to_have_text(
+            ["a: 1", "b: 2", "a: 3"]
+        )
+        expect(tabs["channel=a"].locator("#events li")).to_have_text(["a: 1", "a: 3"])
+        expect(tabs["channel=b"].locator("#events li")).to_have_text(["b: 2"])
+
+        # A new channel in the union: the stream reconnects, resuming.
+        tabs["channel=b"].evaluate("stream.setChannels(['c'])")
+        wait_for_channels(server, tabs["channel=a"], {"a": 1, "b": 1, "c": 1})
+        assert server.client_count() == 1
+        publish("4", channel="c")
+        publish("5", channel="b")
+        publish("6", channel="a")
+        expect(tabs["channel=b"].locator("#events li")).to_have_text(["b: 2", "c: 4"])
+        expect(tabs["channel=a&channel=b"].locator("#events li")).to_have_text(
+            ["a: 1", "b: 2", "a: 3", "b: 5", "a: 6"]
+        )
+        expect(tabs["channel=a"].locator("#events li")).to_have_text(["a: 1", "a: 3", "a: 6"])
+
+
+def test_fallback_without_locks_or_broadcast_channel(context: Any) -> None:
+    """Without Web Locks and BroadcastChannel each tab opens its own EventSource."""
+    context.add_init_script("delete window.BroadcastChannel; delete Navigator.prototype.locks;")
+    with serve(page_app) as server:
+        tabs = []
+        for _ in range(2):
+            tab = context.new_page()
+            tab.goto(server.url + "/page?channel=a")
+            expect(tab.locator("#status")).to_have_text("live")
+            assert tab.evaluate("stream.mode") == "single"
+            tabs.append(tab)
+        server.wait_clients(2)
+        server.service.broadcaster.broadcast_and_wait("1", channel="a")
+        for tab in tabs:
+            expect(tab.locator("#events li")).to_have_text(["a: 1"])
+        tabs[0].reload()
+        expect(tabs[0].locator("#status")).to_have_text("live")
+        server.service.broadcaster.broadcast_and_wait("2", channel="a")
+        expect(tabs[0].locator("#events li")).to_have_text(["a: 2"])
+        expect(tabs[1].locator("#events li")).to_have_text(["a: 1", "a: 2"])
+
+
+TOKEN_STREAM = """
+async (expiredFirst) => {
+  const { openStream } = await import("/sse.js");
+  window.tokenCalls = 0;
+  const stream = openStream({
+    url: "/sse",
+    channels: ["secret"],
+    share: false,
+    token: async (channels) => {
+      const query = channels.map((c) => "channel=" + c).join("&");
+      const expired = expiredFirst && window.tokenCalls++ === 0 ? "&expired=1" : "";
+      return (await fetch("/token?" + query + expired)).text();
+    },
+  });
+  window.got = [];
+  stream.addEventListener("message", (e) => window.got.push(e.channel + ": " + e.data));
+  window.tokenStream = stream;
+}
+"""
+
+
+def test_token_function_and_reconnect_after_refusal(context: Any) -> None:
+    """
+    The client fetches a token for its channels before connecting; refused
+    (an expired token: 403) it waits a random delay and connects with a new one.
+    """
+    with serve(page_app, authorize=lambda request: False, token_secret=SECRET) as server:
+        tab = context.new_page()
+        tab.goto(server.url + "/blank")
+        tab.evaluate(TOKEN_STREAM, True)
+        tab.wait_for_function("window.tokenStream.status === 'live'")
+        assert tab.evaluate("window.tokenCalls") == 2
+        snapshot = server.call(server.service.sse_resource.snapshot)
+        assert snapshot["refused"] == {"403": 1}  # the expired token
+        server.service.broadcaster.broadcast_and_wait("for token holders", channel="secret")
+        tab.wait_for_function("window.got.length === 1")
+        assert tab.evaluate("window.got") == ["secret: for token holders"]
+
+
+@pytest.mark.parametrize("locks", [True, False], ids=["web-locks", "no-web-locks"])
+def test_crashed_holder_hands_over(context: Any, locks: bool) -> None:
+    """When the holding tab crashes (it says no goodbye), another takes over without loss."""
+    if not locks:
+        context.add_init_script("delete Navigator.prototype.locks;")
+    with serve(page_app) as server:
+        publish = server.service.broadcaster.broadcast_and_wait
+        tabs = []
+        for _ in range(3):
+            tab = context.new_page()
+            tab.goto(server.url + "/page?channel=a")
+            expect(tab.locator("#status")).to_have_text("live")
+            tabs.append(tab)
+        assert tabs[0].evaluate("stream.holdsConnection") is True
+        publish("1", channel="a")
+        for tab in tabs:
+            expect(tab.locator("#events li")).to_have_text(["a: 1"])
+        crashed = tabs.pop(0)
+        # Page.crash never answers: send it without waiting for an answer.
+        session = context.new_cdp_session(crashed)._impl_obj
+        session._loop.create_task(session.send("Page.crash", None, None))
+        crashed.wait_for_event("crash")
+        publish("2", channel="a")
+        publish("3", channel="a")
+        for tab in tabs:
+            # Without Web Locks the others notice within seconds (pings).
+            expect(tab.locator("#events li")).to_have_text(["a: 1", "a: 2", "a: 3"], timeout=15_000)
+        assert sum(tab.evaluate("stream.holdsConnection") for tab in tabs) == 1
+        server.wait_clients(1)
+
+
+STALE_ID = """
+if (location.search.includes("stale=1")) {
+  const key = "wsgi-sse:" + new URL("/sse", location.href).href + ":lastEventId";
+  sessionStorage.setItem(key, "not-an-id-of-this-server");
+}
+"""
+
+
+def test_init_and_reset_reach_every_tab(context: Any) -> None:
+    """The init snapshot reaches tabs that join later; a tab that cannot be caught up gets reset."""
+    with serve(page_app, initial=lambda request: "snapshot") as server:
+        publish = server.service.broadcaster.broadcast_and_wait
+        first = context.new_page()
+        first.goto(server.url + "/page?channel=a")
+        expect(first.locator("#events li")).to_have_text(["init: snapshot"])
+        publish("1", channel="a")
+        expect(first.locator("#events li")).to_have_text(["init: snapshot", "a: 1"])
+
+        second = context.new_page()  # joins the connection: the snapshot, then what followed
+        second.goto(server.url + "/page?channel=a")
+        expect(second.locator("#events li")).to_have_text(["init: snapshot", "a: 1"])
+
+        context.add_init_script(STALE_ID)
+        third = context.new_page()  # resumes from an id nobody knows
+        third.goto(server.url + "/page?channel=a&stale=1")
+        expect(third.locator("#events li")).to_have_text(["reset"])
+        publish("2", channel="a")
+        expect(third.locator("#events li")).to_have_text(["reset", "a: 2"])
+        expect(second.locator("#events li")).to_have_text(["init: snapshot", "a: 1", "a: 2"])
+        assert server.client_count() == 1
+
+
+def test_module_works_as_a_static_file(context: Any) -> None:
+    """The module served by the app itself (client_path=None) works the same."""
+    script = (ROOT / "wsgi_sse" / "static" / "wsgi-sse.js").read_bytes()
+
+    def static_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        if environ["PATH_INFO"] == "/static/wsgi-sse.js":
+            start_response("200 OK", [("Content-Type", "text/javascript")])
+            return [script]
+        return page_app(environ, start_response)
+
+    with serve(static_app, client_path=None) as server:
+        assert b"export function" not in http_request(server.port, "GET", "/sse.js")[2]
+        tab = context.new_page()
+        tab.goto(server.url + "/blank")
+        tab.evaluate(
+            """async () => {
+              const { openStream } = await import("/static/wsgi-sse.js");
+              window.got = [];
+              window.s = openStream({ channels: ["x"] });
+              window.s.addEventListener("message", (e) => window.got.push(e.data));
+            }"""
+        )
+        tab.wait_for_function("window.s.status === 'live'")
+        server.service.broadcaster.broadcast_and_wait("hi", channel="x")
+        tab.wait_for_function("window.got.length === 1")
+        assert tab.evaluate("window.got") == ["hi"]

@@ -1,0 +1,458 @@
+// wsgi-sse browser client: one event stream shared by every tab of an origin.
+//
+//   import { openStream } from "/sse.js";
+//   const stream = openStream({ channels: ["news"] });
+//   stream.addEventListener("message", (e) => console.log(e.data, e.channel));
+//
+// One tab holds the connection (elected with Web Locks: when it closes or
+// crashes the next tab takes over at once and resumes from the last event id);
+// the others get its events over a BroadcastChannel.  Each tab receives only
+// the events of the channels it asked for.  Without Web Locks or
+// BroadcastChannel every tab opens its own EventSource.  No dependencies, no
+// build step.  Documented in docs/browser-client.md.
+
+const DEFAULT_CHANNEL = "default";
+const RING = 500; // events every tab keeps, to catch up tabs that join
+const SEEN = 1000; // event ids remembered to drop duplicates
+
+function splitId(raw) {
+  // The server tags ids with their channel (?channelInId=1): "<id> <channel>".
+  const space = raw.indexOf(" ");
+  return space < 0 ? [raw, null] : [raw.slice(0, space), raw.slice(space + 1)];
+}
+
+/** An event as a stream's listeners receive it. */
+export class StreamEvent extends Event {
+  constructor(type, { data = "", id = "", channel = null } = {}) {
+    super(type);
+    this.data = data; // the event's data, as text
+    this.id = id; // the server's event id ("" for reset)
+    this.lastEventId = id;
+    this.channel = channel; // the channel it was published on (null: init, reset)
+  }
+}
+
+// One EventSource, re-created with a jittered back-off when the server ends
+// it for good (a non-200 answer: an expired token, a refusal).
+class Connection {
+  constructor(options, channels, types, lastId, onEvent, onStatus) {
+    this.options = options;
+    this.channels = channels;
+    this.types = new Set();
+    this.lastId = lastId;
+    this.onEvent = onEvent;
+    this.onStatus = onStatus;
+    this.failures = 0;
+    this.closed = false;
+    this.source = null;
+    this.timer = null;
+    this.pendingTypes = types;
+    this.open();
+  }
+
+  async open() {
+    if (this.closed) return;
+    const url = new URL(this.options.url, location.href);
+    for (const channel of this.channels) url.searchParams.append("channel", channel);
+    url.searchParams.set("channelInId", "1");
+    if (this.lastId) url.searchParams.set("lastEventId", this.lastId);
+    let token = this.options.token;
+    try {
+      if (typeof token === "function") token = await token([...this.channels]);
+    } catch (error) {
+      this.retryLater();
+      return;
+    }
+    if (this.closed) return;
+    if (token) url.searchParams.set("token", token);
+    const source = new EventSource(url, { withCredentials: !!this.options.withCredentials });
+    this.source = source;
+    this.types = new Set();
+    for (const type of this.pendingTypes) this.addType(type);
+    source.onopen = () => {
+      this.failures = 0;
+      this.onStatus("live");
+    };
+    source.onerror = () => {
+      if (source.readyState === EventSource.CLOSED) {
+        source.close();
+        this.retryLater();
+      } else {
+        this.onStatus("reconnecting"); // the browser reconnects by itself
+      }
+    };
+  }
+
+  retryLater() {
+    if (this.closed) return;
+    this.onStatus("reconnecting");
+    const base = Math.min(30000, 1000 * 2 ** Math.min(this.failures++, 5));
+    this.timer = setTimeout(() => this.open(), base * (0.5 + Math.random()));
+  }
+
+  addType(type) {
+    this.pendingTypes.add(type);
+    if (!this.source || this.types.has(type)) return;
+    this.types.add(type);
+    this.source.addEventListener(type, (e) => {
+      // A reset carries no id: the EventSource's lastEventId is stale then.
+      const raw = type === "reset" ? "" : e.lastEventId;
+      if (raw) this.lastId = raw;
+      this.onEvent({ raw, type, data: e.data });
+    });
+  }
+
+  close() {
+    this.closed = true;
+    clearTimeout(this.timer);
+    if (this.source) this.source.close();
+  }
+}
+
+/**
+ * A live stream of server-sent events for this tab.  Listen with
+ * addEventListener(type, fn); "statuschange" reports `status` changes.
+ */
+export class Stream extends EventTarget {
+  constructor(options = {}) {
+    super();
+    this.options = { url: "/sse", share: true, ...options };
+    const channels = this.options.channels;
+    this.channels = new Set(channels && channels.length ? channels : [DEFAULT_CHANNEL]);
+    this.types = new Set(["message", "init", "reset"]);
+    this.status = "connecting"; // "live", "reconnecting", "closed"
+    this.holdsConnection = false; // whether this tab holds the shared connection
+    this.key = "wsgi-sse:" + new URL(this.options.url, location.href).href;
+    this.storageKey = this.key + ":lastEventId";
+    this.lastEventId = null;
+    try {
+      this.lastEventId = sessionStorage.getItem(this.storageKey);
+    } catch (error) {
+      // storage disabled: no resuming across reloads
+    }
+    this.seen = new Set();
+    this.seenOrder = [];
+    this.ring = [];
+    this.ringFrom = this.lastEventId; // the id of the event before ring[0]
+    this.connection = null;
+    const shared = this.options.share && typeof BroadcastChannel === "function";
+    this.mode = shared ? "shared" : "single";
+    if (shared) this.startShared();
+    else this.connect();
+  }
+
+  addEventListener(type, listener, options) {
+    super.addEventListener(type, listener, options);
+    if (type === "statuschange" || this.types.has(type)) return;
+    this.types.add(type);
+    if (this.connection) this.connection.addType(type);
+    if (this.mode === "shared") this.announce();
+  }
+
+  /** Change the channels this tab receives. */
+  setChannels(channels) {
+    this.channels = new Set(channels && channels.length ? channels : [DEFAULT_CHANNEL]);
+    if (this.mode === "shared") {
+      this.announce();
+      if (this.holdsConnection) this.updateUnion();
+    } else {
+      this.reconnect([...this.channels], this.types);
+    }
+  }
+
+  close() {
+    if (this.status === "closed") return;
+    this.setStatus("closed");
+    if (this.connection) this.connection.close();
+    this.connection = null;
+    if (this.mode === "shared") {
+      this.post({ t: "bye" });
+      if (this.release) this.release();
+      clearTimeout(this.watchTimer);
+      this.bus.close();
+      removeEventListener("pagehide", this.onPageHide);
+    }
+  }
+
+  // -- delivering ---------------------------------------------------------
+
+  setStatus(status) {
+    if (this.status === status || this.status === "closed") return;
+    this.status = status;
+    this.dispatchEvent(new StreamEvent("statuschange", { data: status }));
+  }
+
+  deliver(ev) {
+    // Every event of the shared connection reaches every tab: each keeps the
+    // last id (to resume from if it takes over) and shows its own channels.
+    if (ev.type !== "reset" && ev.type !== "init" && ev.raw) {
+      if (this.seen.has(ev.raw)) return;
+      this.seen.add(ev.raw);
+      this.seenOrder.push(ev.raw);
+      if (this.seenOrder.length > SEEN) this.seen.delete(this.seenOrder.shift());
+    }
+    if (ev.type === "reset") {
+      this.ring = [];
+      this.ringFrom = null;
+      this.remember(null);
+    } else {
+      this.ring.push(ev);
+      if (this.ring.length > RING) {
+        const dropped = this.ring.shift();
+        if (dropped.raw) this.ringFrom = dropped.raw;
+      }
+      if (ev.raw) this.remember(ev.raw);
+    }
+    const [id, channel] = splitId(ev.raw);
+    if (channel !== null && !this.channels.has(channel)) return;
+    if (!this.types.has(ev.type)) return;
+    this.dispatchEvent(new StreamEvent(ev.type, { data: ev.data, id, channel }));
+  }
+
+  remember(raw) {
+    this.lastEventId = raw;
+    try {
+      if (raw) sessionStorage.setItem(this.storageKey, raw);
+      else sessionStorage.removeItem(this.storageKey);
+    } catch (error) {
+      // storage disabled or full
+    }
+  }
+
+  // -- one connection per tab (fallback) ----------------------------------
+
+  connect() {
+    this.reconnect([...this.channels], this.types);
+  }
+
+  reconnect(channels, types) {
+    if (this.status === "closed") return;
+    if (this.connection) this.connection.close();
+    this.connection = new Connection(
+      this.options,
+      channels,
+      new Set(types),
+      this.lastEventId,
+      (ev) => this.fromServer(ev),
+      (status) => this.statusFromServer(status),
+    );
+  }
+
+  fromServer(ev) {
+    if (this.mode === "shared") this.post({ t: "event", ev });
+    this.deliver(ev);
+  }
+
+  statusFromServer(status) {
+    if (this.mode === "shared") this.post({ t: "status", status });
+    this.setStatus(status);
+  }
+
+  // -- sharing between tabs -------------------------------------------------
+
+  startShared() {
+    this.id = Math.random().toString(36).slice(2) + Date.now().toString(36);
+    this.peers = new Map(); // tab id -> {channels, types, seen}
+    this.synced = false; // caught up by the holding tab (or holding it)
+    this.pending = [];
+    this.bus = new BroadcastChannel(this.key);
+    this.bus.onmessage = (e) => this.onMessage(e.data);
+    this.onPageHide = () => this.post({ t: "bye" });
+    addEventListener("pagehide", this.onPageHide);
+    this.holder = null; // the id of the tab holding the connection, if known
+    this.holderSeen = 0; // when it was last heard from
+    this.pinged = Date.now(); // the hello below asks the holder to answer
+    this.announce(true);
+    const locks = typeof navigator !== "undefined" && navigator.locks;
+    if (locks && typeof locks.request === "function") {
+      // Web Locks: the browser hands the lock to the next tab the moment
+      // the holder closes or crashes.
+      locks.request(this.key, () => this.lead());
+    } else {
+      // No Web Locks (plain-HTTP sites are not secure contexts): elect over
+      // the BroadcastChannel.  The holder answers pings; a tab that hears
+      // no answer takes over, and of two holders the one with the greater
+      // id steps down.
+      this.lockless = true;
+      this.watch(250 + Math.random() * 100);
+    }
+  }
+
+  watch(delay = 1000 + Math.random() * 1000) {
+    clearTimeout(this.watchTimer);
+    this.watchTimer = setTimeout(() => this.checkHolder(), delay);
+  }
+
+  checkHolder() {
+    if (this.status === "closed") return;
+    const now = Date.now();
+    if (!this.holdsConnection && now - this.holderSeen > 4000) {
+      if (this.pinged && this.holderSeen < this.pinged && now - this.pinged >= 250) {
+        this.pinged = 0;
+        this.lead();
+      } else if (!this.pinged || this.holderSeen >= this.pinged) {
+        this.pinged = now;
+        this.post({ t: "ping" });
+      }
+    }
+    this.watch();
+  }
+
+  stepDown() {
+    this.holdsConnection = false;
+    if (this.connection) this.connection.close();
+    this.connection = null;
+  }
+
+  post(message) {
+    try {
+      this.bus.postMessage({ ...message, from: this.id });
+    } catch (error) {
+      // the channel is closed: this stream is closing too
+    }
+  }
+
+  announce(first = false) {
+    this.post({
+      t: "hello",
+      first,
+      channels: [...this.channels],
+      types: [...this.types],
+      since: this.synced ? undefined : this.lastEventId,
+    });
+  }
+
+  onMessage(m) {
+    if (this.status === "closed") return;
+    if (m.t === "holder" || m.t === "event" || m.t === "status" || m.t === "catchup") {
+      if (this.lockless && this.holdsConnection && m.t === "holder") {
+        if (m.from < this.id) this.stepDown();
+        else this.post({ t: "holder" });
+      }
+      if (!this.holdsConnection) {
+        this.holder = m.from;
+        this.holderSeen = Date.now();
+      }
+    }
+    if (m.t === "ping") {
+      if (this.holdsConnection) this.post({ t: "holder" });
+    } else if (m.t === "event") {
+      if (this.synced) this.deliver(m.ev);
+      else this.pending.push(m.ev);
+    } else if (m.t === "status") {
+      this.setStatus(m.status);
+    } else if (m.t === "hello") {
+      // A new tab learns of the others from their answers.
+      if (m.first && !this.peers.has(m.from)) this.announce();
+      this.peers.set(m.from, { channels: m.channels, types: m.types, seen: Date.now() });
+      if (this.holdsConnection) {
+        this.updateUnion();
+        if (m.since !== undefined) this.catchUp(m.from, m.since);
+      }
+    } else if (m.t === "bye") {
+      this.peers.delete(m.from);
+      if (this.holdsConnection) this.updateUnion();
+      else if (this.lockless && m.from === this.holder) {
+        // Without Web Locks: the holder left; the tab with the smallest id
+        // takes over now, the others check again shortly.
+        this.holder = null;
+        this.holderSeen = 0;
+        this.pinged = Date.now();
+        if ([...this.peers.keys()].every((id) => this.id < id)) this.lead();
+        else this.watch(400 + Math.random() * 200);
+      }
+    } else if (m.t === "who") {
+      this.announce();
+    } else if (m.t === "catchup" && m.to === this.id && !this.synced) {
+      if (m.reset) this.deliver({ raw: "", type: "reset", data: "" });
+      for (const ev of m.events) this.deliver(ev);
+      if (!m.events.length && m.last && m.last !== this.lastEventId) {
+        // Up to date with the holder: resume from its position if this tab
+        // takes over.
+        this.remember(m.last);
+        this.ring = [];
+        this.ringFrom = m.last;
+      }
+      this.setStatus(m.status);
+      this.sync();
+    }
+  }
+
+  sync() {
+    this.synced = true;
+    const pending = this.pending;
+    this.pending = [];
+    for (const ev of pending) this.deliver(ev);
+  }
+
+  catchUp(to, since) {
+    // A tab that joins gets what it missed from this tab's recent events:
+    // after its own last id, or the last init and what followed it.
+    let events = [];
+    let reset = false;
+    if (since) {
+      const at = this.ring.findIndex((ev) => ev.raw === since);
+      if (at >= 0) events = this.ring.slice(at + 1);
+      else if (since === this.ringFrom) events = this.ring.slice();
+      else if (since !== this.lastEventId) reset = true;
+    } else {
+      let at = -1;
+      for (let i = this.ring.length - 1; i >= 0 && at < 0; i--) {
+        if (this.ring[i].type === "init") at = i;
+      }
+      if (at >= 0) events = this.ring.slice(at);
+    }
+    const last = this.lastEventId;
+    this.post({ t: "catchup", to, events, reset, last, status: this.status });
+  }
+
+  lead() {
+    // Runs while this tab holds the lock: until it closes (or crashes).
+    if (this.status === "closed") return undefined;
+    this.holdsConnection = true;
+    this.holder = this.id;
+    this.sync(); // events the previous holder sent before it went away
+    const asked = Date.now();
+    this.post({ t: "holder" });
+    this.post({ t: "who" });
+    // Tabs that crashed never said bye: forget those that do not answer.
+    setTimeout(() => {
+      for (const [id, peer] of this.peers) if (peer.seen < asked) this.peers.delete(id);
+      this.updateUnion();
+    }, 1000);
+    const [channels, types] = this.union();
+    this.reconnect(channels, types);
+    return new Promise((resolve) => {
+      this.release = resolve;
+    });
+  }
+
+  union() {
+    const channels = new Set(this.channels);
+    const types = new Set(this.types);
+    for (const peer of this.peers.values()) {
+      for (const c of peer.channels) channels.add(c);
+      for (const t of peer.types) types.add(t);
+    }
+    return [[...channels].sort(), types];
+  }
+
+  updateUnion() {
+    if (!this.holdsConnection || !this.connection) return;
+    const [channels, types] = this.union();
+    for (const type of types) this.connection.addType(type);
+    if (channels.join("\n") === this.connection.channels.join("\n")) return;
+    // Resume from the last event seen: no tab misses or repeats anything.
+    clearTimeout(this.unionTimer);
+    this.unionTimer = setTimeout(() => {
+      if (!this.holdsConnection || !this.connection) return;
+      const [now, nowTypes] = this.union();
+      if (now.join("\n") !== this.connection.channels.join("\n")) this.reconnect(now, nowTypes);
+    }, 50);
+  }
+}
+
+/** Open a stream: `openStream({ url: "/sse", channels: ["news"] })`. */
+export function openStream(options = {}) {
+  return new Stream(options);
+}
