@@ -76,6 +76,7 @@ def test_python_m_wsgi_sse(sig: signal.Signals) -> None:
             proc.communicate()
     assert proc.returncode == 0, output
     assert "Traceback" not in output, output
+    assert f"open http://127.0.0.1:{port}/ (stream at /events/live)" in output
 
 
 def test_python_m_wsgi_sse_bad_app() -> None:

@@ -9,12 +9,16 @@ def test_all_is_pinned() -> None:
     """__all__ lists exactly the public names, and each exists."""
     assert set(wsgi_sse.__all__) == {
         "DEFAULT_CHANNEL",
+        "BackplaneOptions",
         "Broadcaster",
         "Event",
         "Hub",
         "InvalidStreamToken",
+        "LimitOptions",
+        "PublishOptions",
         "SSEResource",
         "SSEServerService",
+        "SiteOptions",
         "StaticFiles",
         "StreamGrant",
         "StreamOptions",

@@ -26,6 +26,7 @@ from ._broadcast import (
     get_broadcaster,
     set_broadcaster,
 )
+from ._config import BackplaneOptions, LimitOptions, PublishOptions, SiteOptions
 from ._encoding import encode_comment, encode_event
 from ._hub import DEFAULT_CHANNEL, Event, Hub
 from ._mount import WSGIRoot
@@ -38,12 +39,16 @@ __version__ = "0.1.0"
 
 __all__ = (
     "DEFAULT_CHANNEL",
+    "BackplaneOptions",
     "Broadcaster",
     "Event",
     "Hub",
     "InvalidStreamToken",
+    "LimitOptions",
+    "PublishOptions",
     "SSEResource",
     "SSEServerService",
+    "SiteOptions",
     "StaticFiles",
     "StreamGrant",
     "StreamOptions",

@@ -6,9 +6,11 @@ L{make_application} for C{twistd -ny server.py}.
 from __future__ import annotations
 
 import gc
+import inspect
 import os
 import sys
 import threading
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any, Mapping
 
 from twisted.application.internet import StreamServerEndpointService, TimerService
@@ -23,10 +25,17 @@ from twisted.web.resource import IResource
 
 from ._broadcast import Broadcaster, Publisher, set_broadcaster
 from ._browser import ClientScriptResource
+from ._checks import (
+    check_backplane_url,
+    check_option_names,
+    check_wsgi_app,
+    listen_error,
+)
+from ._config import GROUPS, environment_value, flatten_groups, owner
 from ._hub import Hub
 from ._mount import WSGIRoot
 from ._options import StreamOptions
-from ._publish import PUBLISH_SECRET_ENV, PublishResource
+from ._publish import PublishResource
 from ._redis import resolve_redis_url
 from ._resource import SSEResource
 from ._site import (
@@ -206,6 +215,14 @@ class SSEServerService(MultiService):
         **option_fields: Any,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
+        check_wsgi_app(wsgi_app, where="SSEServerService()")
+        grouped = sorted(set(option_fields) & {group.key for group in GROUPS})
+        if grouped:
+            raise TypeError(
+                f"SSEServerService() takes options one by one, not {grouped[0]}=; "
+                f"make_service() and make_application() take the group objects"
+            )
+        check_option_names(option_fields, option_owners(), where="SSEServerService()")
         if reactor is None:
             from twisted.internet import reactor as global_reactor
 
@@ -233,6 +250,7 @@ class SSEServerService(MultiService):
         self.backplane: RedisBackplane | None = None
         redis_url = resolve_redis_url(redis_url)
         if redis_url is not None and hub is None and publisher is None:
+            check_backplane_url(redis_url)
             from ._redis import RedisBackplane, RedisHub
 
             self.backplane = RedisBackplane(
@@ -260,7 +278,7 @@ class SSEServerService(MultiService):
         self.publish_resource: PublishResource | None = None
         if publish_path is not None:
             if publish_secret is None:
-                publish_secret = os.environ.get(PUBLISH_SECRET_ENV) or None
+                publish_secret = environment_value("publish_secret") or None
             self.publish_resource = PublishResource(
                 self.broadcaster,
                 secret=publish_secret,  # type: ignore[arg-type]  # checked there
@@ -298,7 +316,11 @@ class SSEServerService(MultiService):
             max_request_body=max_request_body,
             body_limits=body_limits,
         )
-        endpoint = serverFromString(reactor, with_backlog(self.listen))
+        try:
+            endpoint = serverFromString(reactor, with_backlog(self.listen))
+        except ValueError as e:
+            source = "listen" if listen else f"${LISTEN_ENV}"
+            raise listen_error(self.listen, e, source=source) from e
         self.listening = StreamServerEndpointService(endpoint, self.site)
         # A port that cannot be had fails the start, instead of a logged
         # traceback and a process serving nothing.
@@ -349,11 +371,20 @@ class SSEServerService(MultiService):
         if port is None:  # listening failed later; already logged
             return None
         address = port.getHost()
-        self.log.info(
-            "wsgi-sse serving on {address} (stream at {path})",
-            address=address,
-            path=self.sse_path,
-        )
+        url = browser_url(address, tls=self.listen.strip().lower().startswith("ssl:"))
+        if url is None:
+            self.log.info(
+                "wsgi-sse serving on {address} (stream at {path})",
+                address=address,
+                path=self.sse_path,
+            )
+        else:
+            self.log.info(
+                "wsgi-sse serving on {address}: open {url} (stream at {path})",
+                address=address,
+                url=url,
+                path=self.sse_path,
+            )
         return port
 
     @property
@@ -404,6 +435,24 @@ class SSEServerService(MultiService):
         return done
 
 
+def browser_url(address: Any, *, tls: bool = False) -> str | None:
+    """
+    The URL to open in a browser on this machine for a listening address
+    (C{http://127.0.0.1:8005/} for every interface), or L{None} for an
+    address that is not TCP (a UNIX socket).
+    """
+    host, port = getattr(address, "host", None), getattr(address, "port", None)
+    if not isinstance(host, str) or not isinstance(port, int):
+        return None
+    if host in {"0.0.0.0", ""}:
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{'https' if tls else 'http'}://{host}:{port}/"
+
+
 def prune_interval(history_age: float) -> float:
     """
     Seconds between two prunings of the history: a quarter of C{history_age},
@@ -417,7 +466,21 @@ def resolve_listen(listen: str | None) -> str:
     """The endpoint to listen on: C{listen}, else C{$WSGI_SSE_LISTEN}, else C{tcp:8005}."""
     if listen:
         return listen
-    return os.environ.get(LISTEN_ENV) or DEFAULT_LISTEN
+    return environment_value("listen") or DEFAULT_LISTEN
+
+
+def option_owners() -> dict[str, str]:
+    """
+    Every keyword option of L{make_application}, mapped to where it belongs
+    (for error messages).  May be called in any thread.
+    """
+    names = ["name", *(group.key for group in GROUPS)]
+    for parameter in inspect.signature(SSEServerService.__init__).parameters.values():
+        if parameter.kind is parameter.KEYWORD_ONLY:
+            names.append(parameter.name)
+    names += [option.name for option in fields(StreamOptions) if option.init]
+    group_objects = {g.key: f"the {g.key} group, a {g.cls.__name__}" for g in GROUPS}
+    return {n: group_objects.get(n) or owner(n) or "a site option" for n in names}
 
 
 def make_service(wsgi_app: WSGIApplication, **kwargs: Any) -> SSEServerService:
@@ -425,7 +488,16 @@ def make_service(wsgi_app: WSGIApplication, **kwargs: Any) -> SSEServerService:
     Build an L{SSEServerService} and make it the target of the module-level
     L{broadcast<wsgi_sse.broadcast>}.  Takes the same arguments as
     L{make_application}.  Call it in the main thread, before the reactor runs.
+
+    @raise TypeError: for something other than a WSGI application, or an
+        unknown option (the message names the closest valid one).
+    @raise ValueError: for an option value that makes no sense, or a
+        C{listen} that is not an endpoint string.
+    @raise RuntimeError: when the backplane's client library is missing.
     """
+    check_wsgi_app(wsgi_app, where="make_service()")
+    check_option_names(kwargs, option_owners(), where="make_service()")
+    kwargs = flatten_groups(kwargs)
     import crochet
 
     try:
@@ -484,21 +556,33 @@ def make_application(
         request body may have, default 64 MiB; larger is a 413); and any
         L{StreamOptions} field
         (C{heartbeat}, C{retry}, C{authorize}, C{token_secret}, ...).  docs/options.md lists
-        them all with their defaults.
+        them all with their defaults.  The options of a group can also be
+        given as one object: C{site=SiteOptions(...)}, C{stream=StreamOptions(...)},
+        C{limits=LimitOptions(...)}, C{backplane=BackplaneOptions(...)},
+        C{publish=PublishOptions(...)}.
+    @raise TypeError: for something other than a WSGI application object (a
+        C{"module:app"} string, say), or an unknown keyword (the message
+        names the closest option and its group).
+    @raise ValueError: for an option value that makes no sense, or a
+        C{listen} that is not an endpoint string (C{"8000"}: write
+        C{"tcp:8000"}).
+    @raise RuntimeError: when the backplane URL's client library is not
+        installed (the message gives the C{pip install} line).
 
     Call it in the main thread, from the C{.tac} file.  It also makes this
     server the target of L{broadcast<wsgi_sse.broadcast>}, and freezes the
     objects alive so far out of the garbage collector's scans (C{gc.freeze()}).
     """
+    check_wsgi_app(wsgi_app)
+    check_option_names(kwargs, option_owners())
+    options = flatten_groups(kwargs)
+    explicit = {"listen": listen, "sse_path": sse_path, "threads": threads, "redis_url": redis_url}
+    for key, value in explicit.items():
+        if key in options and value != _EXPLICIT_DEFAULTS[key]:
+            raise TypeError(f"{key} is given twice: as a keyword and in a group object")
+        options.setdefault(key, value)
     application: Componentized = Application(name)
-    service = make_service(
-        wsgi_app,
-        listen=listen,
-        sse_path=sse_path,
-        threads=threads,
-        redis_url=redis_url,
-        **kwargs,
-    )
+    service = make_service(wsgi_app, **options)
     service.setServiceParent(application)  # type: ignore[no-untyped-call]
     # The .tac file has imported the whole application by now, and those
     # objects live as long as the process.  Taking them out of the cyclic
@@ -508,3 +592,6 @@ def make_application(
     gc.collect()
     gc.freeze()
     return application
+
+
+_EXPLICIT_DEFAULTS: dict[str, Any] = dict(make_application.__kwdefaults__ or {})

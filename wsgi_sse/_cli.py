@@ -18,6 +18,8 @@ from twisted.internet.defer import Deferred
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from ._config import GROUPS, SETTINGS
+
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
@@ -25,22 +27,14 @@ if TYPE_CHECKING:
 
 __all__ = ["Options", "TwistdOptions", "console_main", "load_app", "main", "makeService"]
 
-# name, default, converter, help -- shared by argparse and twistd's usage.Options.
-_OPTIONS: tuple[tuple[str, Any, Callable[[str], Any], str], ...] = (
-    ("listen", None, str, "Twisted endpoint to listen on (default: $WSGI_SSE_LISTEN or tcp:8005)"),
-    ("sse-path", "/sse", str, "path of the event stream"),
-    ("threads", 10, int, "maximum size of the WSGI thread pool"),
-    ("heartbeat", 15.0, float, "seconds between keep-alive comments (0: off)"),
-    ("retry", 3000, int, "reconnection delay sent to browsers, in milliseconds"),
-    ("max-connections", 10_000, int, "open streams in total"),
-    (
-        "redis-url",
-        None,
-        str,
-        "share broadcasts with other processes through this Redis "
-        "(default: $WSGI_SSE_REDIS_URL, else none)",
-    ),
+# flag, converter, help -- shared by argparse and twistd's usage.Options, derived from
+# the options table: every option with a converter has a flag.
+_OPTIONS: tuple[tuple[str, Callable[[str], Any], str], ...] = tuple(
+    (row.option[2:], row.flag, f"{row.help} (default: {row.shown.replace('`', '')})")
+    for row in SETTINGS
+    if row.flag is not None
 )
+_FLAG_TO_NAME = {row.option[2:]: row.name for row in SETTINGS if row.flag is not None}
 
 
 def load_app(spec: str) -> WSGIApplication:
@@ -77,42 +71,68 @@ def load_app(spec: str) -> WSGIApplication:
 
 
 def _service_kwargs(values: dict[str, Any]) -> dict[str, Any]:
+    """The keywords of L{make_service} for the flags given (the others keep their defaults)."""
     return {
-        "listen": values["listen"],
-        "sse_path": values["sse-path"],
-        "threads": values["threads"],
-        "heartbeat": values["heartbeat"],
-        "retry": values["retry"],
-        "max_connections": values["max-connections"],
-        "redis_url": values["redis-url"],
+        name: values[flag] for flag, name in _FLAG_TO_NAME.items() if values.get(flag) is not None
     }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of C{python -m wsgi_sse}."""
+APP_HELP = (
+    "the WSGI application: module:attribute (myapp:app, mysite.wsgi:application), "
+    "or a module, whose 'application' or else 'app' is used"
+)
+
+
+def build_parser(prog: str = "python -m wsgi_sse") -> argparse.ArgumentParser:
+    """The argument parser of C{python -m wsgi_sse} (and of C{wsgi-sse}, its other C{prog})."""
+    from . import __version__
+
     parser = argparse.ArgumentParser(
-        prog="python -m wsgi_sse",
-        description="Serve a WSGI application and a Server-Sent Events stream.",
+        prog=prog,
+        description="Serve a WSGI application and a Server-Sent Events stream from one process. "
+        "The app is served at /, the stream at --sse-path; the startup log shows the URL to open.",
     )
-    parser.add_argument("app", help="the WSGI application, as module:attribute")
-    for name, default, convert, text in _OPTIONS:
-        parser.add_argument("--" + name, dest=name, default=default, type=convert, help=text)
+    parser.add_argument("app", help=APP_HELP)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    options = {flag: (convert, text) for flag, convert, text in _OPTIONS}
+    for group in GROUPS:
+        arguments = parser.add_argument_group(f"{group.title.lower()} options")
+        for row in SETTINGS:
+            flag = row.option[2:]
+            if row.group == group.key and flag in options:
+                convert, text = options[flag]
+                arguments.add_argument(
+                    row.option, dest=flag, default=None, type=convert, help=text, metavar="VALUE"
+                )
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _join_crochet() -> None:
+    """
+    Wait for crochet's threads once the reactor is stopping, so that the log
+    lines still queued are written before the one error line that follows.
+    """
+    for thread in threading.enumerate():
+        if thread.name in ("CrochetReactor", "CrochetLogWriter"):
+            thread.join(5)
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "python -m wsgi_sse") -> int:
     """
     Run the server until SIGINT or SIGTERM, with the reactor in a crochet
     thread; return the exit status.  Call it in the main thread.
+
+    A startup error (an unknown app, a bad option, a missing backplane
+    library, a port in use) is one line on stderr and a non-zero status.
     """
-    args = vars(build_parser().parse_args(argv))
+    args = vars(build_parser(prog).parse_args(argv))
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
     )
     try:
         app = load_app(args["app"])
     except ValueError as e:
-        print(f"python -m wsgi_sse: {e}", file=sys.stderr)
+        print(f"{prog}: {e}", file=sys.stderr)
         return 2
 
     import crochet
@@ -131,7 +151,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
-    service: SSEServerService = make_service(app, reactor=reactor, **_service_kwargs(args))
+    try:
+        service: SSEServerService = make_service(app, reactor=reactor, **_service_kwargs(args))
+    except (TypeError, ValueError, RuntimeError) as e:
+        reactor.callFromThread(reactor.stop)  # type: ignore[attr-defined]
+        _join_crochet()
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2
 
     @crochet.run_in_reactor
     def start() -> Any:
@@ -154,15 +180,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         start().wait(30)
     except ListenError as e:
         reactor.callFromThread(reactor.stop)  # type: ignore[attr-defined]
-        # Let crochet's threads write the log lines still queued, so that
-        # this one line is the last.
-        for thread in threading.enumerate():
-            if thread.name in ("CrochetReactor", "CrochetLogWriter"):
-                thread.join(5)
-        print(f"python -m wsgi_sse: {e}", file=sys.stderr)
+        _join_crochet()
+        print(f"{prog}: {e}", file=sys.stderr)
         return 1
     except Exception as e:  # noqa: BLE001 - reported to the user as is
-        print(f"python -m wsgi_sse: cannot listen on {service.listen}: {e}", file=sys.stderr)
+        print(f"{prog}: cannot listen on {service.listen}: {e}", file=sys.stderr)
         reactor.callFromThread(reactor.stop)  # type: ignore[attr-defined]
         return 1
     while not stop.wait(0.5):
@@ -182,8 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 class TwistdOptions(usage.Options):
     """Options of C{twistd wsgi-sse}."""
 
-    optParameters = [["app", None, None, "the WSGI application, as module:attribute"]] + [
-        [name, None, default, text, convert] for name, default, convert, text in _OPTIONS
+    optParameters = [["app", None, None, APP_HELP]] + [
+        [flag, None, None, text, convert] for flag, convert, text in _OPTIONS
     ]
 
     def postOptions(self) -> None:
@@ -198,9 +220,9 @@ def makeService(options: TwistdOptions) -> SSEServerService:
 
     try:
         app = load_app(options["app"])
-    except ValueError as e:
+        return make_service(app, **_service_kwargs(dict(options)))
+    except (TypeError, ValueError, RuntimeError) as e:
         raise usage.UsageError(str(e)) from e
-    return make_service(app, **_service_kwargs(dict(options)))
 
 
 Options = TwistdOptions
@@ -209,4 +231,4 @@ Options = TwistdOptions
 
 def console_main() -> None:
     """The ``wsgi-sse`` console script: same as ``python -m wsgi_sse``."""
-    sys.exit(main())
+    sys.exit(main(prog="wsgi-sse"))

@@ -17,7 +17,6 @@ redis-py is imported lazily: C{import wsgi_sse} works without it.
 from __future__ import annotations
 
 import contextlib
-import os
 import queue
 import re
 import secrets
@@ -74,7 +73,9 @@ def resolve_redis_url(redis_url: str | None) -> str | None:
     empty string (given or in the environment) means no Redis.
     """
     if redis_url is None:
-        redis_url = os.environ.get(REDIS_URL_ENV)
+        from ._config import environment_value
+
+        redis_url = environment_value("redis_url")
     return redis_url or None
 
 

@@ -15,7 +15,6 @@ import base64
 import binascii
 import hmac
 import json
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -107,7 +106,9 @@ def resolve_token_secret(secret: Secret | None) -> bytes | None:
     @raise ValueError: if the one found is too short.
     """
     if secret is None:
-        secret = os.environ.get(TOKEN_SECRET_ENV) or None
+        from ._config import environment_value
+
+        secret = environment_value("token_secret") or None
         if secret is None:
             return None
     return check_token_secret(secret)
