@@ -548,8 +548,9 @@ class SSEResource(Resource):
         behind the same address; a stream request that still reaches this
         resource is told to come back later (a transient refusal), never
         answered with an error that would end a browser's C{EventSource}.
-        Without it, every later stream request is answered C{204 No
-        Content}, which tells a browser to stop reconnecting for good.
+        Without it, every later stream request is answered
+        C{204 No Content}, which tells a browser to stop reconnecting for
+        good.
 
         Each stream's connection is closed rather than kept alive, so that
         a browser reconnects on a new connection (to whatever listens then)
