@@ -283,7 +283,7 @@ class SSEResource(Resource):
         return b""
 
     def render_GET(self, request: Request) -> bytes | int:
-        """Open a stream (or refuse it with a 4xx/503)."""
+        """Open a stream, or refuse it (a 4xx, or "come back later")."""
         try:
             channels, last_event_id = self._parse(request)
             grant = self._check_token(request, channels)
