@@ -137,12 +137,13 @@ class StreamClient:
         host: str = "127.0.0.1",
         timeout: float = 10.0,
         method: str = "GET",
+        body: bytes = b"",
     ) -> None:
         self.sock = socket.create_connection((host, port), timeout=timeout)
         lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", "Accept: text/event-stream"]
         for name, value in (headers or {}).items():
             lines.append(f"{name}: {value}")
-        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
         self._raw = b""
         self.status, self.headers = self._read_head()
         self.chunked = self.headers.get("transfer-encoding", "").lower() == "chunked"
@@ -225,6 +226,8 @@ class StreamClient:
     def wait_for(self, predicate: Any, timeout: float = 10.0) -> None:
         """Read until C{predicate(self)} is true, or fail after C{timeout}."""
         deadline = time.monotonic() + timeout
+        # What arrived with the response head may satisfy it already.
+        self._decode_available()
         while not predicate(self):
             remaining = deadline - time.monotonic()
             if remaining <= 0:

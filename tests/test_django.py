@@ -332,6 +332,40 @@ def test_import_job_notifies_its_user(server: Any, users: dict[str, Any]) -> Non
     assert job.finished is not None and job.contacts == 42
 
 
+def test_job_page_streams_progress_through_a_held_view(server: Any, users: dict[str, Any]) -> None:
+    """The job's events view holds its channel for its owner: progress, done, end; then 204."""
+    from django.test import override_settings
+
+    with browser(server) as ada, override_settings(KNOCKS_IMPORT_SECONDS=0.6):
+        session = log_in(ada, "ada")
+        token = csrf_token(ada)
+        answer = ada.post(
+            "/import", data={"csrfmiddlewaretoken": token}, headers={"Accept": "application/json"}
+        ).json()
+        events_path = f"/jobs/{answer['job']}/events"
+        assert answer["page"] == f"/jobs/{answer['job']}/"
+        assert ada.get(answer["page"]).status_code == 200
+        with server.stream(events_path, headers={"Cookie": f"sessionid={session}"}) as stream:
+            assert stream.status == 200
+            assert not [name for name in stream.headers if name.startswith("grip")]
+            stream.read_to_end()
+        init, *progress, done = stream.events
+        assert (init.type, json.loads(init.data)) == ("init", {"total": 42})
+        assert progress and {e.type for e in progress} == {"progress"}
+        imported = [json.loads(e.data)["imported"] for e in progress]
+        assert imported == sorted(imported) and imported[-1] == 42
+        assert (done.type, json.loads(done.data)) == ("done", {"contacts": 42})
+        # Finished: a reconnecting EventSource is told to stop.
+        assert ada.get(events_path).status_code == 204
+    with browser(server) as grace:
+        log_in(grace, "grace")
+        assert grace.get(events_path).status_code == 404
+    with browser(server) as anonymous:
+        response = anonymous.get(events_path)
+        assert response.status_code == 302
+        assert response.headers["location"].startswith("/accounts/login/")
+
+
 def test_import_requires_login(server: Any) -> None:
     """An anonymous 'start import' is sent to the login page and starts nothing."""
     from knocks.models import ContactImport

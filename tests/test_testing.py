@@ -17,7 +17,7 @@ from wsgiref.util import setup_testing_defaults
 import pytest
 from support import ROOT, subprocess_env
 
-from wsgi_sse import broadcast, broadcast_and_wait, get_broadcaster, set_broadcaster
+from wsgi_sse import broadcast, broadcast_and_wait, close, get_broadcaster, set_broadcaster
 from wsgi_sse.testing import ANY, BroadcastRecorder, capture_broadcasts
 
 
@@ -65,6 +65,19 @@ def test_records_fields_and_encoding() -> None:
     assert recorded.data == ["a\nb", {"id": 7, "state": "done"}]
     assert recorded.on_channel("user-42") == [second]
     assert len(recorded) == 2
+
+
+def test_records_closes() -> None:
+    """close() under capture is validated and recorded, in order; clear() forgets it."""
+    with capture_broadcasts() as recorded:
+        broadcast("done", channel="job-1")
+        close("job-1")
+        with pytest.raises(ValueError):
+            close("")
+    assert recorded.closed == ["job-1"]
+    assert recorded.data == ["done"]
+    recorded.clear()
+    assert recorded.closed == []
 
 
 def test_restores_previous_broadcaster_even_on_error() -> None:

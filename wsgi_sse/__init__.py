@@ -23,6 +23,7 @@ from ._broadcast import (
     Broadcaster,
     broadcast,
     broadcast_and_wait,
+    close,
     get_broadcaster,
     set_broadcaster,
 )
@@ -34,6 +35,7 @@ from ._options import StreamOptions, StreamRequest
 from ._resource import SSEResource
 from ._static import StaticFiles
 from ._tokens import InvalidStreamToken, StreamGrant, stream_token, verify_stream_token
+from ._views import HoldingWSGIResource, hold_body, hold_headers
 
 __version__ = "0.1.0"
 
@@ -42,6 +44,7 @@ __all__ = (
     "BackplaneOptions",
     "Broadcaster",
     "Event",
+    "HoldingWSGIResource",
     "Hub",
     "InvalidStreamToken",
     "LimitOptions",
@@ -58,9 +61,12 @@ __all__ = (
     "__version__",
     "broadcast",
     "broadcast_and_wait",
+    "close",
     "encode_comment",
     "encode_event",
     "get_broadcaster",
+    "hold_body",
+    "hold_headers",
     "make_application",
     "make_service",
     "set_broadcaster",

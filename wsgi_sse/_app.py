@@ -46,7 +46,7 @@ from ._site import (
 )
 from ._stats import BackplaneStats, MetricsResource, StatsResource
 from ._tokens import set_token_secret
-from ._wsgi import WSGIContainer
+from ._views import HoldingWSGIResource
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -267,9 +267,12 @@ class SSEServerService(MultiService):
         self.broadcaster = Broadcaster(publisher or self.hub, reactor=reactor)
         self.threadpool = WSGIThreadPool(min_threads, threads, "wsgi")
         self.wsgi_app = wsgi_app
-        self.wsgi_resource = WSGIContainer(reactor, self.threadpool, _compliant(wsgi_app))
         self.sse_resource = SSEResource(
             self.hub, reactor=reactor, threadpool=self.threadpool, options=options
+        )
+        # Views' responses may hold streams: they join the same streams.
+        self.wsgi_resource = HoldingWSGIResource(
+            reactor, self.threadpool, _compliant(wsgi_app), self.sse_resource.streams
         )
         self.root = WSGIRoot(self.wsgi_resource)
         self.root.mount(sse_path, self.sse_resource)

@@ -12,7 +12,7 @@ from twisted.logger import Logger
 from twisted.python import threadable
 
 from ._encoding import encode_body
-from ._hub import DEFAULT_CHANNEL, Hub
+from ._hub import CLOSE_BODY, DEFAULT_CHANNEL, Hub
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
@@ -22,6 +22,7 @@ __all__ = [
     "Publisher",
     "broadcast",
     "broadcast_and_wait",
+    "close",
     "get_broadcaster",
     "prepare_event",
     "set_broadcaster",
@@ -170,6 +171,28 @@ class Broadcaster:
             # their order; it costs a fraction of crochet's EventualResult.
             self.reactor.callFromThread(self._drain)
 
+    def close(self, channel: str) -> None:
+        """
+        End every stream subscribed to C{channel}, in every process sharing
+        this server's backplane, once it has been sent everything broadcast
+        before this call.  The close has an id, like an event: a stream
+        that resumes from before it (a reconnecting page, a view's stream
+        that started while the close happened) is replayed up to it and
+        ended too; streams that start after it live on.  May be called in
+        any thread; does not wait.
+
+        A browser's C{EventSource} reconnects when its response ends: see
+        the guide to views for how a page stops it.
+
+        @raise TypeError: if C{channel} is not a str.
+        @raise ValueError: if it is empty or contains control characters.
+        """
+        name = validate_channel(channel)
+        if threadable.isInIOThread() and self._queue:
+            # Broadcasts from other threads still waiting go first.
+            self._drain()
+        self.publish_prepared(name, CLOSE_BODY)
+
     def _drain(self) -> None:
         """Publish every queued event, in order.  Called in the reactor thread."""
         with self._queue_lock:
@@ -285,6 +308,18 @@ def broadcast(
     >>> broadcast({"n": 3}, event="count", channel="user-42")  # doctest: +SKIP
     """
     get_broadcaster().broadcast(data, event=event, channel=channel, retry=retry)
+
+
+def close(channel: str) -> None:
+    """
+    End every stream held on C{channel} after it has received everything
+    broadcast before the call, from any thread, without waiting.  See
+    L{Broadcaster.close}.
+
+    >>> broadcast({"done": True}, event="done", channel="job-42")  # doctest: +SKIP
+    >>> close("job-42")                                             # doctest: +SKIP
+    """
+    get_broadcaster().close(channel)
 
 
 def broadcast_and_wait(

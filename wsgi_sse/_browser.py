@@ -79,6 +79,10 @@ class _ChannelTagger:
             tagged = tag(wire, self.channel)
         self.client.send(tagged)
 
+    def end(self) -> None:
+        """The channel was closed: end the stream (see C{close(channel)})."""
+        self.client.end()
+
 
 def subscribe_tagged(hub: Hub, client: StreamClient, channels: Iterable[str]) -> None:
     """

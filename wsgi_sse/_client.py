@@ -76,6 +76,7 @@ class StreamClient:
     @ivar closed: whether the stream has ended (nothing more is written).
     @ivar discarded: bytes that were held for this reader and thrown away
         when it left or was dropped.
+    @ivar ended: whether L{end} ended it (its channel was closed).
     @ivar identity: who the stream's token was issued to, or L{None}.
     """
 
@@ -99,6 +100,7 @@ class StreamClient:
         "channels",
         "closed",
         "discarded",
+        "ended",
         "identity",
         "peer",
         "request",
@@ -132,6 +134,7 @@ class StreamClient:
         self._pause_timer: IDelayedCall | None = None
         self.closed = False
         self.discarded = 0
+        self.ended = False
         self.identity: str | None = None
         # Fast path state: the socket, while direct writes are allowed (see
         # send()); False until the response has started and been checked.
@@ -371,6 +374,16 @@ class StreamClient:
             # The connection carries other streams: only this one is reset.
             # twisted.web does not tell the request; the stream ends here.
             request.connectionLost(Failure(ConnectionAborted(f"stream reset: {reason}")))
+
+    def end(self) -> None:
+        """
+        End the response after everything sent so far, held events
+        included: the stream's channel was closed.  (A replay still being
+        written is cut short: the reader resumes from its last event.)
+        """
+        if not self.closed:
+            self.ended = True
+            self.finish()
 
     def finish(self, *, close_connection: bool = False) -> None:
         """

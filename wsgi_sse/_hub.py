@@ -21,10 +21,31 @@ from ._encoding import frame
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
 
-__all__ = ["DEFAULT_CHANNEL", "DEFAULT_HISTORY_CHANNELS", "Event", "Hub", "HubStats", "Subscriber"]
+__all__ = [
+    "CLOSE_BODY",
+    "DEFAULT_CHANNEL",
+    "DEFAULT_HISTORY_CHANNELS",
+    "Event",
+    "Hub",
+    "HubStats",
+    "Subscriber",
+]
 
 DEFAULT_CHANNEL = "default"
 """The channel of a connection that names none, and of a broadcast that names none."""
+
+CLOSE_BODY = b":close\n"
+"""
+The body published to close a channel (C{close(channel)}).  It travels the
+publish path like an event (so a backplane carries it to every process, in
+order with the events before it) and gets an id like one, but a hub that
+receives it sends only that id (C{id: ...} and a blank line: the browser's
+C{lastEventId} moves past it, nothing is dispatched) and then ends the
+streams subscribed to the channel.  It is kept in the history: a stream
+that resumes from before it is replayed up to it and ended too.  No event
+body can be equal to it (L{encode_body<wsgi_sse._encoding.encode_body>}
+always ends with C{data:} lines).
+"""
 
 DEFAULT_HISTORY_CHANNELS = 10_000
 """Channels a hub keeps at most (see L{Hub}'s C{history_channels})."""
@@ -47,6 +68,8 @@ class Event:
     @ivar channel: the channel it was published on.
     @ivar wire: the complete encoded event, id line included.
     @ivar published: the clock time it was published at.
+    @ivar closes: whether it is the close of its channel (L{CLOSE_BODY}):
+        streams end after it.
     """
 
     seq: int
@@ -54,6 +77,7 @@ class Event:
     channel: str
     wire: bytes
     published: float
+    closes: bool = False
 
 
 @dataclass(slots=True)
@@ -223,6 +247,8 @@ class Hub:
         Give C{body} (an event encoded without its id) the next id, keep it
         for replay and send it to every subscriber of C{channel}.
 
+        A C{body} of L{CLOSE_BODY} closes the channel (see there).
+
         @return: the number of subscribers it was sent to.
         """
         self._seq += 1
@@ -233,10 +259,13 @@ class Hub:
         Record and fan out an event whose id was assigned elsewhere (by
         L{publish}, or by a backplane shared between processes).
 
-        C{seq} must grow with every call.
+        C{seq} must grow with every call.  A C{body} of L{CLOSE_BODY} closes
+        the channel.
         """
         ch = self._channel(channel)
         wire = self._record(seq, event_id, ch, body, self._now())
+        if body == CLOSE_BODY:
+            return self._end(ch, wire)
         return self._fan_out(ch, wire, 1)
 
     def publish_many(self, channel: str, bodies: Sequence[bytes]) -> int:
@@ -249,8 +278,17 @@ class Hub:
         broadcasts from the WSGI threads) then cost one socket write per
         subscriber instead of one per event and subscriber.
 
+        A L{CLOSE_BODY} among C{bodies} closes the channel after the events
+        before it.
+
         @return: the number of subscribers they were sent to.
         """
+        if CLOSE_BODY in bodies:
+            at = list(bodies).index(CLOSE_BODY)
+            count = self.publish_many(channel, bodies[:at]) if at else 0
+            count = max(count, self.publish(channel, CLOSE_BODY))
+            rest = bodies[at + 1 :]
+            return self.publish_many(channel, rest) if rest else count
         ch = self._channel(channel)
         now = self._now()
         prefix = self._prefix
@@ -262,6 +300,24 @@ class Hub:
         if not wires:
             return len(ch.subscribers)
         return self._fan_out(ch, b"".join(wires), len(wires))
+
+    def _end(self, ch: _Channel, wire: bytes) -> int:
+        """
+        Close C{ch}: send its subscribers the close's id (C{wire}), then
+        unsubscribe each (from all its channels) and end it, if it has an
+        C{end()} method.
+
+        @return: the number of streams ended.
+        """
+        subscribers = tuple(ch.subscribers)
+        for subscriber in subscribers:
+            subscriber.send(wire)
+            self.unsubscribe(subscriber)
+            end = getattr(subscriber, "end", None)
+            if end is not None:
+                end()
+        self._forget_if_idle(ch)
+        return len(subscribers)
 
     def _channel(self, channel: str) -> _Channel:
         """The channel C{channel} is published to, moved to the end of the eviction order."""
@@ -298,9 +354,10 @@ class Hub:
         if seq > self._seq:
             self._seq = seq
         self._last_id = event_id
-        wire = frame(event_id, body)
+        closes = body == CLOSE_BODY
+        wire = frame(event_id, b"" if closes else body)
         if self.history_size:
-            ch.history.append(Event(seq, event_id, ch.name, wire, now))
+            ch.history.append(Event(seq, event_id, ch.name, wire, now, closes))
             self._trim(ch, now)
         else:
             ch.evicted_upto = seq

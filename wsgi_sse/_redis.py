@@ -32,9 +32,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from ._broadcast import prepare_event
+from ._broadcast import prepare_event, validate_channel
 from ._encoding import frame
-from ._hub import DEFAULT_HISTORY_CHANNELS, Event, Hub, Subscriber, _base36
+from ._hub import CLOSE_BODY, DEFAULT_HISTORY_CHANNELS, Event, Hub, Subscriber, _base36
 from ._resource import _RESET
 
 if TYPE_CHECKING:
@@ -262,10 +262,26 @@ class RedisHub(Hub):
         while i < end:
             channel = events[i][2]
             ch = self._channel(channel)
+            if events[i][3] == CLOSE_BODY:
+                # close(channel): ends the channel's streams after what came
+                # before it.
+                seq, redis_id = events[i][0], events[i][1]
+                if seq > self._seq:
+                    if seq & _LOCAL_MASK:
+                        raise ValueError(f"not a Redis stream id: {redis_id!r}")
+                    wire = self._record(seq, redis_id, ch, CLOSE_BODY, now)
+                    self._last_redis_seq = seq
+                    self._last_redis_id = redis_id
+                    self._local_count = 0
+                    counts[i] = self._end(ch, wire)
+                else:
+                    self._forget_if_idle(ch)
+                i += 1
+                continue
             wires = []
             delivered = []
             j = i
-            while j < end and events[j][2] == channel:
+            while j < end and events[j][2] == channel and events[j][3] != CLOSE_BODY:
                 seq, redis_id, _, body = events[j]
                 if seq > self._seq:
                     if seq & _LOCAL_MASK:
@@ -386,16 +402,27 @@ class RedisHub(Hub):
         if after is None:
             self._release(held, None)
             return
-        wires = [
-            frame(event_id, body)
-            for seq, event_id, channel, body in fetched.entries
-            if channel in wanted and seq <= fetched.end_seq
-        ]
-        wires.extend(e.wire for e in after)
-        self._release(held, wires)
+        wires = []
+        ends = False
+        for seq, event_id, channel, body in fetched.entries:
+            if channel in wanted and seq <= fetched.end_seq:
+                ends = body == CLOSE_BODY
+                wires.append(frame(event_id, b"" if ends else body))
+                if ends:
+                    break
+        if not ends:
+            for e in after:
+                wires.append(e.wire)
+                if e.closes:
+                    ends = True
+                    break
+        self._release(held, wires, ends=ends)
 
-    def _release(self, held: _Held, wires: list[bytes] | None) -> None:
-        """Send the replay (or a reset) and join the live stream, in one turn."""
+    def _release(self, held: _Held, wires: list[bytes] | None, *, ends: bool = False) -> None:
+        """
+        Send the replay (or a reset) and join the live stream, in one turn;
+        or end the stream after the replay if its channel was closed in it.
+        """
         del self._held[held.subscriber]
         self._cancel(held)
         if wires is None:
@@ -407,6 +434,10 @@ class RedisHub(Hub):
                 self.backplane._count("replays_from_redis")
             for wire in wires:
                 held.subscriber.send(wire)
+            end = getattr(held.subscriber, "end", None)
+            if ends and end is not None:
+                end()
+                return
         super().subscribe(held.subscriber, held.channels)
 
     def held_count(self) -> int:
@@ -1026,6 +1057,26 @@ class RedisPublisher:
                 approximate=True,
             )
         return [i.decode("ascii") if isinstance(i, bytes) else str(i) for i in pipe.execute()]
+
+    def close_channel(self, channel: str) -> str:
+        """
+        End every stream held on C{channel} on every server, after the
+        events sent before (what L{close<wsgi_sse.close>} does in a
+        server).  May be called in any thread.
+
+        @return: the close's id.
+        @raise TypeError: if C{channel} is not a str.
+        @raise ValueError: if it is empty or contains control characters.
+        @raise redis.exceptions.RedisError: if Redis cannot be reached in time.
+        """
+        name = validate_channel(channel)
+        close_id = self._conn.xadd(
+            self.key,
+            {_FIELD_CHANNEL: name.encode("utf-8"), _FIELD_BODY: CLOSE_BODY},
+            maxlen=self.maxlen,
+            approximate=True,
+        )
+        return close_id.decode("ascii") if isinstance(close_id, bytes) else str(close_id)
 
     def close(self) -> None:
         """Close the connections.  May be called in any thread."""

@@ -173,6 +173,18 @@ def prometheus_text(snapshot: dict[str, Any]) -> str:
         "Streams sent a reset event instead of a replay.",
         snapshot["resets"],
     )
+    one(
+        "wsgi_sse_held_total",
+        "counter",
+        "Event streams opened by a WSGI view's hold instruction.",
+        snapshot["held"],
+    )
+    one(
+        "wsgi_sse_ended_total",
+        "counter",
+        "Event streams ended by close(channel).",
+        snapshot["ended"],
+    )
     family(
         "wsgi_sse_refused_total",
         "counter",

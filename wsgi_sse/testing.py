@@ -30,7 +30,7 @@ from typing import Any
 
 from twisted.python import threadable
 
-from ._broadcast import Broadcaster, set_broadcaster
+from ._broadcast import Broadcaster, set_broadcaster, validate_channel
 
 __all__ = ["ANY", "BroadcastRecorder", "RecordedBroadcast", "capture_broadcasts"]
 
@@ -109,6 +109,7 @@ class BroadcastRecorder(Broadcaster):
         self.clients = clients
         self._lock = threading.Lock()
         self._events: list[RecordedBroadcast] = []
+        self._closed: list[str] = []
 
     def _record(
         self,
@@ -154,6 +155,21 @@ class BroadcastRecorder(Broadcaster):
         self._record(data, event, channel, retry, waited=True)
         return self.clients
 
+    def close(self, channel: str) -> None:
+        """
+        Validate and record the close of C{channel} (see L{closed}).  May be
+        called in any thread.
+        """
+        name = validate_channel(channel)
+        with self._lock:
+            self._closed.append(name)
+
+    @property
+    def closed(self) -> list[str]:
+        """The channels C{close()} was called on, oldest first (a copy)."""
+        with self._lock:
+            return list(self._closed)
+
     @property
     def events(self) -> list[RecordedBroadcast]:
         """Every broadcast recorded so far, oldest first (a copy)."""
@@ -173,6 +189,7 @@ class BroadcastRecorder(Broadcaster):
         """Forget everything recorded so far."""
         with self._lock:
             self._events.clear()
+            self._closed.clear()
 
     def __len__(self) -> int:
         with self._lock:

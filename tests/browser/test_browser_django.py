@@ -39,3 +39,31 @@ def test_user_notice_reaches_only_that_user(new_page: Any, screenshot: Any, tmp_
         expect(grace.locator("#knocks li", has_text="Ada knocked")).to_have_count(1)
         expect(grace.locator("#notices li", has_text="Your import is done")).to_have_count(0)
         screenshot(ada, "django-notice")
+
+
+def test_job_page_shows_progress_then_stops(new_page: Any, screenshot: Any, tmp_path: Path) -> None:
+    """The job page fills its progress bar from the held view, ends with the job, stays closed."""
+    env = {"KNOCKS_DATA_DIR": str(tmp_path), "KNOCKS_IMPORT_SECONDS": "3"}
+    with run_example("django_app", **env) as server:
+        ada = new_page()
+        log_in(ada, server.url, "ada")
+        stream_requests: list[str] = []
+        ada.on(
+            "request",
+            lambda request: (
+                stream_requests.append(request.url) if request.url.endswith("/events") else None
+            ),
+        )
+        ada.click("#import-form button")
+        link = ada.locator("#notices a", has_text="Import #")
+        with ada.expect_navigation(url=f"{server.url}/jobs/**"):
+            link.click()
+        expect(ada.locator("#job-status")).to_have_text("Done: 42 contacts", timeout=20_000)
+        expect(ada.locator("body")).to_have_attribute("data-stream", "closed")
+        live_events = int(ada.locator("#progress").get_attribute("data-events") or 0)
+        assert live_events >= 1
+        assert ada.locator("#progress").evaluate("bar => bar.value") == 42
+        # One stream for the whole job (no reconnection), and the page closed
+        # it on "done" (data-stream), so none follows the end of the response.
+        assert len(stream_requests) == 1, stream_requests
+        screenshot(ada, "django-job")

@@ -1,7 +1,9 @@
 """
 A WSGI app for the Redis tests and benchmark, run with ``python -m wsgi_sse
 burst_app:app``: ``POST /burst?tag=T&n=N&channel=C`` broadcasts N events
-``T:i`` from the view; ``GET /stats`` answers the backplane's counters.
+``T:i`` from the view; ``POST /close?channel=C`` closes a channel; ``GET
+/hold?channel=C`` holds a stream on it; ``GET /stats`` answers the
+backplane's counters.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import time
 from typing import Any
 from urllib.parse import parse_qs
 
-from wsgi_sse import broadcast, get_broadcaster
+from wsgi_sse import broadcast, close, get_broadcaster, hold_headers
 
 
 def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -25,6 +27,12 @@ def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
             data = f"{tag}:{i}:{time.time():.6f}" if stamp else f"{tag}:{i}"
             broadcast(data, channel=channel)
         body = b"ok"
+    elif path == "/close" and environ["REQUEST_METHOD"] == "POST":
+        close(query["channel"])
+        body = b"closed"
+    elif path == "/hold":
+        start_response("200 OK", hold_headers(query["channel"]))
+        return []
     elif path == "/stats":
         publisher = get_broadcaster().publisher
         stats = getattr(publisher, "stats", None)

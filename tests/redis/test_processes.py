@@ -206,3 +206,43 @@ def test_process_started_later_replays_from_redis(
             assert on_late.wait_events(3)[2].data == "Kim knocked"
             on_late.read_some(0.3)
             assert len(on_late.events) == 3
+
+
+def test_close_ends_held_streams_in_every_process(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """close() on one process, or RedisPublisher.close_channel, ends held streams on both."""
+    a = burst_server(tmp_path, "a", redis_server.url)
+    b = burst_server(tmp_path, "b", redis_server.url)
+    with processes(a, b):
+        wait_connected(a)
+        wait_connected(b)
+        with a.stream("/hold?channel=job") as on_a, b.stream("/hold?channel=job") as on_b:
+            wait_subscribed(a, on_a)
+            wait_subscribed(b, on_b)
+            a.post("/burst?tag=step&n=3&channel=job")
+            a.post("/close?channel=job")
+            for client in (on_a, on_b):
+                client.read_to_end()
+                assert [e.data for e in client.events] == ["step:0", "step:1", "step:2"]
+        with a.stream("/hold?channel=job2") as on_a, b.stream("/hold?channel=job2") as on_b:
+            wait_subscribed(a, on_a)
+            wait_subscribed(b, on_b)
+            code = (
+                "from wsgi_sse.redis import RedisPublisher\n"
+                "with RedisPublisher() as p:\n"
+                "    p.broadcast('last', channel='job2')\n"
+                "    print(p.close_channel('job2'))\n"
+            )
+            done = subprocess.run(
+                [PYTHON, "-c", code],
+                env=subprocess_env(WSGI_SSE_REDIS_URL=redis_server.url),
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+            )
+            for client in (on_a, on_b):
+                client.read_to_end()
+                assert [e.data for e in client.events] == ["last"]
+                assert client.parser.last_event_id == done.stdout.strip()

@@ -38,6 +38,7 @@ import django
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import close_old_connections, transaction
+from django.http import HttpResponse
 from django.utils.module_loading import import_string
 from twisted.logger import Logger
 from twisted.web.resource import IResource
@@ -47,6 +48,7 @@ from .._broadcast import Broadcaster, get_broadcaster, prepare_event
 from .._config import SETTINGS
 from .._hub import DEFAULT_CHANNEL
 from .._options import AuthorizeResult, StreamOptions, StreamRequest
+from .._views import hold_body, hold_headers
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -58,6 +60,7 @@ __all__ = [
     "broadcast_on_commit",
     "django_hook",
     "get_user",
+    "hold_stream",
     "make_application",
     "server_kwargs",
     "static_resources",
@@ -293,6 +296,36 @@ class _Sender(Protocol):
         channel: str | None = ...,
         retry: int | None = ...,
     ) -> object: ...
+
+
+def hold_stream(*channels: str, initial: object = None) -> HttpResponse:
+    """
+    Answer a view with an event stream on C{channels}, held by the server
+    after the view returns (the view's thread is free at once).
+
+    The view authorizes as views do (C{@login_required}, permission
+    checks); a browser that reconnects calls it again.  C{initial}, if not
+    L{None}, is sent first as an C{init} event.  The response is an
+    ordinary C{HttpResponse}: middleware may add headers and cookies.
+
+        @login_required
+        def job_events(request, pk):
+            job = get_object_or_404(Job, pk=pk, owner=request.user)
+            if job.finished:
+                return HttpResponse(status=204)  # the page stops reconnecting
+            return hold_stream(f"job-{job.pk}", initial={"progress": job.progress})
+
+    May be called in any thread.
+
+    @raise ValueError: for no channel or a name that cannot be a channel.
+    @raise TypeError: if C{initial} cannot be encoded.
+    """
+    headers = hold_headers(*channels)
+    response = HttpResponse(hold_body(initial), content_type=headers[2][1])
+    for name, value in headers:
+        if name != "Content-Type":
+            response[name] = value
+    return response
 
 
 def broadcast_on_commit(

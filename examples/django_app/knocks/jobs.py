@@ -1,10 +1,13 @@
 """
-The background job of the example: a contact import that notifies its user
-when it is done.
+The background job of the example: a contact import that streams its
+progress to the job's page and notifies its user when it is done.
 
 It runs in a plain thread started by a view ("Start import"), or in a
 process of its own: ``python manage.py import_contacts USERNAME``, the
 stand-in for a task worker, which reaches the server's pages through Redis.
+
+The job's page listens to the channel ``job-<id>`` through a view that holds
+it (``knocks.views.job_events``); the job ends that stream with ``close()``.
 """
 
 import threading
@@ -15,11 +18,18 @@ from django.conf import settings
 from django.db import connections, transaction
 from django.utils import timezone
 
+from wsgi_sse import broadcast, close
 from wsgi_sse.contrib.django import broadcast_on_commit, user_channel
 
 from .models import ContactImport
 
 PRETEND_CONTACTS = 42
+STEPS = 6
+
+
+def job_channel(job_id: int) -> str:
+    """The channel of one import's progress."""
+    return f"job-{job_id}"
 
 
 def start_import(job_id: int) -> threading.Thread:
@@ -38,8 +48,16 @@ def run_import(job_id: int, *, broadcaster: Any = None) -> None:
     C{broadcaster}: L{None} in the server process; a C{RedisPublisher} in
     another process.
     """
+    channel = job_channel(job_id)
+    send = broadcast if broadcaster is None else broadcaster.broadcast
+    end = close if broadcaster is None else broadcaster.close_channel
     try:
-        time.sleep(settings.KNOCKS_IMPORT_SECONDS)
+        for step in range(1, STEPS + 1):
+            time.sleep(settings.KNOCKS_IMPORT_SECONDS / STEPS)
+            imported = PRETEND_CONTACTS * step // STEPS
+            send(
+                {"imported": imported, "total": PRETEND_CONTACTS}, event="progress", channel=channel
+            )
         with transaction.atomic():
             job = ContactImport.objects.get(pk=job_id)
             job.contacts = PRETEND_CONTACTS
@@ -57,6 +75,14 @@ def run_import(job_id: int, *, broadcaster: Any = None) -> None:
                 channel=user_channel(job.user_id),
                 broadcaster=broadcaster,
             )
+            # The job's page: the last event, then the end of its stream.
+            broadcast_on_commit(
+                {"contacts": job.contacts},
+                event="done",
+                channel=channel,
+                broadcaster=broadcaster,
+            )
+            transaction.on_commit(lambda: end(channel))
     finally:
         # This thread is outside Django's request cycle: close its
         # connection itself, as the end of a request would.

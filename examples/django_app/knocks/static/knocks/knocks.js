@@ -43,7 +43,18 @@ import { openStream } from "/sse.js";
         headers: { Accept: "application/json" },
         credentials: "same-origin",
       });
-      if (response.ok) form.reset();
+      if (!response.ok) return;
+      form.reset();
+      if (form.id === "import-form" && notices) {
+        // A link to the job's page, where its progress streams.
+        const { job, page } = await response.json();
+        const item = document.createElement("li");
+        const link = document.createElement("a");
+        link.href = page;
+        link.textContent = `Import #${job}`;
+        item.append(link, " running…");
+        notices.appendChild(item);
+      }
     });
   }
 }

@@ -1,0 +1,552 @@
+"""
+The life of an event stream, whoever opened it: the C{/sse} resource or a
+WSGI view that answered with a GRIP hold instruction.
+
+L{Streams} starts a stream on a twisted.web request (headers, C{retry:},
+replay, subscription, in one reactor turn), keeps it alive with heartbeats,
+counts it toward the limits and the stats, and ends it: on disconnect, on
+C{close(channel)}, when its reader falls behind, or at shutdown.
+
+All methods: call in the reactor thread.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+from collections import Counter
+from itertools import chain
+from typing import TYPE_CHECKING, Any, Iterable
+
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ._browser import subscribe_tagged, tagged_replay, wants_channel_ids
+from ._client import StreamClient, close_after_response
+from ._encoding import encode_body, encode_comment, encode_opening, encode_retry, frame
+from ._hub import Event, Hub
+from ._options import StreamOptions
+from ._request import Refused, cors_for_stream
+
+if TYPE_CHECKING:
+    from twisted.web.server import Request
+
+__all__ = ["RESET", "StreamStats", "Streams", "peer_of"]
+
+_HEARTBEAT = encode_comment()
+RESET = frame(None, encode_body("", event="reset"))
+"""The C{reset} event: the stream cannot replay what the page missed."""
+
+STREAM_HEADERS = (
+    (b"Content-Type", b"text/event-stream; charset=utf-8"),
+    (b"Cache-Control", b"no-cache"),
+    (b"X-Accel-Buffering", b"no"),
+)
+
+
+class StreamStats:
+    """
+    Counters of the streams of one server, since it was created.
+
+    @ivar connects: streams opened.
+    @ivar disconnects: streams closed, for any reason.
+    @ivar dropped_slow: streams aborted because their reader fell behind.
+    @ivar dropped_by_reason: the same, by reason (C{"buffer"}, C{"stalled"}).
+    @ivar refused: requests answered with an error instead of a stream, by
+        HTTP status.
+    @ivar replays: streams that resumed from a Last-Event-ID exactly.
+    @ivar resets: streams sent a C{reset} event instead.
+    @ivar held: streams opened by a WSGI view's hold instruction (also
+        counted in C{connects}).
+    @ivar ended: streams ended by C{close(channel)}.
+    @ivar bytes_written: bytes written besides published events (the opening
+        comment, replays, C{init} events and views' first bodies,
+        heartbeats).
+    @ivar bytes_discarded: bytes of published events held for readers that
+        left or were dropped before they could be written.
+    """
+
+    __slots__ = (
+        "bytes_discarded",
+        "bytes_written",
+        "connects",
+        "disconnects",
+        "dropped_by_reason",
+        "dropped_slow",
+        "ended",
+        "held",
+        "refused",
+        "replays",
+        "resets",
+    )
+
+    def __init__(self) -> None:
+        self.connects = 0
+        self.disconnects = 0
+        self.dropped_slow = 0
+        self.dropped_by_reason: Counter[str] = Counter()
+        self.refused: Counter[int] = Counter()
+        self.replays = 0
+        self.resets = 0
+        self.held = 0
+        self.ended = 0
+        self.bytes_written = 0
+        self.bytes_discarded = 0
+
+
+class Streams:
+    """
+    Every open stream of one server, and how one starts, lives and ends.
+
+    @param hub: where events come from.
+    @param reactor: the reactor (default: the global one, looked up late).
+    @param options: the L{StreamOptions} (limits, heartbeat, retry, ...).
+
+    @ivar clients: the open streams.
+    @ivar stats: a L{StreamStats}.
+    """
+
+    log = Logger()
+
+    def __init__(self, hub: Hub, *, reactor: Any = None, options: StreamOptions) -> None:
+        self.hub = hub
+        self.options = options
+        self._reactor = reactor
+        self.clients: set[StreamClient] = set()
+        self._per_address: Counter[str] = Counter()
+        self._pending = 0
+        self._heartbeat: LoopingCall | None = None
+        self.closing = False
+        self.stopped_for_good = False
+        self.stats = StreamStats()
+        self._random = random.Random()  # noqa: S311 - jitter, not secrets
+
+    @property
+    def reactor(self) -> Any:
+        """The reactor streams are timed with."""
+        if self._reactor is None:
+            from twisted.internet import reactor
+
+            self._reactor = reactor
+        return self._reactor
+
+    # -- limits ------------------------------------------------------------------
+
+    def check_limits(self, peer: str) -> None:
+        """
+        Refuse a new stream from C{peer} if the server is full or closing.
+
+        @raise Refused: a transient 503 (come back later), or 204 after
+            C{close(reconnect=False)}.
+        """
+        options = self.options
+        if self.closing:
+            if self.stopped_for_good:
+                raise Refused(204, "the stream has stopped for good")
+            raise Refused(503, "server is shutting down", self._retry_after(), transient=True)
+        if len(self.clients) + self._pending >= options.max_connections:
+            raise Refused(503, "too many connections", self._retry_after(), transient=True)
+        per_address = options.max_connections_per_address
+        if per_address is not None and self._per_address[peer] >= per_address:
+            raise Refused(
+                503, "too many connections from your address", self._retry_after(), transient=True
+            )
+
+    def _retry_after(self) -> tuple[tuple[bytes, bytes]]:
+        return ((b"Retry-After", b"%d" % (self.options.busy_retry_after,)),)
+
+    def reserve(self, peer: str) -> None:
+        """Count a stream that is being authorized toward the limits."""
+        self._pending += 1
+        self._per_address[peer] += 1
+
+    def unreserve(self, peer: str) -> None:
+        """Undo L{reserve} (the stream opened, or was refused, or left)."""
+        self._pending -= 1
+        self._release(peer)
+
+    def _release(self, peer: str) -> None:
+        count = self._per_address[peer] - 1
+        if count > 0:
+            self._per_address[peer] = count
+        else:
+            del self._per_address[peer]
+
+    # -- answers -------------------------------------------------------------------
+
+    def refuse(self, request: Request, refused: Refused) -> bytes:
+        """
+        Set a refusal's status and headers on C{request}; return its body
+        (for a C{render} method to return).
+
+        A transient refusal of a stream (C{GET}; C{HEAD} gets the same
+        headers) is answered C{200} with a short event stream: a comment
+        naming the reason and a C{retry:} of C{busy_retry_after} seconds (at
+        least C{retry}), with jitter; then the stream and its connection
+        end.  A browser's C{EventSource} then reconnects by itself, with its
+        C{Last-Event-ID}; any other status would end it for good.
+        C{Retry-After} marks the answer as a refusal.  A C{204} ends it for
+        good, deliberately.
+        """
+        self.stats.refused[refused.code] += 1
+        self.log.info(
+            "refused stream from {peer}: {code} {why}",
+            peer=peer_of(request),
+            code=refused.code,
+            why=refused.message,
+        )
+        if refused.transient and request.method in (b"GET", b"HEAD"):
+            return self._retry_later(request, refused)
+        if refused.code == 204:
+            request.setResponseCode(204)
+            request.setHeader(b"Cache-Control", b"no-store")
+            return b""
+        request.setResponseCode(refused.code)
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        request.setHeader(b"Cache-Control", b"no-store")
+        for name, value in refused.headers:
+            request.setHeader(name, value)
+        return refused.message.encode("utf-8") + b"\n"
+
+    def _retry_later(self, request: Request, refused: Refused) -> bytes:
+        options = self.options
+        base = max(options.retry, options.busy_retry_after * 1000)
+        retry = base + int(base * options.retry_jitter * self._random.random())
+        request.setResponseCode(200)
+        for name, value in STREAM_HEADERS:
+            request.setHeader(name, value)
+        origin, host = request.getHeader(b"origin"), request.getHeader(b"host")
+        cors = cors_for_stream(
+            origin.decode("latin-1") if isinstance(origin, bytes) else origin,
+            host.decode("latin-1") if isinstance(host, bytes) else host,
+            options,
+        )
+        if cors.allowed:
+            for name, value in cors.headers:
+                request.setHeader(name, value)
+        request.setHeader(b"Retry-After", b"%d" % (options.busy_retry_after,))
+        for name, value in refused.headers:
+            request.setHeader(name, value)
+        close_after_response(request)
+        body = refusal_stream(refused.message, retry)
+        if request.method == b"HEAD":
+            # The headers GET would get (Retry-After tells it is a refusal).
+            request.setHeader(b"Content-Length", b"%d" % (len(body),))
+            return b""
+        return body
+
+    def finish_refused(self, request: Request, refused: Refused) -> None:
+        """Answer C{request} with a refusal and end it."""
+        body = self.refuse(request, refused)
+        if body:
+            request.setHeader(b"Content-Length", b"%d" % (len(body),))
+            request.write(body)
+        request.finish()
+
+    # -- opening a stream ------------------------------------------------------------
+
+    def open(
+        self,
+        request: Request,
+        channels: tuple[str, ...],
+        peer: str,
+        last_event_id: str | None,
+        resume: str | None,
+        *,
+        reset: bool = False,
+        first: bytes | None = None,
+        identity: str | None = None,
+    ) -> StreamClient:
+        """
+        Start the stream on C{request}, whose status and own headers are set:
+        the stream headers, C{retry:}, then (a C{reset} event or) C{first}
+        (an C{init} event, a view's first body), then every event after
+        C{resume}, then live events.  If one of the channels was closed
+        after C{resume}, the stream ends after the events up to the close.
+
+        C{resume} equal to C{last_event_id} is the client's own position (a
+        replay it asked for); another value is where the server fixed the
+        stream's start (before hooks or a view ran): events published since
+        are sent, and if they no longer fit in the history, C{reset} is sent
+        instead of C{first}.
+        """
+        options = self.options
+        stats = self.stats
+        for name, value in STREAM_HEADERS:
+            if name != b"Cache-Control" or not request.responseHeaders.hasHeader(name):
+                request.setHeader(name, value)
+        client = StreamClient(
+            request,
+            channels=channels,
+            peer=peer,
+            clock=self.reactor,
+            max_buffer=options.max_buffer,
+            max_pause=options.max_pause,
+            on_drop=self._dropped,
+        )
+        client.identity = identity
+        transport = getattr(request.channel, "transport", None)
+        if transport is None:  # an HTTP/2 stream: its connection's transport
+            transport = getattr(getattr(request.channel, "_conn", None), "transport", None)
+        set_no_delay = getattr(transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            # Events are small and latency matters more than packet count.
+            set_no_delay(True)
+        _limit_unacknowledged_time(transport, options.heartbeat)
+        request.registerProducer(client, True)
+        self.clients.add(client)
+        self._per_address[peer] += 1
+        stats.connects += 1
+        request.notifyFinish().addBoth(self._gone, client)
+
+        # Everything below happens in this one reactor turn: no event can be
+        # published between the replay and the subscription.
+        retry = options.retry + int(options.retry * options.retry_jitter * self._random.random())
+        parts = [encode_opening(retry)]
+        exact = resume is not None and resume == last_event_id and not reset
+        tagged = wants_channel_ids(request)
+        missed = self._join(client, channels, resume, exact=exact, tagged=tagged)
+        if missed is None:
+            # Exact: the client's id is unknown or too old.  Otherwise: more
+            # was published since the start was fixed than the history
+            # keeps, and C{first} would be stale.
+            reset = True
+            if not exact:
+                first = None
+            missed = []
+        elif exact:
+            stats.replays += 1
+        if reset:
+            stats.resets += 1
+            parts.append(RESET)
+            self.log.info(
+                "stream reset for {peer}: cannot replay {channels} from {last_event_id!r}",
+                peer=peer,
+                channels=list(channels),
+                last_event_id=last_event_id if last_event_id is not None else resume,
+            )
+        if first:
+            parts.append(first)
+        ends = False
+        for n, event in enumerate(missed):
+            if event.closes:
+                # The channel was closed since: up to there, then the end.
+                ends = True
+                missed = missed[: n + 1]
+                break
+        if ends:
+            # All of it, then the end (bounded by the history).
+            parts.extend(tagged_replay(missed) if tagged else [e.wire for e in missed])
+        head = b"".join(parts)
+        stats.bytes_written += len(head)
+        request.write(head)
+        client.started()
+        if missed and not ends:
+            # As fast as the reader takes it, like live events (which the
+            # subscription above now queues behind it); taken from the
+            # history one event at a time (tagged copies too).
+            wires: Iterable[bytes] = (
+                chain.from_iterable(tagged_replay((e,)) for e in missed)
+                if tagged
+                else (e.wire for e in missed)
+            )
+            size = sum(len(e.wire) for e in missed)
+            stats.bytes_written += size
+            client.replay(wires, size)
+        self.log.info(
+            "stream opened for {peer}: {channels}, resuming from {last_event_id!r}, "
+            "{replayed} events replayed",
+            peer=peer,
+            channels=list(channels),
+            last_event_id=last_event_id,
+            replayed=len(missed),
+            reset=reset,
+        )
+        self._ensure_heartbeat()
+        if ends:
+            self._leave(client)
+            client.end()
+        return client
+
+    def _join(
+        self,
+        client: StreamClient,
+        channels: tuple[str, ...],
+        after: str | None,
+        *,
+        exact: bool,
+        tagged: bool = False,
+    ) -> list[Event] | None:
+        """
+        Subscribe C{client} to C{channels} and return the events it missed
+        after C{after} (none if L{None}), in one reactor turn; L{None} if
+        they cannot all be replayed (the client is subscribed all the same).
+
+        The stream lifecycle's only use of the hub's replay and
+        subscriptions (with L{_leave}).  C{tagged}: the stream asked for
+        channel-tagged ids (one hub subscriber per channel, see
+        L{wsgi_sse._browser}).
+        """
+        hub = self.hub
+        missed: list[Event] | None = []
+        if after is not None:
+            # exact: the client's own id (a backplane may hold the client
+            # until it has fetched the events from elsewhere: subscribe
+            # follows).  Otherwise only this hub's history counts.
+            missed = hub.replay(channels, after) if exact else hub._missed(channels, after)
+        if tagged:
+            subscribe_tagged(hub, client, channels)
+        else:
+            hub.subscribe(client, channels)
+        return missed
+
+    def _leave(self, client: StreamClient) -> None:
+        """Stop delivering to C{client}."""
+        self.hub.unsubscribe(client)
+
+    def _gone(self, reason: object, client: StreamClient) -> None:
+        self._leave(client)
+        client.stopProducing()
+        self.stats.bytes_discarded += client.discarded
+        if client in self.clients:
+            self.clients.discard(client)
+            self._release(client.peer)
+            self.stats.disconnects += 1
+            if client.ended:
+                self.stats.ended += 1
+            why = reason.getErrorMessage() if isinstance(reason, Failure) else "finished"
+            self.log.info(
+                "stream closed for {peer}: {reason}",
+                peer=client.peer,
+                channels=list(client.channels),
+                reason="channel closed" if client.ended else why,
+            )
+        if not self.clients:
+            self._stop_heartbeat()
+
+    def _dropped(self, client: StreamClient, reason: str) -> None:
+        # Unsubscribe now: later events are not even queued for it.
+        self._leave(client)
+        stats = self.stats
+        stats.dropped_slow += 1
+        stats.dropped_by_reason[reason] += 1
+
+    # -- heartbeat -------------------------------------------------------------
+
+    def _ensure_heartbeat(self) -> None:
+        interval = self.options.heartbeat
+        if interval and (self._heartbeat is None or not self._heartbeat.running):
+            self._heartbeat = LoopingCall(self.beat)
+            self._heartbeat.clock = self.reactor
+            self._heartbeat.start(interval, now=False)
+
+    def _stop_heartbeat(self) -> None:
+        heartbeat, self._heartbeat = self._heartbeat, None
+        if heartbeat is not None and heartbeat.running:
+            heartbeat.stop()
+
+    def beat(self) -> None:
+        """Send a keep-alive comment to every client now (and prune history)."""
+        clients = tuple(self.clients)
+        for client in clients:
+            client.send(_HEARTBEAT)
+        self.stats.bytes_written += len(_HEARTBEAT) * len(clients)
+        self.hub.prune()
+
+    # -- shutting down ---------------------------------------------------------
+
+    def close(self, *, reconnect: bool = True) -> None:
+        """
+        End every stream cleanly, with its connection, and refuse new ones
+        (server shutdown).
+
+        With C{reconnect} (the default), clients see the end of the response
+        and reconnect, to this server when it comes back or to another one
+        behind the same address; a stream request that still arrives is
+        told to come back later (a transient refusal), never answered with
+        an error that would end a browser's C{EventSource}.  Without it,
+        every later stream request is answered C{204 No Content}, which
+        tells a browser to stop reconnecting for good.
+
+        Each stream's connection is closed rather than kept alive, so that
+        a browser reconnects on a new connection (to whatever listens then)
+        instead of over the old one.
+        """
+        self.closing = True
+        self.stopped_for_good = not reconnect
+        self._stop_heartbeat()
+        for client in tuple(self.clients):
+            self._leave(client)
+            client.finish(close_connection=True)
+
+    # -- stats -------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """
+        Return the streams' counters as a JSON-ready dict.
+
+        C{bytes_sent} counts every byte handed to the clients' connections:
+        published events, replays, C{init} events, heartbeats and the
+        opening lines, less what was held for readers that were dropped.
+        """
+        hub_stats = self.hub.stats
+        stats = self.stats
+        return {
+            "clients": len(self.clients),
+            "pending": self._pending,
+            "channels": dict(sorted(self.hub.channel_counts().items())),
+            "events_published": hub_stats.events_published,
+            "deliveries": hub_stats.deliveries,
+            "bytes_sent": hub_stats.bytes_queued + stats.bytes_written - stats.bytes_discarded,
+            "connects": stats.connects,
+            "disconnects": stats.disconnects,
+            "dropped_slow": stats.dropped_slow,
+            "dropped_by_reason": dict(sorted(stats.dropped_by_reason.items())),
+            "replays": stats.replays,
+            "resets": stats.resets,
+            "held": stats.held,
+            "ended": stats.ended,
+            "refused": {str(code): n for code, n in sorted(stats.refused.items())},
+        }
+
+
+def _limit_unacknowledged_time(transport: Any, heartbeat: float) -> None:
+    """
+    Have the kernel close a stream whose peer stopped acknowledging data.
+
+    A client that vanishes without a FIN or RST (a laptop closed, a network
+    gone) would otherwise stay connected until TCP gives up retransmitting,
+    some fifteen minutes later.  With C{TCP_USER_TIMEOUT} (Linux) set to
+    twice the heartbeat (at least 30 s), the heartbeat itself finds it: its
+    bytes stay unacknowledged and the connection is closed, and the client
+    is removed like any other.
+    """
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    sock = getattr(transport, "socket", None)
+    if option is None or sock is None or not heartbeat:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, option, int(max(2 * heartbeat, 30.0) * 1000))
+    except (OSError, AttributeError):  # not a TCP socket (a UNIX socket, a test double)
+        pass
+
+
+def peer_of(request: Request) -> str:
+    """The client's address for logs and per-address limits (C{"unix"} for UNIX sockets)."""
+    address = request.getClientAddress()
+    host = getattr(address, "host", None)
+    return host if isinstance(host, str) else "unix"
+
+
+def refusal_stream(reason: str, retry: int) -> bytes:
+    """
+    The body of a transient refusal: comment lines naming C{reason}, then
+    the C{retry} (milliseconds) the client waits before it reconnects.
+
+    Clients apply C{retry:} as soon as they read the line; the stream then
+    ends, with no event (and no blank line that some clients would report
+    as an empty message).  No id is sent, so the client's C{Last-Event-ID}
+    stays where it was.
+    """
+    return encode_comment(reason).rstrip(b"\n") + b"\n" + encode_retry(retry)
