@@ -1,13 +1,15 @@
 """
-What the Redis backplane costs: delivery latency added by the Redis hop and
-throughput with 1, 2 and 4 server processes, against the single-process hub,
-all in one run on this machine.
+What the shared backplanes cost: delivery latency added by the Redis or
+PostgreSQL hop and throughput with 1, 2 and 4 server processes, against the
+single-process hub, all in one run on this machine.
 
-    python benchmarks/bench_redis.py            # about 30 seconds
-    python benchmarks/bench_redis.py --quick    # about 15 seconds, smaller figures
+    python benchmarks/bench_redis.py            # about a minute
+    python benchmarks/bench_redis.py --quick    # about 30 seconds, smaller figures
 
-Needs redis-server on PATH and the ``redis`` extra.  Everything runs on
-127.0.0.1: one redis-server (no persistence), the server processes
+Needs redis-server on PATH, PostgreSQL's server binaries
+(/usr/lib/postgresql/<version>/bin, Debian's ``postgresql``) and the ``redis``
+and ``postgres`` extras.  Everything runs on 127.0.0.1: one redis-server (no
+persistence), one PostgreSQL (a throwaway data directory, fsync off), the server processes
 (``python -m wsgi_sse bench_redis:app``), and the clients, read by one
 selector loop in this process.
 
@@ -100,12 +102,67 @@ def start_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
-def start_servers(count: int, redis_url: str | None, tmp: Path) -> list[tuple[Any, int]]:
+def start_postgres(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+    import glob
+
+    bindir = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1]
+    data = Path(tempfile.mkdtemp(prefix="bench-pg-"))
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres", "postgres")
+    subprocess.run(
+        [*as_postgres, f"{bindir}/initdb", "-D", str(data / "d"), "-A", "trust", "-U", "postgres"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            *as_postgres,
+            f"{bindir}/postgres",
+            "-D",
+            str(data / "d"),
+            "-p",
+            str(port),
+            "-k",
+            str(data),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_port(port, proc)
+    time.sleep(0.5)
+    proc.data = data  # type: ignore[attr-defined]
+    return proc, f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+
+def stop_postgres(proc: subprocess.Popen[bytes]) -> None:
+    import signal
+
+    data = proc.data  # type: ignore[attr-defined]
+    try:
+        # The postmaster itself (runuser does not pass signals on): fast shutdown.
+        os.kill(int((data / "d" / "postmaster.pid").read_text().split()[0]), signal.SIGINT)
+        proc.wait(15)
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        proc.kill()
+    shutil.rmtree(data, ignore_errors=True)
+
+
+def start_servers(count: int, backplane_url: str | None, tmp: Path) -> list[tuple[Any, int]]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.pop("WSGI_SSE_REDIS_URL", None)
-    if redis_url:
-        env["WSGI_SSE_REDIS_URL"] = redis_url
+    env.pop("WSGI_SSE_BACKPLANE_URL", None)
+    if backplane_url:
+        env["WSGI_SSE_BACKPLANE_URL"] = backplane_url
     servers = []
     for n in range(count):
         port = free_port()
@@ -216,9 +273,9 @@ class Clients:
 
 
 def measure(
-    processes: int, redis_url: str | None, clients: int, rounds: int, burst: int, tmp: Path
+    processes: int, backplane_url: str | None, clients: int, rounds: int, burst: int, tmp: Path
 ) -> dict[str, float]:
-    servers = start_servers(processes, redis_url, tmp)
+    servers = start_servers(processes, backplane_url, tmp)
     ports = [port for _, port in servers]
     try:
         time.sleep(0.5)  # let the backplanes connect
@@ -277,34 +334,38 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         redis_proc, url = start_redis(tmp)
+        pg_proc, pg_url = start_postgres(tmp)
         try:
             scenarios = [
-                ("hub, 1 process (no Redis)", 1, None),
+                ("hub, 1 process (no backplane)", 1, None),
                 ("Redis, 1 process", 1, url),
                 ("Redis, 2 processes", 2, url),
                 ("Redis, 4 processes", 4, url),
+                ("PostgreSQL, 1 process", 1, pg_url),
+                ("PostgreSQL, 2 processes", 2, pg_url),
             ]
             results = []
-            for name, count, redis_url in scenarios:
+            for name, count, backplane_url in scenarios:
                 print(f"measuring: {name} ...", file=sys.stderr, flush=True)
-                results.append((name, measure(count, redis_url, clients, rounds, burst, tmp)))
+                results.append((name, measure(count, backplane_url, clients, rounds, burst, tmp)))
         finally:
             redis_proc.terminate()
             redis_proc.wait(10)
+            stop_postgres(pg_proc)
     base = results[0][1]
     print(
         f"\n{clients} clients, {rounds} latency rounds, bursts of {burst} events, "
         f"{os.cpu_count()} CPUs\n"
     )
     header = (
-        f"{'setup':<28} {'first ms':>9} {'last ms':>9} {'events/s':>10} "
+        f"{'setup':<30} {'first ms':>9} {'last ms':>9} {'events/s':>10} "
         f"{'deliveries/s':>13} {'vs hub':>7}"
     )
     print(header)
     print("-" * len(header))
     for name, r in results:
         print(
-            f"{name:<28} {r['first_ms']:>9.2f} {r['last_ms']:>9.2f} {r['events_per_s']:>10.0f} "
+            f"{name:<30} {r['first_ms']:>9.2f} {r['last_ms']:>9.2f} {r['events_per_s']:>10.0f} "
             f"{r['deliveries_per_s']:>13.0f} {r['events_per_s'] / base['events_per_s']:>6.2f}x"
         )
     return 0

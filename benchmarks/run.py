@@ -10,6 +10,18 @@ Subjects (each started fresh for every scenario, on 127.0.0.1):
   seed       the seed blog's design (benchmarks/peers/seed_server.py)
   starlette  Starlette + sse-starlette on uvicorn, uvloop + httptools
   floor      a minimal C/epoll server, one send() per client per event
+and, in the repeated scenarios only:
+  wsgi-sse-logged  the same example with a log line per stream (log_streams=True)
+  wsgi-sse-no-access-log  the same example without access log lines (access_log=False)
+  seed-quiet       the seed design without its prints, backlog 4096
+  twisted-web      the example's WSGI app under plain ``twistd web --wsgi``
+  waitress         the example's WSGI app under waitress (10 threads)
+  gunicorn         the example's WSGI app under gunicorn, one gthread worker (10 threads)
+
+Scenarios: fanout, burst and slow fill the main table (one run per subject);
+accept, burst-spread, fanout-spread and pages are repeated --rounds times,
+the subjects taking turns within each round, and reported with their spread
+and their ratio to the reference subject of the same round.
 
 The load comes from benchmarks/loadgen.c (compiled here with gcc), which
 triggers every event with a real ``POST /knock`` (the view calls
@@ -44,6 +56,19 @@ PLOT = ROOT / "docs" / "benchmarks.png"
 START, END = "<!-- figures:start -->", "<!-- figures:end -->"
 
 SUBJECTS = ("wsgi-sse", "seed", "starlette", "floor")
+
+# The repeated scenarios: (subjects, the reference wsgi-sse is divided by).
+ROUNDS = {
+    "accept": (("wsgi-sse", "wsgi-sse-logged", "seed-quiet", "floor"), "seed-quiet"),
+    "burst-spread": (("wsgi-sse", "wsgi-sse-no-access-log", "floor"), "floor"),
+    "fanout-spread": (("wsgi-sse", "floor"), "floor"),
+    "pages": (
+        ("wsgi-sse", "wsgi-sse-no-access-log", "twisted-web", "waitress", "gunicorn"),
+        "twisted-web",
+    ),
+}
+# Subjects that only serve the WSGI app's pages (no stream, no knock).
+PAGE_ONLY = ("twisted-web", "waitress", "gunicorn")
 
 
 # -- plumbing -------------------------------------------------------------------
@@ -113,9 +138,36 @@ def rss(pid: int) -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time of a process, all its threads and its live child processes (gunicorn's worker)."""
+    total = 0.0
+    for one in [pid, *_children(pid)]:
+        try:
+            with open(f"/proc/{one}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    """Descendant process ids of C{pid}, from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
 
 
 class Server:
@@ -130,10 +182,32 @@ class Server:
 
     def command(self) -> tuple[list[str], Path]:
         twistd = shutil.which("twistd") or "twistd"
+        example = ROOT / "examples" / "bottle_app"
         if self.subject == "wsgi-sse":
-            return [twistd, "-ny", "server.py", "--pidfile="], ROOT / "examples" / "bottle_app"
+            return [twistd, "-ny", "server.py", "--pidfile="], example
+        if self.subject == "wsgi-sse-logged":
+            return [twistd, "-ny", "wsgi_sse_logged.py", "--pidfile="], HERE / "peers"
+        if self.subject == "wsgi-sse-no-access-log":
+            return [twistd, "-ny", "wsgi_sse_no_access_log.py", "--pidfile="], HERE / "peers"
         if self.subject == "seed":
             return [twistd, "-ny", "seed_server.py", "--pidfile="], HERE / "peers"
+        if self.subject == "seed-quiet":
+            return [twistd, "-ny", "seed_quiet_server.py", "--pidfile="], HERE / "peers"
+        if self.subject == "twisted-web":
+            return [
+                twistd, "-n", "--pidfile=", "web", "--wsgi", "app.application",
+                "--listen", f"tcp:{self.port}:interface=127.0.0.1",
+            ], example  # fmt: skip
+        if self.subject == "waitress":
+            return [
+                sys.executable, "-m", "waitress", "--listen", f"127.0.0.1:{self.port}",
+                "--threads", "10", "app:application",
+            ], example  # fmt: skip
+        if self.subject == "gunicorn":
+            return [
+                sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1",
+                "--threads", "10", "--bind", f"127.0.0.1:{self.port}", "app:application",
+            ], example  # fmt: skip
         if self.subject == "starlette":
             return [
                 sys.executable, "-m", "uvicorn", "starlette_server:app",
@@ -147,16 +221,18 @@ class Server:
     def __enter__(self) -> Server:
         cmd, cwd = self.command()
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(
-            os.pathsep
-        )
+        paths = [str(ROOT), str(ROOT / "examples" / "bottle_app"), env.get("PYTHONPATH", "")]
+        env["PYTHONPATH"] = os.pathsep.join(paths).rstrip(os.pathsep)
         env["WSGI_SSE_LISTEN"] = f"tcp:{self.port}:interface=127.0.0.1"
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=self._log, stderr=self._log)
         wait_port(self.port, self.proc)
         # Warm up: import everything a page view and a broadcast touch.
         http(self.port, "GET", "/")
-        http(self.port, "POST", "/knock", b"name=warmup")
+        if self.subject in PAGE_ONLY:
+            http(self.port, "GET", "/hello/")
+        else:
+            http(self.port, "POST", "/knock", b"name=warmup")
         time.sleep(0.3)
         return self
 
@@ -179,7 +255,17 @@ class Server:
     @property
     def greets(self) -> bool:
         """Whether the subject writes something as soon as a stream opens."""
-        return self.subject != "seed"
+        return self.subject not in ("seed", "seed-quiet")
+
+
+def available(subject: str) -> str | None:
+    """Why C{subject} cannot run here (a missing tool), or L{None}."""
+    import importlib.util
+
+    module = {"waitress": "waitress", "gunicorn": "gunicorn"}.get(subject)
+    if module is not None and importlib.util.find_spec(module) is None:
+        return f"{module} is not installed (pip install -e '.[bench]')"
+    return None
 
 
 def loadgen(
@@ -282,6 +368,194 @@ def slow(subject: str, bins: dict[str, Path], cfg: argparse.Namespace) -> dict[s
     events = result["events"]
     result["summary"] = {key: med([e[key] for e in events]) for key in ("first", "median", "last")}
     return result
+
+
+def accept(subject: str, bins: dict[str, Path], cfg: argparse.Namespace) -> dict[str, Any]:
+    """Open many streams as fast as the server takes them: streams accepted per second."""
+    with Server(subject, bins, cfg.log_dir) as server:
+        cpu0 = cpu_seconds(server.pid)
+        result = loadgen(bins, server, ["--clients", str(cfg.accept_clients)], timeout=cfg.timeout)
+        result["server_cpu_s"] = cpu_seconds(server.pid) - cpu0
+    result["value"] = result["connect_rate"]
+    # Server CPU per accepted stream (a count of work, less noisy than the rate).
+    result["cpu_us_per_stream"] = result["server_cpu_s"] / cfg.accept_clients * 1e6
+    return result
+
+
+def burst_round(subject: str, bins: dict[str, Path], cfg: argparse.Namespace) -> dict[str, Any]:
+    """The burst scenario, one round: deliveries per second."""
+    result = burst(subject, bins, cfg)
+    result["value"] = result["burst"]["per_second"]
+    return result
+
+
+def fanout_round(subject: str, bins: dict[str, Path], cfg: argparse.Namespace) -> dict[str, Any]:
+    """Lockstep events to the largest client count, one round: the last client's time."""
+    with Server(subject, bins, cfg.log_dir) as server:
+        cpu0 = cpu_seconds(server.pid)
+        result = loadgen(
+            bins,
+            server,
+            ["--clients", str(cfg.spread_clients), "--events", str(cfg.events),
+             "--gap-ms", "100", "--event-timeout", "20"],
+            timeout=cfg.timeout,
+        )  # fmt: skip
+        result["server_cpu_s"] = cpu_seconds(server.pid) - cpu0
+    events = result["events"]
+    result["summary"] = {key: med([e[key] for e in events]) for key in ("first", "median", "last")}
+    result["lasts"] = [e["last"] for e in events]
+    result["value"] = result["summary"]["last"]
+    return result
+
+
+def wrk(port: int, path: str, seconds: float, connections: int) -> dict[str, Any]:
+    """Run wrk (one thread) against C{path}; return requests/s and error counts."""
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", f"http://127.0.0.1:{port}{path}"],
+        capture_output=True, text=True, timeout=seconds + 60, check=True,
+    ).stdout  # fmt: skip
+    result: dict[str, Any] = {"requests_per_second": None, "non_2xx": 0, "socket_errors": 0}
+    for line in out.splitlines():
+        words = line.split()
+        if line.startswith("Requests/sec:"):
+            result["requests_per_second"] = float(words[1])
+        elif line.strip().startswith("Non-2xx"):
+            result["non_2xx"] = int(words[-1])
+        elif line.strip().startswith("Socket errors:"):
+            result["socket_errors"] = sum(int(w.rstrip(",")) for w in words[3::2])
+        elif "requests in" in line:
+            result["requests"] = int(words[0])
+    return result
+
+
+def pages(subject: str, bins: dict[str, Path], cfg: argparse.Namespace) -> dict[str, Any]:
+    """The example's /hello/ page under wrk, 50 connections: requests per second."""
+    with Server(subject, bins, cfg.log_dir) as server:
+        if not cfg.quick:
+            wrk(server.port, "/hello/", 1, cfg.page_connections)  # warm up
+        cpu0 = cpu_seconds(server.pid)
+        result = wrk(server.port, "/hello/", cfg.page_seconds, cfg.page_connections)
+        result["server_cpu_s"] = cpu_seconds(server.pid) - cpu0
+    rps = result["requests_per_second"]
+    requests = result.get("requests") or 0
+    result["value"] = rps
+    # Server CPU per page, counting the server's threads and (gunicorn) its worker.
+    result["cpu_us_per_request"] = result["server_cpu_s"] / requests * 1e6 if requests else None
+    return result
+
+
+ROUND_RUNNERS = {
+    "accept": accept,
+    "burst-spread": burst_round,
+    "fanout-spread": fanout_round,
+    "pages": pages,
+}
+HIGHER_IS_BETTER = {"accept": True, "burst-spread": True, "fanout-spread": False, "pages": True}
+CPU_UNITS = {
+    "accept": "µs per stream",
+    "burst-spread": "µs per knock",
+    "fanout-spread": "µs per stream",
+    "pages": "µs per page",
+}
+UNITS = {
+    "accept": "streams/s",
+    "burst-spread": "deliveries/s",
+    "fanout-spread": "ms, last client",
+    "pages": "requests/s",
+}
+
+
+def run_rounds(
+    scenario: str, bins: dict[str, Path], cfg: argparse.Namespace
+) -> dict[str, list[dict[str, Any]]]:
+    """Run one repeated scenario: every subject once per round, taking turns."""
+    subjects, _ = ROUNDS[scenario]
+    if cfg.round_subjects:
+        wanted = cfg.round_subjects.split(",")
+        subjects = tuple(s for s in subjects if s in wanted)
+    runner = ROUND_RUNNERS[scenario]
+    out: dict[str, list[dict[str, Any]]] = {}
+    for subject in subjects:
+        why = available(subject)
+        if why is not None:
+            print(f"[{subject}] skipped: {why}", flush=True)
+    subjects = tuple(s for s in subjects if available(s) is None)
+    for n in range(cfg.rounds):
+        for subject in subjects:
+            print(f"[{subject}] {scenario}, round {n + 1}/{cfg.rounds} ...", flush=True)
+            result = runner(subject, bins, cfg)
+            out.setdefault(subject, []).append(result)
+            value = result["value"]
+            shown = ms(value) if scenario == "fanout-spread" else fmt_num(value)
+            print(f"  {shown} {UNITS[scenario]}", flush=True)
+    return out
+
+
+def cpu_us(scenario: str, result: dict[str, Any]) -> float | None:
+    """
+    The server's CPU time per unit of work in one round (a count of work,
+    which moves far less than rates and latencies on a shared machine).
+    """
+    cpu = result.get("server_cpu_s")
+    if cpu is None:
+        return None
+    if scenario == "accept":
+        return float(cpu / result["clients"] * 1e6)
+    if scenario == "burst-spread":  # per knock: the POST, the view, the fan-out
+        events = result["burst"]["events"]
+        return float(cpu / events * 1e6) if events else None
+    if scenario == "fanout-spread":  # per stream: connecting, then every event
+        return float(cpu / result["clients"] * 1e6)
+    requests = result.get("requests")
+    return float(cpu / requests * 1e6) if requests else None
+
+
+def spread_rows(rounds: dict[str, dict[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
+    """One row per (scenario, subject): median, range and the ratio to the reference."""
+    rows = []
+    for scenario, by_subject in rounds.items():
+        _, reference = ROUNDS[scenario]
+        ref_values = [r["value"] for r in by_subject.get(reference, [])]
+        for subject, results in by_subject.items():
+            values = [r["value"] for r in results]
+            ratios = []
+            if subject != reference and len(ref_values) == len(values):
+                ratios = [v / ref for v, ref in zip(values, ref_values, strict=True) if v and ref]
+            rows.append(
+                {
+                    "scenario": scenario,
+                    "subject": subject,
+                    "values": values,
+                    "median": med(values),
+                    "min": min(values) if values else None,
+                    "max": max(values) if values else None,
+                    "reference": reference,
+                    "ratios": ratios,
+                    "cpu_us": med([cpu_us(scenario, r) for r in results]),
+                }
+            )
+    return rows
+
+
+def spread_table(rounds: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
+    lines = [
+        "| scenario | subject | median | every round | ÷ reference, per round "
+        "| server CPU (median) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in spread_rows(rounds):
+        scenario = row["scenario"]
+        show = (lambda v: ms(v)) if scenario == "fanout-spread" else fmt_num
+        ratios = ", ".join(f"{r:.2f}×" for r in row["ratios"])
+        ref = f"÷ {row['reference']}: {ratios}" if ratios else "–"
+        cpu = row["cpu_us"]
+        cpu_cell = "–" if cpu is None else f"{cpu:,.0f} {CPU_UNITS[scenario]}"
+        lines.append(
+            f"| {scenario} ({UNITS[scenario]}) | {row['subject']} | {show(row['median'])} | "
+            + ", ".join(show(v) for v in row["values"])
+            + f" | {ref} | {cpu_cell} |"
+        )
+    return "\n".join(lines)
 
 
 # -- report -----------------------------------------------------------------------
@@ -450,10 +724,19 @@ def machine() -> str:
     )
 
 
-def write_doc(results: dict[str, Any], clients: list[int], command: str, when: str) -> str:
+def load_note(load: Any) -> str:
+    """The load-average remark of the doc's header line (the machine's other work)."""
+    if not load:
+        return ""
+    return f"; load average {min(load):.1f}–{max(load):.1f} while it ran (2.0 = both cores busy)"
+
+
+def write_doc(
+    results: dict[str, Any], clients: list[int], command: str, when: str, load: Any = None
+) -> str:
     lines = [
         START,
-        f"Run {when} on {machine()} with `{command}`.",
+        f"Run {when} on {machine()} with `{command}`{load_note(load)}.",
         "",
         "Latencies are medians over the events, in ms from the moment the load generator "
         "opened the `POST /knock` connection; ratios are wsgi-sse's figure divided by the peer's "
@@ -491,6 +774,27 @@ def write_doc(results: dict[str, Any], clients: list[int], command: str, when: s
     return block
 
 
+SPREAD_START, SPREAD_END = "<!-- spread:start -->", "<!-- spread:end -->"
+
+
+def write_spread_doc(rounds: dict[str, Any], command: str, when: str, load: Any = None) -> None:
+    """Put the repeated scenarios' table between the C{spread} markers of the doc."""
+    block = "\n".join(
+        [
+            SPREAD_START,
+            f"Run {when} on {machine()} with `{command}`{load_note(load)}.",
+            "",
+            spread_table(rounds),
+            SPREAD_END,
+        ]
+    )
+    if DOC.exists():
+        text = DOC.read_text()
+        if SPREAD_START in text and SPREAD_END in text:
+            before, rest = text.split(SPREAD_START, 1)
+            DOC.write_text(before + block + rest.split(SPREAD_END, 1)[1])
+
+
 # -- main ---------------------------------------------------------------------------
 
 
@@ -501,18 +805,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small numbers, for a smoke run")
     parser.add_argument("--clients", default=None, help="comma-separated idle client counts")
     parser.add_argument("--subjects", default=",".join(SUBJECTS))
-    parser.add_argument("--scenarios", default="fanout,burst,slow")
+    parser.add_argument(
+        "--scenarios", default="fanout,burst,slow,accept,burst-spread,fanout-spread,pages"
+    )
+    parser.add_argument("--rounds", type=int, default=None, help="rounds of the repeated scenarios")
+    parser.add_argument(
+        "--round-subjects",
+        default=None,
+        help="comma-separated: only these subjects in the repeated scenarios (default: all)",
+    )
     parser.add_argument("--events", type=int, default=None, help="lockstep events per count")
     parser.add_argument("--no-docs", action="store_true", help="do not touch docs/ (raw JSON only)")
     parser.add_argument("--output", default=None, help="raw JSON path")
+    parser.add_argument(
+        "--report", default=None, help="write the docs from this raw JSON instead of running"
+    )
     cfg = parser.parse_args(argv)
+    if cfg.report:
+        raw = json.loads(Path(cfg.report).read_text())
+        if raw.get("rounds"):
+            print(spread_table(raw["rounds"]))
+            write_spread_doc(raw["rounds"], raw["command"], raw["when"], raw.get("load_average"))
+        if any("fanout" in r for r in raw["results"].values()):
+            write_doc(
+                raw["results"], raw["clients"], raw["command"], raw["when"], raw.get("load_average")
+            )
+            plot(raw["results"], raw["clients"])
+        return 0
     quick = cfg.quick
     clients = [
         int(c) for c in (cfg.clients or ("50,200" if quick else "1000,5000,10000")).split(",")
     ]
     cfg.events = cfg.events or (3 if quick else 12)
     cfg.page_gets = 5 if quick else 40
-    cfg.burst_clients, cfg.burst_events = (20, 20) if quick else (200, 500)
+    cfg.burst_clients, cfg.burst_events = (20, 20) if quick else (200, 300)
+    cfg.accept_clients = 200 if quick else max(clients)
+    cfg.spread_clients = max(clients)
+    cfg.page_seconds, cfg.page_connections = (1, 50) if quick else (5, 50)
+    cfg.rounds = cfg.rounds or (1 if quick else 5)
     # Enough bytes per non-reader to overflow the kernel's socket buffers and
     # wsgi-sse's default 1 MiB cap: 200 events of 32 kB.
     cfg.slow_clients, cfg.slow_events = (20, 5) if quick else (200, 200)
@@ -520,6 +850,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg.timeout = 60.0 if quick else 300.0
     subjects = [s for s in cfg.subjects.split(",") if s]
     scenarios = set(cfg.scenarios.split(","))
+    unknown = scenarios - {"fanout", "burst", "slow", *ROUNDS}
+    if unknown:
+        parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    if "pages" in scenarios and shutil.which("wrk") is None:
+        parser.error("the pages scenario needs wrk (apt-get install wrk)")
     for s in subjects:
         if s not in SUBJECTS:
             parser.error(f"unknown subject {s!r}")
@@ -532,6 +867,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg.log_dir = RESULTS / f"logs-{stamp}"
     cfg.log_dir.mkdir(parents=True, exist_ok=True)
 
+    # The machine's other work: sampled between scenarios, reported with the figures.
+    load = [os.getloadavg()[0]]
     results: dict[str, Any] = {}
     for s in subjects:
         r: dict[str, Any] = {}
@@ -555,12 +892,19 @@ def main(argv: list[str] | None = None) -> int:
         if "slow" in scenarios:
             print(f"[{s}] slow readers ...", flush=True)
             r["slow"] = slow(s, bins, cfg)
+            load.append(os.getloadavg()[0])
             print(
                 f"  last reader {ms(r['slow']['summary']['last'])} ms, "
                 f"growth {r['slow']['rss_growth'] / 1024:,.0f} KiB, "
                 f"dropped {r['slow']['slow']['dropped']}",
                 flush=True,
             )
+
+    rounds: dict[str, Any] = {}
+    for scenario in ROUNDS:
+        if scenario in scenarios:
+            rounds[scenario] = run_rounds(scenario, bins, cfg)
+            load.append(os.getloadavg()[0])
 
     command = "python benchmarks/run.py" + (
         " " + " ".join(sys.argv[1:]) if argv is None and sys.argv[1:] else ""
@@ -571,6 +915,9 @@ def main(argv: list[str] | None = None) -> int:
         "command": command,
         "clients": clients,
         "results": results,
+        "rounds": rounds,
+        "spread": spread_rows(rounds),
+        "load_average": load,
     }
     out = Path(cfg.output) if cfg.output else RESULTS / f"{stamp}.json"
     out.write_text(json.dumps(raw, indent=1))
@@ -581,9 +928,14 @@ def main(argv: list[str] | None = None) -> int:
         print()
         for name, ok, value in targets(results, clients):
             print(f"{'ok ' if ok else 'NO '} {name}: {value}")
+    if rounds:
+        print()
+        print(spread_table(rounds))
     if not cfg.no_docs and "fanout" in scenarios:
-        write_doc(results, clients, command, when)
+        write_doc(results, clients, command, when, load)
         plot(results, clients)
+    if not cfg.no_docs and rounds:
+        write_spread_doc(rounds, command, when, load)
     print(f"raw results: {out}")
     return 0
 

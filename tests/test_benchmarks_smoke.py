@@ -18,7 +18,8 @@ def test_quick_run_measures_every_subject(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     proc = subprocess.run(
         [sys.executable, "benchmarks/run.py", "--quick", "--no-docs",
-         "--subjects", "wsgi-sse,seed,floor", "--output", str(out)],
+         "--subjects", "wsgi-sse,seed,floor", "--scenarios", "fanout,burst,slow",
+         "--output", str(out)],
         cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=100,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -36,3 +37,31 @@ def test_quick_run_measures_every_subject(tmp_path: Path) -> None:
         assert burst["deliveries"] == burst["expected"] == 20 * 20
         slow = result["slow"]
         assert [e["received"] for e in slow["events"]] == [18] * 5
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="the benchmark compiles its C parts")
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="the pages scenario runs wrk")
+def test_quick_rounds_measure_accept_burst_spread_and_pages(tmp_path: Path) -> None:
+    """The repeated scenarios run every subject asked for and record a value per round."""
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/run.py", "--quick", "--no-docs",
+         "--scenarios", "accept,burst-spread,fanout-spread,pages",
+         "--round-subjects", "wsgi-sse,seed-quiet,floor,twisted-web", "--output", str(out)],
+        cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=150,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rounds = json.loads(out.read_text())["rounds"]
+    assert sorted(rounds["accept"]) == ["floor", "seed-quiet", "wsgi-sse"]
+    for run in rounds["accept"].values():
+        assert run[0]["connected"] == 200 and run[0]["failed"] == 0
+    for run in rounds["burst-spread"].values():
+        assert run[0]["burst"]["deliveries"] == run[0]["burst"]["expected"] == 20 * 20
+    for run in rounds["fanout-spread"].values():
+        assert [e["received"] for e in run[0]["events"]] == [200] * 3
+    assert sorted(rounds["pages"]) == ["twisted-web", "wsgi-sse"]
+    for run in rounds["pages"].values():
+        assert run[0]["requests"] > 0 and run[0]["non_2xx"] == 0
+    spread = json.loads(out.read_text())["spread"]
+    ratio = [r for r in spread if r["scenario"] == "pages" and r["subject"] == "wsgi-sse"]
+    assert ratio[0]["reference"] == "twisted-web" and len(ratio[0]["ratios"]) == 1

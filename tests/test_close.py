@@ -7,8 +7,9 @@ from typing import Any
 from twisted.internet.task import Clock
 
 from wsgi_sse import Broadcaster, Hub
+from wsgi_sse._backplane import Entry, Fetched
 from wsgi_sse._hub import CLOSE_BODY
-from wsgi_sse._redis import RedisHub, _parse
+from wsgi_sse.redis import RedisBackplane
 
 
 class Sub:
@@ -83,19 +84,37 @@ def test_broadcaster_close_keeps_order_with_queued_broadcasts() -> None:
     assert a.ended == 1
 
 
+def _pos(redis_id: str) -> int:
+    position = RedisBackplane("redis://unused").parse_id(redis_id)
+    assert position is not None
+    return position
+
+
+def entry(rid: str, channel: str, body: bytes) -> Entry:
+    """An entry as the Redis reader hands it to the hub."""
+    return Entry(_pos(rid), rid, channel, body)
+
+
+class CannedBackplane(RedisBackplane):
+    """A Redis backplane (not started) whose fetches get a canned answer."""
+
+    def __init__(self, fetched: Any) -> None:
+        super().__init__("redis://unused")
+        self.fetched = fetched
+
+    def fetch_after(self, position: int, event_id: str) -> Any:
+        from twisted.internet.defer import succeed
+
+        return succeed(self.fetched)
+
+
 def test_redis_delivered_close_ends_streams_in_stream_order() -> None:
     """A close read from the Redis stream ends streams after the entries before it."""
-    hub = RedisHub(clock=Clock(), instance_id="p1")
-    hub.start_at("0-0")
+    hub = Hub(clock=Clock(), instance_id="p1", backplane=RedisBackplane("redis://unused"))
+    hub.start_at(0, "0-0")
     a = Sub()
     hub.subscribe(a, ["job"])
-
-    def entry(rid: str, channel: str, body: bytes) -> tuple[int, str, str, bytes]:
-        parsed = _parse(rid)
-        assert parsed is not None
-        return parsed[0], parsed[1], channel, body
-
-    counts = hub.deliver_redis_many(
+    counts = hub.deliver_batch(
         [
             entry("1-0", "job", b"data: 1\n"),
             entry("2-0", "job", CLOSE_BODY),
@@ -105,66 +124,36 @@ def test_redis_delivered_close_ends_streams_in_stream_order() -> None:
     assert counts == [1, 1, 0]
     assert a.wires == [b"id: 1-0\ndata: 1\n\n", b"id: 2-0\n\n"] and a.ended == 1
     # Delivered again (a reader that re-read the stream): nothing happens twice.
-    assert hub.deliver_redis_many([entry("2-0", "job", CLOSE_BODY)]) == [0]
+    assert hub.deliver_batch([entry("2-0", "job", CLOSE_BODY)]) == [0]
     assert a.ended == 1
-
-
-class FakeBackplane:
-    """What RedisHub asks of its backplane for a replay: a canned XRANGE answer."""
-
-    def __init__(self, fetched: Any) -> None:
-        self.fetched = fetched
-        self.counted: list[str] = []
-
-    def fetch_after(self, last_event_id: str) -> Any:
-        from twisted.internet.defer import succeed
-
-        return succeed(self.fetched)
-
-    def _count(self, name: str, n: int = 1) -> None:
-        self.counted.append(name)
-
-
-def _redis_entry(rid: str, channel: str, body: bytes) -> tuple[int, str, str, bytes]:
-    parsed = _parse(rid)
-    assert parsed is not None
-    return parsed[0], parsed[1], channel, body
 
 
 def test_replay_from_redis_ends_at_a_close_in_the_stream() -> None:
     """A replay read from Redis stops at a close of the channel and ends the stream."""
-    from wsgi_sse._redis import _Fetched
-
     entries = [
-        _redis_entry("2-0", "job", b"data: 2\n"),
-        _redis_entry("3-0", "job", CLOSE_BODY),
-        _redis_entry("4-0", "job", b"data: 4\n"),
+        entry("2-0", "job", b"data: 2\n"),
+        entry("3-0", "job", CLOSE_BODY),
+        entry("4-0", "job", b"data: 4\n"),
     ]
-    hub = RedisHub(clock=Clock(), instance_id="p2")
-    hub.backplane = FakeBackplane(  # type: ignore[assignment]
-        _Fetched(True, entries, entries[-1][0], "4-0", False)
-    )
-    hub.start_at("4-0")
+    backplane = CannedBackplane(Fetched(True, entries, entries[-1].position, "4-0", False))
+    hub = Hub(clock=Clock(), instance_id="p2", backplane=backplane)
+    hub.start_at(_pos("4-0"), "4-0")
     sub = Sub()
     assert hub.replay(["job"], "1-0") == []
     hub.subscribe(sub, ["job"])
-    assert sub.wires == [b"id: 2-0\ndata: 2\n\n", b"id: 3-0\n\n"]
+    assert b"".join(sub.wires) == b"id: 2-0\ndata: 2\n\nid: 3-0\n\n"
     assert sub.ended == 1 and hub.subscriber_count() == 0 and hub.held_count() == 0
 
 
 def test_replay_from_redis_ends_at_a_close_this_process_delivered() -> None:
     """A replay from Redis followed by a close in this process's own history ends there."""
-    from wsgi_sse._redis import _Fetched
-
-    entries = [_redis_entry("2-0", "job", b"data: 2\n")]
-    hub = RedisHub(clock=Clock(), instance_id="p3")
-    hub.backplane = FakeBackplane(  # type: ignore[assignment]
-        _Fetched(True, entries, entries[-1][0], "2-0", False)
-    )
-    hub.start_at("2-0")
-    hub.deliver_redis_many([_redis_entry("3-0", "job", CLOSE_BODY)])
+    entries = [entry("2-0", "job", b"data: 2\n")]
+    backplane = CannedBackplane(Fetched(True, entries, entries[-1].position, "2-0", False))
+    hub = Hub(clock=Clock(), instance_id="p3", backplane=backplane)
+    hub.start_at(_pos("2-0"), "2-0")
+    hub.deliver_batch([entry("3-0", "job", CLOSE_BODY)])
     sub = Sub()
     assert hub.replay(["job"], "1-0") == []
     hub.subscribe(sub, ["job"])
-    assert sub.wires == [b"id: 2-0\ndata: 2\n\n", b"id: 3-0\n\n"]
+    assert b"".join(sub.wires) == b"id: 2-0\ndata: 2\n\nid: 3-0\n\n"
     assert sub.ended == 1 and hub.subscriber_count() == 0

@@ -246,13 +246,13 @@ def test_publish_over_keep_alive_connection() -> None:
 
 
 def test_stream_lifecycle_is_logged_with_fields() -> None:
-    """Connects, resets, refusals and disconnects are logged with named fields."""
+    """With log_streams, connects, resets, refusals and disconnects are logged with named fields."""
     from twisted.logger import globalLogPublisher
 
     events: list[dict[str, Any]] = []
     globalLogPublisher.addObserver(events.append)
     try:
-        with serve(app) as server:
+        with serve(app, log_streams=True) as server:
             with server.stream("/sse?channel=a", headers={"Last-Event-ID": "x-1"}) as client:
                 client.wait_events(1)
                 server.wait_clients(1)
@@ -270,3 +270,28 @@ def test_stream_lifecycle_is_logged_with_fields() -> None:
     assert closed["peer"] == "127.0.0.1" and closed["reason"]
     refused = by_format["refused stream"]
     assert refused["code"] == 400 and "characters outside" in refused["why"]
+
+
+def test_streams_are_summarised_by_default() -> None:
+    """Without log_streams, streams are counted into one summary line, not logged one by one."""
+    from twisted.logger import globalLogPublisher
+
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        with serve(app) as server:
+            for _ in range(3):
+                with server.stream("/sse"):
+                    server.wait_clients(1)
+                server.wait_clients(0)
+            with server.stream("/sse"):
+                server.wait_clients(1)
+        # Shutting down logged the pending summary at once.
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    formats = [e.get("log_format", "") for e in events]
+    assert not [f for f in formats if f.startswith(("stream opened", "stream closed"))]
+    summaries = [e for e in events if e.get("log_format", "").startswith("streams: ")]
+    assert sum(e["opened"] for e in summaries) == 4
+    assert sum(e["closed"] for e in summaries) == 4
+    assert summaries[-1]["open"] == 0

@@ -164,11 +164,11 @@ def test_heartbeat_cadence() -> None:
 
 
 def test_heartbeat_off() -> None:
-    """heartbeat=0 schedules nothing."""
+    """heartbeat=0 schedules no heartbeat: only the stream log's summary is pending."""
     clock = Clock()
     resource = SSEResource(Hub(clock=clock), reactor=clock, heartbeat=0)
     _stream(resource)
-    assert clock.getDelayedCalls() == []
+    assert [call.func for call in clock.getDelayedCalls()] == [resource.streams._stream_log._fire]
 
 
 def test_heartbeat_prunes_expired_history() -> None:

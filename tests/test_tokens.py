@@ -276,7 +276,7 @@ def test_token_never_logged() -> None:
 
     globalLogPublisher.addObserver(observe)
     try:
-        with serve(app, token_secret=SECRET) as server:
+        with serve(app, token_secret=SECRET, log_streams=True) as server:
             token = stream_token("a", secret=SECRET)
             bad = stream_token("a", secret=SECRET, now=0)
             http_request(server.port, "GET", f"/sse?channel=a&token={bad}")

@@ -14,7 +14,7 @@ from dataclasses import fields
 from typing import TYPE_CHECKING, Any, Mapping
 
 from twisted.application.internet import StreamServerEndpointService, TimerService
-from twisted.application.service import Application, IService, MultiService
+from twisted.application.service import Application, MultiService, Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
@@ -23,10 +23,10 @@ from twisted.python.components import Componentized
 from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import IResource
 
+from ._backplane import Backplane, open_backplane, resolve_backplane_url
 from ._broadcast import Broadcaster, Publisher, set_broadcaster
 from ._browser import ClientScriptResource
 from ._checks import (
-    check_backplane_url,
     check_option_names,
     check_wsgi_app,
     listen_error,
@@ -36,7 +36,6 @@ from ._hub import Hub
 from ._mount import WSGIRoot
 from ._options import StreamOptions
 from ._publish import PublishResource
-from ._redis import resolve_redis_url
 from ._resource import SSEResource
 from ._site import (
     DEFAULT_HEADER_TIMEOUT,
@@ -52,8 +51,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
-
-    from ._redis import RedisBackplane
 
 __all__ = [
     "DEFAULT_LISTEN",
@@ -158,6 +155,23 @@ class WSGIThreadPool(ThreadPool):
     threadFactory = staticmethod(_daemon_thread)  # type: ignore[assignment]
 
 
+class _BackplaneService(Service):
+    """Start and stop a hub's backplane with the server.  Reactor thread."""
+
+    name = "wsgi-sse-backplane"
+
+    def __init__(self, backplane: Backplane) -> None:
+        self.backplane = backplane
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        self.backplane.start()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()  # type: ignore[no-untyped-call]
+        return self.backplane.stop()
+
+
 class SSEServerService(MultiService):
     """
     Serve a WSGI app and its event stream on one listening endpoint.
@@ -170,9 +184,9 @@ class SSEServerService(MultiService):
     Lifecycle methods: call in the reactor thread.
 
     @ivar hub: the L{Hub} behind the stream.
-    @ivar backplane: the L{RedisBackplane<wsgi_sse.redis.RedisBackplane>}
-        sharing broadcasts with other processes (built from C{redis_url},
-        or a C{publisher} that is also a Twisted service), or L{None}.
+    @ivar backplane: the backplane sharing broadcasts with other processes
+        (Redis or PostgreSQL, built from C{backplane_url} or C{redis_url},
+        or the one of a given C{hub}), or L{None} with the in-process one.
     @ivar broadcaster: a L{Broadcaster} for this server's hub.
     @ivar threadpool: the WSGI app's thread pool.
     @ivar sse_resource: the L{SSEResource}.
@@ -210,8 +224,10 @@ class SSEServerService(MultiService):
         header_timeout: float | None = DEFAULT_HEADER_TIMEOUT,
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         max_request_body: int | None = DEFAULT_MAX_REQUEST_BODY,
+        access_log: bool = True,
         options: StreamOptions | None = None,
         redis_url: str | None = None,
+        backplane_url: str | None = None,
         **option_fields: Any,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
@@ -247,23 +263,12 @@ class SSEServerService(MultiService):
             raise TypeError(
                 "pass history_size/history_age/history_channels to your Hub, not with hub="
             )
-        self.backplane: RedisBackplane | None = None
-        redis_url = resolve_redis_url(redis_url)
-        if redis_url is not None and hub is None and publisher is None:
-            check_backplane_url(redis_url)
-            from ._redis import RedisBackplane, RedisHub
-
-            self.backplane = RedisBackplane(
-                redis_url, reactor=reactor, hub=RedisHub(clock=reactor, **history)
-            )
-            hub = self.backplane.hub
-            publisher = self.backplane
-        elif IService.providedBy(publisher):
-            # A backplane built by hand: started and stopped with the server.
-            self.backplane = publisher
         if hub is None:
-            hub = Hub(clock=reactor, **history)
+            url = resolve_backplane_url(backplane_url, redis_url)
+            backplane = open_backplane(url, reactor=reactor) if url is not None else None
+            hub = Hub(clock=reactor, backplane=backplane, **history)
         self.hub = hub
+        self.backplane: Backplane | None = hub.backplane if hub.backplane.shared else None
         self.broadcaster = Broadcaster(publisher or self.hub, reactor=reactor)
         self.threadpool = WSGIThreadPool(min_threads, threads, "wsgi")
         self.wsgi_app = wsgi_app
@@ -317,6 +322,7 @@ class SSEServerService(MultiService):
             header_timeout=header_timeout,
             idle_timeout=idle_timeout,
             max_request_body=max_request_body,
+            access_log=access_log,
             body_limits=body_limits,
         )
         try:
@@ -333,13 +339,11 @@ class SSEServerService(MultiService):
         self.pruning = TimerService(prune_interval(self.hub.history_age), self.hub.prune)
         self.pruning.clock = reactor
         self.pruning.setServiceParent(self)
-        if self.backplane is not None:
-            self.backplane.setServiceParent(self)  # type: ignore[no-untyped-call]
+        _BackplaneService(hub.backplane).setServiceParent(self)  # type: ignore[no-untyped-call]
 
     def _stats_source(self) -> BackplaneStats | None:
-        """The backplane, if it reports counters for the stats endpoints."""
-        stats = getattr(self.backplane, "stats", None)
-        return self.backplane if callable(stats) else None
+        """The shared backplane, whose counters the stats endpoints show."""
+        return self.backplane
 
     def privilegedStartService(self) -> None:
         """
@@ -430,7 +434,10 @@ class SSEServerService(MultiService):
 
         def stop() -> None:
             pool.stop()
-            reactor.callFromThread(fire)
+            # The last answers may still sit in Twisted's buffers.
+            reactor.callFromThread(
+                lambda: self.wsgi_resource.flushed().addCallback(lambda _: fire())
+            )
 
         timer = reactor.callLater(self.shutdown_timeout, give_up)
         done.addBoth(lambda r: (timer.cancel() if timer.active() else None, r)[1])
@@ -524,6 +531,7 @@ def make_application(
     sse_path: str = "/sse",
     threads: int = 10,
     name: str = "wsgi-sse",
+    backplane_url: str | None = None,
     redis_url: str | None = None,
     **kwargs: Any,
 ) -> Componentized:
@@ -542,10 +550,16 @@ def make_application(
         is where the browser client module is served.
     @param threads: the WSGI thread pool's maximum size.
     @param name: the application's name (shown by twistd).
-    @param redis_url: share broadcasts with every process using this Redis
-        (C{"redis://localhost:6379/0"}); default: C{$WSGI_SSE_REDIS_URL},
-        else none.  Needs C{pip install wsgi-sse[redis]}.
-    @param kwargs: C{min_threads}, C{hub}, C{publisher}, C{resources} (a
+    @param backplane_url: share broadcasts with every process using this
+        backplane, picked by the URL's scheme: C{redis://}, C{rediss://},
+        C{unix://} (Redis, C{pip install wsgi-sse[redis]}),
+        C{postgresql://}, C{postgres://} (PostgreSQL, C{pip install
+        wsgi-sse[postgres]}); default: C{$WSGI_SSE_BACKPLANE_URL}, else
+        none (in-process).
+    @param redis_url: the older name of C{backplane_url} (and
+        C{$WSGI_SSE_REDIS_URL} of C{$WSGI_SSE_BACKPLANE_URL}).
+    @param kwargs: C{min_threads}, C{hub} (a L{Hub}, composed with a
+        backplane built by hand if need be), C{publisher}, C{resources} (a
         mapping of paths to extra Twisted resources), C{reactor},
         C{shutdown_timeout}; C{history_size}, C{history_age} and
         C{history_channels} (the replay history of the default hub);
@@ -556,7 +570,10 @@ def make_application(
         C{header_timeout} (seconds a client has to send its request headers,
         default 30), C{idle_timeout} (seconds a kept-alive connection may stay
         silent between requests, default 180), C{max_request_body} (bytes a
-        request body may have, default 64 MiB; larger is a 413); and any
+        request body may have, default 64 MiB; larger is a 413);
+        C{access_log} (a line per request, as C{twistd web} writes; default
+        on: turn it off when the reverse proxy in front logs requests, it
+        costs about a quarter of the server's CPU for a small page); and any
         L{StreamOptions} field
         (C{heartbeat}, C{retry}, C{authorize}, C{token_secret}, ...).  docs/options.md lists
         them all with their defaults.  The options of a group can also be
@@ -579,7 +596,13 @@ def make_application(
     check_wsgi_app(wsgi_app)
     check_option_names(kwargs, option_owners())
     options = flatten_groups(kwargs)
-    explicit = {"listen": listen, "sse_path": sse_path, "threads": threads, "redis_url": redis_url}
+    explicit = {
+        "listen": listen,
+        "sse_path": sse_path,
+        "threads": threads,
+        "backplane_url": backplane_url,
+        "redis_url": redis_url,
+    }
     for key, value in explicit.items():
         if key in options and value != _EXPLICIT_DEFAULTS[key]:
             raise TypeError(f"{key} is given twice: as a keyword and in a group object")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import threading
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 from twisted.logger import Logger
 from twisted.python import threadable
@@ -16,6 +16,8 @@ from ._hub import CLOSE_BODY, DEFAULT_CHANNEL, Hub
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
+
+    from ._backplane import Published
 
 __all__ = [
     "Broadcaster",
@@ -37,11 +39,17 @@ _BAD_CHANNEL = re.compile(r"[\x00-\x1f\x7f]")
 class Publisher(Protocol):
     """
     Where a L{Broadcaster} sends prepared events, in the reactor thread: a
-    L{Hub}, or a backplane that shares events between processes.
+    L{Hub} (which hands them to its backplane).
     """
 
     def publish(self, channel: str, body: bytes) -> int | Deferred[int]:
         """Publish an encoded event body; return (a Deferred of) the delivery count."""
+
+    def publish_many(self, channel: str, bodies: Sequence[bytes]) -> int | Deferred[int]:
+        """Publish several encoded bodies of one channel, in order."""
+
+    def publish_event(self, channel: str, body: bytes) -> Deferred[Published]:
+        """Publish an encoded event body; answer with its id and delivery count."""
 
 
 def validate_channel(channel: object) -> str:
@@ -89,7 +97,7 @@ class Broadcaster:
     Events broadcast from one thread are delivered in the order they were
     broadcast.
 
-    @param publisher: a L{Hub} or a backplane; called in the reactor thread.
+    @param publisher: a L{Hub}; called in the reactor thread.
     @param reactor: the reactor (default: the global one, looked up late).
     """
 
@@ -199,26 +207,20 @@ class Broadcaster:
             queue, self._queue = self._queue, []
             self._drain_scheduled = False
         publisher = self.publisher
-        # A plain Hub can take a run of events on one channel in one go: each
-        # subscriber then gets them in a single write (see Hub.publish_many).
-        many = (
-            publisher.publish_many
-            if isinstance(publisher, Hub) and type(publisher).publish is Hub.publish
-            else None
-        )
+        # A run of events on one channel goes in one call: each subscriber
+        # then gets them in a single write, and a shared backplane carries
+        # them in one round trip (see Hub.publish_many).
         i, end = 0, len(queue)
         while i < end:
             name = queue[i][0]
             j = i + 1
-            if many is not None:
-                while j < end and queue[j][0] == name:
-                    j += 1
+            while j < end and queue[j][0] == name:
+                j += 1
             try:
                 if j - i == 1:
                     publisher.publish(name, queue[i][1])
                 else:
-                    assert many is not None
-                    many(name, [body for _, body in queue[i:j]])
+                    publisher.publish_many(name, [body for _, body in queue[i:j]])
             except Exception:  # noqa: BLE001 - logged, and the rest still published
                 # One failing publisher call must not lose the events queued
                 # behind it (callFromThread per event used to isolate them).

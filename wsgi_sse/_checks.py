@@ -127,6 +127,8 @@ BACKPLANE_CLIENTS: dict[str, BackplaneClient] = {
     "redis": BackplaneClient("Redis", "redis", "redis"),
     "rediss": BackplaneClient("Redis", "redis", "redis"),
     "unix": BackplaneClient("Redis", "redis", "redis"),
+    "postgresql": BackplaneClient("PostgreSQL", "psycopg", "postgres"),
+    "postgres": BackplaneClient("PostgreSQL", "psycopg", "postgres"),
 }
 """Backplane URL schemes and the client library each needs; add a backplane's schemes here."""
 

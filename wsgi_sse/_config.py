@@ -120,6 +120,7 @@ class SiteOptions:
     resources: Mapping[str, IResource] | None = None
     stats_path: str | None = None
     metrics_path: str | None = None
+    access_log: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +152,7 @@ class PublishOptions:
 class BackplaneOptions:
     """Replay history and sharing events between processes (the C{backplane} group)."""
 
+    backplane_url: str | None = None
     redis_url: str | None = None
     history_size: int | None = None
     history_age: float | None = None
@@ -245,6 +247,16 @@ SETTINGS: tuple[Setting, ...] = (
         flag=str,
     ),
     _S(
+        "access_log",
+        "site",
+        "`True`",
+        "Log a line per request in twisted.web's combined log format, as `twistd web` does. "
+        "Formatting it through twistd's log observer costs about a quarter of the server's CPU "
+        "per small page ([benchmarks](benchmarks.md)): turn it off when the reverse proxy in "
+        "front already logs requests.",
+        flag=_boolean,
+    ),
+    _S(
         "reactor",
         "site",
         "the global reactor",
@@ -298,6 +310,16 @@ SETTINGS: tuple[Setting, ...] = (
         '`"*"` allows any. Entries must be `scheme://host[:port]` (on the command line: '
         "separated by commas).",
         flag=_origins,
+    ),
+    _S(
+        "log_streams",
+        "stream",
+        "`False`",
+        "Log one line per stream opened and closed (`stream opened for ...`, `stream closed for "
+        "...`). Off, a summary line counts them instead, once every ten seconds while streams "
+        "come and go: the two text lines add about a third to the CPU time of accepting a "
+        "stream, which matters when every browser reconnects at once after a restart.",
+        flag=_boolean,
     ),
     _S(
         "cors_credentials",
@@ -417,12 +439,23 @@ SETTINGS: tuple[Setting, ...] = (
         flag=int,
     ),
     _S(
+        "backplane_url",
+        "backplane",
+        "`$WSGI_SSE_BACKPLANE_URL`, else none",
+        "Share broadcasts, event ids and replay with every process using this backplane, "
+        "picked by the URL's scheme: `redis://`, `rediss://`, `unix://` (Redis, `pip install "
+        "wsgi-sse[redis]`) or `postgresql://`, `postgres://` (PostgreSQL, `pip install "
+        'wsgi-sse[postgres]`). `""` turns it off. A missing client library stops the server '
+        "at start, naming the extra to install. See [Scaling out](scaling.md).",
+        env="WSGI_SSE_BACKPLANE_URL",
+        flag=str,
+    ),
+    _S(
         "redis_url",
         "backplane",
         "`$WSGI_SSE_REDIS_URL`, else none",
-        "Share broadcasts, event ids and replay with every process using this Redis "
-        '(`"redis://localhost:6379/0"`); needs `pip install wsgi-sse[redis]`. See '
-        "[Scaling out](scaling.md).",
+        "The older name of `backplane_url` (which wins when both are given; "
+        "`$WSGI_SSE_REDIS_URL` is read after `$WSGI_SSE_BACKPLANE_URL`).",
         env="WSGI_SSE_REDIS_URL",
         flag=str,
     ),
@@ -464,7 +497,7 @@ SETTINGS: tuple[Setting, ...] = (
         "publisher",
         "backplane",
         "the hub",
-        "Where `broadcast()` sends events: the hub, or a backplane shared between processes.",
+        "Where `broadcast()` sends events: the hub (which hands them to its backplane).",
     ),
     _S(
         "publish_path",
@@ -584,6 +617,13 @@ DJANGO_ONLY: tuple[tuple[str, str, str], ...] = (
         "SERVE_STATIC",
         "`True`",
         "Serve `STATIC_ROOT` at `STATIC_URL` from Twisted (see [Static files](#static-files)).",
+    ),
+    (
+        "BACKPLANE_DATABASE",
+        "none",
+        'A database alias (`"default"`): use that PostgreSQL database as the backplane; '
+        "`broadcast_on_commit()` then writes the event in the transaction (see "
+        "[On the project's own PostgreSQL database](#on-the-projects-own-postgresql-database)).",
     ),
 )
 """Keys of Django's C{WSGI_SSE} setting that are not server options: key, default, meaning."""

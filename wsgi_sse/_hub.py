@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import time
+import re
+import secrets
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Protocol, Sequence
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from ._encoding import frame
+from ._backplane import LOCAL_BITS, Backplane, Entry, Fetched, LocalBackplane, Published
+from ._encoding import encode_body, frame
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
@@ -25,9 +29,11 @@ __all__ = [
     "CLOSE_BODY",
     "DEFAULT_CHANNEL",
     "DEFAULT_HISTORY_CHANNELS",
+    "RESET",
     "Event",
     "Hub",
     "HubStats",
+    "Joined",
     "Subscriber",
 ]
 
@@ -49,6 +55,15 @@ always ends with C{data:} lines).
 
 DEFAULT_HISTORY_CHANNELS = 10_000
 """Channels a hub keeps at most (see L{Hub}'s C{history_channels})."""
+
+RESET = frame(None, encode_body("", event="reset"))
+"""The control event telling a client its missed events cannot be replayed."""
+
+_LOCAL_MASK = (1 << LOCAL_BITS) - 1
+# A wire id: the backplane's id, then for a local-only event the publishing
+# hub's instance and a counter.
+_WIRE_ID = re.compile(r"([^.]{1,64})(?:\.([0-9a-z]{1,16})\.([0-9]{1,10}))?\Z")
+_INSTANCE = re.compile(r"[0-9a-z]{1,16}\Z")
 
 
 class Subscriber(Protocol):
@@ -87,6 +102,24 @@ class HubStats:
     events_published: int = 0
     deliveries: int = 0
     bytes_queued: int = 0
+    replays_fetched: int = 0
+    replay_resets: int = 0
+
+
+@dataclass(slots=True, frozen=True)
+class Joined:
+    """
+    How a subscriber joined its channels (see L{Hub.join}).
+
+    @ivar replayed: events it was sent from the history before live ones.
+    @ivar reset: it was sent C{reset}: its missed events could not be replayed.
+    @ivar ended: a channel was closed in what it missed: it was replayed up
+        to the close and ended (its C{end()} called), not subscribed.
+    """
+
+    replayed: int
+    reset: bool
+    ended: bool = False
 
 
 class _Channel:
@@ -101,9 +134,21 @@ class _Channel:
         self.evicted_upto = 0
 
 
-def _new_instance_id() -> str:
-    """A short token that differs between runs, so old ids are never mistaken for new ones."""
-    return _base36(int(time.time() * 1000))
+class _Held:
+    """A subscriber waiting for its replay to come back from the backplane."""
+
+    __slots__ = ("after", "channels", "done", "fetched", "preface", "subscriber", "timer")
+
+    def __init__(
+        self, subscriber: Subscriber, channels: tuple[str, ...], after: int, preface: bytes
+    ) -> None:
+        self.subscriber = subscriber
+        self.channels = channels
+        self.after = after
+        self.preface = preface
+        self.done: Deferred[Joined] = Deferred()
+        self.fetched: Fetched | None = None
+        self.timer: Any = None  # an IDelayedCall
 
 
 def _base36(n: int) -> str:
@@ -116,18 +161,32 @@ def _base36(n: int) -> str:
             return "".join(reversed(out))
 
 
+def _new_instance_id() -> str:
+    """A short random token: ids of another run or process are never mistaken for ours."""
+    return _base36(secrets.randbits(48))
+
+
 class Hub:
     """
     Route published events to the subscribers of their channel and keep a
     bounded history of each channel for replay.
 
-    Ids have the form C{"<instance>-<seq>"}: C{seq} grows by one per event
-    across all channels, and C{instance} changes every time a hub is created,
-    so a browser reconnecting with an id from a previous run of the server is
-    told to reset instead of being replayed the wrong events.
+    The hub is composed with a L{backplane<wsgi_sse._backplane.Backplane>},
+    which gives every event its id and carries it to every process: by
+    default a L{LocalBackplane<wsgi_sse._backplane.LocalBackplane>} (ids
+    C{"<instance>-<n>"}, C{instance} new every run, so a browser reconnecting
+    with an id of a previous run is told to reset instead of being replayed
+    the wrong events); Redis or PostgreSQL to share events between processes.
+
+    While a shared backplane is unreachable, events are delivered to this
+    process's clients only (I{local-only}): their ids are the id of the last
+    shared event followed by this hub's instance and a counter
+    (C{"1700000000000-0.k3x9ab.1"}); only this process replays them, another
+    one replays from the shared event before them.
 
     All methods: call in the reactor thread.
 
+    @param backplane: where ids come from and events go (default: in-process).
     @param history_size: events kept per channel for replay (0 disables replay).
     @param history_age: seconds an event stays in the history (L{prune}
         forgets older ones; the server calls it on a timer).
@@ -136,7 +195,12 @@ class Hub:
         nobody listens to (a client resuming there gets C{reset}); channels
         with listeners are never forgotten.
     @param clock: the time source (the reactor by default).
-    @param instance_id: the id prefix; random-enough by default, fixed in tests.
+    @param instance_id: 1-16 characters of C{[0-9a-z]} naming this hub in
+        ids; random by default, fixed in tests.
+    @param replay_wait: seconds a reconnecting client may wait for this
+        process to catch up with a shared backplane before it is sent C{reset}.
+    @param max_held: clients that may wait for a replay from a shared
+        backplane at once; past it, new ones are sent C{reset}.
     """
 
     log = Logger()
@@ -144,11 +208,14 @@ class Hub:
     def __init__(
         self,
         *,
+        backplane: Backplane | None = None,
         history_size: int = 1000,
         history_age: float = 600.0,
         history_channels: int = DEFAULT_HISTORY_CHANNELS,
         clock: IReactorTime | None = None,
         instance_id: str | None = None,
+        replay_wait: float = 5.0,
+        max_held: int = 1000,
     ) -> None:
         if history_size < 0:
             raise ValueError("history_size must not be negative")
@@ -156,61 +223,296 @@ class Hub:
             raise ValueError("history_age must be positive")
         if history_channels < 1:
             raise ValueError("history_channels must be at least 1")
+        if instance_id is None:
+            instance_id = _new_instance_id()
+        if not _INSTANCE.match(instance_id):
+            raise ValueError("instance_id must be 1-16 characters of [0-9a-z]")
         self.history_size = history_size
         self.history_age = history_age
         self.history_channels = history_channels
+        self.replay_wait = replay_wait
+        self.max_held = max_held
         self._clock = clock
-        self.instance_id = instance_id if instance_id is not None else _new_instance_id()
-        self._prefix = self.instance_id + "-"
-        self._seq = 0
-        self._last_id = self._prefix + "0"
+        self.instance_id = instance_id
         self._channels: dict[str, _Channel] = {}
         self._subscriptions: dict[Subscriber, tuple[str, ...]] = {}
         # The highest seq evicted from any channel that was later forgotten.
         self._forgotten_upto = 0
         self.stats = HubStats()
+        # Positions (backplane position << LOCAL_BITS | local-only number).
+        self._seq = 0
+        # Every event with a seq above this one reached this hub.
+        self._base_seq = 0
+        self._last_shared_seq = 0
+        self._last_shared_id = ""
+        self._last_id = ""
+        self._local_count = 0
+        self._held: dict[Subscriber, _Held] = {}
+        self._waiting: list[_Held] = []
+        self._pending: tuple[tuple[str, ...], str] | None = None
+        self.backplane: Backplane = (
+            backplane if backplane is not None else LocalBackplane(instance_id)
+        )
+        self.backplane.attach(self)
 
     # -- time ------------------------------------------------------------
 
     def _now(self) -> float:
+        seconds: float = self._reactor().seconds()
+        return seconds
+
+    def _reactor(self) -> Any:
         if self._clock is None:
             from twisted.internet import reactor
 
             self._clock = reactor
-        assert self._clock is not None
-        return self._clock.seconds()
+        return self._clock
 
     # -- ids -------------------------------------------------------------
 
     @property
     def last_id(self) -> str:
         """
-        The id of the newest event published or delivered (C{"<instance>-0"}
-        before any): a client resuming from it misses nothing that follows.
+        The id of the newest event published or delivered (the backplane's
+        position before any): a client resuming from it misses nothing that
+        follows.
         """
         return self._last_id
 
+    def _position(self, event_id: str) -> tuple[int, str, int] | None:
+        """(seq, the backplane's part of the id, its position) of any wire id, or None."""
+        match = _WIRE_ID.match(event_id)
+        if match is None:
+            return None
+        shared, instance, local = match.groups()
+        position = self.backplane.parse_id(shared)
+        if position is None or position < 0:
+            return None
+        seq = position << LOCAL_BITS
+        if instance is not None:
+            number = int(local)
+            if number >= 1 << LOCAL_BITS:
+                return None
+            if instance == self.instance_id:
+                seq |= number
+        return seq, shared, position
+
     def parse_id(self, event_id: str) -> int | None:
         """
-        Return the seq of an id this hub issued, or L{None} if it did not
-        issue it (another run, another server, garbage, or from the future).
+        Return the position of C{event_id} in this hub if its own history
+        can answer for it, else L{None} (another run, another server,
+        garbage, from the future, or older than this process).
         """
-        if not event_id.startswith(self._prefix):
+        found = self._position(event_id)
+        if found is None:
             return None
-        digits = event_id[len(self._prefix) :]
-        if not digits.isdigit() or not digits.isascii() or len(digits) > 20:
-            return None
-        seq = int(digits)
-        if seq > self._seq:
+        seq = found[0]
+        if seq < self._base_seq or seq > self._seq:
             return None
         return seq
 
+    # -- what backplanes call ----------------------------------------------
+
+    def start_at(self, position: int, event_id: str) -> None:
+        """
+        Declare that this hub receives every event after C{position} (the
+        backplane's head when this process started reading it).
+        """
+        seq = position << LOCAL_BITS
+        if seq > self._seq or not self._last_id:
+            self._base_seq = self._seq = self._last_shared_seq = seq
+            self._last_shared_id = self._last_id = event_id
+            self._local_count = 0
+            if self._waiting:
+                self._check_waiting()
+
+    def restart_at(self, position: int, event_id: str) -> None:
+        """
+        Start over from C{position}: the backplane lost its history or moved
+        backwards (a deleted stream or table).  The history kept here is
+        dropped, clients waiting for a replay are reset, and ids issued
+        before are unknown from now on.
+        """
+        for held in list(self._held.values()):
+            self._release(held, None)
+        for ch in list(self._channels.values()):
+            ch.history.clear()
+            ch.evicted_upto = 0
+            self._forget_if_idle(ch)
+        self._forgotten_upto = 0
+        self._seq = -1
+        self.start_at(position, event_id)
+
+    def deliver_batch(self, entries: Sequence[Entry]) -> list[int]:
+        """
+        Record and fan out entries from the backplane, in its order; those
+        at or before the newest one delivered are skipped (a re-read).
+        Consecutive entries of one channel reach each subscriber in one write.
+
+        @return: for each entry, the number of subscribers it reached.
+        """
+        if len(entries) == 1:
+            # The common case (one broadcast), without the run bookkeeping.
+            position, event_id, channel, body = entries[0]
+            seq = position << LOCAL_BITS
+            if seq <= self._seq:
+                return [0]
+            ch = self._channel(channel)
+            wire = self._record(seq, event_id, ch, body, self._now())
+            self._last_shared_seq = seq
+            self._last_shared_id = event_id
+            self._local_count = 0
+            count = self._end(ch, wire) if body == CLOSE_BODY else self._fan_out(ch, wire, 1)
+            if self._waiting:
+                self._check_waiting()
+            return [count]
+        counts = [0] * len(entries)
+        now = self._now()
+        i, end = 0, len(entries)
+        while i < end:
+            channel = entries[i][2]
+            ch = self._channel(channel)
+            if entries[i][3] == CLOSE_BODY:
+                # close(channel): ends the channel's streams after what came
+                # before it.
+                position, event_id = entries[i][0], entries[i][1]
+                seq = position << LOCAL_BITS
+                if seq > self._seq:
+                    wire = self._record(seq, event_id, ch, CLOSE_BODY, now)
+                    self._last_shared_seq = seq
+                    self._last_shared_id = event_id
+                    self._local_count = 0
+                    counts[i] = self._end(ch, wire)
+                else:
+                    self._forget_if_idle(ch)
+                i += 1
+                continue
+            wires = []
+            delivered = []
+            j = i
+            while j < end and entries[j][2] == channel and entries[j][3] != CLOSE_BODY:
+                position, event_id, _, body = entries[j]
+                seq = position << LOCAL_BITS
+                if seq > self._seq:
+                    wires.append(self._record(seq, event_id, ch, body, now))
+                    self._last_shared_seq = seq
+                    self._last_shared_id = event_id
+                    self._local_count = 0
+                    delivered.append(j)
+                j += 1
+            if wires:
+                count = self._fan_out(
+                    ch, wires[0] if len(wires) == 1 else b"".join(wires), len(wires)
+                )
+                for k in delivered:
+                    counts[k] = count
+            else:
+                self._forget_if_idle(ch)
+            i = j
+        if self._waiting:
+            self._check_waiting()
+        return counts
+
+    def deliver_local(self, channel: str, bodies: Sequence[bytes]) -> Published:
+        """
+        Deliver events to this process's clients only (the shared backplane
+        is unreachable), with ids only this process replays.
+        """
+        ch = self._channel(channel)
+        now = self._now()
+        wires: list[bytes] = []
+        event_id = self._last_id
+        count = len(ch.subscribers)
+        for body in bodies:
+            self._local_count += 1
+            if self._local_count >= 1 << LOCAL_BITS:  # pragma: no cover - 4e9 events
+                raise OverflowError("too many local-only events in a row")
+            event_id = f"{self._last_shared_id}.{self.instance_id}.{self._local_count}"
+            wire = self._record(self._last_shared_seq | self._local_count, event_id, ch, body, now)
+            if body == CLOSE_BODY:
+                if wires:
+                    self._fan_out(ch, b"".join(wires), len(wires))
+                    wires = []
+                count = self._end(ch, wire)
+                ch = self._channel(channel)
+            else:
+                wires.append(wire)
+        if wires:
+            count = self._fan_out(ch, b"".join(wires), len(wires))
+        return Published(event_id, count)
+
     # -- subscriptions -----------------------------------------------------
 
-    def subscribe(self, subscriber: Subscriber, channels: Iterable[str]) -> None:
-        """Start delivering events of C{channels} to C{subscriber}."""
+    def join(
+        self,
+        subscriber: Subscriber,
+        channels: Iterable[str],
+        last_event_id: str | None = None,
+        *,
+        preface: bytes = b"",
+    ) -> Deferred[Joined]:
+        """
+        Subscribe C{subscriber} to C{channels}, first sending it (in order,
+        without gap or duplicate) C{preface} and every event published after
+        C{last_event_id}; or C{reset} alone when they cannot be replayed.
+
+        When this process's history does not reach back to C{last_event_id}
+        and the backplane is shared, the missed events are fetched from it:
+        the subscriber is held meanwhile (see L{held_count}), then replayed
+        and subscribed in one reactor turn.
+
+        @return: a Deferred firing, once the subscriber is live, with how it
+            joined (at once unless it was held).  It fires in the reactor
+            turn that subscribed it, before any live event: a callback may
+            still send something first (an C{init} event after a C{reset}).
+        """
         names = tuple(dict.fromkeys(channels))
-        if subscriber in self._subscriptions:
+        if subscriber in self._subscriptions or subscriber in self._held:
+            raise ValueError("already subscribed")
+        if last_event_id is None:
+            if preface:
+                subscriber.send(preface)
+            self.subscribe(subscriber, names)
+            return succeed(Joined(0, False))
+        seq = self.parse_id(last_event_id)
+        events = self._missed_after(names, seq) if seq is not None else None
+        if events is not None:
+            closed = next((n for n, e in enumerate(events) if e.closes), None)
+            if closed is not None:
+                events = events[: closed + 1]
+            wire = b"".join([preface, *(e.wire for e in events)])
+            if wire:
+                subscriber.send(wire)
+            if closed is not None:
+                # Its channel was closed after its last event: replayed up to
+                # the close, then ended.
+                _end_subscriber(subscriber)
+                return succeed(Joined(len(events), False, True))
+            self.subscribe(subscriber, names)
+            return succeed(Joined(len(events), False))
+        found = self._position(last_event_id) if self.backplane.shared else None
+        if found is None or len(self._held) >= self.max_held:
+            self.stats.replay_resets += 1
+            subscriber.send(RESET)
+            self.subscribe(subscriber, names)
+            return succeed(Joined(0, True))
+        held = self._held[subscriber] = _Held(subscriber, names, found[0], preface)
+        self.backplane.fetch_after(found[2], found[1]).addBoth(self._fetched, held)
+        return held.done
+
+    def subscribe(self, subscriber: Subscriber, channels: Iterable[str]) -> None:
+        """
+        Start delivering events of C{channels} to C{subscriber} (no replay:
+        see L{join}).
+        """
+        names = tuple(dict.fromkeys(channels))
+        pending, self._pending = self._pending, None
+        if pending is not None and pending[0] == names:
+            # The transition API: replay() returned [] for an id the
+            # backplane must answer; this subscribe() completes it.
+            self.join(subscriber, names, pending[1])
+            return
+        if subscriber in self._subscriptions or subscriber in self._held:
             raise ValueError("already subscribed")
         self._subscriptions[subscriber] = names
         for name in names:
@@ -221,6 +523,10 @@ class Hub:
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         """Stop delivering to C{subscriber}; unknown subscribers are ignored."""
+        held = self._held.pop(subscriber, None)
+        if held is not None:
+            self._cancel(held)
+            return
         names = self._subscriptions.pop(subscriber, ())
         for name in names:
             channel = self._channels.get(name)
@@ -240,35 +546,29 @@ class Hub:
         """Subscribers per channel, for channels that have any."""
         return {name: len(ch.subscribers) for name, ch in self._channels.items() if ch.subscribers}
 
+    def held_count(self) -> int:
+        """Connections waiting for a replay from the backplane."""
+        return len(self._held)
+
     # -- publishing --------------------------------------------------------
 
-    def publish(self, channel: str, body: bytes) -> int:
+    def publish(self, channel: str, body: bytes) -> int | Deferred[int]:
         """
-        Give C{body} (an event encoded without its id) the next id, keep it
-        for replay and send it to every subscriber of C{channel}.
+        Publish C{body} (an event encoded without its id) through the
+        backplane: it gets the next id, is kept for replay and sent to every
+        subscriber of C{channel} (of every process sharing the backplane).
 
         A C{body} of L{CLOSE_BODY} closes the channel (see there).
 
-        @return: the number of subscribers it was sent to.
+        @return: the number of this process's subscribers it was sent to
+            (a Deferred of it when the backplane answers later).
         """
-        self._seq += 1
-        return self.deliver(self._seq, self._prefix + str(self._seq), channel, body)
+        result = self.backplane.publish(channel, (body,))
+        if isinstance(result, Deferred):
+            return result.addCallback(_delivered)
+        return result.delivered
 
-    def deliver(self, seq: int, event_id: str, channel: str, body: bytes) -> int:
-        """
-        Record and fan out an event whose id was assigned elsewhere (by
-        L{publish}, or by a backplane shared between processes).
-
-        C{seq} must grow with every call.  A C{body} of L{CLOSE_BODY} closes
-        the channel.
-        """
-        ch = self._channel(channel)
-        wire = self._record(seq, event_id, ch, body, self._now())
-        if body == CLOSE_BODY:
-            return self._end(ch, wire)
-        return self._fan_out(ch, wire, 1)
-
-    def publish_many(self, channel: str, bodies: Sequence[bytes]) -> int:
+    def publish_many(self, channel: str, bodies: Sequence[bytes]) -> int | Deferred[int]:
         """
         Publish several events on one channel at once: each gets its own id
         and history entry, as with L{publish}, but every subscriber receives
@@ -283,23 +583,17 @@ class Hub:
 
         @return: the number of subscribers they were sent to.
         """
-        if CLOSE_BODY in bodies:
-            at = list(bodies).index(CLOSE_BODY)
-            count = self.publish_many(channel, bodies[:at]) if at else 0
-            count = max(count, self.publish(channel, CLOSE_BODY))
-            rest = bodies[at + 1 :]
-            return self.publish_many(channel, rest) if rest else count
-        ch = self._channel(channel)
-        now = self._now()
-        prefix = self._prefix
-        wires = []
-        for body in bodies:
-            self._seq += 1
-            seq = self._seq
-            wires.append(self._record(seq, prefix + str(seq), ch, body, now))
-        if not wires:
-            return len(ch.subscribers)
-        return self._fan_out(ch, b"".join(wires), len(wires))
+        result = self.backplane.publish(channel, bodies)
+        if isinstance(result, Deferred):
+            return result.addCallback(_delivered)
+        return result.delivered
+
+    def publish_event(self, channel: str, body: bytes) -> Deferred[Published]:
+        """Like L{publish}, answering with the event's id and its delivery count."""
+        result = self.backplane.publish(channel, (body,))
+        if isinstance(result, Deferred):
+            return result
+        return succeed(result)
 
     def _end(self, ch: _Channel, wire: bytes) -> int:
         """
@@ -351,8 +645,7 @@ class Hub:
 
     def _record(self, seq: int, event_id: str, ch: _Channel, body: bytes, now: float) -> bytes:
         """Frame one event and keep it in its channel's history; return the wire bytes."""
-        if seq > self._seq:
-            self._seq = seq
+        self._seq = seq
         self._last_id = event_id
         closes = body == CLOSE_BODY
         wire = frame(event_id, b"" if closes else body)
@@ -414,16 +707,39 @@ class Hub:
         order, or L{None} if that cannot be done exactly (the id is unknown, or
         some events after it have already left the history).
 
-        Call it in the same reactor turn as L{subscribe} so no event can fall
-        between the replay and the live stream.
+        Transition API, superseded by L{join}: when only a shared backplane
+        can answer, this returns C{[]} and the L{subscribe} that must follow
+        in the same reactor turn completes the replay.
         """
-        return self._missed(channels, last_event_id)
+        names = tuple(dict.fromkeys(channels))
+        self._pending = None
+        events = self._missed(names, last_event_id)
+        if events is not None:
+            return events
+        if not self.backplane.shared or self._position(last_event_id) is None:
+            return None
+        self._pending = pending = (names, last_event_id)
+        self._reactor().callLater(0, self._forget_pending, pending)
+        return []
+
+    def _forget_pending(self, pending: tuple[tuple[str, ...], str]) -> None:
+        if self._pending is pending:
+            self._pending = None
+
+    def can_replay(self, channels: Iterable[str], last_event_id: str) -> bool:
+        """Whether L{join} may replay after C{last_event_id} (here or from the backplane)."""
+        if self._missed(channels, last_event_id) is not None:
+            return True
+        return self.backplane.shared and self._position(last_event_id) is not None
 
     def _missed(self, channels: Iterable[str], last_event_id: str) -> list[Event] | None:
         """The events after C{last_event_id} in this hub's history (see L{replay})."""
         seq = self.parse_id(last_event_id)
         if seq is None:
             return None
+        return self._missed_after(channels, seq)
+
+    def _missed_after(self, channels: Iterable[str], seq: int) -> list[Event] | None:
         now = self._now()
         selected: list[list[Event]] = []
         for name in dict.fromkeys(channels):
@@ -446,6 +762,104 @@ class Hub:
             return selected[0]
         return list(heapq.merge(*selected, key=lambda e: e.seq))
 
-    def can_replay(self, channels: Iterable[str], last_event_id: str) -> bool:
-        """Whether L{replay} would succeed now."""
-        return self._missed(channels, last_event_id) is not None
+    # -- replay from a shared backplane ----------------------------------
+
+    def _cancel(self, held: _Held) -> None:
+        if held.timer is not None and held.timer.active():
+            held.timer.cancel()
+        if held in self._waiting:
+            self._waiting.remove(held)
+
+    def _fetched(self, result: Fetched | Failure, held: _Held) -> None:
+        if self._held.get(held.subscriber) is not held:
+            return
+        if isinstance(result, Failure):
+            self.log.warn(
+                "cannot replay from the backplane: {error}", error=result.getErrorMessage()
+            )
+            self._release(held, None)
+            return
+        if not result.found or result.truncated:
+            self._release(held, None)
+            return
+        held.fetched = result
+        if result.end << LOCAL_BITS > self._seq:
+            # The backplane is ahead of this process: wait until its events
+            # have been delivered here up to the end of what it returned.
+            self._waiting.append(held)
+            held.timer = self._reactor().callLater(self.replay_wait, self._give_up, held)
+            return
+        self._complete(held)
+
+    def _check_waiting(self) -> None:
+        ready = [h for h in self._waiting if h.fetched and h.fetched.end << LOCAL_BITS <= self._seq]
+        for held in ready:
+            self._waiting.remove(held)
+            self._complete(held)
+
+    def _give_up(self, held: _Held) -> None:
+        held.timer = None
+        if self._held.get(held.subscriber) is held:
+            self._release(held, None)
+
+    def _complete(self, held: _Held) -> None:
+        fetched = held.fetched
+        assert fetched is not None
+        end = fetched.end << LOCAL_BITS
+        # The fetch read to the backplane's head, which was at or past this
+        # hub's start: the events after it are all in the local history.
+        after = self._missed_after(held.channels, max(end, self._base_seq))
+        if after is None:
+            self._release(held, None)
+            return
+        wanted = set(held.channels)
+        wires = []
+        ends = False
+        for entry in fetched.entries:
+            if entry.channel in wanted and held.after < entry.position << LOCAL_BITS <= end:
+                ends = entry.body == CLOSE_BODY
+                wires.append(frame(entry.id, b"" if ends else entry.body))
+                if ends:
+                    break
+        if not ends:
+            for e in after:
+                wires.append(e.wire)
+                if e.closes:
+                    ends = True
+                    break
+        self._release(held, wires, ends=ends)
+
+    def _release(self, held: _Held, wires: list[bytes] | None, *, ends: bool = False) -> None:
+        """
+        Send the replay (or a reset) and join the live stream, in one turn;
+        or end the stream after the replay if its channel was closed in it.
+        """
+        del self._held[held.subscriber]
+        self._cancel(held)
+        subscriber = held.subscriber
+        if wires is None:
+            self.stats.replay_resets += 1
+            subscriber.send(RESET)
+            joined = Joined(0, True)
+        else:
+            self.stats.replays_fetched += 1
+            wire = b"".join([held.preface, *wires])
+            if wire:
+                subscriber.send(wire)
+            joined = Joined(len(wires), False, ends)
+        if ends:
+            _end_subscriber(subscriber)
+        else:
+            self.subscribe(subscriber, held.channels)
+        held.done.callback(joined)
+
+
+def _end_subscriber(subscriber: Subscriber) -> None:
+    """End a stream whose channel was closed, if it can be ended."""
+    end = getattr(subscriber, "end", None)
+    if end is not None:
+        end()
+
+
+def _delivered(published: Published) -> int:
+    return published.delivered

@@ -23,7 +23,8 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from ._hub import DEFAULT_CHANNEL, Hub
+from ._backplane import Published
+from ._hub import DEFAULT_CHANNEL
 
 if TYPE_CHECKING:
     from twisted.web.server import Request
@@ -131,11 +132,10 @@ class PublishResource(Resource):
         publisher = self.broadcaster.publisher
         peer = getattr(request.getClientAddress(), "host", "unix")
 
-        def published(count: int) -> None:
+        def published(outcome: Published) -> None:
             self.published += 1
-            result: dict[str, Any] = {"delivered": count}
-            if isinstance(publisher, Hub):
-                result["id"] = publisher.last_id
+            count = outcome.delivered
+            result: dict[str, Any] = {"delivered": count, "id": outcome.id}
             self.log.info(
                 "published {event!r} on {channel} for {peer}: {delivered} deliveries",
                 channel=name,
@@ -149,8 +149,8 @@ class PublishResource(Resource):
             self.log.failure("publishing on {channel} failed", failure, channel=name)
             self._finish(request, 503, {"error": "publishing failed"})
 
-        # A Hub publishes at once; a backplane may answer later.
-        maybeDeferred(publisher.publish, name, body).addCallbacks(published, failed)
+        # In-process: at once; a shared backplane answers later.
+        maybeDeferred(publisher.publish_event, name, body).addCallbacks(published, failed)
         return NOT_DONE_YET
 
     # -- checks ----------------------------------------------------------------

@@ -279,6 +279,9 @@ class StreamSite(Site):
         requests; an open event stream is never idle in this sense.
     @param max_request_body: bytes a request body may have (C{None}: no
         limit); a larger one is answered C{413} before it is read.
+    @param access_log: log a line per request (twisted.web's combined log
+        format), as C{twistd web} does; C{False} leaves that to the reverse
+        proxy in front.
     @param body_limits: smaller limits for some paths (C{{"/sse": 0}}: no
         body at all), matched against the whole path as twisted.web routes
         it (segments unquoted, no query string).
@@ -291,6 +294,7 @@ class StreamSite(Site):
         header_timeout: float | None = DEFAULT_HEADER_TIMEOUT,
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         max_request_body: int | None = DEFAULT_MAX_REQUEST_BODY,
+        access_log: bool = True,
         body_limits: Mapping[str, int] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -304,6 +308,7 @@ class StreamSite(Site):
         if max_request_body is not None and max_request_body < 0:
             raise ValueError("max_request_body must not be negative")
         self.header_timeout = header_timeout
+        self.access_log = access_log
         self.max_request_body = max_request_body
         self.body_limits: dict[tuple[bytes, ...], int] = {}
         for path, limit in (body_limits or {}).items():
@@ -313,6 +318,11 @@ class StreamSite(Site):
         self._logFormatter = _redacting(self._logFormatter)
         if "requestFactory" not in kwargs:
             self.requestFactory = _StreamingRequest
+
+    def log(self, request: Any) -> None:
+        """Log a finished request (unless C{access_log} is off).  Reactor thread."""
+        if self.access_log:
+            super().log(request)
 
     def protocol(self) -> Any:
         """Build one connection's channel (twisted.web calls this)."""

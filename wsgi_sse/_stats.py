@@ -25,7 +25,7 @@ PROMETHEUS_CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 
 class BackplaneStats(Protocol):
-    """A backplane that reports its counters (L{RedisBackplane<wsgi_sse.redis.RedisBackplane>})."""
+    """A shared backplane that reports its counters (Redis, PostgreSQL)."""
 
     def stats(self) -> dict[str, Any]:
         """Counters and state, as JSON-able values."""

@@ -28,6 +28,7 @@ from ._encoding import encode_body, encode_comment, encode_opening, encode_retry
 from ._hub import Event, Hub
 from ._options import StreamOptions
 from ._request import Refused, cors_for_stream
+from ._streamlog import StreamLog
 
 if TYPE_CHECKING:
     from twisted.web.server import Request
@@ -121,6 +122,12 @@ class Streams:
         self.stopped_for_good = False
         self.stats = StreamStats()
         self._random = random.Random()  # noqa: S311 - jitter, not secrets
+        self._stream_log = StreamLog(
+            self.log,
+            per_stream=options.log_streams,
+            clock=lambda: self.reactor,
+            open_count=lambda: len(self.clients),
+        )
 
     @property
     def reactor(self) -> Any:
@@ -354,15 +361,7 @@ class Streams:
             size = sum(len(e.wire) for e in missed)
             stats.bytes_written += size
             client.replay(wires, size)
-        self.log.info(
-            "stream opened for {peer}: {channels}, resuming from {last_event_id!r}, "
-            "{replayed} events replayed",
-            peer=peer,
-            channels=list(channels),
-            last_event_id=last_event_id,
-            replayed=len(missed),
-            reset=reset,
-        )
+        self._stream_log.opened(peer, channels, last_event_id, len(missed), reset)
         self._ensure_heartbeat()
         if ends:
             self._leave(client)
@@ -416,11 +415,8 @@ class Streams:
             if client.ended:
                 self.stats.ended += 1
             why = reason.getErrorMessage() if isinstance(reason, Failure) else "finished"
-            self.log.info(
-                "stream closed for {peer}: {reason}",
-                peer=client.peer,
-                channels=list(client.channels),
-                reason="channel closed" if client.ended else why,
+            self._stream_log.closed(
+                client.peer, client.channels, "channel closed" if client.ended else why
             )
         if not self.clients:
             self._stop_heartbeat()
@@ -479,6 +475,7 @@ class Streams:
         for client in tuple(self.clients):
             self._leave(client)
             client.finish(close_connection=True)
+        self._stream_log.flush()
 
     # -- stats -------------------------------------------------------------------
 

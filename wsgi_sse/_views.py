@@ -19,13 +19,12 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 from twisted.logger import Logger
 from twisted.web.http_headers import Headers
 from twisted.web.server import NOT_DONE_YET
-from twisted.web.wsgi import _WSGIResponse
 
 from ._broadcast import validate_channel
 from ._encoding import encode_event
 from ._request import GripHold, Refused, parse_grip, parse_last_event_id
 from ._streams import STREAM_HEADERS, Streams, peer_of
-from ._wsgi import WSGIContainer, complete_environ
+from ._wsgi import WSGIContainer
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -149,8 +148,7 @@ class HoldingWSGIResource(WSGIContainer):
 
     def render(self, request: Request) -> int:
         """Run the app in the thread pool (reactor thread)."""
-        response = _WSGIResponse(self._reactor, self._threadpool, self._application, request)
-        complete_environ(response.environ, request)
+        response = self.response_for(request)
         # Where a stream the view holds starts: events published while the
         # view runs are sent after its first body.
         mark = self.streams.hub.last_id

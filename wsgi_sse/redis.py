@@ -2,8 +2,9 @@
 Scale out over Redis: share broadcasts between processes and hosts.
 
 Needs the ``redis`` extra (``pip install wsgi-sse[redis]``).  Servers turn
-it on with ``make_application(app, redis_url=...)`` or the
-``WSGI_SSE_REDIS_URL`` environment variable; programs that are not web
+it on with ``make_application(app, backplane_url="redis://...")`` or the
+``WSGI_SSE_BACKPLANE_URL`` environment variable (``redis_url`` and
+``WSGI_SSE_REDIS_URL`` work too); programs that are not web
 servers publish with L{RedisPublisher}::
 
     from wsgi_sse.redis import RedisPublisher
@@ -14,7 +15,6 @@ servers publish with L{RedisPublisher}::
 from ._redis import (
     REDIS_URL_ENV,
     RedisBackplane,
-    RedisHub,
     RedisPublisher,
     resolve_redis_url,
     stream_key,
@@ -23,7 +23,6 @@ from ._redis import (
 __all__ = (
     "REDIS_URL_ENV",
     "RedisBackplane",
-    "RedisHub",
     "RedisPublisher",
     "resolve_redis_url",
     "stream_key",

@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from twisted.python import threadable
 
@@ -89,6 +89,12 @@ class _NoPublisher:
     """The publisher of a recorder: nothing is ever published."""
 
     def publish(self, channel: str, body: bytes) -> int:
+        raise AssertionError("a BroadcastRecorder publishes nothing")  # pragma: no cover
+
+    def publish_many(self, channel: str, bodies: Sequence[bytes]) -> int:
+        raise AssertionError("a BroadcastRecorder publishes nothing")  # pragma: no cover
+
+    def publish_event(self, channel: str, body: bytes) -> Any:
         raise AssertionError("a BroadcastRecorder publishes nothing")  # pragma: no cover
 
 

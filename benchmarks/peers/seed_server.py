@@ -108,8 +108,19 @@ class _SeedBroadcaster:
         self.sse_resource.broadcast_message(data, event)
 
 
-def start():
-    sse_resource = SSEResource()
+class QuietSSEResource(SSEResource):
+    """The same resource without a print per connection (seed_quiet_server.py)."""
+
+    def add_listener(self, request):
+        self._listeners.append(request)
+        request.notifyFinish().addBoth(self.remove_listener, request)
+
+    def remove_listener(self, reason, listener):
+        self._listeners.remove(listener)
+
+
+def start(quiet=False, backlog=1024):
+    sse_resource = QuietSSEResource() if quiet else SSEResource()
     from app import app as wsgi_app
 
     import wsgi_sse
@@ -121,10 +132,11 @@ def start():
     listen = os.environ.get("WSGI_SSE_LISTEN", "tcp:8005")
     port = int(listen.split(":")[1])
     # backlog: see the module docstring.
-    srv = internet.TCPServer(port, main_site, backlog=1024, interface="127.0.0.1")
+    srv = internet.TCPServer(port, main_site, backlog=backlog, interface="127.0.0.1")
     application = service.Application("twisted_wsgi_sse_integration")
     srv.setServiceParent(application)
     return application
 
 
-application = start()
+if __name__ != "seed_server":  # run by twistd, not imported by seed_quiet_server.py
+    application = start()

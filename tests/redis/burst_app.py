@@ -34,9 +34,8 @@ def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         start_response("200 OK", hold_headers(query["channel"]))
         return []
     elif path == "/stats":
-        publisher = get_broadcaster().publisher
-        stats = getattr(publisher, "stats", None)
-        body = json.dumps(stats() if callable(stats) else {}).encode()
+        hub = get_broadcaster().publisher
+        body = json.dumps(hub.backplane.stats()).encode()  # type: ignore[attr-defined]
     else:
         body = b"burst app"
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])

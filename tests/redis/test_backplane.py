@@ -13,10 +13,38 @@ from redis_support import RedisServer
 from support import PYTHON, StreamClient, serve, subprocess_env
 from twisted.internet.task import Clock
 
-from wsgi_sse import SSEServerService
-from wsgi_sse.redis import RedisHub, RedisPublisher
+from wsgi_sse import Hub, SSEServerService
+from wsgi_sse._backplane import Entry, Fetched
+from wsgi_sse.redis import RedisBackplane, RedisPublisher
 
-REDIS_ID = re.compile(r"\d+-\d+\Z")
+REDIS_ID = re.compile(r"\d+-\d+(?:_\d+)?\Z")
+
+
+def _pos(redis_id: str) -> int:
+    """The backplane position of a Redis wire id."""
+    position = RedisBackplane("redis://unused").parse_id(redis_id)
+    assert position is not None
+    return position
+
+
+def redis_hub(instance_id: str, backplane: Any = None, **kwargs: Any) -> Hub:
+    """A hub composed with a (not started) Redis backplane, on a Clock."""
+    kwargs.setdefault("clock", Clock())
+    return Hub(
+        backplane=backplane if backplane is not None else RedisBackplane("redis://unused"),
+        instance_id=instance_id,
+        **kwargs,
+    )
+
+
+def start_at(hub: Hub, redis_id: str) -> None:
+    """What the reader does when it starts: the stream's head."""
+    hub.start_at(_pos(redis_id), redis_id)
+
+
+def deliver(hub: Hub, redis_id: str, channel: str, body: bytes) -> int:
+    """What the reader does with one entry read from the stream."""
+    return hub.deliver_batch([Entry(_pos(redis_id), redis_id, channel, body)])[0]
 
 
 def plain_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -222,14 +250,15 @@ def test_publisher_needs_a_url(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_env_var_turns_redis_on(monkeypatch: pytest.MonkeyPatch) -> None:
     """WSGI_SSE_REDIS_URL gives a server a backplane; an empty redis_url turns it off."""
+    monkeypatch.delenv("WSGI_SSE_BACKPLANE_URL", raising=False)
     monkeypatch.setenv("WSGI_SSE_REDIS_URL", "redis://127.0.0.1:1/0")
     service = SSEServerService(plain_app, listen="tcp:0", reactor=Clock())
-    assert service.backplane is not None
-    assert service.broadcaster.publisher is service.backplane
-    assert isinstance(service.hub, RedisHub)
+    assert isinstance(service.backplane, RedisBackplane)
+    assert service.broadcaster.publisher is service.hub
+    assert service.hub.backplane is service.backplane
     assert service.backplane.url == "redis://127.0.0.1:1/0"
     off = SSEServerService(plain_app, listen="tcp:0", reactor=Clock(), redis_url="")
-    assert off.backplane is None and not isinstance(off.hub, RedisHub)
+    assert off.backplane is None and not off.hub.backplane.shared
 
 
 def test_import_does_not_need_redis() -> None:
@@ -247,13 +276,12 @@ def test_import_does_not_need_redis() -> None:
 
 def test_local_only_ids_replay_semantics() -> None:
     """Local-only ids replay on their process; elsewhere from the Redis id before them."""
-    clock = Clock()
-    hub = RedisHub(clock=clock, instance_id="me")
-    hub.start_at("100-0")
-    hub.deliver_redis("100-1", "c", b"data: r1\n")
-    hub.publish("c", b"data: l1\n")
-    hub.publish("c", b"data: l2\n")
-    hub.deliver_redis("105-0", "c", b"data: r2\n")
+    hub = redis_hub("me")
+    start_at(hub, "100-0")
+    deliver(hub, "100-1", "c", b"data: r1\n")
+    hub.deliver_local("c", [b"data: l1\n"])
+    hub.deliver_local("c", [b"data: l2\n"])
+    deliver(hub, "105-0", "c", b"data: r2\n")
     assert hub.last_id == "105-0"
     assert [e.id for e in hub.replay(["c"], "100-1.me.1") or []] == ["100-1.me.2", "105-0"]
     # Another process's local-only id after 100-1: everything after 100-1.
@@ -268,7 +296,7 @@ def test_local_only_ids_replay_semantics() -> None:
     assert hub.parse_id("garbage") is None
     assert hub.replay(["c"], "garbage") is None
     # A replayed duplicate from the stream is ignored.
-    assert hub.deliver_redis("105-0", "c", b"data: r2\n") == 0
+    assert deliver(hub, "105-0", "c", b"data: r2\n") == 0
 
 
 def test_stream_client_helper_reads_redis_ids(redis_server: RedisServer) -> None:
@@ -297,70 +325,63 @@ class Recorder:
         return [w.split(b"\n", 1)[0].decode() for w in self.sent]
 
 
-class StubBackplane:
+class StubBackplane(RedisBackplane):
     """Stands in for Redis: records fetches, answers them when the test says."""
 
     def __init__(self) -> None:
+        super().__init__("redis://unused")
         self.fetches: list[tuple[str, Any]] = []
 
-    def fetch_after(self, last_event_id: str) -> Any:
+    def fetch_after(self, position: int, event_id: str) -> Any:
         from twisted.internet.defer import Deferred
 
         d: Deferred[Any] = Deferred()
-        self.fetches.append((last_event_id, d))
+        self.fetches.append((event_id, d))
         return d
 
-    def _count(self, name: str, n: int = 1) -> None:
-        pass
+
+def _end(redis_id: str) -> int:
+    """The position a fetch reaching the entry C{redis_id} ends at."""
+    return _pos(redis_id)
 
 
-def _seq(redis_id: str) -> int:
-    ms, n = map(int, redis_id.split("-"))
-    return ((ms << 64) | n) << 32
+def _entry(redis_id: str, channel: str, body: bytes) -> Entry:
+    return Entry(_pos(redis_id), redis_id, channel, body)
 
 
 def test_lagging_process_waits_for_the_stream_then_joins_without_duplicates() -> None:
     """A client ahead of this process is held until it catches up: no gap, no duplicate."""
-    from wsgi_sse._redis import _Fetched
-
     stub = StubBackplane()
-    hub = RedisHub(clock=Clock(), instance_id="b")
-    hub.backplane = stub  # type: ignore[assignment]
-    hub.start_at("100-0")
-    hub.deliver_redis("100-1", "c", b"data: 1\n")
+    hub = redis_hub("b", stub)
+    start_at(hub, "100-0")
+    deliver(hub, "100-1", "c", b"data: 1\n")
     client = Recorder()
     # The client saw 102-0 on another process; this one has not read it yet.
-    assert hub.replay(["c"], "102-0") == []
-    hub.subscribe(client, ["c"])
+    joined = hub.join(client, ["c"], "102-0")
     ((last, fetched),) = stub.fetches
     assert last == "102-0"
-    fetched.callback(
-        _Fetched(True, [(_seq("103-0"), "103-0", "c", b"data: 3\n")], _seq("103-0"), "103-0", False)
-    )
-    hub.deliver_redis("102-0", "c", b"data: 2\n")
-    assert client.sent == [] and hub.held_count() == 1
-    hub.deliver_redis("103-0", "c", b"data: 3\n")
-    hub.deliver_redis("104-0", "c", b"data: 4\n")
+    fetched.callback(Fetched(True, [_entry("103-0", "c", b"data: 3\n")], _end("103-0"), "", False))
+    deliver(hub, "102-0", "c", b"data: 2\n")
+    assert client.sent == [] and hub.held_count() == 1 and not joined.called
+    deliver(hub, "103-0", "c", b"data: 3\n")
+    assert joined.called
+    deliver(hub, "104-0", "c", b"data: 4\n")
     assert client.ids() == ["id: 103-0", "id: 104-0"]
     assert hub.held_count() == 0 and hub.subscriber_count("c") == 1
 
 
 def test_held_client_is_reset_when_the_process_does_not_catch_up() -> None:
     """A held client whose events never arrive gets reset after replay_wait, then live events."""
-    from wsgi_sse._redis import _Fetched
-
     clock = Clock()
     stub = StubBackplane()
-    hub = RedisHub(clock=clock, instance_id="b", replay_wait=5.0)
-    hub.backplane = stub  # type: ignore[assignment]
-    hub.start_at("100-0")
+    hub = redis_hub("b", stub, clock=clock, replay_wait=5.0)
+    start_at(hub, "100-0")
     client = Recorder()
-    assert hub.replay(["c"], "200-0") == []
-    hub.subscribe(client, ["c"])
-    stub.fetches[0][1].callback(_Fetched(True, [], _seq("200-0"), "200-0", False))
+    hub.join(client, ["c"], "200-0")
+    stub.fetches[0][1].callback(Fetched(True, [], _end("200-0"), "", False))
     clock.advance(5)
     assert client.sent == [b"event: reset\ndata: \n\n"]
-    hub.deliver_redis("100-5", "c", b"data: x\n")
+    deliver(hub, "100-5", "c", b"data: x\n")
     assert client.ids()[1:] == ["id: 100-5"]
 
 
@@ -423,17 +444,15 @@ def test_foreign_stream_entries_are_dropped(redis_server: RedisServer) -> None:
             raw.xadd(key, {"c": "default", "b": b"data: fine\n"})
             (event,) = client.wait_events(1)
             assert event.data == "fine" and REDIS_ID.match(event.last_event_id)
-            wait_until(lambda: stats(a)["malformed"] == 2, what="counted")
+            wait_until(lambda: stats(a)["malformed"] == 3, what="counted")
 
 
 def test_hand_built_backplane_runs_with_the_server(redis_server: RedisServer) -> None:
-    """A RedisBackplane passed as publisher= is started, stopped and exposed by the server."""
+    """A RedisBackplane in a hand-built Hub is started, stopped and exposed by the server."""
     from twisted.internet import reactor
 
-    from wsgi_sse.redis import RedisBackplane
-
     backplane = RedisBackplane(redis_server.url, namespace="site2", maxlen=50, reactor=reactor)
-    with serve(plain_app, hub=backplane.hub, publisher=backplane) as a:
+    with serve(plain_app, hub=Hub(backplane=backplane, clock=reactor)) as a:
         assert a.service.backplane is backplane
         wait_until(lambda: backplane.stats()["connected"], what="connected")
         with a.stream() as client:
@@ -457,26 +476,24 @@ def test_hand_built_backplane_runs_with_the_server(redis_server: RedisServer) ->
 )
 def test_out_of_range_ids_are_not_replayed(event_id: str) -> None:
     """Ids outside Redis's 64-bit range (or malformed) are unknown, never misread."""
-    hub = RedisHub(clock=Clock(), instance_id="me")
-    hub.deliver_redis("1-1", "c", b"data: a\n")
+    hub = redis_hub("me")
+    deliver(hub, "1-1", "c", b"data: a\n")
     assert hub.parse_id(event_id) is None
     assert not hub.can_replay(["c"], event_id)
 
 
 def test_held_client_completes_when_the_reader_starts() -> None:
     """A client replayed before this process starts reading joins as soon as it does."""
-    from wsgi_sse._redis import _Fetched
-
     stub = StubBackplane()
-    hub = RedisHub(clock=Clock(), instance_id="b")
-    hub.backplane = stub  # type: ignore[assignment]
+    hub = redis_hub("b", stub)
     client = Recorder()
+    # The transition API (replay() then subscribe()) still joins atomically.
     assert hub.replay(["c"], "100-0") == []
     hub.subscribe(client, ["c"])
-    entries = [(_seq("100-1"), "100-1", "c", b"data: 1\n")]
-    stub.fetches[0][1].callback(_Fetched(True, entries, _seq("100-1"), "100-1", False))
+    entries = [_entry("100-1", "c", b"data: 1\n")]
+    stub.fetches[0][1].callback(Fetched(True, entries, _end("100-1"), "", False))
     assert client.sent == []
-    hub.start_at("100-1")
+    start_at(hub, "100-1")
     assert client.ids() == ["id: 100-1"] and hub.subscriber_count("c") == 1
 
 
@@ -499,32 +516,35 @@ def test_clients_sharing_a_last_id_share_one_fetch(redis_server: RedisServer) ->
     with serve(plain_app, redis_url=redis_server.url) as a:
         wait_until(lambda: connected(a), what="connected")
         backplane = a.service.backplane
-        results = a.call(lambda: gatherResults([backplane.fetch_after(first) for _ in range(3)]))
-        assert [[e[1] for e in r.entries] for r in results] == [[results[0].end_id]] * 3
+        position = backplane.parse_id(first)
+        results = a.call(
+            lambda: gatherResults([backplane.fetch_after(position, first) for _ in range(3)])
+        )
+        assert [[e.id for e in r.entries] for r in results] == [[results[0].entries[0].id]] * 3
         assert all(r.found and not r.truncated for r in results)
         assert stats(a)["replay_fetches"] == 1
-        a.call(lambda: backplane.fetch_after(first))
+        a.call(lambda: backplane.fetch_after(position, first))
         assert stats(a)["replay_fetches"] == 2
 
 
 def test_batch_from_the_stream_is_written_once_per_channel_run() -> None:
     """A batch read from Redis reaches a subscriber in one write per run of a channel, in order."""
-    hub = RedisHub(clock=Clock(), instance_id="b")
-    hub.start_at("10-0")
+    hub = redis_hub("b")
+    start_at(hub, "10-0")
     on_a, on_both = Recorder(), Recorder()
     hub.subscribe(on_a, ["a"])
     hub.subscribe(on_both, ["a", "b"])
     batch = [
-        (_seq(i), i, ch, f"data: {i}\n".encode())
+        _entry(i, ch, f"data: {i}\n".encode())
         for i, ch in (("10-1", "a"), ("10-2", "a"), ("11-0", "b"), ("11-1", "a"))
     ]
-    assert hub.deliver_redis_many(batch) == [2, 2, 1, 2]
+    assert hub.deliver_batch(batch) == [2, 2, 1, 2]
     assert on_a.sent == [
         b"id: 10-1\ndata: 10-1\n\nid: 10-2\ndata: 10-2\n\n",
         b"id: 11-1\ndata: 11-1\n\n",
     ]
     assert len(on_both.sent) == 3
     # Read again (a reconnect overlapping what was delivered): nothing twice.
-    assert hub.deliver_redis_many(batch) == [0, 0, 0, 0]
+    assert hub.deliver_batch(batch) == [0, 0, 0, 0]
     assert len(on_a.sent) == 2 and hub.last_id == "11-1"
     assert [e.id for e in hub.replay(["a", "b"], "10-1") or []] == ["10-2", "11-0", "11-1"]

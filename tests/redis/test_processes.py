@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import threading
 import time
@@ -170,7 +171,10 @@ def test_stress_four_publishers_two_processes(redis_server: RedisServer, tmp_pat
             for i in range(4):
                 tags = [int(d.split(":")[1]) for d, _ in reference if d.startswith(f"p{i}:")]
                 assert tags == list(range(per_publisher))
-            ids = [tuple(map(int, i.split("-"))) for _, i in reference]
+            ids = [
+                tuple(map(int, re.split(r"[-_]", i))) + (0,) * (i.count("_") == 0)
+                for _, i in reference
+            ]
             assert ids == sorted(ids)
             for client in clients[1:]:
                 client.read_some(0.2)

@@ -87,7 +87,7 @@ def test_cap_forgets_the_least_recently_published_idle_channel() -> None:
     assert set(hub._channels) == {"listened", "a", "c"}
     # Resuming where "b" was lost is a reset; "a" and "c" still replay.
     assert hub.replay(["b"], mark) is None
-    assert [e.seq for e in hub.replay(["a", "c"], mark) or []] == [4, 5]
+    assert [e.id for e in hub.replay(["a", "c"], mark) or []] == ["t-4", "t-5"]
     hub.publish("d", b"data: 5\n")  # "a" goes; the listened channel never does
     assert set(hub._channels) == {"listened", "c", "d"}
     assert len(received) == 1

@@ -37,7 +37,7 @@ from urllib.parse import urlencode
 import django
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import close_old_connections, transaction
+from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections, transaction
 from django.http import HttpResponse
 from django.utils.module_loading import import_string
 from twisted.logger import Logger
@@ -45,8 +45,8 @@ from twisted.web.resource import IResource
 
 from .._app import make_application as _make_application
 from .._broadcast import Broadcaster, get_broadcaster, prepare_event
-from .._config import SETTINGS
-from .._hub import DEFAULT_CHANNEL
+from .._config import DJANGO_ONLY, SETTINGS
+from .._hub import DEFAULT_CHANNEL, Hub
 from .._options import AuthorizeResult, StreamOptions, StreamRequest
 from .._views import hold_body, hold_headers
 
@@ -82,6 +82,7 @@ _log = Logger()
 
 _OPTION_KEYS = frozenset(f.name.upper() for f in fields(StreamOptions) if f.init)
 # Every settings key is a row of the options table (wsgi_sse._config.SETTINGS).
+HISTORY_KEYS = ("history_size", "history_age", "history_channels")
 _SETTINGS_KEYS = frozenset(row.name.upper() for row in SETTINGS if row.django)
 _HOOK_KEYS = frozenset({"AUTHORIZE", "INITIAL"})
 _WRAPPED = "_wsgi_sse_django_hook"
@@ -89,7 +90,7 @@ _WRAPPED = "_wsgi_sse_django_hook"
 
 def _server_keys() -> frozenset[str]:
     """Settings keys naming make_application()'s (and the service's) own arguments."""
-    return (_SETTINGS_KEYS - _OPTION_KEYS) | {"SERVE_STATIC"}
+    return (_SETTINGS_KEYS - _OPTION_KEYS) | {key for key, _, _ in DJANGO_ONLY}
 
 
 # -- hooks that use the database ---------------------------------------------------
@@ -348,7 +349,10 @@ def broadcast_on_commit(
     immediately; inside a savepoint that is rolled back, never.
 
     @param using: the database alias whose transaction to wait for
-        (default: C{"default"}).
+        (default: C{"default"}).  When C{settings.WSGI_SSE["BACKPLANE_DATABASE"]}
+        names this alias (the PostgreSQL backplane on the project's own
+        database), the event is written as a row inside the transaction
+        itself (L{wsgi_sse.postgres.publish}), from any process.
     @param broadcaster: where the event goes.  By default, the server this
         process runs (L{get_broadcaster<wsgi_sse.get_broadcaster>}).  In a
         process that is not the web server (a management command, a task
@@ -361,25 +365,23 @@ def broadcast_on_commit(
         registered.
     May be called in any thread (the thread whose transaction it is).
     """
+    alias = using or DEFAULT_DB_ALIAS
+    if broadcaster is None and _config().get("BACKPLANE_DATABASE") == alias:
+        # The PostgreSQL backplane on this very database: the event is a row
+        # written in this transaction, delivered by every process once it
+        # commits (and by none if it rolls back).
+        from wsgi_sse import postgres
+
+        postgres.publish(connections[alias], data, event=event, channel=channel, retry=retry)
+        return
     target = get_broadcaster() if broadcaster is None else broadcaster
-    send: Callable[[], object]
-    if isinstance(target, Broadcaster) and type(target).broadcast is Broadcaster.broadcast:
-        # The server's broadcaster: encode once, now; publish the bytes later.
-        server = target
-        name, body = server.prepare(data, event=event, channel=channel, retry=retry)
+    # Validate now (bad input raises here, nothing is registered), and hand
+    # the sender a copy of the data as it is now.
+    prepare_event(data, event=event, channel=channel, retry=retry)
+    payload = data if isinstance(data, str) else copy.deepcopy(data)
 
-        def send() -> None:
-            server.publish_prepared(name, body)
-
-    else:
-        # Another sender (a RedisPublisher, a test recorder): validate now,
-        # and hand it a copy of the data as it is now.
-        sender = target
-        prepare_event(data, event=event, channel=channel, retry=retry)
-        payload = data if isinstance(data, str) else copy.deepcopy(data)
-
-        def send() -> object:
-            return sender.broadcast(payload, event=event, channel=channel, retry=retry)
+    def send() -> object:
+        return target.broadcast(payload, event=event, channel=channel, retry=retry)
 
     transaction.on_commit(send, using=using)
 
@@ -404,7 +406,10 @@ def server_kwargs() -> dict[str, Any]:
     Keys are the upper-cased names of those functions' keyword arguments
     (C{LISTEN}, C{SSE_PATH}, C{THREADS}, C{MIN_THREADS}, C{SHUTDOWN_TIMEOUT},
     C{NAME}, ...) and of every L{StreamOptions} field (C{HEARTBEAT},
-    C{RETRY}, C{CORS_ORIGINS}, ...).  C{AUTHORIZE} and C{INITIAL} are callables or dotted paths to
+    C{RETRY}, C{CORS_ORIGINS}, ...).  C{BACKPLANE_URL} picks a backplane by
+    URL; C{BACKPLANE_DATABASE} (a database alias, usually C{"default"}) uses
+    the project's own PostgreSQL database as the backplane, without
+    repeating its URL.  C{AUTHORIZE} and C{INITIAL} are callables or dotted paths to
     them; they are wrapped with L{django_hook}.  C{SERVE_STATIC} is read by
     L{make_application} and not returned.
 
@@ -425,6 +430,8 @@ def server_kwargs() -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     for key, value in config.items():
         if key == "SERVE_STATIC":
+            continue
+        if key == "BACKPLANE_DATABASE":
             continue
         if key in _HOOK_KEYS and value is not None:
             if isinstance(value, str):
@@ -447,7 +454,26 @@ def server_kwargs() -> dict[str, Any]:
         StreamOptions(**option_kwargs)
     except (TypeError, ValueError) as e:
         raise ImproperlyConfigured(f"settings.{SETTINGS_NAME}: {e}") from e
+    alias = config.get("BACKPLANE_DATABASE")
+    if alias is not None:
+        kwargs["hub"] = _database_hub(alias, kwargs)
     return kwargs
+
+
+def _database_hub(alias: str, kwargs: dict[str, Any]) -> Hub:
+    """A hub on the PostgreSQL backplane of database C{alias}, with the history settings."""
+    from wsgi_sse.postgres import PostgresBackplane
+
+    if kwargs.get("backplane_url") or kwargs.get("redis_url"):
+        raise ImproperlyConfigured(
+            f"settings.{SETTINGS_NAME}: BACKPLANE_DATABASE and BACKPLANE_URL/REDIS_URL "
+            "name two backplanes; keep one"
+        )
+    history = {k: kwargs.pop(k) for k in HISTORY_KEYS if k in kwargs}
+    try:
+        return Hub(backplane=PostgresBackplane.from_django(alias), **history)
+    except (ImportError, ValueError, KeyError) as e:
+        raise ImproperlyConfigured(f"settings.{SETTINGS_NAME}['BACKPLANE_DATABASE']: {e}") from e
 
 
 def _static_file(path: str) -> IResource:

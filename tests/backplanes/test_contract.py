@@ -1,0 +1,214 @@
+"""
+The backplane contract: what every backplane guarantees, checked against
+the in-process one, a real redis-server and a real PostgreSQL, with real
+servers on loopback ports read by a raw-socket client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from backplane_support import Backend
+from support import RunningServer, serve
+
+
+def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """A WSGI app with nothing to say."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello"]
+
+
+def wait_until(predicate: Any, timeout: float = 20.0, what: str = "condition") -> None:
+    """Poll C{predicate} until true."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def connected(server: RunningServer) -> bool:
+    """Whether a server's shared backplane is connected (always, in-process)."""
+    backplane = server.service.backplane
+    return backplane is None or bool(backplane.stats()["connected"])
+
+
+@contextlib.contextmanager
+def server_on(backend: Backend, **kwargs: Any) -> Iterator[RunningServer]:
+    """A server using C{backend}, connected to it."""
+    with serve(app, backplane_url=backend.url, **kwargs) as server:
+        wait_until(lambda: connected(server), what="connected")
+        yield server
+
+
+def position(server: RunningServer, event_id: str) -> int:
+    """The backplane position of a wire id (ids compare by it)."""
+    found = server.service.hub._position(event_id)
+    assert found is not None, event_id
+    return int(found[0])
+
+
+def publish_from_thread(server: RunningServer, tag: str, n: int) -> threading.Thread:
+    """Broadcast C{tag}:0..n-1 from a thread of its own (as a WSGI view would)."""
+
+    def run() -> None:
+        for i in range(n):
+            server.service.broadcaster.broadcast(f"{tag}:{i}")
+            if i % 25 == 24:
+                time.sleep(0.002)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_every_process_sees_the_same_ids_in_the_same_order(shared_backend: Backend) -> None:
+    """Two processes publishing at once: both clients get every event once, same ids, one order."""
+    with server_on(shared_backend) as a, server_on(shared_backend) as b:
+        with a.stream() as ca, b.stream() as cb:
+            a.wait_clients(1)
+            b.wait_clients(1)
+            threads = [publish_from_thread(a, "a", 200), publish_from_thread(b, "b", 200)]
+            for thread in threads:
+                thread.join()
+            got_a = [(e.data, e.last_event_id) for e in ca.wait_events(400, timeout=30)]
+            got_b = [(e.data, e.last_event_id) for e in cb.wait_events(400, timeout=30)]
+        assert got_a == got_b
+        assert len({i for _, i in got_a}) == 400
+        for tag in "ab":
+            assert [d for d, _ in got_a if d[0] == tag] == [f"{tag}:{i}" for i in range(200)]
+        positions = [position(a, i) for _, i in got_a]
+        assert positions == sorted(positions)
+        print(f"\n{shared_backend.kind}: 400 events from 2 processes, one order in both")
+
+
+def test_client_moving_to_a_process_started_later_replays_exactly(
+    shared_backend: Backend,
+) -> None:
+    """A client reconnecting to a process that never saw its events gets exactly the missed ones."""
+    with server_on(shared_backend) as a:
+        with a.stream("/sse?channel=x&channel=y") as client:
+            a.wait_clients(1)
+            for i in range(3):
+                a.service.broadcaster.broadcast(f"seen{i}", channel="xy"[i % 2])
+            seen = client.wait_events(3)
+        for i in range(5):
+            a.service.broadcaster.broadcast(f"missed{i}", channel="xyz"[i % 3])
+        with server_on(shared_backend) as late:
+            last = seen[-1].last_event_id
+            with late.stream("/sse?channel=x&channel=y", headers={"Last-Event-ID": last}) as again:
+                late.wait_clients(1)
+                late.service.broadcaster.broadcast("live", channel="y")
+                events = again.wait_events(5)
+                assert [e.data for e in events] == [
+                    "missed0",
+                    "missed1",
+                    "missed3",
+                    "missed4",
+                    "live",
+                ]
+                ids = [e.last_event_id for e in events]
+                assert len(set(ids)) == 5 and position(late, ids[0]) > position(late, last)
+            assert late.service.hub.stats.replays_fetched == 1
+
+
+def test_unknown_and_expired_ids_get_reset_then_live(any_backend: Backend) -> None:
+    """Garbage, never-issued and no-longer-kept ids each get one reset event, then live events."""
+    with server_on(any_backend, history_size=2) as a:
+        with a.stream() as client:
+            a.wait_clients(1)
+            for i in range(5):
+                a.service.broadcaster.broadcast(f"e{i}")
+            events = client.wait_events(5)
+        first = events[0].last_event_id
+        any_backend.forget_up_to(events[1].last_event_id)
+        never = {"local": f"{a.service.hub.instance_id}-999999", "redis": "1-0"}.get(
+            any_backend.kind, "999999"
+        )
+    # A process started after the events: only the backplane could replay them.
+    with server_on(any_backend) as b:
+        for lost in ("garbage", never, first):
+            with b.stream(headers={"Last-Event-ID": lost}) as client:
+                (reset,) = client.wait_events(1)
+                assert reset.type == "reset" and reset.last_event_id == "", (lost, client.body)
+                b.wait_clients(1)
+                b.service.broadcaster.broadcast("new")
+                assert [e.data for e in client.wait_events(2)[1:]] == ["new"]
+            b.wait_clients(0)
+        assert b.service.sse_resource.stats.resets + b.service.hub.stats.replay_resets == 3
+
+
+def test_outage_local_delivery_then_recovery(shared_backend: Backend) -> None:
+    """Backplane down: local clients still get events (local ids, replayable here); back: shared."""
+    with server_on(shared_backend) as a, server_on(shared_backend) as b:
+        with a.stream() as ca, b.stream() as cb:
+            a.wait_clients(1)
+            b.wait_clients(1)
+            a.service.broadcaster.broadcast("before")
+            (before,) = ca.wait_events(1)
+            cb.wait_events(1)
+            shared_backend.stop()
+            try:
+                wait_until(lambda: not connected(a), what="outage noticed")
+                a.service.broadcaster.broadcast("during-1")
+                a.service.broadcaster.broadcast("during-2")
+                events = ca.wait_events(3)
+                assert [e.data for e in events] == ["before", "during-1", "during-2"]
+                local_id = events[1].last_event_id
+                assert local_id.startswith(before.last_event_id + ".")
+                with a.stream(headers={"Last-Event-ID": local_id}) as again:
+                    assert [e.data for e in again.wait_events(1)] == ["during-2"]
+            finally:
+                shared_backend.start()
+            wait_until(lambda: connected(a) and connected(b), timeout=30, what="reconnected")
+            a.service.broadcaster.broadcast("after")
+            after_a = ca.wait_events(4)[3]
+            after_b = cb.wait_events(2)[1]
+            assert after_a.data == after_b.data == "after"
+            assert after_a.last_event_id == after_b.last_event_id
+            assert "." not in after_a.last_event_id
+        stats = a.service.backplane.stats()
+        assert stats["local_only"] == 2 and stats["reconnects"] >= 1
+
+
+def test_reconnecting_clients_lose_nothing_and_see_nothing_twice(any_backend: Backend) -> None:
+    """Reconnecting 4 times during 400 broadcasts (to the other process if shared): each once."""
+    total = 400
+    with server_on(any_backend) as a, server_on(any_backend) as b:
+        servers = [a, b] if any_backend.shared else [a, a]
+        received: list[tuple[str, str]] = []
+        client = a.stream()
+        a.wait_clients(1)
+        publisher = publish_from_thread(a, "p", total)
+        try:
+            for n, threshold in enumerate((80, 160, 240, 320)):
+                client.wait_events(threshold - len(received), timeout=30)
+                received.extend((e.last_event_id, e.data) for e in client.events)
+                client.close()
+                client = servers[(n + 1) % 2].stream(headers={"Last-Event-ID": received[-1][0]})
+            client.wait_events(total - len(received), timeout=30)
+            received.extend((e.last_event_id, e.data) for e in client.events)
+        finally:
+            publisher.join()
+            client.close()
+        assert [data for _, data in received] == [f"p:{i}" for i in range(total)]
+        assert len({i for i, _ in received}) == total
+
+
+def test_a_stream_opened_through_hooks_starts_without_reset(any_backend: Backend) -> None:
+    """With authorize and initial hooks, a new page gets init, then live events: never reset."""
+    with server_on(
+        any_backend, authorize=lambda request: True, initial=lambda request: {"n": 0}
+    ) as a:
+        with a.stream() as client:
+            a.wait_clients(1)
+            a.service.broadcaster.broadcast("live")
+            events = client.wait_events(2)
+        assert [(e.type, e.data) for e in events] == [("init", '{"n":0}'), ("message", "live")]
+        # The init event's id is a position a client can resume from here.
+        with a.stream(headers={"Last-Event-ID": events[0].last_event_id}) as again:
+            assert [e.data for e in again.wait_events(1)] == ["live"]

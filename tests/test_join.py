@@ -1,0 +1,169 @@
+"""Hub.join(): subscribe and replay in one call, on the in-process backplane and a held one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+
+from wsgi_sse import Hub
+from wsgi_sse._backplane import Entry, Fetched, LocalBackplane
+from wsgi_sse._hub import RESET, Joined
+
+
+class Recorder:
+    """A subscriber that keeps what it is sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def send(self, wire: bytes) -> None:
+        self.sent.append(wire)
+
+
+class SharedStub(LocalBackplane):
+    """A shared backplane whose fetches the test answers."""
+
+    shared = True
+
+    def __init__(self) -> None:
+        super().__init__("peer")
+        self.fetches: list[Deferred[Fetched]] = []
+
+    def fetch_after(self, position: int, event_id: str) -> Deferred[Fetched]:
+        d: Deferred[Fetched] = Deferred()
+        self.fetches.append(d)
+        return d
+
+
+def result(d: Deferred[Joined]) -> Joined:
+    """The result of a Deferred that has fired."""
+    out: list[Joined] = []
+    d.addCallback(out.append)
+    assert out, "not fired"
+    return out[0]
+
+
+def test_join_without_id_sends_the_preface_then_live_events() -> None:
+    """No last id: the preface, then every event published after the join."""
+    hub = Hub(clock=Clock(), instance_id="t")
+    hub.publish("a", b"data: before\n")
+    client = Recorder()
+    assert result(hub.join(client, ["a"], None, preface=b": hi\n\n")) == Joined(0, False)
+    hub.publish("a", b"data: after\n")
+    assert client.sent == [b": hi\n\n", b"id: t-2\ndata: after\n\n"]
+
+
+def test_join_replays_the_missed_events_with_the_preface_in_one_write() -> None:
+    """A known id: preface and missed events in one send, then live; nothing twice."""
+    hub = Hub(clock=Clock(), instance_id="t")
+    for i in range(3):
+        hub.publish("a", f"data: {i}\n".encode())
+    client = Recorder()
+    joined = result(hub.join(client, ["a", "a"], "t-1", preface=b": hi\n\n"))
+    assert joined == Joined(2, False)
+    hub.publish("a", b"data: 3\n")
+    assert client.sent == [
+        b": hi\n\nid: t-2\ndata: 1\n\nid: t-3\ndata: 2\n\n",
+        b"id: t-4\ndata: 3\n\n",
+    ]
+
+
+@pytest.mark.parametrize("last_id", ["garbage", "t-99", "other-1"])
+def test_join_with_an_unknown_id_sends_reset_then_live(last_id: str) -> None:
+    """An id this hub cannot answer for: reset (no preface), then live events."""
+    hub = Hub(clock=Clock(), instance_id="t")
+    hub.publish("a", b"data: 0\n")
+    client = Recorder()
+    assert result(hub.join(client, ["a"], last_id, preface=b": hi\n\n")) == Joined(0, True)
+    hub.publish("a", b"data: 1\n")
+    assert client.sent == [RESET, b"id: t-2\ndata: 1\n\n"]
+    assert hub.stats.replay_resets == 1
+
+
+def test_join_twice_is_refused() -> None:
+    """A subscriber joins once."""
+    hub = Hub(clock=Clock(), instance_id="t")
+    client = Recorder()
+    hub.join(client, ["a"])
+    with pytest.raises(ValueError, match="already subscribed"):
+        hub.join(client, ["b"])
+
+
+def held_hub() -> tuple[Hub, SharedStub]:
+    """A hub on a shared stub backplane, started at position 10."""
+    stub = SharedStub()
+    hub = Hub(clock=Clock(), instance_id="me", backplane=stub)
+    hub.start_at(10, "peer-10")
+    return hub, stub
+
+
+def test_a_held_client_that_leaves_is_never_subscribed() -> None:
+    """Unsubscribing while the fetch runs cancels the join."""
+    hub, stub = held_hub()
+    client = Recorder()
+    joined = hub.join(client, ["a"], "peer-5")
+    assert hub.held_count() == 1
+    hub.unsubscribe(client)
+    stub.fetches[0].callback(Fetched(True, [Entry(6, "peer-6", "a", b"data: x\n")], 6, "", False))
+    assert not joined.called and client.sent == [] and hub.subscriber_count() == 0
+
+
+def test_held_clients_are_capped() -> None:
+    """Past max_held waiting joins, a new one is reset at once instead of fetching."""
+    stub = SharedStub()
+    hub = Hub(clock=Clock(), instance_id="me", backplane=stub, max_held=2)
+    hub.start_at(10, "peer-10")
+    clients = [Recorder() for _ in range(3)]
+    for client in clients:
+        hub.join(client, ["a"], "peer-5")
+    assert len(stub.fetches) == 2 and hub.held_count() == 2
+    assert clients[2].sent == [RESET] and hub.subscriber_count("a") == 1
+
+
+def test_a_fetched_replay_then_the_local_history_without_overlap() -> None:
+    """Fetched events up to their end, then local ones after it: in order, once each."""
+    hub, stub = held_hub()
+    hub.deliver_batch([Entry(11, "peer-11", "a", b"data: 11\n")])
+    client = Recorder()
+    joined = hub.join(client, ["a"], "peer-8", preface=b": hi\n\n")
+    entries = [Entry(p, f"peer-{p}", "a", f"data: {p}\n".encode()) for p in (9, 10, 11)]
+    stub.fetches[0].callback(Fetched(True, entries, 11, "", False))
+    assert result(joined) == Joined(3, False)
+    assert client.sent == [
+        b": hi\n\nid: peer-9\ndata: 9\n\nid: peer-10\ndata: 10\n\nid: peer-11\ndata: 11\n\n"
+    ]
+
+
+def test_restart_forgets_the_history_and_resets_waiting_clients() -> None:
+    """A backplane moving backwards: old ids are unknown, held clients reset, delivery goes on."""
+    hub, _stub = held_hub()
+    hub.deliver_batch([Entry(11, "peer-11", "a", b"data: 11\n")])
+    held = Recorder()
+    hub.join(held, ["a"], "peer-5")
+    hub.restart_at(3, "peer-3")
+    assert held.sent == [RESET] and hub.subscriber_count("a") == 1
+    assert hub.parse_id("peer-11") is None and hub.replay(["a"], "peer-3") == []
+    assert hub.deliver_batch([Entry(4, "peer-4", "a", b"data: 4\n")]) == [1]
+    assert held.sent[-1] == b"id: peer-4\ndata: 4\n\n"
+
+
+def test_the_transition_api_still_joins_through_the_backplane() -> None:
+    """replay() returning [] and the subscribe() that follows hold the client like join()."""
+    hub, stub = held_hub()
+    client: Any = Recorder()
+    assert hub.replay(["a"], "peer-5") == []
+    hub.subscribe(client, ["a"])
+    assert hub.held_count() == 1 and len(stub.fetches) == 1
+
+
+def test_the_join_result_comes_before_any_live_event() -> None:
+    """A callback on join()'s result can send (init after reset) before the first live event."""
+    hub, stub = held_hub()
+    client = Recorder()
+    hub.join(client, ["a"], "peer-5").addCallback(lambda joined: client.send(b"init\n\n"))
+    stub.fetches[0].callback(Fetched(False, [], 0, "", False))
+    hub.deliver_batch([Entry(11, "peer-11", "a", b"data: 11\n")])
+    assert client.sent == [RESET, b"init\n\n", b"id: peer-11\ndata: 11\n\n"]

@@ -1,0 +1,443 @@
+"""
+What the shared backplanes (Redis, PostgreSQL) have in common: a publisher
+thread fed by a queue, a reader thread, a replay thread, local-only
+delivery while the server is unreachable, and their counters.
+
+The blocking client libraries are only ever used from these threads, never
+from the reactor thread or a WSGI thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import re
+import threading
+from collections import deque
+from typing import Any, Sequence
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from ._backplane import NOT_FOUND, BackplaneHub, Entry, Fetched, Published
+
+__all__ = ["ThreadedBackplane", "safe_url"]
+
+_COUNTERS = (
+    "published",
+    "delivered",
+    "errors",
+    "reconnects",
+    "local_only",
+    "queue_full",
+    "duplicates_suppressed",
+    "replay_fetches",
+    "replay_misses",
+    "malformed",
+    "restarts",
+)
+
+Batch = list[tuple[int, str, Sequence[bytes]]]
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password, for logs."""
+    return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
+
+
+class ThreadedBackplane:
+    """
+    The machinery of a backplane shared through a server, in threads.
+
+    A subclass provides L{parse_id}, C{_initial_id}, C{_append} (publisher
+    thread: append a batch, raise on failure), C{_read_until_stopped}
+    (reader thread), C{_fetch_many} (replay thread) and C{_close} (any thread:
+    close every connection, waking the reader).
+
+    L{attach}, L{start}, L{stop}, L{publish}, L{fetch_after}: call in the
+    reactor thread.  L{stats}: may be called in any thread.
+    """
+
+    log = Logger()
+    shared = True
+    kind = "backplane"
+    max_per_publish = 1000
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        reactor: Any = None,
+        queue_size: int = 10_000,
+        timeout: float = 2.0,
+        block: float = 1.0,
+        max_replay: int = 10_000,
+        backoff: tuple[float, float] = (0.1, 5.0),
+    ) -> None:
+        if queue_size < 1 or max_replay < 1:
+            raise ValueError("queue_size and max_replay must be positive")
+        if timeout <= 0 or block <= 0:
+            raise ValueError("timeout and block must be positive")
+        self.url = url
+        self._reactor = reactor
+        self.timeout = timeout
+        self.block = block
+        self.max_replay = max_replay
+        self.backoff = backoff
+        self.connected = False
+        self.running = False
+        self._hub: BackplaneHub | None = None
+        self._queue: queue.Queue[tuple[int, str, Sequence[bytes]] | None] = queue.Queue(queue_size)
+        self._stopping = threading.Event()
+        # Set once the reader's first attempt to connect has ended: until
+        # then, events wait for it rather than going local-only.
+        self._first_attempt = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._pool: ThreadPool | None = None
+        self._down_logged = False
+        self._token = 0
+        self._origin_prefix = b""
+        # Reactor-thread state: who waits for which of our batches, and the
+        # batches delivered locally after a failed append (which may still
+        # have reached the server: then they must not be delivered twice).
+        self._waiting: dict[int, Deferred[Published]] = {}
+        self._fetching: dict[str, list[Deferred[Fetched]]] = {}
+        # Fetches waiting for the replay thread, answered in batches.
+        self._fetch_queue: list[tuple[str, int]] = []
+        self._fetch_busy = False
+        self._fallen_back: deque[int] = deque()
+        self._fallen_back_set: set[int] = set()
+        self._lock = threading.Lock()
+        self._counters = dict.fromkeys(_COUNTERS, 0)
+
+    # -- to provide ------------------------------------------------------------
+
+    def parse_id(self, event_id: str) -> int | None:  # pragma: no cover - abstract
+        """The position of a wire id of this backplane, or L{None}."""
+        raise NotImplementedError
+
+    def _initial_id(self) -> tuple[int, str]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _append(self, batch: Batch) -> int:  # pragma: no cover - abstract
+        """Append a batch (publisher thread); return the events appended."""
+        raise NotImplementedError
+
+    def _read_until_stopped(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _fetch_many(self, requests: list[tuple[str, int]]) -> list[Fetched]:  # pragma: no cover
+        """Answer fetches (replay thread): one lookup round trip for all their ids."""
+        raise NotImplementedError
+
+    def _close(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _drop_publisher_connection(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- common ----------------------------------------------------------------
+
+    @property
+    def reactor(self) -> Any:
+        """The reactor events are delivered in."""
+        if self._reactor is None:
+            from twisted.internet import reactor
+
+            self._reactor = reactor
+        return self._reactor
+
+    @property
+    def hub(self) -> BackplaneHub:
+        """The hub this backplane delivers to."""
+        assert self._hub is not None, "not attached to a hub"
+        return self._hub
+
+    def attach(self, hub: BackplaneHub) -> None:
+        """Deliver to C{hub}.  Call in the reactor thread."""
+        self._hub = hub
+        self._origin_prefix = hub.instance_id.encode("ascii") + b":"
+        hub.start_at(*self._initial_id())
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._counters[name] += n
+
+    def stats(self) -> dict[str, Any]:
+        """
+        Counters since start: C{published} (events appended by this
+        process), C{delivered} (read back and delivered here), C{errors},
+        C{reconnects}, C{local_only} (delivered to this process only,
+        because the server was unreachable or the queue full),
+        C{queue_full}, C{duplicates_suppressed}, C{replays_fetched},
+        C{replay_resets}, C{replay_fetches} (clients sharing a last id
+        share one), C{replay_misses} (ids the server does not hold,
+        answered by one lookup), C{malformed} (events not written by
+        wsgi-sse, dropped), C{restarts} (the shared history moved
+        backwards); and C{connected}, C{queued}.  May be called in any thread.
+        """
+        with self._lock:
+            out: dict[str, Any] = dict(self._counters)
+        if self._hub is not None:
+            out["replays_fetched"] = self._hub.stats.replays_fetched
+            out["replay_resets"] = self._hub.stats.replay_resets
+        out["connected"] = self.connected
+        out["queued"] = self._queue.qsize()
+        return out
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the reader, the publisher and the replay threads."""
+        self.running = True
+        self._stopping.clear()
+        self._first_attempt.clear()
+        self._pool = ThreadPool(0, 1, f"wsgi-sse-{self.kind}-replay")
+        self._pool.start()
+        self._threads = [
+            threading.Thread(
+                target=self._read_loop, name=f"wsgi-sse-{self.kind}-reader", daemon=True
+            ),
+            threading.Thread(
+                target=self._publish_loop, name=f"wsgi-sse-{self.kind}-publisher", daemon=True
+            ),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> Deferred[None]:
+        """Publish what is queued (within C{timeout}), then stop the threads."""
+        self.running = False
+        self._stopping.set()
+        self._first_attempt.set()
+        threads, self._threads = self._threads, []
+        pool, self._pool = self._pool, None
+        done: Deferred[None] = Deferred()
+        reactor = self.reactor
+
+        def stop() -> None:
+            try:
+                self._queue.put(None, timeout=self.timeout)
+            except queue.Full:
+                pass
+            if threads:
+                threads[1].join(self.timeout * 2 + 1)
+            self._close()
+            for thread in threads:
+                thread.join(self.timeout + self.block + 1)
+            if pool is not None:
+                pool.stop()
+            self._close()
+            reactor.callFromThread(done.callback, None)
+
+        threading.Thread(target=stop, name=f"wsgi-sse-{self.kind}-stop", daemon=True).start()
+        return done
+
+    # -- publishing (reactor thread) ----------------------------------------
+
+    def publish(self, channel: str, bodies: Sequence[bytes]) -> Published | Deferred[Published]:
+        """
+        Send a run of encoded events of one channel to every process: queue
+        them for the server, or deliver them locally only if the server
+        is unreachable or the queue is full.  Call in the reactor thread.
+
+        @return: the last event's id and how many of this process's clients
+            it reached (a Deferred of it when it goes through the server).
+        """
+        if len(bodies) > self.max_per_publish:
+            result: Published | Deferred[Published] = Published("", 0)
+            for start in range(0, len(bodies), self.max_per_publish):
+                result = self.publish(channel, bodies[start : start + self.max_per_publish])
+            return result
+        if not self.running or (not self.connected and self._first_attempt.is_set()):
+            return self._local_only(channel, bodies)
+        self._token += 1
+        token = self._token
+        try:
+            self._queue.put_nowait((token, channel, bodies))
+        except queue.Full:
+            self._count("queue_full")
+            return self._local_only(channel, bodies)
+        waiting: Deferred[Published] = Deferred()
+        self._waiting[token] = waiting
+        return waiting
+
+    def _local_only(self, channel: str, bodies: Sequence[bytes]) -> Published:
+        self._count("local_only", len(bodies))
+        return self.hub.deliver_local(channel, bodies)
+
+    def _fall_back(self, batch: list[tuple[int, str, Sequence[bytes]]]) -> None:
+        """Deliver locally the events that could not be appended to the server."""
+        for token, channel, bodies in batch:
+            self._fallen_back.append(token)
+            self._fallen_back_set.add(token)
+            published = self._local_only(channel, bodies)
+            waiting = self._waiting.pop(token, None)
+            if waiting is not None:
+                waiting.callback(published)
+        while len(self._fallen_back) > 100_000:
+            self._fallen_back_set.discard(self._fallen_back.popleft())
+
+    def _publish_loop(self) -> None:
+        try:
+            self._publish_until_stopped()
+        finally:
+            self._drop_publisher_connection()
+
+    def _publish_until_stopped(self) -> None:
+        get = self._queue.get
+        while True:
+            item = get()
+            if item is None:
+                return
+            batch = [item]
+            stop = False
+            while len(batch) < 500:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                batch.append(more)
+            if not self._first_attempt.is_set():
+                self._first_attempt.wait(self.timeout * 2)
+            if not self.connected:
+                self.reactor.callFromThread(self._fall_back, batch)
+            else:
+                try:
+                    self._count("published", self._append(batch))
+                except Exception as e:  # noqa: BLE001 - any trouble: deliver locally
+                    self._count("errors")
+                    self._went_down("publish", e)
+                    self._drop_publisher_connection()
+                    self.reactor.callFromThread(self._fall_back, batch)
+            if stop:
+                return
+
+    # -- reading (reader thread) ---------------------------------------------
+
+    def _went_down(self, where: str, error: BaseException) -> None:
+        self.connected = False
+        if not self._down_logged:
+            self._down_logged = True
+            if not self._stopping.is_set():
+                self.reactor.callFromThread(
+                    self.log.warn,
+                    "{kind} unreachable ({where}: {error}); delivering locally only",
+                    kind=self.kind,
+                    where=where,
+                    error=str(error) or type(error).__name__,
+                )
+
+    def _read_loop(self) -> None:
+        try:
+            self._read_until_stopped()
+        finally:
+            with contextlib.suppress(Exception):
+                self._close()
+
+    def _restart(self, position: int, event_id: str) -> None:
+        self.log.warn(
+            "the {kind} history moved backwards (deleted or recreated): reading it from {start}",
+            kind=self.kind,
+            start=event_id,
+        )
+        self.hub.restart_at(position, event_id)
+
+    def _deliver_batch(self, batch: list[tuple[list[Entry], int]]) -> None:
+        """Hand checked entries to the hub.  Reactor thread."""
+        events: list[Entry] = []
+        tokens: list[tuple[int, int]] = []
+        for entries, token in batch:
+            if token:
+                if token in self._fallen_back_set:
+                    # Appended after all, although the append reported an error:
+                    # it was already delivered here as local-only.  (Kept in
+                    # the set until a later token is seen: a batch may come
+                    # back in several pieces.)
+                    self._count("duplicates_suppressed", len(entries))
+                    continue
+                tokens.append((token, len(events) + len(entries) - 1 if entries else -1))
+            events.extend(entries)
+        counts = self.hub.deliver_batch(events) if events else []
+        for token, last in tokens:
+            if last >= 0:
+                self._resolve(token, Published(events[last].id, counts[last]))
+            else:
+                self._resolve(token, Published("", 0))
+
+    def _resolve(self, token: int, published: Published) -> None:
+        waiting = self._waiting
+        found = waiting.pop(token, None)
+        if found is not None:
+            found.callback(published)
+        # Our publisher appends in order: earlier tokens not seen by now
+        # never will be (lost with a server restart); answer their waiters.
+        # The dict is in token order.
+        while waiting:
+            first = next(iter(waiting))
+            if first > token:
+                break
+            waiting.pop(first).callback(Published(published.id, 0))
+        fallen = self._fallen_back
+        while fallen and fallen[0] < token:
+            self._fallen_back_set.discard(fallen.popleft())
+
+    # -- replay (replay thread) --------------------------------------------------
+
+    def fetch_after(self, position: int, event_id: str) -> Deferred[Fetched]:
+        """
+        Read from the server the events after C{event_id} (a wire id of any
+        process), in a thread.  Call in the reactor thread; the result
+        arrives in it.
+        """
+        if self.parse_id(event_id) is None or self._pool is None:
+            # Answered in a later turn, like every fetch: the caller has
+            # finished writing what comes before the replay by then.
+            return deferLater(self.reactor, 0, lambda: NOT_FOUND)
+        # Clients reconnecting together (after a restart) mostly share their
+        # last id: one lookup answers them all.  Different ids queue up while
+        # a batch runs and are looked up together in the next one, so many
+        # made-up ids cost one round trip, not one each before a real client.
+        waiters = self._fetching.get(event_id)
+        if waiters is None:
+            waiters = self._fetching[event_id] = []
+            self._count("replay_fetches")
+            self._fetch_queue.append((event_id, position))
+            if not self._fetch_busy:
+                self._run_fetches()
+        answer: Deferred[Fetched] = Deferred()
+        waiters.append(answer)
+        return answer
+
+    def _run_fetches(self) -> None:
+        pool = self._pool
+        if pool is None or not self._fetch_queue:
+            for event_id, _ in self._fetch_queue:
+                self._share_fetched(NOT_FOUND, event_id)
+            self._fetch_queue = []
+            return
+        batch, self._fetch_queue = self._fetch_queue[:1000], self._fetch_queue[1000:]
+        self._fetch_busy = True
+        fetching = deferToThreadPool(self.reactor, pool, self._fetch_many, batch)
+        fetching.addBoth(self._fetched_many, batch)
+
+    def _fetched_many(self, result: list[Fetched] | Failure, batch: list[tuple[str, int]]) -> None:
+        self._fetch_busy = False
+        for n, (event_id, _) in enumerate(batch):
+            self._share_fetched(result if isinstance(result, Failure) else result[n], event_id)
+        if self._fetch_queue:
+            self._run_fetches()
+
+    def _share_fetched(self, result: Fetched | Failure, event_id: str) -> None:
+        for answer in self._fetching.pop(event_id, []):
+            if isinstance(result, Failure):
+                answer.errback(result)
+            else:
+                answer.callback(result)
