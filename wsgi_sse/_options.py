@@ -31,13 +31,18 @@ class StreamRequest:
     @ivar path: the request path (without the query string).
     @ivar identity: who a valid stream token was issued to (its
         C{identity}), or L{None} without a token.
+
+    Its C{repr} leaves out C{headers}, C{cookies} and C{query}, which carry
+    session cookies and tokens.
     """
 
     channels: tuple[str, ...]
     last_event_id: str | None
-    headers: Mapping[str, str]
-    cookies: Mapping[str, str]
-    query: Mapping[str, tuple[str, ...]]
+    # Out of the repr: a hook that logs the request must not log session
+    # cookies, credentials or tokens.
+    headers: Mapping[str, str] = field(repr=False)
+    cookies: Mapping[str, str] = field(repr=False)
+    query: Mapping[str, tuple[str, ...]] = field(repr=False)
     client_address: str
     path: str
     identity: str | None = None
