@@ -87,10 +87,11 @@ def test_authorize_receives_request_details_in_pool_thread() -> None:
 
 
 def test_authorize_returning_a_string_is_an_error() -> None:
-    """A hook returning a str (a likely mistake) answers 500 rather than granting per letter."""
+    """A hook returning a str (a likely mistake) fails the hook rather than granting per letter."""
     with serve(app, authorize=lambda request: "a") as server:
-        status, _, _ = http_request(server.port, "GET", "/sse?channel=a")
-        assert status == 500
+        status, _, body = http_request(server.port, "GET", "/sse?channel=a")
+        assert status == 200 and body.startswith(b": stream hook failed\n")
+        assert server.call(lambda: server.service.hub.subscriber_count()) == 0
 
 
 ORIGIN = "https://app.example.com"

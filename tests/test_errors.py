@@ -121,6 +121,14 @@ def test_backplane_unknown_scheme() -> None:
     assert check_backplane_url("redis://localhost/0") is BACKPLANE_CLIENTS["redis"]
 
 
+def test_backplane_unknown_scheme_hides_the_password() -> None:
+    """The refusal of a URL names it without its password."""
+    with pytest.raises(ValueError, match="the scheme must be one of") as e:
+        check_backplane_url("amqp://app:s3cret-pass@mq.internal:5672/")
+    assert "s3cret-pass" not in str(e.value)
+    assert "amqp://app:***@mq.internal:5672/" in str(e.value)
+
+
 def _errors(stderr: str) -> list[str]:
     """The error lines of the command line (the reactor's log lines are timestamped)."""
     return [line for line in stderr.splitlines() if line.startswith("python -m wsgi_sse:")]

@@ -6,7 +6,7 @@ import socket
 from typing import Any
 
 import psutil
-from support import http_request, serve
+from support import http_request, parse_stream, serve
 
 
 def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -15,16 +15,22 @@ def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     return [b"hello"]
 
 
-def test_total_connection_cap_gives_503_with_retry_after() -> None:
-    """Past max_connections a stream request gets 503 with Retry-After; a freed slot is reusable."""
+def test_total_connection_cap_tells_the_client_to_retry_later() -> None:
+    """Past max_connections a stream gets a 200 retry answer and ends; a freed slot is reusable."""
     with serve(app, max_connections=2, busy_retry_after=7) as server:
         first, second = server.stream(), server.stream()
         try:
             server.wait_clients(2)
-            status, headers, body = http_request(server.port, "GET", "/sse")
-            assert status == 503
-            assert headers["retry-after"] == "7"
-            assert b"too many connections" in body
+            with server.stream() as refused:
+                refused.read_to_end()
+                assert refused.status == 200
+                assert refused.headers["content-type"].startswith("text/event-stream")
+                assert refused.headers["retry-after"] == "7"
+                assert refused.headers["connection"] == "close"
+                assert refused.parser.comments == [" too many connections"]
+                assert refused.parser.retry is not None and 7000 <= refused.parser.retry <= 10500
+                assert refused.events == []
+                assert refused.sock.recv(1) == b""  # the connection is closed, not kept alive
             first.close()
             server.wait_clients(1)
             with server.stream() as third:
@@ -36,16 +42,19 @@ def test_total_connection_cap_gives_503_with_retry_after() -> None:
         assert snapshot["refused"] == {"503": 1}
 
 
-def test_per_address_cap_gives_503() -> None:
-    """Past max_connections_per_address the same address gets 503 with Retry-After."""
-    with serve(app, max_connections_per_address=1) as server:
+def test_per_address_cap_tells_the_client_to_retry_later() -> None:
+    """Past max_connections_per_address the address gets a 200 retry answer with a reason."""
+    with serve(app, max_connections_per_address=1, retry=100) as server:
         with server.stream() as first:
             assert first.status == 200
             server.wait_clients(1)
             status, headers, body = http_request(server.port, "GET", "/sse")
-            assert status == 503
+            assert status == 200
             assert headers["retry-after"] == "5"
-            assert b"your address" in body
+            assert headers["content-type"].startswith("text/event-stream")
+            parsed = parse_stream(body.decode())
+            assert parsed.comments == [" too many connections from your address"]
+            assert parsed.retry is not None and 5000 <= parsed.retry <= 7500
         server.wait_clients(0)
         with server.stream() as again:
             assert again.status == 200

@@ -233,8 +233,8 @@ def test_initial_hook_skipped_on_exact_resume_and_run_after_reset() -> None:
         assert (stats["replays"], stats["resets"]) == (1, 1)
 
 
-def test_hook_that_fails_gives_500() -> None:
-    """An initial hook that raises answers 500 and subscribes nothing."""
+def test_hook_that_fails_is_a_transient_refusal() -> None:
+    """An initial hook that raises is a "retry later" refusal (a 500); nothing subscribed."""
 
     def initial(request: StreamRequest) -> object:
         raise RuntimeError("database down")
@@ -243,8 +243,9 @@ def test_hook_that_fails_gives_500() -> None:
         from support import http_request
 
         status, _, body = http_request(server.port, "GET", "/sse")
-        assert status == 500 and b"hook failed" in body
+        assert status == 200 and b": stream hook failed\nretry: " in body
         assert server.call(lambda: server.service.hub.subscriber_count()) == 0
+        assert server.call(server.service.sse_resource.snapshot)["refused"] == {"500": 1}
 
 
 def test_fresh_hub_ids_from_previous_run_reset() -> None:

@@ -296,3 +296,21 @@ def test_token_never_logged() -> None:
     assert "refused stream" in log and "stream opened" in log
     for secret_part in (token, bad, token.split(".")[1], bad.split(".")[1]):
         assert secret_part not in log
+
+
+def test_stream_request_repr_leaves_out_cookies_headers_and_query() -> None:
+    """A hook that logs the request logs no session cookie, credential or token."""
+    request = StreamRequest(
+        channels=("news",),
+        last_event_id=None,
+        headers={"authorization": "Bearer header-secret"},
+        cookies={"sessionid": "cookie-secret"},
+        query={"token": ("token-secret",)},
+        client_address="127.0.0.1",
+        path="/sse",
+    )
+    text = repr(request)
+    assert "news" in text and "/sse" in text
+    for secret in ("header-secret", "cookie-secret", "token-secret"):
+        assert secret not in text
+    assert request.cookies["sessionid"] == "cookie-secret"

@@ -360,17 +360,19 @@ def test_held_stream_carries_the_views_identity_without_sending_it() -> None:
 
 
 def test_held_stream_counts_toward_the_connection_cap() -> None:
-    """Past max_connections a view's hold is refused like an /sse stream."""
+    """Past max_connections a view's hold is told to come back later, like an /sse stream."""
     with serve(JobsApp(), max_connections=1) as server:
         with _held(server, "/jobs/1/events") as first:
             first.wait_events(1)
-            status, headers, _ = http_request(
+            status, headers, body = http_request(
                 server.port, "GET", "/jobs/1/events", headers={"Cookie": "user=ada"}
             )
-            assert status == 503
+            assert status == 200 and body.startswith(b": too many connections\nretry: ")
             assert "retry-after" in headers
-            status, _, _ = http_request(server.port, "GET", "/sse")
-            assert status == 503
+            status, _, body = http_request(server.port, "GET", "/sse")
+            assert status == 200 and body.startswith(b": too many connections\nretry: ")
+            refused = server.call(server.service.sse_resource.snapshot)["refused"]
+            assert refused == {"503": 2}
 
 
 def test_head_on_a_holding_view_answers_headers_only() -> None:

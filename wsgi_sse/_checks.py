@@ -133,6 +133,11 @@ BACKPLANE_CLIENTS: dict[str, BackplaneClient] = {
 """Backplane URL schemes and the client library each needs; add a backplane's schemes here."""
 
 
+def safe_url(url: str) -> str:
+    """The URL without its password, for logs and error messages."""
+    return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
+
+
 def check_backplane_url(url: str) -> BackplaneClient:
     """
     Check that a backplane URL names a known backplane whose client library
@@ -146,7 +151,7 @@ def check_backplane_url(url: str) -> BackplaneClient:
     client = BACKPLANE_CLIENTS.get(scheme)
     if client is None:
         schemes = ", ".join(f"{s}://" for s in sorted(BACKPLANE_CLIENTS))
-        raise ValueError(f"backplane URL {url!r}: the scheme must be one of {schemes}")
+        raise ValueError(f"backplane URL {safe_url(url)!r}: the scheme must be one of {schemes}")
     try:
         importlib.import_module(client.module)
     except ImportError as e:

@@ -6,11 +6,13 @@ All methods: call in the reactor thread.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from twisted.internet import tcp, unix
+from twisted.internet.error import ConnectionAborted
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
@@ -18,7 +20,7 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall, IReactorTime
     from twisted.web.server import Request
 
-__all__ = ["StreamClient"]
+__all__ = ["StreamClient", "close_after_response"]
 
 # Request headers Twisted's access log formatters read when a stream ends.
 _LOGGED_HEADERS = (b"referer", b"user-agent", b"authorization", b"x-forwarded-for")
@@ -30,6 +32,10 @@ _LOGGED_HEADERS = (b"referer", b"user-agent", b"authorization", b"x-forwarded-fo
 _framed_wire: bytes = b""
 _framed_chunk: bytes = b""
 
+
+# Bytes of a replay written at a time: the transport takes about this much
+# (twisted's bufferSize) before it pushes back.
+_REPLAY_BATCH = 64 * 1024
 
 # Transports whose socket may be written to directly: plain TCP and UNIX
 # sockets (exact types: subclasses such as TLS wrap the bytes themselves).
@@ -59,6 +65,12 @@ class StreamClient:
     the pause lasts longer than C{max_pause} seconds, the connection is
     aborted: the browser reconnects with its Last-Event-ID and replays.
 
+    A replay (L{replay}) is written the same way, as fast as the socket
+    takes it and no faster: the events stay in the hub's history, and this
+    client only keeps its place in them, so a replay costs no copy however
+    large it is.  Live events published meanwhile are held behind it, and
+    count toward C{max_buffer}.
+
     @ivar channels: the channels this stream is subscribed to.
     @ivar peer: the client's address, for logs and per-address limits.
     @ivar identity: who the stream belongs to (presence, revocation), or
@@ -73,6 +85,8 @@ class StreamClient:
 
     __slots__ = (
         "__weakref__",
+        "_backlog",
+        "_backlog_left",
         "_clock",
         "_held",
         "_held_bytes",
@@ -116,6 +130,10 @@ class StreamClient:
         self._paused = False
         self._held: list[bytes] = []
         self._held_bytes = 0
+        # Replayed events not written yet, oldest first, taken one by one
+        # (from the hub's history: references, not copies), and their bytes.
+        self._backlog: Iterator[bytes] | None = None
+        self._backlog_left = 0
         self._pause_timer: IDelayedCall | None = None
         self.closed = False
         self.discarded = 0
@@ -168,16 +186,61 @@ class StreamClient:
         self._send_generic(wire)
 
     def _send_generic(self, wire: bytes) -> None:
-        """Hold the event while paused, else write it through the request."""
+        """Hold the event while paused or replaying, else write it through the request."""
         if self.closed:
             return
-        if self._paused:
+        if self._paused or self._backlog is not None:
             self._held.append(wire)
             self._held_bytes += len(wire)
             if self._held_bytes > self._max_buffer:
                 self.drop("buffer")
             return
         self.request.write(wire)
+
+    def replay(self, wires: Iterable[bytes], size: int) -> None:
+        """
+        Write C{wires} (replayed events, C{size} bytes in all), oldest
+        first, as the reader takes them; call once, after L{started}, before
+        any live event is sent.
+
+        C{wires} is iterated as the connection drains (L{resumeProducing}),
+        so it may be lazy; live events sent in the meantime follow it.
+        """
+        self._backlog = iter(wires)
+        self._backlog_left = size
+        self._feed()
+
+    def _feed(self) -> None:
+        """Write the replay backlog, then what was held, until the transport pushes back."""
+        backlog = self._backlog
+        if backlog is not None:
+            self._sock = None  # nothing overtakes the replay
+            while True:
+                if self._paused or self.closed:
+                    return
+                # A batch of up to _REPLAY_BATCH bytes per write.  Writing
+                # may pause this producer at once (the transport's buffer
+                # is full): the loop stops there.
+                batch = []
+                size = 0
+                for wire in backlog:
+                    batch.append(wire)
+                    size += len(wire)
+                    if size >= _REPLAY_BATCH:
+                        break
+                if not batch:
+                    break
+                self._backlog_left -= size
+                self.request.write(batch[0] if len(batch) == 1 else b"".join(batch))
+            self._backlog = None
+            self._backlog_left = 0
+            if self._transport is not None and not self._paused and not self.closed:
+                self._sock = self._transport.socket
+        if self._held and not self._paused and not self.closed:
+            held = b"".join(self._held)
+            self._held = []
+            self._held_bytes = 0
+            self.request.write(held)
 
     def started(self) -> None:
         """
@@ -231,7 +294,7 @@ class StreamClient:
             and not transport.disconnecting
         ):
             self._transport = transport
-            self._sock = socket if not self._paused else None
+            self._sock = socket if not self._paused and self._backlog is None else None
         else:
             self._sock = None
             self._transport = None
@@ -263,18 +326,14 @@ class StreamClient:
         if not self._paused or self.closed:
             return
         self._paused = False
-        if self._transport is not None:
+        if self._transport is not None and self._backlog is None:
             # Back on the fast path; anything still queued in the
             # transport keeps its place (send() checks the buffer).
             self._sock = self._transport.socket
         timer, self._pause_timer = self._pause_timer, None
         if timer is not None and timer.active():
             timer.cancel()
-        if self._held:
-            held = b"".join(self._held)
-            self._held = []
-            self._held_bytes = 0
-            self.request.write(held)
+        self._feed()
 
     def stopProducing(self) -> None:
         """The connection is going away."""
@@ -304,42 +363,64 @@ class StreamClient:
         if self._on_drop is not None:
             self._on_drop(self, reason)
         self._forget()
-        transport = getattr(self.request.channel, "transport", None)
+        request = self.request
+        channel = request.channel
+        transport = getattr(channel, "transport", None)
         if transport is not None:
             abort = getattr(transport, "abortConnection", None)
             if abort is not None:
                 abort()
             else:  # pragma: no cover - transports without abortConnection
                 transport.loseConnection()
+        elif _reset_h2_stream(channel):
+            # The connection carries other streams: only this one is reset.
+            # twisted.web does not tell the request; the stream ends here.
+            request.connectionLost(Failure(ConnectionAborted(f"stream reset: {reason}")))
 
     def end(self) -> None:
         """
         End the response after everything sent so far, held events
-        included: the stream's channel was closed.
+        included: the stream's channel was closed.  (A replay still being
+        written is cut short: the reader resumes from its last event.)
         """
         if not self.closed:
             self.ended = True
             self.finish()
 
-    def finish(self) -> None:
-        """End the response cleanly (server shutdown): the reader sees EOF."""
+    def finish(self, *, close_connection: bool = False) -> None:
+        """
+        End the response cleanly (server shutdown): the reader sees EOF.
+
+        With C{close_connection}, the connection is closed once the response
+        has ended instead of being kept alive for another request.
+        """
         if self.closed:
             return
-        held = b"".join(self._held)
-        self._held = []
-        self._held_bytes = 0
+        # What is left of a replay is not written: the reader resumes from
+        # the last event it got.
+        held = b""
+        if self._backlog is None:
+            held = b"".join(self._held)
+            self._held = []
+            self._held_bytes = 0
         self._forget()
         request = self.request
         if getattr(request, "_disconnected", False) or request.finished:
             return
         if held:
             request.write(held)
+        if close_connection:
+            close_after_response(request)
         request.unregisterProducer()
         request.finish()
 
     def _forget(self) -> None:
         self.closed = True
         self.discarded += self._held_bytes
+        if self._backlog is not None:
+            self.discarded += max(self._backlog_left, 0)
+            self._backlog = None
+            self._backlog_left = 0
         self._sock = None
         self._transport = None
         self._held = []
@@ -347,3 +428,32 @@ class StreamClient:
         timer, self._pause_timer = self._pause_timer, None
         if timer is not None and timer.active():
             timer.cancel()
+
+
+def close_after_response(request: Request) -> None:
+    """
+    Close C{request}'s connection once its response has ended, rather than
+    keep it alive for another request.
+
+    HTTP/1.x only: an HTTP/2 stream ends by itself, and its connection is
+    shared with other streams.
+    """
+    channel = request.channel
+    if getattr(channel, "persistent", None) is None:
+        return
+    channel.persistent = False
+    if not request.startedWriting:
+        request.setHeader(b"Connection", b"close")
+
+
+def _reset_h2_stream(channel: Any) -> bool:
+    """
+    Reset C{channel} if it is a live HTTP/2 stream (an C{RST_STREAM}
+    frame); return whether it was.
+    """
+    connection = getattr(channel, "_conn", None)
+    stream_id = getattr(channel, "streamID", None)
+    if connection is None or stream_id not in getattr(connection, "streams", {}):
+        return False
+    channel.abortConnection()
+    return True

@@ -179,9 +179,11 @@ SETTINGS: tuple[Setting, ...] = (
         "site",
         '`$WSGI_SSE_LISTEN`, else `"tcp:8005"` (port 8005 on every interface)',
         'A Twisted endpoint string: `"tcp:8005"`, `"tcp:8005:interface=127.0.0.1"`, '
-        '`"unix:/run/app.sock"`, `"ssl:443:privateKey=key.pem:certKey=cert.pem"`. Unless the '
-        "string sets `backlog=`, `tcp`, `tcp6`, `ssl` and `unix` endpoints listen with a backlog "
-        "of 2048, so that every client reconnecting at once after a restart is accepted.",
+        '`"unix:/run/app.sock"`, `"ssl:443:privateKey=key.pem:certKey=cert.pem"` (TLS; also '
+        "HTTP/2 with `pip install wsgi-sse[http2]`, see "
+        "[Deployment](deployment.md#tls-and-http2)). Unless the string sets `backlog=`, "
+        "`tcp`, `tcp6`, `ssl` and `unix` endpoints listen with a backlog of 2048, so that "
+        "every client reconnecting at once after a restart is accepted.",
         env="WSGI_SSE_LISTEN",
         flag=str,
     ),
@@ -365,16 +367,18 @@ SETTINGS: tuple[Setting, ...] = (
         "max_connections",
         "limits",
         "`10000`",
-        "Open streams in total (including those waiting for their hooks); past it: `503` with "
-        "`Retry-After`.",
+        "Open streams in total (including those waiting for their hooks); past it a new stream "
+        "is told to come back later (a `200` stream carrying only a `retry:`, see "
+        "[transient refusals](channels.md#transient-refusals-never-end-a-page)), counted as "
+        "`503` in the stats.",
         flag=int,
     ),
     _S(
         "max_connections_per_address",
         "limits",
         "`None` (no cap)",
-        "Open streams per client IP address; past it: `503`. Leave it off behind a reverse "
-        "proxy, where every client has the proxy's address.",
+        'Open streams per client IP address; past it, the same "come back later" answer. '
+        "Leave it off behind a reverse proxy, where every client has the proxy's address.",
         flag=int,
     ),
     _S(
@@ -395,7 +399,9 @@ SETTINGS: tuple[Setting, ...] = (
         "max_buffer",
         "limits",
         "`1048576` (1 MiB)",
-        "Bytes held for a client that has stopped reading before its connection is aborted.",
+        "Bytes held for a client that has stopped reading before its connection is aborted "
+        "(over HTTP/2: its stream is reset). A replay is written as the reader takes it and is "
+        "not copied; live events waiting behind it count.",
         flag=int,
     ),
     _S(
@@ -409,7 +415,9 @@ SETTINGS: tuple[Setting, ...] = (
         "busy_retry_after",
         "limits",
         "`5`",
-        "The `Retry-After` seconds sent with a `503`.",
+        "Seconds a refused stream is told to wait before it reconnects: its `retry:` (in "
+        "milliseconds, at least `retry`, plus up to `retry_jitter` more) and its `Retry-After` "
+        "header.",
         flag=int,
     ),
     _S(

@@ -34,13 +34,18 @@ class StreamRequest:
         identity a view holding the stream gave), or L{None}: the stream's
         identity unless the C{authorize} hook returns another one with
         L{Allowed}.  See L{wsgi_sse.presence}.
+
+    Its C{repr} leaves out C{headers}, C{cookies} and C{query}, which carry
+    session cookies and tokens.
     """
 
     channels: tuple[str, ...]
     last_event_id: str | None
-    headers: Mapping[str, str]
-    cookies: Mapping[str, str]
-    query: Mapping[str, tuple[str, ...]]
+    # Out of the repr: a hook that logs the request must not log session
+    # cookies, credentials or tokens.
+    headers: Mapping[str, str] = field(repr=False)
+    cookies: Mapping[str, str] = field(repr=False)
+    query: Mapping[str, tuple[str, ...]] = field(repr=False)
     client_address: str
     path: str
     identity: str | None = None
@@ -113,7 +118,10 @@ class StreamOptions:
     @ivar max_channel_length: characters in a channel name.
     @ivar channel_pattern: a regular expression every channel name must
         match in full.
-    @ivar max_connections: open streams in total; past it: 503.
+    @ivar max_connections: open streams in total; past it a new stream is
+        told to come back later (a C{200} stream carrying only a C{retry:},
+        which keeps a browser's C{EventSource} reconnecting; counted as
+        C{503}).
     @ivar max_connections_per_address: open streams per client address
         (L{None}: no cap).  Behind a reverse proxy every client has the
         proxy's address: leave this off there.
@@ -121,7 +129,9 @@ class StreamOptions:
         it is disconnected.
     @ivar max_pause: seconds a client may stop reading before it is
         disconnected.
-    @ivar busy_retry_after: the C{Retry-After} seconds sent with a 503.
+    @ivar busy_retry_after: seconds a refused stream is told to wait before
+        it reconnects (its C{retry:}, at least C{retry}, plus jitter; and its
+        C{Retry-After} header).
     @ivar log_streams: log a line for every stream opened and closed, with
         its fields; by default a summary line counts them every ten seconds
         while streams come and go (the two lines add about a third to the

@@ -39,18 +39,31 @@ class Refused(Exception):  # noqa: N818 - not an error: an answer
     """
     A stream request answered with an HTTP error instead of a stream.
 
+    A I{transient} refusal ("try later": capacity, shutdown, a failed hook)
+    is answered as a short event stream that tells the client when to
+    reconnect: a browser's C{EventSource} closes for good on any answer but
+    C{200}.  C{code} is then the status the refusal stands for, as counted
+    in the stats.
+
     @ivar code: the HTTP status.
     @ivar message: the plain-text body (one line).
     @ivar headers: extra response headers (C{Retry-After}).
+    @ivar transient: whether the client should come back later.
     """
 
     def __init__(
-        self, code: int, message: str, headers: Iterable[tuple[bytes, bytes]] = ()
+        self,
+        code: int,
+        message: str,
+        headers: Iterable[tuple[bytes, bytes]] = (),
+        *,
+        transient: bool = False,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.headers = tuple(headers)
+        self.transient = transient
 
 
 # -- channels and Last-Event-ID -------------------------------------------------

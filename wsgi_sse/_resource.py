@@ -131,9 +131,15 @@ class SSEResource(Resource):
         """Send a keep-alive comment to every client now (and prune history)."""
         self.streams.beat()
 
-    def close(self) -> None:
-        """End every stream cleanly and refuse new ones (server shutdown)."""
-        self.streams.close()
+    def close(self, *, reconnect: bool = True) -> None:
+        """
+        End every stream cleanly, with its connection, and refuse new ones
+        (server shutdown).  With C{reconnect} (the default) later stream
+        requests are told to come back later; without it they are answered
+        C{204 No Content}, which stops a browser for good (see
+        L{Streams.close}).
+        """
+        self.streams.close(reconnect=reconnect)
 
     def _run_in_pool(self, fn: Any, *args: Any) -> Deferred[Any]:
         pool = self._threadpool
@@ -211,7 +217,7 @@ class SSEResource(Resource):
         def failed(failure: Failure) -> None:
             self.log.failure("stream hook failed for HEAD", failure)
             if not gone:
-                streams.finish_refused(request, Refused(500, "stream hook failed"))
+                streams.finish_refused(request, Refused(500, "stream hook failed", transient=True))
 
         hook = self._run_in_pool(_authorized, authorize, info, channels)
         hook.addBoth(release).addCallbacks(done, failed)
@@ -232,7 +238,7 @@ class SSEResource(Resource):
         return b""
 
     def render_GET(self, request: Request) -> bytes | int:
-        """Open a stream (or refuse it with a 4xx/503)."""
+        """Open a stream, or refuse it (a 4xx, or "come back later")."""
         streams = self.streams
         try:
             channels, last_event_id = self._parse(request)
@@ -325,7 +331,7 @@ class SSEResource(Resource):
                 channels=list(channels),
             )
             if not gone:
-                streams.finish_refused(request, Refused(500, "stream hook failed"))
+                streams.finish_refused(request, Refused(500, "stream hook failed", transient=True))
 
         self._run_in_pool(hooks).addCallbacks(done, failed)
         return NOT_DONE_YET

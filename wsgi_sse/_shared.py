@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import queue
-import re
 import threading
 from collections import deque
 from typing import Any, Sequence
@@ -24,6 +23,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from ._backplane import NOT_FOUND, BackplaneHub, Entry, Fetched, Published
+from ._checks import safe_url
 
 __all__ = ["ThreadedBackplane", "safe_url"]
 
@@ -45,11 +45,6 @@ _COUNTERS = (
 )
 
 Batch = list[tuple[int, str, Sequence[bytes]]]
-
-
-def safe_url(url: str) -> str:
-    """The URL without its password, for logs."""
-    return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
 
 
 class ThreadedBackplane:

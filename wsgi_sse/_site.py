@@ -23,6 +23,9 @@ thread, on every path, before any resource sees the request (30 MB of form
 fields froze every connection for seconds).  The WSGI app reads and parses
 its body in its own thread, as under any WSGI server.
 
+Over TLS with C{h2} installed, clients that negotiate HTTP/2 get a
+L{_StreamH2Connection} under the same limits (see there).
+
 All methods: call in the reactor thread (twisted.web does).
 """
 
@@ -32,8 +35,11 @@ import json
 from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import unquote_to_bytes
 
+from twisted.internet.error import ConnectionAborted
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.server import Site
 
@@ -41,7 +47,6 @@ from ._tokens import redact_tokens
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall
-    from twisted.python.failure import Failure
     from twisted.web.resource import IResource
 
 __all__ = [
@@ -60,6 +65,18 @@ DEFAULT_IDLE_TIMEOUT = 180.0
 
 DEFAULT_MAX_REQUEST_BODY = 64 * 1024 * 1024
 """Bytes a request body may have (Twisted alone accepts any size, spooled to disk)."""
+
+
+def _h2_connection_class() -> Any:
+    try:
+        from twisted.web._http2 import H2Connection
+    except ImportError:  # h2 is not installed: HTTP/1.1 only
+        return None
+    return H2Connection
+
+
+H2Connection: Any = _h2_connection_class()
+"""twisted.web's HTTP/2 connection class, or L{None} without C{h2}."""
 
 
 class _HeaderDeadlineChannel(http.HTTPChannel):
@@ -310,9 +327,10 @@ class StreamSite(Site):
     def protocol(self) -> Any:
         """Build one connection's channel (twisted.web calls this)."""
         channel = self._channelClass()()
-        wrapper = getattr(http, "_GenericHTTPChannelProtocol", None)
+        if H2Connection is None:
+            return channel
         # The wrapper switches to HTTP/2 when TLS negotiates it.
-        return wrapper(channel) if wrapper is not None else channel
+        return self._negotiatingClass()(channel)
 
     def buildProtocol(self, addr: Any) -> Any:
         """
@@ -353,6 +371,40 @@ class StreamSite(Site):
         )
         _share_keys(cls, _CHANNEL_ATTRIBUTES)
         self._channelClassCache = (settings, cls)
+        return cls
+
+    def _negotiatingClass(self) -> type[Any]:
+        """
+        The protocol wrapper of this site's connections (its settings class
+        attributes, like L{_channelClass}): HTTP/1.1 until TLS negotiates
+        HTTP/2 (ALPN), then an L{_StreamH2Connection} with the same limits.
+        """
+        channel_class = self._channelClass()
+        cached = self.__dict__.get("_negotiatingClassCache")
+        if cached is not None and cached[0] is channel_class:
+            return cached[1]  # type: ignore[no-any-return]
+        h2_class = type(
+            "_StreamH2Connection",
+            (_StreamH2Connection,),
+            {
+                "__module__": __name__,
+                "headerTimeout": self.header_timeout,
+                "maxRequestBody": self.max_request_body,
+                "bodyLimits": dict(self.body_limits),
+                "timeOut": self.timeOut,
+                "factory": self,
+                "site": self,
+                "requestFactory": self.requestFactory,
+                "callLater": staticmethod(self.reactor.callLater),
+                "reactor": self.reactor,
+            },
+        )
+        cls = type(
+            "_NegotiatingChannel",
+            (_NegotiatingChannel,),
+            {"__module__": __name__, "h2Class": h2_class},
+        )
+        self._negotiatingClassCache = (channel_class, cls)
         return cls
 
 
@@ -465,6 +517,206 @@ def _share_keys(cls: type[Any], names: tuple[str, ...]) -> None:
     probe = object.__new__(cls)
     for name in names:
         object.__setattr__(probe, name, None)
+
+
+class _NegotiatingChannel(http._GenericHTTPChannelProtocol):
+    """
+    twisted.web's HTTP/1.1-or-HTTP/2 wrapper, switching to this site's
+    L{_StreamH2Connection} when TLS negotiates C{h2}.
+
+    twisted.web's own switch copies the site's settings from fields its
+    C{Site.buildProtocol} sets on the wrapper; here the classes carry them.
+    """
+
+    h2Class: type[Any]
+
+    def dataReceived(self, data: bytes) -> None:
+        """Choose the protocol at the first bytes, then pass them on."""
+        if self._negotiatedProtocol is None:
+            old: Any = self._channel
+            negotiated = getattr(old.transport, "negotiatedProtocol", None) or b"http/1.1"
+            if negotiated == b"h2":
+                # As twisted.web does it, with this site's settings.
+                network_producer = old._networkProducer
+                network_producer.unregisterProducer()
+                old.setTimeout(None)
+                old._cancelHeaderDeadline()
+                transport = old.transport
+                self._channel = self.h2Class(self.h2Class.reactor)
+                self._channel.makeConnection(transport)
+                network_producer.registerProducer(self._channel, True)
+            self._negotiatedProtocol = negotiated  # type: ignore[assignment]
+        self._channel.dataReceived(data)
+
+
+_H2Base: Any = H2Connection if H2Connection is not None else TimeoutMixin
+
+
+class _StreamH2Connection(_H2Base):  # type: ignore[misc]
+    """
+    twisted.web's HTTP/2 connection, with the limits of HTTP/1.1 here.
+
+    - Header deadline: the first request must arrive in full within
+      C{headerTimeout} of the connection's start.
+    - Idle timeout: only requests, request bodies and response data count
+      as activity.  twisted.web also counts every frame the client sends,
+      so a client sending nothing but PINGs or WINDOW_UPDATEs would hold
+      the connection for ever; an open event stream keeps it alive with
+      its heartbeats.
+    - A request body over C{maxRequestBody}, or over its path's own limit
+      (C{bodyLimits}: none at all on the event stream), has its stream
+      reset (a declared length at once, before the body is read).
+    - Each stream's unsent data is capped at L{STREAM_BUFFER} bytes, like a
+      TCP connection's write buffer: past it the stream's producer is
+      paused (an event stream then holds its events and counts them
+      against C{max_buffer}), whatever flow-control window the client
+      grants.  twisted.web alone queues up to the client's window, which
+      the client chooses (up to 2 GiB per stream).
+    """
+
+    STREAM_BUFFER = 64 * 1024
+
+    # Seconds between the GOAWAY of a timed-out connection and its abort:
+    # the TLS layer waits for the producer (this connection) before it
+    # closes, so the abort is what closes it.  Twisted's default is 15.
+    abortTimeout = 2
+
+    log = Logger()
+    headerTimeout: float | None = None
+    maxRequestBody: int | None = None
+    bodyLimits: Mapping[tuple[bytes, ...], int] = {}
+    reactor: Any = None
+    _receiving = False
+    _headerDeadline: IDelayedCall | None = None
+
+    def __init__(self, reactor: Any = None) -> None:
+        super().__init__(reactor)
+        self._overfull: set[int] = set()
+        self._bodyReceived: dict[int, int] = {}
+        self._bodyLimits: dict[int, int] = {}
+
+    def connectionMade(self) -> None:
+        """Start the clock for the first request."""
+        super().connectionMade()
+        if self.headerTimeout:
+            self._headerDeadline = self.callLater(self.headerTimeout, self._headersTooSlow)
+
+    def _headersTooSlow(self) -> None:
+        self._headerDeadline = None
+        transport = self.transport
+        self.log.info(
+            "closing HTTP/2 connection {peer}: no request after {timeout}s",
+            peer=str(transport.getPeer()) if transport is not None else "?",
+            timeout=self.headerTimeout,
+        )
+        self.timeoutConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        """Parse frames; only requests (not every frame) restart the idle clock."""
+        self._receiving = True
+        try:
+            super().dataReceived(data)
+        finally:
+            self._receiving = False
+
+    def resetTimeout(self) -> None:
+        """Restart the idle clock, unless called for a mere received frame."""
+        if not self._receiving:
+            super().resetTimeout()
+
+    def _requestReceived(self, event: Any) -> None:
+        deadline, self._headerDeadline = self._headerDeadline, None
+        if deadline is not None and deadline.active():
+            deadline.cancel()
+        TimeoutMixin.resetTimeout(self)
+        super()._requestReceived(event)
+        headers = dict(event.headers)
+        # The limit of the path, as for HTTP/1.1 (body_limits).
+        limit = _HeaderDeadlineChannel._limitFor(self, headers.get(b":path", b"/"))
+        if limit is not None:
+            self._bodyLimits[event.stream_id] = limit
+            length = headers.get(b"content-length", b"")
+            if length.isdigit() and int(length) > limit:
+                self._bodyTooLarge(event.stream_id)
+
+    def _requestDataReceived(self, event: Any) -> None:
+        TimeoutMixin.resetTimeout(self)
+        stream_id = event.stream_id
+        if stream_id not in self.streams:
+            # Reset here earlier in the same read: count the bytes toward
+            # the connection's window only.
+            if event.flow_controlled_length:
+                self.conn.increment_flow_control_window(event.flow_controlled_length)
+            return
+        limit = self._bodyLimits.get(stream_id)
+        if limit is not None:
+            received = self._bodyReceived.get(stream_id, 0) + len(event.data)
+            self._bodyReceived[stream_id] = received
+            if received > limit:
+                # The bytes still count toward the connection's window.
+                self.conn.increment_flow_control_window(event.flow_controlled_length)
+                self._bodyTooLarge(stream_id)
+                return
+        super()._requestDataReceived(event)
+
+    def _requestEnded(self, event: Any) -> None:
+        if event.stream_id in self.streams:  # not reset here meanwhile
+            super()._requestEnded(event)
+
+    def _requestAborted(self, event: Any) -> None:
+        if event.stream_id in self.streams:  # not reset here meanwhile
+            super()._requestAborted(event)
+
+    def _bodyTooLarge(self, stream_id: int) -> None:
+        """Reset a stream whose request body is over its path's limit."""
+        self.log.info(
+            "resetting HTTP/2 stream {stream} of {peer}: request body over {limit} bytes",
+            stream=stream_id,
+            peer=str(self.transport.getPeer()) if self.transport is not None else "?",
+            limit=self._bodyLimits.get(stream_id),
+        )
+        stream = self.streams.get(stream_id)
+        if stream is not None:
+            # The request (never dispatched) lets go of its spooled body.
+            stream.connectionLost(Failure(ConnectionAborted("request body too large")))
+        self.abortRequest(stream_id)
+
+    def _requestDone(self, stream_id: int) -> None:
+        self._bodyReceived.pop(stream_id, None)
+        self._bodyLimits.pop(stream_id, None)
+        super()._requestDone(stream_id)
+
+    def writeDataToStream(self, stream_id: int, data: bytes) -> None:
+        """Queue data for a stream; pause its producer past L{STREAM_BUFFER}."""
+        super().writeDataToStream(stream_id, data)
+        queue = self._outboundStreamQueues.get(stream_id)
+        if queue is not None and sum(map(len, queue)) > self.STREAM_BUFFER:
+            stream = self.streams[stream_id]
+            self._overfull.add(stream_id)
+            stream.flowControlBlocked()
+
+    def _sendPrioritisedData(self, *args: Any) -> None:
+        super()._sendPrioritisedData(*args)
+        if self._overfull:
+            for stream_id in tuple(self._overfull):
+                queue = self._outboundStreamQueues.get(stream_id)
+                if queue is None:
+                    self._overfull.discard(stream_id)
+                elif sum(map(len, queue)) <= self.STREAM_BUFFER // 2:
+                    self._overfull.discard(stream_id)
+                    # Resumes the producer if the client's window allows.
+                    self.streams[stream_id].windowUpdated()
+
+    def connectionLost(
+        self,
+        reason: Failure = connectionDone,
+        _cancelTimeouts: bool = True,  # noqa: N803 - twisted.web passes it by name
+    ) -> None:
+        """Forget the clocks."""
+        deadline, self._headerDeadline = self._headerDeadline, None
+        if deadline is not None and deadline.active():
+            deadline.cancel()
+        super().connectionLost(reason, _cancelTimeouts)
 
 
 class _StreamingRequest(server.Request):

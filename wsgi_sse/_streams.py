@@ -15,18 +15,19 @@ from __future__ import annotations
 import random
 import socket
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from itertools import chain
+from typing import TYPE_CHECKING, Any, Iterable
 
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._browser import subscribe_tagged, tagged_replay, wants_channel_ids
-from ._client import StreamClient
-from ._encoding import encode_body, encode_comment, encode_opening, frame
-from ._hub import Event, Hub, Joined
+from ._client import StreamClient, close_after_response
+from ._encoding import encode_body, encode_comment, encode_opening, encode_retry, frame
+from ._hub import Event, Hub
 from ._options import StreamOptions
-from ._request import Refused
+from ._request import Refused, cors_for_stream
 from ._streamlog import StreamLog
 
 if TYPE_CHECKING:
@@ -118,6 +119,7 @@ class Streams:
         self._pending = 0
         self._heartbeat: LoopingCall | None = None
         self.closing = False
+        self.stopped_for_good = False
         self.stats = StreamStats()
         self._random = random.Random()  # noqa: S311 - jitter, not secrets
         self._stream_log = StreamLog(
@@ -142,16 +144,21 @@ class Streams:
         """
         Refuse a new stream from C{peer} if the server is full or closing.
 
-        @raise Refused: 503 with C{Retry-After}.
+        @raise Refused: a transient 503 (come back later), or 204 after
+            C{close(reconnect=False)}.
         """
         options = self.options
         if self.closing:
-            raise Refused(503, "server is shutting down", self._retry_after())
+            if self.stopped_for_good:
+                raise Refused(204, "the stream has stopped for good")
+            raise Refused(503, "server is shutting down", self._retry_after(), transient=True)
         if len(self.clients) + self._pending >= options.max_connections:
-            raise Refused(503, "too many connections", self._retry_after())
+            raise Refused(503, "too many connections", self._retry_after(), transient=True)
         per_address = options.max_connections_per_address
         if per_address is not None and self._per_address[peer] >= per_address:
-            raise Refused(503, "too many connections from your address", self._retry_after())
+            raise Refused(
+                503, "too many connections from your address", self._retry_after(), transient=True
+            )
 
     def _retry_after(self) -> tuple[tuple[bytes, bytes]]:
         return ((b"Retry-After", b"%d" % (self.options.busy_retry_after,)),)
@@ -179,6 +186,15 @@ class Streams:
         """
         Set a refusal's status and headers on C{request}; return its body
         (for a C{render} method to return).
+
+        A transient refusal of a stream (C{GET}; C{HEAD} gets the same
+        headers) is answered C{200} with a short event stream: a comment
+        naming the reason and a C{retry:} of C{busy_retry_after} seconds (at
+        least C{retry}), with jitter; then the stream and its connection
+        end.  A browser's C{EventSource} then reconnects by itself, with its
+        C{Last-Event-ID}; any other status would end it for good.
+        C{Retry-After} marks the answer as a refusal.  A C{204} ends it for
+        good, deliberately.
         """
         self.stats.refused[refused.code] += 1
         self.log.info(
@@ -187,6 +203,12 @@ class Streams:
             code=refused.code,
             why=refused.message,
         )
+        if refused.transient and request.method in (b"GET", b"HEAD"):
+            return self._retry_later(request, refused)
+        if refused.code == 204:
+            request.setResponseCode(204)
+            request.setHeader(b"Cache-Control", b"no-store")
+            return b""
         request.setResponseCode(refused.code)
         request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
         request.setHeader(b"Cache-Control", b"no-store")
@@ -194,11 +216,39 @@ class Streams:
             request.setHeader(name, value)
         return refused.message.encode("utf-8") + b"\n"
 
+    def _retry_later(self, request: Request, refused: Refused) -> bytes:
+        options = self.options
+        base = max(options.retry, options.busy_retry_after * 1000)
+        retry = base + int(base * options.retry_jitter * self._random.random())
+        request.setResponseCode(200)
+        for name, value in STREAM_HEADERS:
+            request.setHeader(name, value)
+        origin, host = request.getHeader(b"origin"), request.getHeader(b"host")
+        cors = cors_for_stream(
+            origin.decode("latin-1") if isinstance(origin, bytes) else origin,
+            host.decode("latin-1") if isinstance(host, bytes) else host,
+            options,
+        )
+        if cors.allowed:
+            for name, value in cors.headers:
+                request.setHeader(name, value)
+        request.setHeader(b"Retry-After", b"%d" % (options.busy_retry_after,))
+        for name, value in refused.headers:
+            request.setHeader(name, value)
+        close_after_response(request)
+        body = refusal_stream(refused.message, retry)
+        if request.method == b"HEAD":
+            # The headers GET would get (Retry-After tells it is a refusal).
+            request.setHeader(b"Content-Length", b"%d" % (len(body),))
+            return b""
+        return body
+
     def finish_refused(self, request: Request, refused: Refused) -> None:
         """Answer C{request} with a refusal and end it."""
         body = self.refuse(request, refused)
-        request.setHeader(b"Content-Length", b"%d" % (len(body),))
-        request.write(body)
+        if body:
+            request.setHeader(b"Content-Length", b"%d" % (len(body),))
+            request.write(body)
         request.finish()
 
     # -- opening a stream ------------------------------------------------------------
@@ -228,10 +278,6 @@ class Streams:
         are sent, and if they no longer fit in the history, C{reset} is sent
         instead of C{first}.
 
-        The replay and the subscription go through L{Hub.join}: in this
-        reactor turn, or, when only a shared backplane still has the missed
-        events, once they have been fetched (the stream is held meanwhile).
-
         C{identity} is who the stream belongs to (presence and revocation),
         set before it is subscribed; L{None} for a guest.
         """
@@ -251,6 +297,8 @@ class Streams:
             identity=identity,
         )
         transport = getattr(request.channel, "transport", None)
+        if transport is None:  # an HTTP/2 stream: its connection's transport
+            transport = getattr(getattr(request.channel, "_conn", None), "transport", None)
         set_no_delay = getattr(transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
             # Events are small and latency matters more than packet count.
@@ -262,92 +310,17 @@ class Streams:
         stats.connects += 1
         request.notifyFinish().addBoth(self._gone, client)
 
+        # Everything below happens in this one reactor turn: no event can be
+        # published between the replay and the subscription.
         retry = options.retry + int(options.retry * options.retry_jitter * self._random.random())
-        opening = encode_opening(retry)
+        parts = [encode_opening(retry)]
         exact = resume is not None and resume == last_event_id and not reset
-        if wants_channel_ids(request):
-            self._open_tagged(client, opening, last_event_id, resume, exact, reset, first)
-            return client
-        head = opening + RESET if reset else opening
-        stats.bytes_written += len(head)
-        request.write(head)
-        client.started()
-        if reset:
-            self._log_reset(client, last_event_id, resume)
-        # The hub sends C{first} and what was missed after C{resume}, then
-        # subscribes, in one reactor turn (or, when the events must be
-        # fetched from a shared backplane, once they have come).
-        self.hub.join(client, channels, resume, preface=first or b"").addCallback(
-            self._joined, client, last_event_id, resume, exact, reset, first
-        )
-        self._ensure_heartbeat()
-        return client
-
-    def _joined(
-        self,
-        joined: Joined,
-        client: StreamClient,
-        last_event_id: str | None,
-        resume: str | None,
-        exact: bool,
-        reset: bool,
-        first: bytes | None,
-    ) -> None:
-        """
-        Count and log how C{client} joined (L{Hub.join}'s answer, in the
-        reactor turn that subscribed it, before any live event).
-        """
-        stats = self.stats
-        if joined.reset and not reset:
-            # Exact: the client's id is unknown or too old; C{first} (a
-            # view's body) still follows the reset.  Otherwise: more was
-            # published since the start was fixed than the history keeps,
-            # and C{first} was stale: the hub left it out.
-            reset = True
-            self._log_reset(client, last_event_id, resume)
-            if exact and first:
-                stats.bytes_written += len(first)
-                client.send(first)
-        elif not joined.reset:
-            if exact:
-                stats.replays += 1
-            if first:
-                stats.bytes_written += len(first)
-        self._stream_log.opened(client.peer, client.channels, last_event_id, joined.replayed, reset)
-
-    def _log_reset(
-        self, client: StreamClient, last_event_id: str | None, resume: str | None
-    ) -> None:
-        self.stats.resets += 1
-        self.log.info(
-            "stream reset for {peer}: cannot replay {channels} from {last_event_id!r}",
-            peer=client.peer,
-            channels=list(client.channels),
-            last_event_id=last_event_id if last_event_id is not None else resume,
-        )
-
-    def _open_tagged(
-        self,
-        client: StreamClient,
-        opening: bytes,
-        last_event_id: str | None,
-        resume: str | None,
-        exact: bool,
-        reset: bool,
-        first: bytes | None,
-    ) -> None:
-        """
-        Open a stream that asked for channel-tagged ids (one hub subscriber
-        per channel, see L{wsgi_sse._browser}): the replay, rewritten, and
-        the subscriptions in this one reactor turn.
-        """
-        stats = self.stats
-        request = client.request
-        channels = client.channels
-        parts = [opening]
-        missed = self._join(client, channels, resume, exact=exact, tagged=True)
+        tagged = wants_channel_ids(request)
+        missed = self._join(client, channels, resume, exact=exact, tagged=tagged)
         if missed is None:
-            # As in L{_joined}.
+            # Exact: the client's id is unknown or too old.  Otherwise: more
+            # was published since the start was fixed than the history
+            # keeps, and C{first} would be stale.
             reset = True
             if not exact:
                 first = None
@@ -355,8 +328,14 @@ class Streams:
         elif exact:
             stats.replays += 1
         if reset:
+            stats.resets += 1
             parts.append(RESET)
-            self._log_reset(client, last_event_id, resume)
+            self.log.info(
+                "stream reset for {peer}: cannot replay {channels} from {last_event_id!r}",
+                peer=peer,
+                channels=list(channels),
+                last_event_id=last_event_id if last_event_id is not None else resume,
+            )
         if first:
             parts.append(first)
         ends = False
@@ -366,16 +345,31 @@ class Streams:
                 ends = True
                 missed = missed[: n + 1]
                 break
-        parts.extend(tagged_replay(missed))
+        if ends:
+            # All of it, then the end (bounded by the history).
+            parts.extend(tagged_replay(missed) if tagged else [e.wire for e in missed])
         head = b"".join(parts)
         stats.bytes_written += len(head)
         request.write(head)
         client.started()
-        self._stream_log.opened(client.peer, channels, last_event_id, len(missed), reset)
+        if missed and not ends:
+            # As fast as the reader takes it, like live events (which the
+            # subscription above now queues behind it); taken from the
+            # history one event at a time (tagged copies too).
+            wires: Iterable[bytes] = (
+                chain.from_iterable(tagged_replay((e,)) for e in missed)
+                if tagged
+                else (e.wire for e in missed)
+            )
+            size = sum(len(e.wire) for e in missed)
+            stats.bytes_written += size
+            client.replay(wires, size)
+        self._stream_log.opened(peer, channels, last_event_id, len(missed), reset)
         self._ensure_heartbeat()
         if ends:
             self._leave(client)
             client.end()
+        return client
 
     def _join(
         self,
@@ -391,10 +385,10 @@ class Streams:
         after C{after} (none if L{None}), in one reactor turn; L{None} if
         they cannot all be replayed (the client is subscribed all the same).
 
-        For streams that asked for channel-tagged ids (C{tagged}: one hub
-        subscriber per channel, see L{wsgi_sse._browser}), whose replay one
-        L{Hub.join} cannot send in order; the others join with L{Hub.join}
-        (see L{open}).
+        The stream lifecycle's only use of the hub's replay and
+        subscriptions (with L{_leave}).  C{tagged}: the stream asked for
+        channel-tagged ids (one hub subscriber per channel, see
+        L{wsgi_sse._browser}).
         """
         hub = self.hub
         missed: list[Event] | None = []
@@ -461,18 +455,29 @@ class Streams:
 
     # -- shutting down ---------------------------------------------------------
 
-    def close(self) -> None:
+    def close(self, *, reconnect: bool = True) -> None:
         """
-        End every stream cleanly and refuse new ones (server shutdown).
+        End every stream cleanly, with its connection, and refuse new ones
+        (server shutdown).
 
-        Clients see the end of the response and reconnect, to this server
-        when it comes back or to another one behind the same address.
+        With C{reconnect} (the default), clients see the end of the response
+        and reconnect, to this server when it comes back or to another one
+        behind the same address; a stream request that still arrives is
+        told to come back later (a transient refusal), never answered with
+        an error that would end a browser's C{EventSource}.  Without it,
+        every later stream request is answered C{204 No Content}, which
+        tells a browser to stop reconnecting for good.
+
+        Each stream's connection is closed rather than kept alive, so that
+        a browser reconnects on a new connection (to whatever listens then)
+        instead of over the old one.
         """
         self.closing = True
+        self.stopped_for_good = not reconnect
         self._stop_heartbeat()
         for client in tuple(self.clients):
             self._leave(client)
-            client.finish()
+            client.finish(close_connection=True)
         self._stream_log.flush()
 
     # -- stats -------------------------------------------------------------------
@@ -532,3 +537,16 @@ def peer_of(request: Request) -> str:
     address = request.getClientAddress()
     host = getattr(address, "host", None)
     return host if isinstance(host, str) else "unix"
+
+
+def refusal_stream(reason: str, retry: int) -> bytes:
+    """
+    The body of a transient refusal: comment lines naming C{reason}, then
+    the C{retry} (milliseconds) the client waits before it reconnects.
+
+    Clients apply C{retry:} as soon as they read the line; the stream then
+    ends, with no event (and no blank line that some clients would report
+    as an empty message).  No id is sent, so the client's C{Last-Event-ID}
+    stays where it was.
+    """
+    return encode_comment(reason).rstrip(b"\n") + b"\n" + encode_retry(retry)

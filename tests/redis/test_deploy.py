@@ -45,6 +45,8 @@ def nginx_config(tmp: Path, listen: int, upstreams: tuple[int, int]) -> Path:
     site = site.replace("127.0.0.1:8001", f"127.0.0.1:{upstreams[0]}")
     site = site.replace("127.0.0.1:8002", f"127.0.0.1:{upstreams[1]}")
     site = site.replace("listen 80;", f"listen 127.0.0.1:{listen};")
+    assert "/var/log/nginx/access.log" in site
+    site = site.replace("/var/log/nginx/access.log", f"{tmp}/access.log")
     (tmp / "wsgi-sse.conf").write_text(site)
     temp = "\n".join(
         f"    {kind}_temp_path {tmp}/{kind};"
@@ -145,6 +147,12 @@ def test_nginx_balances_two_processes(redis_server: RedisServer, tmp_path: Path)
                 assert left  # whichever process it lands on now, the replay is exact
             status, _, body = http_request(port, "GET", "/")
             assert status == 200 and b"knocking" in body
+            # A stream URL's query (a stream token) stays out of nginx's log.
+            status, _, _ = http_request(port, "HEAD", "/sse?token=not-for-logs&channel=default")
+            assert status == 200
+            access = (tmp_path / "access.log").read_text()
+            assert '"HEAD /sse HTTP/1.0" 200' in access
+            assert "not-for-logs" not in access
         finally:
             nginx.terminate()
             nginx.wait(10)

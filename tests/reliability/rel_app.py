@@ -3,7 +3,8 @@ The WSGI app the reliability suite serves in child processes.
 
 - ``GET /state``: what the server holds (clients, subscribers, per-address
   counters, RSS, peak RSS), as JSON, when run by ``rel_server.py``;
-- ``POST /pump?n=&size=&pause=``: broadcast ``n`` events ``{"i": k, "pad": ...}``
+- ``POST /pump?n=&size=&pause=&channel=``: broadcast ``n`` events
+  ``{"i": k, "pad": ..., "channel": ...}``
   from a worker thread (returns at once);
 - ``POST /spray?n=&prefix=&size=``: broadcast one event to each of ``n``
   channels ``<prefix>0`` ... from a worker thread (returns at once);
@@ -30,7 +31,7 @@ STATE: Any = None
 def _pump(n: int, size: int, pause: float, channel: str | None) -> None:
     pad = "x" * size
     for i in range(n):
-        broadcast({"i": i, "pad": pad}, channel=channel)
+        broadcast({"i": i, "pad": pad, "channel": channel}, channel=channel)
         if pause:
             time.sleep(pause)
 

@@ -86,16 +86,28 @@ def test_shutdown_with_ten_thousand_clients(how: str, signum: int) -> None:
             request.start()
             time.sleep(0.3)
 
+            refused: list[bool] = []
+
+            def watch_port() -> None:
+                # Shutdown stops listening at once, while the in-flight
+                # request is still being answered.  Watched from its own
+                # thread: the streams end (and close) meanwhile, and reading
+                # 10,000 ends must not delay the check.
+                while not in_flight and proc.poll() is None:
+                    if _refused(port) and not in_flight:
+                        refused.append(True)
+                        return
+                    time.sleep(0.02)
+
             proc.send_signal(signum)
             signalled = time.monotonic()
-            refused_while_finishing = False
+            watcher = threading.Thread(target=watch_port, daemon=True)
+            watcher.start()
             while proc.poll() is None and time.monotonic() - signalled < 15:
                 crowd.poll(0.02)
-                if not refused_while_finishing and not in_flight:
-                    # Shutdown stops listening at once, while the in-flight
-                    # request is still being answered.
-                    refused_while_finishing = _refused(port) and not in_flight
             exit_seconds = time.monotonic() - signalled
+            watcher.join(10)
+            refused_while_finishing = bool(refused)
             crowd.run_until(lambda: all(c.eof for c in conns), 30)
             request.join(10)
 

@@ -48,13 +48,18 @@ def test_head_is_refused_where_get_is() -> None:
 
 
 def test_head_with_a_failing_hook_is_refused() -> None:
-    """A hook that raises refuses HEAD as it refuses GET (500), never answering 200."""
+    """A hook that raises refuses HEAD as it refuses GET: "retry later" (Retry-After), no stream."""
 
     def broken(request: StreamRequest) -> bool:
         raise RuntimeError("database down")
 
     with serve(app, authorize=broken) as server:
-        assert http_request(server.port, "HEAD", "/sse?channel=public")[0] == 500
+        get = http_request(server.port, "GET", "/sse?channel=public")
+        head = http_request(server.port, "HEAD", "/sse?channel=public")
+        assert get[2].startswith(b": stream hook failed\nretry: ")
+        assert (head[0], head[1]["retry-after"], head[2]) == (get[0], get[1]["retry-after"], b"")
+        refused = server.call(server.service.sse_resource.snapshot)["refused"]
+        assert refused == {"500": 2}
 
 
 @pytest.mark.parametrize("hook", [None, only_own_channel])
@@ -65,8 +70,9 @@ def test_head_counts_against_the_limits_like_get(hook: Any) -> None:
             server.wait_clients(1)
             with server.stream("/sse?channel=public") as refused:
                 get_status = refused.status
-            head_status = http_request(server.port, "HEAD", "/sse?channel=public")[0]
+            head_status, head_headers, _ = http_request(server.port, "HEAD", "/sse?channel=public")
             assert head_status == get_status
+            assert head_headers["retry-after"] == "5"  # told to come back later
         server.wait_clients(0)
         assert http_request(server.port, "HEAD", "/sse?channel=public")[0] == 200
         assert server.call(lambda: server.service.sse_resource._pending) == 0

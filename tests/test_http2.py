@@ -1,0 +1,395 @@
+"""HTTP/2 over TLS: real h2 clients (httpx, curl, the h2 library) against the real server."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.settings
+import httpx
+import pytest
+from support import self_signed_cert, serve, tls_listen
+
+
+def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """Answer with the protocol the WSGI app saw."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello over " + environ["SERVER_PROTOCOL"].encode()]
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate made for this test run."""
+    return self_signed_cert(tmp_path_factory.mktemp("tls"))
+
+
+def tls_context(cert: Path) -> ssl.SSLContext:
+    """A client context trusting C{cert} and offering h2."""
+    context = ssl.create_default_context(cafile=str(cert))
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    return context
+
+
+class H2Client:
+    """
+    A raw HTTP/2 client on the h2 library: it decides which streams it
+    acknowledges (reads), and can stop reading the socket altogether.
+    """
+
+    def __init__(
+        self,
+        port: int,
+        cert: Path,
+        *,
+        window: int | None = None,
+        rcvbuf: int | None = None,
+        preface: bool = True,
+    ) -> None:
+        raw = socket.socket()
+        if rcvbuf is not None:
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        raw.connect(("127.0.0.1", port))
+        self.sock = tls_context(cert).wrap_socket(raw, server_hostname="localhost")
+        assert self.sock.selected_alpn_protocol() == "h2"
+        config = h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        self.conn = h2.connection.H2Connection(config=config)
+        self.data: dict[int, bytes] = defaultdict(bytes)
+        self.status: dict[int, str] = {}
+        self.ended: set[int] = set()
+        self.reset: set[int] = set()
+        self.closed = False
+        self.goaway = False
+        if preface:
+            self.conn.initiate_connection()
+            if window is not None:
+                codes = h2.settings.SettingCodes
+                self.conn.update_settings({codes.INITIAL_WINDOW_SIZE: window})
+                self.conn.increment_flow_control_window(window)
+            self.flush()
+
+    def flush(self) -> None:
+        """Send what h2 has queued."""
+        self.sock.sendall(self.conn.data_to_send())
+
+    def get(self, path: str) -> int:
+        """Send a GET; return its stream id."""
+        stream_id = self.conn.get_next_available_stream_id()
+        headers = [(":method", "GET"), (":path", path), (":scheme", "https")]
+        self.conn.send_headers(stream_id, [*headers, (":authority", "localhost")], end_stream=True)
+        self.flush()
+        return stream_id
+
+    def pump(self, timeout: float, reads: Callable[[int], bool] = lambda _: True) -> None:
+        """Handle what arrives within C{timeout}; streams where C{reads} is false are not acked."""
+        self.sock.settimeout(timeout)
+        try:
+            incoming = self.sock.recv(65536)
+        except TimeoutError:
+            return
+        except (ConnectionError, ssl.SSLError):
+            incoming = b""
+        if not incoming:
+            self.closed = True
+            return
+        for event in self.conn.receive_data(incoming):
+            if isinstance(event, h2.events.ResponseReceived):
+                self.status[event.stream_id] = dict(event.headers)[":status"]
+            elif isinstance(event, h2.events.DataReceived):
+                self.data[event.stream_id] += event.data
+                size = event.flow_controlled_length
+                if reads(event.stream_id):
+                    self.conn.acknowledge_received_data(size, event.stream_id)
+                elif size:
+                    # Keep the connection open for the other streams.
+                    self.conn.increment_flow_control_window(size)
+            elif isinstance(event, h2.events.StreamEnded):
+                self.ended.add(event.stream_id)
+            elif isinstance(event, h2.events.StreamReset):
+                self.reset.add(event.stream_id)
+            elif isinstance(event, h2.events.ConnectionTerminated):
+                self.goaway = True
+        data = self.conn.data_to_send()
+        if data:
+            try:
+                self.sock.sendall(data)
+            except OSError:
+                self.closed = True
+
+    def wait(self, predicate: Callable[[], bool], timeout: float = 10.0, **kwargs: Any) -> None:
+        """Pump until C{predicate()} holds."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert time.monotonic() < deadline, "h2 client: condition not reached"
+            assert not self.closed or predicate(), "h2 client: connection closed"
+            self.pump(0.1, **kwargs)
+
+    def post(self, path: str, body: bytes, *, declare: bool) -> int:
+        """Send a POST with C{body} (its length declared or not); return its stream id."""
+        stream_id = self.conn.get_next_available_stream_id()
+        headers = [(":method", "POST"), (":path", path), (":scheme", "https")]
+        headers.append((":authority", "localhost"))
+        if declare:
+            headers.append(("content-length", str(len(body))))
+        self.conn.send_headers(stream_id, headers)
+        self.flush()
+        sent = 0
+        while sent < len(body) and stream_id not in self.reset and not self.closed:
+            window = min(
+                self.conn.local_flow_control_window(stream_id), self.conn.max_outbound_frame_size
+            )
+            if window <= 0:
+                self.pump(0.1)
+                continue
+            chunk = body[sent : sent + window]
+            self.conn.send_data(stream_id, chunk, end_stream=sent + len(chunk) == len(body))
+            self.flush()
+            sent += len(chunk)
+            self.pump(0.001)
+        return stream_id
+
+    def ping(self) -> None:
+        """Send a PING (a frame that is not a request)."""
+        self.conn.ping(b"12345678")
+        self.flush()
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.sock.close()
+
+
+def test_pages_and_streams_share_one_h2_connection(cert: tuple[Path, Path]) -> None:
+    """httpx (http2=True) multiplexes three streams and page views on one connection."""
+    with serve(app, listen=tls_listen(*cert), heartbeat=0.3) as server:
+        url = f"https://127.0.0.1:{server.port}"
+
+        async def main() -> tuple[list[list[str]], list[str], set[str]]:
+            async with httpx.AsyncClient(http2=True, verify=tls_context(cert[0])) as client:
+                streams = [
+                    client.stream("GET", f"{url}/sse?channel={channels}", timeout=10)
+                    for channels in ("a", "b", "a&channel=b")
+                ]
+                responses = [await s.__aenter__() for s in streams]
+                versions = {r.http_version for r in responses}
+                readers = [r.aiter_lines() for r in responses]
+
+                async def read_until(reader: Any, predicate: Callable[[list[str]], bool]) -> Any:
+                    lines: list[str] = []
+                    while not predicate(lines):
+                        lines.append(await reader.__anext__())
+                    return lines
+
+                opened = lambda ls: any(x.startswith("retry:") for x in ls)  # noqa: E731
+                await asyncio.gather(*(read_until(r, opened) for r in readers))
+                pages = [await client.get(f"{url}/page/{i}") for i in range(3)]
+                versions |= {p.http_version for p in pages}
+                clients = server.service.sse_resource.clients
+                shared = await asyncio.to_thread(
+                    server.call, lambda: {id(c.request.channel._conn) for c in clients}
+                )
+                assert len(shared) == 1  # one HTTP/2 connection carries every stream
+                bc = server.service.broadcaster
+                await asyncio.to_thread(bc.broadcast_and_wait, "to-a", channel="a")
+                await asyncio.to_thread(bc.broadcast_and_wait, "to-b", channel="b")
+                got = await asyncio.gather(
+                    *(
+                        read_until(r, lambda ls, n=n: sum(x.startswith("data:") for x in ls) == n)
+                        for r, n in zip(readers, (1, 1, 2), strict=True)
+                    )
+                )
+                # Heartbeats arrive on an otherwise idle stream.
+                beat = await read_until(readers[0], lambda ls: ":" in ls)
+                for s in streams:
+                    await s.__aexit__(None, None, None)
+                return (
+                    [[x for x in lines if x.startswith("data:")] for lines in got],
+                    [p.text for p in pages] + beat[-1:],
+                    versions,
+                )
+
+        data, texts, versions = asyncio.run(main())
+        assert versions == {"HTTP/2"}
+        assert data == [["data: to-a"], ["data: to-b"], ["data: to-a", "data: to-b"]]
+        assert texts == ["hello over HTTP/2"] * 3 + [":"]
+        server.wait_clients(0)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_curl_reads_a_stream_over_http2(cert: tuple[Path, Path]) -> None:
+    """curl --http2 reads the stream and an event over HTTP/2."""
+    with serve(app, listen=tls_listen(*cert)) as server:
+        curl = subprocess.Popen(
+            [
+                "curl", "-sN", "--http2", "--cacert", str(cert[0]), "-m", "2",
+                "-w", "\\nversion=%{http_version}\\n",
+                f"https://127.0.0.1:{server.port}/sse?channel=c",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        server.wait_clients(1)
+        server.service.broadcaster.broadcast_and_wait("over h2", channel="c")
+        out, _ = curl.communicate(timeout=15)
+        assert out.startswith(": connected\nretry: ")
+        assert "data: over h2\n\n" in out and out.endswith("version=2\n")
+
+
+def test_slow_h2_reader_is_reset_and_its_connection_lives_on(cert: tuple[Path, Path]) -> None:
+    """A stream whose reader stops is reset (RST_STREAM); the other stream goes on."""
+    with serve(app, listen=tls_listen(*cert), max_buffer=64 * 1024, heartbeat=0) as server:
+        client = H2Client(server.port, cert[0])
+        try:
+            slow, live = client.get("/sse?channel=bulk"), client.get("/sse?channel=live")
+            reads = lambda stream_id: stream_id != slow  # noqa: E731
+            client.wait(lambda: {slow, live} <= set(client.status), reads=reads)
+            bc = server.service.broadcaster
+            for _ in range(20):  # 200 KB on the bulk channel, beyond window + max_buffer
+                bc.broadcast_and_wait("x" * 10_000, channel="bulk")
+                client.pump(0.01, reads=reads)
+            client.wait(lambda: slow in client.reset, reads=reads)
+            bc.broadcast_and_wait("still here", channel="live")
+            client.wait(lambda: b"data: still here\n" in client.data[live], reads=reads)
+            assert not client.closed and live not in client.reset
+            snapshot = server.call(server.service.sse_resource.snapshot)
+            assert snapshot["dropped_by_reason"] == {"buffer": 1}
+            assert snapshot["clients"] == 1
+        finally:
+            client.close()
+
+
+def test_h2_reader_with_a_huge_window_is_capped(cert: tuple[Path, Path]) -> None:
+    """A client granting a 1 GiB window but not reading is dropped at max_buffer."""
+    with serve(app, listen=tls_listen(*cert), max_buffer=128 * 1024, heartbeat=0) as server:
+        client = H2Client(server.port, cert[0], window=1 << 30, rcvbuf=4096)
+        try:
+            stream = client.get("/sse?channel=bulk")
+            client.wait(lambda: stream in client.status)
+            server.wait_clients(1)
+            bc = server.service.broadcaster
+            for _ in range(400):  # 4 MB; the client reads nothing from now on
+                bc.broadcast_and_wait("x" * 10_000, channel="bulk")
+                if server.client_count() == 0:
+                    break
+            server.wait_clients(0)
+            snapshot = server.call(server.service.sse_resource.snapshot)
+            assert snapshot["dropped_by_reason"] == {"buffer": 1}
+        finally:
+            client.close()
+
+
+def test_h2_connection_without_a_request_is_closed(cert: tuple[Path, Path]) -> None:
+    """An h2 connection that sends no request within header_timeout is closed, PINGs or not."""
+    with serve(app, listen=tls_listen(*cert), header_timeout=1.0) as server:
+        client = H2Client(server.port, cert[0])
+        try:
+            started = time.monotonic()
+            while not client.closed and time.monotonic() - started < 10:
+                if not client.goaway:
+                    client.ping()
+                client.pump(0.2)
+            assert client.closed and client.goaway
+            assert time.monotonic() - started < 5
+        finally:
+            client.close()
+
+
+def test_idle_h2_connection_is_closed_despite_pings(cert: tuple[Path, Path]) -> None:
+    """After its last request, an h2 connection sending only PINGs is closed at idle_timeout."""
+    with serve(app, listen=tls_listen(*cert), idle_timeout=1.0) as server:
+        client = H2Client(server.port, cert[0])
+        try:
+            page = client.get("/page")
+            client.wait(lambda: page in client.ended)
+            assert client.data[page] == b"hello over HTTP/2"
+            started = time.monotonic()
+            while not client.closed and time.monotonic() - started < 10:
+                if not client.goaway:
+                    client.ping()
+                client.pump(0.2)
+            assert client.closed and client.goaway
+            assert time.monotonic() - started < 5
+        finally:
+            client.close()
+
+
+def test_open_h2_stream_outlives_idle_timeout(cert: tuple[Path, Path]) -> None:
+    """Heartbeats keep an h2 stream and its connection past idle_timeout (and TCP_USER_TIMEOUT)."""
+    with serve(app, listen=tls_listen(*cert), idle_timeout=1.0, heartbeat=0.3) as server:
+        client = H2Client(server.port, cert[0])
+        try:
+            stream = client.get("/sse")
+            client.wait(lambda: stream in client.status)
+
+            def user_timeout() -> int:
+                (c,) = server.service.sse_resource.clients
+                sock = c.request.channel._conn.transport.socket
+                return int(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT))
+
+            # A peer that vanishes is found by the kernel once a heartbeat
+            # stays unacknowledged (at least 30 s).
+            assert server.call(user_timeout) == 30_000
+            deadline = time.monotonic() + 2.5
+            while time.monotonic() < deadline:
+                client.pump(0.1)
+            assert not client.closed and stream not in client.ended
+            assert client.data[stream].split(b"\n").count(b":") >= 5  # heartbeats
+        finally:
+            client.close()
+
+
+def test_h2_shutdown_ends_streams_and_retries_later(cert: tuple[Path, Path]) -> None:
+    """close() ends h2 streams cleanly; a new stream on the connection is told to retry."""
+    with serve(app, listen=tls_listen(*cert), busy_retry_after=2) as server:
+        client = H2Client(server.port, cert[0])
+        try:
+            stream = client.get("/sse")
+            client.wait(lambda: stream in client.status)
+            server.call(server.service.sse_resource.close)
+            client.wait(lambda: stream in client.ended)
+            again = client.get("/sse")
+            client.wait(lambda: again in client.ended)
+            assert client.status[again] == "200"
+            assert client.data[again].startswith(b": server is shutting down\nretry: ")
+        finally:
+            client.close()
+
+
+@pytest.mark.parametrize("declare", [True, False], ids=["declared", "streamed"])
+def test_h2_request_body_over_the_limit_is_reset(cert: tuple[Path, Path], declare: bool) -> None:
+    """An HTTP/2 body over max_request_body resets its stream; the connection serves on."""
+    with serve(app, listen=tls_listen(*cert), max_request_body=100_000) as server:
+        client = H2Client(server.port, cert[0])
+        try:
+            big = client.post("/upload", b"x" * 300_000, declare=declare)
+            client.wait(lambda: big in client.reset)
+            assert big not in client.status
+            page = client.get("/page")
+            client.wait(lambda: page in client.ended)
+            assert client.data[page] == b"hello over HTTP/2"
+            small = client.post("/upload", b"y" * 50_000, declare=declare)
+            client.wait(lambda: small in client.ended)
+            assert client.status[small] == "200"
+        finally:
+            client.close()
+
+
+def test_h2_body_on_the_stream_path_is_reset(cert: tuple[Path, Path]) -> None:
+    """The event stream takes no body over HTTP/2 either: such a stream is reset at once."""
+    with serve(app, listen=tls_listen(*cert)) as server:
+        client = H2Client(server.port, cert[0])
+        try:
+            stream = client.post("/sse", b"x" * 1000, declare=False)
+            client.wait(lambda: stream in client.reset)
+            assert server.client_count() == 0
+        finally:
+            client.close()
