@@ -12,6 +12,7 @@ import pytest
 from support import http_request, serve
 from twisted.logger import formatEvent, globalLogPublisher
 
+import wsgi_sse
 import wsgi_sse._tokens as tokens_module
 from wsgi_sse import (
     InvalidStreamToken,
@@ -186,6 +187,21 @@ def test_token_opens_its_channels_despite_authorize() -> None:
             bc = server.service.broadcaster
             bc.broadcast_and_wait("on b", channel="b")
             assert [e.data for e in client.wait_events(1)] == ["on b"]
+
+
+@pytest.mark.parametrize("tagged", ["", "&channelInId=1"])
+def test_token_identity_counts_in_presence_and_disconnect_ends_it(tagged: str) -> None:
+    """A token's identity is in presence() (channel-tagged streams too) and disconnect() ends it."""
+    with serve(app, token_secret=SECRET) as server:
+        token = stream_token(["a", "b"], identity="ada", secret=SECRET)
+        with server.stream(f"/sse?token={token}{tagged}") as client:
+            assert client.status == 200
+            server.wait_clients(1)
+            assert [dict(wsgi_sse.presence(c).identities) for c in "ab"] == [{"ada": 1}] * 2
+            wsgi_sse.disconnect(identity="ada")
+            client.read_to_end()
+        server.wait_clients(0)
+        assert wsgi_sse.presence("a").connections == 0
 
 
 def test_token_with_a_subset_of_its_channels() -> None:
