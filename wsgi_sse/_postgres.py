@@ -306,26 +306,7 @@ class PostgresBackplane(ThreadedBackplane):
         out["table"] = self.table
         return out
 
-    def _close(self) -> None:
-        for name in (
-            "_listen_conn",
-            "_reader_conn",
-            "_publisher_conn",
-            "_replay_conn",
-            "_control_conn",
-            "_control_reader_conn",
-        ):
-            conn = getattr(self, name)
-            setattr(self, name, None)
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    conn.close()
-
-    def _drop_publisher_connection(self) -> None:
-        conn, self._publisher_conn = self._publisher_conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.close()
+    _connections = ("_listen_conn", *ThreadedBackplane._connections)
 
     # -- presence and revocation (control threads) ----------------------------
 

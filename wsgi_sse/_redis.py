@@ -301,27 +301,11 @@ class RedisBackplane(ThreadedBackplane):
         out["stream"] = self.key
         return out
 
-    def _close(self) -> None:
-        for name in (
-            "_reader_conn",
-            "_publisher_conn",
-            "_replay_conn",
-            "_control_conn",
-            "_control_reader_conn",
-        ):
-            conn = getattr(self, name)
-            setattr(self, name, None)
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    conn.connection_pool.disconnect()
-                with contextlib.suppress(Exception):
-                    conn.close()
-
-    def _drop_publisher_connection(self) -> None:
-        conn, self._publisher_conn = self._publisher_conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.close()
+    def _close_connection(self, conn: Any) -> None:
+        with contextlib.suppress(Exception):
+            conn.connection_pool.disconnect()
+        with contextlib.suppress(Exception):
+            conn.close()
 
     # -- presence and revocation (control threads) ----------------------------
 

@@ -135,11 +135,34 @@ class ThreadedBackplane:
         """Answer fetches (replay thread): one lookup round trip for all their ids."""
         raise NotImplementedError
 
-    def _close(self) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    _publisher_conn: Any
+    _connections: tuple[str, ...] = (
+        "_reader_conn",
+        "_publisher_conn",
+        "_replay_conn",
+        "_control_conn",
+        "_control_reader_conn",
+    )
+    """The attributes holding a subclass's connections (closed by L{_close})."""
 
-    def _drop_publisher_connection(self) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def _close_connection(self, conn: Any) -> None:
+        """Close one connection, whatever state it is in.  Any thread."""
+        with contextlib.suppress(Exception):
+            conn.close()
+
+    def _close(self) -> None:
+        """Close every connection, waking the threads blocked on them.  Any thread."""
+        for name in self._connections:
+            conn = getattr(self, name)
+            setattr(self, name, None)
+            if conn is not None:
+                self._close_connection(conn)
+
+    def _drop_publisher_connection(self) -> None:
+        """Close the publisher's connection, so its next batch reconnects."""
+        conn, self._publisher_conn = self._publisher_conn, None
+        if conn is not None:
+            self._close_connection(conn)
 
     def _send_control(self, body: bytes) -> None:  # pragma: no cover - optional
         """Send one control message (control thread); raise on failure."""
