@@ -202,3 +202,59 @@ def test_the_join_result_comes_before_any_live_event() -> None:
     stub.fetches[0].callback(Fetched(False, [], 0, "", False))
     hub.deliver_batch([Entry(11, "peer-11", "a", b"data: 11\n")])
     assert client.sent == [RESET, b"init\n\n", b"id: peer-11\ndata: 11\n\n"]
+
+
+def test_a_stream_held_by_the_backplane_replays_through_its_backlog() -> None:
+    """A fetched replay over max_buffer to a paused stream: kept, written on resume, live after."""
+    from twisted.web.http_headers import Headers
+
+    from wsgi_sse import StreamOptions
+    from wsgi_sse._streams import Streams
+
+    class Response:
+        """The response of a stream: what it is written, nothing else."""
+
+        channel = None
+        startedWriting = True
+        chunked = False
+        content = None
+        args: dict[bytes, list[bytes]] = {}
+
+        def __init__(self) -> None:
+            self.responseHeaders = Headers()
+            self.requestHeaders = Headers()
+            self.written: list[bytes] = []
+            self.finished: Deferred[None] = Deferred()
+
+        def setHeader(self, name: bytes, value: bytes) -> None:
+            self.responseHeaders.setRawHeaders(name, [value])
+
+        def getHeader(self, name: bytes) -> None:
+            return None
+
+        def registerProducer(self, producer: object, streaming: bool) -> None:
+            pass
+
+        def notifyFinish(self) -> Deferred[None]:
+            return self.finished
+
+        def write(self, data: bytes) -> None:
+            self.written.append(data)
+
+    hub, stub = held_hub()
+    streams = Streams(hub, reactor=Clock(), options=StreamOptions(max_buffer=300, heartbeat=0))
+    request: Any = Response()
+    client = streams.open(request, ("a",), "peer", "peer-8", "peer-8")
+    assert hub.held_count() == 1 and request.written  # the stream started, no replay yet
+    head = len(request.written)
+    client.pauseProducing()
+    body = b"data: " + b"x" * 200 + b"\n"
+    stub.fetches[0].callback(
+        Fetched(True, [Entry(p, f"peer-{p}", "a", body) for p in (9, 10)], 10, "", False)
+    )
+    hub.deliver_batch([Entry(11, "peer-11", "a", b"data: live\n")])
+    assert not client.closed and request.written[head:] == []
+    client.resumeProducing()
+    written = b"".join(request.written[head:])
+    assert written.count(b"x" * 200) == 2 and written.endswith(b"id: peer-11\ndata: live\n\n")
+    assert written.index(b"id: peer-10") < written.index(b"id: peer-11")
