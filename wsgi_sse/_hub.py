@@ -129,7 +129,8 @@ class Joined:
     """
     How a subscriber joined its channels (see L{Hub.join}).
 
-    @ivar replayed: events it was sent from the history before live ones.
+    @ivar replayed: events it was sent (or handed to C{replay}) from the
+        history before live ones.
     @ivar reset: it was sent C{reset}: its missed events could not be replayed.
     @ivar ended: a channel was closed in what it missed: it was replayed up
         to the close and ended (its C{end()} called), not subscribed.
@@ -513,7 +514,9 @@ class Hub:
         subscribed, in the same reactor turn, so that the caller may write
         them at its own pace with live events queued behind.  If a channel
         was closed in them, they end with the close and the caller ends the
-        subscriber (it is not subscribed, nor its C{end()} called).
+        subscriber (it is not subscribed, nor its C{end()} called).  A reset
+        decided at once is the caller's to count; one after a fetch from the
+        backplane counts in C{stats.replay_resets}, like every reset sent.
 
         When this process's history does not reach back to C{last_event_id}
         and the backplane is shared, the missed events are fetched from it:
