@@ -139,8 +139,7 @@ def test_replay_from_redis_ends_at_a_close_in_the_stream() -> None:
     hub = Hub(clock=Clock(), instance_id="p2", backplane=backplane)
     hub.start_at(_pos("4-0"), "4-0")
     sub = Sub()
-    assert hub.replay(["job"], "1-0") == []
-    hub.subscribe(sub, ["job"])
+    hub.join(sub, ["job"], "1-0")
     assert b"".join(sub.wires) == b"id: 2-0\ndata: 2\n\nid: 3-0\n\n"
     assert sub.ended == 1 and hub.subscriber_count() == 0 and hub.held_count() == 0
 
@@ -153,7 +152,6 @@ def test_replay_from_redis_ends_at_a_close_this_process_delivered() -> None:
     hub.start_at(_pos("2-0"), "2-0")
     hub.deliver_batch([entry("3-0", "job", CLOSE_BODY)])
     sub = Sub()
-    assert hub.replay(["job"], "1-0") == []
-    hub.subscribe(sub, ["job"])
+    hub.join(sub, ["job"], "1-0")
     assert b"".join(sub.wires) == b"id: 2-0\ndata: 2\n\nid: 3-0\n\n"
     assert sub.ended == 1 and hub.subscriber_count() == 0

@@ -10,7 +10,7 @@ from twisted.internet.task import Clock
 
 from wsgi_sse import Hub
 from wsgi_sse._backplane import Entry, Fetched, LocalBackplane
-from wsgi_sse._hub import RESET, Joined
+from wsgi_sse._hub import CLOSE_BODY, RESET, Joined
 
 
 class Recorder:
@@ -145,18 +145,53 @@ def test_restart_forgets_the_history_and_resets_waiting_clients() -> None:
     hub.join(held, ["a"], "peer-5")
     hub.restart_at(3, "peer-3")
     assert held.sent == [RESET] and hub.subscriber_count("a") == 1
-    assert hub.parse_id("peer-11") is None and hub.replay(["a"], "peer-3") == []
+    assert hub.parse_id("peer-11") is None and hub.can_replay(["a"], "peer-3")
     assert hub.deliver_batch([Entry(4, "peer-4", "a", b"data: 4\n")]) == [1]
     assert held.sent[-1] == b"id: peer-4\ndata: 4\n\n"
 
 
-def test_the_transition_api_still_joins_through_the_backplane() -> None:
-    """replay() returning [] and the subscribe() that follows hold the client like join()."""
+def test_a_replay_callable_takes_the_fetched_events_before_the_subscription() -> None:
+    """join(replay=...): the fetched events are handed over, not sent, then live ones follow."""
     hub, stub = held_hub()
     client: Any = Recorder()
-    assert hub.replay(["a"], "peer-5") == []
-    hub.subscribe(client, ["a"])
-    assert hub.held_count() == 1 and len(stub.fetches) == 1
+    handed: list[Any] = []
+
+    def replay(events: Any) -> None:
+        handed.append([e.id for e in events])
+        assert hub.subscriber_count("a") == 0  # not subscribed yet
+
+    joined = hub.join(client, ["a"], "peer-8", preface=b": hi\n\n", replay=replay)
+    assert not joined.called and hub.held_count() == 1
+    entries = [Entry(p, f"peer-{p}", "a", f"data: {p}\n".encode()) for p in (9, 10)]
+    stub.fetches[0].callback(Fetched(True, entries, 10, "", False))
+    assert result(joined) == Joined(2, False)
+    assert handed == [["peer-9", "peer-10"]] and client.sent == [b": hi\n\n"]
+    hub.deliver_batch([Entry(11, "peer-11", "a", b"data: 11\n")])
+    assert client.sent[-1] == b"id: peer-11\ndata: 11\n\n"
+
+
+def test_a_replay_callable_is_told_of_a_reset_instead_of_sending_it() -> None:
+    """join(replay=...) with an unknown id: the callable gets None, nothing is sent, it is live."""
+    hub = Hub(clock=Clock(), instance_id="t")
+    client = Recorder()
+    handed: list[Any] = []
+    assert result(hub.join(client, ["a"], "garbage", replay=handed.append)) == Joined(0, True)
+    assert handed == [None] and client.sent == [] and hub.subscriber_count("a") == 1
+
+
+def test_a_replay_callable_gets_the_events_up_to_a_close_and_the_subscriber_stays_out() -> None:
+    """join(replay=...) past a close: events up to the close, no end() call, no subscription."""
+    hub = Hub(clock=Clock(), instance_id="t")
+    hub.publish("a", b"data: 1\n")
+    hub.publish("a", CLOSE_BODY)
+    hub.publish("a", b"data: 3\n")
+    client: Any = Recorder()
+    client.ended = 0
+    client.end = lambda: setattr(client, "ended", client.ended + 1)
+    handed: list[Any] = []
+    assert result(hub.join(client, ["a"], "t-0", replay=handed.append)) == Joined(2, False, True)
+    assert [e.id for e in handed[0]] == ["t-1", "t-2"] and handed[0][-1].closes
+    assert client.sent == [] and client.ended == 0 and hub.subscriber_count("a") == 0
 
 
 def test_the_join_result_comes_before_any_live_event() -> None:
@@ -167,3 +202,59 @@ def test_the_join_result_comes_before_any_live_event() -> None:
     stub.fetches[0].callback(Fetched(False, [], 0, "", False))
     hub.deliver_batch([Entry(11, "peer-11", "a", b"data: 11\n")])
     assert client.sent == [RESET, b"init\n\n", b"id: peer-11\ndata: 11\n\n"]
+
+
+def test_a_stream_held_by_the_backplane_replays_through_its_backlog() -> None:
+    """A fetched replay over max_buffer to a paused stream: kept, written on resume, live after."""
+    from twisted.web.http_headers import Headers
+
+    from wsgi_sse import StreamOptions
+    from wsgi_sse._streams import Streams
+
+    class Response:
+        """The response of a stream: what it is written, nothing else."""
+
+        channel = None
+        startedWriting = True
+        chunked = False
+        content = None
+        args: dict[bytes, list[bytes]] = {}
+
+        def __init__(self) -> None:
+            self.responseHeaders = Headers()
+            self.requestHeaders = Headers()
+            self.written: list[bytes] = []
+            self.finished: Deferred[None] = Deferred()
+
+        def setHeader(self, name: bytes, value: bytes) -> None:
+            self.responseHeaders.setRawHeaders(name, [value])
+
+        def getHeader(self, name: bytes) -> None:
+            return None
+
+        def registerProducer(self, producer: object, streaming: bool) -> None:
+            pass
+
+        def notifyFinish(self) -> Deferred[None]:
+            return self.finished
+
+        def write(self, data: bytes) -> None:
+            self.written.append(data)
+
+    hub, stub = held_hub()
+    streams = Streams(hub, reactor=Clock(), options=StreamOptions(max_buffer=300, heartbeat=0))
+    request: Any = Response()
+    client = streams.open(request, ("a",), "peer", "peer-8", "peer-8")
+    assert hub.held_count() == 1 and request.written  # the stream started, no replay yet
+    head = len(request.written)
+    client.pauseProducing()
+    body = b"data: " + b"x" * 200 + b"\n"
+    stub.fetches[0].callback(
+        Fetched(True, [Entry(p, f"peer-{p}", "a", body) for p in (9, 10)], 10, "", False)
+    )
+    hub.deliver_batch([Entry(11, "peer-11", "a", b"data: live\n")])
+    assert not client.closed and request.written[head:] == []
+    client.resumeProducing()
+    written = b"".join(request.written[head:])
+    assert written.count(b"x" * 200) == 2 and written.endswith(b"id: peer-11\ndata: live\n\n")
+    assert written.index(b"id: peer-10") < written.index(b"id: peer-11")

@@ -13,7 +13,7 @@ import re
 import secrets
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol, Sequence
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
@@ -35,6 +35,7 @@ __all__ = [
     "Hub",
     "HubStats",
     "Joined",
+    "Replay",
     "Subscriber",
 ]
 
@@ -116,12 +117,20 @@ class HubStats:
     replay_resets: int = 0
 
 
+Replay = Callable[[list[Event] | None], None]
+"""
+Takes a joining subscriber's replay (see L{Hub.join}): the events it missed,
+oldest first, or L{None} when they cannot be replayed (a reset).
+"""
+
+
 @dataclass(slots=True, frozen=True)
 class Joined:
     """
     How a subscriber joined its channels (see L{Hub.join}).
 
-    @ivar replayed: events it was sent from the history before live ones.
+    @ivar replayed: events it was sent (or handed to C{replay}) from the
+        history before live ones.
     @ivar reset: it was sent C{reset}: its missed events could not be replayed.
     @ivar ended: a channel was closed in what it missed: it was replayed up
         to the close and ended (its C{end()} called), not subscribed.
@@ -147,15 +156,30 @@ class _Channel:
 class _Held:
     """A subscriber waiting for its replay to come back from the backplane."""
 
-    __slots__ = ("after", "channels", "done", "fetched", "preface", "subscriber", "timer")
+    __slots__ = (
+        "after",
+        "channels",
+        "done",
+        "fetched",
+        "preface",
+        "replay",
+        "subscriber",
+        "timer",
+    )
 
     def __init__(
-        self, subscriber: Subscriber, channels: tuple[str, ...], after: int, preface: bytes
+        self,
+        subscriber: Subscriber,
+        channels: tuple[str, ...],
+        after: int,
+        preface: bytes,
+        replay: Replay | None,
     ) -> None:
         self.subscriber = subscriber
         self.channels = channels
         self.after = after
         self.preface = preface
+        self.replay = replay
         self.done: Deferred[Joined] = Deferred()
         self.fetched: Fetched | None = None
         self.timer: Any = None  # an IDelayedCall
@@ -263,7 +287,6 @@ class Hub:
         self._local_count = 0
         self._held: dict[Subscriber, _Held] = {}
         self._waiting: list[_Held] = []
-        self._pending: tuple[tuple[str, ...], str] | None = None
         self.backplane: Backplane = (
             backplane if backplane is not None else LocalBackplane(instance_id)
         )
@@ -478,11 +501,22 @@ class Hub:
         last_event_id: str | None = None,
         *,
         preface: bytes = b"",
+        replay: Replay | None = None,
     ) -> Deferred[Joined]:
         """
         Subscribe C{subscriber} to C{channels}, first sending it (in order,
         without gap or duplicate) C{preface} and every event published after
         C{last_event_id}; or C{reset} alone when they cannot be replayed.
+
+        With C{replay}, the replay is handed over instead of sent: C{replay}
+        is called with the events (L{None} for a reset, which is then not
+        sent either), after C{preface} was sent and before the subscriber is
+        subscribed, in the same reactor turn, so that the caller may write
+        them at its own pace with live events queued behind.  If a channel
+        was closed in them, they end with the close and the caller ends the
+        subscriber (it is not subscribed, nor its C{end()} called).  A reset
+        decided at once is the caller's to count; one after a fetch from the
+        backplane counts in C{stats.replay_resets}, like every reset sent.
 
         When this process's history does not reach back to C{last_event_id}
         and the backplane is shared, the missed events are fetched from it:
@@ -500,6 +534,8 @@ class Hub:
         if last_event_id is None:
             if preface:
                 subscriber.send(preface)
+            if replay is not None:
+                replay([])
             self.subscribe(subscriber, names)
             return succeed(Joined(0, False))
         seq = self.parse_id(last_event_id)
@@ -508,23 +544,31 @@ class Hub:
             closed = next((n for n, e in enumerate(events) if e.closes), None)
             if closed is not None:
                 events = events[: closed + 1]
-            wire = b"".join([preface, *(e.wire for e in events)])
-            if wire:
-                subscriber.send(wire)
+            if replay is not None:
+                if preface:
+                    subscriber.send(preface)
+                replay(events)
+            else:
+                wire = b"".join([preface, *(e.wire for e in events)])
+                if wire:
+                    subscriber.send(wire)
             if closed is not None:
                 # Its channel was closed after its last event: replayed up to
                 # the close, then ended.
-                _end_subscriber(subscriber)
+                if replay is None:
+                    _end_subscriber(subscriber)
                 return succeed(Joined(len(events), False, True))
             self.subscribe(subscriber, names)
             return succeed(Joined(len(events), False))
         found = self._position(last_event_id) if self.backplane.shared else None
         if found is None or len(self._held) >= self.max_held:
-            self.stats.replay_resets += 1
-            subscriber.send(RESET)
+            if replay is None:
+                # (A caller taking the replay counts the reset it sends.)
+                self.stats.replay_resets += 1
+            self._send_reset(subscriber, replay)
             self.subscribe(subscriber, names)
             return succeed(Joined(0, True))
-        held = self._held[subscriber] = _Held(subscriber, names, found[0], preface)
+        held = self._held[subscriber] = _Held(subscriber, names, found[0], preface, replay)
         self.backplane.fetch_after(found[2], found[1]).addBoth(self._fetched, held)
         return held.done
 
@@ -534,12 +578,6 @@ class Hub:
         see L{join}).
         """
         names = tuple(dict.fromkeys(channels))
-        pending, self._pending = self._pending, None
-        if pending is not None and pending[0] == names:
-            # The transition API: replay() returned [] for an id the
-            # backplane must answer; this subscribe() completes it.
-            self.join(subscriber, names, pending[1])
-            return
         if subscriber in self._subscriptions or subscriber in self._held:
             raise ValueError("already subscribed")
         self._subscriptions[subscriber] = names
@@ -816,28 +854,12 @@ class Hub:
 
     def replay(self, channels: Iterable[str], last_event_id: str) -> list[Event] | None:
         """
-        Return the events of C{channels} published after C{last_event_id}, in
-        order, or L{None} if that cannot be done exactly (the id is unknown, or
-        some events after it have already left the history).
-
-        Transition API, superseded by L{join}: when only a shared backplane
-        can answer, this returns C{[]} and the L{subscribe} that must follow
-        in the same reactor turn completes the replay.
+        Return the events of C{channels} in this process's history published
+        after C{last_event_id}, in order, or L{None} if that cannot be done
+        exactly (the id is unknown, or some events after it have already
+        left the history).  A shared backplane is not asked: L{join} does.
         """
-        names = tuple(dict.fromkeys(channels))
-        self._pending = None
-        events = self._missed(names, last_event_id)
-        if events is not None:
-            return events
-        if not self.backplane.shared or self._position(last_event_id) is None:
-            return None
-        self._pending = pending = (names, last_event_id)
-        self._reactor().callLater(0, self._forget_pending, pending)
-        return []
-
-    def _forget_pending(self, pending: tuple[tuple[str, ...], str]) -> None:
-        if self._pending is pending:
-            self._pending = None
+        return self._missed(channels, last_event_id)
 
     def can_replay(self, channels: Iterable[str], last_event_id: str) -> bool:
         """Whether L{join} may replay after C{last_event_id} (here or from the backplane)."""
@@ -926,23 +948,33 @@ class Hub:
             self._release(held, None)
             return
         wanted = set(held.channels)
-        wires = []
+        events: list[Event] = []
         ends = False
+        now = self._now()
         for entry in fetched.entries:
-            if entry.channel in wanted and held.after < entry.position << LOCAL_BITS <= end:
+            seq = entry.position << LOCAL_BITS
+            if entry.channel in wanted and held.after < seq <= end:
                 ends = entry.body == CLOSE_BODY
-                wires.append(frame(entry.id, b"" if ends else entry.body))
+                wire = frame(entry.id, b"" if ends else entry.body)
+                events.append(Event(seq, entry.id, entry.channel, wire, now, ends))
                 if ends:
                     break
         if not ends:
             for e in after:
-                wires.append(e.wire)
+                events.append(e)
                 if e.closes:
                     ends = True
                     break
-        self._release(held, wires, ends=ends)
+        self._release(held, events, ends=ends)
 
-    def _release(self, held: _Held, wires: list[bytes] | None, *, ends: bool = False) -> None:
+    def _send_reset(self, subscriber: Subscriber, replay: Replay | None) -> None:
+        """A reset instead of the replay (no preface): sent, or handed to C{replay}."""
+        if replay is not None:
+            replay(None)
+        else:
+            subscriber.send(RESET)
+
+    def _release(self, held: _Held, events: list[Event] | None, *, ends: bool = False) -> None:
         """
         Send the replay (or a reset) and join the live stream, in one turn;
         or end the stream after the replay if its channel was closed in it.
@@ -950,18 +982,25 @@ class Hub:
         del self._held[held.subscriber]
         self._cancel(held)
         subscriber = held.subscriber
-        if wires is None:
+        replay = held.replay
+        if events is None:
             self.stats.replay_resets += 1
-            subscriber.send(RESET)
+            self._send_reset(subscriber, replay)
             joined = Joined(0, True)
         else:
             self.stats.replays_fetched += 1
-            wire = b"".join([held.preface, *wires])
-            if wire:
-                subscriber.send(wire)
-            joined = Joined(len(wires), False, ends)
+            if replay is not None:
+                if held.preface:
+                    subscriber.send(held.preface)
+                replay(events)
+            else:
+                wire = b"".join([held.preface, *(e.wire for e in events)])
+                if wire:
+                    subscriber.send(wire)
+            joined = Joined(len(events), False, ends)
         if ends:
-            _end_subscriber(subscriber)
+            if replay is None:
+                _end_subscriber(subscriber)
         else:
             self.subscribe(subscriber, held.channels)
         held.done.callback(joined)

@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 from ._browser import subscribe_tagged, tagged_replay, wants_channel_ids
 from ._client import StreamClient, close_after_response
 from ._encoding import encode_body, encode_comment, encode_opening, encode_retry, frame
-from ._hub import Event, Hub
+from ._hub import Event, Hub, Replay
 from ._options import StreamOptions
 from ._request import Refused, cors_for_stream
 from ._streamlog import StreamLog
@@ -316,7 +316,30 @@ class Streams:
         parts = [encode_opening(retry)]
         exact = resume is not None and resume == last_event_id and not reset
         tagged = wants_channel_ids(request)
-        missed = self._join(client, channels, resume, exact=exact, tagged=tagged)
+        answers: list[list[Event] | None] = []
+        late = False
+
+        def replay(events: list[Event] | None) -> None:
+            if late:
+                self._replay_fetched(client, events, tagged, last_event_id)
+            else:
+                answers.append(events)
+
+        self._join(client, channels, resume, replay, exact=exact, tagged=tagged)
+        if not answers:
+            # A shared backplane holds the client while it fetches what it
+            # missed: the stream starts now, the replay follows (in the
+            # reactor turn that subscribes it).
+            late = True
+            head = b"".join([*parts, first or b""])
+            stats.bytes_written += len(head)
+            request.write(head)
+            client.started()
+            stats.replays += 1
+            self._stream_log.opened(peer, channels, last_event_id, 0, reset)
+            self._ensure_heartbeat()
+            return client
+        missed = answers[0]
         if missed is None:
             # Exact: the client's id is unknown or too old.  Otherwise: more
             # was published since the start was fixed than the history
@@ -376,32 +399,76 @@ class Streams:
         client: StreamClient,
         channels: tuple[str, ...],
         after: str | None,
+        replay: Replay,
         *,
         exact: bool,
         tagged: bool = False,
-    ) -> list[Event] | None:
+    ) -> None:
         """
-        Subscribe C{client} to C{channels} and return the events it missed
-        after C{after} (none if L{None}), in one reactor turn; L{None} if
-        they cannot all be replayed (the client is subscribed all the same).
+        Subscribe C{client} to C{channels}, first handing C{replay} the
+        events it missed after C{after} (none if L{None}), or L{None} if
+        they cannot all be replayed (the client is subscribed all the same),
+        in the reactor turn that subscribes it: at once, or later if a
+        shared backplane holds the client while it fetches them (only for
+        C{exact}: the client's own id).  Otherwise only this process's
+        history counts.
 
-        The stream lifecycle's only use of the hub's replay and
-        subscriptions (with L{_leave}).  C{tagged}: the stream asked for
-        channel-tagged ids (one hub subscriber per channel, see
-        L{wsgi_sse._browser}).
+        The stream lifecycle's only use of the hub's subscriptions (with
+        L{_leave}).  C{tagged}: the stream asked for channel-tagged ids (one
+        hub subscriber per channel, see L{wsgi_sse._browser}); those replay
+        from this process's history only.
         """
         hub = self.hub
-        missed: list[Event] | None = []
-        if after is not None:
-            # exact: the client's own id (a backplane may hold the client
-            # until it has fetched the events from elsewhere: subscribe
-            # follows).  Otherwise only this hub's history counts.
-            missed = hub.replay(channels, after) if exact else hub._missed(channels, after)
-        if tagged:
-            subscribe_tagged(hub, client, channels)
-        else:
-            hub.subscribe(client, channels)
-        return missed
+        if tagged or not exact:
+            replay(hub.replay(channels, after) if after is not None else [])
+            if tagged:
+                subscribe_tagged(hub, client, channels)
+            else:
+                hub.join(client, channels)
+            return
+        hub.join(client, channels, after, replay=replay)
+
+    def _replay_fetched(
+        self,
+        client: StreamClient,
+        missed: list[Event] | None,
+        tagged: bool,
+        last_event_id: str | None,
+    ) -> None:
+        """
+        Write the replay a shared backplane answered for a stream already
+        started (or a reset), before its first live event.
+        """
+        stats = self.stats
+        if missed is None:
+            # Counted by the hub (replay_resets), as a backplane's answer.
+            stats.bytes_written += len(RESET)
+            client.send(RESET)
+            self.log.info(
+                "stream reset for {peer}: cannot replay {channels} from {last_event_id!r}",
+                peer=client.peer,
+                channels=list(client.channels),
+                last_event_id=last_event_id,
+            )
+            return
+        if not missed:
+            return
+        if missed[-1].closes:
+            # The channel was closed since: up to there, then the end.
+            wire = b"".join(tagged_replay(missed) if tagged else [e.wire for e in missed])
+            stats.bytes_written += len(wire)
+            client.send(wire)
+            self._leave(client)
+            client.end()
+            return
+        wires: Iterable[bytes] = (
+            chain.from_iterable(tagged_replay((e,)) for e in missed)
+            if tagged
+            else (e.wire for e in missed)
+        )
+        size = sum(len(e.wire) for e in missed)
+        stats.bytes_written += size
+        client.replay(wires, size)
 
     def _leave(self, client: StreamClient) -> None:
         """Stop delivering to C{client}."""

@@ -487,9 +487,8 @@ def test_held_client_completes_when_the_reader_starts() -> None:
     stub = StubBackplane()
     hub = redis_hub("b", stub)
     client = Recorder()
-    # The transition API (replay() then subscribe()) still joins atomically.
-    assert hub.replay(["c"], "100-0") == []
-    hub.subscribe(client, ["c"])
+    hub.join(client, ["c"], "100-0")
+    assert hub.held_count() == 1
     entries = [_entry("100-1", "c", b"data: 1\n")]
     stub.fetches[0][1].callback(Fetched(True, entries, _end("100-1"), "", False))
     assert client.sent == []
