@@ -96,12 +96,14 @@ def test_resuming_reader_gets_every_event_once_in_order() -> None:
         chunks, seen, tail = [], 0, b""
         sock.settimeout(10)
         with sock:
-            while seen < expected:
+            # Until every event has arrived and the last HTTP chunk is
+            # complete (its events end with a blank line, then CRLF).
+            while seen < expected or not tail.endswith(b"\n\r\n"):
                 data = sock.recv(262144)
                 assert data, "stream ended"
                 chunks.append(data)
                 seen += (tail + data).count(b"data: ")
-                tail = data[-5:]  # a "data: " split between two reads
+                tail = (tail + data)[-5:]  # a "data: " split between two reads
         raw = b"".join(chunks)
         text = dechunk(raw.split(b"\r\n\r\n", 1)[1]).decode()
         parser = SpecParser()
