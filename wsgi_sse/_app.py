@@ -335,6 +335,7 @@ class SSEServerService(MultiService):
             max_request_body=max_request_body,
             access_log=access_log,
             body_limits=body_limits,
+            stream_path=sse_path,
         )
         try:
             endpoint = serverFromString(reactor, with_backlog(self.listen))

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["StreamClient", "close_after_response"]
 
 # Request headers Twisted's access log formatters read when a stream ends.
-_LOGGED_HEADERS = (b"referer", b"user-agent", b"authorization", b"x-forwarded-for")
+_LOGGED_HEADERS = (b"Referer", b"User-Agent", b"Authorization", b"X-Forwarded-For")
 
 # The fast path (see StreamClient.send) frames each event for HTTP/1.1 chunked
 # transfer once, for the first client that needs it, and every other client
@@ -261,10 +261,15 @@ class StreamClient:
         request.responseHeaders = Headers()
         old = request.requestHeaders
         kept = Headers()
-        for name in _LOGGED_HEADERS:
-            values = old.getRawHeaders(name)
-            if values is not None:
-                kept.setRawHeaders(name, values)
+        raw = getattr(old, "_rawHeaders", None)
+        if raw is not None:
+            # (Twisted keeps each name in its canonical case.)
+            kept._rawHeaders = {name: raw[name] for name in _LOGGED_HEADERS if raw.get(name)}
+        else:  # pragma: no cover - another Headers implementation
+            for name in _LOGGED_HEADERS:
+                values = old.getRawHeaders(name)
+                if values is not None:
+                    kept.setRawHeaders(name, values)
         request.requestHeaders = kept
         content = request.content
         if content is not None:

@@ -41,8 +41,12 @@ from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from twisted.web import http, server
+from twisted.web.http import _getContentFile, parse_qs
+from twisted.web.resource import _IEncodingResource
 from twisted.web.server import Site
+from twisted.web.server import version as _server_version
 
+from ._lean import _PLAIN_SOCKET_TRANSPORTS, http_date, parse_simple_get
 from ._tokens import redact_tokens
 
 if TYPE_CHECKING:
@@ -91,6 +95,8 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
     _bodyReceived = 0
     _bodyLimit: int | None = DEFAULT_MAX_REQUEST_BODY
     _refused = False
+    # The event stream's path: its simple GETs are read in one pass.
+    leanPath: bytes | None = None
 
     def connectionMade(self) -> None:
         """Start the clock for the first request's headers."""
@@ -98,11 +104,87 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
         self._armHeaderDeadline()
 
     def dataReceived(self, data: bytes) -> None:
-        """Start the clock at the first byte of a request on a kept-alive connection."""
+        """
+        Read a request: a simple GET of the event stream in one pass (see
+        L{_serve_simple_get}), else line by line; start the clock at the
+        first byte of a request on a kept-alive connection.
+        """
+        if (
+            self.leanPath is not None
+            and not self.requests
+            and self.line_mode
+            and not self._buffer
+            and self.persistent
+            and self._serve_simple_get(data)
+        ):
+            return
         if self._headerDeadline is None and not self.requests and self.line_mode:
             # Between requests: these bytes begin the next request's head.
             self._armHeaderDeadline()
         super().dataReceived(data)  # type: ignore[no-untyped-call]
+
+    def _serve_simple_get(self, data: bytes) -> bool:
+        """
+        Serve C{data} if it is the whole head of a simple C{GET} of the
+        event stream (L{parse_simple_get}) on a plain TCP or UNIX-socket
+        connection, as twisted.web would serve it, without its line parser;
+        return whether it was.
+
+        The request, the channel and the response headers end up as
+        twisted.web's C{HTTPChannel}, C{Request.requestReceived} and
+        C{Request.process} leave them; the request is routed and rendered
+        by twisted.web (C{Site.getResourceFor}, C{Request.render}).
+        """
+        if type(self.transport) not in _PLAIN_SOCKET_TRANSPORTS:
+            return False
+        path = self.leanPath
+        assert path is not None
+        get = parse_simple_get(data, path, self.maxHeaders)
+        if get is None:
+            return False
+        # HTTPChannel: the headers are in, the request is being handled.
+        self._cancelHeaderDeadline()
+        if self.timeOut:
+            self._savedTimeOut = self.setTimeout(None)  # type: ignore[no-untyped-call]
+        request: Any = self.requestFactory(self, len(self.requests))
+        self.requests.append(request)
+        request.requestHeaders._rawHeaders = get.headers
+        if b"Cookie" in get.headers:
+            request.parseCookies()
+        site: Any = self.site  # type: ignore[attr-defined]
+        get_content_file = getattr(site, "getContentFile", None)
+        request.content = (
+            get_content_file(0) if get_content_file is not None else _getContentFile(0)
+        )
+        response_headers = request.responseHeaders._rawHeaders
+        if not get.persistent:
+            response_headers[b"Connection"] = [b"close"]
+            self.persistent = False
+        self._bodyReceived = 0
+        self._handlingRequest = True
+        self.setRawMode()  # type: ignore[no-untyped-call]
+        # Request.requestReceived.
+        request.args = parse_qs(get.query, 1) if get.query is not None else {}
+        request.method = b"GET"
+        request.uri = get.target
+        request.clientproto = b"HTTP/1.1"
+        request.path = path
+        # Request.process.
+        request.site = site
+        response_headers[b"Server"] = [_server_version]
+        response_headers[b"Date"] = [http_date()]
+        request.prepath = []
+        request.postpath = path[1:].split(b"/")
+        try:
+            resrc = site.getResourceFor(request)
+            if _IEncodingResource.providedBy(resrc):
+                encoder = resrc.getEncoder(request)
+                if encoder is not None:
+                    request._encoder = encoder
+            request.render(resrc)
+        except BaseException:  # noqa: BLE001 - as Request.process does
+            request.processingFailed(Failure())
+        return True
 
     def allHeadersReceived(self) -> None:
         """The headers are complete: stop the clock; refuse a body declared too large."""
@@ -259,6 +341,17 @@ def _segments(path: str) -> tuple[bytes, ...]:
     return tuple(s.encode("utf-8") for s in path[1:].split("/"))
 
 
+def _lean_path(path: str | None) -> bytes | None:
+    """The stream path as a simple GET names it, or L{None} if it cannot be read in one pass."""
+    if path is None:
+        return None
+    _segments(path)
+    raw = path.encode("utf-8")
+    if any(c <= 0x20 or c >= 0x7F or c in b"%?#" for c in raw):
+        return None
+    return raw
+
+
 def _ignore(data: bytes) -> None:
     pass
 
@@ -285,6 +378,11 @@ class StreamSite(Site):
     @param body_limits: smaller limits for some paths (C{{"/sse": 0}}: no
         body at all), matched against the whole path as twisted.web routes
         it (segments unquoted, no query string).
+    @param stream_path: the event stream's path (C{"/sse"}): a plain
+        C{GET} of it that arrives whole in one read is read in one pass
+        instead of line by line, with the same outcome (see
+        L{wsgi_sse._lean}).  A path with other than printable ASCII or
+        with a C{%} is always read line by line.
     """
 
     def __init__(
@@ -296,6 +394,7 @@ class StreamSite(Site):
         max_request_body: int | None = DEFAULT_MAX_REQUEST_BODY,
         access_log: bool = True,
         body_limits: Mapping[str, int] | None = None,
+        stream_path: str | None = None,
         **kwargs: Any,
     ) -> None:
         if header_timeout is not None and header_timeout < 0:
@@ -316,6 +415,8 @@ class StreamSite(Site):
                 raise ValueError(f"the body limit of {path} must not be negative")
             self.body_limits[_segments(path)] = limit
         self._logFormatter = _redacting(self._logFormatter)
+        self.stream_path = stream_path
+        self._lean_path = _lean_path(stream_path)
         if "requestFactory" not in kwargs:
             self.requestFactory = _StreamingRequest
 
@@ -326,11 +427,11 @@ class StreamSite(Site):
 
     def protocol(self) -> Any:
         """Build one connection's channel (twisted.web calls this)."""
-        channel = self._channelClass()()
+        channel_class = self._channelClass()
         if H2Connection is None:
-            return channel
+            return channel_class()
         # The wrapper switches to HTTP/2 when TLS negotiates it.
-        return self._negotiatingClass()(channel)
+        return self._negotiatingClass(channel_class)(channel_class())
 
     def buildProtocol(self, addr: Any) -> Any:
         """
@@ -343,17 +444,20 @@ class StreamSite(Site):
         return self.protocol()
 
     def _channelClass(self) -> type[_HeaderDeadlineChannel]:
+        # Built for every connection: compared with the cached class's.
         settings = (
             self.header_timeout,
             self.max_request_body,
-            tuple(sorted(self.body_limits.items())),
+            self.body_limits,
             self.timeOut,
             self.requestFactory,
             self.reactor,
+            self._lean_path,
         )
         cached = self.__dict__.get("_channelClassCache")
         if cached is not None and cached[0] == settings:
             return cached[1]  # type: ignore[no-any-return]
+        settings = (*settings[:2], dict(self.body_limits), *settings[3:])
         cls = type(
             "_HeaderDeadlineChannel",
             (_HeaderDeadlineChannel,),
@@ -367,19 +471,23 @@ class StreamSite(Site):
                 "site": self,
                 "requestFactory": self.requestFactory,
                 "callLater": staticmethod(self.reactor.callLater),
+                "leanPath": self._lean_path,
             },
         )
         _share_keys(cls, _CHANNEL_ATTRIBUTES)
         self._channelClassCache = (settings, cls)
         return cls
 
-    def _negotiatingClass(self) -> type[Any]:
+    def _negotiatingClass(
+        self, channel_class: type[_HeaderDeadlineChannel] | None = None
+    ) -> type[Any]:
         """
         The protocol wrapper of this site's connections (its settings class
         attributes, like L{_channelClass}): HTTP/1.1 until TLS negotiates
         HTTP/2 (ALPN), then an L{_StreamH2Connection} with the same limits.
         """
-        channel_class = self._channelClass()
+        if channel_class is None:
+            channel_class = self._channelClass()
         cached = self.__dict__.get("_negotiatingClassCache")
         if cached is not None and cached[0] is channel_class:
             return cached[1]  # type: ignore[no-any-return]

@@ -18,14 +18,17 @@ from collections import Counter
 from itertools import chain
 from typing import TYPE_CHECKING, Any, Iterable
 
+from twisted.internet import tcp
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
 
 from ._browser import subscribe_tagged, tagged_replay, wants_channel_ids
 from ._client import StreamClient, close_after_response
 from ._encoding import encode_body, encode_comment, encode_opening, encode_retry, frame
 from ._hub import Event, Hub, Replay
+from ._lean import start_response
 from ._options import StreamOptions
 from ._request import Refused, cors_for_stream
 from ._streamlog import StreamLog
@@ -283,9 +286,7 @@ class Streams:
         """
         options = self.options
         stats = self.stats
-        for name, value in STREAM_HEADERS:
-            if name != b"Cache-Control" or not request.responseHeaders.hasHeader(name):
-                request.setHeader(name, value)
+        _set_stream_headers(request)
         client = StreamClient(
             request,
             channels=channels,
@@ -296,13 +297,16 @@ class Streams:
             on_drop=self._dropped,
             identity=identity,
         )
-        transport = getattr(request.channel, "transport", None)
+        channel = request.channel
+        transport = getattr(channel, "transport", None)
         if transport is None:  # an HTTP/2 stream: its connection's transport
-            transport = getattr(getattr(request.channel, "_conn", None), "transport", None)
-        set_no_delay = getattr(transport, "setTcpNoDelay", None)
-        if set_no_delay is not None:
-            # Events are small and latency matters more than packet count.
-            set_no_delay(True)
+            transport = getattr(getattr(channel, "_conn", None), "transport", None)
+        if type(transport) is not tcp.Server or not isinstance(channel, HTTPChannel):
+            # (twisted.web's HTTP/1.1 channel sets it on TCP connections.)
+            set_no_delay = getattr(transport, "setTcpNoDelay", None)
+            if set_no_delay is not None:
+                # Events are small and latency matters more than packet count.
+                set_no_delay(True)
         _limit_unacknowledged_time(transport, options.heartbeat)
         request.registerProducer(client, True)
         self.clients.add(client)
@@ -333,7 +337,7 @@ class Streams:
             late = True
             head = b"".join([*parts, first or b""])
             stats.bytes_written += len(head)
-            request.write(head)
+            start_response(request, head)
             client.started()
             stats.replays += 1
             self._stream_log.opened(peer, channels, last_event_id, 0, reset)
@@ -373,7 +377,7 @@ class Streams:
             parts.extend(tagged_replay(missed) if tagged else [e.wire for e in missed])
         head = b"".join(parts)
         stats.bytes_written += len(head)
-        request.write(head)
+        start_response(request, head)
         client.started()
         if missed and not ends:
             # As fast as the reader takes it, like live events (which the
@@ -576,6 +580,20 @@ class Streams:
             "ended": stats.ended,
             "refused": {str(code): n for code, n in sorted(stats.refused.items())},
         }
+
+
+def _set_stream_headers(request: Request) -> None:
+    """Set the stream's response headers (a C{Cache-Control} already set stays)."""
+    raw = getattr(request.responseHeaders, "_rawHeaders", None)
+    if raw is None:  # pragma: no cover - another Headers implementation
+        for name, value in STREAM_HEADERS:
+            if name != b"Cache-Control" or not request.responseHeaders.hasHeader(name):
+                request.setHeader(name, value)
+        return
+    # As setHeader stores them (the names are canonical), without its checks.
+    for name, value in STREAM_HEADERS:
+        if name != b"Cache-Control" or name not in raw:
+            raw[name] = [value]
 
 
 def _limit_unacknowledged_time(transport: Any, heartbeat: float) -> None:

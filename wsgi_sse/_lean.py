@@ -1,0 +1,232 @@
+"""
+The lean opening path: a stream's simple request head read in one pass,
+and a response's head and first bytes written in one go.
+
+A reconnect storm (every browser reconnecting at once after a restart) is
+thousands of identical requests: C{GET /sse HTTP/1.1} with a few headers,
+arriving in one read each.  twisted.web parses such a head line by line and
+header by header, builds the response head as a list of a dozen pieces
+each checked on its own, and hands them to the transport to send on the
+reactor's next turn.  L{parse_simple_get} reads a whole head in one pass
+and L{start_response} sends the head with the stream's first bytes in one
+system call; both give up (L{None}, or the ordinary write) on anything but
+the common case, which twisted.web's own path then handles as always.
+
+Reactor thread only (L{start_response}); L{parse_simple_get} is pure.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet import tcp, unix
+from twisted.web.http import NO_BODY_CODES, HTTPChannel, datetimeToString
+from twisted.web.http_headers import InvalidHeaderName, _nameEncoder
+from twisted.web.server import Request as _ServerRequest
+
+if TYPE_CHECKING:
+    from twisted.web.server import Request
+
+__all__ = ["MAX_SIMPLE_HEAD", "SimpleGet", "http_date", "parse_simple_get", "start_response"]
+
+MAX_SIMPLE_HEAD = 8192
+"""Bytes of a request head read in one pass; a larger one takes the line parser."""
+
+# Request headers that make a request anything but simple: a body (the
+# stream takes none, and twisted.web's limits answer it), an interim answer.
+_NOT_SIMPLE = frozenset({b"Content-Length", b"Transfer-Encoding", b"Expect", b"Upgrade"})
+
+# The bytes a request target may consist of here: printable ASCII but for
+# a space (twisted.web also takes some others, which take its own path).
+_TARGET_BYTES = bytes(range(0x21, 0x7F))
+
+# Transports whose socket may be written to directly (exact types: TLS
+# wraps the bytes itself).
+_PLAIN_SOCKET_TRANSPORTS = (tcp.Server, unix.Server)
+
+
+class SimpleGet:
+    """
+    A simple C{GET} request head, read in one pass.
+
+    @ivar target: the request target (C{/sse?channel=a}).
+    @ivar query: the query string without its C{?}, or L{None}.
+    @ivar headers: the request headers, as twisted.web stores them: each
+        canonical name (C{Last-Event-Id}) with a list of its one value.
+    @ivar persistent: whether the connection stays open after the answer
+        (no C{Connection: close}).
+    """
+
+    __slots__ = ("headers", "persistent", "query", "target")
+
+    def __init__(
+        self,
+        target: bytes,
+        query: bytes | None,
+        headers: dict[bytes, list[bytes]],
+        persistent: bool,
+    ) -> None:
+        self.target = target
+        self.query = query
+        self.headers = headers
+        self.persistent = persistent
+
+
+def parse_simple_get(data: bytes, path: bytes, max_headers: int) -> SimpleGet | None:
+    """
+    Read C{data}, one read from a fresh connection, as the complete head of
+    a C{GET} of C{path} (with or without a query) over HTTP/1.1; L{None} if
+    it is anything else, or anything twisted.web would answer or read
+    differently.
+
+    L{None} for: another method, path or version; a target with bytes other
+    than printable ASCII, a fragment or an escaped path; bytes after the
+    head (pipelining) or an incomplete head; a bare CR or LF, or a NUL; a
+    folded (continued) header line, a header name that is not a token, a
+    header given twice; a body (C{Content-Length}, C{Transfer-Encoding}),
+    C{Expect} or C{Upgrade}; more than C{max_headers} headers or
+    L{MAX_SIMPLE_HEAD} bytes.  Header values lose their surrounding spaces
+    and tabs, as twisted.web stores them.
+
+    >>> get = parse_simple_get(b"GET /sse?a=1 HTTP/1.1\\r\\nhost: x\\r\\n\\r\\n", b"/sse", 500)
+    >>> get.target, get.query, get.headers, get.persistent
+    (b'/sse?a=1', b'a=1', {b'Host': [b'x']}, True)
+    >>> parse_simple_get(b"POST /sse HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n", b"/sse", 500) is None
+    True
+    """
+    size = len(data)
+    if size > MAX_SIMPLE_HEAD or data[-4:] != b"\r\n\r\n" or data.find(b"\r\n\r\n") != size - 4:
+        return None
+    head = data[:-4]
+    lines = head.split(b"\r\n")
+    breaks = len(lines) - 1
+    if head.count(b"\n") != breaks or head.count(b"\r") != breaks or b"\x00" in head:
+        return None
+    if breaks > max_headers:
+        return None
+    line = lines[0]
+    if line[:4] != b"GET " or line[-9:] != b" HTTP/1.1":
+        return None
+    target = line[4:-9]
+    query: bytes | None = None
+    if target != path:
+        if target[: len(path) + 1] != path + b"?":
+            return None
+        query = target[len(path) + 1 :]
+        if target.translate(None, _TARGET_BYTES) or b"#" in query:
+            return None
+    headers: dict[bytes, list[bytes]] = {}
+    encode = _nameEncoder.encode
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or line[0] in b" \t":
+            return None
+        try:
+            name = encode(name)
+        except InvalidHeaderName:
+            return None
+        if name in headers or name in _NOT_SIMPLE:
+            return None
+        headers[name] = [value.strip(b" \t")]
+    persistent = True
+    connection = headers.get(b"Connection")
+    if connection is not None:
+        # As twisted.web decides it (HTTPChannel.checkPersistence).
+        persistent = b"close" not in [t.lower() for t in connection[0].split(b" ")]
+    return SimpleGet(target, query, headers, persistent)
+
+
+_date: list[Any] = [-1, b""]
+
+
+def http_date() -> bytes:
+    """
+    The C{Date} header's value now, as twisted.web writes it (computed once
+    a second).
+    """
+    now = int(time.time())
+    if now != _date[0]:
+        _date[1] = datetimeToString(now)
+        _date[0] = now
+    return _date[1]  # type: ignore[no-any-return]
+
+
+# (Names bound once: twisted.web.http is a module proxy, slow to look into.)
+_REQUEST_WRITE = _ServerRequest.write
+_WRITE_HEADERS = HTTPChannel.writeHeaders
+
+
+def start_response(request: Request, body: bytes) -> None:
+    """
+    Write C{request}'s response head and C{body}, its first bytes, exactly
+    as C{request.write(body)} would, in one write; straight to the socket
+    when nothing waits in the transport's buffer.
+
+    Only an HTTP/1.1 C{GET} answered with a body (chunked) over a plain TCP
+    or UNIX-socket connection is written here, with twisted.web's own
+    request and channel classes' writing; anything else (HTTP/1.0, HTTP/2,
+    TLS, cookies, a C{Content-Length}) goes through C{request.write}.
+    """
+    channel: Any = request.channel
+    transport = getattr(channel, "transport", None)
+    raw = getattr(request.responseHeaders, "_rawHeaders", None)
+    if (
+        request.startedWriting
+        or request.clientproto != b"HTTP/1.1"
+        or request.method != b"GET"
+        or type(transport) not in _PLAIN_SOCKET_TRANSPORTS
+        or raw is None
+        or b"Content-Type" not in raw
+        or b"Content-Length" in raw
+        or request.code in NO_BODY_CODES
+        or request.cookies
+        or request.lastModified is not None
+        or request.etag is not None
+        or getattr(request, "_encoder", None) is not None
+        or getattr(request, "_inFakeHead", False)
+        or request._disconnected
+        or request.finished
+        or type(request).write is not _REQUEST_WRITE
+        or not isinstance(channel, HTTPChannel)
+        or type(channel).writeHeaders is not _WRITE_HEADERS
+    ):
+        request.write(body)
+        return
+    # What http.Request.write does on the first write, in one piece.
+    raw[b"Transfer-Encoding"] = [b"chunked"]
+    request.startedWriting = 1
+    request.chunked = 1
+    parts = [b"HTTP/1.1 %d %s\r\n" % (request.code, request.code_message)]
+    for name, values in raw.items():
+        for value in values:
+            parts.append(b"%s: %s\r\n" % (name, value))
+    if body:
+        request.sentLength += len(body)
+        parts.append(b"\r\n%x\r\n%s\r\n" % (len(body), body))
+    else:
+        parts.append(b"\r\n")
+    send_now(transport, b"".join(parts))
+
+
+def send_now(transport: Any, data: bytes) -> None:
+    """
+    Hand C{data} to the kernel at once if nothing is queued before it in
+    C{transport} (a plain TCP or UNIX-socket transport); queue whatever the
+    kernel does not take, as C{transport.write} would.
+    """
+    if (
+        transport.connected
+        and not transport.disconnecting
+        and not transport.dataBuffer
+        and not transport._tempDataLen
+    ):
+        try:
+            sent = transport.socket.send(data)
+        except OSError:
+            # EAGAIN, or an error the transport finds on its own write.
+            sent = 0
+        if sent == len(data):
+            return
+        data = data[sent:]
+    transport.write(data)
