@@ -91,7 +91,9 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
     maxRequestBody: int | None = DEFAULT_MAX_REQUEST_BODY
     # Smaller limits by path: {(b"sse",): 0, ...} (segments as routed).
     bodyLimits: Mapping[tuple[bytes, ...], int] = {}
-    _headerDeadline: IDelayedCall | None = None
+    # Whether this connection is in its site's _deadlines (waiting for headers).
+    _headerDeadline = False
+    _deadlines: _Deadlines | None = None
     _bodyReceived = 0
     _bodyLimit: int | None = DEFAULT_MAX_REQUEST_BODY
     _refused = False
@@ -100,7 +102,15 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
 
     def connectionMade(self) -> None:
         """Start the clock for the first request's headers."""
-        super().connectionMade()  # type: ignore[no-untyped-call]
+        idle = self.timeOut
+        if self._deadlines is not None and idle and idle >= self._deadlines.timeout:
+            # The header deadline comes first: no idle timer until the
+            # headers are in (allHeadersReceived starts it for a body).
+            self.timeOut = None
+            super().connectionMade()  # type: ignore[no-untyped-call]
+            self.timeOut = idle
+        else:
+            super().connectionMade()  # type: ignore[no-untyped-call]
         self._armHeaderDeadline()
 
     def dataReceived(self, data: bytes) -> None:
@@ -118,7 +128,7 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
             and self._serve_simple_get(data)
         ):
             return
-        if self._headerDeadline is None and not self.requests and self.line_mode:
+        if not self._headerDeadline and not self.requests and self.line_mode:
             # Between requests: these bytes begin the next request's head.
             self._armHeaderDeadline()
         super().dataReceived(data)  # type: ignore[no-untyped-call]
@@ -197,6 +207,9 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
             ):
                 self._refuseTooLarge()
                 return
+            if getattr(self, "_TimeoutMixin__timeoutCall", None) is None and self.timeOut:
+                # The body arrives under the idle timeout (see connectionMade).
+                self.setTimeout(self.timeOut)  # type: ignore[no-untyped-call]
         self._bodyReceived = 0
         super().allHeadersReceived()  # type: ignore[no-untyped-call]
 
@@ -273,18 +286,20 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
         super().connectionLost(reason)  # type: ignore[no-untyped-call]
 
     def _armHeaderDeadline(self) -> None:
-        if self.headerTimeout and self._headerDeadline is None:
-            self._headerDeadline = self.callLater(  # type: ignore[no-untyped-call]
-                self.headerTimeout, self._headersTooSlow
-            )
+        deadlines = self._deadlines
+        if deadlines is not None and not self._headerDeadline:
+            self._headerDeadline = True
+            deadlines.add(self)
 
     def _cancelHeaderDeadline(self) -> None:
-        deadline, self._headerDeadline = self._headerDeadline, None
-        if deadline is not None and deadline.active():
-            deadline.cancel()
+        if self._headerDeadline:
+            self._headerDeadline = False
+            deadlines = self._deadlines
+            assert deadlines is not None
+            deadlines.discard(self)
 
     def _headersTooSlow(self) -> None:
-        self._headerDeadline = None
+        self._headerDeadline = False
         transport = self.transport
         if transport is None:  # pragma: no cover - already gone
             return
@@ -333,6 +348,55 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
         else:  # pragma: no cover - transports that cannot half-close
             transport.loseConnection()
         self.callLater(2.0, _abort, transport)  # type: ignore[no-untyped-call, call-arg]
+
+
+class _Deadlines:
+    """
+    The header deadlines of one site's connections, under one timer.
+
+    Every connection gets the same time, so the connections waiting for
+    their headers, kept in the order their clocks started, are also in the
+    order their deadlines fall: one timer, set for the earliest, serves
+    them all, and a connection whose headers arrive only leaves the queue
+    (no timer of its own to schedule and cancel, which a reconnect storm
+    would do thousands of times a second).
+
+    @ivar timeout: seconds a connection has to send its request headers.
+    """
+
+    __slots__ = ("_clock", "_due", "_timer", "timeout")
+
+    def __init__(self, clock: Any, timeout: float) -> None:
+        self._clock = clock
+        self.timeout = timeout
+        self._due: dict[_HeaderDeadlineChannel, float] = {}
+        self._timer: IDelayedCall | None = None
+
+    def add(self, channel: _HeaderDeadlineChannel) -> None:
+        """Start C{channel}'s clock: it has C{timeout} seconds from now."""
+        self._due[channel] = self._clock.seconds() + self.timeout
+        if self._timer is None:
+            self._timer = self._clock.callLater(self.timeout, self._fire)
+
+    def discard(self, channel: _HeaderDeadlineChannel) -> None:
+        """Stop C{channel}'s clock (its headers are in, or it is gone)."""
+        self._due.pop(channel, None)
+
+    def _fire(self) -> None:
+        self._timer = None
+        due = self._due
+        now = self._clock.seconds()
+        while due:
+            channel, when = next(iter(due.items()))
+            if when > now + 1e-6:
+                self._timer = self._clock.callLater(when - now, self._fire)
+                return
+            del due[channel]
+            try:
+                channel._headersTooSlow()
+            except Exception:  # noqa: BLE001 - logged; the others still time out
+                # One connection's failure leaves the others' deadlines.
+                channel.log.failure("closing a connection at its header deadline failed")
 
 
 def _segments(path: str) -> tuple[bytes, ...]:
@@ -472,6 +536,9 @@ class StreamSite(Site):
                 "requestFactory": self.requestFactory,
                 "callLater": staticmethod(self.reactor.callLater),
                 "leanPath": self._lean_path,
+                "_deadlines": (
+                    _Deadlines(self.reactor, self.header_timeout) if self.header_timeout else None
+                ),
             },
         )
         _share_keys(cls, _CHANNEL_ATTRIBUTES)
