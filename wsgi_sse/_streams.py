@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 __all__ = ["RESET", "StreamStats", "Streams", "peer_of"]
 
 _HEARTBEAT = encode_comment()
+# The opening lines by retry value (the jitter spreads a few thousand).
+_OPENINGS: dict[int, bytes] = {}
 RESET = frame(None, encode_body("", event="reset"))
 """The C{reset} event: the stream cannot replay what the page missed."""
 
@@ -158,7 +160,7 @@ class Streams:
         if len(self.clients) + self._pending >= options.max_connections:
             raise Refused(503, "too many connections", self._retry_after(), transient=True)
         per_address = options.max_connections_per_address
-        if per_address is not None and self._per_address[peer] >= per_address:
+        if per_address is not None and self._per_address.get(peer, 0) >= per_address:
             raise Refused(
                 503, "too many connections from your address", self._retry_after(), transient=True
             )
@@ -317,7 +319,12 @@ class Streams:
         # Everything below happens in this one reactor turn: no event can be
         # published between the replay and the subscription.
         retry = options.retry + int(options.retry * options.retry_jitter * self._random.random())
-        parts = [encode_opening(retry)]
+        opening = _OPENINGS.get(retry)
+        if opening is None:
+            opening = encode_opening(retry)
+            if len(_OPENINGS) < 4096:
+                _OPENINGS[retry] = opening
+        parts = [opening]
         exact = resume is not None and resume == last_event_id and not reset
         tagged = wants_channel_ids(request)
         answers: list[list[Event] | None] = []
@@ -428,7 +435,8 @@ class Streams:
             if tagged:
                 subscribe_tagged(hub, client, channels)
             else:
-                hub.join(client, channels)
+                # (What hub.join does without an id, without its Deferred.)
+                hub.subscribe(client, channels)
             return
         hub.join(client, channels, after, replay=replay)
 
