@@ -1,0 +1,380 @@
+"""
+The lean opening path: a simple stream GET read in one pass gets, byte for
+byte, the answer twisted.web's line-by-line path gives the same request
+(modulo the Date header), with every refusal and limit; anything else
+takes twisted.web's path.  Real server, raw sockets.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from typing import Any, Iterator
+
+import pytest
+from support import RunningServer, serve
+from twisted.internet.task import Clock
+from twisted.logger import Logger
+
+from wsgi_sse._lean import parse_simple_get
+from wsgi_sse._site import _Deadlines, _HeaderDeadlineChannel
+
+
+def hello_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """A WSGI app that answers every path with a short page."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello"]
+
+
+@pytest.fixture
+def lean_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bool]]:
+    """Record, for every read that could open a stream, whether the lean path served it."""
+    calls: list[bool] = []
+    original = _HeaderDeadlineChannel._serve_simple_get
+
+    def recording(self: Any, data: bytes) -> bool:
+        served = original(self, data)
+        calls.append(served)
+        return served
+
+    monkeypatch.setattr(_HeaderDeadlineChannel, "_serve_simple_get", recording)
+    yield calls
+
+
+def set_lean(server: RunningServer, on: bool) -> None:
+    """Turn the lean path on or off for new connections (as a site without a stream path)."""
+    site = server.service.site
+
+    def change() -> None:
+        site._lean_path = b"/sse" if on else None
+
+    server.call(change)
+
+
+def head_end(data: bytes) -> int:
+    """Where the response head ends in C{data} (-1 if not yet)."""
+    end = data.find(b"\r\n\r\n")
+    return end + 4 if end >= 0 else -1
+
+
+def exchange(port: int, request: bytes, done: Any, timeout: float = 10.0) -> bytes:
+    """Send C{request} in one write on a new connection; read until C{done(data)} or EOF."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request)
+        data = b""
+        deadline = time.monotonic() + timeout
+        while not done(data):
+            assert time.monotonic() < deadline, f"timed out with {data!r}"
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+
+def opened(data: bytes) -> bool:
+    """Whether C{data} holds a whole response head and the stream's first chunk (or a body)."""
+    end = head_end(data)
+    return end >= 0 and b"\r\n" in data[end:] and data.endswith(b"\r\n")
+
+
+def without_date(data: bytes) -> bytes:
+    """C{data} with its Date header's value blanked out."""
+    return re.sub(rb"\r\nDate: [^\r]*\r\n", b"\r\nDate: -\r\n", data, count=1)
+
+
+def both_ways(
+    server: RunningServer, lean_calls: list[bool], request: bytes, done: Any = opened
+) -> tuple[bytes, bytes]:
+    """The answers to C{request} on the lean path and on twisted.web's path."""
+    set_lean(server, True)
+    del lean_calls[:]
+    fast = exchange(server.port, request, done)
+    server.call(lambda: None)  # the reactor is done with that read
+    assert lean_calls == [True], "the lean path did not serve the request"
+    set_lean(server, False)
+    slow = exchange(server.port, request, done)
+    server.call(lambda: None)
+    assert lean_calls == [True], "the lean path served a request it was turned off for"
+    set_lean(server, True)
+    return without_date(fast), without_date(slow)
+
+
+STREAM_GET = (
+    b"GET /sse HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
+    b"Cache-Control: no-cache\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    "request_head",
+    [
+        STREAM_GET,
+        b"GET /sse?channel=a&channel=b HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        b"GET /sse HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        b"GET /sse HTTP/1.1\r\nhost:   127.0.0.1 \t\r\nConnection: keep-alive\r\n"
+        b"Cookie: a=1; b=2\r\nUser-Agent: lean/1\r\nReferer: http://127.0.0.1/\r\n\r\n",
+        b"GET /sse HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://app.example\r\n\r\n",
+        b"GET /sse HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://127.0.0.1\r\n\r\n",
+    ],
+    ids=["loadgen", "channels", "connection-close", "spaces-cookies", "cors", "same-origin"],
+)
+def test_lean_answer_is_twisted_answer(lean_calls: list[bool], request_head: bytes) -> None:
+    """A stream opened on the lean path gets the same head and opening bytes as on twisted.web's."""
+    with serve(hello_app, retry_jitter=0, cors_origins=("http://app.example",)) as server:
+        fast, slow = both_ways(server, lean_calls, request_head)
+        assert fast.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert b"Transfer-Encoding: chunked\r\n" in fast
+        assert fast == slow
+
+
+def test_replay_is_the_same_on_both_paths(lean_calls: list[bool]) -> None:
+    """Last-Event-ID replays the missed events, on the lean path as on twisted.web's."""
+    with serve(hello_app, retry_jitter=0) as server:
+        hub = server.service.hub
+
+        def publish() -> str:
+            hub.publish("default", b"data: 0\n")
+            first = hub.last_id
+            hub.publish("default", b"data: 1\n")
+            hub.publish("default", b"data: 2\n")
+            return str(first)
+
+        first = server.call(publish)
+        request = b"GET /sse HTTP/1.1\r\nHost: 127.0.0.1\r\nLast-Event-ID: %s\r\n\r\n" % (
+            first.encode(),
+        )
+        fast, slow = both_ways(server, lean_calls, request, lambda d: b"data: 2\n" in d)
+        assert b"data: 1\n" in fast and b"data: 0\n" not in fast
+        assert fast == slow
+
+
+def until_eof(data: bytes) -> bool:
+    """Read until the server closes the connection."""
+    return False
+
+
+def test_foreign_origin_and_bad_channel_are_refused_alike(lean_calls: list[bool]) -> None:
+    """A foreign Origin (403) and an invalid channel (400) are refused the same on both paths."""
+    with serve(hello_app, retry_jitter=0) as server:
+        forbidden = b"GET /sse HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://evil.example\r\n\r\n"
+        fast, slow = both_ways(
+            server, lean_calls, forbidden, lambda d: d.endswith(b"origin not allowed\n")
+        )
+        assert fast.startswith(b"HTTP/1.1 403 Forbidden\r\n") and fast == slow
+        bad = b"GET /sse?channel= HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        fast, slow = both_ways(server, lean_calls, bad, lambda d: d.endswith(b"empty\n"))
+        assert fast.startswith(b"HTTP/1.1 400 Bad Request\r\n") and fast == slow
+        assert server.client_count() == 0
+
+
+@pytest.mark.parametrize(
+    ("limit", "reason"),
+    [
+        ({"max_connections": 1}, b"too many connections"),
+        ({"max_connections_per_address": 1}, b"too many connections from your address"),
+    ],
+    ids=["total", "address"],
+)
+def test_connection_limits_apply_on_the_lean_path(
+    lean_calls: list[bool], limit: dict[str, int], reason: bytes
+) -> None:
+    """Past max_connections (or the per-address cap) both paths answer "come back later" alike."""
+    with serve(hello_app, retry_jitter=0, **limit) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as held:
+            held.sendall(STREAM_GET)
+            server.wait_clients(1)
+            fast, slow = both_ways(server, lean_calls, STREAM_GET, until_eof)
+            assert fast.startswith(b"HTTP/1.1 200 OK\r\n")
+            assert b"Retry-After: " in fast and b"Connection: close\r\n" in fast
+            assert fast.endswith(b": %s\nretry: 5000\n" % reason)
+            assert fast == slow
+            assert server.client_count() == 1
+        stats = server.call(server.service.sse_resource.snapshot)
+        assert stats["refused"] == {"503": 2}
+
+
+def test_shutdown_refuses_on_the_lean_path(lean_calls: list[bool]) -> None:
+    """Once the streams are closing, both paths tell a new stream to come back later."""
+    with serve(hello_app, retry_jitter=0) as server:
+        server.call(server.service.sse_resource.close)
+        fast, slow = both_ways(server, lean_calls, STREAM_GET, until_eof)
+        assert b"server is shutting down" in fast and b"Retry-After: " in fast
+        assert fast == slow
+
+
+def test_access_log_line_is_the_same(lean_calls: list[bool]) -> None:
+    """A stream opened on the lean path is logged on finish as twisted.web's would be."""
+    with serve(hello_app, retry_jitter=0) as server:
+        site = server.service.site
+        lines: list[str] = []
+        formatter = site._logFormatter
+
+        def capture(timestamp: str, request: Any) -> str:
+            line: str = formatter("[when]", request)
+            lines.append(line)
+            return line
+
+        server.call(setattr, site, "_logFormatter", capture)
+        request = (
+            b"GET /sse?channel=a HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: lean/1\r\n"
+            b"Referer: http://127.0.0.1/page\r\n\r\n"
+        )
+        for lean in (True, False):
+            set_lean(server, lean)
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+                sock.sendall(request)
+                server.wait_clients(1)
+                server.call(server.service.sse_resource.streams.close)
+                data = b""
+                while chunk := sock.recv(65536):
+                    data += chunk
+                assert data.endswith(b"0\r\n\r\n")
+            server.call(setattr, server.service.sse_resource.streams, "closing", False)
+        fast, slow = lines
+        assert '"GET /sse?channel=a HTTP/1.1" 200 ' in fast
+        assert '"http://127.0.0.1/page" "lean/1"' in fast
+        assert fast == slow
+
+
+SIMPLE = b"GET /sse HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST /sse HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"HEAD /sse HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"OPTIONS /sse HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"get /sse HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /sse HTTP/1.0\r\nHost: x\r\n\r\n",
+        b"GET /sse HTTP/2.0\r\nHost: x\r\n\r\n",
+        b"GET /ssefoo HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /sse/ HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /%73se HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET http://x/sse HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /sse?a=1#top HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /sse?a=\xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /sse  HTTP/1.1\r\nHost: x\r\n\r\n",
+        SIMPLE + b"GET /sse HTTP/1.1\r\nHost: x\r\n\r\n",
+        SIMPLE[:-2],
+        b"GET /sse HTTP/1.1\r\nHost: x\n\r\n",
+        b"GET /sse HTTP/1.1\r\nHost: x\rx\r\n\r\n",
+        b"GET /sse HTTP/1.1\r\nHost: x\x00\r\n\r\n",
+        b"GET /sse HTTP/1.1\r\n\r\n\r\n",
+        b"GET /sse HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n",
+        b"GET /sse HTTP/1.1\r\nHost : x\r\n\r\n",
+        b"GET /sse HTTP/1.1\r\n: x\r\n\r\n",
+        b"GET /sse HTTP/1.1\r\nHost x\r\n\r\n",
+        b"GET /sse HTTP/1.1\r\nHost: x\r\nhost: y\r\n\r\n",
+        b"GET /sse HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        b"GET /sse HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"GET /sse HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n",
+        b"GET /sse HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\n\r\n",
+        b"GET /sse HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(11)) + b"\r\n",
+        b"GET /sse HTTP/1.1\r\nHost: x\r\nX-Big: " + b"y" * 8192 + b"\r\n\r\n",
+    ],
+)
+def test_anything_but_a_simple_get_takes_twisted_path(head: bytes) -> None:
+    """Every request twisted.web could read or answer differently is left to it."""
+    assert parse_simple_get(head, b"/sse", 10) is None
+
+
+def test_simple_get_is_read_as_twisted_stores_it() -> None:
+    """Names are canonical, values stripped of spaces and tabs, the query and persistence kept."""
+    get = parse_simple_get(
+        b"GET /sse?channel=a&x=%20 HTTP/1.1\r\nhost: \t h \t\r\nlast-event-id:  7\r\n"
+        b"CONNECTION: Keep-Alive, Close\r\nX-Empty:\r\n\r\n",
+        b"/sse",
+        10,
+    )
+    assert get is not None
+    assert (get.target, get.query) == (b"/sse?channel=a&x=%20", b"channel=a&x=%20")
+    assert get.headers == {
+        b"Host": [b"h"],
+        b"Last-Event-Id": [b"7"],
+        b"Connection": [b"Keep-Alive, Close"],
+        b"X-Empty": [b""],
+    }
+    # As twisted.web reads Connection: tokens split on spaces ("Close" is one).
+    assert get.persistent is False
+    assert parse_simple_get(SIMPLE, b"/sse", 10) is not None
+    assert parse_simple_get(SIMPLE, b"/sse", 0) is None
+
+
+def test_a_head_in_two_reads_is_served_by_twisted(lean_calls: list[bool]) -> None:
+    """A request head split over two reads opens its stream through twisted.web's parser."""
+    with serve(hello_app) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(STREAM_GET[:10])
+            time.sleep(0.2)
+            sock.sendall(STREAM_GET[10:])
+            server.wait_clients(1)
+            data = b""
+            while not opened(data):
+                data += sock.recv(65536)
+            assert data.startswith(b"HTTP/1.1 200 OK\r\n") and b"retry: " in data
+        server.call(lambda: None)
+        assert lean_calls == [False]
+
+
+class _Channel:
+    """A connection waiting for its headers, as _Deadlines sees it."""
+
+    log = Logger()
+
+    def __init__(self, name: str, log: list[str], fail: bool = False) -> None:
+        self.name, self.timed_out, self.fail = name, log, fail
+
+    def _headersTooSlow(self) -> None:
+        self.timed_out.append(self.name)
+        if self.fail:
+            raise RuntimeError("boom")
+
+
+def test_deadlines_fire_in_order_at_their_own_times() -> None:
+    """Each connection times out at its own deadline under one timer; discarded ones never do."""
+    clock = Clock()
+    deadlines = _Deadlines(clock, 10.0)
+    timed_out: list[str] = []
+    a, b, c = (_Channel(n, timed_out) for n in "abc")
+    deadlines.add(a)  # type: ignore[arg-type]
+    clock.advance(3)
+    deadlines.add(b)  # type: ignore[arg-type]
+    clock.advance(3)
+    deadlines.add(c)  # type: ignore[arg-type]
+    assert len(clock.getDelayedCalls()) == 1
+    deadlines.discard(b)  # type: ignore[arg-type]
+    clock.advance(3.9)
+    assert timed_out == []
+    clock.advance(0.1)
+    assert timed_out == ["a"]
+    clock.advance(5.9)
+    assert timed_out == ["a"]
+    clock.advance(0.1)
+    assert timed_out == ["a", "c"]
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_failing_timeout_leaves_the_other_deadlines() -> None:
+    """A connection whose timeout raises is logged; the ones after it still time out."""
+    clock = Clock()
+    deadlines = _Deadlines(clock, 1.0)
+    timed_out: list[str] = []
+    deadlines.add(_Channel("bad", timed_out, fail=True))  # type: ignore[arg-type]
+    deadlines.add(_Channel("next", timed_out))  # type: ignore[arg-type]
+    clock.advance(1.0)
+    assert timed_out == ["bad", "next"]
+
+
+def test_stalled_body_is_closed_at_the_idle_timeout() -> None:
+    """Headers in time but a body that never comes: the idle timeout closes the connection."""
+    with serve(hello_app, header_timeout=0.5, idle_timeout=1.0) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(b"POST /page HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345")
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        # Closed without an answer: the idle timeout, not the header deadline (408).
+        assert data == b""
