@@ -407,7 +407,10 @@ class SSEResource(Resource):
 
     def _cors(self, request: Request) -> tuple[tuple[bytes, bytes], ...]:
         """The CORS headers a stream answer gets; refuse a foreign origin."""
-        cors = cors_for_stream(_header(request, b"origin"), _header(request, b"host"), self.options)
+        origin = _header(request, b"origin")
+        # (The Host only matters with an Origin.)
+        host = _header(request, b"host") if origin is not None else None
+        cors = cors_for_stream(origin, host, self.options)
         if not cors.allowed:
             raise Refused(403, "origin not allowed")
         return cors.headers

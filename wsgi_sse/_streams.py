@@ -23,6 +23,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
+from twisted.web.http import Request as HTTPRequest
 
 from ._browser import subscribe_tagged, tagged_replay, wants_channel_ids
 from ._client import StreamClient, close_after_response
@@ -314,7 +315,7 @@ class Streams:
         self.clients.add(client)
         self._per_address[peer] += 1
         stats.connects += 1
-        request.notifyFinish().addBoth(self._gone, client)
+        _when_finished(request, self, client)
 
         # Everything below happens in this one reactor turn: no event can be
         # published between the replay and the subscription.
@@ -324,9 +325,19 @@ class Streams:
             opening = encode_opening(retry)
             if len(_OPENINGS) < 4096:
                 _OPENINGS[retry] = opening
+        tagged = wants_channel_ids(request)
+        if resume is None and not reset and not tagged:
+            # Nothing to replay (a first connect): subscribed, then started.
+            self.hub.subscribe(client, channels)
+            head = opening + first if first else opening
+            stats.bytes_written += len(head)
+            start_response(request, head)
+            client.started()
+            self._stream_log.opened(peer, channels, last_event_id, 0, reset)
+            self._ensure_heartbeat()
+            return client
         parts = [opening]
         exact = resume is not None and resume == last_event_id and not reset
-        tagged = wants_channel_ids(request)
         answers: list[list[Event] | None] = []
         late = False
 
@@ -590,6 +601,53 @@ class Streams:
         }
 
 
+class _WhenGone:
+    """
+    What C{request.notifyFinish().addBoth(streams._gone, client)} would do,
+    in one small object in the request's notifications (twisted.web calls
+    C{callback(None)} on each when the response ends, C{errback(reason)}
+    when the connection is lost).
+
+    A stream lives for hours; ten thousand streams kept ten thousand
+    Deferreds, each with its list of callbacks and their tuples, for the
+    garbage collector to go through again and again.
+    """
+
+    __slots__ = ("_client", "_streams")
+
+    log = Logger()
+
+    def __init__(self, streams: Streams, client: StreamClient) -> None:
+        self._streams = streams
+        self._client = client
+
+    def callback(self, result: object) -> None:
+        """The response ended."""
+        self._gone(result)
+
+    def errback(self, reason: object) -> None:
+        """The connection was lost."""
+        self._gone(reason)
+
+    def _gone(self, reason: object) -> None:
+        try:
+            self._streams._gone(reason, self._client)
+        except Exception:  # noqa: BLE001 - as a Deferred would keep it: logged
+            self.log.failure("ending stream of {peer} failed", peer=self._client.peer)
+
+
+_NOTIFY_FINISH = HTTPRequest.notifyFinish
+
+
+def _when_finished(request: Request, streams: Streams, client: StreamClient) -> None:
+    """Call C{streams._gone(reason, client)} when C{request}'s response ends, however."""
+    notifications = getattr(request, "notifications", None)
+    if type(notifications) is list and type(request).notifyFinish is _NOTIFY_FINISH:
+        notifications.append(_WhenGone(streams, client))
+    else:  # another request class (a test double): its own notifyFinish
+        request.notifyFinish().addBoth(streams._gone, client)
+
+
 def _set_stream_headers(request: Request) -> None:
     """Set the stream's response headers (a C{Cache-Control} already set stays)."""
     raw = getattr(request.responseHeaders, "_rawHeaders", None)
@@ -604,6 +662,9 @@ def _set_stream_headers(request: Request) -> None:
             raw[name] = [value]
 
 
+_TCP_USER_TIMEOUT: int | None = getattr(socket, "TCP_USER_TIMEOUT", None)
+
+
 def _limit_unacknowledged_time(transport: Any, heartbeat: float) -> None:
     """
     Have the kernel close a stream whose peer stopped acknowledging data.
@@ -615,7 +676,7 @@ def _limit_unacknowledged_time(transport: Any, heartbeat: float) -> None:
     bytes stay unacknowledged and the connection is closed, and the client
     is removed like any other.
     """
-    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    option = _TCP_USER_TIMEOUT
     sock = getattr(transport, "socket", None)
     if option is None or sock is None or not heartbeat:
         return
