@@ -378,3 +378,30 @@ def test_stalled_body_is_closed_at_the_idle_timeout() -> None:
                 data += chunk
         # Closed without an answer: the idle timeout, not the header deadline (408).
         assert data == b""
+
+
+def test_hooks_see_the_same_request_on_both_paths(lean_calls: list[bool]) -> None:
+    """The authorize and initial hooks get the same request on both paths, and the same answer."""
+    seen: list[Any] = []
+
+    def authorize(request: Any) -> bool:
+        seen.append(request)
+        return request.cookies.get("session") == "ok"
+
+    def initial(request: Any) -> dict[str, str]:
+        return {"hello": request.query["channel"][0]}
+
+    with serve(hello_app, retry_jitter=0, authorize=authorize, initial=initial) as server:
+        allowed = (
+            b"GET /sse?channel=a HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: session=ok; x=1\r\n"
+            b"User-Agent: lean/1\r\n\r\n"
+        )
+        fast, slow = both_ways(server, lean_calls, allowed, lambda d: b"\n\n\r\n" in d)
+        assert b'event: init\ndata: {"hello":"a"}\n' in fast
+        assert fast == slow
+        assert seen[0] == seen[1]
+        assert seen[0].cookies == {"session": "ok", "x": "1"}
+        assert seen[0].headers["user-agent"] == "lean/1" and seen[0].path == "/sse"
+        denied = b"GET /sse?channel=a HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        fast, slow = both_ways(server, lean_calls, denied, lambda d: d.endswith(b"a\n"))
+        assert fast.startswith(b"HTTP/1.1 403 Forbidden\r\n") and fast == slow
