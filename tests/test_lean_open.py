@@ -405,3 +405,18 @@ def test_hooks_see_the_same_request_on_both_paths(lean_calls: list[bool]) -> Non
         denied = b"GET /sse?channel=a HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
         fast, slow = both_ways(server, lean_calls, denied, lambda d: d.endswith(b"a\n"))
         assert fast.startswith(b"HTTP/1.1 403 Forbidden\r\n") and fast == slow
+
+
+def test_another_request_class_keeps_twisted_path() -> None:
+    """A site given its own request class reads every request with twisted.web's parser."""
+    from twisted.web.resource import Resource
+    from twisted.web.server import Request
+
+    from wsgi_sse._site import StreamSite
+
+    site = StreamSite(Resource(), stream_path="/sse", requestFactory=Request)
+    assert site._channelClass().leanPath is None
+    assert StreamSite(Resource(), stream_path="/sse")._channelClass().leanPath == b"/sse"
+    assert StreamSite(Resource(), stream_path="/s%C3%A9")._channelClass().leanPath is None
+    with pytest.raises(ValueError, match="stream_path must start with '/'"):
+        StreamSite(Resource(), stream_path="sse")

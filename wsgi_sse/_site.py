@@ -409,7 +409,8 @@ def _lean_path(path: str | None) -> bytes | None:
     """The stream path as a simple GET names it, or L{None} if it cannot be read in one pass."""
     if path is None:
         return None
-    _segments(path)
+    if not path.startswith("/"):
+        raise ValueError(f"stream_path must start with '/', got {path!r}")
     raw = path.encode("utf-8")
     if any(c <= 0x20 or c >= 0x7F or c in b"%?#" for c in raw):
         return None
@@ -535,7 +536,9 @@ class StreamSite(Site):
                 "site": self,
                 "requestFactory": self.requestFactory,
                 "callLater": staticmethod(self.reactor.callLater),
-                "leanPath": self._lean_path,
+                # (Only for this module's request class: another one's
+                # requestReceived or process would be skipped.)
+                "leanPath": (self._lean_path if self.requestFactory is _StreamingRequest else None),
                 "_deadlines": (
                     _Deadlines(self.reactor, self.header_timeout) if self.header_timeout else None
                 ),
