@@ -128,6 +128,8 @@ class Streams:
         self.stopped_for_good = False
         self.stats = StreamStats()
         self._random = random.Random()  # noqa: S311 - jitter, not secrets
+        # One bound method for every stream, not one each (kept per stream).
+        self._on_drop = self._dropped
         self._stream_log = StreamLog(
             self.log,
             per_stream=options.log_streams,
@@ -297,7 +299,7 @@ class Streams:
             clock=self.reactor,
             max_buffer=options.max_buffer,
             max_pause=options.max_pause,
-            on_drop=self._dropped,
+            on_drop=self._on_drop,
             identity=identity,
         )
         channel = request.channel
