@@ -610,9 +610,9 @@ class _WhenGone:
     C{callback(None)} on each when the response ends, C{errback(reason)}
     when the connection is lost).
 
-    A stream lives for hours; ten thousand streams kept ten thousand
-    Deferreds, each with its list of callbacks and their tuples, for the
-    garbage collector to go through again and again.
+    A stream lives for hours: a Deferred each, with its list of callbacks
+    and their tuples, would be six more objects per open stream for every
+    full collection of the garbage collector to go through.
     """
 
     __slots__ = ("_client", "_streams")
