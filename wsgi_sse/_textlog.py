@@ -25,7 +25,7 @@ All methods: call in the reactor thread.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 from twisted.logger import FileLogObserver, Logger, LogLevel, globalLogPublisher
 
@@ -130,9 +130,11 @@ class TextLog:
         namespace names them (C{[namespace#level]}), and it logs them as
         events when they cannot be written directly.
     @param level: their level.
+    @param clock: the time of a line (C{Logger}'s events take C{time.time()}).
     """
 
     __slots__ = (
+        "_clock",
         "_level",
         "_logger",
         "_namespace",
@@ -143,7 +145,13 @@ class TextLog:
         "_target",
     )
 
-    def __init__(self, logger: Logger, level: LogLevel = LogLevel.info) -> None:
+    def __init__(
+        self,
+        logger: Logger,
+        level: LogLevel = LogLevel.info,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._clock = clock
         self._namespace = logger.namespace
         self._level = level
         self._publisher = logger.observer
@@ -193,7 +201,7 @@ class TextLog:
         return self._target
 
     def _prefix_now(self, target: _Target) -> str | None:
-        second = int(time.time())
+        second = int(self._clock())
         if second != self._second:
             self._prefix = target.prefix(self._namespace, self._level, second)
             self._second = second
