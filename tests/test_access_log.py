@@ -166,6 +166,24 @@ def test_observer_change_is_followed() -> None:
     assert [line.split("] ", 1)[1] for line in out.getvalue().splitlines()] == ["one", "three"]
 
 
+def test_failing_file_and_call_fields_fall_back_to_events() -> None:
+    """A file that fails, or a format calling a field, turn the line into an event."""
+
+    class Broken(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError("disk full")
+
+    broken = Broken()
+    publisher = _publisher(textFileLogObserver(broken))
+    text_log = TextLog(Logger(namespace="n", observer=publisher), clock=lambda: NOW)
+    assert not text_log.write("lost?")  # the caller logs it as an event
+    out = io.StringIO()
+    publisher = _publisher(textFileLogObserver(out))
+    text_log = TextLog(Logger(namespace="n", observer=publisher), clock=lambda: NOW)
+    text_log.emit("value: {f()}", f=lambda: "called")
+    assert out.getvalue().endswith(" [n#info] value: called\n")
+
+
 def _access_lines(log: str) -> list[str]:
     return [line for line in log.splitlines() if "[twisted.python.log#info] " in line]
 

@@ -121,6 +121,14 @@ def direct_target(publisher: Any = globalLogPublisher) -> _Target | None:
     return _Target(observer, file, encoding, newline)
 
 
+def _format(format: str, fields: dict[str, Any]) -> str | None:
+    """C{format} with C{fields}, or L{None} if it fails (Twisted's formatter then says why)."""
+    try:
+        return format.format(**fields)
+    except Exception:  # noqa: BLE001 - the event path reports it
+        return None
+
+
 class TextLog:
     """
     Lines at one level in one namespace, written as the global text log
@@ -164,17 +172,15 @@ class TextLog:
     def emit(self, format: str, **fields: Any) -> None:
         """
         Log a message: C{format} (PEP 3101, fields by name as in
-        C{Logger.info}; no C{{name()}} calls) with C{fields}.
+        C{Logger.info}) with C{fields}.
         """
         target = self._direct()
-        if target is None:
-            self._logger.emit(self._level, format, **fields)
-            return
-        prefix = self._prefix_now(target)
-        if prefix is None:
-            self._logger.emit(self._level, format, **fields)
-            return
-        target.write(prefix, format.format(**fields))
+        prefix = self._prefix_now(target) if target is not None else None
+        if target is not None and prefix is not None:
+            text = _format(format, fields)
+            if text is not None and self._put(target, prefix, text):
+                return
+        self._logger.emit(self._level, format, **fields)
 
     def write(self, text: str) -> bool:
         """
@@ -186,9 +192,16 @@ class TextLog:
         if target is None:
             return False
         prefix = self._prefix_now(target)
-        if prefix is None:
+        return prefix is not None and self._put(target, prefix, text)
+
+    def _put(self, target: _Target, prefix: str, text: str) -> bool:
+        try:
+            target.write(prefix, text)
+        except Exception:  # noqa: BLE001 - the event path reports it
+            # Events from now on, until the observers change: the log
+            # system disables an observer whose file fails, and says so.
+            self._target = None
             return False
-        target.write(prefix, text)
         return True
 
     def _direct(self) -> _Target | None:
