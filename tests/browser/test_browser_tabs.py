@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import expect
 from support import ROOT, http_request, serve
 
-from wsgi_sse import stream_token
+from wsgi_sse import Allowed, StreamRequest, stream_token
 
 SECRET = "t" * 40
 
@@ -236,14 +236,16 @@ async (expiredFirst) => {
 def test_token_function_and_reconnect_after_refusal(context: Any) -> None:
     """
     The client fetches a token for its channels before connecting; refused
-    (an expired token: 403) it waits a random delay and connects with a new one.
+    (an expired token: 403), it asks with a new one whether the channel
+    itself is refused (it is not), waits a random delay and connects again.
     """
     with serve(page_app, authorize=lambda request: False, token_secret=SECRET) as server:
         tab = context.new_page()
         tab.goto(server.url + "/blank")
         tab.evaluate(TOKEN_STREAM, True)
         tab.wait_for_function("window.tokenStream.status === 'live'")
-        assert tab.evaluate("window.tokenCalls") == 2
+        # The expired one, the one asking about the channel, the one connecting.
+        assert tab.evaluate("window.tokenCalls") == 3
         snapshot = server.call(server.service.sse_resource.snapshot)
         assert snapshot["refused"] == {"403": 1}  # the expired token
         server.service.broadcaster.broadcast_and_wait("for token holders", channel="secret")
@@ -340,3 +342,49 @@ def test_module_works_as_a_static_file(context: Any) -> None:
         server.service.broadcaster.broadcast_and_wait("hi", channel="x")
         tab.wait_for_function("window.got.length === 1")
         assert tab.evaluate("window.got") == ["hi"]
+
+
+def user_channels(request: StreamRequest) -> Allowed:
+    """Everyone may read "public"; a user logged in (cookie "user") also "user-<name>"."""
+    user = request.cookies.get("user")
+    channels = {"public"} | ({f"user-{user}"} if user else set())
+    return Allowed(channels, identity=user)
+
+
+def test_a_channel_refused_after_logout_is_dropped_and_its_tab_told(context: Any) -> None:
+    """
+    After a logout, a stale tab's user channel is refused: the shared stream
+    reconnects without it, every tab keeps "public", the stale tab is told.
+    """
+    with serve(page_app, authorize=user_channels, retry=200) as server:
+        context.add_cookies([{"name": "user", "value": "ada", "url": server.url}])
+        stale, other = context.new_page(), context.new_page()
+        stale.goto(f"{server.url}/page?channel=public&channel=user-ada")
+        expect(stale.locator("#status")).to_have_text("live")
+        other.goto(f"{server.url}/page?channel=public")
+        wait_for_channels(server, stale, {"public": 1, "user-ada": 1})
+        publish = server.service.broadcaster.broadcast_and_wait
+        publish("hello ada", channel="user-ada")
+        expect(stale.locator("#events li")).to_have_text(["user-ada: hello ada"])
+
+        # The logout: the session goes, then its streams are ended.
+        context.clear_cookies()
+        assert server.call(server.service.hub.revoke, "ada") == 1
+        wait_for_channels(server, stale, {"public": 1})
+        publish("news", channel="public")
+        expect(stale.locator("#events li")).to_have_text(
+            ["user-ada: hello ada", "refused: user-ada", "public: news"]
+        )
+        expect(other.locator("#events li")).to_have_text(["public: news"])
+        assert server.client_count() == 1
+        # The stream, then the HEAD asking about user-ada alone ("public" was allowed).
+        assert server.call(server.service.sse_resource.snapshot)["refused"] == {"403": 2}
+
+        # A new login, in a new tab asking for the channel: it is asked for again.
+        context.add_cookies([{"name": "user", "value": "ada", "url": server.url}])
+        again = context.new_page()
+        again.goto(f"{server.url}/page?channel=user-ada")
+        wait_for_channels(server, again, {"public": 1, "user-ada": 1})
+        publish("welcome back", channel="user-ada")
+        expect(again.locator("#events li")).to_have_text(["user-ada: welcome back"])
+        expect(stale.locator("#events li").last).to_have_text("user-ada: welcome back")
