@@ -7,6 +7,7 @@ reloads, get only their own channels, and fall back to one EventSource each.
 from __future__ import annotations
 
 import importlib.util
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,7 +15,7 @@ from urllib.parse import urlencode
 
 import pytest
 from playwright.sync_api import expect
-from support import ROOT, http_request, serve
+from support import ROOT, free_port, http_request, serve
 
 from wsgi_sse import Allowed, StreamRequest, stream_token
 
@@ -388,3 +389,43 @@ def test_a_channel_refused_after_logout_is_dropped_and_its_tab_told(context: Any
         publish("welcome back", channel="user-ada")
         expect(again.locator("#events li")).to_have_text(["user-ada: welcome back"])
         expect(stale.locator("#events li").last).to_have_text("user-ada: welcome back")
+
+
+def test_tabs_resume_on_another_process_from_the_shared_backplane(
+    context: Any, tmp_path: Any
+) -> None:
+    """
+    Tabs whose server stops reconnect to another process of a Redis
+    deployment at the same address: it never saw what they missed, and
+    replays it from Redis to the right tabs, without reset.
+    """
+    sys.path.insert(0, str(ROOT / "tests" / "redis"))
+    from redis_support import running_redis
+
+    from wsgi_sse.redis import RedisPublisher
+
+    listen = f"tcp:{free_port()}:interface=127.0.0.1"
+    with running_redis(tmp_path) as redis:
+        options: dict[str, Any] = {"listen": listen, "retry": 200, "backplane_url": redis.url}
+        with serve(page_app, **options) as old:
+            tabs = {}
+            for channel in ("a", "b"):
+                tabs[channel] = context.new_page()
+                tabs[channel].goto(f"{old.url}/page?channel={channel}")
+                expect(tabs[channel].locator("#status")).to_have_text("live")
+            wait_for_channels(old, tabs["a"], {"a": 1, "b": 1})
+            old.service.broadcaster.broadcast_and_wait("seen", channel="a")
+            expect(tabs["a"].locator("#events li")).to_have_text(["a: seen"])
+        # No server listens: events published meanwhile (by a worker).
+        with RedisPublisher(redis.url) as publisher:
+            for data, channel in (("missed 1", "b"), ("missed 2", "a"), ("missed 3", "b")):
+                publisher.broadcast(data, channel=channel)
+        with serve(page_app, **options) as new:
+            wait_for_channels(new, tabs["a"], {"a": 1, "b": 1})
+            new.service.broadcaster.broadcast_and_wait("live", channel="a")
+            expect(tabs["a"].locator("#events li")).to_have_text(
+                ["a: seen", "a: missed 2", "a: live"]
+            )
+            expect(tabs["b"].locator("#events li")).to_have_text(["b: missed 1", "b: missed 3"])
+            assert new.service.hub.stats.replays_fetched == 1
+            assert new.call(new.service.sse_resource.snapshot)["resets"] == 0
