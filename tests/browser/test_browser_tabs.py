@@ -391,6 +391,23 @@ def test_a_channel_refused_after_logout_is_dropped_and_its_tab_told(context: Any
         expect(stale.locator("#events li").last).to_have_text("user-ada: welcome back")
 
 
+def test_a_tab_with_its_own_connection_drops_a_refused_channel_too(context: Any) -> None:
+    """Without sharing (no BroadcastChannel), a tab's refused channel is dropped and reported."""
+    context.add_init_script("delete window.BroadcastChannel; delete Navigator.prototype.locks;")
+    with serve(page_app, authorize=user_channels, retry=200) as server:
+        context.add_cookies([{"name": "user", "value": "bob", "url": server.url}])
+        tab = context.new_page()
+        tab.goto(f"{server.url}/page?channel=public&channel=user-bob")
+        expect(tab.locator("#status")).to_have_text("live")
+        assert tab.evaluate("stream.mode") == "single"
+        context.clear_cookies()
+        assert server.call(server.service.hub.revoke, "bob") == 1
+        wait_for_channels(server, tab, {"public": 1})
+        server.service.broadcaster.broadcast_and_wait("news", channel="public")
+        expect(tab.locator("#events li")).to_have_text(["refused: user-bob", "public: news"])
+        expect(tab.locator("#status")).to_have_text("live")
+
+
 def test_tabs_resume_on_another_process_from_the_shared_backplane(
     context: Any, tmp_path: Any
 ) -> None:
