@@ -772,7 +772,7 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
         self._bodyReceived.pop(stream_id, None)
         self._bodyLimits.pop(stream_id, None)
         super()._requestDone(stream_id)
-        if self._goingAway is not None and not self.streams and self.transport is not None:
+        if self._goingAway is not None and not self.streams and self._stillProducing:
             self._close()
 
     def writeDataToStream(self, stream_id: int, data: bytes) -> None:
