@@ -15,12 +15,11 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.application.service import Application, MultiService, Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python.components import Componentized
-from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import IResource
 
 from ._backplane import Backplane, open_backplane, resolve_backplane_url
@@ -35,6 +34,7 @@ from ._config import GROUPS, environment_value, flatten_groups, owner
 from ._hub import Hub
 from ._mount import WSGIRoot
 from ._options import StreamOptions
+from ._pool import WSGIThreadPool
 from ._publish import PublishResource
 from ._resource import SSEResource
 from ._site import (
@@ -89,14 +89,6 @@ def with_backlog(listen: str, backlog: int = DEFAULT_BACKLOG) -> str:
     return listen
 
 
-def _daemon_thread(*args: Any, **kwargs: Any) -> threading.Thread:
-    thread = threading.Thread(*args, **kwargs)
-    # A WSGI view that never returns must not keep the process alive after
-    # shutdown gave up waiting for it.
-    thread.daemon = True
-    return thread
-
-
 def _compliant(app: WSGIApplication) -> WSGIApplication:
     """
     Wrap C{app} so that its environ follows PEP 3333.
@@ -147,12 +139,6 @@ def _report_in_one_line(error: BaseException) -> None:
             previous(kind, value, tb)
 
     sys.excepthook = excepthook
-
-
-class WSGIThreadPool(ThreadPool):
-    """A thread pool for a WSGI app whose threads never block process exit."""
-
-    threadFactory = staticmethod(_daemon_thread)  # type: ignore[assignment]
 
 
 class _BackplaneService(Service):
@@ -415,15 +401,22 @@ class SSEServerService(MultiService):
         raise AssertionError("stream not mounted")  # pragma: no cover
 
     def stopService(self) -> Deferred[None]:
-        """End the streams, stop listening, then stop the thread pool."""
+        """
+        Tell HTTP/2 clients the server is going away (C{GOAWAY}), end the
+        streams, stop listening, then stop the thread pool; done once the
+        pool has stopped and the HTTP/2 connections are closed (both within
+        C{shutdown_timeout}).
+        """
         if not self.running:
             return succeed(None)
+        h2_closed = self.site.go_away(self.shutdown_timeout)
         self.sse_resource.close()
         listening = super().stopService()  # type: ignore[no-untyped-call]
         pool_stopped = self._stop_threadpool()
+        both = gatherResults([pool_stopped, h2_closed]).addCallback(lambda _: None)
         if listening is None:
-            return pool_stopped
-        return listening.addBoth(lambda _: pool_stopped)  # type: ignore[no-any-return]
+            return both
+        return listening.addBoth(lambda _: both)  # type: ignore[no-any-return]
 
     def _stop_threadpool(self) -> Deferred[None]:
         done: Deferred[None] = Deferred()
