@@ -737,6 +737,13 @@ class _NegotiatingChannel(http._GenericHTTPChannelProtocol):
                 self._channel = self.h2Class(self.h2Class.reactor)
                 self._channel.makeConnection(transport)
                 network_producer.registerProducer(self._channel, True)
+            else:
+                transport = old.transport
+                if type(transport) in _PLAIN_SOCKET_TRANSPORTS and transport.protocol is self:
+                    # Plain TCP never negotiates: from now on the channel
+                    # takes its transport's calls itself (one object less
+                    # per connection, and no forwarding).
+                    transport.protocol = old
             self._negotiatedProtocol = negotiated  # type: ignore[assignment]
         self._channel.dataReceived(data)
 
