@@ -121,6 +121,7 @@ class SiteOptions:
     stats_path: str | None = None
     metrics_path: str | None = None
     access_log: bool = True
+    gc_freeze: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +256,18 @@ SETTINGS: tuple[Setting, ...] = (
         "Formatting it through twistd's log observer costs about a quarter of the server's CPU "
         "per small page ([benchmarks](benchmarks.md)): turn it off when the reverse proxy in "
         "front already logs requests.",
+        flag=_boolean,
+    ),
+    _S(
+        "gc_freeze",
+        "site",
+        "`True`",
+        "When the server starts, take the objects alive then (your application, its framework, "
+        "Twisted) out of the cyclic garbage collector's scans with `gc.freeze()`, once per "
+        "process. Every full collection otherwise walks them again; with thousands of streams "
+        "open, a full collection stops the server for tens of milliseconds "
+        "([tuning](deployment.md#garbage-collection)). Turn it off if your application builds "
+        "reference cycles at import time that it later drops and expects to be collected.",
         flag=_boolean,
     ),
     _S(
