@@ -345,6 +345,7 @@ def serve(wsgi_app: Any, **kwargs: Any) -> Iterator[RunningServer]:
     """
     crochet = _crochet()
     from twisted.internet import reactor
+    from twisted.internet.defer import Deferred
 
     from wsgi_sse import make_service, set_broadcaster
 
@@ -354,7 +355,14 @@ def serve(wsgi_app: Any, **kwargs: Any) -> Iterator[RunningServer]:
     def start() -> Any:
         service = make_service(wsgi_app, reactor=reactor, **kwargs)
         service.startService()
-        return service.listening._waitingForPort.addCallback(lambda port: (service, port))
+        started: Any = Deferred()
+
+        def listening(port: Any) -> Any:
+            started.callback((service, port))
+            return port  # the service stops listening on it when stopped
+
+        service.listening._waitingForPort.addCallback(listening)
+        return started
 
     service, port = start().wait(10)
     try:

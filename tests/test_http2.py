@@ -7,18 +7,21 @@ import shutil
 import socket
 import ssl
 import subprocess
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import crochet
 import h2.config
 import h2.connection
 import h2.events
 import h2.settings
 import httpx
 import pytest
+from hyperframe.frame import Frame, GoAwayFrame
 from support import self_signed_cert, serve, tls_listen
 
 
@@ -69,7 +72,10 @@ class H2Client:
         self.ended: set[int] = set()
         self.reset: set[int] = set()
         self.closed = False
-        self.goaway = False
+        self.clean_close = False
+        self.goaway: GoAwayFrame | None = None  # the first GOAWAY received
+        self.events: list[Any] = []  # every h2 event and GOAWAY frame, in order
+        self._unparsed = b""
         if preface:
             self.conn.initiate_connection()
             if window is not None:
@@ -98,11 +104,14 @@ class H2Client:
         except TimeoutError:
             return
         except (ConnectionError, ssl.SSLError):
-            incoming = b""
-        if not incoming:
             self.closed = True
             return
-        for event in self.conn.receive_data(incoming):
+        if not incoming:
+            # The server's TLS close_notify: a clean close.
+            self.closed = self.clean_close = True
+            return
+        for event in self._receive(incoming):
+            self.events.append(event)
             if isinstance(event, h2.events.ResponseReceived):
                 self.status[event.stream_id] = dict(event.headers)[":status"]
             elif isinstance(event, h2.events.DataReceived):
@@ -117,14 +126,37 @@ class H2Client:
                 self.ended.add(event.stream_id)
             elif isinstance(event, h2.events.StreamReset):
                 self.reset.add(event.stream_id)
-            elif isinstance(event, h2.events.ConnectionTerminated):
-                self.goaway = True
         data = self.conn.data_to_send()
         if data:
             try:
                 self.sock.sendall(data)
             except OSError:
                 self.closed = True
+
+    def _receive(self, incoming: bytes) -> list[Any]:
+        """
+        Hand complete frames to h2, except GOAWAY, kept here: h2 closes its
+        connection on one at once (python-hyper/h2 issue 1181), where the
+        server may still finish the open streams.
+        """
+        data = self._unparsed + incoming
+        events: list[Any] = []
+        start = 0
+        while len(data) - start >= 9:
+            end = start + 9 + int.from_bytes(data[start : start + 3], "big")
+            if end > len(data):
+                break
+            if data[start + 3] == 0x07:
+                frame, _ = Frame.parse_frame_header(memoryview(data[start : start + 9]))
+                frame.parse_body(memoryview(data[start + 9 : end]))
+                assert isinstance(frame, GoAwayFrame)
+                self.goaway = self.goaway or frame
+                events.append(frame)
+            else:
+                events.extend(self.conn.receive_data(data[start:end]))
+            start = end
+        self._unparsed = data[start:]
+        return events
 
     def wait(self, predicate: Callable[[], bool], timeout: float = 10.0, **kwargs: Any) -> None:
         """Pump until C{predicate()} holds."""
@@ -362,6 +394,59 @@ def test_h2_shutdown_ends_streams_and_retries_later(cert: tuple[Path, Path]) -> 
             assert client.data[again].startswith(b": server is shutting down\nretry: ")
         finally:
             client.close()
+
+
+def test_h2_shutdown_sends_goaway_finishes_what_was_asked_then_closes(
+    cert: tuple[Path, Path],
+) -> None:
+    """
+    Stopping the server sends GOAWAY (no error, naming the last stream it
+    answers) before the event stream ends cleanly; a page in flight is
+    still answered, a request sent after the GOAWAY is refused, then the
+    connection closes.
+    """
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        """Answer /slow once the test lets it; anything else at once."""
+        if environ["PATH_INFO"] == "/slow":
+            entered.set()
+            release.wait(10)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"done"]
+
+    # Aborting the connection would wait for the shutdown timeout (60 s).
+    with serve(slow_app, listen=tls_listen(*cert), shutdown_timeout=60) as server:
+        client = H2Client(server.port, cert[0])
+        try:
+            stream = client.get("/sse")
+            client.wait(lambda: stream in client.status)
+            slow = client.get("/slow")
+            assert entered.wait(10)
+            stopping = crochet.run_in_reactor(server.service.stopService)()
+            client.wait(lambda: client.goaway is not None and stream in client.ended)
+            late = client.get("/page")
+            client.wait(lambda: late in client.reset)
+            release.set()
+            client.wait(lambda: client.closed)
+        finally:
+            release.set()
+            client.close()
+        stopping.wait(10)  # the connection closed: the server has stopped
+    assert client.clean_close
+    goaway = client.goaway
+    assert goaway is not None
+    assert goaway.error_code == 0 and goaway.last_stream_id == slow
+    # The stream ended cleanly (no reset), after the GOAWAY: the client
+    # knew not to reconnect over this connection.
+    assert stream not in client.reset
+    ended = [e.stream_id for e in client.events if isinstance(e, h2.events.StreamEnded)]
+    assert client.events.index(goaway) < next(
+        i for i, e in enumerate(client.events) if isinstance(e, h2.events.StreamEnded)
+    )
+    assert ended == [stream, slow] and client.data[slow] == b"done"
+    refused = [e for e in client.events if isinstance(e, h2.events.StreamReset)]
+    assert [(e.stream_id, e.error_code) for e in refused] == [(late, 7)]  # REFUSED_STREAM
 
 
 @pytest.mark.parametrize("declare", [True, False], ids=["declared", "streamed"])

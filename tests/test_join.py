@@ -258,3 +258,65 @@ def test_a_stream_held_by_the_backplane_replays_through_its_backlog() -> None:
     written = b"".join(request.written[head:])
     assert written.count(b"x" * 200) == 2 and written.endswith(b"id: peer-11\ndata: live\n\n")
     assert written.index(b"id: peer-10") < written.index(b"id: peer-11")
+
+
+class Finishing(Recorder):
+    """A stream-like subscriber with an identity, counting finish() and end() calls."""
+
+    def __init__(self, identity: str) -> None:
+        super().__init__()
+        self.identity = identity
+        self.finished = 0
+        self.ended = 0
+
+    def finish(self) -> None:
+        self.finished += 1
+
+    def end(self) -> None:
+        self.ended += 1
+
+
+def test_a_routed_join_replays_to_the_subscriber_and_each_channel_to_its_receiver() -> None:
+    """join(route=...): the fetched replay goes to the subscriber, live events per channel."""
+    hub, stub = held_hub()
+    client = Recorder()
+    receivers: dict[str, Finishing] = {}
+
+    def route(channel: str) -> Finishing:
+        receivers[channel] = Finishing("-")
+        return receivers[channel]
+
+    joined = hub.join(client, ["a", "b"], "peer-8", route=route)
+    assert receivers == {} and hub.held_count() == 1
+    stub.fetches[0].callback(Fetched(True, [Entry(9, "peer-9", "b", b"data: 9\n")], 9, "", False))
+    assert result(joined) == Joined(1, False)
+    assert client.sent == [b"id: peer-9\ndata: 9\n\n"]
+    hub.deliver_batch(
+        [Entry(11, "peer-11", "a", b"data: 11\n"), Entry(12, "peer-12", "b", b"data: 12\n")]
+    )
+    assert receivers["a"].sent == [b"id: peer-11\ndata: 11\n\n"]
+    assert receivers["b"].sent == [b"id: peer-12\ndata: 12\n\n"]
+    assert client.sent == [b"id: peer-9\ndata: 9\n\n"]
+    assert hub.subscriber_count() == 1 and hub.channel_counts() == {"a": 1, "b": 1}
+    hub.unsubscribe(client)
+    assert hub.subscriber_count() == 0 and hub.channel_counts() == {}
+    assert hub.deliver_batch([Entry(13, "peer-13", "a", b"data: 13\n")]) == [0]
+
+
+def test_a_routed_subscriber_ends_once_on_close_and_revocation() -> None:
+    """A close ends a routed subscriber through its channel's receiver and frees every channel."""
+    hub = Hub(clock=Clock(), instance_id="t")
+    closed, revoked = Finishing("ann"), Finishing("bob")
+    receivers: list[Finishing] = []
+
+    def route(channel: str) -> Finishing:
+        receivers.append(Finishing("-"))
+        return receivers[-1]
+
+    hub.subscribe(closed, ["a", "b"], route=route)
+    hub.subscribe(revoked, ["a", "b"], route=route)
+    assert hub.end_streams("bob") == 1
+    assert revoked.finished == 1 and hub.channel_counts() == {"a": 1, "b": 1}
+    hub.publish("b", CLOSE_BODY)
+    assert [r.ended for r in receivers] == [0, 1, 0, 0] and receivers[1].sent == [b"id: t-1\n\n"]
+    assert hub.subscriber_count() == 0 and hub.channel_counts() == {}

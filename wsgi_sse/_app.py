@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.application.service import Application, MultiService, Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
@@ -445,15 +445,22 @@ class SSEServerService(MultiService):
         raise AssertionError("stream not mounted")  # pragma: no cover
 
     def stopService(self) -> Deferred[None]:
-        """End the streams, stop listening, then stop the thread pool."""
+        """
+        Tell HTTP/2 clients the server is going away (C{GOAWAY}), end the
+        streams, stop listening, then stop the thread pool; done once the
+        pool has stopped and the HTTP/2 connections are closed (both within
+        C{shutdown_timeout}).
+        """
         if not self.running:
             return succeed(None)
+        h2_closed = self.site.go_away(self.shutdown_timeout)
         self.sse_resource.close()
         listening = super().stopService()  # type: ignore[no-untyped-call]
         pool_stopped = self._stop_threadpool()
+        both = gatherResults([pool_stopped, h2_closed]).addCallback(lambda _: None)
         if listening is None:
-            return pool_stopped
-        return listening.addBoth(lambda _: pool_stopped)  # type: ignore[no-any-return]
+            return both
+        return listening.addBoth(lambda _: both)  # type: ignore[no-any-return]
 
     def _stop_threadpool(self) -> Deferred[None]:
         done: Deferred[None] = Deferred()

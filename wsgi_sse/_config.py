@@ -224,7 +224,9 @@ SETTINGS: tuple[Setting, ...] = (
         "site",
         "`3.0`",
         "Seconds shutdown waits for busy WSGI threads before giving up on them, so that the "
-        "process exits within a few seconds of SIGTERM even when a view never returns.",
+        "process exits within a few seconds of SIGTERM even when a view never returns; also "
+        "how long an HTTP/2 connection may take to finish after its `GOAWAY` before it is "
+        "aborted.",
         flag=float,
     ),
     _S(

@@ -36,6 +36,7 @@ __all__ = [
     "HubStats",
     "Joined",
     "Replay",
+    "Route",
     "Subscriber",
 ]
 
@@ -123,6 +124,12 @@ Takes a joining subscriber's replay (see L{Hub.join}): the events it missed,
 oldest first, or L{None} when they cannot be replayed (a reset).
 """
 
+Route = Callable[[str], Subscriber]
+"""
+Gives, for each channel of a subscriber, what that channel's live events
+are delivered to instead of the subscriber itself (see L{Hub.subscribe}).
+"""
+
 
 @dataclass(slots=True, frozen=True)
 class Joined:
@@ -163,6 +170,7 @@ class _Held:
         "fetched",
         "preface",
         "replay",
+        "route",
         "subscriber",
         "timer",
     )
@@ -174,12 +182,14 @@ class _Held:
         after: int,
         preface: bytes,
         replay: Replay | None,
+        route: Route | None,
     ) -> None:
         self.subscriber = subscriber
         self.channels = channels
         self.after = after
         self.preface = preface
         self.replay = replay
+        self.route = route
         self.done: Deferred[Joined] = Deferred()
         self.fetched: Fetched | None = None
         self.timer: Any = None  # an IDelayedCall
@@ -274,6 +284,10 @@ class Hub:
         self.instance_id = instance_id
         self._channels: dict[str, _Channel] = {}
         self._subscriptions: dict[Subscriber, tuple[str, ...]] = {}
+        # Routed subscribers (see subscribe()): channel -> what receives it,
+        # and back from each of those to its subscriber.
+        self._routes: dict[Subscriber, dict[str, Subscriber]] = {}
+        self._routed: dict[Subscriber, Subscriber] = {}
         # The highest seq evicted from any channel that was later forgotten.
         self._forgotten_upto = 0
         self.stats = HubStats()
@@ -502,6 +516,7 @@ class Hub:
         *,
         preface: bytes = b"",
         replay: Replay | None = None,
+        route: Route | None = None,
     ) -> Deferred[Joined]:
         """
         Subscribe C{subscriber} to C{channels}, first sending it (in order,
@@ -523,6 +538,10 @@ class Hub:
         the subscriber is held meanwhile (see L{held_count}), then replayed
         and subscribed in one reactor turn.
 
+        C{route}: live events go to C{route(channel)} for each channel (see
+        L{subscribe}); the replay goes to C{subscriber} or C{replay} all the
+        same.
+
         @return: a Deferred firing, once the subscriber is live, with how it
             joined (at once unless it was held).  It fires in the reactor
             turn that subscribed it, before any live event: a callback may
@@ -536,7 +555,7 @@ class Hub:
                 subscriber.send(preface)
             if replay is not None:
                 replay([])
-            self.subscribe(subscriber, names)
+            self.subscribe(subscriber, names, route=route)
             return succeed(Joined(0, False))
         seq = self.parse_id(last_event_id)
         events = self._missed_after(names, seq) if seq is not None else None
@@ -558,7 +577,7 @@ class Hub:
                 if replay is None:
                     _end_subscriber(subscriber)
                 return succeed(Joined(len(events), False, True))
-            self.subscribe(subscriber, names)
+            self.subscribe(subscriber, names, route=route)
             return succeed(Joined(len(events), False))
         found = self._position(last_event_id) if self.backplane.shared else None
         if found is None or len(self._held) >= self.max_held:
@@ -566,26 +585,41 @@ class Hub:
                 # (A caller taking the replay counts the reset it sends.)
                 self.stats.replay_resets += 1
             self._send_reset(subscriber, replay)
-            self.subscribe(subscriber, names)
+            self.subscribe(subscriber, names, route=route)
             return succeed(Joined(0, True))
-        held = self._held[subscriber] = _Held(subscriber, names, found[0], preface, replay)
+        held = self._held[subscriber] = _Held(subscriber, names, found[0], preface, replay, route)
         self.backplane.fetch_after(found[2], found[1]).addBoth(self._fetched, held)
         return held.done
 
-    def subscribe(self, subscriber: Subscriber, channels: Iterable[str]) -> None:
+    def subscribe(
+        self, subscriber: Subscriber, channels: Iterable[str], *, route: Route | None = None
+    ) -> None:
         """
         Start delivering events of C{channels} to C{subscriber} (no replay:
         see L{join}).
+
+        With C{route}, each channel's events are delivered to
+        C{route(channel)} instead (called once per channel, now): a
+        subscriber that must know which channel an event came from (the
+        hub hands every subscriber of a channel the same bytes) gets one
+        receiver per channel.  They count as C{subscriber} (its identity,
+        one subscription): L{unsubscribe}C{(subscriber)} stops them all, and
+        a channel's close calls their C{end()}, if they have one, after
+        unsubscribing C{subscriber} from every channel.
         """
         names = tuple(dict.fromkeys(channels))
         if subscriber in self._subscriptions or subscriber in self._held:
             raise ValueError("already subscribed")
         self._subscriptions[subscriber] = names
+        if route is not None:
+            targets = self._routes[subscriber] = {name: route(name) for name in names}
+            for target in targets.values():
+                self._routed[target] = subscriber
         for name in names:
             channel = self._channels.get(name)
             if channel is None:
                 channel = self._channels[name] = _Channel(name)
-            channel.subscribers[subscriber] = None
+            channel.subscribers[subscriber if route is None else targets[name]] = None
         self.presence.add(names, _identity(subscriber))
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
@@ -595,11 +629,17 @@ class Hub:
             self._cancel(held)
             return
         names = self._subscriptions.pop(subscriber, ())
+        targets = self._routes.pop(subscriber, None) if self._routes else None
         for name in names:
             channel = self._channels.get(name)
             if channel is None:
                 continue
-            channel.subscribers.pop(subscriber, None)
+            if targets is None:
+                channel.subscribers.pop(subscriber, None)
+            else:
+                target = targets[name]
+                channel.subscribers.pop(target, None)
+                self._routed.pop(target, None)
             self._forget_if_idle(channel)
         if names:
             self.presence.remove(names, _identity(subscriber))
@@ -757,7 +797,7 @@ class Hub:
         subscribers = tuple(ch.subscribers)
         for subscriber in subscribers:
             subscriber.send(wire)
-            self.unsubscribe(subscriber)
+            self.unsubscribe(self._routed.get(subscriber, subscriber))
             end = getattr(subscriber, "end", None)
             if end is not None:
                 end()
@@ -1002,7 +1042,7 @@ class Hub:
             if replay is None:
                 _end_subscriber(subscriber)
         else:
-            self.subscribe(subscriber, held.channels)
+            self.subscribe(subscriber, held.channels, route=held.route)
         held.done.callback(joined)
 
 

@@ -35,6 +35,7 @@ import json
 from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import unquote_to_bytes
 
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.error import ConnectionAborted
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
@@ -65,6 +66,18 @@ DEFAULT_IDLE_TIMEOUT = 180.0
 
 DEFAULT_MAX_REQUEST_BODY = 64 * 1024 * 1024
 """Bytes a request body may have (Twisted alone accepts any size, spooled to disk)."""
+
+
+def _h2_frames() -> tuple[Any, Any]:
+    try:
+        from h2.errors import ErrorCodes
+        from hyperframe.frame import GoAwayFrame
+    except ImportError:  # h2 is not installed: HTTP/1.1 only
+        return None, None
+    return ErrorCodes, GoAwayFrame
+
+
+ErrorCodes, GoAwayFrame = _h2_frames()
 
 
 def _h2_connection_class() -> Any:
@@ -318,6 +331,24 @@ class StreamSite(Site):
         self._logFormatter = _redacting(self._logFormatter)
         if "requestFactory" not in kwargs:
             self.requestFactory = _StreamingRequest
+        self.h2_connections: set[Any] = set()
+        """The open HTTP/2 connections (see L{go_away})."""
+
+    def go_away(self, timeout: float) -> Deferred[None]:
+        """
+        Tell every HTTP/2 connection that the server is going away (a
+        C{GOAWAY} frame): its client opens no new stream on it, and it is
+        closed once its open streams have ended, or aborted after
+        C{timeout} seconds (server shutdown).
+
+        HTTP/1.1 connections need nothing of the kind: a stream's response
+        ends with its connection (see L{Streams.close
+        <wsgi_sse._streams.Streams.close>}).
+
+        @return: a Deferred firing once every one of them is closed.
+        """
+        closed = [c.go_away(timeout) for c in tuple(self.h2_connections)]
+        return gatherResults(closed).addCallback(lambda _: None)
 
     def log(self, request: Any) -> None:
         """Log a finished request (unless C{access_log} is off).  Reactor thread."""
@@ -572,6 +603,9 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
       against C{max_buffer}), whatever flow-control window the client
       grants.  twisted.web alone queues up to the client's window, which
       the client chooses (up to 2 GiB per stream).
+    - At shutdown, L{go_away} sends C{GOAWAY} and closes the connection
+      once its streams have ended (twisted.web: none, the connection is
+      dropped when the process exits).
     """
 
     STREAM_BUFFER = 64 * 1024
@@ -588,6 +622,9 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
     reactor: Any = None
     _receiving = False
     _headerDeadline: IDelayedCall | None = None
+    _goingAway: Deferred[None] | None = None
+    _lastStream = 0
+    _abortingCall: IDelayedCall | None = None
 
     def __init__(self, reactor: Any = None) -> None:
         super().__init__(reactor)
@@ -600,6 +637,51 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
         super().connectionMade()
         if self.headerTimeout:
             self._headerDeadline = self.callLater(self.headerTimeout, self._headersTooSlow)
+        site = getattr(self, "site", None)
+        if site is not None:
+            site.h2_connections.add(self)
+
+    def go_away(self, timeout: float) -> Deferred[None]:
+        """
+        Send C{GOAWAY} (no error; its last stream is the last one the client
+        opened, which this server still answers), then close once every
+        open stream has ended, or abort after C{timeout} seconds.  Streams
+        the client opens meanwhile (it had not read the C{GOAWAY} yet) are
+        refused (C{REFUSED_STREAM}: the client retries them elsewhere).
+
+        @return: a Deferred firing once the connection is closed.
+        """
+        if self._goingAway is not None or self.transport is None:
+            return succeed(None)
+        done: Deferred[None] = Deferred()
+        self._goingAway = done
+        self._lastStream = self.conn.highest_inbound_stream_id
+        # h2's own close_connection() would end every stream at once (its
+        # connection is CLOSED once a GOAWAY is sent): the frame is written
+        # here, after what h2 has queued, and h2 keeps the streams open.
+        frame = GoAwayFrame(0)
+        frame.last_stream_id = self._lastStream
+        frame.error_code = ErrorCodes.NO_ERROR
+        data = self.conn.data_to_send() + frame.serialize()
+        if self._consumerBlocked is None and not self._bufferedControlFrames:
+            self.transport.write(data)
+        else:  # behind the control frames twisted.web holds (in order)
+            self._bufferedControlFrames.append(data)
+            self._bufferedControlFrameBytes += len(data)
+        if self._abortingCall is None:
+            self._abortingCall = self.callLater(timeout, self.forceAbortClient)
+        if not self.streams:
+            self._close()
+        return done
+
+    def _close(self) -> None:
+        """The last stream has ended after GOAWAY: close (h2's GOAWAY, then the connection)."""
+        self.conn.close_connection(last_stream_id=self._lastStream)
+        if self._tryToWriteControlData():
+            # This connection is the TLS transport's producer: TLS closes
+            # only once it is unregistered (nothing is left to produce).
+            self.transport.unregisterProducer()
+            self.transport.loseConnection()
 
     def _headersTooSlow(self) -> None:
         self._headerDeadline = None
@@ -625,6 +707,11 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
             super().resetTimeout()
 
     def _requestReceived(self, event: Any) -> None:
+        if self._goingAway is not None and event.stream_id > self._lastStream:
+            # Opened after the GOAWAY was sent: not answered here.
+            self.conn.reset_stream(event.stream_id, ErrorCodes.REFUSED_STREAM)
+            self._tryToWriteControlData()
+            return
         deadline, self._headerDeadline = self._headerDeadline, None
         if deadline is not None and deadline.active():
             deadline.cancel()
@@ -685,6 +772,8 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
         self._bodyReceived.pop(stream_id, None)
         self._bodyLimits.pop(stream_id, None)
         super()._requestDone(stream_id)
+        if self._goingAway is not None and not self.streams and self._stillProducing:
+            self._close()
 
     def writeDataToStream(self, stream_id: int, data: bytes) -> None:
         """Queue data for a stream; pause its producer past L{STREAM_BUFFER}."""
@@ -716,7 +805,13 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
         deadline, self._headerDeadline = self._headerDeadline, None
         if deadline is not None and deadline.active():
             deadline.cancel()
+        site = getattr(self, "site", None)
+        if site is not None:
+            site.h2_connections.discard(self)
         super().connectionLost(reason, _cancelTimeouts)
+        going, self._goingAway = self._goingAway, None
+        if going is not None:
+            going.callback(None)
 
 
 class _StreamingRequest(server.Request):

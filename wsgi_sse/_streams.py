@@ -22,7 +22,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ._browser import subscribe_tagged, tagged_replay, wants_channel_ids
+from ._browser import tagged_replay, tagged_route, wants_channel_ids
 from ._client import StreamClient, close_after_response
 from ._encoding import encode_body, encode_comment, encode_opening, encode_retry, frame
 from ._hub import Event, Hub, Replay
@@ -414,19 +414,17 @@ class Streams:
         history counts.
 
         The stream lifecycle's only use of the hub's subscriptions (with
-        L{_leave}).  C{tagged}: the stream asked for channel-tagged ids (one
-        hub subscriber per channel, see L{wsgi_sse._browser}); those replay
-        from this process's history only.
+        L{_leave}).  C{tagged}: the stream asked for channel-tagged ids; its
+        live events go through a receiver per channel that tags them (see
+        L{wsgi_sse._browser}), its replay is tagged by the caller.
         """
         hub = self.hub
-        if tagged or not exact:
+        route = tagged_route(client) if tagged else None
+        if not exact:
             replay(hub.replay(channels, after) if after is not None else [])
-            if tagged:
-                subscribe_tagged(hub, client, channels)
-            else:
-                hub.join(client, channels)
+            hub.join(client, channels, route=route)
             return
-        hub.join(client, channels, after, replay=replay)
+        hub.join(client, channels, after, replay=replay, route=route)
 
     def _replay_fetched(
         self,

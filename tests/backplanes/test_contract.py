@@ -212,3 +212,38 @@ def test_a_stream_opened_through_hooks_starts_without_reset(any_backend: Backend
         # The init event's id is a position a client can resume from here.
         with a.stream(headers={"Last-Event-ID": events[0].last_event_id}) as again:
             assert [e.data for e in again.wait_events(1)] == ["live"]
+
+
+def test_tagged_stream_moving_to_a_process_started_later_replays_exactly(
+    shared_backend: Backend,
+) -> None:
+    """A channel-tagged stream (the shared-tabs client) resumes on another process, ids tagged."""
+    tagged = "/sse?channel=x&channel=y&channelInId=1"
+    with server_on(shared_backend) as a:
+        with a.stream(tagged) as client:
+            a.wait_clients(1)
+            a.service.broadcaster.broadcast("seen", channel="x")
+            (seen,) = client.wait_events(1)
+        for i in range(5):
+            a.service.broadcaster.broadcast(f"missed{i}", channel="xyz"[i % 3])
+        with a.stream(tagged, headers={"Last-Event-ID": seen.last_event_id}) as here:
+            expected = [(e.data, e.last_event_id) for e in here.wait_events(4)]
+        with server_on(shared_backend) as late:
+            with late.stream(tagged, headers={"Last-Event-ID": seen.last_event_id}) as again:
+                late.wait_clients(1)
+                late.service.broadcaster.broadcast("live", channel="y")
+                again.wait_events(5)
+                again.read_some(0.2)
+                got = [(e.type, e.data, e.last_event_id) for e in again.events]
+            assert late.service.hub.stats.replays_fetched == 1
+            assert late.service.sse_resource.stats.resets == 0
+    assert [(d, i) for _, d, i in got[:4]] == expected
+    assert [(t, d, i.split(" ")[1]) for t, d, i in got] == [
+        ("message", "missed0", "x"),
+        ("message", "missed1", "y"),
+        ("message", "missed3", "x"),
+        ("message", "missed4", "y"),
+        ("message", "live", "y"),
+    ]
+    ids = [i.split(" ")[0] for _, _, i in got]
+    assert len(set(ids)) == 5 and position(a, ids[0]) > position(a, seen.last_event_id.split()[0])

@@ -1,4 +1,7 @@
-"""Chromium over TLS and HTTP/2: many streams on one connection, and a reset stream that resumes."""
+"""
+Chromium over TLS and HTTP/2: many streams on one connection, a reset
+stream that resumes, and a server restart that moves them to a new one.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import expect
-from support import self_signed_cert, serve, tls_listen
+from support import free_port, self_signed_cert, serve, tls_listen
 
 STREAMS = 8  # more than the six HTTP/1.1 connections a browser opens per host
 
@@ -41,7 +44,7 @@ def tls_page(browser: Any, tmp_path: Path) -> Iterator[tuple[Any, str]]:
     context = browser.new_context(ignore_https_errors=True)
     context.set_default_timeout(20_000)
     try:
-        yield context.new_page(), tls_listen(cert, key)
+        yield context.new_page(), tls_listen(cert, key, free_port())
     finally:
         context.close()
 
@@ -84,4 +87,33 @@ def test_chromium_multiplexes_streams_over_http2_and_resumes_a_reset_one(
         assert snapshot["dropped_slow"] == 1 and snapshot["replays"] == 1
         # Still one connection: the reset took down one stream, not the others.
         connections = server.call(lambda: {id(c.request.channel._conn) for c in resource.clients})
+        assert len(connections) == 1
+
+
+def test_chromium_reconnects_on_a_new_connection_after_goaway(tls_page: tuple[Any, str]) -> None:
+    """
+    A server stopping sends GOAWAY: Chromium reconnects every stream on a
+    new connection, to the server started in its place, and resumes.
+    """
+    page, listen = tls_page
+    with serve(page_app, listen=listen, retry=300) as old:
+        page.goto(f"https://127.0.0.1:{old.port}/")
+        expect(page.locator("#live")).to_have_text(str(STREAMS))
+        for i in range(STREAMS):
+            old.service.broadcaster.broadcast_and_wait(f"old-{i}", channel=f"c{i}")
+        page.wait_for_function("Object.values(window.got).every(g => g.length === 1)")
+        page.evaluate("window.live = new Set()")
+    # The old server is stopped (its connection would still answer, with
+    # "come back later", if the browser kept using it); a new one listens.
+    with serve(page_app, listen=listen, retry=300) as new:
+        new.wait_clients(STREAMS, timeout=20)
+        assert page.evaluate("Object.values(window.opens).every(n => n === 2)")
+        for i in range(STREAMS):
+            new.service.broadcaster.broadcast_and_wait(f"new-{i}", channel=f"c{i}")
+        page.wait_for_function("Object.values(window.got).every(g => g.length === 2)")
+        got = page.evaluate("window.got")
+        assert all([d for d, _ in got[str(i)]] == [f"old-{i}", f"new-{i}"] for i in range(STREAMS))
+        # All of them on one new connection.
+        resource = new.service.sse_resource
+        connections = new.call(lambda: {id(c.request.channel._conn) for c in resource.clients})
         assert len(connections) == 1

@@ -7,6 +7,7 @@ reloads, get only their own channels, and fall back to one EventSource each.
 from __future__ import annotations
 
 import importlib.util
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,9 +15,9 @@ from urllib.parse import urlencode
 
 import pytest
 from playwright.sync_api import expect
-from support import ROOT, http_request, serve
+from support import ROOT, free_port, http_request, serve
 
-from wsgi_sse import stream_token
+from wsgi_sse import Allowed, StreamRequest, stream_token
 
 SECRET = "t" * 40
 
@@ -236,14 +237,16 @@ async (expiredFirst) => {
 def test_token_function_and_reconnect_after_refusal(context: Any) -> None:
     """
     The client fetches a token for its channels before connecting; refused
-    (an expired token: 403) it waits a random delay and connects with a new one.
+    (an expired token: 403), it asks with a new one whether the channel
+    itself is refused (it is not), waits a random delay and connects again.
     """
     with serve(page_app, authorize=lambda request: False, token_secret=SECRET) as server:
         tab = context.new_page()
         tab.goto(server.url + "/blank")
         tab.evaluate(TOKEN_STREAM, True)
         tab.wait_for_function("window.tokenStream.status === 'live'")
-        assert tab.evaluate("window.tokenCalls") == 2
+        # The expired one, the one asking about the channel, the one connecting.
+        assert tab.evaluate("window.tokenCalls") == 3
         snapshot = server.call(server.service.sse_resource.snapshot)
         assert snapshot["refused"] == {"403": 1}  # the expired token
         server.service.broadcaster.broadcast_and_wait("for token holders", channel="secret")
@@ -340,3 +343,114 @@ def test_module_works_as_a_static_file(context: Any) -> None:
         server.service.broadcaster.broadcast_and_wait("hi", channel="x")
         tab.wait_for_function("window.got.length === 1")
         assert tab.evaluate("window.got") == ["hi"]
+
+
+def user_channels(request: StreamRequest) -> Allowed:
+    """Everyone may read "public"; a user logged in (cookie "user") also "user-<name>"."""
+    user = request.cookies.get("user")
+    channels = {"public"} | ({f"user-{user}"} if user else set())
+    return Allowed(channels, identity=user)
+
+
+@pytest.mark.parametrize("holder", ["stale", "other"])
+def test_a_channel_refused_after_logout_is_dropped_and_its_tab_told(
+    context: Any, holder: str
+) -> None:
+    """
+    After a logout, a stale tab's user channel is refused: the shared stream
+    reconnects without it, every tab keeps "public", the stale tab is told
+    (whichever tab holds the connection).
+    """
+    with serve(page_app, authorize=user_channels, retry=200) as server:
+        context.add_cookies([{"name": "user", "value": "ada", "url": server.url}])
+        queries = {"stale": "channel=public&channel=user-ada", "other": "channel=public"}
+        tabs = {}
+        for name in sorted(queries, key=lambda n: n != holder):  # the holder first
+            tabs[name] = context.new_page()
+            tabs[name].goto(f"{server.url}/page?{queries[name]}")
+            expect(tabs[name].locator("#status")).to_have_text("live")
+        stale, other = tabs["stale"], tabs["other"]
+        assert tabs[holder].evaluate("stream.holdsConnection")
+        wait_for_channels(server, stale, {"public": 1, "user-ada": 1})
+        publish = server.service.broadcaster.broadcast_and_wait
+        publish("hello ada", channel="user-ada")
+        expect(stale.locator("#events li")).to_have_text(["user-ada: hello ada"])
+
+        # The logout: the session goes, then its streams are ended.
+        context.clear_cookies()
+        assert server.call(server.service.hub.revoke, "ada") == 1
+        wait_for_channels(server, stale, {"public": 1})
+        publish("news", channel="public")
+        expect(stale.locator("#events li")).to_have_text(
+            ["user-ada: hello ada", "refused: user-ada", "public: news"]
+        )
+        expect(other.locator("#events li")).to_have_text(["public: news"])
+        assert server.client_count() == 1
+        # The stream, then the HEAD asking about user-ada alone ("public" was allowed).
+        assert server.call(server.service.sse_resource.snapshot)["refused"] == {"403": 2}
+
+        # A new login, in a new tab asking for the channel: it is asked for again.
+        context.add_cookies([{"name": "user", "value": "ada", "url": server.url}])
+        again = context.new_page()
+        again.goto(f"{server.url}/page?channel=user-ada")
+        wait_for_channels(server, again, {"public": 1, "user-ada": 1})
+        publish("welcome back", channel="user-ada")
+        expect(again.locator("#events li")).to_have_text(["user-ada: welcome back"])
+        expect(stale.locator("#events li").last).to_have_text("user-ada: welcome back")
+
+
+def test_a_tab_with_its_own_connection_drops_a_refused_channel_too(context: Any) -> None:
+    """Without sharing (no BroadcastChannel), a tab's refused channel is dropped and reported."""
+    context.add_init_script("delete window.BroadcastChannel; delete Navigator.prototype.locks;")
+    with serve(page_app, authorize=user_channels, retry=200) as server:
+        context.add_cookies([{"name": "user", "value": "bob", "url": server.url}])
+        tab = context.new_page()
+        tab.goto(f"{server.url}/page?channel=public&channel=user-bob")
+        expect(tab.locator("#status")).to_have_text("live")
+        assert tab.evaluate("stream.mode") == "single"
+        context.clear_cookies()
+        assert server.call(server.service.hub.revoke, "bob") == 1
+        wait_for_channels(server, tab, {"public": 1})
+        server.service.broadcaster.broadcast_and_wait("news", channel="public")
+        expect(tab.locator("#events li")).to_have_text(["refused: user-bob", "public: news"])
+        expect(tab.locator("#status")).to_have_text("live")
+
+
+def test_tabs_resume_on_another_process_from_the_shared_backplane(
+    context: Any, tmp_path: Any
+) -> None:
+    """
+    Tabs whose server stops reconnect to another process of a Redis
+    deployment at the same address: it never saw what they missed, and
+    replays it from Redis to the right tabs, without reset.
+    """
+    sys.path.insert(0, str(ROOT / "tests" / "redis"))
+    from redis_support import running_redis
+
+    from wsgi_sse.redis import RedisPublisher
+
+    listen = f"tcp:{free_port()}:interface=127.0.0.1"
+    with running_redis(tmp_path) as redis:
+        options: dict[str, Any] = {"listen": listen, "retry": 200, "backplane_url": redis.url}
+        with serve(page_app, **options) as old:
+            tabs = {}
+            for channel in ("a", "b"):
+                tabs[channel] = context.new_page()
+                tabs[channel].goto(f"{old.url}/page?channel={channel}")
+                expect(tabs[channel].locator("#status")).to_have_text("live")
+            wait_for_channels(old, tabs["a"], {"a": 1, "b": 1})
+            old.service.broadcaster.broadcast_and_wait("seen", channel="a")
+            expect(tabs["a"].locator("#events li")).to_have_text(["a: seen"])
+        # No server listens: events published meanwhile (by a worker).
+        with RedisPublisher(redis.url) as publisher:
+            for data, channel in (("missed 1", "b"), ("missed 2", "a"), ("missed 3", "b")):
+                publisher.broadcast(data, channel=channel)
+        with serve(page_app, **options) as new:
+            wait_for_channels(new, tabs["a"], {"a": 1, "b": 1})
+            new.service.broadcaster.broadcast_and_wait("live", channel="a")
+            expect(tabs["a"].locator("#events li")).to_have_text(
+                ["a: seen", "a: missed 2", "a: live"]
+            )
+            expect(tabs["b"].locator("#events li")).to_have_text(["b: missed 1", "b: missed 3"])
+            assert new.service.hub.stats.replays_fetched == 1
+            assert new.call(new.service.sse_resource.snapshot)["resets"] == 0

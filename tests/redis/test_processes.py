@@ -192,24 +192,39 @@ def test_stress_four_publishers_two_processes(redis_server: RedisServer, tmp_pat
 def test_process_started_later_replays_from_redis(
     bottle_pair: tuple[ServerProcess, ServerProcess], shared_redis: RedisServer, tmp_path: Path
 ) -> None:
-    """A process started after the knocks replays them from Redis for a client of another one."""
+    """
+    A process started after the knocks replays them from Redis for a client
+    of another one, plain or channel-tagged (the shared-tabs client).
+    """
     a, _ = bottle_pair
-    with a.stream() as on_a:
+    with a.stream() as on_a, a.stream("/sse?channelInId=1") as tagged_on_a:
         wait_subscribed(a, on_a)
+        wait_subscribed(a, tagged_on_a)
         for n, name in enumerate(("Hal", "Ida", "Jon"), 1):
             a.knock(name)
             on_a.wait_events(n)
         first = on_a.events[0]
+        tagged_first = tagged_on_a.wait_events(3)[0]
+    assert tagged_first.last_event_id == f"{first.last_event_id} default"
     with processes(bottle_server(tmp_path, "late", shared_redis.url)) as (late,):
-        with late.stream(headers={"Last-Event-ID": first.last_event_id}) as on_late:
+        tagged = late.stream(
+            "/sse?channelInId=1", headers={"Last-Event-ID": tagged_first.last_event_id}
+        )
+        with late.stream(headers={"Last-Event-ID": first.last_event_id}) as on_late, tagged:
             missed = on_late.wait_events(2)
             assert [(e.data, e.last_event_id) for e in missed] == [
                 (e.data, e.last_event_id) for e in on_a.events[1:]
             ]
+            assert [(e.type, e.data, e.last_event_id) for e in tagged.wait_events(2)] == [
+                ("message", e.data, f"{e.last_event_id} default") for e in on_a.events[1:]
+            ]
             a.knock("Kim")
             assert on_late.wait_events(3)[2].data == "Kim knocked"
+            kim = tagged.wait_events(3)[2]
+            assert kim.last_event_id == f"{on_late.events[2].last_event_id} default"
             on_late.read_some(0.3)
-            assert len(on_late.events) == 3
+            tagged.read_some(0.1)
+            assert len(on_late.events) == 3 and len(tagged.events) == 3
 
 
 def test_close_ends_held_streams_in_every_process(

@@ -14,11 +14,19 @@
 const DEFAULT_CHANNEL = "default";
 const RING = 500; // events every tab keeps, to catch up tabs that join
 const SEEN = 1000; // event ids remembered to drop duplicates
+const PROBES = 20; // channels asked about one by one when a stream is refused
+const OWN_TYPES = new Set(["statuschange", "refused"]); // this client's, not the server's
 
 function splitId(raw) {
   // The server tags ids with their channel (?channelInId=1): "<id> <channel>".
   const space = raw.indexOf(" ");
   return space < 0 ? [raw, null] : [raw.slice(0, space), raw.slice(space + 1)];
+}
+
+function withoutRefused(channels, refused) {
+  // The channels to ask for: all of them if the server refuses every one.
+  const kept = channels.filter((c) => !refused.has(c));
+  return kept.length ? kept : channels;
 }
 
 /** An event as a stream's listeners receive it. */
@@ -33,15 +41,17 @@ export class StreamEvent extends Event {
 }
 
 // One EventSource, re-created with a jittered back-off when the server ends
-// it for good (a non-200 answer: an expired token, a refusal).
+// it for good (a non-200 answer: an expired token, a refusal), unless
+// onFailed, told first, opens another connection instead.
 class Connection {
-  constructor(options, channels, types, lastId, onEvent, onStatus) {
+  constructor(options, channels, types, lastId, onEvent, onStatus, onFailed) {
     this.options = options;
     this.channels = channels;
     this.types = new Set();
     this.lastId = lastId;
     this.onEvent = onEvent;
     this.onStatus = onStatus;
+    this.onFailed = onFailed;
     this.failures = 0;
     this.closed = false;
     this.source = null;
@@ -76,7 +86,8 @@ class Connection {
     source.onerror = () => {
       if (source.readyState === EventSource.CLOSED) {
         source.close();
-        this.retryLater();
+        if (this.onFailed) this.onFailed(this);
+        else this.retryLater();
       } else {
         this.onStatus("reconnecting"); // the browser reconnects by itself
       }
@@ -120,6 +131,8 @@ export class Stream extends EventTarget {
     const channels = this.options.channels;
     this.channels = new Set(channels && channels.length ? channels : [DEFAULT_CHANNEL]);
     this.types = new Set(["message", "init", "reset"]);
+    this.refused = new Set(); // channels the server refuses: left out of the connection
+    this.told = new Set(); // refused channels of this tab it was told of
     this.status = "connecting"; // "live", "reconnecting", "closed"
     this.holdsConnection = false; // whether this tab holds the shared connection
     this.key = "wsgi-sse:" + new URL(this.options.url, location.href).href;
@@ -143,7 +156,7 @@ export class Stream extends EventTarget {
 
   addEventListener(type, listener, options) {
     super.addEventListener(type, listener, options);
-    if (type === "statuschange" || this.types.has(type)) return;
+    if (OWN_TYPES.has(type) || this.types.has(type)) return;
     this.types.add(type);
     if (this.connection) this.connection.addType(type);
     if (this.mode === "shared") this.announce();
@@ -152,11 +165,16 @@ export class Stream extends EventTarget {
   /** Change the channels this tab receives. */
   setChannels(channels) {
     this.channels = new Set(channels && channels.length ? channels : [DEFAULT_CHANNEL]);
+    // Channels asked for again are tried again, even if refused before.
+    for (const channel of this.channels) {
+      this.refused.delete(channel);
+      this.told.delete(channel);
+    }
     if (this.mode === "shared") {
-      this.announce();
+      this.announce(false, true);
       if (this.holdsConnection) this.updateUnion();
     } else {
-      this.reconnect([...this.channels], this.types);
+      this.connect();
     }
   }
 
@@ -205,6 +223,7 @@ export class Stream extends EventTarget {
     }
     const [id, channel] = splitId(ev.raw);
     if (channel !== null && !this.channels.has(channel)) return;
+    if (this.told.size) this.told.delete(channel); // allowed again: tell if refused again
     if (!this.types.has(ev.type)) return;
     this.dispatchEvent(new StreamEvent(ev.type, { data: ev.data, id, channel }));
   }
@@ -219,10 +238,72 @@ export class Stream extends EventTarget {
     }
   }
 
+  refusedNow(channels) {
+    // The server refuses these channels: tell this tab of its own, once.
+    for (const channel of channels) {
+      this.refused.add(channel);
+      if (!this.channels.has(channel) || this.told.has(channel)) continue;
+      this.told.add(channel);
+      this.dispatchEvent(new StreamEvent("refused", { channel }));
+    }
+  }
+
+  // -- when the server refuses the stream ---------------------------------
+
+  async failed(connection) {
+    connection.onStatus("reconnecting");
+    // A refused stream (403) may be refused for one channel only, such as
+    // a stale tab's user channel after a logout: find out which, leave those
+    // out and reconnect with the rest, rather than fail every tab.
+    let refused = [];
+    try {
+      if (connection.channels.length <= PROBES) refused = await this.probe(connection.channels);
+    } catch (error) {
+      refused = []; // unreachable or not ours to read (CORS): retry as usual
+    }
+    if (connection !== this.connection || connection.closed) return;
+    if (refused.length) {
+      if (this.mode === "shared") this.post({ t: "refused", channels: refused });
+      this.refusedNow(refused);
+      const [channels, types] = this.mode === "shared" ? this.union() : this.own();
+      if (channels.join("\n") !== connection.channels.join("\n")) {
+        this.reconnect(channels, types);
+        return;
+      }
+    }
+    connection.retryLater(); // nothing left to ask for: try again later
+  }
+
+  async probe(channels) {
+    // Ask for each channel alone, with HEAD (answered like a GET, and
+    // subscribing nothing): those answered 403 are refused.
+    let token = this.options.token;
+    if (typeof token === "function") token = await token([...channels]);
+    const answers = await Promise.all(
+      channels.map(async (channel) => {
+        const url = new URL(this.options.url, location.href);
+        url.searchParams.set("channel", channel);
+        if (token) url.searchParams.set("token", token);
+        const response = await fetch(url, {
+          method: "HEAD",
+          cache: "no-store",
+          credentials: this.options.withCredentials ? "include" : "same-origin",
+        });
+        return response.status === 403 ? channel : null;
+      }),
+    );
+    return answers.filter((channel) => channel !== null);
+  }
+
   // -- one connection per tab (fallback) ----------------------------------
 
+  own() {
+    return [withoutRefused([...this.channels], this.refused), this.types];
+  }
+
   connect() {
-    this.reconnect([...this.channels], this.types);
+    const [channels, types] = this.own();
+    this.reconnect(channels, types);
   }
 
   reconnect(channels, types) {
@@ -235,6 +316,7 @@ export class Stream extends EventTarget {
       this.lastEventId,
       (ev) => this.fromServer(ev),
       (status) => this.statusFromServer(status),
+      (connection) => this.failed(connection),
     );
   }
 
@@ -312,10 +394,11 @@ export class Stream extends EventTarget {
     }
   }
 
-  announce(first = false) {
+  announce(first = false, again = false) {
     this.post({
       t: "hello",
       first,
+      again, // setChannels(): try refused channels again
       channels: [...this.channels],
       types: [...this.types],
       since: this.synced ? undefined : this.lastEventId,
@@ -344,6 +427,8 @@ export class Stream extends EventTarget {
     } else if (m.t === "hello") {
       // A new tab learns of the others from their answers.
       if (m.first && !this.peers.has(m.from)) this.announce();
+      // A new tab (a reload, a fresh login) or new channels: ask again.
+      if (m.first || m.again) for (const c of m.channels) this.refused.delete(c);
       this.peers.set(m.from, { channels: m.channels, types: m.types, seen: Date.now() });
       if (this.holdsConnection) {
         this.updateUnion();
@@ -363,6 +448,8 @@ export class Stream extends EventTarget {
       }
     } else if (m.t === "who") {
       this.announce();
+    } else if (m.t === "refused") {
+      this.refusedNow(m.channels);
     } else if (m.t === "catchup" && m.to === this.id && !this.synced) {
       if (m.reset) this.deliver({ raw: "", type: "reset", data: "" });
       for (const ev of m.events) this.deliver(ev);
@@ -434,7 +521,7 @@ export class Stream extends EventTarget {
       for (const c of peer.channels) channels.add(c);
       for (const t of peer.types) types.add(t);
     }
-    return [[...channels].sort(), types];
+    return [withoutRefused([...channels], this.refused).sort(), types];
   }
 
   updateUnion() {
