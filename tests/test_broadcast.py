@@ -120,6 +120,69 @@ def test_one_threads_order_is_kept_under_contention() -> None:
             assert set(by_tag) == {"a", "b", "c", "d", "main"}
 
 
+def test_broadcast_and_wait_comes_after_broadcasts_before_it() -> None:
+    """broadcast() then broadcast_and_wait() from one thread: the stream gets them in that order."""
+    with serve(idle_app) as server:
+        with server.stream() as client:
+            server.wait_clients(1)
+            for i in range(10):
+                broadcast(f"first {i}")
+                assert broadcast_and_wait(f"second {i}") == 1
+            events = client.wait_events(20)
+    assert [e.data for e in events] == [f"{w} {i}" for i in range(10) for w in ("first", "second")]
+
+
+class _TurnReactor:
+    """Runs what threads hand to the reactor one turn at a time, when told."""
+
+    def __init__(self) -> None:
+        self.calls: list[Any] = []
+
+    def callFromThread(self, f: Any, *args: Any) -> None:
+        self.calls.append((f, args))
+
+    def turn(self) -> None:
+        calls, self.calls = self.calls, []
+        for f, args in calls:
+            f(*args)
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.published: list[tuple[str, list[bytes]]] = []
+
+    def publish(self, channel: str, body: bytes) -> int:
+        self.published.append((channel, [body]))
+        return 0
+
+    def publish_many(self, channel: str, bodies: Any) -> int:
+        self.published.append((channel, list(bodies)))
+        return 0
+
+
+def test_thread_broadcasts_wait_one_reactor_turn_and_go_out_together() -> None:
+    """Thread broadcasts go out after the reactor's next turn, with those made in that turn."""
+    reactor, recorder = _TurnReactor(), _Recorder()
+    broadcaster = Broadcaster(recorder, reactor=reactor)  # type: ignore[arg-type]
+
+    def from_a_thread(*data: str) -> None:
+        thread = threading.Thread(target=lambda: [broadcaster.broadcast(d) for d in data])
+        thread.start()
+        thread.join()
+
+    from_a_thread("a")
+    reactor.turn()  # the turn in which the view's answer is handed over
+    assert recorder.published == []
+    from_a_thread("b", "c")  # requests read in that turn broadcast too
+    reactor.turn()
+    (batch,) = recorder.published
+    assert batch == ("default", [b"data: a\n", b"data: b\n", b"data: c\n"])
+    from_a_thread("d")
+    broadcaster.call_after_broadcasts(recorder.published.append, ("after", []))
+    reactor.turn()  # published at once: what must come after them asked for them
+    assert [c for c, _ in recorder.published[1:]] == ["default", "after"]
+
+
 def test_default_broadcaster_is_lazy_and_replaceable() -> None:
     """Without a server, broadcast() targets a lazily created hub; it can be replaced."""
     previous = set_broadcaster(None)

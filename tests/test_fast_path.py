@@ -280,6 +280,12 @@ class _QueueingReactor:
     def callFromThread(self, fn: Any, *args: Any) -> None:
         self.calls.append((fn, args))
 
+    def run(self) -> None:
+        """Run the reactor's turns until nothing more was handed over."""
+        while self.calls:
+            fn, args = self.calls.pop(0)
+            fn(*args)
+
 
 def test_queued_broadcasts_are_batched_in_order_across_channels() -> None:
     """Queued broadcasts drain in one call: per-channel runs joined, order kept."""
@@ -292,8 +298,7 @@ def test_queued_broadcasts_are_batched_in_order_across_channels() -> None:
     for data, channel in (("1", "a"), ("2", "a"), ("3", "b"), ("4", "a")):
         broadcaster.broadcast(data, channel=channel)
     assert len(reactor.calls) == 1, "one reactor hand-off for the whole batch"
-    fn, args = reactor.calls.pop()
-    fn(*args)
+    reactor.run()
     assert both.writes == [
         b"id: q-1\ndata: 1\n\nid: q-2\ndata: 2\n\n",
         b"id: q-3\ndata: 3\n\n",
@@ -319,13 +324,12 @@ def test_failing_publish_does_not_lose_the_rest_of_the_batch() -> None:
     broadcaster = Broadcaster(hub, reactor=reactor)
     broadcaster.broadcast("x", channel="bad")
     broadcaster.broadcast("y", channel="a")
-    fn, args = reactor.calls.pop()
     from twisted.logger import globalLogPublisher
 
     seen: list[dict[str, Any]] = []
     globalLogPublisher.addObserver(seen.append)
     try:
-        fn(*args)
+        reactor.run()
     finally:
         globalLogPublisher.removeObserver(seen.append)
     assert sub.writes == [b"id: f-2\ndata: y\n\n"]

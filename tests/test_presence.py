@@ -114,6 +114,18 @@ def test_disconnect_by_identity_ends_those_streams_and_the_reconnect_is_refused(
         bob.close()
 
 
+def test_disconnect_after_broadcast_sends_the_last_word_first(closing: list[Any]) -> None:
+    """An event broadcast before disconnect() in one thread reaches the stream before its end."""
+    with serve(app, authorize=by_cookie) as server:
+        ada = server.stream("/sse?channel=user-ada", headers={"Cookie": "user=ada"})
+        closing.append(ada)
+        server.wait_clients(1)
+        wsgi_sse.broadcast("logged out", channel="user-ada")
+        wsgi_sse.disconnect(identity="ada")
+        ada.read_to_end(timeout=5.0)
+        assert [e.data for e in ada.events] == ["logged out"]
+
+
 def test_disconnect_by_channel_and_by_identity_on_a_channel(closing: list[Any]) -> None:
     """disconnect(channel=) ends every stream of a channel; with identity too, only those."""
     with serve(app, authorize=by_cookie) as server:

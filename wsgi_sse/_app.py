@@ -20,7 +20,6 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python.components import Componentized
-from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import IResource
 
 from ._backplane import Backplane, open_backplane, resolve_backplane_url
@@ -35,6 +34,7 @@ from ._config import GROUPS, environment_value, flatten_groups, owner
 from ._hub import Hub
 from ._mount import WSGIRoot
 from ._options import StreamOptions
+from ._pool import WSGIThreadPool
 from ._publish import PublishResource
 from ._resource import SSEResource
 from ._site import (
@@ -87,14 +87,6 @@ def with_backlog(listen: str, backlog: int = DEFAULT_BACKLOG) -> str:
     if kind in _BACKLOG_ENDPOINTS and ":" in listen and "backlog=" not in listen:
         return f"{listen}:backlog={backlog}"
     return listen
-
-
-def _daemon_thread(*args: Any, **kwargs: Any) -> threading.Thread:
-    thread = threading.Thread(*args, **kwargs)
-    # A WSGI view that never returns must not keep the process alive after
-    # shutdown gave up waiting for it.
-    thread.daemon = True
-    return thread
 
 
 def _compliant(app: WSGIApplication) -> WSGIApplication:
@@ -174,12 +166,6 @@ def freeze_startup_objects() -> bool:
     gc.collect()
     gc.freeze()
     return True
-
-
-class WSGIThreadPool(ThreadPool):
-    """A thread pool for a WSGI app whose threads never block process exit."""
-
-    threadFactory = staticmethod(_daemon_thread)  # type: ignore[assignment]
 
 
 class _BackplaneService(Service):

@@ -109,7 +109,8 @@ class Broadcaster:
         # Events from other threads wait here for the reactor thread.  One
         # callFromThread per batch, not per event: while the reactor is busy
         # (fanning out the previous event), new broadcasts pile up and are
-        # then published together.
+        # then published together.  The batch goes out after the reactor's
+        # next look at its sockets (see _drain_soon).
         self._queue: list[tuple[str, bytes]] = []
         self._queue_lock = threading.Lock()
         self._drain_scheduled = False
@@ -179,7 +180,42 @@ class Broadcaster:
                 self._drain_scheduled = True
             # callFromThread keeps a FIFO queue, so one thread's events keep
             # their order; it costs a fraction of crochet's EventualResult.
-            self.reactor.callFromThread(self._drain)
+            self.reactor.callFromThread(self._drain_soon)
+
+    def _drain_soon(self) -> None:
+        """
+        Publish the queued events after the reactor's next look at its
+        sockets.  Reactor thread.
+
+        By then the answer of the view that broadcast (handed over right
+        after) is on its way, and the requests that arrived meanwhile have
+        been read and handed to the WSGI threads: under load, their
+        broadcasts join this batch, and each client gets the batch in one
+        write instead of one per event.  Hand-overs that must come after
+        the events (L{broadcast_and_wait}, L{call_after_broadcasts}) publish
+        what is queued first.
+        """
+        self.reactor.callFromThread(self._drain)
+
+    def call_after_broadcasts(self, f: Any, *args: Any) -> None:
+        """
+        Call C{f(*args)} in the reactor thread once the events broadcast so
+        far from any thread have been published.  May be called in any
+        thread.
+        """
+        if threadable.isInIOThread():
+            self._drain_queued()
+            f(*args)
+        else:
+            self.reactor.callFromThread(self._after_queued, f, *args)
+
+    def _after_queued(self, f: Any, *args: Any) -> Any:
+        self._drain_queued()
+        return f(*args)
+
+    def _drain_queued(self) -> None:
+        if self._queue:
+            self._drain()
 
     def close(self, channel: str) -> None:
         """
@@ -198,9 +234,9 @@ class Broadcaster:
         @raise ValueError: if it is empty or contains control characters.
         """
         name = validate_channel(channel)
-        if threadable.isInIOThread() and self._queue:
+        if threadable.isInIOThread():
             # Broadcasts from other threads still waiting go first.
-            self._drain()
+            self._drain_queued()
         self.publish_prepared(name, CLOSE_BODY)
 
     def _drain(self) -> None:
@@ -257,7 +293,8 @@ class Broadcaster:
         import crochet
 
         try:
-            result = crochet.run_in_reactor(self.publisher.publish)(name, body)
+            # After the events this thread (or another) broadcast before.
+            result = crochet.run_in_reactor(self._after_queued)(self.publisher.publish, name, body)
         except AttributeError:
             raise RuntimeError(
                 "crochet is not set up: run under make_application() or call crochet.setup()"

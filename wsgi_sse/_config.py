@@ -254,10 +254,10 @@ SETTINGS: tuple[Setting, ...] = (
         "access_log",
         "site",
         "`True`",
-        "Log a line per request in twisted.web's combined log format, as `twistd web` does. "
-        "Formatting it through twistd's log observer costs about a quarter of the server's CPU "
-        "per small page ([benchmarks](benchmarks.md)): turn it off when the reverse proxy in "
-        "front already logs requests.",
+        "Log a line per request in twisted.web's combined log format, as `twistd web` does "
+        "(stream tokens redacted). Under plain `twistd` the line is written straight to its log "
+        "file, the same text its log observer would write, for a few microseconds per request "
+        "([logging](channels.md#logging)); `False` leaves it to the reverse proxy in front.",
         flag=_boolean,
     ),
     _S(
@@ -333,8 +333,9 @@ SETTINGS: tuple[Setting, ...] = (
         "`False`",
         "Log one line per stream opened and closed (`stream opened for ...`, `stream closed for "
         "...`). Off, a summary line counts them instead, once every ten seconds while streams "
-        "come and go: the two text lines add about a third to the CPU time of accepting a "
-        "stream, which matters when every browser reconnects at once after a restart.",
+        "come and go: two lines per stream are twenty thousand lines when ten thousand browsers "
+        "reconnect at once after a restart, and as events for a log observer other than "
+        "twistd's text file they add about a third to the CPU time of accepting a stream.",
         flag=_boolean,
     ),
     _S(

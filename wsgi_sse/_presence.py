@@ -514,7 +514,13 @@ def disconnect(
 
         validate_channel(channel)
     target = hub or _current_hub()
-    if threadable.isInIOThread():
+    from ._broadcast import get_broadcaster
+
+    broadcaster = get_broadcaster()
+    if broadcaster.publisher is target:
+        # After what this thread broadcast before (a last word to the streams).
+        broadcaster.call_after_broadcasts(target.revoke, identity, channel)
+    elif threadable.isInIOThread():
         target.revoke(identity, channel)
     else:
         target._reactor().callFromThread(target.revoke, identity, channel)

@@ -1,0 +1,118 @@
+"""The WSGI thread pool: Twisted's ThreadPool interface and behaviour over a leaner hand-off."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from support import http_request, serve
+from twisted.python import context
+
+from wsgi_sse import WSGIThreadPool
+
+
+def _results(pool: WSGIThreadPool, calls: int, func: Any) -> list[tuple[bool, Any]]:
+    done = threading.Semaphore(0)
+    results: list[tuple[bool, Any]] = []
+
+    def on_result(ok: bool, result: Any) -> None:
+        results.append((ok, result))
+        done.release()
+
+    for i in range(calls):
+        pool.callInThreadWithCallback(on_result, func, i)
+    for _ in range(calls):
+        assert done.acquire(timeout=10)
+    return results
+
+
+def test_results_failures_and_context_reach_the_caller() -> None:
+    """A call's result or failure goes to onResult; the caller's context travels with it."""
+    pool = WSGIThreadPool(0, 2, "t")
+    pool.start()
+    try:
+
+        def work(i: int) -> Any:
+            if i == 1:
+                raise ValueError("boom")
+            return (i, context.get("who"), threading.current_thread().daemon)
+
+        results = context.call({"who": "caller"}, _results, pool, 3, work)
+    finally:
+        pool.stop()
+    ok = sorted(r for good, r in results if good)
+    failures = [r for good, r in results if not good]
+    assert ok == [(0, "caller", True), (2, "caller", True)]
+    assert [f.value.args for f in failures] == [("boom",)]
+
+
+def test_work_queued_before_start_and_before_stop_runs() -> None:
+    """Calls made before start run once it starts; calls queued before stop run before it ends."""
+    pool = WSGIThreadPool(0, 1, "t")
+    ran: list[int] = []
+    gate = threading.Event()
+    pool.callInThread(lambda: (gate.wait(10), ran.append(0)))
+    for i in range(1, 5):
+        pool.callInThread(ran.append, i)
+    pool.start()
+    assert pool.workers == 1
+    gate.set()
+    pool.stop()
+    assert ran == [0, 1, 2, 3, 4]
+    pool.callInThread(ran.append, 5)  # after stop: ignored, as in Twisted
+    assert ran == [0, 1, 2, 3, 4] and pool.workers == 0
+    assert not any(t.is_alive() for t in pool.threads)
+
+
+def test_threads_grow_to_max_and_shrink() -> None:
+    """Busy threads make the pool grow up to max, never past; adjustPoolsize ends extra threads."""
+    pool = WSGIThreadPool(0, 3, "t")
+    pool.start()
+    release = threading.Event()
+    running = threading.Semaphore(0)
+    try:
+        for _ in range(5):
+            pool.callInThread(lambda: (running.release(), release.wait(10)))
+        for _ in range(3):
+            assert running.acquire(timeout=10)
+        assert pool.workers == 3 and len(pool.working) == 3
+        assert pool.q.qsize() == 2  # two calls wait for a free thread
+        release.set()
+        for _ in range(2):
+            assert running.acquire(timeout=10)
+        pool.adjustPoolsize(0, 1)
+        assert pool.workers == 1
+    finally:
+        release.set()
+        pool.stop()
+    assert len(pool.threads) == 3
+
+
+def test_server_runs_views_on_its_threads_at_once() -> None:
+    """threads=3 serves three slow views at the same time, and a fourth after one of them."""
+    barrier = threading.Barrier(3, timeout=10)
+    lock = threading.Lock()
+    running = [0, 0]  # now, most at once
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        with lock:
+            running[0] += 1
+            running[1] = max(running[1], running[0])
+        try:
+            if environ["PATH_INFO"] == "/wait":
+                barrier.wait()
+        finally:
+            with lock:
+                running[0] -= 1
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    with serve(app, threads=3) as server, ThreadPoolExecutor(4) as clients:
+        answers = [
+            clients.submit(http_request, server.port, "GET", path)
+            for path in ("/wait", "/wait", "/other", "/wait")
+        ]
+        assert sorted(a.result()[0] for a in answers) == [200, 200, 200, 200]
+        assert server.call(lambda: server.service.threadpool.workers) == 3
+    assert running[1] <= 3
