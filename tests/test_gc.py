@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -49,9 +50,8 @@ def no_cyclic_collection() -> Iterator[None]:
         gc.enable()
 
 
-def _open_stream(port: int, path: str = "/sse") -> Any:
-    import socket
-
+def _open_stream(port: int, path: str = "/sse") -> socket.socket:
+    """Open a stream on a raw socket and read until its response has started."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
     # The response has started once its first bytes (headers, retry) arrive.
@@ -60,6 +60,7 @@ def _open_stream(port: int, path: str = "/sse") -> Any:
 
 
 def _wait_freed(ref: weakref.ref[Any], timeout: float = 10.0) -> None:
+    """Wait until the object behind C{ref} has been freed."""
     deadline = time.monotonic() + timeout
     while ref() is not None:
         assert time.monotonic() < deadline, "the closed stream's client is still alive"
@@ -85,6 +86,7 @@ def test_closed_stream_is_freed_without_the_cyclic_collector(
 
 
 def _start_cli(tmp_path: Path, *flags: str) -> tuple[subprocess.Popen[str], int]:
+    """Start C{python -m wsgi_sse} with FREEZE_APP and C{flags}; return it and its port."""
     (tmp_path / "freeze_app.py").write_text(FREEZE_APP)
     port = free_port()
     listen = f"tcp:{port}:interface=127.0.0.1"
