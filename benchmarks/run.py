@@ -173,8 +173,11 @@ def _children(pid: int) -> list[int]:
 class Server:
     """One subject, started fresh on a free port; a context manager."""
 
-    def __init__(self, subject: str, bins: dict[str, Path], log_dir: Path) -> None:
+    def __init__(
+        self, subject: str, bins: dict[str, Path], log_dir: Path, cpus: set[int] | None = None
+    ) -> None:
         self.subject = subject
+        self.cpus = cpus
         self.port = free_port()
         self.bins = bins
         self.log_path = log_dir / f"{subject}-{self.port}.log"
@@ -225,7 +228,9 @@ class Server:
         env["PYTHONPATH"] = os.pathsep.join(paths).rstrip(os.pathsep)
         env["WSGI_SSE_LISTEN"] = f"tcp:{self.port}:interface=127.0.0.1"
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=self._log, stderr=self._log)
+        self.proc = subprocess.Popen(
+            cmd, cwd=cwd, env=env, stdout=self._log, stderr=self._log, preexec_fn=on_cpus(self.cpus)
+        )
         wait_port(self.port, self.proc)
         # Warm up: import everything a page view and a broadcast touch.
         http(self.port, "GET", "/")
@@ -268,8 +273,32 @@ def available(subject: str) -> str | None:
     return None
 
 
+def on_cpus(cpus: set[int] | None) -> Any:
+    """A C{preexec_fn} confining a child process to C{cpus} (L{None}: no confinement)."""
+    if cpus is None:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
+def split_cpus(cfg: argparse.Namespace) -> tuple[set[int] | None, set[int] | None]:
+    """
+    With C{--pin-loadgen}: the CPUs for the server and for the load
+    generator (the last one), so that they never share a core; else
+    (L{None}, L{None}).
+    """
+    cpus = sorted(os.sched_getaffinity(0))
+    if not cfg.pin_loadgen or len(cpus) < 2:
+        return None, None
+    return set(cpus[:-1]), {cpus[-1]}
+
+
 def loadgen(
-    bins: dict[str, Path], server: Server, args: list[str], timeout: float, on_ready: Any = None
+    bins: dict[str, Path],
+    server: Server,
+    args: list[str],
+    timeout: float,
+    on_ready: Any = None,
+    cpus: set[int] | None = None,
 ) -> dict[str, Any]:
     cmd = [str(bins["loadgen"]), "--port", str(server.port), "--timeout", str(timeout), *args]
     if not server.greets:
@@ -277,7 +306,12 @@ def loadgen(
     if on_ready is not None:
         cmd.append("--wait-go")
     proc = subprocess.Popen(
-        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        cmd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=on_cpus(cpus),
     )
     assert proc.stdin is not None and proc.stdout is not None
     extra: dict[str, Any] = {}
@@ -309,7 +343,8 @@ def fanout(
     subject: str, bins: dict[str, Path], clients: int, cfg: argparse.Namespace
 ) -> dict[str, Any]:
     """Connect C idle clients, then lockstep events, then page GETs while events flow."""
-    with Server(subject, bins, cfg.log_dir) as server:
+    server_cpus, loadgen_cpus = split_cpus(cfg)
+    with Server(subject, bins, cfg.log_dir, server_cpus) as server:
         base = rss(server.pid)
 
         def ready() -> dict[str, Any]:
@@ -327,6 +362,7 @@ def fanout(
             ],
             timeout=cfg.timeout,
             on_ready=ready,
+            cpus=loadgen_cpus,
         )  # fmt: skip
         result["server_cpu_s"] = cpu_seconds(server.pid) - cpu0
     events = result["events"]
@@ -391,7 +427,8 @@ def burst_round(subject: str, bins: dict[str, Path], cfg: argparse.Namespace) ->
 
 def fanout_round(subject: str, bins: dict[str, Path], cfg: argparse.Namespace) -> dict[str, Any]:
     """Lockstep events to the largest client count, one round: the last client's time."""
-    with Server(subject, bins, cfg.log_dir) as server:
+    server_cpus, loadgen_cpus = split_cpus(cfg)
+    with Server(subject, bins, cfg.log_dir, server_cpus) as server:
         cpu0 = cpu_seconds(server.pid)
         result = loadgen(
             bins,
@@ -399,6 +436,7 @@ def fanout_round(subject: str, bins: dict[str, Path], cfg: argparse.Namespace) -
             ["--clients", str(cfg.spread_clients), "--events", str(cfg.events),
              "--gap-ms", "100", "--event-timeout", "20"],
             timeout=cfg.timeout,
+            cpus=loadgen_cpus,
         )  # fmt: skip
         result["server_cpu_s"] = cpu_seconds(server.pid) - cpu0
     events = result["events"]
@@ -816,6 +854,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--events", type=int, default=None, help="lockstep events per count")
     parser.add_argument("--no-docs", action="store_true", help="do not touch docs/ (raw JSON only)")
+    parser.add_argument(
+        "--pin-loadgen",
+        action="store_true",
+        help="fan-out scenarios: run the load generator on the last CPU and the server on the "
+        "others, so that they never share a core (Linux otherwise puts them together on some "
+        "rounds and not others: see docs/benchmarks.md)",
+    )
     parser.add_argument("--output", default=None, help="raw JSON path")
     parser.add_argument(
         "--report", default=None, help="write the docs from this raw JSON instead of running"

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,11 +80,17 @@ def test_daemonized_twistd_fails_and_says_why(busy_port: int, tmp_path: Path) ->
             busy_port,
         )
     finally:
-        if pidfile.exists():  # a daemon left serving nothing: stop it
+        # The daemon removes its pidfile as it exits, which may be just
+        # after twistd's parent process has reported the failure.
+        deadline = time.monotonic() + 10
+        while pidfile.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = pidfile.exists()
+        if left:  # a daemon left serving nothing: stop it
             os.kill(int(pidfile.read_text()), signal.SIGKILL)
     assert result.returncode != 0, result
     assert f"cannot listen on tcp:{busy_port}:interface=127.0.0.1" in result.stderr
     assert "Address already in use" in result.stderr
-    assert not pidfile.exists()
+    assert not left
     log = logfile.read_text()
     assert f"cannot listen on tcp:{busy_port}:interface=127.0.0.1" in log, log

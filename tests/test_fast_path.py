@@ -16,7 +16,7 @@ from support import http_request, parse_stream, serve
 
 from wsgi_sse import Hub
 from wsgi_sse._broadcast import Broadcaster
-from wsgi_sse._client import _chunk
+from wsgi_sse._client import _chunk, send_to_each
 
 
 def hello_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -81,6 +81,22 @@ def test_chunk_is_framed_once_per_event() -> None:
     assert _chunk(wire) is framed
     other = b"data: a longer event than the first one\n\n"
     assert _chunk(other) == b"%x\r\n%b\r\n" % (len(other), other)
+
+
+def test_fan_out_hands_other_subscribers_the_event_in_order() -> None:
+    """send_to_each() calls send(wire) on subscribers that are not streams, each once, in order."""
+    received: list[tuple[str, bytes]] = []
+
+    class Recorder:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def send(self, wire: bytes) -> None:
+            received.append((self.name, wire))
+
+    wire = b"id: x-2\ndata: hi\n\n"
+    send_to_each([Recorder("a"), Recorder("b")], wire)
+    assert received == [("a", wire), ("b", wire)]
 
 
 def test_http11_stream_takes_fast_path_and_stays_well_framed() -> None:

@@ -121,6 +121,7 @@ class SiteOptions:
     stats_path: str | None = None
     metrics_path: str | None = None
     access_log: bool = True
+    gc_freeze: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +258,18 @@ SETTINGS: tuple[Setting, ...] = (
         "(stream tokens redacted). Under plain `twistd` the line is written straight to its log "
         "file, the same text its log observer would write, for a few microseconds per request "
         "([logging](channels.md#logging)); `False` leaves it to the reverse proxy in front.",
+        flag=_boolean,
+    ),
+    _S(
+        "gc_freeze",
+        "site",
+        "`True`",
+        "When the server starts, take the objects alive then (your application, its framework, "
+        "Twisted) out of the cyclic garbage collector's scans with `gc.freeze()`, once per "
+        "process. Every full collection otherwise walks them again; with thousands of streams "
+        "open, a full collection stops the server for tens of milliseconds "
+        "([tuning](deployment.md#garbage-collection)). Turn it off if your application builds "
+        "reference cycles at import time that it later drops and expects to be collected.",
         flag=_boolean,
     ),
     _S(

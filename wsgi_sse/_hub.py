@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._backplane import LOCAL_BITS, Backplane, Entry, Fetched, LocalBackplane, Published
+from ._client import send_to_each
 from ._encoding import encode_body, frame
 from ._presence import CONTROL_CHANNEL, PresenceTracker, parse_control, publish_control
 
@@ -850,13 +851,12 @@ class Hub:
     def _fan_out(self, ch: _Channel, wire: bytes, events: int) -> int:
         """Write C{wire} (C{events} complete events) to every subscriber of C{ch}."""
         # The hot path: one pre-encoded bytes object handed to every
-        # subscriber (StreamClient.send frames it for HTTP once, for all of
-        # them, and writes it straight to the socket).  Iterate over a
+        # subscriber (framed for HTTP once, for all of them, and written
+        # straight to the socket: see send_to_each).  Iterate over a
         # snapshot: a send may drop a slow client, which unsubscribes it
         # while we loop.
         subscribers = tuple(ch.subscribers)
-        for subscriber in subscribers:
-            subscriber.send(wire)
+        send_to_each(subscribers, wire)
         count = len(subscribers)
         stats = self.stats
         stats.events_published += events

@@ -107,7 +107,9 @@ def test_chromium_reconnects_on_a_new_connection_after_goaway(tls_page: tuple[An
     # "come back later", if the browser kept using it); a new one listens.
     with serve(page_app, listen=listen, retry=300) as new:
         new.wait_clients(STREAMS, timeout=20)
-        assert page.evaluate("Object.values(window.opens).every(n => n === 2)")
+        # Each stream opened again (more than once if a retry landed on the
+        # old server while it was still closing, and was told to come back).
+        assert page.evaluate("Object.values(window.opens).every(n => n >= 2)")
         for i in range(STREAMS):
             new.service.broadcaster.broadcast_and_wait(f"new-{i}", channel=f"c{i}")
         page.wait_for_function("Object.values(window.got).every(g => g.length === 2)")

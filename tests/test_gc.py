@@ -1,0 +1,118 @@
+"""
+The server and the cyclic garbage collector: a closed stream is freed by
+reference counting, and the objects alive at start-up are frozen once
+(``gc_freeze``).  Real servers on loopback ports.
+"""
+
+from __future__ import annotations
+
+import gc
+import signal
+import socket
+import subprocess
+import sys
+import time
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import free_port, http_request, serve, subprocess_env, wait_for_port
+
+from wsgi_sse import close
+
+# A WSGI app answering with how many objects the collector has frozen.
+FREEZE_APP = """
+import gc
+
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(gc.get_freeze_count()).encode()]
+"""
+
+
+def hello_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """A WSGI app that answers every path with a short page."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello"]
+
+
+@pytest.fixture
+def no_cyclic_collection() -> Iterator[None]:
+    """Turn the cyclic garbage collector off for the test (reference counting only)."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def _open_stream(port: int, path: str = "/sse") -> socket.socket:
+    """Open a stream on a raw socket and read until its response has started."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    # The response has started once its first bytes (headers, retry) arrive.
+    assert sock.recv(65536)
+    return sock
+
+
+def _wait_freed(ref: weakref.ref[Any], timeout: float = 10.0) -> None:
+    """Wait until the object behind C{ref} has been freed."""
+    deadline = time.monotonic() + timeout
+    while ref() is not None:
+        assert time.monotonic() < deadline, "the closed stream's client is still alive"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("ended_by", ["client", "server"])
+def test_closed_stream_is_freed_without_the_cyclic_collector(
+    no_cyclic_collection: None, ended_by: str
+) -> None:
+    """A stream that ends (the client leaves, its channel is closed) is freed by refcounting."""
+    with serve(hello_app) as server:
+        sock = _open_stream(server.port, "/sse?channel=room")
+        server.wait_clients(1)
+        ref = server.call(lambda: weakref.ref(next(iter(server.service.sse_resource.clients))))
+        if ended_by == "client":
+            sock.close()
+        else:
+            close("room")
+        server.wait_clients(0)
+        _wait_freed(ref)
+        sock.close()
+
+
+def _start_cli(tmp_path: Path, *flags: str) -> tuple[subprocess.Popen[str], int]:
+    """Start C{python -m wsgi_sse} with FREEZE_APP and C{flags}; return it and its port."""
+    (tmp_path / "freeze_app.py").write_text(FREEZE_APP)
+    port = free_port()
+    listen = f"tcp:{port}:interface=127.0.0.1"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wsgi_sse", "freeze_app:app", "--listen", listen, *flags],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    wait_for_port(port, proc)
+    return proc, port
+
+
+@pytest.mark.parametrize(("flags", "frozen"), [((), True), (("--gc-freeze", "false"), False)])
+def test_server_start_freezes_what_is_alive(
+    tmp_path: Path, flags: tuple[str, ...], frozen: bool
+) -> None:
+    """python -m wsgi_sse freezes the start-up objects by default; --gc-freeze false does not."""
+    proc, port = _start_cli(tmp_path, *flags)
+    try:
+        status, _, body = http_request(port, "GET", "/")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=15)
+    assert status == 200, output
+    assert (int(body) > 1000) is frozen, body
+    assert (int(body) == 0) is not frozen, body
