@@ -544,6 +544,20 @@ class StreamSite(Site):
         """
         return self.protocol()
 
+    def _classSettings(self) -> dict[str, Any]:
+        """The class attributes of this site's HTTP/1.1 and HTTP/2 connection classes."""
+        return {
+            "__module__": __name__,
+            "headerTimeout": self.header_timeout,
+            "maxRequestBody": self.max_request_body,
+            "bodyLimits": dict(self.body_limits),
+            "timeOut": self.timeOut,
+            "factory": self,
+            "site": self,
+            "requestFactory": self.requestFactory,
+            "callLater": staticmethod(self.reactor.callLater),
+        }
+
     def _channelClass(self) -> type[_HeaderDeadlineChannel]:
         # Built for every connection: compared with the cached class's.
         settings = (
@@ -563,15 +577,7 @@ class StreamSite(Site):
             "_HeaderDeadlineChannel",
             (_HeaderDeadlineChannel,),
             {
-                "__module__": __name__,
-                "headerTimeout": self.header_timeout,
-                "maxRequestBody": self.max_request_body,
-                "bodyLimits": dict(self.body_limits),
-                "timeOut": self.timeOut,
-                "factory": self,
-                "site": self,
-                "requestFactory": self.requestFactory,
-                "callLater": staticmethod(self.reactor.callLater),
+                **self._classSettings(),
                 # (Only for this module's request class: another one's
                 # requestReceived or process would be skipped.)
                 "leanPath": (self._lean_path if self.requestFactory is _StreamingRequest else None),
@@ -600,18 +606,7 @@ class StreamSite(Site):
         h2_class = type(
             "_StreamH2Connection",
             (_StreamH2Connection,),
-            {
-                "__module__": __name__,
-                "headerTimeout": self.header_timeout,
-                "maxRequestBody": self.max_request_body,
-                "bodyLimits": dict(self.body_limits),
-                "timeOut": self.timeOut,
-                "factory": self,
-                "site": self,
-                "requestFactory": self.requestFactory,
-                "callLater": staticmethod(self.reactor.callLater),
-                "reactor": self.reactor,
-            },
+            {**self._classSettings(), "reactor": self.reactor},
         )
         cls = type(
             "_NegotiatingChannel",

@@ -331,10 +331,7 @@ class Streams:
         if resume is None and not reset and not tagged:
             # Nothing to replay (a first connect): subscribed, then started.
             self.hub.subscribe(client, channels)
-            head = opening + first if first else opening
-            stats.bytes_written += len(head)
-            start_response(request, head)
-            client.started()
+            self._start(request, client, opening + first if first else opening)
             self._stream_log.opened(peer, channels, last_event_id, 0, reset)
             self._ensure_heartbeat()
             return client
@@ -355,10 +352,7 @@ class Streams:
             # missed: the stream starts now, the replay follows (in the
             # reactor turn that subscribes it).
             late = True
-            head = b"".join([*parts, first or b""])
-            stats.bytes_written += len(head)
-            start_response(request, head)
-            client.started()
+            self._start(request, client, b"".join([*parts, first or b""]))
             stats.replays += 1
             self._stream_log.opened(peer, channels, last_event_id, 0, reset)
             self._ensure_heartbeat()
@@ -394,23 +388,12 @@ class Streams:
                 break
         if ends:
             # All of it, then the end (bounded by the history).
-            parts.extend(tagged_replay(missed) if tagged else [e.wire for e in missed])
-        head = b"".join(parts)
-        stats.bytes_written += len(head)
-        start_response(request, head)
-        client.started()
+            parts.extend(_replay_wires(missed, tagged))
+        self._start(request, client, b"".join(parts))
         if missed and not ends:
             # As fast as the reader takes it, like live events (which the
-            # subscription above now queues behind it); taken from the
-            # history one event at a time (tagged copies too).
-            wires: Iterable[bytes] = (
-                chain.from_iterable(tagged_replay((e,)) for e in missed)
-                if tagged
-                else (e.wire for e in missed)
-            )
-            size = sum(len(e.wire) for e in missed)
-            stats.bytes_written += size
-            client.replay(wires, size)
+            # subscription above now queues behind it).
+            self._replay(client, missed, tagged)
         self._stream_log.opened(peer, channels, last_event_id, len(missed), reset)
         self._ensure_heartbeat()
         if ends:
@@ -477,20 +460,25 @@ class Streams:
             return
         if missed[-1].closes:
             # The channel was closed since: up to there, then the end.
-            wire = b"".join(tagged_replay(missed) if tagged else [e.wire for e in missed])
+            wire = b"".join(_replay_wires(missed, tagged))
             stats.bytes_written += len(wire)
             client.send(wire)
             self._leave(client)
             client.end()
             return
-        wires: Iterable[bytes] = (
-            chain.from_iterable(tagged_replay((e,)) for e in missed)
-            if tagged
-            else (e.wire for e in missed)
-        )
+        self._replay(client, missed, tagged)
+
+    def _start(self, request: Request, client: StreamClient, head: bytes) -> None:
+        """Send the response head with the stream's first bytes; C{client} writes from now on."""
+        self.stats.bytes_written += len(head)
+        start_response(request, head)
+        client.started()
+
+    def _replay(self, client: StreamClient, missed: list[Event], tagged: bool) -> None:
+        """Write C{missed} to the started C{client} as its reader takes it."""
         size = sum(len(e.wire) for e in missed)
-        stats.bytes_written += size
-        client.replay(wires, size)
+        self.stats.bytes_written += size
+        client.replay(_replay_wires(missed, tagged), size)
 
     def _leave(self, client: StreamClient) -> None:
         """Stop delivering to C{client}."""
@@ -683,6 +671,16 @@ def _limit_unacknowledged_time(transport: Any, heartbeat: float) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, option, int(max(2 * heartbeat, 30.0) * 1000))
     except (OSError, AttributeError):  # not a TCP socket (a UNIX socket, a test double)
         pass
+
+
+def _replay_wires(missed: list[Event], tagged: bool) -> Iterable[bytes]:
+    """
+    The wire bytes of replayed events, taken from the history one event at
+    a time (for a channel-tagged stream, copies with tagged ids).
+    """
+    if tagged:
+        return chain.from_iterable(tagged_replay((e,)) for e in missed)
+    return (e.wire for e in missed)
 
 
 def peer_of(request: Request) -> str:
