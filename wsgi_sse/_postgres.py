@@ -259,15 +259,9 @@ class PostgresBackplane(ThreadedBackplane):
         self.table = _check_table(table)
         self.history_size = history_size
         self.history_age = history_age
-        self._reader_conn: Any = None
-        self._listen_conn: Any = None
-        self._publisher_conn: Any = None
-        self._replay_conn: Any = None
         # Presence and revocation messages: NOTIFY on their own channel,
         # never in the table (no id, no history, no retention).
         self.control_channel = self.table + "_control"
-        self._control_conn: Any = None
-        self._control_reader_conn: Any = None
         self._last_pruned = 0.0
         self.django_alias: str | None = None
         # Bumped when the reader reconnects: connections made before are
@@ -306,6 +300,7 @@ class PostgresBackplane(ThreadedBackplane):
         out["table"] = self.table
         return out
 
+    _listen_conn: Any
     _connections = ("_listen_conn", *ThreadedBackplane._connections)
 
     # -- presence and revocation (control threads) ----------------------------

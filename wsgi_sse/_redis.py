@@ -273,14 +273,9 @@ class RedisBackplane(ThreadedBackplane):
         self.key = stream_key(namespace)
         self.maxlen = maxlen
         self.max_per_publish = MAX_PER_ENTRY
-        self._reader_conn: Any = None
-        self._publisher_conn: Any = None
-        self._replay_conn: Any = None
         # Presence and revocation messages: Redis Pub/Sub on their own
         # channel, never in the stream (no id, no history, no retention).
         self.control_channel = self.key + ":control"
-        self._control_conn: Any = None
-        self._control_reader_conn: Any = None
 
     def parse_id(self, event_id: str) -> int | None:
         """The position of a wire id of this backplane, or L{None}.  Any thread."""

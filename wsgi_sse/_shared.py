@@ -98,6 +98,8 @@ class ThreadedBackplane:
         self._first_attempt = threading.Event()
         self._threads: list[threading.Thread] = []
         self._pool: ThreadPool | None = None
+        for name in self._connections:
+            setattr(self, name, None)
         self._down_logged = False
         self._token = 0
         self._origin_prefix = b""
@@ -135,7 +137,11 @@ class ThreadedBackplane:
         """Answer fetches (replay thread): one lookup round trip for all their ids."""
         raise NotImplementedError
 
+    _reader_conn: Any
     _publisher_conn: Any
+    _replay_conn: Any
+    _control_conn: Any
+    _control_reader_conn: Any
     _connections: tuple[str, ...] = (
         "_reader_conn",
         "_publisher_conn",
@@ -143,7 +149,10 @@ class ThreadedBackplane:
         "_control_conn",
         "_control_reader_conn",
     )
-    """The attributes holding a subclass's connections (closed by L{_close})."""
+    """
+    The attributes holding a subclass's connections (L{None} until
+    connected; closed by L{_close}).
+    """
 
     def _close_connection(self, conn: Any) -> None:
         """Close one connection, whatever state it is in.  Any thread."""
