@@ -406,6 +406,15 @@ def end_streams_until_reconnected(server: RunningServer, times: int, timeout: fl
 # -- subprocesses ------------------------------------------------------------------
 
 
+def wait_until(predicate: Any, timeout: float = 20.0, what: str = "condition") -> None:
+    """Poll C{predicate} until true."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -13,22 +13,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from backplane_support import Backend
-from support import RunningServer, serve
+from support import RunningServer, serve, wait_until
 
 
 def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     """A WSGI app with nothing to say."""
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"hello"]
-
-
-def wait_until(predicate: Any, timeout: float = 20.0, what: str = "condition") -> None:
-    """Poll C{predicate} until true."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def connected(server: RunningServer) -> bool:

@@ -19,8 +19,8 @@ import pytest
 from backplane_support import Backend
 from pg_support import PostgresServer
 from redis_support import ServerProcess, processes
-from support import PYTHON, ROOT, http_request, subprocess_env
-from test_contract import server_on, wait_until
+from support import PYTHON, ROOT, http_request, subprocess_env, wait_until
+from test_contract import server_on
 from twisted.internet.task import Clock
 
 from wsgi_sse import Hub, SSEServerService, postgres

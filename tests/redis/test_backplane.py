@@ -5,12 +5,11 @@ from __future__ import annotations
 import re
 import subprocess
 import threading
-import time
 from typing import Any
 
 import pytest
 from redis_support import RedisServer
-from support import PYTHON, StreamClient, serve, subprocess_env
+from support import PYTHON, StreamClient, serve, subprocess_env, wait_until
 from twisted.internet.task import Clock
 
 from wsgi_sse import Hub, SSEServerService
@@ -51,15 +50,6 @@ def plain_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     """A WSGI app with nothing to say."""
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"hello"]
-
-
-def wait_until(predicate: Any, timeout: float = 20.0, what: str = "condition") -> None:
-    """Poll C{predicate} until true."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def stats(server: Any) -> dict[str, Any]:

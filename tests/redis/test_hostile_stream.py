@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from redis_support import RedisServer
-from support import RunningServer, StreamClient, http_request, serve
+from support import RunningServer, StreamClient, http_request, serve, wait_until
 
 from wsgi_sse.redis import RedisPublisher
 
@@ -27,15 +27,6 @@ def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     """A WSGI app with nothing to say."""
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"hello"]
-
-
-def wait_until(predicate: Any, timeout: float = 20.0, what: str = "condition") -> None:
-    """Poll C{predicate} until true."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @contextlib.contextmanager
