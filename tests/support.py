@@ -415,6 +415,19 @@ def wait_until(predicate: Any, timeout: float = 20.0, what: str = "condition") -
         time.sleep(0.02)
 
 
+def dechunk(data: bytes) -> bytes:
+    """Decode a complete HTTP/1.1 chunked body (chunk extensions ignored)."""
+    out = b""
+    while data:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out += data[:size]
+        data = data[size + 2 :]
+    return out
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -10,7 +10,7 @@ from typing import Any
 import bottle
 import flask
 import pytest
-from support import serve
+from support import dechunk, serve
 
 BODY = bytes(range(256)) * 195 + b"end of body" + b"." * 69  # 50,000 bytes
 assert len(BODY) == 50_000
@@ -82,25 +82,13 @@ def test_chunked_upload_reaches_the_view_whole(app_factory: Callable[[], Any]) -
         status, content = _post_chunked(server.port, BODY)
     assert status == 200, content
     if content[:1] not in (b"{", b"["):  # Twisted may have chunked the answer
-        content = _dechunk(content)
+        content = dechunk(content)
     seen = json.loads(content)
     assert seen == {
         "length": 50_000,
         "sha256": hashlib.sha256(BODY).hexdigest(),
         "content_length": "50000",
     }
-
-
-def _dechunk(data: bytes) -> bytes:
-    out = b""
-    while data:
-        size_line, _, data = data.partition(b"\r\n")
-        size = int(size_line.split(b";")[0], 16)
-        if size == 0:
-            break
-        out += data[:size]
-        data = data[size + 2 :]
-    return out
 
 
 def test_a_body_without_a_length_gets_its_length() -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import waitress
-from support import serve
+from support import dechunk, serve
 
 # -- deliberate differences ---------------------------------------------------
 
@@ -204,23 +204,11 @@ class Answer:
             name, _, value = line.partition(":")
             self.headers[name.strip().lower()] = value.strip()
         if self.headers.get("transfer-encoding") == "chunked":
-            raw = _dechunk(raw)
+            raw = dechunk(raw)
         self.body = b"" if method == "HEAD" else raw
 
     def environ(self) -> dict[str, Any]:
         return json.loads(self.body)  # type: ignore[no-any-return]
-
-
-def _dechunk(data: bytes) -> bytes:
-    out = b""
-    while data:
-        size_line, _, data = data.partition(b"\r\n")
-        size = int(size_line.split(b";")[0], 16)
-        if size == 0:
-            break
-        out += data[:size]
-        data = data[size + 2 :]
-    return out
 
 
 def _exchange(port: int, request: bytes) -> bytes:
