@@ -195,6 +195,18 @@ class H2Client:
         self.conn.ping(b"12345678")
         self.flush()
 
+    def ping_until_closed(self, limit: float = 10.0) -> float:
+        """
+        Send PINGs (until a GOAWAY arrives) and read, until the server closes
+        the connection or C{limit} seconds pass; return the seconds taken.
+        """
+        started = time.monotonic()
+        while not self.closed and time.monotonic() - started < limit:
+            if not self.goaway:
+                self.ping()
+            self.pump(0.2)
+        return time.monotonic() - started
+
     def close(self) -> None:
         """Close the socket."""
         self.sock.close()
@@ -324,13 +336,9 @@ def test_h2_connection_without_a_request_is_closed(cert: tuple[Path, Path]) -> N
     with serve(app, listen=tls_listen(*cert), header_timeout=1.0) as server:
         client = H2Client(server.port, cert[0])
         try:
-            started = time.monotonic()
-            while not client.closed and time.monotonic() - started < 10:
-                if not client.goaway:
-                    client.ping()
-                client.pump(0.2)
+            took = client.ping_until_closed()
             assert client.closed and client.goaway
-            assert time.monotonic() - started < 5
+            assert took < 5
         finally:
             client.close()
 
@@ -343,13 +351,9 @@ def test_idle_h2_connection_is_closed_despite_pings(cert: tuple[Path, Path]) -> 
             page = client.get("/page")
             client.wait(lambda: page in client.ended)
             assert client.data[page] == b"hello over HTTP/2"
-            started = time.monotonic()
-            while not client.closed and time.monotonic() - started < 10:
-                if not client.goaway:
-                    client.ping()
-                client.pump(0.2)
+            took = client.ping_until_closed()
             assert client.closed and client.goaway
-            assert time.monotonic() - started < 5
+            assert took < 5
         finally:
             client.close()
 
