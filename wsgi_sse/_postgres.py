@@ -316,9 +316,7 @@ class PostgresBackplane(ThreadedBackplane):
                 "SELECT pg_notify(%s, %s)", (self.control_channel, body.decode("ascii"))
             )
         except Exception:
-            conn, self._control_conn = self._control_conn, None
-            with contextlib.suppress(Exception):
-                conn.close()
+            self._drop_connection("_control_conn")
             raise
 
     def _read_control_until_stopped(self) -> None:
@@ -333,10 +331,7 @@ class PostgresBackplane(ThreadedBackplane):
                         if stopping.is_set():
                             break
             except Exception:  # noqa: BLE001 - the event reader logs outages; retry
-                conn, self._control_reader_conn = self._control_reader_conn, None
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        conn.close()
+                self._drop_connection("_control_reader_conn")
                 stopping.wait(self.backoff[1] if not self.connected else self.backoff[0])
 
     # -- numbering ---------------------------------------------------------------
@@ -374,7 +369,7 @@ class PostgresBackplane(ThreadedBackplane):
     def _append(self, batch: Batch) -> int:
         conn = self._publisher_conn
         if conn is not None and self._publisher_generation != self._generation:
-            self._drop_publisher_connection()
+            self._drop_connection("_publisher_conn")
             conn = None
         if conn is None:
             self._publisher_generation = self._generation
@@ -463,12 +458,8 @@ class PostgresBackplane(ThreadedBackplane):
                 self._count("errors")
                 self._went_down("read", e)
                 self._first_attempt.set()
-                for name in ("_reader_conn", "_listen_conn"):
-                    old = getattr(self, name)
-                    setattr(self, name, None)
-                    if old is not None:
-                        with contextlib.suppress(Exception):
-                            old.close()
+                self._drop_connection("_reader_conn")
+                self._drop_connection("_listen_conn")
                 stopping.wait(delay * (0.5 + secrets.randbelow(1000) / 1000))
                 delay = min(delay * 2, self.backoff[1])
 

@@ -310,9 +310,7 @@ class RedisBackplane(ThreadedBackplane):
         try:
             self._control_conn.publish(self.control_channel, body)
         except Exception:
-            conn, self._control_conn = self._control_conn, None
-            with contextlib.suppress(Exception):
-                conn.close()
+            self._drop_connection("_control_conn")
             raise
 
     def _read_control_until_stopped(self) -> None:
@@ -329,10 +327,7 @@ class RedisBackplane(ThreadedBackplane):
                     if message is not None and message.get("type") == "message":
                         self._control_received(message.get("data"))
             except Exception:  # noqa: BLE001 - the event reader logs outages; retry
-                conn, self._control_reader_conn = self._control_reader_conn, None
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        conn.close()
+                self._drop_connection("_control_reader_conn")
                 stopping.wait(self.backoff[1] if not self.connected else self.backoff[0])
 
     # -- publishing (publisher thread) ----------------------------------------
@@ -413,10 +408,7 @@ class RedisBackplane(ThreadedBackplane):
                 self._count("errors")
                 self._went_down("read", e)
                 self._first_attempt.set()
-                conn, self._reader_conn = self._reader_conn, None
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        conn.close()
+                self._drop_connection("_reader_conn")
                 stopping.wait(delay * (0.5 + secrets.randbelow(1000) / 1000))
                 delay = min(delay * 2, self.backoff[1])
                 continue

@@ -162,14 +162,16 @@ class ThreadedBackplane:
     def _close(self) -> None:
         """Close every connection, waking the threads blocked on them.  Any thread."""
         for name in self._connections:
-            conn = getattr(self, name)
-            setattr(self, name, None)
-            if conn is not None:
-                self._close_connection(conn)
+            self._drop_connection(name)
 
-    def _drop_publisher_connection(self) -> None:
-        """Close the publisher's connection, so its next batch reconnects."""
-        conn, self._publisher_conn = self._publisher_conn, None
+    def _drop_connection(self, name: str) -> None:
+        """
+        Close the connection held in attribute C{name} (one of
+        L{_connections}) and forget it, so that its next use reconnects.
+        Any thread.
+        """
+        conn = getattr(self, name)
+        setattr(self, name, None)
         if conn is not None:
             self._close_connection(conn)
 
@@ -338,7 +340,7 @@ class ThreadedBackplane:
         try:
             self._publish_until_stopped()
         finally:
-            self._drop_publisher_connection()
+            self._drop_connection("_publisher_conn")
 
     def _publish_until_stopped(self) -> None:
         get = self._queue.get
@@ -367,7 +369,7 @@ class ThreadedBackplane:
                 except Exception as e:  # noqa: BLE001 - any trouble: deliver locally
                     self._count("errors")
                     self._went_down("publish", e)
-                    self._drop_publisher_connection()
+                    self._drop_connection("_publisher_conn")
                     self.reactor.callFromThread(self._fall_back, batch)
             if stop:
                 return
