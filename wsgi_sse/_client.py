@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall, IReactorTime
     from twisted.web.server import Request
 
-__all__ = ["StreamClient", "close_after_response", "send_to_each"]
+__all__ = ["PLAIN_SOCKET_TRANSPORTS", "StreamClient", "close_after_response", "send_to_each"]
 
 # Request headers Twisted's access log formatters read when a stream ends.
 _LOGGED_HEADERS = (b"Referer", b"User-Agent", b"Authorization", b"X-Forwarded-For")
@@ -39,7 +39,7 @@ _REPLAY_BATCH = 64 * 1024
 
 # Transports whose socket may be written to directly: plain TCP and UNIX
 # sockets (exact types: subclasses such as TLS wrap the bytes themselves).
-_PLAIN_SOCKET_TRANSPORTS = (tcp.Server, unix.Server)
+PLAIN_SOCKET_TRANSPORTS = (tcp.Server, unix.Server)
 
 
 def _chunk(wire: bytes) -> bytes:
@@ -295,7 +295,7 @@ class StreamClient:
         if (
             request.chunked
             and transport is not None
-            and type(transport) in _PLAIN_SOCKET_TRANSPORTS
+            and type(transport) in PLAIN_SOCKET_TRANSPORTS
             and socket is not None
             and transport.connected
             and not transport.disconnecting

@@ -20,10 +20,11 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet import tcp, unix
 from twisted.web.http import NO_BODY_CODES, HTTPChannel, datetimeToString
 from twisted.web.http_headers import InvalidHeaderName, _nameEncoder
 from twisted.web.server import Request as _ServerRequest
+
+from ._client import PLAIN_SOCKET_TRANSPORTS
 
 if TYPE_CHECKING:
     from twisted.web.server import Request
@@ -40,10 +41,6 @@ _NOT_SIMPLE = frozenset({b"Content-Length", b"Transfer-Encoding", b"Expect", b"U
 # The bytes a request target may consist of here: printable ASCII but for
 # a space (twisted.web also takes some others, which take its own path).
 _TARGET_BYTES = bytes(range(0x21, 0x7F))
-
-# Transports whose socket may be written to directly (exact types: TLS
-# wraps the bytes itself).
-_PLAIN_SOCKET_TRANSPORTS = (tcp.Server, unix.Server)
 
 
 class SimpleGet:
@@ -175,7 +172,7 @@ def start_response(request: Request, body: bytes) -> None:
         request.startedWriting
         or request.clientproto != b"HTTP/1.1"
         or request.method != b"GET"
-        or type(transport) not in _PLAIN_SOCKET_TRANSPORTS
+        or type(transport) not in PLAIN_SOCKET_TRANSPORTS
         or raw is None
         or b"Content-Type" not in raw
         or b"Content-Length" in raw

@@ -48,7 +48,8 @@ from twisted.web.server import Site
 from twisted.web.server import version as _server_version
 
 from ._accesslog import combined_line, log_line, redacting
-from ._lean import _PLAIN_SOCKET_TRANSPORTS, http_date, parse_simple_get
+from ._client import PLAIN_SOCKET_TRANSPORTS
+from ._lean import http_date, parse_simple_get
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall
@@ -158,7 +159,7 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
         C{Request.process} leave them; the request is routed and rendered
         by twisted.web (C{Site.getResourceFor}, C{Request.render}).
         """
-        if type(self.transport) not in _PLAIN_SOCKET_TRANSPORTS:
+        if type(self.transport) not in PLAIN_SOCKET_TRANSPORTS:
             return False
         path = self.leanPath
         assert path is not None
@@ -734,7 +735,7 @@ class _NegotiatingChannel(http._GenericHTTPChannelProtocol):
                 network_producer.registerProducer(self._channel, True)
             else:
                 transport = old.transport
-                if type(transport) in _PLAIN_SOCKET_TRANSPORTS and transport.protocol is self:
+                if type(transport) in PLAIN_SOCKET_TRANSPORTS and transport.protocol is self:
                     # Plain TCP never negotiates: from now on the channel
                     # takes its transport's calls itself (one object less
                     # per connection, and no forwarding).
