@@ -372,6 +372,50 @@ def serve(wsgi_app: Any, **kwargs: Any) -> Iterator[RunningServer]:
         set_broadcaster(None)
 
 
+# -- one-pass request reading: raw exchanges compared byte for byte --------------
+
+
+def set_lean(server: RunningServer, on: bool) -> None:
+    """
+    Turn the one-pass reading of simple requests (stream GETs and any other)
+    on or off for new connections: off, every request takes twisted.web's
+    line parser.
+    """
+    site = server.service.site
+
+    def change() -> None:
+        site._lean_path = b"/sse" if on else None
+        site._lean_requests = on
+
+    server.call(change)
+
+
+def head_end(data: bytes) -> int:
+    """Where the response head ends in C{data} (-1 if not yet)."""
+    end = data.find(b"\r\n\r\n")
+    return end + 4 if end >= 0 else -1
+
+
+def exchange(port: int, request: bytes, done: Any, timeout: float = 10.0) -> bytes:
+    """Send C{request} in one write on a new connection; read until C{done(data)} or EOF."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request)
+        data = b""
+        deadline = time.monotonic() + timeout
+        while not done(data):
+            assert time.monotonic() < deadline, f"timed out with {data!r}"
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+
+def without_date(data: bytes) -> bytes:
+    """C{data} with its (first) Date header's value blanked out."""
+    return re.sub(rb"\r\nDate: [^\r]*\r\n", b"\r\nDate: -\r\n", data, count=1)
+
+
 def end_streams(server: RunningServer) -> int:
     """
     End every open stream cleanly, as a restarting server would (clients

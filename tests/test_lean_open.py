@@ -7,13 +7,12 @@ takes twisted.web's path.  Real server, raw sockets.
 
 from __future__ import annotations
 
-import re
 import socket
 import time
 from typing import Any, Iterator
 
 import pytest
-from support import RunningServer, serve
+from support import RunningServer, exchange, head_end, serve, set_lean, without_date
 from twisted.internet.task import Clock
 from twisted.logger import Logger
 
@@ -42,46 +41,10 @@ def lean_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bool]]:
     yield calls
 
 
-def set_lean(server: RunningServer, on: bool) -> None:
-    """Turn the lean path on or off for new connections (as a site without a stream path)."""
-    site = server.service.site
-
-    def change() -> None:
-        site._lean_path = b"/sse" if on else None
-
-    server.call(change)
-
-
-def head_end(data: bytes) -> int:
-    """Where the response head ends in C{data} (-1 if not yet)."""
-    end = data.find(b"\r\n\r\n")
-    return end + 4 if end >= 0 else -1
-
-
-def exchange(port: int, request: bytes, done: Any, timeout: float = 10.0) -> bytes:
-    """Send C{request} in one write on a new connection; read until C{done(data)} or EOF."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(request)
-        data = b""
-        deadline = time.monotonic() + timeout
-        while not done(data):
-            assert time.monotonic() < deadline, f"timed out with {data!r}"
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        return data
-
-
 def opened(data: bytes) -> bool:
     """Whether C{data} holds a whole response head and the stream's first chunk (or a body)."""
     end = head_end(data)
     return end >= 0 and b"\r\n" in data[end:] and data.endswith(b"\r\n")
-
-
-def without_date(data: bytes) -> bytes:
-    """C{data} with its Date header's value blanked out."""
-    return re.sub(rb"\r\nDate: [^\r]*\r\n", b"\r\nDate: -\r\n", data, count=1)
 
 
 def both_ways(

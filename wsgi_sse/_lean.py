@@ -29,7 +29,15 @@ from ._client import PLAIN_SOCKET_TRANSPORTS
 if TYPE_CHECKING:
     from twisted.web.server import Request
 
-__all__ = ["MAX_SIMPLE_HEAD", "SimpleGet", "http_date", "parse_simple_get", "start_response"]
+__all__ = [
+    "MAX_SIMPLE_HEAD",
+    "SimpleGet",
+    "SimpleRequest",
+    "http_date",
+    "parse_simple_get",
+    "parse_simple_request",
+    "start_response",
+]
 
 MAX_SIMPLE_HEAD = 8192
 """Bytes of a request head read in one pass; a larger one takes the line parser."""
@@ -93,7 +101,12 @@ def parse_simple_get(data: bytes, path: bytes, max_headers: int) -> SimpleGet | 
     True
     """
     size = len(data)
-    if size > MAX_SIMPLE_HEAD or data[-4:] != b"\r\n\r\n" or data.find(b"\r\n\r\n") != size - 4:
+    if (
+        size > MAX_SIMPLE_HEAD
+        or data[4 : len(path) + 5] not in (path + b" ", path + b"?")
+        or data[-4:] != b"\r\n\r\n"
+        or data.find(b"\r\n\r\n") != size - 4
+    ):
         return None
     head = data[:-4]
     lines = head.split(b"\r\n")
@@ -132,6 +145,115 @@ def parse_simple_get(data: bytes, path: bytes, max_headers: int) -> SimpleGet | 
         # As twisted.web decides it (HTTPChannel.checkPersistence).
         persistent = b"close" not in [t.lower() for t in connection[0].split(b" ")]
     return SimpleGet(target, query, headers, persistent)
+
+
+class SimpleRequest:
+    """
+    A simple HTTP/1.1 request, head and body, read in one pass.
+
+    @ivar method: the method (C{POST}).
+    @ivar target: the request target, in origin form (C{/knock?x=1}).
+    @ivar headers: the request headers, as twisted.web stores them: each
+        canonical name (C{Content-Type}) with a list of its one value.
+    @ivar persistent: whether the connection stays open after the answer
+        (no C{Connection: close}).
+    @ivar length: the body's length (0 without C{Content-Length}).
+    @ivar body: the body.
+    @ivar head_size: the bytes of the request head, its last CRLF included.
+    """
+
+    __slots__ = ("body", "head_size", "headers", "length", "method", "persistent", "target")
+
+    def __init__(
+        self,
+        method: bytes,
+        target: bytes,
+        headers: dict[bytes, list[bytes]],
+        persistent: bool,
+        body: bytes,
+        head_size: int,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.persistent = persistent
+        self.body = body
+        self.length = len(body)
+        self.head_size = head_size
+
+
+# Request headers that make a request anything but simple here: a body
+# that is not all there (chunked), an interim answer, another protocol.
+_NOT_SIMPLE_REQUEST = frozenset({b"Transfer-Encoding", b"Expect", b"Upgrade"})
+
+
+def parse_simple_request(data: bytes, max_headers: int) -> SimpleRequest | None:
+    """
+    Read C{data}, one read from a connection between requests, as one
+    whole HTTP/1.1 request: its head and, when it declares one with
+    C{Content-Length}, its whole body; L{None} if it is anything else, or
+    anything twisted.web would answer or read differently.
+
+    L{None} for: a method that is not all capital letters; another version;
+    a target not in origin form (C{/...}), with bytes other than printable
+    ASCII, or with a fragment; a head that is incomplete or larger than
+    L{MAX_SIMPLE_HEAD}; a body shorter or longer than its C{Content-Length}
+    (bytes of another request after it), or bytes after a head without
+    one; a C{Content-Length} that is not all digits; a bare CR or LF, or a
+    NUL, in the head; a folded (continued) header line, a header name that
+    is not a token, a header given twice; C{Transfer-Encoding}, C{Expect}
+    or C{Upgrade}; more than C{max_headers} headers.  Header values lose
+    their surrounding spaces and tabs, as twisted.web stores them.
+
+    >>> request = parse_simple_request(
+    ...     b"POST /knock HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 6\\r\\n\\r\\nname=a", 500)
+    >>> request.method, request.target, request.headers[b"Content-Length"], request.body
+    (b'POST', b'/knock', [b'6'], b'name=a')
+    >>> parse_simple_request(b"POST /knock HTTP/1.1\\r\\nContent-Length: 7\\r\\n\\r\\nname=a", 500)
+    """
+    end = data.find(b"\r\n\r\n")
+    if end < 0 or end + 4 > MAX_SIMPLE_HEAD:
+        return None
+    head = data[:end]
+    lines = head.split(b"\r\n")
+    breaks = len(lines) - 1
+    if head.count(b"\n") != breaks or head.count(b"\r") != breaks or b"\x00" in head:
+        return None
+    if breaks > max_headers:
+        return None
+    method, _, rest = lines[0].partition(b" ")
+    if rest[-9:] != b" HTTP/1.1" or not method.isalpha() or not method.isupper():
+        return None
+    target = rest[:-9]
+    if target[:1] != b"/" or target.translate(None, _TARGET_BYTES) or b"#" in target:
+        return None
+    headers: dict[bytes, list[bytes]] = {}
+    encode = _nameEncoder.encode
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or line[0] in b" \t":
+            return None
+        try:
+            name = encode(name)
+        except InvalidHeaderName:
+            return None
+        if name in headers or name in _NOT_SIMPLE_REQUEST:
+            return None
+        headers[name] = [value.strip(b" \t")]
+    body = data[end + 4 :]
+    length = headers.get(b"Content-Length")
+    if length is None:
+        if body:
+            return None
+    elif length[0] != b"%d" % len(body):
+        # (Leading zeros, or a length that is not the body's: twisted.web's.)
+        return None
+    persistent = True
+    connection = headers.get(b"Connection")
+    if connection is not None:
+        # As twisted.web decides it (HTTPChannel.checkPersistence).
+        persistent = b"close" not in [t.lower() for t in connection[0].split(b" ")]
+    return SimpleRequest(method, target, headers, persistent, body, end + 4)
 
 
 _date: list[Any] = [-1, b""]

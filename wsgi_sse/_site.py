@@ -49,7 +49,7 @@ from twisted.web.server import version as _server_version
 
 from ._accesslog import combined_line, log_line, redacting
 from ._client import PLAIN_SOCKET_TRANSPORTS
-from ._lean import http_date, parse_simple_get
+from ._lean import http_date, parse_simple_get, parse_simple_request
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall
@@ -111,6 +111,9 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
     _bodyReceived = 0
     _bodyLimit: int | None = DEFAULT_MAX_REQUEST_BODY
     _refused = False
+    # Whether simple requests are read in one pass (twisted.web's own
+    # request class, or this module's, whose methods the one pass calls).
+    leanRequests = False
     # The event stream's path: its simple GETs are read in one pass.
     leanPath: bytes | None = None
 
@@ -129,17 +132,23 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
 
     def dataReceived(self, data: bytes) -> None:
         """
-        Read a request: a simple GET of the event stream in one pass (see
-        L{_serve_simple_get}), else line by line; start the clock at the
-        first byte of a request on a kept-alive connection.
+        Read a request: a simple GET of the event stream (see
+        L{_serve_simple_get}) or another simple request with its whole
+        body (see L{_serve_simple_request}) in one pass, else line by line;
+        start the clock at the first byte of a request on a kept-alive
+        connection.
         """
         if (
-            self.leanPath is not None
+            self.leanRequests
             and not self.requests
             and self.line_mode
             and not self._buffer
             and self.persistent
-            and self._serve_simple_get(data)
+            and type(self.transport) in PLAIN_SOCKET_TRANSPORTS
+            and (
+                (self.leanPath is not None and self._serve_simple_get(data))
+                or self._serve_simple_request(data)
+            )
         ):
             return
         if not self._headerDeadline and not self.requests and self.line_mode:
@@ -159,8 +168,6 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
         C{Request.process} leave them; the request is routed and rendered
         by twisted.web (C{Site.getResourceFor}, C{Request.render}).
         """
-        if type(self.transport) not in PLAIN_SOCKET_TRANSPORTS:
-            return False
         path = self.leanPath
         assert path is not None
         get = parse_simple_get(data, path, self.maxHeaders)
@@ -208,6 +215,50 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
             request.render(resrc)
         except BaseException:  # noqa: BLE001 - as Request.process does
             request.processingFailed(Failure())
+        return True
+
+    def _serve_simple_request(self, data: bytes) -> bool:
+        """
+        Serve C{data} if it is one whole simple request, head and body (see
+        L{parse_simple_request}), on a plain TCP or UNIX-socket connection,
+        as twisted.web would serve it, without its line parser; return
+        whether it was.
+
+        The channel and the request are left as twisted.web's
+        C{HTTPChannel} leaves them when the request's last byte is in
+        (C{allHeadersReceived}, the body, C{allContentReceived}); then the
+        request is handed to C{Request.requestReceived} as there, which
+        reads the form body and the query, routes and renders.  A body
+        larger than the path's limit, or a head larger than the channel's
+        limits, is left to the line parser, which refuses it.
+        """
+        simple = parse_simple_request(data, self.maxHeaders)
+        if simple is None or simple.head_size > min(self.totalHeadersSize, self.MAX_LENGTH):
+            return False
+        length = simple.length
+        if length:
+            limit = self._limitFor(simple.target)
+            if limit is not None and length > limit:
+                return False
+        self._cancelHeaderDeadline()
+        request: Any = self.requestFactory(self, len(self.requests))
+        self.requests.append(request)
+        request.requestHeaders._rawHeaders = simple.headers
+        # HTTPChannel.allHeadersReceived.
+        self._bodyReceived = 0
+        request.parseCookies()
+        if not simple.persistent:
+            request.responseHeaders._rawHeaders[b"Connection"] = [b"close"]
+            self.persistent = False
+        request.gotLength(length)
+        if length:
+            request.handleContentChunk(simple.body)
+        # HTTPChannel.allContentReceived.
+        if self.timeOut:
+            self._savedTimeOut = self.setTimeout(None)  # type: ignore[no-untyped-call]
+        self._handlingRequest = True
+        self.setRawMode()  # type: ignore[no-untyped-call]
+        request.requestReceived(simple.method, simple.target, b"HTTP/1.1")
         return True
 
     def allHeadersReceived(self) -> None:
@@ -499,6 +550,7 @@ class StreamSite(Site):
             self._logFormatter = redacting(self._logFormatter)
         self.stream_path = stream_path
         self._lean_path = _lean_path(stream_path)
+        self._lean_requests = True
         if "requestFactory" not in kwargs:
             self.requestFactory = _StreamingRequest
         self.h2_connections: set[Any] = set()
@@ -569,6 +621,7 @@ class StreamSite(Site):
             self.requestFactory,
             self.reactor,
             self._lean_path,
+            self._lean_requests,
         )
         cached = self.__dict__.get("_channelClassCache")
         if cached is not None and cached[0] == settings:
@@ -582,6 +635,7 @@ class StreamSite(Site):
                 # (Only for this module's request class: another one's
                 # requestReceived or process would be skipped.)
                 "leanPath": (self._lean_path if self.requestFactory is _StreamingRequest else None),
+                "leanRequests": (self._lean_requests and self.requestFactory is _StreamingRequest),
                 "_deadlines": (
                     _Deadlines(self.reactor, self.header_timeout) if self.header_timeout else None
                 ),
