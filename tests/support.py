@@ -378,16 +378,26 @@ def serve(wsgi_app: Any, **kwargs: Any) -> Iterator[RunningServer]:
 def set_lean(server: RunningServer, on: bool) -> None:
     """
     Turn the one-pass reading of simple requests (stream GETs and any other)
-    on or off for new connections: off, every request takes twisted.web's
-    line parser.
+    and the one-write WSGI answer on or off for new connections: off, every
+    request takes twisted.web's line parser and every answer its writing.
     """
+    from wsgi_sse import _lean, _wsgi
+
     site = server.service.site
 
     def change() -> None:
         site._lean_path = b"/sse" if on else None
         site._lean_requests = on
+        _wsgi.finish_response = _lean.finish_response if on else _write_and_finish  # type: ignore[assignment]
 
     server.call(change)
+
+
+def _write_and_finish(request: Any, body: bytes) -> None:
+    """A WSGI response's end, as twisted.web writes it: C{write}, then C{finish}."""
+    if body:
+        request.write(body)
+    request.finish()
 
 
 def head_end(data: bytes) -> int:

@@ -31,9 +31,22 @@ def echo_app(environ: dict[str, Any], start_response: Any) -> Any:
     seen["body"] = body.decode("latin-1")
     seen["stream_path"] = environ.get("wsgi_sse.stream_path", "")
     answer = json.dumps(seen, sort_keys=True).encode()
-    if environ["PATH_INFO"] == "/chunked":
+    path = environ["PATH_INFO"]
+    if path == "/chunked":
         start_response("200 OK", [("Content-Type", "application/json")])
         return iter([answer[:10], answer[10:]])
+    if path == "/no-length":
+        start_response("200 OK", [("X-Seen", "yes")])
+        return [answer[:10], answer[10:]]
+    if path == "/redirect":
+        start_response("303 See Other", [("Location", "/x"), ("Content-Length", "0")])
+        return [b""]
+    if path == "/nothing":
+        start_response("204 No Content", [])
+        return []
+    if path == "/empty":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return []
     start_response(
         "201 Created",
         [
@@ -158,6 +171,37 @@ def test_one_pass_answer_is_twisted_answer(one_pass: list[bool], request_bytes: 
             query,
         )
         assert seen["body"].encode("latin-1") == request_bytes.split(b"\r\n\r\n", 1)[1]
+
+
+@pytest.mark.parametrize(
+    "path", ["/no-length", "/redirect", "/nothing", "/empty"], ids=lambda p: p[1:]
+)
+@pytest.mark.parametrize("close", [False, True], ids=["kept-alive", "close"])
+def test_whole_answers_are_written_as_twisted_writes_them(
+    one_pass: list[bool], path: str, close: bool
+) -> None:
+    """Answers with no length (chunked), an empty body or no body are the same bytes both ways."""
+    with serve(echo_app) as server:
+        request = b"GET %s HTTP/1.1\r\nHost: h\r\n%s\r\n" % (
+            path.encode(),
+            b"Connection: close\r\n" if close else b"",
+        )
+        if close:
+            done = until_eof
+        elif path == "/nothing":
+            done = lambda data: head_end(data) > 0  # noqa: E731
+        else:
+            done = complete
+        fast, slow = both_ways(server, one_pass, request, done)
+        assert fast == slow
+        if path == "/no-length":
+            assert b"Transfer-Encoding: chunked\r\n" in fast and fast.endswith(b"\r\n0\r\n\r\n")
+            assert json.loads(dechunk(fast[head_end(fast) :]))["PATH_INFO"] == path
+            assert b"Content-Type" not in fast
+        elif path == "/redirect":
+            assert fast.startswith(b"HTTP/1.1 303 See Other\r\n") and fast.endswith(b"\r\n\r\n")
+        elif path == "/nothing":
+            assert fast.startswith(b"HTTP/1.1 204 No Content\r\n") and fast.endswith(b"\r\n\r\n")
 
 
 def test_connection_close_closes_on_both_paths(one_pass: list[bool]) -> None:

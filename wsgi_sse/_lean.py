@@ -33,6 +33,7 @@ __all__ = [
     "MAX_SIMPLE_HEAD",
     "SimpleGet",
     "SimpleRequest",
+    "finish_response",
     "http_date",
     "parse_simple_get",
     "parse_simple_request",
@@ -276,28 +277,23 @@ _REQUEST_WRITE = _ServerRequest.write
 _WRITE_HEADERS = HTTPChannel.writeHeaders
 
 
-def start_response(request: Request, body: bytes) -> None:
+def _plain(request: Request, raw: Any) -> bool:
     """
-    Write C{request}'s response head and C{body}, its first bytes, exactly
-    as C{request.write(body)} would, in one write; straight to the socket
-    when nothing waits in the transport's buffer.
-
-    Only an HTTP/1.1 C{GET} answered with a body (chunked) over a plain TCP
-    or UNIX-socket connection is written here, with twisted.web's own
-    request and channel classes' writing; anything else (HTTP/1.0, HTTP/2,
-    TLS, cookies, a C{Content-Length}) goes through C{request.write}.
+    Whether C{request}'s first write can be made here, exactly as
+    twisted.web's C{Request.write} would make it, for a response with a body:
+    HTTP/1.1 over a plain TCP or UNIX-socket connection, twisted.web's own
+    request and channel writing, nothing it would add or change in the head
+    (cookies, C{Last-Modified}, C{ETag}, a default C{Content-Type}, an
+    encoder) and no body it would drop (C{HEAD}, 204, 304).
     """
     channel: Any = request.channel
-    transport = getattr(channel, "transport", None)
-    raw = getattr(request.responseHeaders, "_rawHeaders", None)
-    if (
+    return not (
         request.startedWriting
-        or request.clientproto != b"HTTP/1.1"
-        or request.method != b"GET"
-        or type(transport) not in PLAIN_SOCKET_TRANSPORTS
         or raw is None
-        or b"Content-Type" not in raw
-        or b"Content-Length" in raw
+        or request.clientproto != b"HTTP/1.1"
+        or request.method == b"HEAD"
+        or type(getattr(channel, "transport", None)) not in PLAIN_SOCKET_TRANSPORTS
+        or (b"Content-Type" not in raw and request.defaultContentType is not None)
         or request.code in NO_BODY_CODES
         or request.cookies
         or request.lastModified is not None
@@ -309,6 +305,35 @@ def start_response(request: Request, body: bytes) -> None:
         or type(request).write is not _REQUEST_WRITE
         or not isinstance(channel, HTTPChannel)
         or type(channel).writeHeaders is not _WRITE_HEADERS
+    )
+
+
+def _head(request: Request, raw: dict[bytes, list[bytes]]) -> list[bytes]:
+    """The response head's lines, as C{HTTPChannel.writeHeaders} writes them."""
+    parts = [b"HTTP/1.1 %d %s\r\n" % (request.code, request.code_message)]
+    for name, values in raw.items():
+        for value in values:
+            parts.append(b"%s: %s\r\n" % (name, value))
+    return parts
+
+
+def start_response(request: Request, body: bytes) -> None:
+    """
+    Write C{request}'s response head and C{body}, its first bytes, exactly
+    as C{request.write(body)} would, in one write; straight to the socket
+    when nothing waits in the transport's buffer.
+
+    Only an HTTP/1.1 C{GET} answered with a body (chunked) over a plain TCP
+    or UNIX-socket connection is written here, with twisted.web's own
+    request and channel classes' writing; anything else (HTTP/1.0, HTTP/2,
+    TLS, cookies, a C{Content-Length}) goes through C{request.write}.
+    """
+    raw: Any = getattr(request.responseHeaders, "_rawHeaders", None)
+    if (
+        request.method != b"GET"
+        or not _plain(request, raw)
+        or b"Content-Length" in raw
+        or b"Content-Type" not in raw
     ):
         request.write(body)
         return
@@ -316,16 +341,46 @@ def start_response(request: Request, body: bytes) -> None:
     raw[b"Transfer-Encoding"] = [b"chunked"]
     request.startedWriting = 1
     request.chunked = 1
-    parts = [b"HTTP/1.1 %d %s\r\n" % (request.code, request.code_message)]
-    for name, values in raw.items():
-        for value in values:
-            parts.append(b"%s: %s\r\n" % (name, value))
+    parts = _head(request, raw)
     if body:
         request.sentLength += len(body)
         parts.append(b"\r\n%x\r\n%s\r\n" % (len(body), body))
     else:
         parts.append(b"\r\n")
-    send_now(transport, b"".join(parts))
+    send_now(request.channel.transport, b"".join(parts))
+
+
+def finish_response(request: Request, body: bytes) -> None:
+    """
+    Write C{request}'s whole response, its head and C{body}, and finish it,
+    exactly as C{request.write(body)} then C{request.finish()} would, with
+    the head, the body and (chunked) the last chunk in one write, straight
+    to the socket when nothing waits in the transport's buffer.
+
+    A response L{start_response}'s rules (but for the method) do not let
+    through is written by C{request.write} and C{request.finish}.
+    """
+    raw: Any = getattr(request.responseHeaders, "_rawHeaders", None)
+    if not _plain(request, raw):
+        if body:
+            request.write(body)
+        request.finish()
+        return
+    # What http.Request.write does on the first write, and finish's last chunk.
+    request.startedWriting = 1
+    request.sentLength += len(body)
+    if b"Content-Length" in raw:
+        parts = _head(request, raw)
+        parts.append(b"\r\n")
+        parts.append(body)
+    else:
+        raw[b"Transfer-Encoding"] = [b"chunked"]
+        parts = _head(request, raw)
+        parts.append(b"\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) if body else b"\r\n0\r\n\r\n")
+    send_now(request.channel.transport, b"".join(parts))
+    # (The last chunk is written: Request.finish must not write it again.)
+    request.chunked = 0
+    request.finish()
 
 
 def send_now(transport: Any, data: bytes) -> None:

@@ -49,6 +49,8 @@ from twisted.web.http import INTERNAL_SERVER_ERROR
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.wsgi import WSGIResource, _ErrorStream, _InputStream, _WSGIResponse, _wsgiString
 
+from ._lean import finish_response
+
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
     from twisted.python.threadpool import ThreadPool
@@ -134,9 +136,15 @@ class _Response(_WSGIResponse):
             return
         if not started:
             self._sendResponseHeaders()  # type: ignore[no-untyped-call]
-        if body:
-            self.request.write(body)
-        self.request.finish()
+            if body is not None:
+                # The whole response at once: head and body in one write.
+                finish_response(self.request, body)
+            else:
+                self.request.finish()
+        else:
+            if body:
+                self.request.write(body)
+            self.request.finish()
         transport = self.request.transport
         unflushed = self._unflushed
         if unflushed is not None and _buffered(transport):
