@@ -43,7 +43,7 @@ from ._backplane import (
 )
 from ._broadcast import prepare_event, validate_channel
 from ._hub import CLOSE_BODY
-from ._shared import Batch, ThreadedBackplane, safe_url
+from ._shared import AppendRefusedError, Batch, ThreadedBackplane, safe_url
 
 if TYPE_CHECKING:
     pass
@@ -188,6 +188,12 @@ def _field(info: dict[Any, Any], name: str) -> Any:
     return info.get(name, info.get(name.encode("ascii")))
 
 
+def _refusal(error: BaseException) -> str:
+    """Redis's error reply as text (redis-py drops some codes, C{OOM}: its class names them)."""
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
 def _horizon() -> int:
     return int(time.time() * 1000) + _FUTURE_MS
 
@@ -223,7 +229,11 @@ class RedisBackplane(ThreadedBackplane):
     this process's own too -- to the hub.  While Redis is unreachable,
     events are delivered to this process's clients only (I{local-only}),
     the reader reconnects with exponential backoff, and cross-process
-    delivery resumes when it succeeds.  A stream that moves backwards
+    delivery resumes when it succeeds.  Events Redis refuses (an error
+    reply to their C{XADD}: out of memory under C{maxmemory}, the key
+    holding another type, a stream at its maximal id) are delivered
+    locally only too, and logged with Redis's answer, never retried; the
+    others of the same round trip are shared as usual.  A stream that moves backwards
     (deleted, or recreated) is noticed within C{block} seconds: the reader
     starts over from its first entry and the hub drops its history.
 
@@ -358,16 +368,32 @@ class RedisBackplane(ThreadedBackplane):
             if len(bodies) > 1:
                 args += [_FIELD_COUNT, b"%d" % (len(bodies),)]
             pipe.execute_command(*args)
-            events += len(bodies)
-        pipe.execute()
+        # Each XADD stands alone: the server may refuse some (an error
+        # reply) and take the others.  A broken connection still raises.
+        answers = pipe.execute(raise_on_error=False)
+        refused: Batch = []
+        error = ""
+        for run, answer in zip(batch, answers, strict=True):
+            if isinstance(answer, Exception):
+                refused.append(run)
+                error = error or _refusal(answer)
+            else:
+                events += len(run[2])
+        if refused:
+            raise AppendRefusedError(error, refused, events)
         return events
 
     # -- reading (reader thread) ---------------------------------------------
 
     def _read_until_stopped(self) -> None:
+        import redis
+
         delay = first_delay = self.backoff[0]
         last: bytes | None = None
         ever_connected = False
+        # The server answers XREAD with an error (the key holds another
+        # type, no permission): connected, but unable to read the stream.
+        read_refused = False
         stopping = self._stopping
         while not stopping.is_set():
             try:
@@ -380,7 +406,7 @@ class RedisBackplane(ThreadedBackplane):
                     last = self._head(conn)
                     ms, n = _entry_key(last)
                     self.reactor.callFromThread(self.hub.start_at, *_after_entry(ms, n))
-                if not self.connected:
+                if not self.connected and not read_refused:
                     conn.ping()
                     if ever_connected:
                         self._count("reconnects")
@@ -399,12 +425,39 @@ class RedisBackplane(ThreadedBackplane):
                 answer = conn.xread(
                     {self.key: last}, count=1000, block=max(1, int(self.block * 1000))
                 )
+                if read_refused:
+                    read_refused = False
+                    self.connected = ever_connected = True
+                    delay = first_delay
+                    self.reactor.callFromThread(
+                        self.log.info, "reading Redis stream {key} again", key=self.key
+                    )
                 if not answer:
                     last = self._check_backwards(conn, last)
                     continue
+            except redis.ResponseError as e:
+                # Refused, not unreachable: the connection stays.  Until a
+                # read succeeds, this process delivers its own events only.
+                if stopping.is_set():
+                    return
+                self._count("errors")
+                self.connected = False
+                self._first_attempt.set()
+                if not read_refused:
+                    read_refused = True
+                    self.reactor.callFromThread(
+                        self.log.warn,
+                        "Redis refused to read stream {key}: {error}; delivering locally only",
+                        key=self.key,
+                        error=_refusal(e),
+                    )
+                stopping.wait(delay * (0.5 + secrets.randbelow(1000) / 1000))
+                delay = min(delay * 2, self.backoff[1])
+                continue
             except Exception as e:  # noqa: BLE001 - any Redis trouble: back off, retry
                 if stopping.is_set():
                     return
+                read_refused = False
                 self._count("errors")
                 self._went_down("read", e)
                 self._first_attempt.set()
@@ -586,7 +639,8 @@ class RedisPublisher:
         @raise ValueError: for values that would break the stream.
         @raise redis.exceptions.RedisError: if Redis cannot be reached in
             time (C{ConnectionError}, C{TimeoutError}); the event may or
-            may not have been sent.
+            may not have been sent.  C{ResponseError} if Redis refused it
+            (out of memory, the key holding another type); it was not sent.
         """
         name, body = prepare_event(data, event=event, channel=channel, retry=retry)
         event_id = self._conn.xadd(
