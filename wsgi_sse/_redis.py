@@ -511,7 +511,13 @@ class RedisBackplane(ThreadedBackplane):
         last id read (the key was deleted and created again, e.g. after a
         forged maximal id), start over from its first entry, all of which
         are new.  Deleting entries (even the newest) does not lower that id,
-        and is not a restart.  Reader thread.
+        and is not a restart.
+
+        The same stream moved back with C{XSETID} (its newest entries,
+        the last one read among them, deleted first: Redis refuses an id
+        below the newest entry) is told apart by its largest deleted id,
+        at or past the last id read: every entry it still holds was read,
+        so reading resumes after its new last id.  Reader thread.
         """
         if last == b"0-0":
             return last
@@ -522,9 +528,13 @@ class RedisBackplane(ThreadedBackplane):
         generated = _field(info, "last-generated-id")
         if not isinstance(generated, bytes) or _entry_key(generated) >= _entry_key(last):
             return last
+        deleted = _field(info, "max-deleted-entry-id")
         first = _field(info, "first-entry")
-        start = first[0] if first else generated
-        ms, n = _previous(*_entry_key(start)) if first else _entry_key(start)
+        if isinstance(deleted, bytes) and _entry_key(deleted) >= _entry_key(last):
+            ms, n = _entry_key(generated)
+        else:
+            start = first[0] if first else generated
+            ms, n = _previous(*_entry_key(start)) if first else _entry_key(start)
         self._count("restarts")
         self.reactor.callFromThread(self._restart, *_after_entry(ms, n))
         return f"{ms}-{n}".encode("ascii")
