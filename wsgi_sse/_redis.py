@@ -475,17 +475,17 @@ class RedisBackplane(ThreadedBackplane):
         """
         Where this process starts reading: the last id the stream ever
         generated (trimmed or deleted entries included), or for a stream
-        that does not exist, the id just before Redis's current time (every
-        later entry gets an id from then on).  Reader thread.
+        that does not exist, C{0-0}, before any entry it will hold.  Every
+        process that starts before the stream exists starts there, so the
+        id they hand out at first (C{0-0_999}) means the same in all of
+        them.  Reader thread.
         """
         info = self._info(conn)
         if info is not None:
             generated = _field(info, "last-generated-id")
             if isinstance(generated, bytes) and _parse(generated.decode("ascii", "replace")):
                 return generated
-        seconds, micros = conn.time()
-        ms, n = _previous(int(seconds) * 1000 + int(micros) // 1000, 0)
-        return f"{ms}-{n}".encode("ascii")
+        return b"0-0"
 
     def _hand_over(self, raw: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         """Check entries read from the stream and pass them to the reactor."""
@@ -558,6 +558,9 @@ class RedisBackplane(ThreadedBackplane):
         # A client's own entry still in the stream proves that nothing after
         # it was trimmed.  One pipelined single-entry lookup for every id;
         # an id that is not there costs only that, never a range read.
+        # C{0-0} (the start of a process older than the stream) is never an
+        # entry: a stream that never lost one (as many entries as were ever
+        # added to it) proves it instead.
         entry_ids = []
         pipe = conn.pipeline(transaction=False)
         for event_id, _ in requests:
@@ -565,10 +568,20 @@ class RedisBackplane(ThreadedBackplane):
             assert parsed is not None
             entry_ids.append(f"{parsed[0]}-{parsed[1]}")
             pipe.xrange(self.key, entry_ids[-1], entry_ids[-1], count=1)
-        found = pipe.execute()
+        whole = False
+        if "0-0" in entry_ids:
+            pipe.xinfo_stream(self.key)
+        found = pipe.execute(raise_on_error=False)
+        if len(found) > len(entry_ids):
+            info = found.pop()
+            if not isinstance(info, Exception):
+                added = _field(info, "entries-added")
+                whole = isinstance(added, int) and added == _field(info, "length")
         out = []
         for (_, position), entry_id, exists in zip(requests, entry_ids, found, strict=True):
-            if exists:
+            if isinstance(exists, Exception):
+                raise exists
+            if exists or (entry_id == "0-0" and whole):
                 out.append(self._fetch_range(conn, entry_id, position))
             else:
                 self._count("replay_misses")
