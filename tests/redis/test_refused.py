@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from redis_support import RedisServer
 from support import RunningServer, http_request, serve, wait_until
 from twisted.logger import formatEvent, globalLogPublisher
@@ -156,3 +157,36 @@ def test_stream_key_of_another_type_is_refused_not_unreachable(
     assert refusals and all("WRONGTYPE" in x for x in refusals), log
     assert any("reading Redis stream" in x for x in log), log
     assert not any("unreachable" in x or "reconnected" in x for x in log), log
+
+
+def test_one_round_trip_keeps_what_redis_took_and_returns_what_it_refused(
+    redis_server: RedisServer,
+) -> None:
+    """An append whose pipeline Redis partly refuses raises with the refused runs only."""
+    from wsgi_sse._shared import AppendRefusedError
+    from wsgi_sse.redis import RedisBackplane
+
+    raw = redis_server.client()
+    raw.config_set("maxmemory-policy", "noeviction")
+    raw.config_set("maxmemory", raw.info("memory")["used_memory"] + 2_000_000)
+    backplane = RedisBackplane(redis_server.url)
+    first = (1, "default", [encode_body("first")])
+    big = (2, "default", [encode_body("b" * 3_000_000)])
+    last = (3, "default", [encode_body("last"), encode_body("last-2")])
+    try:
+        with pytest.raises(AppendRefusedError) as raised:
+            backplane._append([first, big, last])
+    finally:
+        backplane._close()
+    refusal = raised.value
+    # The first XADD is run before the 3 MB one is read, which is refused.
+    assert refusal.runs[0] == big and first not in refusal.runs
+    assert refusal.error.startswith("OutOfMemoryError: ")
+    taken = [first] if last in refusal.runs else [first, last]
+    assert refusal.appended == sum(len(bodies) for _, _, bodies in taken)
+    assert stored(raw) == [data for _, _, bodies in taken for data in _data(bodies)]
+
+
+def _data(bodies: list[bytes]) -> list[str]:
+    """The data lines of encoded bodies."""
+    return [line[6:].decode() for body in bodies for line in body.splitlines()]
