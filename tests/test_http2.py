@@ -411,6 +411,25 @@ def test_beat_reaches_h2_and_tls_http11_streams(cert: tuple[Path, Path]) -> None
             tls.close()
 
 
+def test_shutdown_closes_idle_tls_http11_connection(cert: tuple[Path, Path]) -> None:
+    """An HTTP/1.1-over-TLS connection kept alive after a page is closed at stop."""
+    with serve(app, listen=tls_listen(*cert)) as server:
+        context = ssl.create_default_context(cafile=str(cert[0]))
+        context.set_alpn_protocols(["http/1.1"])
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"GET /page HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            data = b""
+            while not data.endswith(b"\r\n0\r\n\r\n"):  # the end of the chunked answer
+                more = tls.recv(4096)
+                assert more, f"closed before the answer: {data!r}"
+                data += more
+            assert b"hello over HTTP/1.1" in data and b"connection: close" not in data.lower()
+            stopping = crochet.run_in_reactor(server.service.stopService)()
+            assert tls.recv(4096) == b""  # the server's close_notify, then EOF
+            stopping.wait(15)
+
+
 def test_h2_shutdown_ends_streams_and_retries_later(cert: tuple[Path, Path]) -> None:
     """close() ends h2 streams cleanly; a new stream on the connection is told to retry."""
     with serve(app, listen=tls_listen(*cert), busy_retry_after=2) as server:
