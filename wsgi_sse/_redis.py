@@ -233,9 +233,11 @@ class RedisBackplane(ThreadedBackplane):
     reply to their C{XADD}: out of memory under C{maxmemory}, the key
     holding another type, a stream at its maximal id) are delivered
     locally only too, and logged with Redis's answer, never retried; the
-    others of the same round trip are shared as usual.  A stream that moves backwards
-    (deleted, or recreated) is noticed within C{block} seconds: the reader
-    starts over from its first entry and the hub drops its history.
+    others of the same round trip are shared as usual.  A stream that
+    moves backwards (deleted, or recreated) is noticed within C{block}
+    seconds: the reader starts over from its first entry (after the
+    stream's new last id if C{XSETID} moved it back) and the hub drops its
+    history.
 
     L{attach}, L{start}, L{stop}, L{publish}, L{fetch_after}: call in the
     reactor thread.  L{stats}, L{parse_id}: may be called in any thread.

@@ -71,9 +71,9 @@ class ThreadedBackplane:
     The machinery of a backplane shared through a server, in threads.
 
     A subclass provides L{parse_id}, C{_initial_id}, C{_append} (publisher
-    thread: append a batch, raise L{AppendRefusedError} for the runs the server
-    refused, anything else on failure), C{_read_until_stopped}
-    (reader thread), C{_fetch_many} (replay thread) and C{_close} (any thread:
+    thread: append a batch; raise L{AppendRefusedError} for runs the server
+    refused, anything else on failure), C{_read_until_stopped} (reader
+    thread), C{_fetch_many} (replay thread) and C{_close} (any thread:
     close every connection, waking the reader).
 
     L{attach}, L{start}, L{stop}, L{publish}, L{fetch_after}: call in the

@@ -313,10 +313,10 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
 
     def _betweenRequests(self) -> bool:
         """
-        Whether this connection is kept alive between requests: no request
-        in flight, no byte of the next one received (with a header
-        deadline: and one request answered already, as a new connection's
-        clock runs from the start).
+        Whether this connection waits for its next request: none in
+        flight, no byte of the next one received, and (when a header
+        deadline applies, whose clock runs from a new connection's start)
+        one answered already.
         """
         return bool(
             not self.requests
@@ -546,8 +546,9 @@ class StreamSite(Site):
         next request on a new connection, to whatever listens by then,
         instead of on one the process drops when it exits.
 
-        A connection that has not sent its first request yet is left to it.
-        Call in the reactor thread.
+        A connection that has not sent its first request yet is left to it
+        (unless C{header_timeout} is off: it then looks the same as one kept
+        alive, and is closed too).  Call in the reactor thread.
 
         @return: the number of connections closed now.
         """
