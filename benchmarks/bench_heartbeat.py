@@ -1,7 +1,9 @@
 """
 What one heartbeat costs the reactor thread with many streams open: the
 CPU time (user and system, the C{send()} calls included) of one
-C{Streams.beat()}, beside a plain loop calling C{send()} on each stream.
+C{Streams.beat()}, beside a plain loop calling C{send()} on each stream;
+then the same two loops with each stream's socket replaced by a no-op
+(C{len}), which leaves the loops' own Python cost.
 
     python benchmarks/bench_heartbeat.py [--streams 10000] [--beats 10]
 
@@ -20,6 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -79,22 +82,48 @@ def main() -> None:
                     loop()
                 return (time.thread_time() - start) / beats * 1000
 
-            rows: dict[str, list[float]] = {"send() per stream": [], "Streams.beat()": []}
+            rows: dict[str, list[float]] = {
+                "send() per stream": [],
+                "Streams.beat()": [],
+                "send() per stream, no system call": [],
+                "Streams.beat(), no system call": [],
+            }
             for _ in range(5):
                 rows["send() per stream"].append(server.call(timed, per_client_send))
                 rows["Streams.beat()"].append(server.call(timed, streams.beat))
             fast = server.call(lambda: sum(1 for c in streams.clients if c._sock))
+
+            def without_syscalls(loop: Any) -> float:
+                # A socket whose send() takes every byte, in C (len).
+                null = SimpleNamespace(send=len)
+                saved = [(c, c._sock) for c in streams.clients if c._sock]
+                for client, _ in saved:
+                    client._sock = null
+                try:
+                    return timed(loop)
+                finally:
+                    for client, sock in saved:
+                        client._sock = sock
+
+            for _ in range(5):
+                rows["send() per stream, no system call"].append(
+                    server.call(without_syscalls, per_client_send)
+                )
+                rows["Streams.beat(), no system call"].append(
+                    server.call(without_syscalls, streams.beat)
+                )
         finally:
             assert holder.stdin is not None
             holder.stdin.close()
             holder.wait(30)
     print(f"\nreactor-thread CPU per heartbeat, {n} streams ({fast} on the fast path)")
     print("(median of 5)\n")
-    print("| loop | ms per beat | vs send() per stream |")
+    print("| loop | ms per beat | vs the send() loop above it |")
     print("|---|---:|---:|")
-    base = statistics.median(rows["send() per stream"])
-    for name, runs in rows.items():
-        cost = statistics.median(runs)
+    names = list(rows)
+    for name in names:
+        base = statistics.median(rows[names[0] if "system" not in name else names[2]])
+        cost = statistics.median(rows[name])
         print(f"| {name} | {cost:.2f} | {cost / base:.2f} |")
 
 
