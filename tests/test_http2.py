@@ -383,6 +383,53 @@ def test_open_h2_stream_outlives_idle_timeout(cert: tuple[Path, Path]) -> None:
             client.close()
 
 
+def test_beat_reaches_h2_and_tls_http11_streams(cert: tuple[Path, Path]) -> None:
+    """beat() writes a comment to an h2 stream and to an HTTP/1.1 stream over TLS."""
+    with serve(app, listen=tls_listen(*cert), heartbeat=0) as server:
+        client = H2Client(server.port, cert[0])
+        context = ssl.create_default_context(cafile=str(cert[0]))
+        context.set_alpn_protocols(["http/1.1"])
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        tls = context.wrap_socket(raw, server_hostname="localhost")
+        try:
+            stream = client.get("/sse")
+            tls.sendall(b"GET /sse HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            server.wait_clients(2)
+            client.wait(lambda: b"retry:" in client.data[stream])
+            streams = server.service.sse_resource.streams
+            server.call(lambda: (streams.beat(), streams.beat()))
+            client.wait(lambda: client.data[stream].split(b"\n").count(b":") == 2)
+            body = b""
+            # The chunks (2 bytes each) of the two comments, after the opening.
+            while body.count(b"\r\n2\r\n:\n") < 2:
+                data = tls.recv(4096)
+                assert data, f"stream ended: {body!r}"
+                body += data
+            assert b"Transfer-Encoding: chunked" in body
+        finally:
+            client.close()
+            tls.close()
+
+
+def test_shutdown_closes_idle_tls_http11_connection(cert: tuple[Path, Path]) -> None:
+    """An HTTP/1.1-over-TLS connection kept alive after a page is closed at stop."""
+    with serve(app, listen=tls_listen(*cert)) as server:
+        context = ssl.create_default_context(cafile=str(cert[0]))
+        context.set_alpn_protocols(["http/1.1"])
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"GET /page HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            data = b""
+            while not data.endswith(b"\r\n0\r\n\r\n"):  # the end of the chunked answer
+                more = tls.recv(4096)
+                assert more, f"closed before the answer: {data!r}"
+                data += more
+            assert b"hello over HTTP/1.1" in data and b"connection: close" not in data.lower()
+            stopping = crochet.run_in_reactor(server.service.stopService)()
+            assert tls.recv(4096) == b""  # the server's close_notify, then EOF
+            stopping.wait(15)
+
+
 def test_h2_shutdown_ends_streams_and_retries_later(cert: tuple[Path, Path]) -> None:
     """close() ends h2 streams cleanly; a new stream on the connection is told to retry."""
     with serve(app, listen=tls_listen(*cert), busy_retry_after=2) as server:

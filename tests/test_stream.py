@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from typing import Any
 
 import pytest
 from support import http_request, serve
 
-from wsgi_sse import broadcast
+from wsgi_sse import broadcast, hold_body, hold_headers
 
 
 def knock_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -98,6 +99,69 @@ def test_heartbeat_arrives_without_id() -> None:
             client.wait_for(lambda c: len(c.parser.comments) >= 3, timeout=5)
             assert "id" not in client.parser.fields_seen
             assert client.events == []
+
+
+def _hold_or_knock(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """knock_app, with a view at /held that holds a stream on the default channel."""
+    if environ["PATH_INFO"] == "/held":
+        start_response("200 OK", hold_headers("default"))
+        return [hold_body("held")]
+    return knock_app(environ, start_response)
+
+
+def test_beat_reaches_every_kind_of_stream() -> None:
+    """beat() writes a comment to fast-path, HTTP/1.0, held-view and paused streams (on resume)."""
+    with serve(_hold_or_knock, heartbeat=0) as server:
+        streams = server.service.sse_resource.streams
+        fast, paused = server.stream(), server.stream()
+        held = server.stream("/held")
+        old = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        old.sendall(b"GET /sse HTTP/1.0\r\nHost: x\r\n\r\n")
+        try:
+            server.wait_clients(4)
+            for client in (fast, paused, held):
+                client.wait_for(lambda c: c.parser.retry is not None)
+
+            def paths() -> list[tuple[bool, int]]:
+                by_port = {c.request.getClientAddress().port: c for c in streams.clients}
+                ports = [s.sock.getsockname()[1] for s in (fast, paused, held)]
+                return [
+                    (bool(c._sock), c.held_bytes)
+                    for c in (*(by_port[p] for p in ports), by_port[old.getsockname()[1]])
+                ]
+
+            def pause_then_beat() -> list[tuple[bool, int]]:
+                (client,) = [
+                    c
+                    for c in streams.clients
+                    if c.request.getClientAddress().port == paused.sock.getsockname()[1]
+                ]
+                client.pauseProducing()
+                streams.beat()
+                streams.beat()
+                return paths()
+
+            # Fast path, held by the paused reader, fast path (a view's
+            # stream), generic path (HTTP/1.0, no chunks).
+            assert server.call(paths) == [(True, 0), (True, 0), (True, 0), (False, 0)]
+            assert server.call(pause_then_beat) == [(True, 0), (False, 4), (True, 0), (False, 0)]
+            for client in (fast, held):
+                client.wait_for(lambda c: c.parser.comments.count("") == 2)
+            paused.read_some(0.2)
+            assert paused.parser.comments.count("") == 0
+            server.call(lambda: [c.resumeProducing() for c in streams.clients if c.held_bytes])
+            paused.wait_for(lambda c: c.parser.comments.count("") == 2)
+            body = b""
+            while body.split(b"\n").count(b":") < 2:
+                data = old.recv(4096)
+                assert data, f"HTTP/1.0 stream ended: {body!r}"
+                body += data
+            assert b"200 OK" in body and b"retry:" in body and b"Transfer-Encoding" not in body
+            assert streams.snapshot()["bytes_sent"] >= 8 * len(b":\n")
+        finally:
+            old.close()
+            for client in (fast, paused, held):
+                client.close()
 
 
 def test_head_subscribes_nothing() -> None:

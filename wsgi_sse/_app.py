@@ -434,14 +434,16 @@ class SSEServerService(MultiService):
     def stopService(self) -> Deferred[None]:
         """
         Tell HTTP/2 clients the server is going away (C{GOAWAY}), end the
-        streams, stop listening, then stop the thread pool; done once the
-        pool has stopped and the HTTP/2 connections are closed (both within
-        C{shutdown_timeout}).
+        streams, close the idle HTTP/1.1 connections (the others close
+        after their answers), stop listening, then stop the thread pool;
+        done once the pool has stopped and the HTTP/2 connections are
+        closed (both within C{shutdown_timeout}).
         """
         if not self.running:
             return succeed(None)
         h2_closed = self.site.go_away(self.shutdown_timeout)
         self.sse_resource.close()
+        self.site.close_kept_alive()
         listening = super().stopService()  # type: ignore[no-untyped-call]
         pool_stopped = self._stop_threadpool()
         both = gatherResults([pool_stopped, h2_closed]).addCallback(lambda _: None)

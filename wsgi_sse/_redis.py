@@ -43,7 +43,7 @@ from ._backplane import (
 )
 from ._broadcast import prepare_event, validate_channel
 from ._hub import CLOSE_BODY
-from ._shared import Batch, ThreadedBackplane, safe_url
+from ._shared import AppendRefusedError, Batch, ThreadedBackplane, safe_url
 
 if TYPE_CHECKING:
     pass
@@ -188,6 +188,12 @@ def _field(info: dict[Any, Any], name: str) -> Any:
     return info.get(name, info.get(name.encode("ascii")))
 
 
+def _refusal(error: BaseException) -> str:
+    """Redis's error reply as text (redis-py drops some codes, C{OOM}: its class names them)."""
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
 def _horizon() -> int:
     return int(time.time() * 1000) + _FUTURE_MS
 
@@ -223,9 +229,15 @@ class RedisBackplane(ThreadedBackplane):
     this process's own too -- to the hub.  While Redis is unreachable,
     events are delivered to this process's clients only (I{local-only}),
     the reader reconnects with exponential backoff, and cross-process
-    delivery resumes when it succeeds.  A stream that moves backwards
-    (deleted, or recreated) is noticed within C{block} seconds: the reader
-    starts over from its first entry and the hub drops its history.
+    delivery resumes when it succeeds.  Events Redis refuses (an error
+    reply to their C{XADD}: out of memory under C{maxmemory}, the key
+    holding another type, a stream at its maximal id) are delivered
+    locally only too, and logged with Redis's answer, never retried; the
+    others of the same round trip are shared as usual.  A stream that
+    moves backwards (deleted, or recreated) is noticed within C{block}
+    seconds: the reader starts over from its first entry (after the
+    stream's new last id if C{XSETID} moved it back) and the hub drops its
+    history.
 
     L{attach}, L{start}, L{stop}, L{publish}, L{fetch_after}: call in the
     reactor thread.  L{stats}, L{parse_id}: may be called in any thread.
@@ -358,16 +370,32 @@ class RedisBackplane(ThreadedBackplane):
             if len(bodies) > 1:
                 args += [_FIELD_COUNT, b"%d" % (len(bodies),)]
             pipe.execute_command(*args)
-            events += len(bodies)
-        pipe.execute()
+        # Each XADD stands alone: the server may refuse some (an error
+        # reply) and take the others.  A broken connection still raises.
+        answers = pipe.execute(raise_on_error=False)
+        refused: Batch = []
+        error = ""
+        for run, answer in zip(batch, answers, strict=True):
+            if isinstance(answer, Exception):
+                refused.append(run)
+                error = error or _refusal(answer)
+            else:
+                events += len(run[2])
+        if refused:
+            raise AppendRefusedError(error, refused, events)
         return events
 
     # -- reading (reader thread) ---------------------------------------------
 
     def _read_until_stopped(self) -> None:
+        import redis
+
         delay = first_delay = self.backoff[0]
         last: bytes | None = None
         ever_connected = False
+        # The server answers XREAD with an error (the key holds another
+        # type, no permission): connected, but unable to read the stream.
+        read_refused = False
         stopping = self._stopping
         while not stopping.is_set():
             try:
@@ -380,7 +408,7 @@ class RedisBackplane(ThreadedBackplane):
                     last = self._head(conn)
                     ms, n = _entry_key(last)
                     self.reactor.callFromThread(self.hub.start_at, *_after_entry(ms, n))
-                if not self.connected:
+                if not self.connected and not read_refused:
                     conn.ping()
                     if ever_connected:
                         self._count("reconnects")
@@ -399,12 +427,39 @@ class RedisBackplane(ThreadedBackplane):
                 answer = conn.xread(
                     {self.key: last}, count=1000, block=max(1, int(self.block * 1000))
                 )
+                if read_refused:
+                    read_refused = False
+                    self.connected = ever_connected = True
+                    delay = first_delay
+                    self.reactor.callFromThread(
+                        self.log.info, "reading Redis stream {key} again", key=self.key
+                    )
                 if not answer:
                     last = self._check_backwards(conn, last)
                     continue
+            except redis.ResponseError as e:
+                # Refused, not unreachable: the connection stays.  Until a
+                # read succeeds, this process delivers its own events only.
+                if stopping.is_set():
+                    return
+                self._count("errors")
+                self.connected = False
+                self._first_attempt.set()
+                if not read_refused:
+                    read_refused = True
+                    self.reactor.callFromThread(
+                        self.log.warn,
+                        "Redis refused to read stream {key}: {error}; delivering locally only",
+                        key=self.key,
+                        error=_refusal(e),
+                    )
+                stopping.wait(delay * (0.5 + secrets.randbelow(1000) / 1000))
+                delay = min(delay * 2, self.backoff[1])
+                continue
             except Exception as e:  # noqa: BLE001 - any Redis trouble: back off, retry
                 if stopping.is_set():
                     return
+                read_refused = False
                 self._count("errors")
                 self._went_down("read", e)
                 self._first_attempt.set()
@@ -422,17 +477,17 @@ class RedisBackplane(ThreadedBackplane):
         """
         Where this process starts reading: the last id the stream ever
         generated (trimmed or deleted entries included), or for a stream
-        that does not exist, the id just before Redis's current time (every
-        later entry gets an id from then on).  Reader thread.
+        that does not exist, C{0-0}, before any entry it will hold.  Every
+        process that starts before the stream exists starts there, so the
+        id they hand out at first (C{0-0_999}) means the same in all of
+        them.  Reader thread.
         """
         info = self._info(conn)
         if info is not None:
             generated = _field(info, "last-generated-id")
             if isinstance(generated, bytes) and _parse(generated.decode("ascii", "replace")):
                 return generated
-        seconds, micros = conn.time()
-        ms, n = _previous(int(seconds) * 1000 + int(micros) // 1000, 0)
-        return f"{ms}-{n}".encode("ascii")
+        return b"0-0"
 
     def _hand_over(self, raw: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         """Check entries read from the stream and pass them to the reactor."""
@@ -458,7 +513,13 @@ class RedisBackplane(ThreadedBackplane):
         last id read (the key was deleted and created again, e.g. after a
         forged maximal id), start over from its first entry, all of which
         are new.  Deleting entries (even the newest) does not lower that id,
-        and is not a restart.  Reader thread.
+        and is not a restart.
+
+        The same stream moved back with C{XSETID} (its newest entries,
+        the last one read among them, deleted first: Redis refuses an id
+        below the newest entry) is told apart by its largest deleted id,
+        at or past the last id read: every entry it still holds was read,
+        so reading resumes after its new last id.  Reader thread.
         """
         if last == b"0-0":
             return last
@@ -469,9 +530,13 @@ class RedisBackplane(ThreadedBackplane):
         generated = _field(info, "last-generated-id")
         if not isinstance(generated, bytes) or _entry_key(generated) >= _entry_key(last):
             return last
+        deleted = _field(info, "max-deleted-entry-id")
         first = _field(info, "first-entry")
-        start = first[0] if first else generated
-        ms, n = _previous(*_entry_key(start)) if first else _entry_key(start)
+        if isinstance(deleted, bytes) and _entry_key(deleted) >= _entry_key(last):
+            ms, n = _entry_key(generated)
+        else:
+            start = first[0] if first else generated
+            ms, n = _previous(*_entry_key(start)) if first else _entry_key(start)
         self._count("restarts")
         self.reactor.callFromThread(self._restart, *_after_entry(ms, n))
         return f"{ms}-{n}".encode("ascii")
@@ -495,6 +560,9 @@ class RedisBackplane(ThreadedBackplane):
         # A client's own entry still in the stream proves that nothing after
         # it was trimmed.  One pipelined single-entry lookup for every id;
         # an id that is not there costs only that, never a range read.
+        # C{0-0} (the start of a process older than the stream) is never an
+        # entry: a stream that never lost one (as many entries as were ever
+        # added to it) proves it instead.
         entry_ids = []
         pipe = conn.pipeline(transaction=False)
         for event_id, _ in requests:
@@ -502,10 +570,20 @@ class RedisBackplane(ThreadedBackplane):
             assert parsed is not None
             entry_ids.append(f"{parsed[0]}-{parsed[1]}")
             pipe.xrange(self.key, entry_ids[-1], entry_ids[-1], count=1)
-        found = pipe.execute()
+        whole = False
+        if "0-0" in entry_ids:
+            pipe.xinfo_stream(self.key)
+        found = pipe.execute(raise_on_error=False)
+        if len(found) > len(entry_ids):
+            info = found.pop()
+            if not isinstance(info, Exception):
+                added = _field(info, "entries-added")
+                whole = isinstance(added, int) and added == _field(info, "length")
         out = []
         for (_, position), entry_id, exists in zip(requests, entry_ids, found, strict=True):
-            if exists:
+            if isinstance(exists, Exception):
+                raise exists
+            if exists or (entry_id == "0-0" and whole):
                 out.append(self._fetch_range(conn, entry_id, position))
             else:
                 self._count("replay_misses")
@@ -586,7 +664,8 @@ class RedisPublisher:
         @raise ValueError: for values that would break the stream.
         @raise redis.exceptions.RedisError: if Redis cannot be reached in
             time (C{ConnectionError}, C{TimeoutError}); the event may or
-            may not have been sent.
+            may not have been sent.  C{ResponseError} if Redis refused it
+            (out of memory, the key holding another type); it was not sent.
         """
         name, body = prepare_event(data, event=event, channel=channel, retry=retry)
         event_id = self._conn.xadd(

@@ -25,12 +25,13 @@ from twisted.python.threadpool import ThreadPool
 from ._backplane import NOT_FOUND, BackplaneHub, Entry, Fetched, Published
 from ._checks import safe_url
 
-__all__ = ["ThreadedBackplane", "safe_url"]
+__all__ = ["AppendRefusedError", "ThreadedBackplane", "safe_url"]
 
 _COUNTERS = (
     "published",
     "delivered",
     "errors",
+    "refused",
     "reconnects",
     "local_only",
     "queue_full",
@@ -47,13 +48,32 @@ _COUNTERS = (
 Batch = list[tuple[int, str, Sequence[bytes]]]
 
 
+class AppendRefusedError(Exception):
+    """
+    The server answered an append and refused some of its runs (an error
+    reply: out of memory, a key of another type, a stream at its maximal
+    id): raised by C{_append} once the runs it took are appended.
+
+    @ivar error: the server's error text.
+    @ivar runs: the runs refused, in order.
+    @ivar appended: the events of the other runs, which the server took.
+    """
+
+    def __init__(self, error: str, runs: Batch, appended: int) -> None:
+        super().__init__(error)
+        self.error = error
+        self.runs = runs
+        self.appended = appended
+
+
 class ThreadedBackplane:
     """
     The machinery of a backplane shared through a server, in threads.
 
     A subclass provides L{parse_id}, C{_initial_id}, C{_append} (publisher
-    thread: append a batch, raise on failure), C{_read_until_stopped}
-    (reader thread), C{_fetch_many} (replay thread) and C{_close} (any thread:
+    thread: append a batch; raise L{AppendRefusedError} for runs the server
+    refused, anything else on failure), C{_read_until_stopped} (reader
+    thread), C{_fetch_many} (replay thread) and C{_close} (any thread:
     close every connection, waking the reader).
 
     L{attach}, L{start}, L{stop}, L{publish}, L{fetch_after}: call in the
@@ -101,6 +121,8 @@ class ThreadedBackplane:
         for name in self._connections:
             setattr(self, name, None)
         self._down_logged = False
+        # Set while the server refuses appends (logged once until one succeeds).
+        self._refusing = False
         self._token = 0
         self._origin_prefix = b""
         # Reactor-thread state: who waits for which of our batches, and the
@@ -212,8 +234,10 @@ class ThreadedBackplane:
         """
         Counters since start: C{published} (events appended by this
         process), C{delivered} (read back and delivered here), C{errors},
-        C{reconnects}, C{local_only} (delivered to this process only,
-        because the server was unreachable or the queue full),
+        C{refused} (events the server answered with an error, delivered
+        here only), C{reconnects}, C{local_only} (delivered to this process
+        only, because the server was unreachable or refused them, or the
+        queue was full),
         C{queue_full}, C{duplicates_suppressed}, C{replays_fetched},
         C{replay_resets}, C{replay_fetches} (clients sharing a last id
         share one), C{replay_misses} (ids the server does not hold,
@@ -365,14 +389,46 @@ class ThreadedBackplane:
                 self.reactor.callFromThread(self._fall_back, batch)
             else:
                 try:
-                    self._count("published", self._append(batch))
+                    appended = self._append(batch)
+                except AppendRefusedError as refusal:
+                    # The server is there and said no: what it took stays
+                    # (read back like any entry), the rest is delivered
+                    # here only, never retried.
+                    self._count("published", refusal.appended)
+                    self._refused(refusal)
                 except Exception as e:  # noqa: BLE001 - any trouble: deliver locally
                     self._count("errors")
                     self._went_down("publish", e)
                     self._drop_connection("_publisher_conn")
                     self.reactor.callFromThread(self._fall_back, batch)
+                else:
+                    self._count("published", appended)
+                    if self._refusing:
+                        self._refusing = False
+                        self.reactor.callFromThread(
+                            self.log.info,
+                            "{kind} accepts events again",
+                            kind=self.kind,
+                        )
             if stop:
                 return
+
+    def _refused(self, refusal: AppendRefusedError) -> None:
+        """Deliver the runs the server refused locally; log the first refusal in a row."""
+        events = sum(len(bodies) for _, _, bodies in refusal.runs)
+        self._count("errors")
+        self._count("refused", events)
+        if not self._refusing:
+            self._refusing = True
+            self.reactor.callFromThread(
+                self.log.warn,
+                "{kind} refused {events} event(s): {error}; delivering them locally only "
+                "(logged once until it accepts events again)",
+                kind=self.kind,
+                events=events,
+                error=refusal.error,
+            )
+        self.reactor.callFromThread(self._fall_back, refusal.runs)
 
     # -- presence and revocation messages ------------------------------------
 

@@ -48,7 +48,7 @@ from twisted.web.server import Site
 from twisted.web.server import version as _server_version
 
 from ._accesslog import combined_line, log_line, redacting
-from ._client import PLAIN_SOCKET_TRANSPORTS
+from ._client import PLAIN_SOCKET_TRANSPORTS, close_after_response
 from ._lean import http_date, parse_simple_get, parse_simple_request
 
 if TYPE_CHECKING:
@@ -188,9 +188,9 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
             get_content_file(0) if get_content_file is not None else _getContentFile(0)
         )
         response_headers = request.responseHeaders._rawHeaders
-        if not get.persistent:
-            response_headers[b"Connection"] = [b"close"]
-            self.persistent = False
+        if not get.persistent or self.site.closing:  # type: ignore[attr-defined]
+            # (Connection: close, or the server shutting down.)
+            self.persistent = self.checkPersistence(request, b"HTTP/1.1")
         self._bodyReceived = 0
         self._handlingRequest = True
         self.setRawMode()  # type: ignore[no-untyped-call]
@@ -247,9 +247,8 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
         # HTTPChannel.allHeadersReceived.
         self._bodyReceived = 0
         request.parseCookies()
-        if not simple.persistent:
-            request.responseHeaders._rawHeaders[b"Connection"] = [b"close"]
-            self.persistent = False
+        # (checkPersistence: Connection: close, or the server shutting down.)
+        self.persistent = self.checkPersistence(request, b"HTTP/1.1")
         request.gotLength(length)
         if length:
             request.handleContentChunk(simple.body)
@@ -349,6 +348,35 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
         """Forget the clock."""
         self._cancelHeaderDeadline()
         super().connectionLost(reason)  # type: ignore[no-untyped-call]
+
+    def checkPersistence(self, request: Any, version: bytes) -> bool:
+        """
+        Whether the connection stays open after C{request}'s answer
+        (twisted.web asks once its headers are in): not once the site is
+        closing (server shutdown), and the answer then says C{Connection:
+        close}.
+        """
+        if getattr(getattr(self, "site", None), "closing", False):
+            request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+            return False
+        return super().checkPersistence(request, version)  # type: ignore[no-any-return, no-untyped-call]
+
+    def _betweenRequests(self) -> bool:
+        """
+        Whether this connection waits for its next request: none in
+        flight, no byte of the next one received, and (when a header
+        deadline applies, whose clock runs from a new connection's start)
+        one answered already.
+        """
+        return bool(
+            not self.requests
+            and not self._headerDeadline
+            and not self._refused
+            and self.line_mode
+            and not self._buffer
+            and self._receivedHeaderCount == 0
+            and getattr(self, "_HTTPChannel__first_line", 1)
+        )
 
     def _armHeaderDeadline(self) -> None:
         deadlines = self._deadlines
@@ -515,6 +543,8 @@ class StreamSite(Site):
         with a C{%} is always read line by line.
     """
 
+    _logger = Logger()
+
     def __init__(
         self,
         resource: IResource,
@@ -555,6 +585,45 @@ class StreamSite(Site):
             self.requestFactory = _StreamingRequest
         self.h2_connections: set[Any] = set()
         """The open HTTP/2 connections (see L{go_away})."""
+        self.closing = False
+        """Whether the server is shutting down (see L{close_kept_alive})."""
+
+    def close_kept_alive(self) -> int:
+        """
+        Server shutdown: close this site's HTTP/1.1 connections that are
+        kept alive between requests now, and have every other one close
+        once its answer is out (C{Connection: close}): the requests in
+        flight, and any request read from now on.  A browser then sends its
+        next request on a new connection, to whatever listens by then,
+        instead of on one the process drops when it exits.
+
+        A connection that has not sent its first request yet is left to it
+        (unless C{header_timeout} is off: it then looks the same as one kept
+        alive, and is closed too).  Call in the reactor thread.
+
+        @return: the number of connections closed now.
+        """
+        self.closing = True
+        get_readers = getattr(self.reactor, "getReaders", None)
+        if get_readers is None:  # pragma: no cover - a reactor without IReactorFDSet
+            return 0
+        closed = 0
+        for selectable in get_readers():
+            channel = _http11_channel(getattr(selectable, "protocol", None))
+            if channel is None or getattr(channel, "site", None) is not self:
+                continue
+            transport = channel.transport
+            if transport is None or getattr(transport, "disconnecting", False):
+                continue
+            if channel.requests:
+                for request in channel.requests:
+                    close_after_response(request)
+            elif channel._betweenRequests():
+                channel.loseConnection()  # type: ignore[no-untyped-call]
+                closed += 1
+        if closed:
+            self._logger.info("closed {count} idle HTTP/1.1 connection(s)", count=closed)
+        return closed
 
     def go_away(self, timeout: float) -> Deferred[None]:
         """
@@ -759,6 +828,16 @@ def _share_keys(cls: type[Any], names: tuple[str, ...]) -> None:
     probe = object.__new__(cls)
     for name in names:
         object.__setattr__(probe, name, None)
+
+
+def _http11_channel(protocol: Any) -> _HeaderDeadlineChannel | None:
+    """The HTTP/1.1 channel behind a connection (TLS, the h2 switch unwrapped), or None."""
+    wrapped = getattr(protocol, "wrappedProtocol", None)  # TLS
+    if wrapped is not None:
+        protocol = wrapped
+    if isinstance(protocol, http._GenericHTTPChannelProtocol):
+        protocol = protocol._channel
+    return protocol if isinstance(protocol, _HeaderDeadlineChannel) else None
 
 
 class _NegotiatingChannel(http._GenericHTTPChannelProtocol):

@@ -26,7 +26,7 @@ from twisted.web.http import HTTPChannel
 from twisted.web.http import Request as HTTPRequest
 
 from ._browser import tagged_replay, tagged_route, wants_channel_ids
-from ._client import StreamClient, close_after_response
+from ._client import StreamClient, close_after_response, send_to_each
 from ._encoding import encode_body, encode_comment, encode_opening, encode_retry, frame
 from ._hub import Event, Hub, Replay
 from ._lean import start_response
@@ -523,10 +523,17 @@ class Streams:
             heartbeat.stop()
 
     def beat(self) -> None:
-        """Send a keep-alive comment to every client now (and prune history)."""
+        """
+        Send a keep-alive comment to every client now (and prune history).
+
+        The comment goes out as the hub's fan-out sends an event (see
+        L{send_to_each}): straight to the socket for a stream on the fast
+        path, C{send()} for every other (HTTP/1.0, TLS, HTTP/2, a paused
+        reader, whose comment is held with its events).  Over a copy of
+        the set: a send may end a stream (an HTTP/2 stream reset).
+        """
         clients = tuple(self.clients)
-        for client in clients:
-            client.send(_HEARTBEAT)
+        send_to_each(clients, _HEARTBEAT)
         self.stats.bytes_written += len(_HEARTBEAT) * len(clients)
         self.hub.prune()
 

@@ -120,6 +120,36 @@ def test_late_process_replays_from_redis_multi_channel(redis_server: RedisServer
             assert stats(c)["replays_from_redis"] == 1
 
 
+def test_start_id_of_a_process_older_than_the_stream_replays_in_every_process(
+    redis_server: RedisServer,
+) -> None:
+    """The id a process started before the stream existed hands out replays on any process."""
+    with serve(plain_app, redis_url=redis_server.url) as a:
+        wait_until(lambda: connected(a), what="connected")
+        start = a.call(lambda: a.service.hub.last_id)  # what an init event would carry
+        with serve(plain_app, redis_url=redis_server.url) as b:
+            wait_until(lambda: connected(b), what="connected")
+            with b.stream(headers={"Last-Event-ID": start}) as early:
+                b.wait_clients(1)
+                a.service.broadcaster.broadcast("e1")
+                assert [e.data for e in early.wait_events(1)] == ["e1"]  # no reset first
+            a.service.broadcaster.broadcast("e2")
+            with b.stream(headers={"Last-Event-ID": start}) as cb:
+                assert [e.data for e in cb.wait_events(2)] == ["e1", "e2"]
+            with serve(plain_app, redis_url=redis_server.url) as c:
+                # Started after the stream was created: only Redis has the events.
+                wait_until(lambda: connected(c), what="connected")
+                with c.stream(headers={"Last-Event-ID": start}) as cc:
+                    assert [e.data for e in cc.wait_events(2)] == ["e1", "e2"]
+                assert stats(c)["replays_from_redis"] == 1
+        # Once the stream lost part of its history, the id no longer proves anything.
+        redis_server.client().xtrim("wsgi-sse:default:events", maxlen=1, approximate=False)
+        with serve(plain_app, redis_url=redis_server.url) as d:
+            wait_until(lambda: connected(d), what="connected")
+            with d.stream(headers={"Last-Event-ID": start}) as cd:
+                assert [e.type for e in cd.wait_events(1)] == ["reset"]
+
+
 def test_lost_id_gets_reset_then_live(redis_server: RedisServer) -> None:
     """An id Redis no longer holds (trimmed, or future) gets one reset, then live events."""
     publisher = RedisPublisher(redis_server.url)

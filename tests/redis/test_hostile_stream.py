@@ -240,3 +240,24 @@ def test_deleting_entries_even_the_newest_redelivers_nothing(redis_server: Redis
             client.read_some(0.3)
         assert [e.data for e in client.events] == ["e0", "e1", "e2", "after"]
         assert a.service.backplane.stats()["restarts"] == 0
+
+
+def test_stream_moved_back_with_xsetid_redelivers_nothing(redis_server: RedisServer) -> None:
+    """The newest entry deleted and the id moved back (XSETID): no event again, later ones flow."""
+    raw = redis_server.client()
+    with server_on(redis_server) as a:
+        with a.stream() as client:
+            a.wait_clients(1)
+            for i in range(3):
+                a.service.broadcaster.broadcast(f"e{i}")
+                client.wait_events(i + 1)
+            ids = [raw_id for raw_id, _ in raw.xrange(KEY)]
+            raw.xdel(KEY, ids[-1])
+            raw.execute_command("XSETID", KEY, ids[-2])
+            assert raw.xinfo_stream(KEY)["last-generated-id"] == ids[-2]
+            # Let the reader have a quiet XREAD (block = 1 s): where it checks.
+            wait_until(lambda: a.service.backplane.stats()["restarts"] == 1, what="noticed")
+            a.service.broadcaster.broadcast("after")
+            client.wait_events(4)
+            client.read_some(0.3)
+        assert [e.data for e in client.events] == ["e0", "e1", "e2", "after"]

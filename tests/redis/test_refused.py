@@ -1,0 +1,192 @@
+"""
+Redis answering with an error (out of memory, a key of another type) is
+not Redis being unreachable: real redis-server, real servers on loopback
+ports, read by raw-socket clients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from redis_support import RedisServer
+from support import RunningServer, http_request, serve, wait_until
+from twisted.logger import formatEvent, globalLogPublisher
+
+from wsgi_sse._encoding import encode_body
+
+KEY = "wsgi-sse:default:events"
+SECRET = "s" * 32
+
+
+def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """A WSGI app with nothing to say."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello"]
+
+
+@contextlib.contextmanager
+def server_on(redis_server: RedisServer) -> Iterator[RunningServer]:
+    """A server sharing C{redis_server} (with a publish endpoint), connected to it."""
+    options = {"publish_path": "/publish", "publish_secret": SECRET}
+    with serve(app, backplane_url=redis_server.url, **options) as server:
+        wait_until(lambda: server.service.backplane.stats()["connected"], what="connected")
+        yield server
+
+
+@contextlib.contextmanager
+def logged() -> Iterator[list[str]]:
+    """The text of every log event emitted in the block."""
+    lines: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        lines.append(formatEvent(event) or "")
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        yield lines
+    finally:
+        globalLogPublisher.removeObserver(observe)
+
+
+def stored(raw: Any) -> list[str]:
+    """The data of every event in the Redis stream, in order."""
+    out = []
+    for _, fields in raw.xrange(KEY):
+        out += [line[6:].decode() for line in fields[b"b"].splitlines() if line[:6] == b"data: "]
+    return out
+
+
+def test_refused_xadd_is_delivered_locally_once_and_logged_as_refused(
+    redis_server: RedisServer,
+) -> None:
+    """Under maxmemory, what Redis took is shared, what it refused reaches local clients only."""
+    raw = redis_server.client()
+    with server_on(redis_server) as a, server_on(redis_server) as b, logged() as log:
+        backplane = a.service.backplane
+        with a.stream() as ca, b.stream() as cb:
+            a.wait_clients(1)
+            b.wait_clients(1)
+            raw.config_set("maxmemory-policy", "noeviction")
+            raw.config_set("maxmemory", raw.info("memory")["used_memory"] + 2_000_000)
+            big = "b" * 3_000_000
+            hub = a.service.hub
+            # Three runs queued in one reactor turn: the first fits, the
+            # 3 MB one cannot (its request alone passes maxmemory).
+            a.call(
+                lambda: [
+                    hub.publish("default", encode_body(body)) for body in ("first", big, "third")
+                ]
+            )
+            events = ca.wait_events(3, timeout=20)
+            assert sorted(e.data for e in events) == sorted(["first", big, "third"])
+            in_redis = stored(raw)
+            assert "first" in in_redis and big not in in_redis
+            for event in events:
+                # Refused events carry this process's local-only ids.
+                assert ("." in event.last_event_id) == (event.data not in in_redis)
+            # The other process gets exactly what Redis took.
+            assert [e.data for e in cb.wait_events(len(in_redis))] == in_redis
+            refused = 3 - len(in_redis)
+            wait_until(lambda: backplane.stats()["refused"] == refused, what="counted")
+
+            # Refused outright (Redis out of memory): the publish endpoint and
+            # broadcast_and_wait() answer at once, for the local clients.
+            raw.config_set("maxmemory", 1)
+            status, _, body = http_request(
+                a.port,
+                "POST",
+                "/publish",
+                body=json.dumps({"data": "posted"}).encode(),
+                headers={"Content-Type": "application/json", "Authorization": f"Bearer {SECRET}"},
+            )
+            assert status == 200 and json.loads(body)["delivered"] == 1
+            waited: list[int] = []
+            thread = threading.Thread(
+                target=lambda: waited.append(a.service.broadcaster.broadcast_and_wait("waited"))
+            )
+            thread.start()
+            thread.join(10)
+            assert waited == [1]
+            assert [e.data for e in ca.wait_events(5)[3:]] == ["posted", "waited"]
+            stats = backplane.stats()
+            assert stats["refused"] == refused + 2 and stats["connected"]
+            assert stats["reconnects"] == 0
+
+            raw.config_set("maxmemory", 0)
+            a.service.broadcaster.broadcast("after")
+            assert ca.wait_events(6)[5].data == "after"
+            assert "." not in ca.events[5].last_event_id
+            assert cb.wait_events(len(in_redis) + 1)[-1].data == "after"
+            assert all(e.data not in ("posted", "waited") for e in cb.events)
+            wait_until(lambda: any("accepts events again" in x for x in log), what="logged")
+    refusals = [x for x in log if "Redis refused" in x]
+    assert len(refusals) == 1 and "OutOfMemoryError" in refusals[0], log
+    assert "maxmemory" in refusals[0]
+    assert not any("unreachable" in x or "reconnected" in x for x in log), log
+
+
+def test_stream_key_of_another_type_is_refused_not_unreachable(
+    redis_server: RedisServer,
+) -> None:
+    """With the stream key a string (WRONGTYPE), events are local-only; deleting it recovers."""
+    raw = redis_server.client()
+    with server_on(redis_server) as a, server_on(redis_server) as b, logged() as log:
+        with a.stream() as ca, b.stream() as cb:
+            a.wait_clients(1)
+            b.wait_clients(1)
+            raw.delete(KEY)
+            raw.set(KEY, "not a stream")
+            wait_until(lambda: not a.service.backplane.stats()["connected"], what="refusal seen")
+            a.service.broadcaster.broadcast("during")
+            (during,) = ca.wait_events(1)
+            assert during.data == "during" and "." in during.last_event_id
+            raw.delete(KEY)
+            wait_until(lambda: a.service.backplane.stats()["connected"], what="reading again")
+            wait_until(lambda: b.service.backplane.stats()["connected"], what="reading again")
+            a.service.broadcaster.broadcast("after")
+            assert ca.wait_events(2)[1].data == "after"
+            assert [e.data for e in cb.wait_events(1)] == ["after"]
+            stats = a.service.backplane.stats()
+            assert stats["reconnects"] == 0 and stats["errors"] >= 1
+    refusals = [x for x in log if "Redis refused to read stream" in x]
+    assert refusals and all("WRONGTYPE" in x for x in refusals), log
+    assert any("reading Redis stream" in x for x in log), log
+    assert not any("unreachable" in x or "reconnected" in x for x in log), log
+
+
+def test_one_round_trip_keeps_what_redis_took_and_returns_what_it_refused(
+    redis_server: RedisServer,
+) -> None:
+    """An append whose pipeline Redis partly refuses raises with the refused runs only."""
+    from wsgi_sse._shared import AppendRefusedError
+    from wsgi_sse.redis import RedisBackplane
+
+    raw = redis_server.client()
+    raw.config_set("maxmemory-policy", "noeviction")
+    raw.config_set("maxmemory", raw.info("memory")["used_memory"] + 2_000_000)
+    backplane = RedisBackplane(redis_server.url)
+    first = (1, "default", [encode_body("first")])
+    big = (2, "default", [encode_body("b" * 3_000_000)])
+    last = (3, "default", [encode_body("last"), encode_body("last-2")])
+    try:
+        with pytest.raises(AppendRefusedError) as raised:
+            backplane._append([first, big, last])
+    finally:
+        backplane._close()
+    refusal = raised.value
+    # The first XADD is run before the 3 MB one is read, which is refused.
+    assert refusal.runs[0] == big and first not in refusal.runs
+    assert refusal.error.startswith("OutOfMemoryError: ")
+    taken = [first] if last in refusal.runs else [first, last]
+    assert refusal.appended == sum(len(bodies) for _, _, bodies in taken)
+    assert stored(raw) == [data for _, _, bodies in taken for data in _data(bodies)]
+
+
+def _data(bodies: list[bytes]) -> list[str]:
+    """The data lines of encoded bodies."""
+    return [line[6:].decode() for body in bodies for line in body.splitlines()]
