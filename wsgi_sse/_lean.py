@@ -289,10 +289,10 @@ def _plain(request: Request, raw: Any) -> bool:
     channel: Any = request.channel
     return not (
         request.startedWriting
+        or type(getattr(channel, "transport", None)) not in PLAIN_SOCKET_TRANSPORTS
         or raw is None
         or request.clientproto != b"HTTP/1.1"
         or request.method == b"HEAD"
-        or type(getattr(channel, "transport", None)) not in PLAIN_SOCKET_TRANSPORTS
         or (b"Content-Type" not in raw and request.defaultContentType is not None)
         or request.code in NO_BODY_CODES
         or request.cookies
@@ -330,8 +330,8 @@ def start_response(request: Request, body: bytes) -> None:
     """
     raw: Any = getattr(request.responseHeaders, "_rawHeaders", None)
     if (
-        request.method != b"GET"
-        or not _plain(request, raw)
+        not _plain(request, raw)
+        or request.method != b"GET"
         or b"Content-Length" in raw
         or b"Content-Type" not in raw
     ):
