@@ -99,6 +99,46 @@ def test_fan_out_hands_other_subscribers_the_event_in_order() -> None:
     assert received == [("a", wire), ("b", wire)]
 
 
+def test_fan_out_follows_subscribers_joining_and_leaving_between_events() -> None:
+    """Each event reaches exactly the subscribers of that moment, in the order they joined."""
+    received: list[tuple[str, bytes]] = []
+
+    class Recorder:
+        def __init__(self, name: str, drop: Any = None) -> None:
+            self.name, self.drop = name, drop
+
+        def send(self, wire: bytes) -> None:
+            received.append((self.name, wire))
+            if self.drop is not None:
+                self.drop()
+
+    hub = Hub()
+    a, b, c = Recorder("a"), Recorder("b"), Recorder("c")
+    hub.subscribe(a, ["news"])
+    hub.subscribe(b, ["news"])
+    hub.publish("news", b"data: 1\n")
+    hub.subscribe(c, ["news"])
+    hub.publish("news", b"data: 2\n")
+    hub.unsubscribe(a)
+    hub.publish("news", b"data: 3\n")
+    # A subscriber that drops another during a fan-out: that one still gets
+    # this event (the fan-out's snapshot), and not the next.
+    d = Recorder("d", drop=lambda: hub.unsubscribe(c))
+    hub.unsubscribe(b)
+    hub.subscribe(d, ["news"])
+    hub.subscribe(b, ["news"])
+    hub.publish("news", b"data: 4\n")
+    hub.publish("news", b"data: 5\n")
+    order = [(name, wire.split(b"data: ")[1][:1].decode()) for name, wire in received]
+    assert order == [
+        ("a", "1"), ("b", "1"),
+        ("a", "2"), ("b", "2"), ("c", "2"),
+        ("b", "3"), ("c", "3"),
+        ("c", "4"), ("d", "4"), ("b", "4"),
+        ("d", "5"), ("b", "5"),
+    ]  # fmt: skip
+
+
 def test_http11_stream_takes_fast_path_and_stays_well_framed() -> None:
     """A plain HTTP/1.1 stream is written straight to its socket; chunks stay intact."""
     with serve(hello_app) as server:
