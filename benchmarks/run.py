@@ -375,7 +375,8 @@ def fanout(
 
 def burst(subject: str, bins: dict[str, Path], cfg: argparse.Namespace) -> dict[str, Any]:
     """Back-to-back events to a few hundred clients: deliveries per second."""
-    with Server(subject, bins, cfg.log_dir) as server:
+    server_cpus, loadgen_cpus = split_cpus(cfg)
+    with Server(subject, bins, cfg.log_dir, server_cpus) as server:
         cpu0 = cpu_seconds(server.pid)
         result = loadgen(
             bins,
@@ -383,6 +384,7 @@ def burst(subject: str, bins: dict[str, Path], cfg: argparse.Namespace) -> dict[
             ["--clients", str(cfg.burst_clients), "--burst", str(cfg.burst_events),
              "--posters", "4", "--event-timeout", "5"],
             timeout=cfg.timeout,
+            cpus=loadgen_cpus,
         )  # fmt: skip
         result["server_cpu_s"] = cpu_seconds(server.pid) - cpu0
     return result

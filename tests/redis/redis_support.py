@@ -196,10 +196,36 @@ def burst_server(tmp: Path, name: str, redis_url: str) -> ServerProcess:
     )
 
 
+def stream_readers(redis_url: str) -> int | None:
+    """
+    How many clients of the Redis at C{redis_url} wait in C{XREAD} (each
+    process's reader of the event stream, once it knows where to start
+    reading), or L{None} if it cannot be reached.
+    """
+    import redis
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=1)
+    try:
+        return sum(1 for c in client.client_list() if c.get("cmd") == "xread")
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()
+
+
 @contextlib.contextmanager
 def processes(*servers: ServerProcess) -> Iterator[tuple[ServerProcess, ...]]:
-    """Start servers (in parallel) and stop them all at the end."""
+    """
+    Start servers (in parallel) and stop them all at the end.  With a
+    reachable Redis, wait until each one's reader of the event stream is
+    in place too: a process starts reading the stream at its end when it
+    connects, so an event appended before that (a knock on another process
+    right after this one started listening) is not this process's to see.
+    """
     started: list[ServerProcess] = []
+    urls = {server.env.get("WSGI_SSE_REDIS_URL") for server in servers}
+    redis_url = urls.pop() if len(urls) == 1 else None
+    readers_before = stream_readers(redis_url) if redis_url else None
     try:
         for server in servers:
             server._log = open(server.log_path, "wb")
@@ -216,6 +242,13 @@ def processes(*servers: ServerProcess) -> Iterator[tuple[ServerProcess, ...]]:
                 wait_for_port(server.port, None, timeout=30)
             except AssertionError:
                 raise AssertionError(f"server did not start: {server.log()}") from None
+        if redis_url is not None and readers_before is not None:
+            deadline = time.monotonic() + 30
+            while (stream_readers(redis_url) or 0) < readers_before + len(servers):
+                if time.monotonic() > deadline:
+                    logs = "\n".join(server.log() for server in servers)
+                    raise AssertionError(f"the servers did not start reading Redis: {logs}")
+                time.sleep(0.02)
         yield servers
     finally:
         for server in started:
