@@ -282,9 +282,9 @@ def on_cpus(cpus: set[int] | None) -> Any:
 
 def split_cpus(cfg: argparse.Namespace) -> tuple[set[int] | None, set[int] | None]:
     """
-    With C{--pin-loadgen}: the CPUs for the server and for the load
-    generator (the last one), so that they never share a core; else
-    (L{None}, L{None}).
+    With C{--pin-loadgen} (the default): the CPUs for the server and for
+    the load generator (the last one), so that they never share a core;
+    else (L{None}, L{None}).
     """
     cpus = sorted(os.sched_getaffinity(0))
     if not cfg.pin_loadgen or len(cpus) < 2:
@@ -858,9 +858,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-docs", action="store_true", help="do not touch docs/ (raw JSON only)")
     parser.add_argument(
         "--pin-loadgen",
-        action="store_true",
-        help="fan-out scenarios: run the load generator on the last CPU and the server on the "
-        "others, so that they never share a core (Linux otherwise puts them together on some "
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fan-out and burst scenarios: run the load generator on the last CPU and the server "
+        "on the others, so that they never share a core, as when the clients are other machines "
+        "(default; --no-pin-loadgen lets Linux place them, which puts them together on some "
         "rounds and not others: see docs/benchmarks.md)",
     )
     parser.add_argument("--output", default=None, help="raw JSON path")
