@@ -400,6 +400,47 @@ def _write_and_finish(request: Any, body: bytes) -> None:
     request.finish()
 
 
+def record_one_pass(monkeypatch: Any, method: str) -> list[bool]:
+    """
+    Record, for every read the site's channel hands to its one-pass reader
+    C{method} (C{_serve_simple_get}, C{_serve_simple_request}), whether that
+    reader served it.
+    """
+    from wsgi_sse._site import _HeaderDeadlineChannel
+
+    calls: list[bool] = []
+    original = getattr(_HeaderDeadlineChannel, method)
+
+    def recording(self: Any, data: bytes) -> bool:
+        served: bool = original(self, data)
+        calls.append(served)
+        return served
+
+    monkeypatch.setattr(_HeaderDeadlineChannel, method, recording)
+    return calls
+
+
+def both_ways(
+    server: RunningServer, calls: list[bool], request: bytes, done: Any
+) -> tuple[bytes, bytes]:
+    """
+    The answers to C{request} (Date blanked) read in one pass and by
+    twisted.web's line parser; C{calls} records the one-pass reader's
+    answers (L{record_one_pass}), which must have served the first.
+    """
+    set_lean(server, True)
+    del calls[:]
+    fast = exchange(server.port, request, done)
+    server.call(lambda: None)  # the reactor is done with that read
+    assert calls == [True], "the one pass did not serve the request"
+    set_lean(server, False)
+    slow = exchange(server.port, request, done)
+    server.call(lambda: None)
+    assert calls == [True], "the one pass served a request it was turned off for"
+    set_lean(server, True)
+    return without_date(fast), without_date(slow)
+
+
 def head_end(data: bytes) -> int:
     """Where the response head ends in C{data} (-1 if not yet)."""
     end = data.find(b"\r\n\r\n")

@@ -9,15 +9,22 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-from support import RunningServer, exchange, head_end, serve, set_lean, without_date
+from support import (
+    RunningServer,
+    both_ways,
+    head_end,
+    record_one_pass,
+    serve,
+    set_lean,
+)
 from twisted.internet.task import Clock
 from twisted.logger import Logger
 
 from wsgi_sse._lean import parse_simple_get
-from wsgi_sse._site import _Deadlines, _HeaderDeadlineChannel
+from wsgi_sse._site import _Deadlines
 
 
 def hello_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -27,18 +34,9 @@ def hello_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
 
 
 @pytest.fixture
-def lean_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bool]]:
+def lean_calls(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """Record, for every read that could open a stream, whether the lean path served it."""
-    calls: list[bool] = []
-    original = _HeaderDeadlineChannel._serve_simple_get
-
-    def recording(self: Any, data: bytes) -> bool:
-        served = original(self, data)
-        calls.append(served)
-        return served
-
-    monkeypatch.setattr(_HeaderDeadlineChannel, "_serve_simple_get", recording)
-    yield calls
+    return record_one_pass(monkeypatch, "_serve_simple_get")
 
 
 def opened(data: bytes) -> bool:
@@ -47,21 +45,11 @@ def opened(data: bytes) -> bool:
     return end >= 0 and b"\r\n" in data[end:] and data.endswith(b"\r\n")
 
 
-def both_ways(
-    server: RunningServer, lean_calls: list[bool], request: bytes, done: Any = opened
+def both(
+    server: RunningServer, calls: list[bool], request: bytes, done: Any = opened
 ) -> tuple[bytes, bytes]:
-    """The answers to C{request} on the lean path and on twisted.web's path."""
-    set_lean(server, True)
-    del lean_calls[:]
-    fast = exchange(server.port, request, done)
-    server.call(lambda: None)  # the reactor is done with that read
-    assert lean_calls == [True], "the lean path did not serve the request"
-    set_lean(server, False)
-    slow = exchange(server.port, request, done)
-    server.call(lambda: None)
-    assert lean_calls == [True], "the lean path served a request it was turned off for"
-    set_lean(server, True)
-    return without_date(fast), without_date(slow)
+    """L{support.both_ways}, reading until C{opened} by default."""
+    return both_ways(server, calls, request, done)
 
 
 STREAM_GET = (
@@ -86,7 +74,7 @@ STREAM_GET = (
 def test_lean_answer_is_twisted_answer(lean_calls: list[bool], request_head: bytes) -> None:
     """A stream opened on the lean path gets the same head and opening bytes as on twisted.web's."""
     with serve(hello_app, retry_jitter=0, cors_origins=("http://app.example",)) as server:
-        fast, slow = both_ways(server, lean_calls, request_head)
+        fast, slow = both(server, lean_calls, request_head)
         assert fast.startswith(b"HTTP/1.1 200 OK\r\n")
         assert b"Transfer-Encoding: chunked\r\n" in fast
         assert fast == slow
@@ -108,7 +96,7 @@ def test_replay_is_the_same_on_both_paths(lean_calls: list[bool]) -> None:
         request = b"GET /sse HTTP/1.1\r\nHost: 127.0.0.1\r\nLast-Event-ID: %s\r\n\r\n" % (
             first.encode(),
         )
-        fast, slow = both_ways(server, lean_calls, request, lambda d: b"data: 2\n" in d)
+        fast, slow = both(server, lean_calls, request, lambda d: b"data: 2\n" in d)
         assert b"data: 1\n" in fast and b"data: 0\n" not in fast
         assert fast == slow
 
@@ -127,7 +115,7 @@ def test_foreign_origin_and_bad_channel_are_refused_alike(lean_calls: list[bool]
         )
         assert fast.startswith(b"HTTP/1.1 403 Forbidden\r\n") and fast == slow
         bad = b"GET /sse?channel= HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-        fast, slow = both_ways(server, lean_calls, bad, lambda d: d.endswith(b"empty\n"))
+        fast, slow = both(server, lean_calls, bad, lambda d: d.endswith(b"empty\n"))
         assert fast.startswith(b"HTTP/1.1 400 Bad Request\r\n") and fast == slow
         assert server.client_count() == 0
 
@@ -148,7 +136,7 @@ def test_connection_limits_apply_on_the_lean_path(
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as held:
             held.sendall(STREAM_GET)
             server.wait_clients(1)
-            fast, slow = both_ways(server, lean_calls, STREAM_GET, until_eof)
+            fast, slow = both(server, lean_calls, STREAM_GET, until_eof)
             assert fast.startswith(b"HTTP/1.1 200 OK\r\n")
             assert b"Retry-After: " in fast and b"Connection: close\r\n" in fast
             assert fast.endswith(b": %s\nretry: 5000\n" % reason)
@@ -162,7 +150,7 @@ def test_shutdown_refuses_on_the_lean_path(lean_calls: list[bool]) -> None:
     """Once the streams are closing, both paths tell a new stream to come back later."""
     with serve(hello_app, retry_jitter=0) as server:
         server.call(server.service.sse_resource.close)
-        fast, slow = both_ways(server, lean_calls, STREAM_GET, until_eof)
+        fast, slow = both(server, lean_calls, STREAM_GET, until_eof)
         assert b"server is shutting down" in fast and b"Retry-After: " in fast
         assert fast == slow
 
@@ -359,14 +347,14 @@ def test_hooks_see_the_same_request_on_both_paths(lean_calls: list[bool]) -> Non
             b"GET /sse?channel=a HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: session=ok; x=1\r\n"
             b"User-Agent: lean/1\r\n\r\n"
         )
-        fast, slow = both_ways(server, lean_calls, allowed, lambda d: b"\n\n\r\n" in d)
+        fast, slow = both(server, lean_calls, allowed, lambda d: b"\n\n\r\n" in d)
         assert b'event: init\ndata: {"hello":"a"}\n' in fast
         assert fast == slow
         assert seen[0] == seen[1]
         assert seen[0].cookies == {"session": "ok", "x": "1"}
         assert seen[0].headers["user-agent"] == "lean/1" and seen[0].path == "/sse"
         denied = b"GET /sse?channel=a HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-        fast, slow = both_ways(server, lean_calls, denied, lambda d: d.endswith(b"a\n"))
+        fast, slow = both(server, lean_calls, denied, lambda d: d.endswith(b"a\n"))
         assert fast.startswith(b"HTTP/1.1 403 Forbidden\r\n") and fast == slow
 
 

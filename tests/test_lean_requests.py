@@ -10,14 +10,24 @@ from __future__ import annotations
 
 import json
 import socket
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import unquote
 
 import pytest
-from support import RunningServer, dechunk, exchange, head_end, serve, set_lean, without_date
+from support import (
+    RunningServer,
+    both_ways,
+    dechunk,
+    exchange,
+    head_end,
+    record_one_pass,
+    serve,
+    set_lean,
+    wait_until,
+    without_date,
+)
 
 from wsgi_sse._lean import MAX_SIMPLE_HEAD, parse_simple_request
-from wsgi_sse._site import _HeaderDeadlineChannel
 
 
 def echo_app(environ: dict[str, Any], start_response: Any) -> Any:
@@ -59,18 +69,9 @@ def echo_app(environ: dict[str, Any], start_response: Any) -> Any:
 
 
 @pytest.fixture
-def one_pass(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bool]]:
+def one_pass(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """Record, for every read that could begin a request, whether the one pass served it."""
-    calls: list[bool] = []
-    original = _HeaderDeadlineChannel._serve_simple_request
-
-    def recording(self: Any, data: bytes) -> bool:
-        served = original(self, data)
-        calls.append(served)
-        return served
-
-    monkeypatch.setattr(_HeaderDeadlineChannel, "_serve_simple_request", recording)
-    yield calls
+    return record_one_pass(monkeypatch, "_serve_simple_request")
 
 
 def complete(data: bytes) -> bool:
@@ -87,21 +88,11 @@ def complete(data: bytes) -> bool:
     return len(data) >= end + length
 
 
-def both_ways(
-    server: RunningServer, one_pass: list[bool], request: bytes, done: Any = complete
+def both(
+    server: RunningServer, calls: list[bool], request: bytes, done: Any = complete
 ) -> tuple[bytes, bytes]:
-    """The answers to C{request} read in one pass and by twisted.web's line parser."""
-    set_lean(server, True)
-    del one_pass[:]
-    fast = exchange(server.port, request, done)
-    server.call(lambda: None)  # the reactor is done with that read
-    assert one_pass == [True], "the one pass did not serve the request"
-    set_lean(server, False)
-    slow = exchange(server.port, request, done)
-    server.call(lambda: None)
-    assert one_pass == [True], "the one pass served a request it was turned off for"
-    set_lean(server, True)
-    return without_date(fast), without_date(slow)
+    """L{support.both_ways}, reading until C{complete} by default."""
+    return both_ways(server, calls, request, done)
 
 
 def until_eof(data: bytes) -> bool:
@@ -155,7 +146,7 @@ def test_one_pass_answer_is_twisted_answer(one_pass: list[bool], request_bytes: 
     """The application sees the same request and the client gets the same bytes on both paths."""
     with serve(echo_app) as server:
         head = request_bytes.startswith(b"HEAD")
-        fast, slow = both_ways(server, one_pass, request_bytes, until_eof if head else complete)
+        fast, slow = both(server, one_pass, request_bytes, until_eof if head else complete)
         assert fast == slow
         if head:
             return
@@ -192,7 +183,7 @@ def test_whole_answers_are_written_as_twisted_writes_them(
             done = lambda data: head_end(data) > 0  # noqa: E731
         else:
             done = complete
-        fast, slow = both_ways(server, one_pass, request, done)
+        fast, slow = both(server, one_pass, request, done)
         assert fast == slow
         if path == "/no-length":
             assert b"Transfer-Encoding: chunked\r\n" in fast and fast.endswith(b"\r\n0\r\n\r\n")
@@ -207,7 +198,7 @@ def test_whole_answers_are_written_as_twisted_writes_them(
 def test_connection_close_closes_on_both_paths(one_pass: list[bool]) -> None:
     """C{Connection: close} gets a C{Connection: close} answer, then the end, on both paths."""
     with serve(echo_app) as server:
-        fast, slow = both_ways(server, one_pass, KNOCK, until_eof)
+        fast, slow = both(server, one_pass, KNOCK, until_eof)
         assert fast.startswith(b"HTTP/1.1 201 Created\r\n")
         assert b"\r\nConnection: close\r\n" in fast
         assert json.loads(fast[head_end(fast) :])["body"] == FORM.decode()
@@ -248,7 +239,7 @@ def test_stream_get_with_a_length_opens_the_stream(one_pass: list[bool]) -> None
     """A stream GET declaring an empty body is read in one pass and opens the stream."""
     with serve(echo_app, retry_jitter=0) as server:
         request = b"GET /sse HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n"
-        fast, slow = both_ways(server, one_pass, request, lambda d: b"retry: " in d)
+        fast, slow = both(server, one_pass, request, lambda d: b"retry: " in d)
         assert fast.startswith(b"HTTP/1.1 200 OK\r\n")
         assert b"Content-Type: text/event-stream" in fast
         assert fast == slow
@@ -296,7 +287,8 @@ def test_a_body_in_two_reads_is_read_by_twisted(one_pass: list[bool]) -> None:
         head, body = KNOCK.split(b"\r\n\r\n", 1)
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
             sock.sendall(head + b"\r\n\r\n" + body[:5])
-            server.call(lambda: None)
+            # The server has read the first part (and left it to the line parser).
+            wait_until(lambda: one_pass == [False], 10, "the first read")
             sock.sendall(body[5:])
             data = b""
             while chunk := sock.recv(65536):

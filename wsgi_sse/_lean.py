@@ -109,12 +109,8 @@ def parse_simple_get(data: bytes, path: bytes, max_headers: int) -> SimpleGet | 
         or data.find(b"\r\n\r\n") != size - 4
     ):
         return None
-    head = data[:-4]
-    lines = head.split(b"\r\n")
-    breaks = len(lines) - 1
-    if head.count(b"\n") != breaks or head.count(b"\r") != breaks or b"\x00" in head:
-        return None
-    if breaks > max_headers:
+    lines = _lines(data[:-4], max_headers)
+    if lines is None:
         return None
     line = lines[0]
     if line[:4] != b"GET " or line[-9:] != b" HTTP/1.1":
@@ -127,25 +123,10 @@ def parse_simple_get(data: bytes, path: bytes, max_headers: int) -> SimpleGet | 
         query = target[len(path) + 1 :]
         if target.translate(None, _TARGET_BYTES) or b"#" in query:
             return None
-    headers: dict[bytes, list[bytes]] = {}
-    encode = _nameEncoder.encode
-    for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        if not colon or not name or line[0] in b" \t":
-            return None
-        try:
-            name = encode(name)
-        except InvalidHeaderName:
-            return None
-        if name in headers or name in _NOT_SIMPLE:
-            return None
-        headers[name] = [value.strip(b" \t")]
-    persistent = True
-    connection = headers.get(b"Connection")
-    if connection is not None:
-        # As twisted.web decides it (HTTPChannel.checkPersistence).
-        persistent = b"close" not in [t.lower() for t in connection[0].split(b" ")]
-    return SimpleGet(target, query, headers, persistent)
+    headers = _headers(lines, _NOT_SIMPLE)
+    if headers is None:
+        return None
+    return SimpleGet(target, query, headers, _persistent(headers))
 
 
 class SimpleRequest:
@@ -215,12 +196,8 @@ def parse_simple_request(data: bytes, max_headers: int) -> SimpleRequest | None:
     end = data.find(b"\r\n\r\n")
     if end < 0 or end + 4 > MAX_SIMPLE_HEAD:
         return None
-    head = data[:end]
-    lines = head.split(b"\r\n")
-    breaks = len(lines) - 1
-    if head.count(b"\n") != breaks or head.count(b"\r") != breaks or b"\x00" in head:
-        return None
-    if breaks > max_headers:
+    lines = _lines(data[:end], max_headers)
+    if lines is None:
         return None
     method, _, rest = lines[0].partition(b" ")
     if rest[-9:] != b" HTTP/1.1" or not method.isalpha() or not method.isupper():
@@ -228,6 +205,41 @@ def parse_simple_request(data: bytes, max_headers: int) -> SimpleRequest | None:
     target = rest[:-9]
     if target[:1] != b"/" or target.translate(None, _TARGET_BYTES) or b"#" in target:
         return None
+    headers = _headers(lines, _NOT_SIMPLE_REQUEST)
+    if headers is None:
+        return None
+    body = data[end + 4 :]
+    length = headers.get(b"Content-Length")
+    if length is None:
+        if body:
+            return None
+    elif length[0] != b"%d" % len(body):
+        # (Leading zeros, or a length that is not the body's: twisted.web's.)
+        return None
+    return SimpleRequest(method, target, headers, _persistent(headers), body, end + 4)
+
+
+def _lines(head: bytes, max_headers: int) -> list[bytes] | None:
+    """
+    The lines of a request C{head} (its last CRLF left off): L{None} for a
+    bare CR or LF, a NUL, or more than C{max_headers} header lines.
+    """
+    lines = head.split(b"\r\n")
+    breaks = len(lines) - 1
+    if head.count(b"\n") != breaks or head.count(b"\r") != breaks or b"\x00" in head:
+        return None
+    if breaks > max_headers:
+        return None
+    return lines
+
+
+def _headers(lines: list[bytes], refused: frozenset[bytes]) -> dict[bytes, list[bytes]] | None:
+    """
+    The header lines of a request head (C{lines[1:]}) as twisted.web stores
+    them: canonical names, values stripped of spaces and tabs; L{None} for
+    a folded line, a name that is not a token, a name given twice or one
+    in C{refused}.
+    """
     headers: dict[bytes, list[bytes]] = {}
     encode = _nameEncoder.encode
     for line in lines[1:]:
@@ -238,23 +250,16 @@ def parse_simple_request(data: bytes, max_headers: int) -> SimpleRequest | None:
             name = encode(name)
         except InvalidHeaderName:
             return None
-        if name in headers or name in _NOT_SIMPLE_REQUEST:
+        if name in headers or name in refused:
             return None
         headers[name] = [value.strip(b" \t")]
-    body = data[end + 4 :]
-    length = headers.get(b"Content-Length")
-    if length is None:
-        if body:
-            return None
-    elif length[0] != b"%d" % len(body):
-        # (Leading zeros, or a length that is not the body's: twisted.web's.)
-        return None
-    persistent = True
+    return headers
+
+
+def _persistent(headers: dict[bytes, list[bytes]]) -> bool:
+    """Whether the connection stays open, as twisted.web decides it (C{checkPersistence})."""
     connection = headers.get(b"Connection")
-    if connection is not None:
-        # As twisted.web decides it (HTTPChannel.checkPersistence).
-        persistent = b"close" not in [t.lower() for t in connection[0].split(b" ")]
-    return SimpleRequest(method, target, headers, persistent, body, end + 4)
+    return connection is None or b"close" not in [t.lower() for t in connection[0].split(b" ")]
 
 
 _date: list[Any] = [-1, b""]
