@@ -8,7 +8,6 @@ takes twisted.web's path.  Real server, raw sockets.
 from __future__ import annotations
 
 import socket
-import time
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ from support import (
     record_one_pass,
     serve,
     set_lean,
+    wait_until,
 )
 from twisted.internet.task import Clock
 from twisted.logger import Logger
@@ -259,7 +259,8 @@ def test_a_head_in_two_reads_is_served_by_twisted(lean_calls: list[bool]) -> Non
     with serve(hello_app) as server:
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
             sock.sendall(STREAM_GET[:10])
-            time.sleep(0.2)
+            # The server has read the first part (and left it to the line parser).
+            wait_until(lambda: lean_calls == [False], 10, "the first read")
             sock.sendall(STREAM_GET[10:])
             server.wait_clients(1)
             data = b""
