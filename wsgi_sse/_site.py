@@ -188,9 +188,7 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
             get_content_file(0) if get_content_file is not None else _getContentFile(0)
         )
         response_headers = request.responseHeaders._rawHeaders
-        if not get.persistent or self.site.closing:  # type: ignore[attr-defined]
-            # (Connection: close, or the server shutting down.)
-            self.persistent = self.checkPersistence(request, b"HTTP/1.1")
+        self._keepAlive(request, get.persistent)
         self._bodyReceived = 0
         self._handlingRequest = True
         self.setRawMode()  # type: ignore[no-untyped-call]
@@ -247,8 +245,7 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
         # HTTPChannel.allHeadersReceived.
         self._bodyReceived = 0
         request.parseCookies()
-        # (checkPersistence: Connection: close, or the server shutting down.)
-        self.persistent = self.checkPersistence(request, b"HTTP/1.1")
+        self._keepAlive(request, simple.persistent)
         request.gotLength(length)
         if length:
             request.handleContentChunk(simple.body)
@@ -259,6 +256,18 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
         self.setRawMode()  # type: ignore[no-untyped-call]
         request.requestReceived(simple.method, simple.target, b"HTTP/1.1")
         return True
+
+    def _keepAlive(self, request: Any, persistent: bool) -> None:
+        """
+        Decide, as C{allHeadersReceived} does with C{checkPersistence},
+        whether the connection stays open after C{request}, an HTTP/1.1
+        request read in one pass that C{persistent} says asked for it (no
+        C{Connection: close}).  C{checkPersistence} is asked only when it
+        could answer no: the request said close, or the server is shutting
+        down; otherwise the connection stays persistent, as it is.
+        """
+        if not persistent or self.site.closing:  # type: ignore[attr-defined]
+            self.persistent = self.checkPersistence(request, b"HTTP/1.1")
 
     def allHeadersReceived(self) -> None:
         """The headers are complete: stop the clock; refuse a body declared too large."""

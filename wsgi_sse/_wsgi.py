@@ -134,17 +134,15 @@ class _Response(_WSGIResponse):
         """Write what is left of the response and finish it.  Reactor thread."""
         if self._requestFinished:
             return
-        if not started:
-            self._sendResponseHeaders()  # type: ignore[no-untyped-call]
-            if body is not None:
-                # The whole response at once: head and body in one write.
-                finish_response(self.request, body)
-            else:
-                self.request.finish()
-        else:
+        if started:
+            # Bytes went out first (the WSGI write() callable, or pieces).
             if body:
                 self.request.write(body)
             self.request.finish()
+        else:
+            self._sendResponseHeaders()  # type: ignore[no-untyped-call]
+            # The whole response at once: head and body in one write.
+            finish_response(self.request, body or b"")
         transport = self.request.transport
         unflushed = self._unflushed
         if unflushed is not None and _buffered(transport):
