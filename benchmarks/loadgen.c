@@ -15,7 +15,10 @@
  *             (servers that send nothing before the first event get one POST
  *             once every GET is written: see --no-greeting)
  *   lockstep  --events E: POST one event, wait until every reading client has
- *             it (or --event-timeout), pause --gap-ms, repeat
+ *             it (or --event-timeout), pause --gap-ms, repeat; with --step,
+ *             print "EVENT k last" after each event and wait for a line on
+ *             stdin before the next, or for stdin's end after the last (the
+ *             harness takes turns between servers)
  *   burst     --burst E --posters K: K connections POST back to back, E events
  *             in all; deliveries per second until every reader has all E
  *   page      --page-gets M: M sequential GETs of --page-path on fresh
@@ -74,7 +77,7 @@ static double now(void) {
 
 static int port = 0, nclients = 100, nsrc = 8, nevents = 0, gap_ms = 50, nburst = 0, posters = 4;
 static int npage = 0, page_event_ms = 200, nslow = 0, payload = 0, window = 200, no_greeting = 0;
-static int wait_go = 0;
+static int wait_go = 0, step = 0;
 static double event_timeout = 10.0, total_timeout = 300.0;
 static const char *path = "/sse", *page_path = "/";
 static int ep;
@@ -305,6 +308,7 @@ int main(int argc, char **argv) {
         if (!strcmp(a, "--page-path")) { page_path = v; i++; continue; }
         if (!strcmp(a, "--no-greeting")) { no_greeting = 1; continue; }
         if (!strcmp(a, "--wait-go")) { wait_go = 1; continue; }
+        if (!strcmp(a, "--step")) { wait_go = step = 1; continue; }
         fprintf(stderr, "unknown option %s\n", a);
         return 2;
     }
@@ -418,6 +422,17 @@ int main(int argc, char **argv) {
             double until = now() + gap_ms / 1000.0;
             while ((post_done < post_sent || now() < until) && !overdue()) pump(0.005);
             ev_stats[k][5] = post_rtt[pid];
+            if (step) {
+                /* one event per line on stdin, so that the harness can take
+                   turns between servers event by event */
+                printf("EVENT %d %.6f\n", k, ev_stats[k][3]);
+                fflush(stdout);
+                /* after the last event, wait too: the harness ends this
+                   run (closing stdin) only once every server is done */
+                char line[64];
+                if (!fgets(line, sizeof line, stdin) && k + 1 < nevents) return 3;
+                pump(0.0);
+            }
         }
         free(lat);
     }

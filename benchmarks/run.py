@@ -19,9 +19,13 @@ and, in the repeated scenarios only:
   gunicorn         the example's WSGI app under gunicorn, one gthread worker (10 threads)
 
 Scenarios: fanout, burst and slow fill the main table (one run per subject);
-accept, burst-spread, fanout-spread and pages are repeated --rounds times,
-the subjects taking turns within each round, and reported with their spread
-and their ratio to the reference subject of the same round.
+accept, burst-spread, fanout-spread and pages are repeated --rounds times and
+reported with their spread and their ratio to the reference subject of the
+same round.  In a round of accept, burst-spread and fanout-spread every
+subject is started at once and they take turns: --repeats turns each of
+accept and burst, one turn per lockstep event for fanout-spread (each server
+holding its own clients throughout).  Pages starts the subjects one after
+another.
 
 The load comes from benchmarks/loadgen.c (compiled here with gcc), which
 triggers every event with a real ``POST /knock`` (the view calls
@@ -33,6 +37,7 @@ benchmarks/results/ (JSON), the table to docs/benchmarks.md (between the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -377,17 +382,7 @@ def burst(subject: str, bins: dict[str, Path], cfg: argparse.Namespace) -> dict[
     """Back-to-back events to a few hundred clients: deliveries per second."""
     server_cpus, loadgen_cpus = split_cpus(cfg)
     with Server(subject, bins, cfg.log_dir, server_cpus) as server:
-        cpu0 = cpu_seconds(server.pid)
-        result = loadgen(
-            bins,
-            server,
-            ["--clients", str(cfg.burst_clients), "--burst", str(cfg.burst_events),
-             "--posters", "4", "--event-timeout", "5"],
-            timeout=cfg.timeout,
-            cpus=loadgen_cpus,
-        )  # fmt: skip
-        result["server_cpu_s"] = cpu_seconds(server.pid) - cpu0
-    return result
+        return burst_run(server, bins, cfg, loadgen_cpus)
 
 
 def slow(subject: str, bins: dict[str, Path], cfg: argparse.Namespace) -> dict[str, Any]:
@@ -408,44 +403,224 @@ def slow(subject: str, bins: dict[str, Path], cfg: argparse.Namespace) -> dict[s
     return result
 
 
-def accept(subject: str, bins: dict[str, Path], cfg: argparse.Namespace) -> dict[str, Any]:
+def accept_run(server: Server, bins: dict[str, Path], cfg: argparse.Namespace) -> dict[str, Any]:
     """Open many streams as fast as the server takes them: streams accepted per second."""
-    with Server(subject, bins, cfg.log_dir) as server:
-        cpu0 = cpu_seconds(server.pid)
-        result = loadgen(bins, server, ["--clients", str(cfg.accept_clients)], timeout=cfg.timeout)
-        result["server_cpu_s"] = cpu_seconds(server.pid) - cpu0
-    result["value"] = result["connect_rate"]
-    # Server CPU per accepted stream (a count of work, less noisy than the rate).
-    result["cpu_us_per_stream"] = result["server_cpu_s"] / cfg.accept_clients * 1e6
+    cpu0 = cpu_seconds(server.pid)
+    result = loadgen(bins, server, ["--clients", str(cfg.accept_clients)], timeout=cfg.timeout)
+    result["server_cpu_s"] = cpu_seconds(server.pid) - cpu0
     return result
 
 
-def burst_round(subject: str, bins: dict[str, Path], cfg: argparse.Namespace) -> dict[str, Any]:
-    """The burst scenario, one round: deliveries per second."""
-    result = burst(subject, bins, cfg)
-    result["value"] = result["burst"]["per_second"]
+def burst_run(
+    server: Server, bins: dict[str, Path], cfg: argparse.Namespace, cpus: set[int] | None
+) -> dict[str, Any]:
+    """One burst against a running server: deliveries per second."""
+    cpu0 = cpu_seconds(server.pid)
+    result = loadgen(
+        bins,
+        server,
+        ["--clients", str(cfg.burst_clients), "--burst", str(cfg.burst_events),
+         "--posters", "4", "--event-timeout", "5"],
+        timeout=cfg.timeout,
+        cpus=cpus,
+    )  # fmt: skip
+    result["server_cpu_s"] = cpu_seconds(server.pid) - cpu0
     return result
 
 
-def fanout_round(subject: str, bins: dict[str, Path], cfg: argparse.Namespace) -> dict[str, Any]:
-    """Lockstep events to the largest client count, one round: the last client's time."""
+def settle(server: Server, window: float = 0.2, limit: float = 10.0) -> None:
+    """
+    Wait until C{server} has finished the work the last run left it (closing
+    thousands of connections takes a while), so that it does not take CPU
+    from the next subject's run.
+    """
+    deadline = time.monotonic() + limit
+    last = cpu_seconds(server.pid)
+    while time.monotonic() < deadline:
+        time.sleep(window)
+        now = cpu_seconds(server.pid)
+        if now - last < 0.011:  # one clock tick or none
+            return
+        last = now
+
+
+def start_all(
+    stack: contextlib.ExitStack,
+    subjects: tuple[str, ...],
+    bins: dict[str, Path],
+    cfg: argparse.Namespace,
+    cpus: set[int] | None,
+) -> dict[str, Server]:
+    """Start every subject, each stopped when C{stack} closes."""
+    return {s: stack.enter_context(Server(s, bins, cfg.log_dir, cpus)) for s in subjects}
+
+
+def turns(subjects: tuple[str, ...], n: int) -> tuple[str, ...]:
+    """The order of the subjects' turn C{n}: alternating, so no subject always goes first."""
+    return subjects if n % 2 == 0 else subjects[::-1]
+
+
+def repeated(
+    subjects: tuple[str, ...],
+    bins: dict[str, Path],
+    cfg: argparse.Namespace,
+    run: Any,
+    cpus: tuple[set[int] | None, set[int] | None] = (None, None),
+) -> dict[str, list[dict[str, Any]]]:
+    """
+    Start every subject at once, then let them take turns C{cfg.repeats}
+    times, one C{run(server)} each, waiting for each server to settle before
+    its turn.  The machine's speed drifts over seconds (see
+    docs/benchmarks.md), so turns a second apart compare like with like
+    far better than whole rounds in sequence.
+    """
+    server_cpus, _ = cpus
+    runs: dict[str, list[dict[str, Any]]] = {s: [] for s in subjects}
+    with contextlib.ExitStack() as stack:
+        servers = start_all(stack, subjects, bins, cfg, server_cpus)
+        for n in range(cfg.repeats):
+            for s in turns(subjects, n):
+                settle(servers[s])
+                runs[s].append(run(servers[s]))
+    return runs
+
+
+def combine(runs: list[dict[str, Any]], value: Any) -> dict[str, Any]:
+    """One subject's turns in a round: the median value, the summed CPU, every turn."""
+    return {
+        "value": med([value(r) for r in runs]),
+        "server_cpu_s": sum(r["server_cpu_s"] for r in runs),
+        "turns": runs,
+    }
+
+
+def accept_round(
+    subjects: tuple[str, ...], bins: dict[str, Path], cfg: argparse.Namespace
+) -> dict[str, dict[str, Any]]:
+    """The accept scenario, one round: the median rate of each subject's turns."""
+    runs = repeated(subjects, bins, cfg, lambda server: accept_run(server, bins, cfg))
+    out = {}
+    for s, turns_ in runs.items():
+        result = combine(turns_, lambda r: r["connect_rate"])
+        result["clients"] = sum(r["clients"] for r in turns_)
+        result["connected"] = sum(r["connected"] for r in turns_)
+        result["failed"] = sum(r["failed"] for r in turns_)
+        out[s] = result
+    return out
+
+
+def burst_round(
+    subjects: tuple[str, ...], bins: dict[str, Path], cfg: argparse.Namespace
+) -> dict[str, dict[str, Any]]:
+    """The burst scenario, one round: the median deliveries per second of each subject's turns."""
+    cpus = split_cpus(cfg)
+    runs = repeated(subjects, bins, cfg, lambda server: burst_run(server, bins, cfg, cpus[1]), cpus)
+    out = {}
+    for s, turns_ in runs.items():
+        result = combine(turns_, lambda r: r["burst"]["per_second"])
+        result["burst"] = {
+            key: sum(r["burst"][key] for r in turns_)
+            for key in ("events", "deliveries", "expected")
+        }
+        out[s] = result
+    return out
+
+
+class Stepper:
+    """A load generator run with --step: one lockstep event per call to L{step}."""
+
+    def __init__(
+        self,
+        bins: dict[str, Path],
+        server: Server,
+        args: list[str],
+        timeout: float,
+        cpus: set[int] | None,
+    ) -> None:
+        cmd = [str(bins["loadgen"]), "--port", str(server.port), "--timeout", str(timeout),
+               "--step", *args]  # fmt: skip
+        if not server.greets:
+            cmd.append("--no-greeting")
+        self.timeout = timeout
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=on_cpus(cpus),
+        )
+        self._expect("READY")
+
+    def _expect(self, word: str) -> None:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith(word):
+            self.proc.kill()
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            raise RuntimeError(f"loadgen: expected {word}, got {line!r} {err}")
+
+    def step(self) -> None:
+        """Trigger one event and wait until every client has it (and the gap after it)."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        self._expect("EVENT")
+
+    def finish(self) -> dict[str, Any]:
+        """The load generator's JSON, once it has run its last event."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.close()
+        # Read through the same buffered pipe as the EVENT lines.
+        out = self.proc.stdout.read()
+        err = self.proc.stderr.read() if self.proc.stderr else ""
+        if self.proc.wait(timeout=60) != 0:
+            raise RuntimeError(f"loadgen failed ({self.proc.returncode}): {err}")
+        result: dict[str, Any] = json.loads(out)
+        return result
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+def fanout_round(
+    subjects: tuple[str, ...], bins: dict[str, Path], cfg: argparse.Namespace
+) -> dict[str, dict[str, Any]]:
+    """
+    Lockstep events to the largest client count, one round: every subject
+    holds its clients at once, and they take turns event by event.  The
+    value is the median of the last client's times.
+    """
     server_cpus, loadgen_cpus = split_cpus(cfg)
-    with Server(subject, bins, cfg.log_dir, server_cpus) as server:
-        cpu0 = cpu_seconds(server.pid)
-        result = loadgen(
-            bins,
-            server,
-            ["--clients", str(cfg.spread_clients), "--events", str(cfg.events),
-             "--gap-ms", "100", "--event-timeout", "20"],
-            timeout=cfg.timeout,
-            cpus=loadgen_cpus,
-        )  # fmt: skip
-        result["server_cpu_s"] = cpu_seconds(server.pid) - cpu0
-    events = result["events"]
-    result["summary"] = {key: med([e[key] for e in events]) for key in ("first", "median", "last")}
-    result["lasts"] = [e["last"] for e in events]
-    result["value"] = result["summary"]["last"]
-    return result
+    args = ["--clients", str(cfg.spread_clients), "--events", str(cfg.events),
+            "--gap-ms", "100", "--event-timeout", "20"]  # fmt: skip
+    out: dict[str, dict[str, Any]] = {}
+    with contextlib.ExitStack() as stack:
+        servers = start_all(stack, subjects, bins, cfg, server_cpus)
+        cpu0, steppers = {}, {}
+        for s, server in servers.items():
+            cpu0[s] = cpu_seconds(server.pid)
+            steppers[s] = Stepper(bins, server, args, cfg.timeout, loadgen_cpus)
+            stack.callback(steppers[s].kill)
+        for s in subjects:
+            settle(servers[s])
+        for n in range(cfg.events):
+            for s in turns(subjects, n):
+                steppers[s].step()
+        # Every server is done: now the load generators may close their clients.
+        for s in subjects:
+            result = steppers[s].finish()
+            result["server_cpu_s"] = cpu_seconds(servers[s].pid) - cpu0[s]
+            events = result["events"]
+            result["summary"] = {
+                key: med([e[key] for e in events]) for key in ("first", "median", "last")
+            }
+            result["lasts"] = [e["last"] for e in events]
+            result["value"] = result["summary"]["last"]
+            out[s] = result
+    return out
 
 
 def wrk(port: int, path: str, seconds: float, connections: int) -> dict[str, Any]:
@@ -484,11 +659,18 @@ def pages(subject: str, bins: dict[str, Path], cfg: argparse.Namespace) -> dict[
     return result
 
 
+def pages_round(
+    subjects: tuple[str, ...], bins: dict[str, Path], cfg: argparse.Namespace
+) -> dict[str, dict[str, Any]]:
+    """The pages scenario, one round: each subject started in turn, under wrk."""
+    return {s: pages(s, bins, cfg) for s in subjects}
+
+
 ROUND_RUNNERS = {
-    "accept": accept,
+    "accept": accept_round,
     "burst-spread": burst_round,
     "fanout-spread": fanout_round,
-    "pages": pages,
+    "pages": pages_round,
 }
 HIGHER_IS_BETTER = {"accept": True, "burst-spread": True, "fanout-spread": False, "pages": True}
 CPU_UNITS = {
@@ -521,13 +703,12 @@ def run_rounds(
             print(f"[{subject}] skipped: {why}", flush=True)
     subjects = tuple(s for s in subjects if available(s) is None)
     for n in range(cfg.rounds):
-        for subject in subjects:
-            print(f"[{subject}] {scenario}, round {n + 1}/{cfg.rounds} ...", flush=True)
-            result = runner(subject, bins, cfg)
+        print(f"{scenario}, round {n + 1}/{cfg.rounds}: {', '.join(subjects)} ...", flush=True)
+        for subject, result in runner(subjects, bins, cfg).items():
             out.setdefault(subject, []).append(result)
             value = result["value"]
             shown = ms(value) if scenario == "fanout-spread" else fmt_num(value)
-            print(f"  {shown} {UNITS[scenario]}", flush=True)
+            print(f"  [{subject}] {shown} {UNITS[scenario]}", flush=True)
     return out
 
 
@@ -854,6 +1035,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="comma-separated: only these subjects in the repeated scenarios (default: all)",
     )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="accept and burst-spread: turns per subject in each round (default 3)",
+    )
     parser.add_argument("--events", type=int, default=None, help="lockstep events per count")
     parser.add_argument("--no-docs", action="store_true", help="do not touch docs/ (raw JSON only)")
     parser.add_argument(
@@ -892,6 +1079,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg.spread_clients = max(clients)
     cfg.page_seconds, cfg.page_connections = (1, 50) if quick else (5, 50)
     cfg.rounds = cfg.rounds or (1 if quick else 5)
+    cfg.repeats = cfg.repeats or (2 if quick else 3)
     # Enough bytes per non-reader to overflow the kernel's socket buffers and
     # wsgi-sse's default 1 MiB cap: 200 events of 32 kB.
     cfg.slow_clients, cfg.slow_events = (20, 5) if quick else (200, 200)

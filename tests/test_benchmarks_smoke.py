@@ -53,12 +53,17 @@ def test_quick_rounds_measure_accept_burst_spread_and_pages(tmp_path: Path) -> N
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     rounds = json.loads(out.read_text())["rounds"]
     assert sorted(rounds["accept"]) == ["floor", "seed-quiet", "wsgi-sse"]
+    # Accept and burst: every subject takes its --repeats turns (2 when quick).
     for run in rounds["accept"].values():
-        assert run[0]["connected"] == 200 and run[0]["failed"] == 0
+        assert [(t["connected"], t["failed"]) for t in run[0]["turns"]] == [(200, 0)] * 2
     for run in rounds["burst-spread"].values():
-        assert run[0]["burst"]["deliveries"] == run[0]["burst"]["expected"] == 20 * 20
+        assert [t["burst"]["deliveries"] for t in run[0]["turns"]] == [20 * 20] * 2
+        assert run[0]["burst"]["deliveries"] == run[0]["burst"]["expected"] == 2 * 20 * 20
+    # Fan-out: the subjects hold their clients at once and take turns event by event.
+    assert sorted(rounds["fanout-spread"]) == ["floor", "wsgi-sse"]
     for run in rounds["fanout-spread"].values():
         assert [e["received"] for e in run[0]["events"]] == [200] * 3
+        assert run[0]["value"] == sorted(run[0]["lasts"])[1]
     assert sorted(rounds["pages"]) == ["twisted-web", "wsgi-sse"]
     for run in rounds["pages"].values():
         assert run[0]["requests"] > 0 and run[0]["non_2xx"] == 0
