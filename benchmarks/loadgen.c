@@ -26,6 +26,10 @@
  * Clients listed by --slow K (the first K) set a small receive buffer and
  * never read; at the end they are checked for having been dropped.
  *
+ * Streams connect from the source addresses 127.0.0.2 onwards (--src-ips N
+ * of them, --src-offset K addresses further on: a run that follows another
+ * against the same server then finds no connection of its own in TIME_WAIT).
+ *
  * Output: one JSON object on stdout.  Build: gcc -O2 -o loadgen loadgen.c
  */
 #define _GNU_SOURCE
@@ -77,7 +81,7 @@ static double now(void) {
 
 static int port = 0, nclients = 100, nsrc = 8, nevents = 0, gap_ms = 50, nburst = 0, posters = 4;
 static int npage = 0, page_event_ms = 200, nslow = 0, payload = 0, window = 200, no_greeting = 0;
-static int wait_go = 0, step = 0;
+static int wait_go = 0, step = 0, src_offset = 0;
 static double event_timeout = 10.0, total_timeout = 300.0;
 static const char *path = "/sse", *page_path = "/";
 static int ep;
@@ -95,7 +99,7 @@ static int make_socket(int src, int rcvbuf) {
     if (src > 0) {
         struct sockaddr_in s = {0};
         s.sin_family = AF_INET;
-        s.sin_addr.s_addr = htonl(0x7f000002 + (src - 1)); /* 127.0.0.2 ... */
+        s.sin_addr.s_addr = htonl(0x7f000002 + src_offset + (src - 1)); /* 127.0.0.2 ... */
         setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
         if (bind(fd, (struct sockaddr *)&s, sizeof s) < 0) die("bind");
     }
@@ -293,6 +297,7 @@ int main(int argc, char **argv) {
         OPT("--port", port, atoi)
         OPT("--clients", nclients, atoi)
         OPT("--src-ips", nsrc, atoi)
+        OPT("--src-offset", src_offset, atoi)
         OPT("--events", nevents, atoi)
         OPT("--gap-ms", gap_ms, atoi)
         OPT("--burst", nburst, atoi)

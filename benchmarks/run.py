@@ -403,16 +403,23 @@ def slow(subject: str, bins: dict[str, Path], cfg: argparse.Namespace) -> dict[s
     return result
 
 
-def accept_run(server: Server, bins: dict[str, Path], cfg: argparse.Namespace) -> dict[str, Any]:
+def accept_run(
+    server: Server, bins: dict[str, Path], cfg: argparse.Namespace, cpus: set[int] | None
+) -> dict[str, Any]:
     """Open many streams as fast as the server takes them: streams accepted per second."""
     cpu0 = cpu_seconds(server.pid)
-    result = loadgen(bins, server, ["--clients", str(cfg.accept_clients)], timeout=cfg.timeout)
+    args = ["--clients", str(cfg.accept_clients)]
+    result = loadgen(bins, server, args, timeout=cfg.timeout, cpus=cpus)
     result["server_cpu_s"] = cpu_seconds(server.pid) - cpu0
     return result
 
 
 def burst_run(
-    server: Server, bins: dict[str, Path], cfg: argparse.Namespace, cpus: set[int] | None
+    server: Server,
+    bins: dict[str, Path],
+    cfg: argparse.Namespace,
+    cpus: set[int] | None,
+    turn: int = 0,
 ) -> dict[str, Any]:
     """One burst against a running server: deliveries per second."""
     cpu0 = cpu_seconds(server.pid)
@@ -420,12 +427,21 @@ def burst_run(
         bins,
         server,
         ["--clients", str(cfg.burst_clients), "--burst", str(cfg.burst_events),
-         "--posters", "4", "--event-timeout", "5"],
+         "--posters", "4", "--event-timeout", "5", *fresh_sources(turn)],
         timeout=cfg.timeout,
         cpus=cpus,
     )  # fmt: skip
     result["server_cpu_s"] = cpu_seconds(server.pid) - cpu0
     return result
+
+
+def fresh_sources(turn: int) -> list[str]:
+    """
+    Load generator options for turn C{turn} against a running server: source
+    addresses of its own, so that the connections the last turn closed (in
+    TIME_WAIT for a minute) do not slow down finding a free port.
+    """
+    return ["--src-offset", str(turn * 8)]
 
 
 def settle(server: Server, window: float = 0.2, limit: float = 10.0) -> None:
@@ -469,8 +485,8 @@ def repeated(
 ) -> dict[str, list[dict[str, Any]]]:
     """
     Start every subject at once, then let them take turns C{cfg.repeats}
-    times, one C{run(server)} each, waiting for each server to settle before
-    its turn.  The machine's speed drifts over seconds (see
+    times, one C{run(server, turn)} each, waiting before each turn until no
+    server is still busy with the last one.  The machine's speed drifts over seconds (see
     docs/benchmarks.md), so turns a second apart compare like with like
     far better than whole rounds in sequence.
     """
@@ -480,8 +496,9 @@ def repeated(
         servers = start_all(stack, subjects, bins, cfg, server_cpus)
         for n in range(cfg.repeats):
             for s in turns(subjects, n):
-                settle(servers[s])
-                runs[s].append(run(servers[s]))
+                for server in servers.values():  # the last turn's server closing its clients
+                    settle(server)
+                runs[s].append(run(servers[s], n))
     return runs
 
 
@@ -497,8 +514,18 @@ def combine(runs: list[dict[str, Any]], value: Any) -> dict[str, Any]:
 def accept_round(
     subjects: tuple[str, ...], bins: dict[str, Path], cfg: argparse.Namespace
 ) -> dict[str, dict[str, Any]]:
-    """The accept scenario, one round: the median rate of each subject's turns."""
-    runs = repeated(subjects, bins, cfg, lambda server: accept_run(server, bins, cfg))
+    """
+    The accept scenario, one round: the subjects take turns C{cfg.repeats}
+    times, each turn into a freshly started server (the storm after a
+    restart); the median rate of each subject's turns.
+    """
+    server_cpus, loadgen_cpus = split_cpus(cfg)
+    runs: dict[str, list[dict[str, Any]]] = {s: [] for s in subjects}
+    for n in range(cfg.repeats):
+        for s in turns(subjects, n):
+            with Server(s, bins, cfg.log_dir, server_cpus) as server:
+                settle(server)
+                runs[s].append(accept_run(server, bins, cfg, loadgen_cpus))
     out = {}
     for s, turns_ in runs.items():
         result = combine(turns_, lambda r: r["connect_rate"])
@@ -514,7 +541,9 @@ def burst_round(
 ) -> dict[str, dict[str, Any]]:
     """The burst scenario, one round: the median deliveries per second of each subject's turns."""
     cpus = split_cpus(cfg)
-    runs = repeated(subjects, bins, cfg, lambda server: burst_run(server, bins, cfg, cpus[1]), cpus)
+    runs = repeated(
+        subjects, bins, cfg, lambda server, n: burst_run(server, bins, cfg, cpus[1], n), cpus
+    )
     out = {}
     for s, turns_ in runs.items():
         result = combine(turns_, lambda r: r["burst"]["per_second"])
@@ -1047,10 +1076,10 @@ def main(argv: list[str] | None = None) -> int:
         "--pin-loadgen",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="fan-out and burst scenarios: run the load generator on the last CPU and the server "
-        "on the others, so that they never share a core, as when the clients are other machines "
-        "(default; --no-pin-loadgen lets Linux place them, which puts them together on some "
-        "rounds and not others: see docs/benchmarks.md)",
+        help="fan-out, burst and accept scenarios: run the load generator on the last CPU and "
+        "the server on the others, so that they never share a core, as when the clients are other "
+        "machines (default; --no-pin-loadgen lets Linux place them, which puts them together on "
+        "some rounds and not others: see docs/benchmarks.md)",
     )
     parser.add_argument("--output", default=None, help="raw JSON path")
     parser.add_argument(
