@@ -1068,7 +1068,7 @@ def main(argv: list[str] | None = None) -> int:
         "--repeats",
         type=int,
         default=None,
-        help="accept and burst-spread: turns per subject in each round (default 3)",
+        help="accept and burst-spread: turns per subject in each round (default 5)",
     )
     parser.add_argument("--events", type=int, default=None, help="lockstep events per count")
     parser.add_argument("--no-docs", action="store_true", help="do not touch docs/ (raw JSON only)")
@@ -1108,7 +1108,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg.spread_clients = max(clients)
     cfg.page_seconds, cfg.page_connections = (1, 50) if quick else (5, 50)
     cfg.rounds = cfg.rounds or (1 if quick else 5)
-    cfg.repeats = cfg.repeats or (2 if quick else 3)
+    cfg.repeats = cfg.repeats or (2 if quick else 5)
     # Enough bytes per non-reader to overflow the kernel's socket buffers and
     # wsgi-sse's default 1 MiB cap: 200 events of 32 kB.
     cfg.slow_clients, cfg.slow_events = (20, 5) if quick else (200, 200)
