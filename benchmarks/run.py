@@ -297,6 +297,27 @@ def split_cpus(cfg: argparse.Namespace) -> tuple[set[int] | None, set[int] | Non
     return set(cpus[:-1]), {cpus[-1]}
 
 
+def spawn_loadgen(
+    bins: dict[str, Path],
+    server: Server,
+    args: list[str],
+    timeout: float,
+    cpus: set[int] | None,
+) -> subprocess.Popen[str]:
+    """Start the load generator against C{server}, its pipes open, on C{cpus}."""
+    cmd = [str(bins["loadgen"]), "--port", str(server.port), "--timeout", str(timeout), *args]
+    if not server.greets:
+        cmd.append("--no-greeting")
+    return subprocess.Popen(
+        cmd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=on_cpus(cpus),
+    )
+
+
 def loadgen(
     bins: dict[str, Path],
     server: Server,
@@ -305,18 +326,8 @@ def loadgen(
     on_ready: Any = None,
     cpus: set[int] | None = None,
 ) -> dict[str, Any]:
-    cmd = [str(bins["loadgen"]), "--port", str(server.port), "--timeout", str(timeout), *args]
-    if not server.greets:
-        cmd.append("--no-greeting")
-    if on_ready is not None:
-        cmd.append("--wait-go")
-    proc = subprocess.Popen(
-        cmd,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=on_cpus(cpus),
+    proc = spawn_loadgen(
+        bins, server, [*args, "--wait-go"] if on_ready is not None else args, timeout, cpus
     )
     assert proc.stdin is not None and proc.stdout is not None
     extra: dict[str, Any] = {}
@@ -566,19 +577,8 @@ class Stepper:
         timeout: float,
         cpus: set[int] | None,
     ) -> None:
-        cmd = [str(bins["loadgen"]), "--port", str(server.port), "--timeout", str(timeout),
-               "--step", *args]  # fmt: skip
-        if not server.greets:
-            cmd.append("--no-greeting")
         self.timeout = timeout
-        self.proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            preexec_fn=on_cpus(cpus),
-        )
+        self.proc = spawn_loadgen(bins, server, ["--step", *args], timeout, cpus)
         self._expect("READY")
 
     def _expect(self, word: str) -> None:
