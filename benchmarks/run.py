@@ -21,11 +21,11 @@ and, in the repeated scenarios only:
 Scenarios: fanout, burst and slow fill the main table (one run per subject);
 accept, burst-spread, fanout-spread and pages are repeated --rounds times and
 reported with their spread and their ratio to the reference subject of the
-same round.  In a round of accept, burst-spread and fanout-spread every
-subject is started at once and they take turns: --repeats turns each of
-accept and burst, one turn per lockstep event for fanout-spread (each server
-holding its own clients throughout).  Pages starts the subjects one after
-another.
+same round.  Within a round the subjects take turns: --repeats turns each
+in accept (each turn into a freshly started server) and in burst-spread
+(every subject started at once); in fanout-spread both subjects run at once,
+each holding its own clients, and take one turn per lockstep event.  Pages
+starts the subjects one after another.
 
 The load comes from benchmarks/loadgen.c (compiled here with gcc), which
 triggers every event with a real ``POST /knock`` (the view calls
@@ -492,16 +492,16 @@ def repeated(
     bins: dict[str, Path],
     cfg: argparse.Namespace,
     run: Any,
-    cpus: tuple[set[int] | None, set[int] | None] = (None, None),
+    server_cpus: set[int] | None,
 ) -> dict[str, list[dict[str, Any]]]:
     """
-    Start every subject at once, then let them take turns C{cfg.repeats}
-    times, one C{run(server, turn)} each, waiting before each turn until no
-    server is still busy with the last one.  The machine's speed drifts over seconds (see
-    docs/benchmarks.md), so turns a second apart compare like with like
-    far better than whole rounds in sequence.
+    Start every subject at once (on C{server_cpus}), then let them take
+    turns C{cfg.repeats} times, one C{run(server, turn)} each, waiting
+    before each turn until no server is still busy with the last one.  The
+    machine's speed drifts over seconds (see docs/benchmarks.md), so turns
+    a second apart compare like with like far better than whole rounds in
+    sequence.
     """
-    server_cpus, _ = cpus
     runs: dict[str, list[dict[str, Any]]] = {s: [] for s in subjects}
     with contextlib.ExitStack() as stack:
         servers = start_all(stack, subjects, bins, cfg, server_cpus)
@@ -551,9 +551,13 @@ def burst_round(
     subjects: tuple[str, ...], bins: dict[str, Path], cfg: argparse.Namespace
 ) -> dict[str, dict[str, Any]]:
     """The burst scenario, one round: the median deliveries per second of each subject's turns."""
-    cpus = split_cpus(cfg)
+    server_cpus, loadgen_cpus = split_cpus(cfg)
     runs = repeated(
-        subjects, bins, cfg, lambda server, n: burst_run(server, bins, cfg, cpus[1], n), cpus
+        subjects,
+        bins,
+        cfg,
+        lambda server, n: burst_run(server, bins, cfg, loadgen_cpus, n),
+        server_cpus,
     )
     out = {}
     for s, turns_ in runs.items():
