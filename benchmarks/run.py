@@ -13,6 +13,8 @@ Subjects (each started fresh for every scenario, on 127.0.0.1):
 and, in the repeated scenarios only:
   wsgi-sse-logged  the same example with a log line per stream (log_streams=True)
   wsgi-sse-no-access-log  the same example without access log lines (access_log=False)
+  wsgi-sse-no-sched-batch  the same example with its WSGI threads under the normal
+                   scheduling policy (sched_batch=False)
   seed-quiet       the seed design without its prints, backlog 4096
   twisted-web      the example's WSGI app under plain ``twistd web --wsgi``
   waitress         the example's WSGI app under waitress (10 threads)
@@ -65,10 +67,20 @@ SUBJECTS = ("wsgi-sse", "seed", "starlette", "floor")
 # The repeated scenarios: (subjects, the reference wsgi-sse is divided by).
 ROUNDS = {
     "accept": (("wsgi-sse", "wsgi-sse-logged", "seed-quiet", "floor"), "seed-quiet"),
-    "burst-spread": (("wsgi-sse", "wsgi-sse-no-access-log", "floor"), "floor"),
+    "burst-spread": (
+        ("wsgi-sse", "wsgi-sse-no-access-log", "wsgi-sse-no-sched-batch", "floor"),
+        "floor",
+    ),
     "fanout-spread": (("wsgi-sse", "floor"), "floor"),
     "pages": (
-        ("wsgi-sse", "wsgi-sse-no-access-log", "twisted-web", "waitress", "gunicorn"),
+        (
+            "wsgi-sse",
+            "wsgi-sse-no-access-log",
+            "wsgi-sse-no-sched-batch",
+            "twisted-web",
+            "waitress",
+            "gunicorn",
+        ),
         "twisted-web",
     ),
 }
@@ -197,6 +209,8 @@ class Server:
             return [twistd, "-ny", "wsgi_sse_logged.py", "--pidfile="], HERE / "peers"
         if self.subject == "wsgi-sse-no-access-log":
             return [twistd, "-ny", "wsgi_sse_no_access_log.py", "--pidfile="], HERE / "peers"
+        if self.subject == "wsgi-sse-no-sched-batch":
+            return [twistd, "-ny", "wsgi_sse_no_sched_batch.py", "--pidfile="], HERE / "peers"
         if self.subject == "seed":
             return [twistd, "-ny", "seed_server.py", "--pidfile="], HERE / "peers"
         if self.subject == "seed-quiet":

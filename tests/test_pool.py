@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
-from support import http_request, serve
+import pytest
+from support import free_port, http_request, serve, subprocess_env, wait_for_port
 from twisted.python import context
 
 from wsgi_sse import WSGIThreadPool
+from wsgi_sse._pool import run_as_batch
+
+linux_policies = pytest.mark.skipif(
+    not hasattr(os, "SCHED_BATCH"), reason="scheduling policies are Linux's"
+)
+
+# A WSGI app answering with the scheduling policy of the thread it runs in.
+POLICY_APP = """
+import os
+
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(os.sched_getscheduler(0)).encode()]
+"""
 
 
 def _results(pool: WSGIThreadPool, calls: int, func: Any) -> list[tuple[bool, Any]]:
@@ -116,3 +137,79 @@ def test_server_runs_views_on_its_threads_at_once() -> None:
         assert sorted(a.result()[0] for a in answers) == [200, 200, 200, 200]
         assert server.call(lambda: server.service.threadpool.workers) == 3
     assert running[1] <= 3
+
+
+def _policy_in_thread(pool: WSGIThreadPool) -> int:
+    """The scheduling policy a call sees in one of C{pool}'s threads."""
+    pool.start()
+    try:
+        [(ok, policy)] = _results(pool, 1, lambda _: os.sched_getscheduler(0))
+    finally:
+        pool.stop()
+    assert ok
+    return int(policy)
+
+
+@linux_policies
+def test_threads_run_as_batch_unless_told_not_to() -> None:
+    """The pool's threads run under SCHED_BATCH; with sched_batch=False, under the starter's."""
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER
+    assert _policy_in_thread(WSGIThreadPool(0, 1, "t")) == os.SCHED_BATCH
+    assert _policy_in_thread(WSGIThreadPool(0, 1, "t", sched_batch=False)) == os.SCHED_OTHER
+    # The thread that started them keeps its own policy.
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER
+
+
+@linux_policies
+def test_run_as_batch_keeps_another_policy() -> None:
+    """A thread under a policy other than SCHED_OTHER (here SCHED_IDLE) keeps it."""
+    seen: list[tuple[bool, int]] = []
+
+    def idle_thread() -> None:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        seen.append((run_as_batch(), os.sched_getscheduler(0)))
+
+    thread = threading.Thread(target=idle_thread)
+    thread.start()
+    thread.join(10)
+    assert seen == [(False, os.SCHED_IDLE)]
+
+
+@linux_policies
+@pytest.mark.parametrize("sched_batch", [True, False])
+def test_server_runs_views_under_batch_policy(sched_batch: bool) -> None:
+    """A view of the server runs under SCHED_BATCH, or SCHED_OTHER with sched_batch=False."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [str(os.sched_getscheduler(0)).encode()]
+
+    with serve(app, sched_batch=sched_batch) as server:
+        status, _, body = http_request(server.port, "GET", "/")
+    assert status == 200
+    assert int(body) == (os.SCHED_BATCH if sched_batch else os.SCHED_OTHER)
+
+
+@linux_policies
+@pytest.mark.parametrize(("flags", "batch"), [((), True), (("--sched-batch", "false"), False)])
+def test_command_line_sched_batch(tmp_path: Path, flags: tuple[str, ...], batch: bool) -> None:
+    """python -m wsgi_sse runs views under SCHED_BATCH; --sched-batch false does not."""
+    (tmp_path / "policy_app.py").write_text(POLICY_APP)
+    port = free_port()
+    listen = f"tcp:{port}:interface=127.0.0.1"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wsgi_sse", "policy_app:app", "--listen", listen, *flags],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for_port(port, proc)
+        status, _, body = http_request(port, "GET", "/")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=15)
+    assert status == 200, output
+    assert int(body) == (os.SCHED_BATCH if batch else os.SCHED_OTHER), output

@@ -247,6 +247,7 @@ class SSEServerService(MultiService):
         max_request_body: int | None = DEFAULT_MAX_REQUEST_BODY,
         access_log: bool = True,
         gc_freeze: bool = True,
+        sched_batch: bool = True,
         options: StreamOptions | None = None,
         redis_url: str | None = None,
         backplane_url: str | None = None,
@@ -296,7 +297,7 @@ class SSEServerService(MultiService):
         self.hub = hub
         self.backplane: Backplane | None = hub.backplane if hub.backplane.shared else None
         self.broadcaster = Broadcaster(publisher or self.hub, reactor=reactor)
-        self.threadpool = WSGIThreadPool(min_threads, threads, "wsgi")
+        self.threadpool = WSGIThreadPool(min_threads, threads, "wsgi", sched_batch=sched_batch)
         self.wsgi_app = wsgi_app
         self.sse_resource = SSEResource(
             self.hub, reactor=reactor, threadpool=self.threadpool, options=options
@@ -617,6 +618,8 @@ def make_application(
         C{gc_freeze} (default on: when the server starts, the objects alive
         then, the application included, are taken out of the cyclic garbage
         collector's scans, once per process, see L{freeze_startup_objects});
+        C{sched_batch} (default on: on Linux the WSGI threads run under the
+        C{SCHED_BATCH} scheduling policy, see L{WSGIThreadPool});
         and any L{StreamOptions} field
         (C{heartbeat}, C{retry}, C{authorize}, C{token_secret}, ...).  docs/options.md lists
         them all with their defaults.  The options of a group can also be

@@ -122,6 +122,7 @@ class SiteOptions:
     metrics_path: str | None = None
     access_log: bool = True
     gc_freeze: bool = True
+    sched_batch: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +271,17 @@ SETTINGS: tuple[Setting, ...] = (
         "open, a full collection stops the server for tens of milliseconds "
         "([tuning](deployment.md#garbage-collection)). Turn it off if your application builds "
         "reference cycles at import time that it later drops and expects to be collected.",
+        flag=_boolean,
+    ),
+    _S(
+        "sched_batch",
+        "site",
+        "`True`",
+        "On Linux, run the WSGI threads under the `SCHED_BATCH` scheduling policy: a thread woken "
+        "to serve a request waits for the reactor thread to block instead of preempting it on a "
+        "shared core while it holds the GIL the woken thread needs "
+        "([tuning](deployment.md#the-wsgi-threads-and-the-reactor-thread)). Their nice value and "
+        "share of the CPU stay the same. Threads under another policy (`chrt`) keep it.",
         flag=_boolean,
     ),
     _S(
