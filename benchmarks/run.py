@@ -167,6 +167,28 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def context_switches(pid: int) -> int:
+    """
+    How often the threads of a process and of its live child processes
+    have left their CPU, voluntarily or not (from /proc).
+    """
+    total = 0
+    for one in [pid, *_children(pid)]:
+        try:
+            tasks = os.listdir(f"/proc/{one}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{one}/task/{task}/status") as f:
+                    for line in f:
+                        if line.startswith(("voluntary_ctxt", "nonvoluntary_ctxt")):
+                            total += int(line.split()[1])
+            except (OSError, ValueError):
+                continue
+    return total
+
+
 def _children(pid: int) -> list[int]:
     """Descendant process ids of C{pid}, from /proc."""
     parents: dict[int, list[int]] = {}
@@ -448,6 +470,7 @@ def burst_run(
 ) -> dict[str, Any]:
     """One burst against a running server: deliveries per second."""
     cpu0 = cpu_seconds(server.pid)
+    switches0 = context_switches(server.pid)
     result = loadgen(
         bins,
         server,
@@ -457,6 +480,7 @@ def burst_run(
         cpus=cpus,
     )  # fmt: skip
     result["server_cpu_s"] = cpu_seconds(server.pid) - cpu0
+    result["server_switches"] = context_switches(server.pid) - switches0
     return result
 
 
@@ -696,8 +720,10 @@ def pages(subject: str, bins: dict[str, Path], cfg: argparse.Namespace) -> dict[
         if not cfg.quick:
             wrk(server.port, "/hello/", 1, cfg.page_connections)  # warm up
         cpu0 = cpu_seconds(server.pid)
+        switches0 = context_switches(server.pid)
         result = wrk(server.port, "/hello/", cfg.page_seconds, cfg.page_connections)
         result["server_cpu_s"] = cpu_seconds(server.pid) - cpu0
+        result["server_switches"] = context_switches(server.pid) - switches0
     rps = result["requests_per_second"]
     requests = result.get("requests") or 0
     result["value"] = rps

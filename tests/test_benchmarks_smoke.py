@@ -47,7 +47,8 @@ def test_quick_rounds_measure_accept_burst_spread_and_pages(tmp_path: Path) -> N
     proc = subprocess.run(
         [sys.executable, "benchmarks/run.py", "--quick", "--no-docs",
          "--scenarios", "accept,burst-spread,fanout-spread,pages",
-         "--round-subjects", "wsgi-sse,seed-quiet,floor,twisted-web", "--output", str(out)],
+         "--round-subjects", "wsgi-sse,wsgi-sse-no-sched-batch,seed-quiet,floor,twisted-web",
+         "--output", str(out)],
         cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=150,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -56,17 +57,20 @@ def test_quick_rounds_measure_accept_burst_spread_and_pages(tmp_path: Path) -> N
     # Accept and burst: every subject takes its --repeats turns (2 when quick).
     for run in rounds["accept"].values():
         assert [(t["connected"], t["failed"]) for t in run[0]["turns"]] == [(200, 0)] * 2
+    assert sorted(rounds["burst-spread"]) == ["floor", "wsgi-sse", "wsgi-sse-no-sched-batch"]
     for run in rounds["burst-spread"].values():
         assert [t["burst"]["deliveries"] for t in run[0]["turns"]] == [20 * 20] * 2
+        assert all(t["server_switches"] > 0 for t in run[0]["turns"])
         assert run[0]["burst"]["deliveries"] == run[0]["burst"]["expected"] == 2 * 20 * 20
     # Fan-out: the subjects hold their clients at once and take turns event by event.
     assert sorted(rounds["fanout-spread"]) == ["floor", "wsgi-sse"]
     for run in rounds["fanout-spread"].values():
         assert [e["received"] for e in run[0]["events"]] == [200] * 3
         assert run[0]["value"] == sorted(run[0]["lasts"])[1]
-    assert sorted(rounds["pages"]) == ["twisted-web", "wsgi-sse"]
+    assert sorted(rounds["pages"]) == ["twisted-web", "wsgi-sse", "wsgi-sse-no-sched-batch"]
     for run in rounds["pages"].values():
         assert run[0]["requests"] > 0 and run[0]["non_2xx"] == 0
+        assert run[0]["server_switches"] > 0
     spread = json.loads(out.read_text())["spread"]
     ratio = [r for r in spread if r["scenario"] == "pages" and r["subject"] == "wsgi-sse"]
     assert ratio[0]["reference"] == "twisted-web" and len(ratio[0]["ratios"]) == 1
