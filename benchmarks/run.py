@@ -525,6 +525,26 @@ def turns(subjects: tuple[str, ...], n: int) -> tuple[str, ...]:
     return subjects if n % 2 == 0 else subjects[::-1]
 
 
+def speed_probe(cpus: set[int] | None) -> float:
+    """
+    The CPU time, in ms, that a fixed Python loop takes on C{cpus} (the
+    servers' CPUs) at this moment: the machine's speed for the next turn.
+    On a shared host it moves from one second to the next by as much as
+    the figures do.
+    """
+    before = os.sched_getaffinity(0)
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    try:
+        start = time.thread_time()
+        table: dict[int, str] = {}
+        for i in range(100_000):
+            table[i & 1023] = str(i)
+        return (time.thread_time() - start) * 1000
+    finally:
+        os.sched_setaffinity(0, before)
+
+
 def repeated(
     subjects: tuple[str, ...],
     bins: dict[str, Path],
@@ -547,7 +567,8 @@ def repeated(
             for s in turns(subjects, n):
                 for server in servers.values():  # the last turn's server closing its clients
                     settle(server)
-                runs[s].append(run(servers[s], n))
+                probe = speed_probe(server_cpus)
+                runs[s].append({**run(servers[s], n), "probe_ms": probe})
     return runs
 
 
@@ -574,7 +595,8 @@ def accept_round(
         for s in turns(subjects, n):
             with Server(s, bins, cfg.log_dir, server_cpus) as server:
                 settle(server)
-                runs[s].append(accept_run(server, bins, cfg, loadgen_cpus))
+                probe = speed_probe(server_cpus)
+                runs[s].append({**accept_run(server, bins, cfg, loadgen_cpus), "probe_ms": probe})
     out = {}
     for s, turns_ in runs.items():
         result = combine(turns_, lambda r: r["connect_rate"])
@@ -1025,6 +1047,22 @@ def load_note(load: Any) -> str:
     return f"; load average {min(load):.1f}–{max(load):.1f} while it ran (2.0 = both cores busy)"
 
 
+def figure_options(args: list[str]) -> list[str]:
+    """C{args} without the options that change where figures go, not what they are."""
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--no-docs" or arg.startswith("--output="):
+            pass
+        elif arg == "--output":
+            skip = True
+        else:
+            kept.append(arg)
+    return kept
+
+
 def write_doc(
     results: dict[str, Any], clients: list[int], command: str, when: str, load: Any = None
 ) -> str:
@@ -1127,18 +1165,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--output", default=None, help="raw JSON path")
     parser.add_argument(
-        "--report", default=None, help="write the docs from this raw JSON instead of running"
+        "--report",
+        default=None,
+        help="write the docs from this raw JSON instead of running (with --no-docs: print the "
+        "tables only)",
     )
     cfg = parser.parse_args(argv)
     if cfg.report:
         raw = json.loads(Path(cfg.report).read_text())
         if raw.get("rounds"):
             print(spread_table(raw["rounds"]))
-            write_spread_doc(raw["rounds"], raw["command"], raw["when"], raw.get("load_average"))
+        if cfg.no_docs:
+            return 0
+        # (Runs recorded with --no-docs or --output: the same figures.)
+        command = " ".join(figure_options(raw["command"].split()))
+        if raw.get("rounds"):
+            write_spread_doc(raw["rounds"], command, raw["when"], raw.get("load_average"))
         if any("fanout" in r for r in raw["results"].values()):
-            write_doc(
-                raw["results"], raw["clients"], raw["command"], raw["when"], raw.get("load_average")
-            )
+            write_doc(raw["results"], raw["clients"], command, raw["when"], raw.get("load_average"))
             plot(raw["results"], raw["clients"])
         return 0
     quick = cfg.quick
@@ -1217,7 +1261,7 @@ def main(argv: list[str] | None = None) -> int:
             load.append(os.getloadavg()[0])
 
     command = "python benchmarks/run.py" + (
-        " " + " ".join(sys.argv[1:]) if argv is None and sys.argv[1:] else ""
+        " " + " ".join(figure_options(sys.argv[1:])) if argv is None and sys.argv[1:] else ""
     )
     raw = {
         "when": when,

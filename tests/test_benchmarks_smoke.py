@@ -57,10 +57,11 @@ def test_quick_rounds_measure_accept_burst_spread_and_pages(tmp_path: Path) -> N
     # Accept and burst: every subject takes its --repeats turns (2 when quick).
     for run in rounds["accept"].values():
         assert [(t["connected"], t["failed"]) for t in run[0]["turns"]] == [(200, 0)] * 2
+        assert all(t["probe_ms"] > 0 for t in run[0]["turns"])
     assert sorted(rounds["burst-spread"]) == ["floor", "wsgi-sse", "wsgi-sse-no-sched-batch"]
     for run in rounds["burst-spread"].values():
         assert [t["burst"]["deliveries"] for t in run[0]["turns"]] == [20 * 20] * 2
-        assert all(t["server_switches"] > 0 for t in run[0]["turns"])
+        assert all(t["server_switches"] > 0 and t["probe_ms"] > 0 for t in run[0]["turns"])
         assert run[0]["burst"]["deliveries"] == run[0]["burst"]["expected"] == 2 * 20 * 20
     # Fan-out: the subjects hold their clients at once and take turns event by event.
     assert sorted(rounds["fanout-spread"]) == ["floor", "wsgi-sse"]
