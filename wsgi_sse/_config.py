@@ -281,7 +281,8 @@ SETTINGS: tuple[Setting, ...] = (
         "to serve a request waits for the reactor thread to block instead of preempting it on a "
         "shared core while it holds the GIL the woken thread needs "
         "([tuning](deployment.md#the-wsgi-threads-and-the-reactor-thread)). Their nice value and "
-        "share of the CPU stay the same. Threads under another policy (`chrt`) keep it.",
+        "share of the CPU stay the same. Threads under another policy (`chrt`) keep it. Turn it "
+        "off if your views must preempt other busy programs on the machine as soon as they wake.",
         flag=_boolean,
     ),
     _S(
