@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -553,6 +554,47 @@ def wait_for_port(
         except OSError:
             time.sleep(0.05)
     raise AssertionError(f"nothing listening on port {port}")
+
+
+def start_cli(app: str, *flags: str, cwd: Path) -> tuple[subprocess.Popen[str], int]:
+    """
+    Start C{python -m wsgi_sse app --listen tcp:PORT:interface=127.0.0.1
+    *flags} in C{cwd} on a free port and wait until it listens; return the
+    process (its output in C{stdout}) and the port.
+    """
+    port = free_port()
+    listen = f"tcp:{port}:interface=127.0.0.1"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wsgi_sse", app, "--listen", listen, *flags],
+        cwd=cwd,
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for_port(port, proc)
+    except BaseException:
+        proc.kill()
+        proc.communicate(timeout=15)
+        raise
+    return proc, port
+
+
+def cli_page(app_source: str, *flags: str, tmp_path: Path) -> tuple[int, bytes, str]:
+    """
+    Serve C{app_source} (a module defining the WSGI C{app}) with C{python -m
+    wsgi_sse} and C{flags}, C{GET /} once, and stop the server with
+    C{SIGTERM}; return the answer's status and body, and the server's output.
+    """
+    (tmp_path / "page_app.py").write_text(app_source)
+    proc, port = start_cli("page_app:app", *flags, cwd=tmp_path)
+    try:
+        status, _, body = http_request(port, "GET", "/")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=15)
+    return status, body, output
 
 
 PYTHON = sys.executable

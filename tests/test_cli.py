@@ -13,6 +13,7 @@ from support import (
     StreamClient,
     free_port,
     http_request,
+    start_cli,
     subprocess_env,
     wait_for_port,
 )
@@ -41,28 +42,10 @@ def _knock_and_see(port: int, sse_path: str) -> None:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_python_m_wsgi_sse(sig: signal.Signals) -> None:
     """python -m wsgi_sse serves the app and the stream, and exits cleanly on a signal."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "wsgi_sse",
-            "app:app",
-            "--listen",
-            f"tcp:{port}:interface=127.0.0.1",
-            "--sse-path",
-            "/events/live",
-            "--heartbeat",
-            "0.2",
-        ],
-        cwd=EXAMPLE,
-        env=subprocess_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    proc, port = start_cli(
+        "app:app", "--sse-path", "/events/live", "--heartbeat", "0.2", cwd=EXAMPLE
     )
     try:
-        wait_for_port(port, proc)
         with StreamClient(port, "/events/live") as open_client:
             open_client.wait_for(lambda c: c.parser.retry is not None)
             _knock_and_see(port, "/events/live")

@@ -7,10 +7,7 @@ reference counting, and the objects alive at start-up are frozen once
 from __future__ import annotations
 
 import gc
-import signal
 import socket
-import subprocess
-import sys
 import time
 import weakref
 from collections.abc import Iterator
@@ -18,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import free_port, http_request, serve, subprocess_env, wait_for_port
+from support import cli_page, serve
 
 from wsgi_sse import close
 
@@ -85,34 +82,12 @@ def test_closed_stream_is_freed_without_the_cyclic_collector(
         sock.close()
 
 
-def _start_cli(tmp_path: Path, *flags: str) -> tuple[subprocess.Popen[str], int]:
-    """Start C{python -m wsgi_sse} with FREEZE_APP and C{flags}; return it and its port."""
-    (tmp_path / "freeze_app.py").write_text(FREEZE_APP)
-    port = free_port()
-    listen = f"tcp:{port}:interface=127.0.0.1"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "wsgi_sse", "freeze_app:app", "--listen", listen, *flags],
-        cwd=tmp_path,
-        env=subprocess_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    wait_for_port(port, proc)
-    return proc, port
-
-
 @pytest.mark.parametrize(("flags", "frozen"), [((), True), (("--gc-freeze", "false"), False)])
 def test_server_start_freezes_what_is_alive(
     tmp_path: Path, flags: tuple[str, ...], frozen: bool
 ) -> None:
     """python -m wsgi_sse freezes the start-up objects by default; --gc-freeze false does not."""
-    proc, port = _start_cli(tmp_path, *flags)
-    try:
-        status, _, body = http_request(port, "GET", "/")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=15)
+    status, body, output = cli_page(FREEZE_APP, *flags, tmp_path=tmp_path)
     assert status == 200, output
     assert (int(body) > 1000) is frozen, body
     assert (int(body) == 0) is not frozen, body

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import free_port, http_request, serve, subprocess_env, wait_for_port
+from support import cli_page, http_request, serve
 from twisted.python import context
 
 from wsgi_sse import WSGIThreadPool
@@ -194,22 +191,6 @@ def test_server_runs_views_under_batch_policy(sched_batch: bool) -> None:
 @pytest.mark.parametrize(("flags", "batch"), [((), True), (("--sched-batch", "false"), False)])
 def test_command_line_sched_batch(tmp_path: Path, flags: tuple[str, ...], batch: bool) -> None:
     """python -m wsgi_sse runs views under SCHED_BATCH; --sched-batch false does not."""
-    (tmp_path / "policy_app.py").write_text(POLICY_APP)
-    port = free_port()
-    listen = f"tcp:{port}:interface=127.0.0.1"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "wsgi_sse", "policy_app:app", "--listen", listen, *flags],
-        cwd=tmp_path,
-        env=subprocess_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        wait_for_port(port, proc)
-        status, _, body = http_request(port, "GET", "/")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=15)
+    status, body, output = cli_page(POLICY_APP, *flags, tmp_path=tmp_path)
     assert status == 200, output
     assert int(body) == (os.SCHED_BATCH if batch else os.SCHED_OTHER), output

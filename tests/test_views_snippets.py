@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 
 import pytest
 from support import (
-    PYTHON,
     ROOT,
     StreamClient,
-    free_port,
     http_request,
-    subprocess_env,
-    wait_for_port,
+    start_cli,
 )
 
 SNIPPETS = ROOT / "docs" / "snippets"
@@ -23,24 +19,8 @@ SNIPPETS = ROOT / "docs" / "snippets"
 @pytest.fixture(params=["views_flask", "views_bottle"])
 def port(request: pytest.FixtureRequest) -> Iterator[int]:
     """``python -m wsgi_sse views_<framework>:app`` in the snippets' directory."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            PYTHON,
-            "-m",
-            "wsgi_sse",
-            f"{request.param}:app",
-            "--listen",
-            f"tcp:{port}:interface=127.0.0.1",
-        ],
-        cwd=SNIPPETS,
-        env=subprocess_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc, port = start_cli(f"{request.param}:app", cwd=SNIPPETS)
     try:
-        wait_for_port(port, proc)
         yield port
     finally:
         proc.terminate()

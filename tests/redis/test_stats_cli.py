@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 from typing import Any
 
 from redis_support import RedisServer
 from support import (
     ROOT,
     StreamClient,
-    free_port,
     http_request,
     serve,
-    subprocess_env,
-    wait_for_port,
+    start_cli,
 )
 from test_backplane import connected, plain_app, wait_until
 
@@ -59,26 +55,10 @@ def test_stats_without_backplane_have_no_backplane_section() -> None:
 
 def test_python_m_wsgi_sse_redis_url(redis_server: RedisServer) -> None:
     """python -m wsgi_sse --redis-url shares broadcasts through Redis."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "wsgi_sse",
-            "app:app",
-            "--listen",
-            f"tcp:{port}:interface=127.0.0.1",
-            "--redis-url",
-            redis_server.url,
-        ],
-        cwd=ROOT / "examples" / "bottle_app",
-        env=subprocess_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    proc, port = start_cli(
+        "app:app", "--redis-url", redis_server.url, cwd=ROOT / "examples" / "bottle_app"
     )
     try:
-        wait_for_port(port, proc)
         with StreamClient(port) as client:
             client.wait_for(lambda c: c.parser.retry is not None)
             # The reader may still be connecting: publish until the event shows.
