@@ -341,3 +341,62 @@ def test_an_identity_others_would_refuse_is_reported_as_a_guest() -> None:
     assert other.presence.malformed == 0
     now = other.presence.get("room")
     assert (dict(now.identities), now.guests) == ({"ada": 1}, 1)
+
+
+def _reports(recording: SharedRecording) -> list[dict[str, Any]]:
+    """The control messages a hub sent, decoded."""
+    return [json.loads(body[6:-1]) for body in recording.bodies]
+
+
+def test_a_process_that_starts_listening_reports_in_full_and_asks_the_others() -> None:
+    """Reports sent while a process could not hear them are not waited for until the interval."""
+    clock = Clock()
+    recording = SharedRecording("here", 7900)
+    hub = Hub(clock=clock, instance_id="here", backplane=recording)
+    hub.subscribe(Tab("ada"), ["room"])
+    hub.presence.start()
+    del recording.bodies[:]
+    hub.control_listening()
+    full, ask = _reports(recording)
+    assert full["k"] == "p" and full["f"] is True and full["c"] == {"room": [{"ada": 1}, 0]}
+    assert ask["k"] == "q" and ask["i"] == "here"
+
+    # The other process, asked, answers with its whole table.
+    other_recording = SharedRecording("other", 7900)
+    other = Hub(clock=clock, instance_id="other", backplane=other_recording)
+    other.subscribe(Tab("bob"), ["room"])
+    other.presence.start()
+    del other_recording.bodies[:]
+    other.deliver_control(recording.bodies[1])
+    assert other_recording.bodies == []  # gathered for `delay` first
+    clock.advance(other.presence.delay)
+    (answer,) = _reports(other_recording)
+    assert answer["f"] is True and answer["c"] == {"room": [{"bob": 1}, 0]}
+    hub.deliver_control(other_recording.bodies[0])
+    assert dict(hub.presence.get("room").identities) == {"ada": 1, "bob": 1}
+
+
+def test_asks_for_a_full_report_are_answered_at_most_once_a_second() -> None:
+    """Another process asking in a loop (or a forged flood) costs one report a second."""
+    clock = Clock()
+    recording = SharedRecording("here", 7900)
+    hub = Hub(clock=clock, instance_id="here", backplane=recording)
+    hub.subscribe(Tab("ada"), ["room"])
+    asking = SharedRecording("there", 7900)
+    Hub(clock=clock, instance_id="there", backplane=asking).control_listening()
+    assert asking.bodies == []  # presence not started: nothing sent
+    ask = b'data: {"k": "q", "i": "there", "t": 30}\n'
+    hub.deliver_control(ask)
+    assert recording.bodies == []  # not started: nobody to answer for
+    hub.presence.start()
+    del recording.bodies[:]
+    for _ in range(50):  # 5 s of asks, ten a second
+        hub.deliver_control(ask)
+        clock.advance(0.1)
+    assert 5 <= len(recording.bodies) <= 6
+    assert all(r["k"] == "p" and r["f"] is True for r in _reports(recording))
+    assert hub.presence.malformed == 0
+    hub.presence.stop()
+    hub.deliver_control(ask)
+    clock.advance(2)
+    assert _reports(recording)[-1]["c"] == {}  # the goodbye, and nothing after it

@@ -142,6 +142,9 @@ class BackplaneHub(Protocol):
     def deliver_control(self, body: bytes) -> None:
         """A presence or revocation message from another process (untrusted)."""
 
+    def control_listening(self) -> None:
+        """The backplane reads the other processes' control messages (again) from now on."""
+
 
 class Backplane(Protocol):
     """

@@ -726,6 +726,13 @@ class Hub:
         if self._waiting:
             self._check_waiting()
 
+    def control_listening(self) -> None:
+        """
+        The backplane reads the other processes' control messages from now
+        on (it started, or reconnected): exchange full presence reports.
+        """
+        self.presence.listening()
+
     def deliver_control(self, body: bytes) -> None:
         """
         Act on a presence or revocation message from another process
@@ -740,6 +747,8 @@ class Hub:
         kind = message.get("k")
         if kind == "p":
             self.presence.received(message, self._now())
+        elif kind == "q":
+            self.presence.asked(self._now())
         elif kind == "d":
             identity, channel = message.get("u"), message.get("c")
             if (identity is None and channel is None) or not all(

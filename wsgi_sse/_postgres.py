@@ -325,6 +325,7 @@ class PostgresBackplane(ThreadedBackplane):
             try:
                 conn = self._control_reader_conn = _connect(self.url, self.timeout)
                 conn.execute(f"LISTEN {self.control_channel}")
+                self._control_listening()
                 while not stopping.is_set():
                     for notify in conn.notifies(timeout=self.block):
                         self._control_received(notify.payload.encode("utf-8"))

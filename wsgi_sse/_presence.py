@@ -169,6 +169,10 @@ class PresenceTracker:
         self._dirty: set[str] = set()
         self._flush_call: Any = None
         self._timer: Any = None
+        # A full report asked for by another process: when it goes out, and
+        # the earliest time the next one may (asks are untrusted input).
+        self._answer_call: Any = None
+        self._next_answer = 0.0
         self._listeners: list[Callable[[PresenceChange], None]] = []
         self.messages_sent = 0
         self.messages_received = 0
@@ -293,10 +297,38 @@ class PresenceTracker:
             return
         if timer.running:
             timer.stop()
-        if self._flush_call is not None and self._flush_call.active():
-            self._flush_call.cancel()
-        self._flush_call = None
+        for call in (self._flush_call, self._answer_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._flush_call = self._answer_call = None
         self._send({}, full=True)
+
+    def listening(self) -> None:
+        """
+        This process reads the others' messages from now on (its backplane
+        started or reconnected): report everything now, and ask the others
+        to do the same, rather than leave either side without the reports
+        sent while it could not hear them until the next C{interval}.
+        """
+        if self._timer is None:
+            return
+        self._refresh()
+        self._publish({"k": "q"})
+
+    def asked(self, now: float) -> None:
+        """
+        Another process asked for a full report: send one after C{delay},
+        and at most one a second however often it is asked.
+        """
+        if self._timer is None or self._answer_call is not None:
+            return
+        wait = max(self.delay, self._next_answer - now)
+        self._answer_call = self.hub._reactor().callLater(wait, self._answer)
+
+    def _answer(self) -> None:
+        self._answer_call = None
+        self._next_answer = self.hub._now() + 1.0
+        self._refresh()
 
     def _refresh(self) -> None:
         now = self.hub._now()

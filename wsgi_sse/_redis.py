@@ -334,6 +334,7 @@ class RedisBackplane(ThreadedBackplane):
                 )
                 pubsub = conn.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(self.control_channel)
+                self._control_listening()
                 while not stopping.is_set():
                     message = pubsub.get_message(timeout=self.block)
                     if message is not None and message.get("type") == "message":

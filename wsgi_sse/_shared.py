@@ -135,6 +135,12 @@ class ThreadedBackplane:
         self._fetch_busy = False
         self._fallen_back: deque[int] = deque()
         self._fallen_back_set: set[int] = set()
+        # The last token the publisher thread has reported on (appended,
+        # refused or failed, its fall-backs done), and the last token read
+        # back from the server with its id: a waiter for an earlier token
+        # that was not read back is answered only once both are past it.
+        self._reported = 0
+        self._seen: tuple[int, str] = (0, "")
         self._lock = threading.Lock()
         self._counters = dict.fromkeys(_COUNTERS, 0)
         self._control_queue: queue.Queue[bytes | None] = queue.Queue(1000)
@@ -410,6 +416,8 @@ class ThreadedBackplane:
                             "{kind} accepts events again",
                             kind=self.kind,
                         )
+            # After the batch's fall-backs, in the same order.
+            self.reactor.callFromThread(self._batch_reported, batch[-1][0])
             if stop:
                 return
 
@@ -461,6 +469,14 @@ class ThreadedBackplane:
                 self._count("control_sent")
             except Exception:  # noqa: BLE001 - best effort: the next report repairs it
                 self._count("control_dropped")
+
+    def _control_listening(self) -> None:
+        """
+        The control reader is subscribed (again): what the others sent
+        before was missed, so the hub asks them to report again.  Control
+        reader thread.
+        """
+        self.reactor.callFromThread(self.hub.control_listening)
 
     def _control_received(self, body: bytes) -> None:
         """A control message read from the server (any size, any bytes).  Control reader."""
@@ -523,21 +539,42 @@ class ThreadedBackplane:
                 self._resolve(token, Published("", 0))
 
     def _resolve(self, token: int, published: Published) -> None:
-        waiting = self._waiting
-        found = waiting.pop(token, None)
+        found = self._waiting.pop(token, None)
         if found is not None:
             found.callback(published)
-        # Our publisher appends in order: earlier tokens not seen by now
-        # never will be (lost with a server restart); answer their waiters.
-        # The dict is in token order.
-        while waiting:
-            first = next(iter(waiting))
-            if first > token:
-                break
-            waiting.pop(first).callback(Published(published.id, 0))
+        if token > self._seen[0]:
+            self._seen = (token, published.id)
+        self._answer_lost()
         fallen = self._fallen_back
         while fallen and fallen[0] < token:
             self._fallen_back_set.discard(fallen.popleft())
+
+    def _batch_reported(self, token: int) -> None:
+        """
+        The publisher thread is done with the batch up to C{token}: appended,
+        or refused or failed and delivered here.  Reactor thread.
+        """
+        if token > self._reported:
+            self._reported = token
+            self._answer_lost()
+
+    def _answer_lost(self) -> None:
+        """
+        Answer the waiters of our batches that were appended but will not be
+        read back (lost with a server restart): those before the last token
+        read back, once the publisher has reported on them.  A batch the
+        server refused is reported after its local delivery has answered
+        its waiter, so a later batch read back first cannot answer it.
+        """
+        waiting = self._waiting
+        seen, last_id = self._seen
+        reported = self._reported
+        # The dict is in token order.
+        while waiting:
+            first = next(iter(waiting))
+            if first >= seen or first > reported:
+                break
+            waiting.pop(first).callback(Published(last_id, 0))
 
     # -- replay (replay thread) --------------------------------------------------
 

@@ -102,3 +102,27 @@ def test_a_process_that_stops_cleanly_is_forgotten_at_once(
             wait_until(lambda: present(a) == {"identities": {"cy": 1}, "guests": 0})
             c.stop()
         wait_until(lambda: present(a) == {"identities": {}, "guests": 0}, timeout=10)
+
+
+def test_a_process_started_later_learns_the_presence_at_once(
+    shared_backend: Backend, tmp_path: Path
+) -> None:
+    """
+    A process that starts (or reconnects) asks the others for their reports:
+    it does not wait for their next full report, a minute away here.
+    """
+    c = server(tmp_path, "c", shared_backend, interval="60")
+    with processes(c):
+        with c.stream("/sse?channel=room", headers={"Cookie": "user=cy"}) as cy:
+            cy.wait_for(lambda s: s.parser.retry is not None)
+            time.sleep(0.5)  # c's reports so far went to nobody
+            a = server(tmp_path, "a", shared_backend, interval="60")
+            with processes(a):
+                started = time.monotonic()
+                wait_until(lambda: present(a) == {"identities": {"cy": 1}, "guests": 0}, timeout=10)
+                print(f"presence known {time.monotonic() - started:.2f} s after start")
+                # And c knows a has nobody: a's own full report.
+                with a.stream("/sse?channel=room", headers={"Cookie": "user=ann"}) as ann:
+                    ann.wait_for(lambda s: s.parser.retry is not None)
+                    both = {"identities": {"ann": 1, "cy": 1}, "guests": 0}
+                    wait_until(lambda: present(c) == both and present(a) == both, timeout=10)

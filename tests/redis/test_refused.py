@@ -9,15 +9,19 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from redis_support import RedisServer
 from support import RunningServer, http_request, serve, wait_until
+from twisted.internet.defer import gatherResults
 from twisted.logger import formatEvent, globalLogPublisher
 
 from wsgi_sse._encoding import encode_body
+from wsgi_sse._redis import RedisBackplane
+from wsgi_sse._shared import AppendRefusedError
 
 KEY = "wsgi-sse:default:events"
 SECRET = "s" * 32
@@ -128,6 +132,61 @@ def test_refused_xadd_is_delivered_locally_once_and_logged_as_refused(
     assert len(refusals) == 1 and "OutOfMemoryError" in refusals[0], log
     assert "maxmemory" in refusals[0]
     assert not any("unreachable" in x or "reconnected" in x for x in log), log
+
+
+def test_a_refused_event_is_answered_by_its_local_delivery_when_a_later_one_is_read_first(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    In one round trip Redis refuses an event and takes the next one, and the
+    reader reads the next one back before the publisher hears the refusal:
+    the refused event's publisher is still answered with its own local
+    delivery (its local-only id, one client), not with the later event's id
+    and nobody reached.
+
+    (Redis refuses one command of a pipeline and takes the next when memory
+    frees in between; here the refusal is made up for the run that asks for
+    it, and the rest goes to the real server, slowly.)
+    """
+    go = threading.Event()
+    calls: list[int] = []
+    append = RedisBackplane._append
+
+    def refusing_append(self: RedisBackplane, batch: Any) -> int:
+        calls.append(len(batch))
+        if len(calls) == 1:
+            go.wait(10)  # the next two events queue up behind this one
+        refused = [run for run in batch if any(b"refuse me" in body for body in run[2])]
+        taken = [run for run in batch if run not in refused]
+        appended = append(self, taken) if taken else 0
+        if not refused:
+            return appended
+        time.sleep(0.5)  # the reader reads the taken event back meanwhile
+        raise AppendRefusedError("OOM command not allowed", refused, appended)
+
+    monkeypatch.setattr(RedisBackplane, "_append", refusing_append)
+    raw = redis_server.client()
+    with server_on(redis_server) as a, a.stream() as ca:
+        a.wait_clients(1)
+        hub = a.service.hub
+        a.call(lambda: hub.publish("default", encode_body("gate")) and None)
+        wait_until(lambda: calls == [1], what="the gate in the publisher's hands")
+        pending: list[Any] = []
+        a.call(
+            lambda: pending.append(
+                gatherResults(
+                    [hub.publish_event("default", encode_body(b)) for b in ("refuse me", "taken")]
+                )
+            )
+        )
+        go.set()
+        refused, taken = a.call(lambda: pending[0], timeout=20)
+        assert calls == [1, 2]  # one round trip for both
+        assert stored(raw) == ["gate", "taken"]
+        assert taken.delivered == 1 and "." not in taken.id
+        assert refused.delivered == 1 and "." in refused.id
+        assert [e.data for e in ca.wait_events(3, timeout=20)] == ["gate", "taken", "refuse me"]
+        assert ca.events[2].last_event_id == refused.id
 
 
 def test_stream_key_of_another_type_is_refused_not_unreachable(
