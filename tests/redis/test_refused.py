@@ -134,37 +134,41 @@ def test_refused_xadd_is_delivered_locally_once_and_logged_as_refused(
     assert not any("unreachable" in x or "reconnected" in x for x in log), log
 
 
-def test_a_refused_event_is_answered_by_its_local_delivery_when_a_later_one_is_read_first(
-    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("fate", ["refused", "lost"])
+def test_an_event_not_read_back_is_answered_when_a_later_one_of_its_round_trip_is(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, fate: str
 ) -> None:
     """
-    In one round trip Redis refuses an event and takes the next one, and the
-    reader reads the next one back before the publisher hears the refusal:
-    the refused event's publisher is still answered with its own local
-    delivery (its local-only id, one client), not with the later event's id
-    and nobody reached.
+    In one round trip the first event does not reach the stream and the next
+    one does, and the reader reads the next one back before the publisher
+    has reported on the round trip.  Refused: its publisher is answered
+    with its own local delivery (its local-only id, one client), not with
+    the later event's id and nobody reached.  Taken but lost (a Redis
+    restarted without its data): answered with the later id and nobody.
 
     (Redis refuses one command of a pipeline and takes the next when memory
-    frees in between; here the refusal is made up for the run that asks for
-    it, and the rest goes to the real server, slowly.)
+    frees in between; here the first run's fate is made up, and the rest
+    goes to the real server, slowly.)
     """
     go = threading.Event()
     calls: list[int] = []
     append = RedisBackplane._append
 
-    def refusing_append(self: RedisBackplane, batch: Any) -> int:
+    def slow_append(self: RedisBackplane, batch: Any) -> int:
         calls.append(len(batch))
         if len(calls) == 1:
             go.wait(10)  # the next two events queue up behind this one
-        refused = [run for run in batch if any(b"refuse me" in body for body in run[2])]
-        taken = [run for run in batch if run not in refused]
+        first = [run for run in batch if any(b"first" in body for body in run[2])]
+        taken = [run for run in batch if run not in first]
         appended = append(self, taken) if taken else 0
-        if not refused:
+        if not first:
             return appended
         time.sleep(0.5)  # the reader reads the taken event back meanwhile
-        raise AppendRefusedError("OOM command not allowed", refused, appended)
+        if fate == "lost":
+            return appended + 1
+        raise AppendRefusedError("OOM command not allowed", first, appended)
 
-    monkeypatch.setattr(RedisBackplane, "_append", refusing_append)
+    monkeypatch.setattr(RedisBackplane, "_append", slow_append)
     raw = redis_server.client()
     with server_on(redis_server) as a, a.stream() as ca:
         a.wait_clients(1)
@@ -175,18 +179,22 @@ def test_a_refused_event_is_answered_by_its_local_delivery_when_a_later_one_is_r
         a.call(
             lambda: pending.append(
                 gatherResults(
-                    [hub.publish_event("default", encode_body(b)) for b in ("refuse me", "taken")]
+                    [hub.publish_event("default", encode_body(b)) for b in ("first", "taken")]
                 )
             )
         )
         go.set()
-        refused, taken = a.call(lambda: pending[0], timeout=20)
+        first, taken = a.call(lambda: pending[0], timeout=20)
         assert calls == [1, 2]  # one round trip for both
         assert stored(raw) == ["gate", "taken"]
         assert taken.delivered == 1 and "." not in taken.id
-        assert refused.delivered == 1 and "." in refused.id
-        assert [e.data for e in ca.wait_events(3, timeout=20)] == ["gate", "taken", "refuse me"]
-        assert ca.events[2].last_event_id == refused.id
+        if fate == "lost":
+            assert first == (taken.id, 0)
+            assert [e.data for e in ca.wait_events(2, timeout=20)] == ["gate", "taken"]
+            return
+        assert first.delivered == 1 and "." in first.id
+        assert [e.data for e in ca.wait_events(3, timeout=20)] == ["gate", "taken", "first"]
+        assert ca.events[2].last_event_id == first.id
 
 
 def test_stream_key_of_another_type_is_refused_not_unreachable(
