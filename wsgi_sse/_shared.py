@@ -357,12 +357,16 @@ class ThreadedBackplane:
     def _fall_back(self, batch: list[tuple[int, str, Sequence[bytes]]]) -> None:
         """Deliver locally the events that could not be appended to the server."""
         for token, channel, bodies in batch:
+            waiting = self._waiting.pop(token, None)
+            if waiting is None:
+                # Already read back: the append failed (a timeout) after the
+                # server had taken it, and the reader was quicker than the
+                # publisher.  Delivered once, with the server's id.
+                self._count("duplicates_suppressed", len(bodies))
+                continue
             self._fallen_back.append(token)
             self._fallen_back_set.add(token)
-            published = self._local_only(channel, bodies)
-            waiting = self._waiting.pop(token, None)
-            if waiting is not None:
-                waiting.callback(published)
+            waiting.callback(self._local_only(channel, bodies))
         while len(self._fallen_back) > 100_000:
             self._fallen_back_set.discard(self._fallen_back.popleft())
 

@@ -134,7 +134,7 @@ def test_refused_xadd_is_delivered_locally_once_and_logged_as_refused(
     assert not any("unreachable" in x or "reconnected" in x for x in log), log
 
 
-@pytest.mark.parametrize("fate", ["refused", "lost"])
+@pytest.mark.parametrize("fate", ["refused", "lost", "timed out"])
 def test_an_event_not_read_back_is_answered_when_a_later_one_of_its_round_trip_is(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, fate: str
 ) -> None:
@@ -145,6 +145,8 @@ def test_an_event_not_read_back_is_answered_when_a_later_one_of_its_round_trip_i
     with its own local delivery (its local-only id, one client), not with
     the later event's id and nobody reached.  Taken but lost (a Redis
     restarted without its data): answered with the later id and nobody.
+    Taken, but the answer timed out: delivered once, from Redis, not again
+    as local-only.
 
     (Redis refuses one command of a pipeline and takes the next when memory
     frees in between; here the first run's fate is made up, and the rest
@@ -166,6 +168,10 @@ def test_an_event_not_read_back_is_answered_when_a_later_one_of_its_round_trip_i
         time.sleep(0.5)  # the reader reads the taken event back meanwhile
         if fate == "lost":
             return appended + 1
+        if fate == "timed out":  # Redis took the whole round trip; its answer was late
+            append(self, first)
+            time.sleep(0.5)
+            raise TimeoutError("Timeout reading from socket")
         raise AppendRefusedError("OOM command not allowed", first, appended)
 
     monkeypatch.setattr(RedisBackplane, "_append", slow_append)
@@ -186,11 +192,25 @@ def test_an_event_not_read_back_is_answered_when_a_later_one_of_its_round_trip_i
         go.set()
         first, taken = a.call(lambda: pending[0], timeout=20)
         assert calls == [1, 2]  # one round trip for both
-        assert stored(raw) == ["gate", "taken"]
+        in_redis = stored(raw)
+        assert in_redis == (
+            ["gate", "taken", "first"] if fate == "timed out" else ["gate", "taken"]
+        )
         assert taken.delivered == 1 and "." not in taken.id
         if fate == "lost":
             assert first == (taken.id, 0)
             assert [e.data for e in ca.wait_events(2, timeout=20)] == ["gate", "taken"]
+            return
+        if fate == "timed out":
+            # Read back before the publisher gave up on it: delivered once,
+            # from Redis, and not again as local-only.
+            assert first.delivered == 1 and "." not in first.id
+            assert [e.data for e in ca.wait_events(3, timeout=20)] == ["gate", "taken", "first"]
+            time.sleep(1.0)  # a second delivery would be here by now
+            ca.read_some(timeout=0.5)
+            assert [e.data for e in ca.events] == ["gate", "taken", "first"]
+            stats = a.service.backplane.stats()
+            assert stats["duplicates_suppressed"] == 2 and stats["errors"] == 1
             return
         assert first.delivered == 1 and "." in first.id
         assert [e.data for e in ca.wait_events(3, timeout=20)] == ["gate", "taken", "first"]
