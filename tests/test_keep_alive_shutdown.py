@@ -5,11 +5,12 @@ port, raw sockets as clients.
 
 from __future__ import annotations
 
+import gc
 import socket
 import threading
 from typing import Any
 
-from support import _crochet, serve
+from support import _crochet, serve, wait_until
 
 entered = threading.Event()
 release = threading.Event()
@@ -83,3 +84,93 @@ def test_shutdown_closes_idle_keep_alive_and_answers_in_flight_with_close() -> N
             release.set()
             for sock in sockets:
                 sock.close()
+
+
+def test_shutdown_answers_a_paused_connection_with_close() -> None:
+    """
+    A connection whose reading is paused at the stop (it sent more requests
+    behind one in flight than twisted.web reads ahead) is answered with
+    Connection: close and closed, like every other: the requests behind are
+    left for the client to send again, to whatever listens by then.
+    """
+    entered.clear()
+    release.clear()
+    with serve(app, shutdown_timeout=10) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as pipelined:
+            ask(pipelined, "/slow")
+            assert entered.wait(10)
+            for _ in range(600):  # 24 KB read while /slow is in flight: reading pauses
+                ask(pipelined, "/page")
+            wait_until(
+                lambda: server.call(lambda: _paused(server.service.site)), what="reading paused"
+            )
+            stopping = _crochet().run_in_reactor(server.service.stopService)()
+            release.set()
+            head, body = answer(pipelined)
+            assert body == b"/slow" and b"Connection: close" in head.split(b"\r\n")
+            assert closed(pipelined)
+            stopping.wait(15)
+
+
+def _paused(site: Any) -> bool:
+    """Whether one of C{site}'s connections is open, answering, but not being read."""
+    from twisted.internet import reactor
+    from twisted.web.http import HTTPChannel
+
+    from wsgi_sse._site import _http11_channel
+
+    readers = {_http11_channel(getattr(s, "protocol", None)) for s in reactor.getReaders()}
+    return any(
+        isinstance(c, HTTPChannel)
+        and getattr(c, "site", None) is site
+        and c.transport is not None
+        and c.requests
+        and c not in readers
+        for c in gc.get_objects()
+    )
+
+
+def streaming_app(environ: dict[str, Any], start_response: Any) -> Any:
+    """At /stream, a body in two pieces, the second once the test releases it."""
+    if environ["PATH_INFO"] != "/stream":
+        return app(environ, start_response)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+
+    def pieces() -> Any:
+        yield b"first,"
+        entered.set()
+        release.wait(10)
+        yield b"second"
+
+    return pieces()
+
+
+def test_shutdown_closes_a_paused_connection_after_an_answer_already_started() -> None:
+    """
+    An answer whose head went out before the stop, on a connection whose
+    reading is paused: the connection closes once the answer is complete,
+    and the requests behind it are not answered.
+    """
+    entered.clear()
+    release.clear()
+    with serve(streaming_app, shutdown_timeout=10) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as pipelined:
+            ask(pipelined, "/stream")
+            assert entered.wait(10)
+            for _ in range(600):
+                ask(pipelined, "/page")
+            wait_until(
+                lambda: server.call(lambda: _paused(server.service.site)), what="reading paused"
+            )
+            stopping = _crochet().run_in_reactor(server.service.stopService)()
+            release.set()
+            data = b""
+            while True:
+                more = pipelined.recv(65536)
+                if not more:
+                    break  # closed by the server
+                data += more
+            head, _, body = data.partition(b"\r\n\r\n")
+            assert b"Transfer-Encoding: chunked" in head.split(b"\r\n")
+            assert body == b"6\r\nfirst,\r\n6\r\nsecond\r\n0\r\n\r\n"  # and nothing after it
+            stopping.wait(15)

@@ -353,6 +353,17 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
                 return
         super().rawDataReceived(data)
 
+    def requestDone(self, request: Any) -> None:
+        """
+        The answer to C{request} is out: on a server shutting down, close
+        the connection rather than keep it alive for another request (see
+        L{StreamSite.close_kept_alive}), also when the shutdown did not find
+        it among the connections being read.
+        """
+        if self.persistent and getattr(getattr(self, "site", None), "closing", False):
+            self.persistent = False
+        super().requestDone(request)  # type: ignore[no-untyped-call]
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Forget the clock."""
         self._cancelHeaderDeadline()

@@ -49,6 +49,7 @@ from twisted.web.http import INTERNAL_SERVER_ERROR
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.wsgi import WSGIResource, _ErrorStream, _InputStream, _WSGIResponse, _wsgiString
 
+from ._client import close_after_response
 from ._lean import finish_response
 
 if TYPE_CHECKING:
@@ -127,7 +128,7 @@ class _Response(_WSGIResponse):
         if self._requestFinished:
             return
         if not started:
-            self._sendResponseHeaders()  # type: ignore[no-untyped-call]
+            self._sendHead()
         self.request.write(piece)
 
     def _complete(self, started: bool, body: bytes | None) -> None:
@@ -140,7 +141,7 @@ class _Response(_WSGIResponse):
                 self.request.write(body)
             self.request.finish()
         else:
-            self._sendResponseHeaders()  # type: ignore[no-untyped-call]
+            self._sendHead()
             # The whole response at once: head and body in one write.
             finish_response(self.request, body or b"")
         transport = self.request.transport
@@ -149,6 +150,18 @@ class _Response(_WSGIResponse):
             # Answered in the reactor turn the WSGI thread may have ended
             # in: a shutdown waiting for the pool must let these bytes out.
             unflushed.add(transport)
+
+    def _sendHead(self) -> None:
+        """
+        Set the status and headers the application gave on the request.  On
+        a server shutting down, the answer also says C{Connection: close}
+        (its connection closes once the answer is out), whether or not the
+        shutdown found the connection among those being read.  Reactor
+        thread.
+        """
+        self._sendResponseHeaders()  # type: ignore[no-untyped-call]
+        if getattr(getattr(self.request, "site", None), "closing", False):
+            close_after_response(self.request)
 
     def _error(self, started: bool, kind: Any, value: BaseException, traceback: Any) -> None:
         """Log an application error; answer 500 if nothing was sent yet.  Reactor thread."""
