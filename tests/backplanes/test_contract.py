@@ -88,7 +88,9 @@ def test_client_moving_to_a_process_started_later_replays_exactly(
                 a.service.broadcaster.broadcast(f"seen{i}", channel="xy"[i % 2])
             seen = client.wait_events(3)
         for i in range(5):
-            a.service.broadcaster.broadcast(f"missed{i}", channel="xyz"[i % 3])
+            # Shared before the late process starts: it starts reading after
+            # them, so only a fetch from the backplane can replay them.
+            a.service.broadcaster.broadcast_and_wait(f"missed{i}", channel="xyz"[i % 3])
         with server_on(shared_backend) as late:
             last = seen[-1].last_event_id
             with late.stream("/sse?channel=x&channel=y", headers={"Last-Event-ID": last}) as again:
