@@ -97,19 +97,28 @@ def test_shutdown_answers_a_paused_connection_with_close() -> None:
     release.clear()
     with serve(app, shutdown_timeout=10) as server:
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as pipelined:
-            ask(pipelined, "/slow")
-            assert entered.wait(10)
-            for _ in range(600):  # 24 KB read while /slow is in flight: reading pauses
-                ask(pipelined, "/page")
-            wait_until(
-                lambda: server.call(lambda: _paused(server.service.site)), what="reading paused"
-            )
-            stopping = _crochet().run_in_reactor(server.service.stopService)()
-            release.set()
+            stopping = stop_with_reading_paused(server, pipelined, "/slow")
             head, body = answer(pipelined)
             assert body == b"/slow" and b"Connection: close" in head.split(b"\r\n")
             assert closed(pipelined)
             stopping.wait(15)
+
+
+def stop_with_reading_paused(server: Any, pipelined: socket.socket, path: str) -> Any:
+    """
+    Ask C{path} (an answer that waits for the test) on C{pipelined}, then
+    24 KB of requests behind it, more than twisted.web reads ahead: reading
+    pauses.  Then stop the server and let the answer go on; return the
+    stop's pending result.
+    """
+    ask(pipelined, path)
+    assert entered.wait(10)
+    for _ in range(600):
+        ask(pipelined, "/page")
+    wait_until(lambda: server.call(lambda: _paused(server.service.site)), what="reading paused")
+    stopping = _crochet().run_in_reactor(server.service.stopService)()
+    release.set()
+    return stopping
 
 
 def _paused(site: Any) -> bool:
@@ -155,15 +164,7 @@ def test_shutdown_closes_a_paused_connection_after_an_answer_already_started() -
     release.clear()
     with serve(streaming_app, shutdown_timeout=10) as server:
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as pipelined:
-            ask(pipelined, "/stream")
-            assert entered.wait(10)
-            for _ in range(600):
-                ask(pipelined, "/page")
-            wait_until(
-                lambda: server.call(lambda: _paused(server.service.site)), what="reading paused"
-            )
-            stopping = _crochet().run_in_reactor(server.service.stopService)()
-            release.set()
+            stopping = stop_with_reading_paused(server, pipelined, "/stream")
             data = b""
             while True:
                 more = pipelined.recv(65536)
