@@ -407,6 +407,7 @@ class SSEServerService(MultiService):
     def _listening(self, port: Any) -> Any:
         if port is None:  # listening failed later; already logged
             return None
+        self._wait_for_backplane(port)
         address = port.getHost()
         url = browser_url(address, tls=self.listen.strip().lower().startswith("ssl:"))
         if url is None:
@@ -423,6 +424,50 @@ class SSEServerService(MultiService):
                 path=self.sse_path,
             )
         return port
+
+    def _wait_for_backplane(self, port: Any) -> None:
+        """
+        Take no connection on C{port} until the shared backplane's reader
+        has its position in the shared history, so that a stream opened
+        here gets every event published after it opened, by any process.
+        Connections made meanwhile wait in the listen backlog.  The wait
+        ends when the first attempt fails (the process then delivers its
+        own events only, until the backplane is reachable) and lasts at
+        most twice the backplane's timeout.
+        """
+        backplane = self.backplane
+        ready = getattr(backplane, "ready", None)
+        stop_reading = getattr(port, "stopReading", None)
+        if ready is None or stop_reading is None:
+            return
+        waiting = ready()
+        if waiting.called:
+            return
+        stop_reading()
+        bound = 2 * float(getattr(backplane, "timeout", 2.0))
+
+        resumed: list[bool] = []
+
+        def resume(_: object = None) -> None:
+            if resumed:
+                return
+            resumed.append(True)
+            if timer.active():
+                timer.cancel()
+            if self.running and getattr(port, "connected", False):
+                port.startReading()
+
+        def give_up() -> None:
+            if self.running:
+                self.log.warn(
+                    "the backplane did not answer within {bound}s: taking connections; "
+                    "until it does, this process delivers its own events only",
+                    bound=bound,
+                )
+            resume()
+
+        timer = self.reactor.callLater(bound, give_up)
+        waiting.addCallback(resume)
 
     @property
     def sse_path(self) -> str:

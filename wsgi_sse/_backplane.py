@@ -187,6 +187,10 @@ class Backplane(Protocol):
     def stop(self) -> Deferred[None]:
         """Deliver what is queued, then stop."""
 
+    # Optional: ready() -> Deferred[bool], fired once the backplane reads the
+    # shared history from its position (True) or its first attempt failed
+    # (False); the server takes no connection before it.
+
 
 def check_entry(channel: bytes | str, body: bytes) -> tuple[str, bytes] | None:
     """

@@ -426,7 +426,7 @@ class PostgresBackplane(ThreadedBackplane):
                         self._count("reconnects")
                         self._generation += 1
                     self.connected = True
-                    self._first_attempt.set()
+                    self._first_attempt_made()
                     self._down_logged = False
                     delay = first_delay
                     self.reactor.callFromThread(
@@ -458,7 +458,7 @@ class PostgresBackplane(ThreadedBackplane):
                     return
                 self._count("errors")
                 self._went_down("read", e)
-                self._first_attempt.set()
+                self._first_attempt_made()
                 self._drop_connection("_reader_conn")
                 self._drop_connection("_listen_conn")
                 stopping.wait(delay * (0.5 + secrets.randbelow(1000) / 1000))

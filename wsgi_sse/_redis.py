@@ -414,7 +414,7 @@ class RedisBackplane(ThreadedBackplane):
                     if ever_connected:
                         self._count("reconnects")
                     self.connected = True
-                    self._first_attempt.set()
+                    self._first_attempt_made()
                     self._down_logged = False
                     delay = first_delay
                     self.reactor.callFromThread(
@@ -445,7 +445,7 @@ class RedisBackplane(ThreadedBackplane):
                     return
                 self._count("errors")
                 self.connected = False
-                self._first_attempt.set()
+                self._first_attempt_made()
                 if not read_refused:
                     read_refused = True
                     self.reactor.callFromThread(
@@ -463,7 +463,7 @@ class RedisBackplane(ThreadedBackplane):
                 read_refused = False
                 self._count("errors")
                 self._went_down("read", e)
-                self._first_attempt.set()
+                self._first_attempt_made()
                 self._drop_connection("_reader_conn")
                 stopping.wait(delay * (0.5 + secrets.randbelow(1000) / 1000))
                 delay = min(delay * 2, self.backoff[1])

@@ -15,7 +15,7 @@ import threading
 from collections import deque
 from typing import Any, Sequence
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -116,6 +116,10 @@ class ThreadedBackplane:
         # Set once the reader's first attempt to connect has ended: until
         # then, events wait for it rather than going local-only.
         self._first_attempt = threading.Event()
+        # Reactor thread: who waits for the reader's first attempt (ready()).
+        self._ready = self._positioned = False
+        self._ready_waiters: list[Deferred[bool]] = []
+        self._ready_reported = False
         self._threads: list[threading.Thread] = []
         self._pool: ThreadPool | None = None
         for name in self._connections:
@@ -267,6 +271,7 @@ class ThreadedBackplane:
         self.running = True
         self._stopping.clear()
         self._first_attempt.clear()
+        self._ready = self._ready_reported = False
         self._pool = ThreadPool(0, 1, f"wsgi-sse-{self.kind}-replay")
         self._pool.start()
         self._threads = [
@@ -293,6 +298,7 @@ class ThreadedBackplane:
         self.running = False
         self._stopping.set()
         self._first_attempt.set()
+        self._reader_ready(False)
         threads, self._threads = self._threads, []
         pool, self._pool = self._pool, None
         done: Deferred[None] = Deferred()
@@ -320,6 +326,42 @@ class ThreadedBackplane:
 
         threading.Thread(target=stop, name=f"wsgi-sse-{self.kind}-stop", daemon=True).start()
         return done
+
+    def ready(self) -> Deferred[bool]:
+        """
+        Wait for the reader's first attempt: fires with C{True} once it has
+        taken its starting position in the shared history (every event
+        appended from then on reaches this process), with C{False} if the
+        attempt failed (the server is unreachable: this process delivers
+        its own events only until it connects) or the backplane stopped.
+        Call in the reactor thread, after L{start}.
+        """
+        if self._ready:
+            return succeed(self._positioned)
+        waiting: Deferred[bool] = Deferred()
+        self._ready_waiters.append(waiting)
+        return waiting
+
+    def _first_attempt_made(self) -> None:
+        """
+        Reader thread: its first attempt has ended (it reads the shared
+        history from its position, or it failed).  Publishing may go on,
+        and L{ready} fires after the position, already on its way to the
+        reactor thread, has reached the hub.
+        """
+        self._first_attempt.set()
+        if not self._ready_reported:
+            self._ready_reported = True
+            self.reactor.callFromThread(self._reader_ready, self.connected)
+
+    def _reader_ready(self, positioned: bool) -> None:
+        if self._ready:
+            return
+        self._ready = True
+        self._positioned = positioned
+        waiters, self._ready_waiters = self._ready_waiters, []
+        for waiting in waiters:
+            waiting.callback(positioned)
 
     # -- publishing (reactor thread) ----------------------------------------
 

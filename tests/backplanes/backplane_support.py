@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 
@@ -49,3 +50,73 @@ class Backend:
 
     def start(self) -> None:
         self.server.start()
+
+
+class GatedProxy:
+    """
+    A TCP proxy in front of a backplane server, in a thread: it takes
+    connections at once but forwards nothing until C{open()} (a server
+    that is slow to answer), then forwards both ways.  A context manager.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        import socket
+        import threading
+
+        self.upstream_port = upstream_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.gate = threading.Event()
+        self._sockets: list[Any] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url_for(self, url: str) -> str:
+        """C{url} (a backplane URL naming the upstream port) through this proxy."""
+        upstream = f"127.0.0.1:{self.upstream_port}"
+        assert upstream in url, url
+        return url.replace(upstream, f"127.0.0.1:{self.port}")
+
+    def open(self) -> None:
+        """Forward from now on, what was sent meanwhile first."""
+        self.gate.set()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            self._sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, source: Any, sink: Any) -> None:
+        import socket
+
+        self.gate.wait()
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.gate.set()
+        self.listener.close()
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def __enter__(self) -> GatedProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
