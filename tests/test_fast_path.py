@@ -277,7 +277,7 @@ def test_started_stream_sheds_request_state_but_keeps_logged_headers() -> None:
                 )
 
             agent, other, response_headers, content = server.call(inspect)
-            assert agent == [b"probe/1"]
+            assert list(agent) == [b"probe/1"]
             assert other is None
             assert response_headers == []
             assert content is None
