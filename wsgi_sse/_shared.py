@@ -334,7 +334,7 @@ class ThreadedBackplane:
         appended from then on reaches this process), with C{False} if the
         attempt failed (the server is unreachable: this process delivers
         its own events only until it connects) or the backplane stopped.
-        Call in the reactor thread, after L{start}.
+        Call in the reactor thread, before or after L{start}.
         """
         if self._ready:
             return succeed(self._positioned)
