@@ -454,3 +454,59 @@ def test_tabs_resume_on_another_process_from_the_shared_backplane(
             expect(tabs["b"].locator("#events li")).to_have_text(["b: missed 1", "b: missed 3"])
             assert new.service.hub.stats.replays_fetched == 1
             assert new.call(new.service.sse_resource.snapshot)["resets"] == 0
+
+
+def waiting_connections(port: int) -> int:
+    """How many connections wait in the listen backlog of 127.0.0.1:C{port} (from /proc)."""
+    local = f"0100007F:{port:04X}"
+    with open("/proc/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            if fields[1] == local and fields[3] == "0A":  # listening
+                return int(fields[4].split(":")[1], 16)
+    raise AssertionError(f"nothing listens on port {port}")
+
+
+def test_a_tab_waits_for_a_restarted_process_to_read_the_shared_history(
+    context: Any, tmp_path: Any
+) -> None:
+    """
+    A process restarted while its backplane is slow to answer takes no
+    connection until its reader has its place in the shared history: the
+    tab's reconnection waits in the listen backlog, never refused, then
+    gets what it missed meanwhile and what follows.
+    """
+    sys.path.insert(0, str(ROOT / "tests" / "redis"))
+    sys.path.insert(0, str(ROOT / "tests" / "backplanes"))
+    from backplane_support import GatedProxy
+    from redis_support import running_redis
+
+    from wsgi_sse.redis import RedisPublisher
+
+    listen = f"tcp:{free_port()}:interface=127.0.0.1"
+    with running_redis(tmp_path) as redis:
+        with serve(page_app, listen=listen, retry=200, backplane_url=redis.url) as old:
+            tab = context.new_page()
+            tab.goto(f"{old.url}/page?channel=a")
+            expect(tab.locator("#status")).to_have_text("live")
+            wait_for_channels(old, tab, {"a": 1})
+            old.service.broadcaster.broadcast_and_wait("seen", channel="a")
+            expect(tab.locator("#events li")).to_have_text(["a: seen"])
+        proxy = GatedProxy(redis.port)
+        slow_url = proxy.url_for(redis.url)
+        with proxy, serve(page_app, listen=listen, retry=200, backplane_url=slow_url) as new:
+            # The tab reconnects: its connection waits, not taken, not refused.
+            for _ in range(400):
+                if waiting_connections(new.port):
+                    break
+                tab.wait_for_timeout(25)
+            assert waiting_connections(new.port) == 1
+            assert new.client_count() == 0
+            expect(tab.locator("#status")).to_have_text("reconnecting")
+            with RedisPublisher(redis.url) as publisher:
+                publisher.broadcast("missed", channel="a")
+            proxy.open()
+            wait_for_channels(new, tab, {"a": 1})
+            new.service.broadcaster.broadcast_and_wait("live", channel="a")
+            expect(tab.locator("#events li")).to_have_text(["a: seen", "a: missed", "a: live"])
+            expect(tab.locator("#status")).to_have_text("live")
