@@ -128,7 +128,7 @@ class StreamClient:
         self._max_pause = max_pause
         self._on_drop = on_drop
         self._paused = False
-        # Events held while paused or replaying (a list only while there are).
+        # Events held while paused or replaying (a list only while there are some).
         self._held: list[bytes] | None = None
         self._held_bytes = 0
         # Replayed events not written yet, oldest first, taken one by one
