@@ -433,7 +433,8 @@ class SSEServerService(MultiService):
         Connections made meanwhile wait in the listen backlog.  The wait
         ends when the first attempt fails (the process then delivers its
         own events only, until the backplane is reachable) and lasts at
-        most twice the backplane's timeout.
+        most the backplane's C{first_attempt_wait} (twice its timeout), the
+        time events broadcast meanwhile wait for it too.
         """
         backplane = self.backplane
         ready = getattr(backplane, "ready", None)
@@ -444,7 +445,7 @@ class SSEServerService(MultiService):
         if waiting.called:
             return
         stop_reading()
-        bound = 2 * float(getattr(backplane, "timeout", 2.0))
+        bound = float(getattr(backplane, "first_attempt_wait", 4.0))
 
         resumed: list[bool] = []
 

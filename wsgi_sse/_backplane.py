@@ -189,7 +189,8 @@ class Backplane(Protocol):
 
     # Optional: ready() -> Deferred[bool], fired once the backplane reads the
     # shared history from its position (True) or its first attempt failed
-    # (False); the server takes no connection before it.
+    # (False); the server takes no connection before it, for at most
+    # first_attempt_wait seconds (4 if the backplane has no such attribute).
 
 
 def check_entry(channel: bytes | str, body: bytes) -> tuple[str, bytes] | None:

@@ -327,6 +327,14 @@ class ThreadedBackplane:
         threading.Thread(target=stop, name=f"wsgi-sse-{self.kind}-stop", daemon=True).start()
         return done
 
+    @property
+    def first_attempt_wait(self) -> float:
+        """
+        How long, at most, events, control messages and new connections
+        wait for the reader's first attempt (twice C{timeout}).
+        """
+        return self.timeout * 2
+
     def ready(self) -> Deferred[bool]:
         """
         Wait for the reader's first attempt: fires with C{True} once it has
@@ -436,7 +444,7 @@ class ThreadedBackplane:
                     break
                 batch.append(more)
             if not self._first_attempt.is_set():
-                self._first_attempt.wait(self.timeout * 2)
+                self._first_attempt.wait(self.first_attempt_wait)
             if not self.connected:
                 self.reactor.callFromThread(self._fall_back, batch)
             else:
@@ -506,7 +514,7 @@ class ThreadedBackplane:
             if body is None:
                 return
             if not self._first_attempt.is_set():
-                self._first_attempt.wait(self.timeout * 2)
+                self._first_attempt.wait(self.first_attempt_wait)
             if not self.connected:
                 self._count("control_dropped")
                 continue
