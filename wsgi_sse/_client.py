@@ -512,6 +512,15 @@ def close_after_response(request: Request) -> None:
         request.setHeader(b"Connection", b"close")
 
 
+def site_closing(holder: Any) -> bool:
+    """
+    Whether the site C{holder} (a request or a channel) belongs to is
+    shutting down (L{StreamSite.close_kept_alive} was called); C{False}
+    when it has no site, or a plain twisted.web one.
+    """
+    return bool(getattr(getattr(holder, "site", None), "closing", False))
+
+
 def _reset_h2_stream(channel: Any) -> bool:
     """
     Reset C{channel} if it is a live HTTP/2 stream (an C{RST_STREAM}

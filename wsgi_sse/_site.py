@@ -48,7 +48,7 @@ from twisted.web.server import Site
 from twisted.web.server import version as _server_version
 
 from ._accesslog import combined_line, log_line, redacting
-from ._client import PLAIN_SOCKET_TRANSPORTS, close_after_response
+from ._client import PLAIN_SOCKET_TRANSPORTS, close_after_response, site_closing
 from ._lean import http_date, parse_simple_get, parse_simple_request
 
 if TYPE_CHECKING:
@@ -360,7 +360,7 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
         L{StreamSite.close_kept_alive}), also when the shutdown did not find
         it among the connections being read.
         """
-        if self.persistent and getattr(getattr(self, "site", None), "closing", False):
+        if self.persistent and site_closing(self):
             self.persistent = False
         super().requestDone(request)  # type: ignore[no-untyped-call]
 
@@ -376,7 +376,7 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
         closing (server shutdown), and the answer then says C{Connection:
         close}.
         """
-        if getattr(getattr(self, "site", None), "closing", False):
+        if site_closing(self):
             request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
             return False
         return super().checkPersistence(request, version)  # type: ignore[no-any-return, no-untyped-call]

@@ -49,7 +49,7 @@ from twisted.web.http import INTERNAL_SERVER_ERROR
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.wsgi import WSGIResource, _ErrorStream, _InputStream, _WSGIResponse, _wsgiString
 
-from ._client import close_after_response
+from ._client import close_after_response, site_closing
 from ._lean import finish_response
 
 if TYPE_CHECKING:
@@ -160,7 +160,7 @@ class _Response(_WSGIResponse):
         thread.
         """
         self._sendResponseHeaders()  # type: ignore[no-untyped-call]
-        if getattr(getattr(self.request, "site", None), "closing", False):
+        if site_closing(self.request):
             close_after_response(self.request)
 
     def _error(self, started: bool, kind: Any, value: BaseException, traceback: Any) -> None:
