@@ -19,6 +19,10 @@ and, in the repeated scenarios only:
   twisted-web      the example's WSGI app under plain ``twistd web --wsgi``
   waitress         the example's WSGI app under waitress (10 threads)
   gunicorn         the example's WSGI app under gunicorn, one gthread worker (10 threads)
+  wsgi-sse-baseline  with --baseline REF: the example on another version of
+                   wsgi-sse (a commit, or a directory holding a checkout), next
+                   to wsgi-sse in every repeated scenario, to measure a change
+                   side by side
 
 Scenarios: fanout, burst and slow fill the main table (one run per subject);
 accept, burst-spread, fanout-spread and pages are repeated --rounds times and
@@ -63,6 +67,8 @@ PLOT = ROOT / "docs" / "benchmarks.png"
 START, END = "<!-- figures:start -->", "<!-- figures:end -->"
 
 SUBJECTS = ("wsgi-sse", "seed", "starlette", "floor")
+# The example served by another version of wsgi-sse (--baseline), in the repeated scenarios.
+BASELINE = "wsgi-sse-baseline"
 
 # The repeated scenarios: (subjects, the reference wsgi-sse is divided by).
 ROUNDS = {
@@ -222,10 +228,22 @@ class Server:
         self.log_path = log_dir / f"{subject}-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
+    baseline_root: Path | None = None
+    """Where the C{wsgi-sse-baseline} subject's wsgi-sse and example are (L{baseline_tree})."""
+
+    @property
+    def root(self) -> Path:
+        """The tree whose wsgi_sse package and example this subject runs."""
+        if self.subject == BASELINE:
+            if self.baseline_root is None:
+                raise ValueError(f"{BASELINE} needs --baseline")
+            return self.baseline_root
+        return ROOT
+
     def command(self) -> tuple[list[str], Path]:
         twistd = shutil.which("twistd") or "twistd"
-        example = ROOT / "examples" / "bottle_app"
-        if self.subject == "wsgi-sse":
+        example = self.root / "examples" / "bottle_app"
+        if self.subject in ("wsgi-sse", BASELINE):
             return [twistd, "-ny", "server.py", "--pidfile="], example
         if self.subject == "wsgi-sse-logged":
             return [twistd, "-ny", "wsgi_sse_logged.py", "--pidfile="], HERE / "peers"
@@ -265,7 +283,8 @@ class Server:
     def __enter__(self) -> Server:
         cmd, cwd = self.command()
         env = dict(os.environ)
-        paths = [str(ROOT), str(ROOT / "examples" / "bottle_app"), env.get("PYTHONPATH", "")]
+        root = self.root
+        paths = [str(root), str(root / "examples" / "bottle_app"), env.get("PYTHONPATH", "")]
         env["PYTHONPATH"] = os.pathsep.join(paths).rstrip(os.pathsep)
         env["WSGI_SSE_LISTEN"] = f"tcp:{self.port}:interface=127.0.0.1"
         self._log = open(self.log_path, "wb")
@@ -312,6 +331,44 @@ def available(subject: str) -> str | None:
     if module is not None and importlib.util.find_spec(module) is None:
         return f"{module} is not installed (pip install -e '.[bench]')"
     return None
+
+
+def baseline_tree(ref: str, into: Path) -> tuple[Path, str]:
+    """
+    The wsgi-sse to compare the working tree with (C{--baseline}): C{ref}
+    names a directory holding a checkout, used as it is, or a commit of this
+    repository (a tag, a branch, C{HEAD~1}), whose C{wsgi_sse} package and
+    examples are extracted into C{into}.  Return the tree's root and what it
+    is (the full commit id, or the directory).
+
+    @raise ValueError: if C{ref} is neither, or holds no Bottle example.
+    """
+    path = Path(ref)
+    if path.is_dir():
+        root = path.resolve()
+        described = str(root)
+    else:
+        found = subprocess.run(
+            ["git", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+            cwd=ROOT, capture_output=True, text=True,
+        )  # fmt: skip
+        if found.returncode != 0:
+            raise ValueError(f"--baseline {ref}: neither a directory nor a commit of {ROOT}")
+        described = found.stdout.strip()
+        root = into
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        archive = subprocess.run(
+            ["git", "archive", "--format=tar", described, "wsgi_sse", "examples"],
+            cwd=ROOT, capture_output=True,
+        )  # fmt: skip
+        if archive.returncode != 0:
+            raise ValueError(f"--baseline {ref}: {archive.stderr.decode(errors='replace').strip()}")
+        subprocess.run(["tar", "-x", "-C", str(root)], input=archive.stdout, check=True)
+    for needed in ("wsgi_sse/__init__.py", "examples/bottle_app/server.py"):
+        if not (root / needed).is_file():
+            raise ValueError(f"--baseline {ref}: no {needed} there")
+    return root, described
 
 
 def on_cpus(cpus: set[int] | None) -> Any:
@@ -790,6 +847,9 @@ def run_rounds(
     if cfg.round_subjects:
         wanted = cfg.round_subjects.split(",")
         subjects = tuple(s for s in subjects if s in wanted)
+    if Server.baseline_root is not None and "wsgi-sse" in subjects:
+        at = subjects.index("wsgi-sse") + 1
+        subjects = (*subjects[:at], BASELINE, *subjects[at:])
     runner = ROUND_RUNNERS[scenario]
     out: dict[str, list[dict[str, Any]]] = {}
     for subject in subjects:
@@ -832,11 +892,18 @@ def spread_rows(rounds: dict[str, dict[str, list[dict[str, Any]]]]) -> list[dict
     for scenario, by_subject in rounds.items():
         _, reference = ROUNDS[scenario]
         ref_values = [r["value"] for r in by_subject.get(reference, [])]
+        base_values = [r["value"] for r in by_subject.get(BASELINE, [])]
         for subject, results in by_subject.items():
             values = [r["value"] for r in results]
             ratios = []
             if subject != reference and len(ref_values) == len(values):
                 ratios = [v / ref for v, ref in zip(values, ref_values, strict=True) if v and ref]
+            # With --baseline: the working tree against the other version, round by round.
+            baseline_ratios = []
+            if subject == "wsgi-sse" and base_values and len(base_values) == len(values):
+                baseline_ratios = [
+                    v / b for v, b in zip(values, base_values, strict=True) if v and b
+                ]
             rows.append(
                 {
                     "scenario": scenario,
@@ -847,6 +914,7 @@ def spread_rows(rounds: dict[str, dict[str, list[dict[str, Any]]]]) -> list[dict
                     "max": max(values) if values else None,
                     "reference": reference,
                     "ratios": ratios,
+                    "baseline_ratios": baseline_ratios,
                     "cpu_us": med([cpu_us(scenario, r) for r in results]),
                 }
             )
@@ -864,6 +932,9 @@ def spread_table(rounds: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
         show = (lambda v: ms(v)) if scenario == "fanout-spread" else fmt_num
         ratios = ", ".join(f"{r:.2f}×" for r in row["ratios"])
         ref = f"÷ {row['reference']}: {ratios}" if ratios else "–"
+        if row.get("baseline_ratios"):
+            against = ", ".join(f"{r:.2f}×" for r in row["baseline_ratios"])
+            ref = f"{ref}; ÷ {BASELINE}: {against}"
         cpu = row["cpu_us"]
         cpu_cell = "–" if cpu is None else f"{cpu:,.0f} {CPU_UNITS[scenario]}"
         lines.append(
@@ -1163,6 +1234,14 @@ def main(argv: list[str] | None = None) -> int:
         "machines (default; --no-pin-loadgen lets Linux place them, which puts them together on "
         "some rounds and not others: see docs/benchmarks.md)",
     )
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        metavar="REF",
+        help="the repeated scenarios also run the example on another version of wsgi-sse "
+        f"(subject {BASELINE}), a commit of this repository (HEAD~1, a tag) or a directory "
+        "holding a checkout, and report wsgi-sse's figure divided by it, round by round",
+    )
     parser.add_argument("--output", default=None, help="raw JSON path")
     parser.add_argument(
         "--report",
@@ -1215,6 +1294,15 @@ def main(argv: list[str] | None = None) -> int:
     limit = raise_fd_limit()
     if max(clients) + 200 > limit:
         parser.error(f"{max(clients)} clients need more open files than the limit {limit}")
+    baseline = None
+    if cfg.baseline:
+        try:
+            root, described = baseline_tree(cfg.baseline, RESULTS / "baseline")
+        except ValueError as e:
+            parser.error(str(e))
+        Server.baseline_root = root
+        baseline = {"ref": cfg.baseline, "version": described}
+        print(f"{BASELINE}: {described}", flush=True)
     bins = build()
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
@@ -1272,6 +1360,7 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": rounds,
         "spread": spread_rows(rounds),
         "load_average": load,
+        "baseline": baseline,
     }
     out = Path(cfg.output) if cfg.output else RESULTS / f"{stamp}.json"
     out.write_text(json.dumps(raw, indent=1))

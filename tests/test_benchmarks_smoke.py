@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import ROOT, subprocess_env
@@ -75,3 +77,65 @@ def test_quick_rounds_measure_accept_burst_spread_and_pages(tmp_path: Path) -> N
     spread = json.loads(out.read_text())["spread"]
     ratio = [r for r in spread if r["scenario"] == "pages" and r["subject"] == "wsgi-sse"]
     assert ratio[0]["reference"] == "twisted-web" and len(ratio[0]["ratios"]) == 1
+
+
+def _run_module() -> Any:
+    """benchmarks/run.py, imported as a module."""
+    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "benchmarks" / "run.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="a baseline commit is read with git")
+def test_baseline_commit_is_extracted_from_the_repository(tmp_path: Path) -> None:
+    """--baseline REF: the commit's wsgi_sse package and examples, byte for byte."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    run = _run_module()
+    root, version = run.baseline_tree("HEAD", tmp_path / "tree")
+    git = ["git", "-C", str(ROOT)]
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+    assert version == head.stdout.strip()
+    for name in ("wsgi_sse/__init__.py", "wsgi_sse/_hub.py", "examples/bottle_app/server.py"):
+        committed = subprocess.run([*git, "show", f"HEAD:{name}"], capture_output=True, check=True)
+        assert (root / name).read_bytes() == committed.stdout
+    with pytest.raises(ValueError, match="neither a directory nor a commit"):
+        run.baseline_tree("no-such-ref-anywhere", tmp_path / "other")
+    with pytest.raises(ValueError, match=r"no wsgi_sse/__init__\.py"):
+        run.baseline_tree(str(tmp_path / "tree" / "examples"), tmp_path / "other")
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="the benchmark compiles its C parts")
+def test_baseline_directory_runs_beside_the_working_tree(tmp_path: Path) -> None:
+    """
+    --baseline DIR: the repeated scenarios also start the example on the
+    wsgi-sse in DIR (its own code, not the working tree's) and report
+    wsgi-sse's figure divided by it, round by round.
+    """
+    baseline = tmp_path / "baseline"
+    shutil.copytree(ROOT / "wsgi_sse", baseline / "wsgi_sse")
+    shutil.copytree(ROOT / "examples", baseline / "examples")
+    marker = baseline / "wsgi_sse" / "imported-here"
+    with open(baseline / "wsgi_sse" / "__init__.py", "a") as init:
+        init.write("\n__import__('pathlib').Path(__file__).with_name('imported-here').touch()\n")
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/run.py", "--quick", "--no-docs", "--scenarios", "accept",
+         "--round-subjects", "wsgi-sse,floor", "--baseline", str(baseline), "--output", str(out)],
+        cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=100,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert marker.exists()
+    raw = json.loads(out.read_text())
+    assert raw["baseline"] == {"ref": str(baseline), "version": str(baseline.resolve())}
+    accept = raw["rounds"]["accept"]
+    assert list(accept) == ["wsgi-sse", "wsgi-sse-baseline", "floor"]
+    for run in accept.values():
+        assert [(t["connected"], t["failed"]) for t in run[0]["turns"]] == [(200, 0)] * 2
+    rows = {row["subject"]: row for row in raw["spread"]}
+    expected = accept["wsgi-sse"][0]["value"] / accept["wsgi-sse-baseline"][0]["value"]
+    assert rows["wsgi-sse"]["baseline_ratios"] == [pytest.approx(expected)]
+    assert rows["floor"]["baseline_ratios"] == []
+    assert "÷ wsgi-sse-baseline" in proc.stdout
