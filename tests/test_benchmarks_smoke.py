@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import shutil
@@ -139,3 +140,26 @@ def test_baseline_directory_runs_beside_the_working_tree(tmp_path: Path) -> None
     assert rows["wsgi-sse"]["baseline_ratios"] == [pytest.approx(expected)]
     assert rows["floor"]["baseline_ratios"] == []
     assert "÷ wsgi-sse-baseline" in proc.stdout
+
+
+def test_rounds_reverse_the_subjects_order_every_other_round(monkeypatch: Any) -> None:
+    """
+    The repeated scenarios hand their subjects to each round in an order
+    reversed from one round to the next (the first server started costs
+    more), and keep each subject's results in round order.
+    """
+    run = _run_module()
+    seen: list[tuple[str, ...]] = []
+
+    def round_runner(subjects: tuple[str, ...], bins: Any, cfg: Any) -> dict[str, Any]:
+        seen.append(subjects)
+        return {s: {"value": len(seen) * 10 + i} for i, s in enumerate(subjects)}
+
+    monkeypatch.setitem(run.ROUND_RUNNERS, "fanout-spread", round_runner)
+    monkeypatch.setattr(run.Server, "baseline_root", Path("/nonexistent"))
+    cfg = argparse.Namespace(rounds=3, round_subjects=None)
+    out = run.run_rounds("fanout-spread", {}, cfg)
+    forward = ("wsgi-sse", "wsgi-sse-baseline", "floor")
+    assert seen == [forward, forward[::-1], forward]
+    assert out["wsgi-sse"] == [{"value": 10}, {"value": 22}, {"value": 30}]
+    assert out["floor"] == [{"value": 12}, {"value": 20}, {"value": 32}]
