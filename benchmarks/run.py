@@ -890,6 +890,16 @@ def cpu_us(scenario: str, result: dict[str, Any]) -> float | None:
     return float(cpu / requests * 1e6) if requests else None
 
 
+def per_round(values: list[float], against: list[float]) -> list[float]:
+    """
+    Each round's value divided by C{against}'s in the same round; none
+    unless C{against} has a value for every round.
+    """
+    if not against or len(against) != len(values):
+        return []
+    return [v / a for v, a in zip(values, against, strict=True) if v and a]
+
+
 def spread_rows(rounds: dict[str, dict[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
     """One row per (scenario, subject): median, range and the ratio to the reference."""
     rows = []
@@ -899,15 +909,9 @@ def spread_rows(rounds: dict[str, dict[str, list[dict[str, Any]]]]) -> list[dict
         base_values = [r["value"] for r in by_subject.get(BASELINE, [])]
         for subject, results in by_subject.items():
             values = [r["value"] for r in results]
-            ratios = []
-            if subject != reference and len(ref_values) == len(values):
-                ratios = [v / ref for v, ref in zip(values, ref_values, strict=True) if v and ref]
+            ratios = per_round(values, ref_values) if subject != reference else []
             # With --baseline: the working tree against the other version, round by round.
-            baseline_ratios = []
-            if subject == "wsgi-sse" and base_values and len(base_values) == len(values):
-                baseline_ratios = [
-                    v / b for v, b in zip(values, base_values, strict=True) if v and b
-                ]
+            baseline_ratios = per_round(values, base_values) if subject == "wsgi-sse" else []
             rows.append(
                 {
                     "scenario": scenario,
@@ -934,11 +938,9 @@ def spread_table(rounds: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
     for row in spread_rows(rounds):
         scenario = row["scenario"]
         show = (lambda v: ms(v)) if scenario == "fanout-spread" else fmt_num
-        ratios = ", ".join(f"{r:.2f}×" for r in row["ratios"])
-        ref = f"÷ {row['reference']}: {ratios}" if ratios else "–"
+        ref = f"÷ {row['reference']}: {times(row['ratios'])}" if row["ratios"] else "–"
         if row.get("baseline_ratios"):
-            against = ", ".join(f"{r:.2f}×" for r in row["baseline_ratios"])
-            ref = f"{ref}; ÷ {BASELINE}: {against}"
+            ref = f"{ref}; ÷ {BASELINE}: {times(row['baseline_ratios'])}"
         cpu = row["cpu_us"]
         cpu_cell = "–" if cpu is None else f"{cpu:,.0f} {CPU_UNITS[scenario]}"
         lines.append(
@@ -950,6 +952,11 @@ def spread_table(rounds: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
 
 
 # -- report -----------------------------------------------------------------------
+
+
+def times(ratios: list[float]) -> str:
+    """Ratios as the tables show them, with two decimals and a times sign."""
+    return ", ".join(f"{r:.2f}×" for r in ratios)
 
 
 def ms(v: float | None) -> str:
