@@ -533,7 +533,7 @@ def burst_run(
         bins,
         server,
         ["--clients", str(cfg.burst_clients), "--burst", str(cfg.burst_events),
-         "--posters", "4", "--event-timeout", "5", *fresh_sources(turn)],
+         "--posters", str(cfg.burst_posters), "--event-timeout", "5", *fresh_sources(turn)],
         timeout=cfg.timeout,
         cpus=cpus,
     )  # fmt: skip
@@ -1235,6 +1235,14 @@ def main(argv: list[str] | None = None) -> int:
         help="accept and burst-spread: turns per subject in each round (default 5)",
     )
     parser.add_argument("--events", type=int, default=None, help="lockstep events per count")
+    parser.add_argument(
+        "--burst-posters",
+        type=int,
+        default=4,
+        metavar="K",
+        help="burst and burst-spread: knocks in flight at once, each POST on a connection of its "
+        "own (default 4; 1 posts them one after another, each waiting for the last one's answer)",
+    )
     parser.add_argument("--no-docs", action="store_true", help="do not touch docs/ (raw JSON only)")
     parser.add_argument(
         "--pin-loadgen",
@@ -1282,6 +1290,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg.events = cfg.events or (3 if quick else 12)
     cfg.page_gets = 5 if quick else 40
     cfg.burst_clients, cfg.burst_events = (20, 20) if quick else (200, 300)
+    if cfg.burst_posters < 1:
+        parser.error("--burst-posters must be at least 1")
     cfg.accept_clients = 200 if quick else max(clients)
     cfg.spread_clients = max(clients)
     cfg.page_seconds, cfg.page_connections = (1, 50) if quick else (5, 50)
