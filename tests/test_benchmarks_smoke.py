@@ -44,7 +44,7 @@ def test_quick_run_measures_every_subject(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="the benchmark compiles its C parts")
 def test_burst_posters_sets_the_knocks_in_flight(tmp_path: Path) -> None:
-    """--burst-posters 1: the knocks go one after another; every event still reaches every reader."""
+    """--burst-posters 1: knocks one after another; every event still reaches every reader."""
     out = tmp_path / "results.json"
     proc = subprocess.run(
         [sys.executable, "benchmarks/run.py", "--quick", "--no-docs",

@@ -133,17 +133,30 @@ def test_broadcast_and_wait_comes_after_broadcasts_before_it() -> None:
 
 
 class _TurnReactor:
-    """Runs what threads hand to the reactor one turn at a time, when told."""
+    """
+    Runs what threads hand to the reactor one turn at a time, when told, in
+    the order of Twisted's C{runUntilCurrent}: the calls from threads queued
+    before the turn, then the calls due that were timed before or during
+    them; a call timed by one of those waits for the next turn.
+    """
 
     def __init__(self) -> None:
         self.calls: list[Any] = []
+        self.timed: list[Any] = []
 
     def callFromThread(self, f: Any, *args: Any) -> None:
         self.calls.append((f, args))
 
+    def callLater(self, delay: float, f: Any, *args: Any) -> None:
+        assert delay == 0
+        self.timed.append((f, args))
+
     def turn(self) -> None:
         calls, self.calls = self.calls, []
         for f, args in calls:
+            f(*args)
+        timed, self.timed = self.timed, []
+        for f, args in timed:
             f(*args)
 
 
@@ -181,6 +194,30 @@ def test_thread_broadcasts_wait_one_reactor_turn_and_go_out_together() -> None:
     broadcaster.call_after_broadcasts(recorder.published.append, ("after", []))
     reactor.turn()  # published at once: what must come after them asked for them
     assert [c for c, _ in recorder.published[1:]] == ["default", "after"]
+
+
+def test_thread_broadcasts_go_out_after_the_real_reactors_next_look_at_its_sockets() -> None:
+    """
+    In Twisted's reactor: not in the turn that takes the broadcasts from
+    the thread, but in the next one, whose look at the sockets does not
+    wait for them.
+    """
+    from twisted.internet.selectreactor import SelectReactor
+
+    reactor, recorder = SelectReactor(), _Recorder()
+    try:
+        broadcaster = Broadcaster(recorder, reactor=reactor)  # type: ignore[arg-type]
+        thread = threading.Thread(target=lambda: broadcaster.broadcast("a"))
+        thread.start()
+        thread.join()
+        reactor.runUntilCurrent()  # the thread's hand-over is taken
+        assert recorder.published == []
+        assert reactor.timeout() == 0  # the next look at the sockets does not wait
+        reactor.doIteration(0)
+        reactor.runUntilCurrent()
+        assert recorder.published == [("default", [b"data: a\n"])]
+    finally:
+        reactor.waker.connectionLost(None)  # its pipe's two descriptors
 
 
 def test_default_broadcaster_is_lazy_and_replaceable() -> None:

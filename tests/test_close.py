@@ -70,6 +70,9 @@ def test_broadcaster_close_keeps_order_with_queued_broadcasts() -> None:
         def callFromThread(self, f: object, *args: object) -> None:
             calls.append((f, args))
 
+        def callLater(self, delay: float, f: object, *args: object) -> None:
+            calls.append((f, args))
+
     hub = Hub(clock=Clock(), instance_id="t")
     a = Sub()
     hub.subscribe(a, ["job"])

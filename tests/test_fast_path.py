@@ -312,12 +312,16 @@ class _FixedClock:
 
 
 class _QueueingReactor:
-    """Collects what is handed to callFromThread, to run it later."""
+    """Collects what is handed to callFromThread or timed with callLater, to run it later."""
 
     def __init__(self) -> None:
         self.calls: list[Any] = []
 
     def callFromThread(self, fn: Any, *args: Any) -> None:
+        self.calls.append((fn, args))
+
+    def callLater(self, delay: float, fn: Any, *args: Any) -> None:
+        assert delay == 0
         self.calls.append((fn, args))
 
     def run(self) -> None:

@@ -195,7 +195,13 @@ class Broadcaster:
         the events (L{broadcast_and_wait}, L{call_after_broadcasts}) publish
         what is queued first.
         """
-        self.reactor.callFromThread(self._drain)
+        # A call timed now runs in this same turn, after the calls handed
+        # over by threads; the one it times runs in the next turn, once the
+        # reactor has looked at its sockets (and keeps that look from
+        # waiting).  callFromThread would do the same through the reactor's
+        # waker pipe: two writes, then a read and a turn of its own.
+        reactor = self.reactor
+        reactor.callLater(0, reactor.callLater, 0, self._drain)
 
     def call_after_broadcasts(self, f: Any, *args: Any) -> None:
         """
