@@ -100,7 +100,8 @@ class Broadcaster:
     broadcast.
 
     @param publisher: a L{Hub}; called in the reactor thread.
-    @param reactor: the reactor (default: the global one, looked up late).
+    @param reactor: the reactor, which provides C{callFromThread} and
+        C{callLater} (default: the global one, looked up late).
     """
 
     def __init__(self, publisher: Publisher, *, reactor: Any = None) -> None:
