@@ -1236,6 +1236,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--events", type=int, default=None, help="lockstep events per count")
     parser.add_argument(
+        "--burst-clients",
+        type=int,
+        default=None,
+        metavar="N",
+        help="burst and burst-spread: streams that receive every knock (default 200; 1 leaves "
+        "little but the cost of each knock's own request)",
+    )
+    parser.add_argument(
+        "--burst-events",
+        type=int,
+        default=None,
+        metavar="N",
+        help="burst and burst-spread: knocks per burst (default 300)",
+    )
+    parser.add_argument(
         "--burst-posters",
         type=int,
         default=4,
@@ -1289,9 +1304,18 @@ def main(argv: list[str] | None = None) -> int:
     ]
     cfg.events = cfg.events or (3 if quick else 12)
     cfg.page_gets = 5 if quick else 40
-    cfg.burst_clients, cfg.burst_events = (20, 20) if quick else (200, 300)
-    if cfg.burst_posters < 1:
-        parser.error("--burst-posters must be at least 1")
+    default_clients, default_events = (20, 20) if quick else (200, 300)
+    if cfg.burst_clients is None:
+        cfg.burst_clients = default_clients
+    if cfg.burst_events is None:
+        cfg.burst_events = default_events
+    for option, value in (
+        ("--burst-clients", cfg.burst_clients),
+        ("--burst-events", cfg.burst_events),
+        ("--burst-posters", cfg.burst_posters),
+    ):
+        if value < 1:
+            parser.error(f"{option} must be at least 1")
     cfg.accept_clients = 200 if quick else max(clients)
     cfg.spread_clients = max(clients)
     cfg.page_seconds, cfg.page_connections = (1, 50) if quick else (5, 50)

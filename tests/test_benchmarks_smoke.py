@@ -43,27 +43,31 @@ def test_quick_run_measures_every_subject(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="the benchmark compiles its C parts")
-def test_burst_posters_sets_the_knocks_in_flight(tmp_path: Path) -> None:
-    """--burst-posters 1: knocks one after another; every event still reaches every reader."""
+def test_burst_options_set_the_streams_knocks_and_knocks_in_flight(tmp_path: Path) -> None:
+    """
+    --burst-clients, --burst-events and --burst-posters 1 (knocks one after
+    another): every knock still reaches every stream.
+    """
     out = tmp_path / "results.json"
     proc = subprocess.run(
         [sys.executable, "benchmarks/run.py", "--quick", "--no-docs",
          "--subjects", "wsgi-sse,floor", "--scenarios", "burst", "--burst-posters", "1",
-         "--output", str(out)],
+         "--burst-clients", "3", "--burst-events", "7", "--output", str(out)],
         cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=100,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     results = json.loads(out.read_text())["results"]
     for subject in ("wsgi-sse", "floor"):
         burst = results[subject]["burst"]["burst"]
-        assert burst["posters"] == 1
-        assert burst["deliveries"] == burst["expected"] == 20 * 20
-    refused = subprocess.run(
-        [sys.executable, "benchmarks/run.py", "--quick", "--no-docs", "--burst-posters", "0"],
-        cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
-    assert refused.returncode == 2
-    assert "--burst-posters must be at least 1" in refused.stderr
+        assert (burst["posters"], burst["events"]) == (1, 7)
+        assert burst["deliveries"] == burst["expected"] == 3 * 7
+    for option in ("--burst-posters", "--burst-clients", "--burst-events"):
+        refused = subprocess.run(
+            [sys.executable, "benchmarks/run.py", "--quick", "--no-docs", option, "0"],
+            cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert refused.returncode == 2
+        assert f"{option} must be at least 1" in refused.stderr
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="the benchmark compiles its C parts")
