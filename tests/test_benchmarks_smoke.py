@@ -71,6 +71,31 @@ def test_burst_options_set_the_streams_knocks_and_knocks_in_flight(tmp_path: Pat
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="the benchmark compiles its C parts")
+def test_syscalls_counts_each_servers_calls_per_knock() -> None:
+    """
+    benchmarks/syscalls.py: per knock, each server reads the request once;
+    the floor sends the answer and the event; wsgi-sse writes the reactor's
+    waker twice (the broadcast, then the answer) and the access log once.
+    """
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/syscalls.py", "--knocks", "60"],
+        cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = {}
+    for line in proc.stdout.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`"):
+            rows[cells[0].strip("`")] = (float(cells[1]), float(cells[2]))
+    wsgi_sse, floor = zip(*rows.values(), strict=True)
+    assert rows["recvfrom"] == pytest.approx((1.0, 1.0), abs=0.05)
+    assert rows["sendto"][1] == pytest.approx(2.0, abs=0.05)
+    assert rows["write"][0] == pytest.approx(3.0, abs=0.05)
+    assert sum(floor) == pytest.approx(11.0, abs=0.5)
+    assert sum(wsgi_sse) > sum(floor)
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="the benchmark compiles its C parts")
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="the pages scenario runs wrk")
 def test_quick_rounds_measure_accept_burst_spread_and_pages(tmp_path: Path) -> None:
     """The repeated scenarios run every subject asked for and record a value per round."""

@@ -1,0 +1,161 @@
+"""
+System calls per knock: what each server asks of the kernel to take one
+``POST /knock`` and send its event, counted with ``strace -c``.
+
+    python benchmarks/syscalls.py                        # wsgi-sse and the floor
+    python benchmarks/syscalls.py --clients 200 --knocks 500
+    python benchmarks/syscalls.py --baseline main        # a change, next to the version before it
+
+Each subject is started as in ``benchmarks/run.py`` (the example under
+``twistd -ny server.py``, the C floor), ``--clients`` streams are opened, and
+``--knocks`` knocks are posted one after another, each on a connection of its
+own (the load generator's ``--burst K --posters 1``), while ``strace -f -c``
+follows every thread of the server.  The table gives the calls per knock,
+system call by system call.  Counts, unlike times, do not move with the
+machine's speed, so a change of a few calls per knock shows at once; strace
+itself slows the server down many times over, so read no rate from this run.
+
+Needs ``strace`` (``apt-get install strace``) and the right to trace the
+server (root, or ``kernel.yama.ptrace_scope`` 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import run  # benchmarks/run.py, beside this file
+
+
+def parse_summary(text: str) -> dict[str, int]:
+    """
+    The calls of each system call in an ``strace -c`` summary (its
+    ``calls`` column, failed calls included).
+
+    >>> parse_summary('''% time     seconds  usecs/call     calls    errors syscall
+    ... ------ ----------- ----------- --------- --------- ----------------
+    ...  69.57    1.859347         129     14342      2860 futex
+    ...   4.93    0.131713          13     10001           write
+    ... ------ ----------- ----------- --------- --------- ----------------
+    ... 100.00    2.672598          39     67372      3861 total''')
+    {'futex': 14342, 'write': 10001}
+    """
+    counts: dict[str, int] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 5 or not fields[0].replace(".", "").isdigit():
+            continue
+        name = fields[-1]
+        if name == "total":
+            continue
+        # With errors the row has six fields, without five: calls is the 4th.
+        counts[name] = int(fields[3])
+    return counts
+
+
+def count(
+    subject: str, bins: dict[str, Path], log_dir: Path, clients: int, knocks: int
+) -> dict[str, float]:
+    """
+    Start C{subject} and post C{knocks} knocks to C{clients} streams under
+    strace: each system call's calls per knock.
+    """
+    with run.Server(subject, bins, log_dir) as server, tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "strace.txt"
+        tracer = subprocess.Popen(
+            ["strace", "-f", "-c", "-o", str(out), "-p", str(server.pid)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(0.5)  # attached to every thread
+        if tracer.poll() is not None:
+            raise RuntimeError(f"strace could not attach: {tracer.stderr.read().strip()}")
+        try:
+            result = run.loadgen(
+                bins,
+                server,
+                ["--clients", str(clients), "--burst", str(knocks), "--posters", "1",
+                 "--event-timeout", "10"],
+                timeout=600,
+                cpus=None,
+            )  # fmt: skip
+        finally:
+            tracer.send_signal(signal.SIGINT)
+            tracer.wait(30)
+        burst = result["burst"]
+        if burst["deliveries"] != burst["expected"]:
+            raise RuntimeError(f"{subject}: {burst['deliveries']} of {burst['expected']} delivered")
+        calls = parse_summary(out.read_text())
+    return {name: n / knocks for name, n in calls.items()}
+
+
+def table(per_knock: dict[str, dict[str, float]]) -> str:
+    """A Markdown table: one row per system call, one column per subject, and the total."""
+    subjects = list(per_knock)
+    names = sorted(
+        {n for calls in per_knock.values() for n in calls},
+        key=lambda n: (-max(per_knock[s].get(n, 0.0) for s in subjects), n),
+    )
+    lines = [
+        "| system call | " + " | ".join(subjects) + " |",
+        "|---|" + "---|" * len(subjects),
+    ]
+    for name in names:
+        cells = [f"{per_knock[s].get(name, 0.0):.2f}" for s in subjects]
+        if all(float(c) < 0.005 for c in cells):
+            continue  # once per run (startup, shutdown), not per knock
+        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    totals = [f"{sum(per_knock[s].values()):.1f}" for s in subjects]
+    lines.append("| **all** | " + " | ".join(totals) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--subjects", default="wsgi-sse,floor")
+    parser.add_argument("--clients", type=int, default=1, help="open streams (default 1)")
+    parser.add_argument("--knocks", type=int, default=2000, help="knocks posted (default 2000)")
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        metavar="REF",
+        help=f"also count {run.BASELINE}: another version of wsgi-sse, a commit or a checkout",
+    )
+    cfg = parser.parse_args(argv)
+    if cfg.clients < 1 or cfg.knocks < 1:
+        parser.error("--clients and --knocks must be at least 1")
+    if shutil.which("strace") is None:
+        parser.exit(1, "syscalls.py: strace is not installed (apt-get install strace)\n")
+    subjects = [s for s in cfg.subjects.split(",") if s]
+    run.raise_fd_limit()
+    bins = run.build()
+    log_dir = run.RESULTS / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.baseline:
+        root, described = run.baseline_tree(cfg.baseline, run.RESULTS / "baseline")
+        run.Server.baseline_root = root
+        print(f"{run.BASELINE}: {described}", flush=True)
+        if run.BASELINE not in subjects:
+            subjects.insert(1, run.BASELINE)
+    per_knock = {}
+    for subject in subjects:
+        print(f"[{subject}] {cfg.knocks} knocks to {cfg.clients} stream(s) ...", flush=True)
+        per_knock[subject] = count(subject, bins, log_dir, cfg.clients, cfg.knocks)
+    print()
+    print(table(per_knock))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
