@@ -372,6 +372,19 @@ def baseline_tree(ref: str, into: Path) -> tuple[Path, str]:
     return root, described
 
 
+def use_baseline(ref: str) -> str:
+    """
+    Serve the C{wsgi-sse-baseline} subject from C{ref} (see L{baseline_tree})
+    and say so; return what C{ref} is.
+
+    @raise ValueError: as L{baseline_tree}.
+    """
+    root, described = baseline_tree(ref, RESULTS / "baseline")
+    Server.baseline_root = root
+    print(f"{BASELINE}: {described}", flush=True)
+    return described
+
+
 def on_cpus(cpus: set[int] | None) -> Any:
     """A C{preexec_fn} confining a child process to C{cpus} (L{None}: no confinement)."""
     if cpus is None:
@@ -1342,12 +1355,10 @@ def main(argv: list[str] | None = None) -> int:
     baseline = None
     if cfg.baseline:
         try:
-            root, described = baseline_tree(cfg.baseline, RESULTS / "baseline")
+            described = use_baseline(cfg.baseline)
         except ValueError as e:
             parser.error(str(e))
-        Server.baseline_root = root
         baseline = {"ref": cfg.baseline, "version": described}
-        print(f"{BASELINE}: {described}", flush=True)
     bins = build()
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())

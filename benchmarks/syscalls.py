@@ -138,16 +138,20 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("strace") is None:
         parser.exit(1, "syscalls.py: strace is not installed (apt-get install strace)\n")
     subjects = [s for s in cfg.subjects.split(",") if s]
+    knocked = {s for names, _ in run.ROUNDS.values() for s in names} - set(run.PAGE_ONLY)
+    for subject in subjects:
+        if subject not in knocked | set(run.SUBJECTS) or subject == run.BASELINE:
+            parser.error(f"unknown subject {subject!r} (the baseline comes with --baseline)")
+    if cfg.baseline:
+        try:
+            run.use_baseline(cfg.baseline)
+        except ValueError as e:
+            parser.error(str(e))
+        subjects.insert(1, run.BASELINE)
     run.raise_fd_limit()
     bins = run.build()
     log_dir = run.RESULTS / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.baseline:
-        root, described = run.baseline_tree(cfg.baseline, run.RESULTS / "baseline")
-        run.Server.baseline_root = root
-        print(f"{run.BASELINE}: {described}", flush=True)
-        if run.BASELINE not in subjects:
-            subjects.insert(1, run.BASELINE)
     per_knock = {}
     for subject in subjects:
         print(f"[{subject}] {cfg.knocks} knocks to {cfg.clients} stream(s) ...", flush=True)

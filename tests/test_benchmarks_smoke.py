@@ -93,6 +93,15 @@ def test_syscalls_counts_each_servers_calls_per_knock() -> None:
     assert rows["write"][0] == pytest.approx(3.0, abs=0.05)
     assert sum(floor) == pytest.approx(11.0, abs=0.5)
     assert sum(wsgi_sse) > sum(floor)
+    for args, error in (
+        (["--baseline", "no-such-ref"], "--baseline no-such-ref: neither a directory nor a commit"),
+        (["--subjects", "wsgi-sse,nope"], "unknown subject 'nope'"),
+    ):
+        refused = subprocess.run(
+            [sys.executable, "benchmarks/syscalls.py", *args],
+            cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert refused.returncode == 2 and error in refused.stderr, refused.stderr
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="the benchmark compiles its C parts")
