@@ -10,10 +10,11 @@ Each subject is started as in ``benchmarks/run.py`` (the example under
 ``twistd -ny server.py``, the C floor), ``--clients`` streams are opened, and
 ``--knocks`` knocks are posted one after another, each on a connection of its
 own (the load generator's ``--burst K --posters 1``), while ``strace -f -c``
-follows every thread of the server.  The table gives the calls per knock,
-system call by system call.  Counts, unlike times, do not move with the
-machine's speed, so a change of a few calls per knock shows at once; strace
-itself slows the server down many times over, so read no rate from this run.
+follows every thread of the server from the moment the streams are open.
+The table gives the calls per knock, system call by system call.  Counts,
+unlike times, do not move with the machine's speed, so a change of a few
+calls per knock shows at once; strace itself slows the server down many
+times over, so read no rate from this run.
 
 Needs ``strace`` (``apt-get install strace``) and the right to trace the
 server (root, or ``kernel.yama.ptrace_scope`` 0).
@@ -29,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -61,24 +63,24 @@ def parse_summary(text: str) -> dict[str, int]:
     return counts
 
 
-def count(
-    subject: str, bins: dict[str, Path], log_dir: Path, clients: int, knocks: int
-) -> dict[str, float]:
+def knock(
+    subject: str,
+    bins: dict[str, Path],
+    log_dir: Path,
+    clients: int,
+    knocks: int,
+    attach: Callable[[int], Callable[[], None]],
+) -> None:
     """
-    Start C{subject} and post C{knocks} knocks to C{clients} streams under
-    strace: each system call's calls per knock.
+    Start C{subject}, open C{clients} streams, then post C{knocks} knocks
+    one after another, each on a connection of its own, while a tracer
+    follows the server: C{attach(pid)} starts it once the streams are open
+    and returns what stops it.
+
+    @raise RuntimeError: if an event was not delivered to every stream.
     """
-    with run.Server(subject, bins, log_dir) as server, tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "strace.txt"
-        tracer = subprocess.Popen(
-            ["strace", "-f", "-c", "-o", str(out), "-p", str(server.pid)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        time.sleep(0.5)  # attached to every thread
-        if tracer.poll() is not None:
-            raise RuntimeError(f"strace could not attach: {tracer.stderr.read().strip()}")
+    with run.Server(subject, bins, log_dir) as server:
+        stop: list[Callable[[], None]] = []
         try:
             result = run.loadgen(
                 bins,
@@ -86,14 +88,45 @@ def count(
                 ["--clients", str(clients), "--burst", str(knocks), "--posters", "1",
                  "--event-timeout", "10"],
                 timeout=600,
+                on_ready=lambda: stop.append(attach(server.pid)),
                 cpus=None,
             )  # fmt: skip
         finally:
-            tracer.send_signal(signal.SIGINT)
-            tracer.wait(30)
-        burst = result["burst"]
-        if burst["deliveries"] != burst["expected"]:
-            raise RuntimeError(f"{subject}: {burst['deliveries']} of {burst['expected']} delivered")
+            for done in stop:
+                done()
+    burst = result["burst"]
+    if burst["deliveries"] != burst["expected"]:
+        raise RuntimeError(f"{subject}: {burst['deliveries']} of {burst['expected']} delivered")
+
+
+def count(
+    subject: str, bins: dict[str, Path], log_dir: Path, clients: int, knocks: int
+) -> dict[str, float]:
+    """
+    Start C{subject} and post C{knocks} knocks to C{clients} streams under
+    strace: each system call's calls per knock.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "strace.txt"
+
+        def attach(pid: int) -> Callable[[], None]:
+            tracer = subprocess.Popen(
+                ["strace", "-f", "-c", "-o", str(out), "-p", str(pid)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            time.sleep(0.5)  # attached to every thread
+            if tracer.poll() is not None:
+                raise RuntimeError(f"strace could not attach: {tracer.stderr.read().strip()}")
+
+            def stop() -> None:
+                tracer.send_signal(signal.SIGINT)
+                tracer.wait(30)
+
+            return stop
+
+        knock(subject, bins, log_dir, clients, knocks, attach)
         calls = parse_summary(out.read_text())
     return {name: n / knocks for name, n in calls.items()}
 
@@ -119,10 +152,8 @@ def table(per_knock: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options this script shares with cpusplit.py: the subjects and the knocks."""
     parser.add_argument("--subjects", default="wsgi-sse,floor")
     parser.add_argument("--clients", type=int, default=1, help="open streams (default 1)")
     parser.add_argument("--knocks", type=int, default=2000, help="knocks posted (default 2000)")
@@ -130,13 +161,17 @@ def main(argv: list[str] | None = None) -> int:
         "--baseline",
         default=None,
         metavar="REF",
-        help=f"also count {run.BASELINE}: another version of wsgi-sse, a commit or a checkout",
+        help=f"also measure {run.BASELINE}: another version of wsgi-sse, a commit or a checkout",
     )
-    cfg = parser.parse_args(argv)
+
+
+def chosen_subjects(parser: argparse.ArgumentParser, cfg: argparse.Namespace) -> list[str]:
+    """
+    The subjects to measure, in order (the baseline, set up here, second);
+    a bad count, subject or C{--baseline} ends the run with a usage error.
+    """
     if cfg.clients < 1 or cfg.knocks < 1:
         parser.error("--clients and --knocks must be at least 1")
-    if shutil.which("strace") is None:
-        parser.exit(1, "syscalls.py: strace is not installed (apt-get install strace)\n")
     subjects = [s for s in cfg.subjects.split(",") if s]
     knocked = {s for names, _ in run.ROUNDS.values() for s in names} - set(run.PAGE_ONLY)
     for subject in subjects:
@@ -148,10 +183,28 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as e:
             parser.error(str(e))
         subjects.insert(1, run.BASELINE)
+    return subjects
+
+
+def prepare() -> tuple[dict[str, Path], Path]:
+    """Build the C parts; return them and the directory for the servers' logs."""
     run.raise_fd_limit()
     bins = run.build()
     log_dir = run.RESULTS / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
+    return bins, log_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_arguments(parser)
+    cfg = parser.parse_args(argv)
+    if shutil.which("strace") is None:
+        parser.exit(1, "syscalls.py: strace is not installed (apt-get install strace)\n")
+    subjects = chosen_subjects(parser, cfg)
+    bins, log_dir = prepare()
     per_knock = {}
     for subject in subjects:
         print(f"[{subject}] {cfg.knocks} knocks to {cfg.clients} stream(s) ...", flush=True)

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(redis-server postgresql nginx chromium wrk strace)
+APT_PACKAGES=(redis-server postgresql nginx chromium wrk strace linux-perf)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -104,6 +104,75 @@ def test_syscalls_counts_each_servers_calls_per_knock() -> None:
         assert refused.returncode == 2 and error in refused.stderr, refused.stderr
 
 
+def _split_table(stdout: str) -> dict[str, tuple[float, float]]:
+    """cpusplit.py's table: each row's figures for wsgi-sse and the floor."""
+    rows = {}
+    for line in stdout.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 3 and cells[1][:1].isdigit():
+            rows[cells[0].strip("*")] = (
+                float(cells[1].replace(",", "")),
+                float(cells[2].replace(",", "")),
+            )
+    return rows
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="the benchmark compiles its C parts")
+@pytest.mark.parametrize("per", ["knock", "stream"])
+def test_cpusplit_samples_where_each_servers_cpu_goes(per: str) -> None:
+    """
+    benchmarks/cpusplit.py: the floor's CPU is the kernel's and its own C,
+    never Python's; wsgi-sse's samples fall in the interpreter too, and
+    add up to about the CPU time /proc gives for the same span (every
+    thread was sampled).
+    """
+    args = ["--knocks", "300"] if per == "knock" else ["--per", "stream", "--clients", "600"]
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/cpusplit.py", *args],
+        cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert f"| µs of server CPU per {per} | wsgi-sse | floor |" in proc.stdout
+    rows = _split_table(proc.stdout)
+    parts = ("kernel", "Python interpreter", "C library", "the rest")
+    assert set(rows) == {*parts, "sampled", "CPU time (`/proc`)"}
+    for column in (0, 1):
+        together = sum(rows[p][column] for p in parts)
+        assert together == pytest.approx(rows["sampled"][column], abs=len(parts))
+    assert rows["Python interpreter"][0] > 0 and rows["kernel"][0] > 0
+    assert rows["Python interpreter"][1] == 0 and rows["kernel"][1] > 0
+    sampled, measured = rows["sampled"][0], rows["CPU time (`/proc`)"][0]
+    assert measured / 2 < sampled < measured * 2
+
+
+def test_cpusplit_refuses_bad_options() -> None:
+    """A bad option ends cpusplit.py with a usage error, before any server starts."""
+    for args, error in (
+        (["--frequency", "0"], "--frequency must be at least 1"),
+        (["--per", "page"], "invalid choice: 'page'"),
+        (["--knocks", "0"], "--clients and --knocks must be at least 1"),
+        (["--subjects", "wsgi-sse,nope"], "unknown subject 'nope'"),
+    ):
+        refused = subprocess.run(
+            [sys.executable, "benchmarks/cpusplit.py", *args],
+            cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert refused.returncode == 2 and error in refused.stderr, refused.stderr
+
+
+@pytest.mark.parametrize("script", ["syscalls", "cpusplit"])
+def test_measuring_scripts_parse_their_tools_output_as_documented(script: str) -> None:
+    """The examples in the parsers' docstrings (strace's and perf's summaries) hold."""
+    import doctest
+
+    spec = importlib.util.spec_from_file_location(script, ROOT / "benchmarks" / f"{script}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    failed, attempted = doctest.testmod(module)
+    assert attempted > 0 and failed == 0
+
+
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="the benchmark compiles its C parts")
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="the pages scenario runs wrk")
 def test_quick_rounds_measure_accept_burst_spread_and_pages(tmp_path: Path) -> None:
