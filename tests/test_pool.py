@@ -194,3 +194,57 @@ def test_command_line_sched_batch(tmp_path: Path, flags: tuple[str, ...], batch:
     status, body, output = cli_page(POLICY_APP, *flags, tmp_path=tmp_path)
     assert status == 200, output
     assert int(body) == (os.SCHED_BATCH if batch else os.SCHED_OTHER), output
+
+
+class _RacingPool(WSGIThreadPool):
+    """
+    A pool whose C{max} holds each thread named C{caller-*}, the first time
+    it reads it, until the other one reads it too: both have read the
+    thread count by then, and neither has added to it.
+    """
+
+    def __init__(self) -> None:
+        self._both = threading.Barrier(2, timeout=10)
+        self._seen = threading.local()
+        super().__init__(0, 2, "t")
+
+    @property  # type: ignore[override]
+    def max(self) -> int:
+        if threading.current_thread().name.startswith("caller") and not hasattr(self._seen, "it"):
+            self._seen.it = True
+            self._both.wait()
+        return self._max
+
+    @max.setter
+    def max(self, value: int) -> None:
+        self._max = value
+
+
+def test_two_threads_calling_at_once_never_start_more_than_max() -> None:
+    """Two threads that both see room for one more thread start only one of them."""
+    pool = _RacingPool()
+    pool.start()
+    release = threading.Event()
+    running = threading.Semaphore(0)
+    try:
+        pool.callInThread(lambda: (running.release(), release.wait(10)))
+        assert running.acquire(timeout=10) and pool.workers == 1
+        # Both callers find one busy thread and room for one more.
+        callers = [
+            threading.Thread(
+                target=pool.callInThread,
+                args=(lambda: (running.release(), release.wait(10)),),
+                name=f"caller-{i}",
+            )
+            for i in range(2)
+        ]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join(10)
+        assert running.acquire(timeout=10)
+        assert pool.workers == 2 and len(pool.threads) == 2
+        assert pool.q.qsize() == 1  # the other call waits for a free thread
+    finally:
+        release.set()
+        pool.stop()

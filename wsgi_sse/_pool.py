@@ -204,6 +204,10 @@ class WSGIThreadPool(ThreadPool):
     def _grow(self, count: int) -> None:
         for _ in range(count):
             with self._count_lock:
+                # Callers check the count first, without the lock: two
+                # threads calling at once may both have seen room for one.
+                if self._live >= self.max:
+                    return
                 self._live += 1
             thread = self.threadFactory(target=self._run, name=self._generateName())
             self.threads.append(thread)
