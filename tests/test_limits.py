@@ -74,6 +74,38 @@ def _owed_to(server: Any, port: int) -> int:
     return int(server.call(owed))
 
 
+def test_event_larger_than_max_buffer_drops_a_non_reading_client_at_once() -> None:
+    """
+    One event the kernel cannot take, larger than max_buffer, is not kept
+    for a client that stopped reading: the connection is aborted as it is
+    written, counted as dropped for its buffer.
+    """
+    max_buffer = 64 * 1024
+    with serve(app, max_buffer=max_buffer, max_pause=600) as server:
+        bc = server.service.broadcaster
+        slow = socket.socket()
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.connect(("127.0.0.1", server.port))
+        slow.sendall(f"GET /sse HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n\r\n".encode())
+        try:
+            server.wait_clients(1)
+            # More than the kernel's socket buffers take (a few MiB at most).
+            assert bc.broadcast_and_wait("z" * 16_000_000) == 1
+            snapshot = server.call(server.service.sse_resource.snapshot)
+            assert snapshot["dropped_slow"] == 1
+            assert snapshot["dropped_by_reason"] == {"buffer": 1}
+            assert server.call(lambda: server.service.hub.subscriber_count()) == 0
+            server.wait_clients(0)
+            slow.settimeout(5)
+            try:
+                while slow.recv(1 << 20):
+                    pass
+            except ConnectionResetError:
+                pass
+        finally:
+            slow.close()
+
+
 def test_non_reading_client_is_dropped_and_memory_stays_bounded() -> None:
     """A client that never reads is aborted at its max_buffer; another one gets every event."""
     max_buffer = 256 * 1024

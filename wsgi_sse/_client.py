@@ -320,6 +320,23 @@ class StreamClient:
             self._sock = None
             self._transport = None
 
+    def _queued_in_transport(self) -> int:
+        """
+        Bytes written to the connection's transport that the kernel has
+        not taken yet (0 where they cannot be read: HTTP/2).
+        """
+        transport = self._transport
+        if transport is None:
+            transport = getattr(getattr(self.request, "channel", None), "transport", None)
+            if transport is not None and not hasattr(transport, "dataBuffer"):
+                # TLS: the bytes wait, encrypted, in the TCP transport below.
+                transport = getattr(transport, "transport", None)
+        try:
+            queued: int = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        except (AttributeError, TypeError):
+            return 0
+        return queued
+
     @property
     def held_bytes(self) -> int:
         """Bytes waiting for the reader to catch up."""
@@ -333,12 +350,23 @@ class StreamClient:
     # -- IPushProducer -------------------------------------------------------
 
     def pauseProducing(self) -> None:
-        """The socket is full: hold events from now on and start the clock."""
+        """
+        The socket is full: hold events from now on and start the clock.
+
+        Twisted pauses a producer as soon as more than its own buffer size
+        (64 KiB) waits in the transport, so the write that crossed it is
+        what the transport holds now: if that is more than C{max_buffer}
+        (one large event the kernel did not take), the connection is
+        aborted at once, as for held events.
+        """
         if self._paused or self.closed:
             return
         self._paused = True
         if self._sock:
             self._sock = None  # held events go through _send_generic
+        if self._queued_in_transport() > self._max_buffer:
+            self.drop("buffer")
+            return
         if self._max_pause is not None:
             self._pause_timer = self._clock.callLater(self._max_pause, self.drop, "stalled")
 
@@ -375,7 +403,7 @@ class StreamClient:
             "dropping slow client {peer} ({reason}): {held} bytes held",
             peer=self.peer,
             reason=reason,
-            held=self._held_bytes,
+            held=self._held_bytes + self._queued_in_transport(),
             channels=list(self.channels),
             max_buffer=self._max_buffer,
             max_pause=self._max_pause,
