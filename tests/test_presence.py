@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -112,6 +113,69 @@ def test_disconnect_by_identity_ends_those_streams_and_the_reconnect_is_refused(
             revoked.discard("ada")
         assert dict(wsgi_sse.presence("room").identities) == {"bob": 1}
         bob.close()
+
+
+@pytest.mark.parametrize("where", ["here", "another process"])
+def test_disconnect_while_the_authorize_hook_runs_reaches_the_stream(
+    where: str, closing: list[Any]
+) -> None:
+    """
+    A stream whose hook already said yes when disconnect() is called (here,
+    or in another process sharing the backplane) does not open on that
+    answer: the hook decides again and refuses the revoked user.  A
+    revocation of someone else lets it open.
+    """
+    entered = threading.Event()
+    gate = threading.Event()
+    answers: list[object] = []
+
+    def slow_authorize(request: StreamRequest) -> Allowed | bool:
+        answer = by_cookie(request)  # the session is checked first...
+        answers.append(answer)
+        entered.set()
+        gate.wait(10)  # ...then the hook goes on working
+        return answer
+
+    with serve(app, authorize=slow_authorize) as server, ThreadPoolExecutor(2) as pool:
+        hub = server.service.hub
+
+        def revoke(identity: str) -> None:
+            if where == "here":
+                wsgi_sse.disconnect(identity=identity)
+            else:
+                message = {"k": "d", "i": "elsewhere", "u": identity, "c": None}
+                server.call(hub.deliver_control, encode_body(json.dumps(message)))
+
+        ada = {"Cookie": "user=ada"}
+        # Someone else's revocation: the stream opens on the hook's answer.
+        opening = pool.submit(server.stream, "/sse?channel=user-ada", headers=ada)
+        assert entered.wait(10)
+        revoke("bob")
+        gate.set()
+        stream = opening.result(10)
+        closing.append(stream)
+        assert stream.status == 200 and len(answers) == 1
+        server.wait_clients(1)
+        stream.close()
+        server.wait_clients(0)
+
+        entered.clear()
+        gate.clear()
+        answers.clear()
+        opening = pool.submit(server.stream, "/sse?channel=user-ada", headers=ada)
+        assert entered.wait(10)
+        revoked.add("ada")
+        try:
+            revoke("ada")
+            gate.set()
+            stream = opening.result(10)
+            closing.append(stream)
+            assert stream.status == 403
+            assert answers == [Allowed({"room", "user-ada"}, identity="ada"), False]
+        finally:
+            revoked.discard("ada")
+        assert server.client_count() == 0
+        assert server.call(lambda: len(hub._watches)) == 0
 
 
 def test_disconnect_after_broadcast_sends_the_last_word_first(closing: list[Any]) -> None:

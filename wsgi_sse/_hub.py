@@ -186,6 +186,29 @@ class _Channel:
 _MISSING: Any = object()
 
 
+class RevocationWatch:
+    """
+    The revocations (L{Hub.end_streams}, here or from another process) made
+    while a stream was not open yet: its hooks were running, and who it
+    belongs to may not be known before they return.  See
+    L{Hub.watch_revocations}.
+    """
+
+    __slots__ = ("revocations",)
+
+    def __init__(self) -> None:
+        self.revocations: list[tuple[str | None, str | None]] = []
+
+    def revoked(self, identity: str | None, channels: Iterable[str]) -> bool:
+        """Whether a stream of C{identity} on C{channels} was revoked since the watch began."""
+        for revoked_identity, revoked_channel in self.revocations:
+            if (revoked_identity is None or revoked_identity == identity) and (
+                revoked_channel is None or revoked_channel in channels
+            ):
+                return True
+        return False
+
+
 class _Held:
     """A subscriber waiting for its replay to come back from the backplane."""
 
@@ -327,6 +350,7 @@ class Hub:
         self._local_count = 0
         self._held: dict[Subscriber, _Held] = {}
         self._waiting: list[_Held] = []
+        self._watches: set[RevocationWatch] = set()
         self.backplane: Backplane = (
             backplane if backplane is not None else LocalBackplane(instance_id)
         )
@@ -691,10 +715,13 @@ class Hub:
         """
         End this process's streams of C{identity} and/or C{channel} now:
         they are unsubscribed and their response is finished (a subscriber
-        without a C{finish()} method is only unsubscribed).
+        without a C{finish()} method is only unsubscribed).  Streams not
+        open yet learn of it through their L{RevocationWatch}.
 
         @return: how many were ended.
         """
+        for watch in self._watches:
+            watch.revocations.append((identity, channel))
         matching = [
             subscriber
             for subscriber, names in [*self._subscriptions.items(), *self._held_items()]
@@ -707,6 +734,22 @@ class Hub:
             if finish is not None:
                 finish()
         return len(matching)
+
+    def watch_revocations(self) -> RevocationWatch:
+        """
+        Start recording the revocations made from now on (here, or in
+        another process sharing the backplane) for a stream that is not
+        subscribed yet, until L{unwatch_revocations}: a stream whose hooks
+        are still running when L{end_streams} is called must not open as
+        if nothing had happened.
+        """
+        watch = RevocationWatch()
+        self._watches.add(watch)
+        return watch
+
+    def unwatch_revocations(self, watch: RevocationWatch) -> None:
+        """Stop recording revocations for C{watch}."""
+        self._watches.discard(watch)
 
     def _held_items(self) -> list[tuple[Subscriber, tuple[str, ...]]]:
         return [(s, held.channels) for s, held in self._held.items()]

@@ -280,6 +280,9 @@ class SSEResource(Resource):
         streams.reserve(peer)
         gone: list[bool] = []
         request.notifyFinish().addBoth(lambda _: gone.append(True))
+        # disconnect() called while the hooks run must reach this stream too.
+        watch = hub.watch_revocations()
+        reruns = 0
 
         def hooks() -> tuple[frozenset[str] | bool, bytes | None, str | None]:
             owner = info.identity
@@ -294,17 +297,42 @@ class SSEResource(Resource):
                     return True, encode_event(value, event="init", id=mark), owner
             return True, None, owner
 
-        def done(result: tuple[frozenset[str] | bool, bytes | None, str | None]) -> None:
+        def run_hooks() -> None:
+            self._run_in_pool(hooks).addCallbacks(done, failed)
+
+        def settled() -> None:
+            hub.unwatch_revocations(watch)
             streams.unreserve(peer)
+
+        def done(result: tuple[frozenset[str] | bool, bytes | None, str | None]) -> None:
+            nonlocal watch, reruns
             if gone:
+                settled()
                 return
             allowed, init, owner = result
             if allowed is not True:
+                settled()
                 denied = [c for c in channels if allowed is False or c not in allowed]
                 streams.finish_refused(
                     request, Refused(403, f"not allowed to join: {', '.join(denied)}")
                 )
                 return
+            if watch.revoked(owner, channels):
+                # disconnect() was called for this stream while its hooks
+                # ran: they decide again, as for a browser that reconnects
+                # after its stream was ended (a revoked session is refused).
+                hub.unwatch_revocations(watch)
+                if reruns >= _MAX_RERUNS:
+                    streams.unreserve(peer)
+                    streams.finish_refused(
+                        request, Refused(503, "stream revoked while opening", transient=True)
+                    )
+                    return
+                reruns += 1
+                watch = hub.watch_revocations()
+                run_hooks()
+                return
+            settled()
             try:
                 streams.check_limits(peer)
             except Refused as refused:
@@ -323,7 +351,7 @@ class SSEResource(Resource):
             )
 
         def failed(failure: Failure) -> None:
-            streams.unreserve(peer)
+            settled()
             self.log.failure(
                 "stream hook failed for {peer} ({channels})",
                 failure,
@@ -333,7 +361,7 @@ class SSEResource(Resource):
             if not gone:
                 streams.finish_refused(request, Refused(500, "stream hook failed", transient=True))
 
-        self._run_in_pool(hooks).addCallbacks(done, failed)
+        run_hooks()
         return NOT_DONE_YET
 
     def _open(
@@ -419,6 +447,12 @@ class SSEResource(Resource):
 def _set_stream_headers(request: Request) -> None:
     for name, value in STREAM_HEADERS:
         request.setHeader(name, value)
+
+
+# Times a stream's hooks run again because their answer went stale while
+# they ran (its identity or channel was revoked); past it, the stream is
+# told to come back later.
+_MAX_RERUNS = 3
 
 
 def _authorized(
