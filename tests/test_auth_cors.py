@@ -107,6 +107,24 @@ def test_allowed_origin_gets_grant_with_credentials() -> None:
             assert "Origin" in client.headers["vary"]
 
 
+@pytest.mark.parametrize("hook", [False, True])
+def test_head_from_an_allowed_origin_gets_the_grant_as_get_does(hook: bool) -> None:
+    """HEAD answers an allowed origin with the CORS headers of GET, with or without a hook."""
+    authorize = (lambda request: True) if hook else None
+    with serve(app, cors_origins=[ORIGIN], cors_credentials=True, authorize=authorize) as server:
+        with server.stream(headers={"Origin": ORIGIN}) as client:
+            got = client.headers
+        status, headers, body = http_request(
+            server.port, "HEAD", "/sse", headers={"Origin": ORIGIN}
+        )
+        assert status == 200 and body == b""
+        assert headers["access-control-allow-origin"] == ORIGIN
+        assert headers["access-control-allow-credentials"] == "true"
+        assert "Origin" in headers["vary"]
+        for name in ("access-control-allow-origin", "access-control-allow-credentials", "vary"):
+            assert headers[name] == got[name]
+
+
 def test_allowed_origin_without_credentials() -> None:
     """Without cors_credentials no Allow-Credentials header is sent."""
     with serve(app, cors_origins=[ORIGIN]) as server:

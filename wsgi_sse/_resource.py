@@ -180,15 +180,22 @@ class SSEResource(Resource):
         try:
             channels, last_event_id = self._parse(request)
             grant = self._check_token(request, channels)
-            self._cors(request)
+            cors_headers = self._cors(request)
             streams.check_limits(peer)
         except Refused as refused:
             return streams.refuse(request, refused)
         if grant is not None:
             # As for GET: a valid token opens its channels without the hook.
             channels, authorize = grant.channels, None
-        if authorize is None:
+
+        def answer() -> None:
+            # The headers GET's stream would get, CORS grant included.
+            for name, value in cors_headers:
+                request.setHeader(name, value)
             _set_stream_headers(request)
+
+        if authorize is None:
+            answer()
             return b""
         # The same hook as GET, in the pool and counted as pending like GET's:
         # a HEAD must not tell apart what a GET would refuse.
@@ -211,7 +218,7 @@ class SSEResource(Resource):
                     request, Refused(403, f"not allowed to join: {', '.join(denied)}")
                 )
                 return
-            _set_stream_headers(request)
+            answer()
             request.finish()
 
         def failed(failure: Failure) -> None:
