@@ -78,6 +78,27 @@ def test_broadcast_and_wait_reports_count() -> None:
                 assert b.wait_events(1)[0].data == "hi"
 
 
+def test_broadcast_and_wait_checks_its_timeout_before_sending() -> None:
+    """A timeout that is not a non-negative number raises, and nothing is sent."""
+    bad: list[tuple[object, type[Exception]]] = [
+        ("5", TypeError),
+        (None, TypeError),
+        (True, TypeError),
+        (-1, ValueError),
+        (float("nan"), ValueError),
+    ]
+    with serve(idle_app) as server:
+        with server.stream("/sse?channel=t") as client:
+            server.wait_clients(1)
+            for timeout, error in bad:
+                with pytest.raises(error, match="timeout"):
+                    broadcast_and_wait("too soon", channel="t", timeout=timeout)  # type: ignore[arg-type]
+            assert broadcast_and_wait("first", channel="t", timeout=3) == 1
+            assert broadcast_and_wait("second", channel="t", timeout=0.5) == 1
+            assert [e.data for e in client.wait_events(2)] == ["first", "second"]
+            assert server.service.hub.stats.events_published == 2
+
+
 def test_broadcast_and_wait_refuses_reactor_thread() -> None:
     """broadcast_and_wait in the reactor thread raises instead of deadlocking."""
     with serve(idle_app) as server:

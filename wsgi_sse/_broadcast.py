@@ -70,6 +70,20 @@ def validate_channel(channel: object) -> str:
     return channel
 
 
+def validate_timeout(timeout: object) -> float:
+    """
+    Check the C{timeout} given to C{broadcast_and_wait()}, returning it.
+
+    @raise TypeError: if it is not an int or a float (a bool is neither).
+    @raise ValueError: if it is negative or not a number.
+    """
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
+    if not timeout >= 0:  # (NaN too)
+        raise ValueError("timeout must not be negative")
+    return float(timeout)
+
+
 def prepare_event(
     data: object,
     *,
@@ -291,11 +305,16 @@ class Broadcaster:
             L{make_application<wsgi_sse.make_application>} or
             C{crochet.setup()} first).
         @raise crochet.TimeoutError: if the reactor did not answer in time.
+        @raise TypeError: for values of the wrong type (C{timeout} included);
+            nothing is sent.
+        @raise ValueError: for values that would break the stream, or a
+            negative C{timeout}; nothing is sent.
         """
         if threadable.isInIOThread():
             raise RuntimeError(
                 "broadcast_and_wait() would block the reactor thread; use broadcast()"
             )
+        timeout = validate_timeout(timeout)
         name, body = self.prepare(data, event=event, channel=channel, retry=retry)
         import crochet
 

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 
 from twisted.python import threadable
 
-from ._broadcast import Broadcaster, set_broadcaster, validate_channel
+from ._broadcast import Broadcaster, set_broadcaster, validate_channel, validate_timeout
 
 __all__ = ["ANY", "BroadcastRecorder", "RecordedBroadcast", "capture_broadcasts"]
 
@@ -153,11 +153,15 @@ class BroadcastRecorder(Broadcaster):
         Validate, encode and record an event; return L{clients}.
 
         @raise RuntimeError: in the reactor thread, as in production.
+        @raise TypeError: for values of the wrong type (C{timeout} included).
+        @raise ValueError: for values that would break the stream, or a
+            negative C{timeout}.
         """
         if _in_reactor_thread():
             raise RuntimeError(
                 "broadcast_and_wait() would block the reactor thread; use broadcast()"
             )
+        validate_timeout(timeout)
         self._record(data, event, channel, retry, waited=True)
         return self.clients
 
