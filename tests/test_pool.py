@@ -107,6 +107,37 @@ def test_threads_grow_to_max_and_shrink() -> None:
     assert len(pool.threads) == 3
 
 
+def test_shutdown_names_the_views_still_running() -> None:
+    """At shutdown, views that never return are counted in the warning, one per thread."""
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    entered = threading.Semaphore(0)
+    release = threading.Event()
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        entered.release()
+        release.wait(30)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"late"]
+
+    seen: list[dict[str, Any]] = []
+    with serve(app, threads=4, shutdown_timeout=0.5) as server, ThreadPoolExecutor(2) as clients:
+        try:
+            for _ in range(2):
+                clients.submit(http_request, server.port, "GET", "/forever", timeout=30)
+            for _ in range(2):
+                assert entered.acquire(timeout=10)
+            globalLogPublisher.addObserver(seen.append)
+            try:
+                server.call(server.service.stopService, timeout=15)
+            finally:
+                globalLogPublisher.removeObserver(seen.append)
+        finally:
+            release.set()
+    warnings = [formatEvent(e) for e in seen if "still busy" in e.get("log_format", "")]
+    assert warnings == ["2 WSGI thread(s) still busy after 0.5s; not waiting"]
+
+
 def test_server_runs_views_on_its_threads_at_once() -> None:
     """threads=3 serves three slow views at the same time, and a fourth after one of them."""
     barrier = threading.Barrier(3, timeout=10)

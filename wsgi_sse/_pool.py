@@ -112,6 +112,8 @@ class WSGIThreadPool(ThreadPool):
         # Threads that will take more work, and those of them waiting for it.
         self._live = 0
         self._idle = 0
+        # Threads running a call (also once stop() has told them to quit).
+        self._busy = 0
 
     @property
     def workers(self) -> int:
@@ -120,8 +122,11 @@ class WSGIThreadPool(ThreadPool):
 
     @property
     def working(self) -> list[None]:
-        """As many items as threads running a call (Twisted's legacy form)."""
-        return [None] * max(0, self._live - self._idle)
+        """
+        As many items as threads running a call (Twisted's legacy form),
+        also while L{stop} waits for them.
+        """
+        return [None] * self._busy
 
     @property
     def waiters(self) -> list[None]:
@@ -226,12 +231,16 @@ class WSGIThreadPool(ThreadPool):
         lock = self._count_lock
         if self.sched_batch:
             run_as_batch()
+        busy = 0  # 1 while this thread runs a call
         while True:
             with lock:
                 self._idle += 1
+                self._busy -= busy
             item = work.get()
+            busy = item is not None
             with lock:
                 self._idle -= 1
+                self._busy += busy
             if item is None:
                 return
             ctx, on_result, func, args, kw = item
