@@ -233,6 +233,60 @@ def test_initial_hook_skipped_on_exact_resume_and_run_after_reset() -> None:
         assert (stats["replays"], stats["resets"]) == (1, 1)
 
 
+def test_history_lost_while_the_authorize_hook_runs_gets_reset_then_init() -> None:
+    """
+    A page resuming from an id the history still held when it connected, whose
+    missed events leave the history while its authorize hook runs, gets
+    reset then init (from then on), as a page whose id was already too old.
+    """
+    started, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def authorize(request: StreamRequest) -> bool:
+        calls.append("authorize")
+        if request.query.get("slow"):
+            started.set()
+            assert release.wait(10)
+        return True
+
+    def initial(request: StreamRequest) -> object:
+        calls.append("initial")
+        return "state"
+
+    with serve(app, history_size=5, authorize=authorize, initial=initial) as server:
+        bc = server.service.broadcaster
+        bc.broadcast_and_wait("seen", channel="q")
+        known = server.call(lambda: server.service.hub.last_id)
+        opened: list[StreamClient] = []
+        opener = threading.Thread(
+            target=lambda: opened.append(
+                server.stream("/sse?channel=q&slow=1", headers={"Last-Event-ID": known})
+            )
+        )
+        opener.start()
+        assert started.wait(10)
+        for n in range(20):
+            bc.broadcast_and_wait(f"missed {n}", channel="q")
+        mark = server.call(lambda: server.service.hub.last_id)
+        release.set()
+        opener.join()
+        with opened[0] as client:
+            server.wait_clients(1)
+            bc.broadcast_and_wait("after", channel="q")
+            client.wait_for(lambda c: any(e.data == "after" for e in c.events))
+            events = client.events
+            assert [(e.type, e.data) for e in events] == [
+                ("reset", ""),
+                ("init", "state"),
+                ("message", "after"),
+            ]
+            assert events[1].last_event_id == mark
+        # The authorize hook ran once; the initial hook once, after it.
+        assert calls == ["authorize", "initial"]
+        stats = server.call(server.service.sse_resource.snapshot)
+        assert (stats["replays"], stats["resets"]) == (0, 1)
+
+
 def test_hook_that_fails_is_a_transient_refusal() -> None:
     """An initial hook that raises is a "retry later" refusal (a 500); nothing subscribed."""
 

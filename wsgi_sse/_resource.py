@@ -290,10 +290,14 @@ class SSEResource(Resource):
         # disconnect() called while the hooks run must reach this stream too.
         watch = hub.watch_revocations()
         reruns = 0
+        # The owner the authorize hook named, once it need not run again.
+        authorized: list[str | None] = []
 
         def hooks() -> tuple[frozenset[str] | bool, bytes | None, str | None]:
             owner = info.identity
-            if authorize is not None:
+            if authorized:
+                owner = authorized[0]
+            elif authorize is not None:
                 allowed, owner = _authorized(authorize, info, channels)
                 if allowed is not True:
                     return allowed, None, owner
@@ -312,7 +316,7 @@ class SSEResource(Resource):
             streams.unreserve(peer)
 
         def done(result: tuple[frozenset[str] | bool, bytes | None, str | None]) -> None:
-            nonlocal watch, reruns
+            nonlocal watch, reruns, reset, want_initial, mark, resume
             if gone:
                 settled()
                 return
@@ -336,7 +340,24 @@ class SSEResource(Resource):
                     )
                     return
                 reruns += 1
+                authorized.clear()
                 watch = hub.watch_revocations()
+                run_hooks()
+                return
+            if (
+                options.initial is not None
+                and not want_initial
+                and last_event_id is not None
+                and not hub.can_replay(channels, last_event_id)
+            ):
+                # The page's id could be replayed when it connected, but what
+                # it missed has left the history while the hooks ran: as for
+                # an id already too old then, reset, and the initial hook
+                # runs (from now: the events published meanwhile follow it).
+                reset = want_initial = True
+                mark = hub.last_id
+                resume = mark
+                authorized[:] = [owner]
                 run_hooks()
                 return
             settled()
