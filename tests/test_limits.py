@@ -106,6 +106,19 @@ def test_event_larger_than_max_buffer_drops_a_non_reading_client_at_once() -> No
             slow.close()
 
 
+def test_a_first_answer_larger_than_max_buffer_reaches_its_reader() -> None:
+    """An init event larger than max_buffer is the page's own answer: it is written, not cut."""
+    state = "s" * 12_000_000  # more than the kernel takes at once
+    with serve(app, max_buffer=64 * 1024, initial=lambda request: state) as server:
+        with server.stream("/sse?channel=big") as client:
+            (event,) = client.wait_events(1)
+            assert (event.type, len(event.data)) == ("init", len(state))
+            assert server.service.broadcaster.broadcast_and_wait("next", channel="big") == 1
+            assert client.wait_events(2)[1].data == "next"
+        snapshot = server.call(server.service.sse_resource.snapshot)
+        assert snapshot["dropped_slow"] == 0
+
+
 def test_non_reading_client_is_dropped_and_memory_stays_bounded() -> None:
     """A client that never reads is aborted at its max_buffer; another one gets every event."""
     max_buffer = 256 * 1024

@@ -357,14 +357,17 @@ class StreamClient:
         (64 KiB) waits in the transport, so the write that crossed it is
         what the transport holds now: if that is more than C{max_buffer}
         (one large event the kernel did not take), the connection is
-        aborted at once, as for held events.
+        aborted at once, as for held events.  The stream's first write (its
+        opening, an C{init} event, a view's first body) is not counted: it
+        is the application's answer to this one reader.
         """
         if self._paused or self.closed:
             return
         self._paused = True
-        if self._sock:
+        sock = self._sock
+        if sock:
             self._sock = None  # held events go through _send_generic
-        if self._queued_in_transport() > self._max_buffer:
+        if sock is not False and self._queued_in_transport() > self._max_buffer:
             self.drop("buffer")
             return
         if self._max_pause is not None:
