@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import socket
+import ssl
+from pathlib import Path
 from typing import Any
 
 import psutil
-from support import http_request, parse_stream, serve
+import pytest
+from support import http_request, parse_stream, self_signed_cert, serve, tls_listen
 
 
 def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -74,18 +77,25 @@ def _owed_to(server: Any, port: int) -> int:
     return int(server.call(owed))
 
 
-def test_event_larger_than_max_buffer_drops_a_non_reading_client_at_once() -> None:
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+def test_event_larger_than_max_buffer_drops_a_non_reading_client_at_once(
+    tls: bool, tmp_path: Path
+) -> None:
     """
     One event the kernel cannot take, larger than max_buffer, is not kept
     for a client that stopped reading: the connection is aborted as it is
     written, counted as dropped for its buffer.
     """
     max_buffer = 64 * 1024
-    with serve(app, max_buffer=max_buffer, max_pause=600) as server:
+    listen = tls_listen(*self_signed_cert(tmp_path)) if tls else "tcp:0:interface=127.0.0.1"
+    with serve(app, max_buffer=max_buffer, max_pause=600, listen=listen) as server:
         bc = server.service.broadcaster
         slow = socket.socket()
         slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         slow.connect(("127.0.0.1", server.port))
+        if tls:
+            context = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
+            slow = context.wrap_socket(slow, server_hostname="127.0.0.1")
         slow.sendall(f"GET /sse HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n\r\n".encode())
         try:
             server.wait_clients(1)
@@ -100,7 +110,7 @@ def test_event_larger_than_max_buffer_drops_a_non_reading_client_at_once() -> No
             try:
                 while slow.recv(1 << 20):
                     pass
-            except ConnectionResetError:
+            except (ConnectionResetError, ssl.SSLError):
                 pass
         finally:
             slow.close()

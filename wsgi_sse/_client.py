@@ -327,10 +327,9 @@ class StreamClient:
         """
         transport = self._transport
         if transport is None:
+            # (Over TLS, the TCP transport's buffer: twisted's TLS transport
+            # hands attribute lookups down to it.)
             transport = getattr(getattr(self.request, "channel", None), "transport", None)
-            if transport is not None and not hasattr(transport, "dataBuffer"):
-                # TLS: the bytes wait, encrypted, in the TCP transport below.
-                transport = getattr(transport, "transport", None)
         try:
             queued: int = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
         except (AttributeError, TypeError):
