@@ -38,6 +38,7 @@ Rendering: call in the reactor thread (twisted.web does).
 
 from __future__ import annotations
 
+import re
 import sys
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -234,27 +235,36 @@ class WSGIContainer(WSGIResource):
 def build_environ(request: Request) -> dict[str, Any]:
     """
     The environ of C{request}: twisted.web's, completed by
-    L{complete_environ}, built in one pass (a third of the time).
+    L{complete_environ}, built in one pass (a third of the time).  Over a
+    UNIX socket, where twisted.web's own fails (the connection has no IP
+    addresses), the addresses are L{_socket_addresses}'s.
     """
     prepath, postpath = request.prepath, request.postpath
     query = request.uri.partition(b"?")[2]
-    peer: Any = request.getClientAddress()
     headers = request.requestHeaders
     content_type = headers.getRawHeaders(b"content-type")
     content_length = headers.getRawHeaders(b"content-length")
     environ: dict[str, Any] = {
         "REQUEST_METHOD": request.method.decode("latin-1"),
-        "REMOTE_ADDR": _wsgiString(peer.host),
-        "REMOTE_PORT": _wsgiString(str(peer.port)),
         "SCRIPT_NAME": (b"/" + b"/".join(prepath)).decode("latin-1") if prepath else "",
         "PATH_INFO": (b"/" + b"/".join(postpath)).decode("latin-1") if postpath else "",
         "QUERY_STRING": query.decode("latin-1"),
         "CONTENT_TYPE": content_type[-1].decode("latin-1") if content_type else "",
         "CONTENT_LENGTH": content_length[-1].decode("latin-1") if content_length else "",
-        "SERVER_NAME": _wsgiString(request.getRequestHostname()),
-        "SERVER_PORT": str(request.getHost().port),
         "SERVER_PROTOCOL": request.clientproto.decode("latin-1"),
     }
+    peer: Any = request.getClientAddress()
+    local: Any = request.getHost()
+    if isinstance(getattr(peer, "host", None), str) and isinstance(
+        getattr(local, "port", None), int
+    ):
+        # TCP (IPv4, IPv6): twisted.web's.
+        environ["REMOTE_ADDR"] = peer.host
+        environ["REMOTE_PORT"] = str(peer.port)
+        environ["SERVER_NAME"] = _wsgiString(request.getRequestHostname())
+        environ["SERVER_PORT"] = str(local.port)
+    else:
+        _socket_addresses(environ, request)
     coded = False
     for name, values in headers.getAllRawHeaders():
         key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
@@ -286,6 +296,35 @@ def build_environ(request: Request) -> dict[str, Any]:
     if not environ["CONTENT_TYPE"]:
         del environ["CONTENT_TYPE"]
     return environ
+
+
+def _socket_addresses(environ: dict[str, Any], request: Request) -> None:
+    """
+    Set C{REMOTE_ADDR}, C{SERVER_NAME} and C{SERVER_PORT} in C{environ} for
+    a request whose connection has no IP addresses: a UNIX socket's, where
+    a reverse proxy on the same host is the client.
+
+    C{REMOTE_ADDR} is C{"localhost"} (as waitress gives it) and there is no
+    C{REMOTE_PORT}.  C{SERVER_NAME} and C{SERVER_PORT} come from the
+    C{Host} header, as the URL the client asked for: its name and port, or
+    the scheme's default port (80, or 443 over TLS); without a C{Host}
+    header, C{localhost}.
+    """
+    environ["REMOTE_ADDR"] = "localhost"
+    environ.pop("REMOTE_PORT", None)
+    host = request.getHeader(b"host")
+    match = _HOST.match(host) if host is not None else None
+    name = match.group("host") if match is not None else b""
+    port = match.group("port") if match is not None else None
+    environ["SERVER_NAME"] = name.decode("latin-1") if name else "localhost"
+    if port is not None:
+        environ["SERVER_PORT"] = port.decode("latin-1")
+    else:
+        environ["SERVER_PORT"] = "443" if request.isSecure() else "80"
+
+
+_HOST = re.compile(rb"^\[?(?P<host>.*?)\]?(?::(?P<port>\d+))?$")
+"""A C{Host} header's name (an IPv6 address without brackets) and port, as twisted.web reads it."""
 
 
 def complete_environ(environ: dict[str, Any], request: Request) -> None:
