@@ -164,6 +164,18 @@ CORPUS: list[tuple[str, bytes]] = [
     ("latin-1 header", _request("GET /page\nX-Name: caf\xe9 \xfc")),
     ("very long header", _request("GET /page\nX-Long: " + "v" * 8000)),
     ("header case and dashes", _request("GET /page\nx-MiXeD-cAsE: 1\nContent-Type: text/x")),
+    # Header names with underscores, which would pass for those with dashes
+    # (a proxy's X-Forwarded-For, X-Auth-User): left out of the environ.
+    ("underscore after dash", _request("GET /page\nX-Auth-User: alice\nX_Auth_User: admin")),
+    ("underscore alone", _request("GET /page\nX_Forwarded_For: 10.0.0.1\nx_y: 1")),
+    (
+        "underscore repeated",
+        _request("GET /page\nX-Tag: a\nX_Tag: b\nX-Tag: c\nX_TAG: d\nCookie: a=1\nCOOKIE_: b=2"),
+    ),
+    (
+        "underscore body headers",
+        _request("POST /f\nContent_Type: text/evil\nTransfer_Encoding: chunked\nContent_Length: 5"),
+    ),
     ("HTTP/1.0", b"GET /old?x HTTP/1.0\r\nHost: example.test\r\n\r\n"),
     ("no content", _request("GET /no-content")),
     ("streamed answer", _request("GET /streamed")),

@@ -41,7 +41,7 @@ from __future__ import annotations
 import re
 import sys
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import blockingCallFromThread
@@ -238,6 +238,12 @@ def build_environ(request: Request) -> dict[str, Any]:
     L{complete_environ}, built in one pass (a third of the time).  Over a
     UNIX socket, where twisted.web's own fails (the connection has no IP
     addresses), the addresses are L{_socket_addresses}'s.
+
+    A request header whose name has an underscore (C{X_Auth_User}) is left
+    out, as waitress, gunicorn and Django's development server leave it
+    out: its key (C{HTTP_X_AUTH_USER}) would be that of the header with
+    dashes, which a reverse proxy sets, and its value would replace that
+    header's or stand in for it.
     """
     prepath, postpath = request.prepath, request.postpath
     query = request.uri.partition(b"?")[2]
@@ -267,6 +273,9 @@ def build_environ(request: Request) -> dict[str, Any]:
         _socket_addresses(environ, request)
     coded = False
     for name, values in headers.getAllRawHeaders():
+        if b"_" in name:
+            # X_Auth_User would pass for (or overwrite) X-Auth-User.
+            continue
         key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
         if len(values) == 1:
             environ[key] = values[0].decode("latin-1").replace("\n", " ")
@@ -341,7 +350,25 @@ def complete_environ(environ: dict[str, Any], request: Request) -> None:
       C{int(environ.get("CONTENT_LENGTH", 0))}).
     - A header sent several times is joined with C{", "} (RFC 9110), not
       C{","}; C{Cookie} headers with C{"; "}, as cookie parsers expect.
+    - A header whose name has an underscore is left out (see
+      L{build_environ}).
     """
+    headers: dict[str, Sequence[bytes]] = {}
+    underscored: list[str] = []
+    for name, values in request.requestHeaders.getAllRawHeaders():
+        key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+        if b"_" in name:
+            underscored.append(key)
+            continue
+        headers[key] = values
+        if len(values) > 1 and key in environ:
+            environ[key] = _joined(key, values)
+    for key in underscored:
+        # twisted.web gave the key the value of whichever header came last.
+        if key in headers:
+            environ[key] = _joined(key, headers[key])
+        else:
+            environ.pop(key, None)
     environ["wsgi.input_terminated"] = True
     coded = environ.pop("HTTP_TRANSFER_ENCODING", None) is not None
     if coded or not environ.get("CONTENT_LENGTH"):
@@ -353,15 +380,16 @@ def complete_environ(environ: dict[str, Any], request: Request) -> None:
         environ.pop("CONTENT_LENGTH", None)
     if not environ.get("CONTENT_TYPE"):
         environ.pop("CONTENT_TYPE", None)
-    for name, values in request.requestHeaders.getAllRawHeaders():
-        if len(values) > 1:
-            key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
-            if key in environ:
-                # Cookie pairs are separated by "; " (RFC 6265; HTTP/2 sends
-                # each cookie in a header of its own, RFC 9113 8.2.3).
-                separator = "; " if key == "HTTP_COOKIE" else ", "
-                joined = separator.join(v.decode("latin-1") for v in values)
-                environ[key] = joined.replace("\n", " ")
+
+
+def _joined(key: str, values: Sequence[bytes]) -> str:
+    """
+    The environ value of the header of C{key} sent as C{values}: joined
+    with C{", "} (RFC 9110); cookie pairs with C{"; "} (RFC 6265; HTTP/2
+    sends each cookie in a header of its own, RFC 9113 8.2.3).
+    """
+    separator = "; " if key == "HTTP_COOKIE" else ", "
+    return separator.join([v.decode("latin-1") for v in values]).replace("\n", " ")
 
 
 def _remaining(content: Any) -> int:
