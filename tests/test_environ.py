@@ -67,6 +67,24 @@ CASES = {
             (b"content-type", b""),
         ),
     ),
+    "underscores": _request(
+        b"/u",
+        (
+            (b"x-auth-user", b"alice"),
+            (b"x_auth_user", b"admin"),
+            (b"x_forwarded_for", b"10.0.0.1"),
+            (b"x-tag", b"a"),
+            (b"x_tag", b"b"),
+            (b"x-tag", b"c"),
+            (b"transfer_encoding", b"chunked"),
+            (b"content_length", b"5"),
+        ),
+        method=b"POST",
+        body=b"hello",
+    ),
+    "underscore first": _request(
+        b"/u", ((b"x_auth_user", b"admin"), (b"x-auth-user", b"alice"), (b"cookie_", b"a=1"))
+    ),
 }
 
 
@@ -81,3 +99,21 @@ def test_environ_is_twisted_environ_completed(name: str) -> None:
     for streams in ("wsgi.errors", "wsgi.input"):
         assert type(environ.pop(streams)) is type(reference.pop(streams))
     assert environ == reference
+
+
+@pytest.mark.parametrize("name", ["underscores", "underscore first"])
+def test_header_names_with_underscores_are_left_out(name: str) -> None:
+    """C{X_Auth_User} neither replaces C{X-Auth-User} nor stands in for a header of its own."""
+    request = CASES[name]
+    twisted_environ = _WSGIResponse(None, None, None, request).environ
+    complete_environ(twisted_environ, request)
+    request.content.seek(0)
+    for environ in (build_environ(request), twisted_environ):
+        assert environ["HTTP_X_AUTH_USER"] == "alice"
+        assert "HTTP_X_FORWARDED_FOR" not in environ
+        assert "HTTP_COOKIE_" not in environ
+        if name == "underscores":
+            assert environ["HTTP_X_TAG"] == "a, c"
+            assert "HTTP_TRANSFER_ENCODING" not in environ
+            assert "HTTP_CONTENT_LENGTH" not in environ
+            assert environ["CONTENT_LENGTH"] == "5"

@@ -377,3 +377,19 @@ def test_simple_request_is_read_as_twisted_stores_it() -> None:
     get = parse_simple_request(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 1)
     assert get is not None and (get.body, get.length, get.persistent) == (b"", 0, True)
     assert parse_simple_request(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 0) is None
+
+
+def test_header_names_with_underscores_reach_the_app_on_neither_path(
+    one_pass: list[bool],
+) -> None:
+    """C{X_Auth_User} does not pass for C{X-Auth-User}, read in one pass or line by line."""
+    request = (
+        b"GET /page HTTP/1.1\r\nHost: h\r\nX-Auth-User: alice\r\nX_Auth_User: admin\r\n"
+        b"X_Forwarded_For: 10.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    with serve(echo_app) as server:
+        fast, slow = both(server, one_pass, request)
+    assert fast == slow
+    seen = json.loads(fast[head_end(fast) :])
+    assert seen["HTTP_X_AUTH_USER"] == "alice"
+    assert "HTTP_X_FORWARDED_FOR" not in seen

@@ -164,6 +164,18 @@ CORPUS: list[tuple[str, bytes]] = [
     ("latin-1 header", _request("GET /page\nX-Name: caf\xe9 \xfc")),
     ("very long header", _request("GET /page\nX-Long: " + "v" * 8000)),
     ("header case and dashes", _request("GET /page\nx-MiXeD-cAsE: 1\nContent-Type: text/x")),
+    # Header names with underscores, which would pass for those with dashes
+    # (a proxy's X-Forwarded-For, X-Auth-User): left out of the environ.
+    ("underscore after dash", _request("GET /page\nX-Auth-User: alice\nX_Auth_User: admin")),
+    ("underscore alone", _request("GET /page\nX_Forwarded_For: 10.0.0.1\nx_y: 1")),
+    (
+        "underscore repeated",
+        _request("GET /page\nX-Tag: a\nX_Tag: b\nX-Tag: c\nX_TAG: d\nCookie: a=1\nCOOKIE_: b=2"),
+    ),
+    (
+        "underscore body headers",
+        _request("POST /f\nContent_Type: text/evil\nTransfer_Encoding: chunked\nContent_Length: 5"),
+    ),
     ("HTTP/1.0", b"GET /old?x HTTP/1.0\r\nHost: example.test\r\n\r\n"),
     ("no content", _request("GET /no-content")),
     ("streamed answer", _request("GET /streamed")),
@@ -211,8 +223,15 @@ class Answer:
         return json.loads(self.body)  # type: ignore[no-any-return]
 
 
-def _exchange(port: int, request: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+def _exchange(port: int | str, request: bytes) -> bytes:
+    """Send C{request} to a loopback port, or a UNIX socket's path; read the answer to EOF."""
+    if isinstance(port, str):
+        sock = socket.socket(socket.AF_UNIX)
+        sock.settimeout(20)
+        sock.connect(port)
+    else:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+    with sock:
         sock.sendall(request)
         raw = b""
         while data := sock.recv(65536):
@@ -259,3 +278,37 @@ def test_the_app_sees_what_waitress_would_give_it(
     if method == "HEAD":
         assert ours.headers.get("content-length") == theirs.headers.get("content-length")
         assert ours.headers["x-environ"] == theirs.headers["x-environ"]
+
+
+UNIX_CORPUS = [
+    c for c in CORPUS if c[0] in {"GET", "query string", "POST form", "POST chunked", "HTTP/1.0"}
+]
+
+
+@pytest.fixture(scope="module")
+def unix_paths(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """The probe app under wsgi-sse and under waitress, each on a UNIX socket."""
+    directory = tmp_path_factory.mktemp("unix")
+    ours, theirs = str(directory / "ours.sock"), str(directory / "theirs.sock")
+    reference = waitress.create_server(probe, unix_socket=theirs, threads=2)
+    thread = threading.Thread(target=reference.run, daemon=True)
+    thread.start()
+    try:
+        with serve(probe, listen=f"unix:{ours}"):
+            yield ours, theirs
+    finally:
+        reference.close()
+        reference.task_dispatcher.shutdown()
+
+
+@pytest.mark.parametrize(("name", "request_bytes"), UNIX_CORPUS, ids=[c[0] for c in UNIX_CORPUS])
+def test_over_a_unix_socket_the_app_sees_what_waitress_would_give_it(
+    unix_paths: tuple[str, str], name: str, request_bytes: bytes
+) -> None:
+    """Over a UNIX socket too: the same environ (C{REMOTE_ADDR} C{"localhost"}) and answer."""
+    ours = Answer(_exchange(unix_paths[0], request_bytes), "GET")
+    theirs = Answer(_exchange(unix_paths[1], request_bytes), "GET")
+    assert ours.status == theirs.status == 200
+    ours_seen, theirs_seen = ours.environ(), theirs.environ()
+    assert ours_seen["REMOTE_ADDR"] == "localhost"
+    assert ours_seen == theirs_seen

@@ -470,7 +470,9 @@ SETTINGS: tuple[Setting, ...] = (
         "limits",
         "`67108864` (64 MiB)",
         "Bytes a request body may have, on any path; a larger one is answered `413` (a declared "
-        "length before the body is read). `None` turns it off. The stream path takes no body at "
+        "length before the body is read; a chunked body by its data, its chunk framing bounded "
+        "apart, see [Security](security.md#denial-of-service-every-limit-and-its-default)). "
+        "`None` turns it off. The stream path takes no body at "
         "all and the publish path at most `publish_max_body`: a larger one is refused as soon as "
         "its headers arrive. Bodies are never parsed by the server: the WSGI app reads its own, "
         "in its own thread.",

@@ -12,7 +12,8 @@ or C{431} (Twisted itself closes such connections without an answer), more
 headers than Twisted accepts (500, or 16 KiB in all) C{431} with a reason
 (Twisted: a bare C{400}), and a
 request body over C{max_request_body} is answered C{413} (Twisted itself has
-no limit and spools large bodies to disk).  Paths given a smaller limit
+no limit and spools large bodies to disk): a chunked body's data counts,
+its framing is bounded apart (L{CHUNKED_FRAMING_ALLOWANCE}).  Paths given a smaller limit
 (C{body_limits}: the event stream takes no body at all, the publish endpoint
 a small one) refuse a larger body as soon as its headers arrive, before any
 of it is read.
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     from twisted.web.resource import IResource
 
 __all__ = [
+    "CHUNKED_FRAMING_ALLOWANCE",
     "DEFAULT_HEADER_TIMEOUT",
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_MAX_REQUEST_BODY",
@@ -71,6 +73,17 @@ DEFAULT_IDLE_TIMEOUT = 180.0
 
 DEFAULT_MAX_REQUEST_BODY = 64 * 1024 * 1024
 """Bytes a request body may have (Twisted alone accepts any size, spooled to disk)."""
+
+CHUNKED_FRAMING_ALLOWANCE = 64 * 1024
+"""
+Bytes of framing (chunk-size lines, extensions, CRLFs, trailers) a chunked
+request body may have on top of as many bytes as its data: past that
+(chunks of fewer than 5 bytes, or padded with extensions) it is refused.
+"""
+
+
+class _BodyTooLargeError(Exception):
+    """A chunked request body passed its limit as it was being decoded."""
 
 
 def _h2_frames() -> tuple[Any, Any]:
@@ -108,8 +121,11 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
     # Whether this connection is in its site's _deadlines (waiting for headers).
     _headerDeadline = False
     _deadlines: _Deadlines | None = None
+    # The body's bytes received so far (a chunked body's: decoded).
     _bodyReceived = 0
     _bodyLimit: int | None = DEFAULT_MAX_REQUEST_BODY
+    # A chunked body's bytes on the wire, its framing included.
+    _wireReceived = 0
     _refused = False
     # Whether simple requests are read in one pass (twisted.web's own
     # request class, or this module's, whose methods the one pass calls).
@@ -270,8 +286,12 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
             self.persistent = self.checkPersistence(request, b"HTTP/1.1")
 
     def allHeadersReceived(self) -> None:
-        """The headers are complete: stop the clock; refuse a body declared too large."""
+        """
+        The headers are complete: stop the clock; refuse a body declared too
+        large; count a chunked body's decoded bytes against the limit.
+        """
         self._cancelHeaderDeadline()
+        self._bodyReceived = 0
         if self.length != 0:
             # A declared length, or a chunked body (length None).
             limit = self._bodyLimit = self._limitFor(getattr(self, "_path", b""))
@@ -283,17 +303,48 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
             if getattr(self, "_TimeoutMixin__timeoutCall", None) is None and self.timeOut:
                 # The body arrives under the idle timeout (see connectionMade).
                 self.setTimeout(self.timeOut)  # type: ignore[no-untyped-call]
-        self._bodyReceived = 0
+            if self.length is None and limit is not None:
+                self._countDecoded(limit)
         super().allHeadersReceived()  # type: ignore[no-untyped-call]
 
-    def _refuseTooLarge(self) -> None:
+    def _countDecoded(self, limit: int) -> None:
+        """
+        Count the bytes of the chunked body being read as its decoder hands
+        them on: past C{limit}, stop decoding (L{_BodyTooLargeError}), before
+        they reach the request.
+        """
+        self._wireReceived = 0
+        decoder: Any = self._transferDecoder
+        deliver = decoder.dataCallback
+
+        def counted(data: bytes) -> None:
+            self._bodyReceived += len(data)
+            if self._bodyReceived > limit:
+                raise _BodyTooLargeError()
+            deliver(data)
+
+        decoder.dataCallback = counted
+
+    def _refuseTooLarge(self, framing: bool = False) -> None:
+        """
+        Answer 413 and close: the request body is larger than its path's
+        limit or (C{framing}) a chunked body's framing is larger than
+        L{CHUNKED_FRAMING_ALLOWANCE} allows.
+        """
         limit = self._bodyLimit
         if limit == self.maxRequestBody:
-            self._refuseAndClose(b"413 Content Too Large", b"request body too large\n")
+            if framing:
+                self._refuseAndClose(
+                    b"413 Content Too Large", b"chunked request body framing too large\n"
+                )
+            else:
+                self._refuseAndClose(b"413 Content Too Large", b"request body too large\n")
             return
         # A path with its own limit (the stream, the publish endpoint)
         # answers in JSON, as those endpoints answer their other errors.
         error = f"body larger than {limit} bytes" if limit else "this path takes no request body"
+        if framing:
+            error = "chunked body framing too large"
         self._refuseAndClose(
             b"413 Content Too Large",
             json.dumps({"error": error}).encode("utf-8") + b"\n",
@@ -342,15 +393,25 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
         return bool(getattr(self, "_HTTPChannel__first_line", 0))
 
     def rawDataReceived(self, data: bytes) -> None:
-        """Count a chunked body against the limit as it arrives."""
+        """
+        Read a request body; count a chunked one against the limit as it
+        is decoded, and its framing against L{CHUNKED_FRAMING_ALLOWANCE}.
+        """
         if self._refused:
             return
-        limit = self._bodyLimit
-        if limit is not None and self.length is None and not self._handlingRequest:
-            self._bodyReceived += len(data)
-            if self._bodyReceived > limit:
-                self._refuseTooLarge()
+        if self._bodyLimit is not None and self.length is None and not self._handlingRequest:
+            # (Framing as of the reads before this one: each read is decoded
+            # in full, whatever framing it holds.)
+            framing = self._wireReceived - self._bodyReceived
+            if framing > self._bodyReceived + CHUNKED_FRAMING_ALLOWANCE:
+                self._refuseTooLarge(framing=True)
                 return
+            self._wireReceived += len(data)
+            try:
+                super().rawDataReceived(data)
+            except _BodyTooLargeError:
+                self._refuseTooLarge()
+            return
         super().rawDataReceived(data)
 
     def requestDone(self, request: Any) -> None:

@@ -38,9 +38,10 @@ Rendering: call in the reactor thread (twisted.web does).
 
 from __future__ import annotations
 
+import re
 import sys
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import blockingCallFromThread
@@ -234,29 +235,47 @@ class WSGIContainer(WSGIResource):
 def build_environ(request: Request) -> dict[str, Any]:
     """
     The environ of C{request}: twisted.web's, completed by
-    L{complete_environ}, built in one pass (a third of the time).
+    L{complete_environ}, built in one pass (a third of the time).  Over a
+    UNIX socket, where twisted.web's own fails (the connection has no IP
+    addresses), the addresses are L{_socket_addresses}'s.
+
+    A request header whose name has an underscore (C{X_Auth_User}) is left
+    out, as waitress, gunicorn and Django's development server leave it
+    out: its key (C{HTTP_X_AUTH_USER}) would be that of the header with
+    dashes, which a reverse proxy sets, and its value would replace that
+    header's or stand in for it.
     """
     prepath, postpath = request.prepath, request.postpath
     query = request.uri.partition(b"?")[2]
-    peer: Any = request.getClientAddress()
     headers = request.requestHeaders
     content_type = headers.getRawHeaders(b"content-type")
     content_length = headers.getRawHeaders(b"content-length")
     environ: dict[str, Any] = {
         "REQUEST_METHOD": request.method.decode("latin-1"),
-        "REMOTE_ADDR": _wsgiString(peer.host),
-        "REMOTE_PORT": _wsgiString(str(peer.port)),
         "SCRIPT_NAME": (b"/" + b"/".join(prepath)).decode("latin-1") if prepath else "",
         "PATH_INFO": (b"/" + b"/".join(postpath)).decode("latin-1") if postpath else "",
         "QUERY_STRING": query.decode("latin-1"),
         "CONTENT_TYPE": content_type[-1].decode("latin-1") if content_type else "",
         "CONTENT_LENGTH": content_length[-1].decode("latin-1") if content_length else "",
-        "SERVER_NAME": _wsgiString(request.getRequestHostname()),
-        "SERVER_PORT": str(request.getHost().port),
         "SERVER_PROTOCOL": request.clientproto.decode("latin-1"),
     }
+    peer: Any = request.getClientAddress()
+    local: Any = request.getHost()
+    if isinstance(getattr(peer, "host", None), str) and isinstance(
+        getattr(local, "port", None), int
+    ):
+        # TCP (IPv4, IPv6): twisted.web's.
+        environ["REMOTE_ADDR"] = peer.host
+        environ["REMOTE_PORT"] = str(peer.port)
+        environ["SERVER_NAME"] = _wsgiString(request.getRequestHostname())
+        environ["SERVER_PORT"] = str(local.port)
+    else:
+        _socket_addresses(environ, request)
     coded = False
     for name, values in headers.getAllRawHeaders():
+        if b"_" in name:
+            # X_Auth_User would pass for (or overwrite) X-Auth-User.
+            continue
         key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
         if len(values) == 1:
             environ[key] = values[0].decode("latin-1").replace("\n", " ")
@@ -288,6 +307,35 @@ def build_environ(request: Request) -> dict[str, Any]:
     return environ
 
 
+def _socket_addresses(environ: dict[str, Any], request: Request) -> None:
+    """
+    Set C{REMOTE_ADDR}, C{SERVER_NAME} and C{SERVER_PORT} in C{environ} for
+    a request whose connection has no IP addresses: a UNIX socket's, where
+    a reverse proxy on the same host is the client.
+
+    C{REMOTE_ADDR} is C{"localhost"} (as waitress gives it) and there is no
+    C{REMOTE_PORT}.  C{SERVER_NAME} and C{SERVER_PORT} come from the
+    C{Host} header, as the URL the client asked for: its name and port, or
+    the scheme's default port (80, or 443 over TLS); without a C{Host}
+    header, C{localhost}.
+    """
+    environ["REMOTE_ADDR"] = "localhost"
+    environ.pop("REMOTE_PORT", None)
+    host = request.getHeader(b"host")
+    match = _HOST.match(host) if host is not None else None
+    name = match.group("host") if match is not None else b""
+    port = match.group("port") if match is not None else None
+    environ["SERVER_NAME"] = name.decode("latin-1") if name else "localhost"
+    if port is not None:
+        environ["SERVER_PORT"] = port.decode("latin-1")
+    else:
+        environ["SERVER_PORT"] = "443" if request.isSecure() else "80"
+
+
+_HOST = re.compile(rb"^\[?(?P<host>.*?)\]?(?::(?P<port>\d+))?$")
+"""A C{Host} header's name (an IPv6 address without brackets) and port, as twisted.web reads it."""
+
+
 def complete_environ(environ: dict[str, Any], request: Request) -> None:
     """
     Complete the environ twisted.web built the way waitress builds it.
@@ -302,7 +350,25 @@ def complete_environ(environ: dict[str, Any], request: Request) -> None:
       C{int(environ.get("CONTENT_LENGTH", 0))}).
     - A header sent several times is joined with C{", "} (RFC 9110), not
       C{","}; C{Cookie} headers with C{"; "}, as cookie parsers expect.
+    - A header whose name has an underscore is left out (see
+      L{build_environ}).
     """
+    headers: dict[str, Sequence[bytes]] = {}
+    underscored: list[str] = []
+    for name, values in request.requestHeaders.getAllRawHeaders():
+        key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+        if b"_" in name:
+            underscored.append(key)
+            continue
+        headers[key] = values
+        if len(values) > 1 and key in environ:
+            environ[key] = _joined(key, values)
+    for key in underscored:
+        # twisted.web gave the key the value of whichever header came last.
+        if key in headers:
+            environ[key] = _joined(key, headers[key])
+        else:
+            environ.pop(key, None)
     environ["wsgi.input_terminated"] = True
     coded = environ.pop("HTTP_TRANSFER_ENCODING", None) is not None
     if coded or not environ.get("CONTENT_LENGTH"):
@@ -314,15 +380,16 @@ def complete_environ(environ: dict[str, Any], request: Request) -> None:
         environ.pop("CONTENT_LENGTH", None)
     if not environ.get("CONTENT_TYPE"):
         environ.pop("CONTENT_TYPE", None)
-    for name, values in request.requestHeaders.getAllRawHeaders():
-        if len(values) > 1:
-            key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
-            if key in environ:
-                # Cookie pairs are separated by "; " (RFC 6265; HTTP/2 sends
-                # each cookie in a header of its own, RFC 9113 8.2.3).
-                separator = "; " if key == "HTTP_COOKIE" else ", "
-                joined = separator.join(v.decode("latin-1") for v in values)
-                environ[key] = joined.replace("\n", " ")
+
+
+def _joined(key: str, values: Sequence[bytes]) -> str:
+    """
+    The environ value of the header of C{key} sent as C{values}: joined
+    with C{", "} (RFC 9110); cookie pairs with C{"; "} (RFC 6265; HTTP/2
+    sends each cookie in a header of its own, RFC 9113 8.2.3).
+    """
+    separator = "; " if key == "HTTP_COOKIE" else ", "
+    return separator.join([v.decode("latin-1") for v in values]).replace("\n", " ")
 
 
 def _remaining(content: Any) -> int:
