@@ -25,7 +25,7 @@ from ._broadcast import validate_channel
 from ._encoding import encode_event
 from ._request import GripHold, Refused, parse_grip, parse_last_event_id
 from ._streams import STREAM_HEADERS, Streams, peer_of
-from ._wsgi import WSGIContainer
+from ._wsgi import WSGIContainer, parse_status
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -278,13 +278,12 @@ class HoldingWSGIResource(WSGIContainer):
         except Refused as refused:
             streams.finish_refused(request, refused)
             return
-        code, _, message = state.status.partition(" ")
         try:
-            status = int(code)
+            status, message = parse_status(state.status)
         except ValueError:
             streams.finish_refused(request, Refused(500, f"invalid status {state.status!r}"))
             return
-        request.setResponseCode(status, message.encode("latin-1") or None)
+        request.setResponseCode(status, message or None)
         for name, value in hold.headers:
             if name.lower() not in ("server", "date"):
                 request.responseHeaders.addRawHeader(

@@ -38,14 +38,16 @@ Rendering: call in the reactor thread (twisted.web does).
 
 from __future__ import annotations
 
+import re
 import sys
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple
 
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import blockingCallFromThread
 from twisted.python.failure import Failure
 from twisted.web.http import INTERNAL_SERVER_ERROR
+from twisted.web.http_headers import Headers
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.wsgi import WSGIResource, _ErrorStream, _InputStream, _WSGIResponse, _wsgiString
 
@@ -72,6 +74,7 @@ class _Response(_WSGIResponse):
     """One request's WSGI call; see the module docstring for what differs."""
 
     _unflushed: weakref.WeakSet[Any] | None = None
+    _head: _Head | None = None
 
     def __init__(self, reactor: Any, threadpool: Any, application: Any, request: Any) -> None:
         # twisted.web's, with the environ built by build_environ.
@@ -84,6 +87,40 @@ class _Response(_WSGIResponse):
         self.environ = build_environ(request)
         # The application sets every response header (no default Content-Type).
         request.defaultContentType = None
+
+    def startResponse(
+        self,
+        status: str,
+        headers: list[tuple[str, str]],
+        excInfo: Any = None,  # noqa: N803 - twisted.web's name
+    ) -> Callable[[bytes], None]:
+        """
+        The WSGI C{start_response} callable: twisted.web's, which checks the
+        types of C{status} and C{headers}, and also checks that they can be
+        sent (L{check_head}), so that a response head HTTP cannot carry is
+        an error of the application, raised here.  WSGI thread.
+
+        @raise ValueError: for a status or a header HTTP cannot carry.
+        """
+        super().startResponse(status, headers, excInfo)  # type: ignore[no-untyped-call]
+        code, reason = check_head(status, headers)
+        self._head = _Head(code, reason, headers)
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        """
+        The WSGI C{write} callable: hand C{data} to the reactor (the status
+        and headers first) and wait until it has been written there, as in
+        twisted.web.  WSGI thread.
+
+        @raise TypeError: if C{data} is not bytes.
+        """
+        _check_bytes(data)
+        head = None if self.started else self._head
+        try:
+            blockingCallFromThread(self.reactor, self._write_piece, head, data)
+        finally:
+            self.started = True
 
     def run(self) -> None:
         """
@@ -101,78 +138,214 @@ class _Response(_WSGIResponse):
                     _check_bytes(piece)
                 body = b"".join(result)
             else:
-                ahead = 0
-                for piece in result:
-                    if piece:
-                        _check_bytes(piece)
-                        reactor.callFromThread(self._write_piece, self.started, piece)
-                        self.started = True
-                        ahead += len(piece)
-                        if ahead > MAX_AHEAD:
-                            # Calls run in order: once this one has, so has every write.
-                            blockingCallFromThread(reactor, _nothing)
-                            ahead = 0
-                    if self._requestFinished:
-                        break
+                self._iterate(result)
                 close = getattr(result, "close", None)
                 if close is not None:
                     close()
+            if self._head is None and not self._requestFinished:
+                raise RuntimeError("the WSGI application did not call start_response")
         except BaseException:  # noqa: BLE001 - any failure of the app is logged, as in Twisted
             reactor.callFromThread(self._error, self.started, *sys.exc_info())
         else:
-            reactor.callFromThread(self._complete, self.started, body)
+            head = None if self.started else self._head
+            reactor.callFromThread(self._complete, head, body)
         self.started = True
 
-    def _write_piece(self, started: bool, piece: bytes) -> None:
-        """Write one piece of the body (the status and headers first).  Reactor thread."""
-        if self._requestFinished:
-            return
-        if not started:
-            self._sendHead()
-        self.request.write(piece)
+    def _iterate(self, result: Iterable[bytes]) -> None:
+        """
+        Hand the pieces of a body that is not a list or tuple to the reactor
+        as they come, without waiting but every L{MAX_AHEAD} bytes; stop at
+        the client's disconnect.  WSGI thread.
+        """
+        reactor = self.reactor
+        ahead = 0
+        for piece in result:
+            if piece:
+                _check_bytes(piece)
+                head = self._head
+                if head is None:
+                    raise RuntimeError("the WSGI application did not call start_response")
+                reactor.callFromThread(self._write_piece, None if self.started else head, piece)
+                self.started = True
+                ahead += len(piece)
+                if ahead > MAX_AHEAD:
+                    # Calls run in order: once this one has, so has every write.
+                    blockingCallFromThread(reactor, _nothing)
+                    ahead = 0
+            if self._requestFinished:
+                break
 
-    def _complete(self, started: bool, body: bytes | None) -> None:
-        """Write what is left of the response and finish it.  Reactor thread."""
+    def _write_piece(self, head: _Head | None, piece: bytes) -> None:
+        """
+        Write one piece of the body, after the status and headers C{head}
+        unless they went before.  Reactor thread.
+        """
         if self._requestFinished:
             return
-        if started:
-            # Bytes went out first (the WSGI write() callable, or pieces).
-            if body:
-                self.request.write(body)
-            self.request.finish()
-        else:
-            self._sendHead()
-            # The whole response at once: head and body in one write.
-            finish_response(self.request, body or b"")
-        transport = self.request.transport
+        try:
+            if head is not None:
+                self._sendHead(head)
+            self.request.write(piece)
+        except Exception:  # noqa: BLE001 - reported, and the request ended
+            self._abandon()
+
+    def _complete(self, head: _Head | None, body: bytes | None) -> None:
+        """
+        Write what is left of the response, the status and headers C{head}
+        first unless they went before, and finish it.  Reactor thread.
+        """
+        if self._requestFinished:
+            return
+        request = self.request
+        try:
+            if head is None:
+                # Bytes went out first (the WSGI write() callable, or pieces).
+                if body:
+                    request.write(body)
+                request.finish()
+            else:
+                self._sendHead(head)
+                # The whole response at once: head and body in one write.
+                finish_response(request, body or b"")
+        except Exception:  # noqa: BLE001 - reported, and the request ended
+            self._abandon()
+            return
+        transport = request.transport
         unflushed = self._unflushed
         if unflushed is not None and _buffered(transport):
             # Answered in the reactor turn the WSGI thread may have ended
             # in: a shutdown waiting for the pool must let these bytes out.
             unflushed.add(transport)
 
-    def _sendHead(self) -> None:
+    def _sendHead(self, head: _Head) -> None:
         """
-        Set the status and headers the application gave on the request.  On
-        a server shutting down, the answer also says C{Connection: close}
-        (its connection closes once the answer is out), whether or not the
+        Set the status and headers C{head} on the request.  On a server
+        shutting down, the answer also says C{Connection: close} (its
+        connection closes once the answer is out), whether or not the
         shutdown found the connection among those being read.  Reactor
         thread.
         """
-        self._sendResponseHeaders()  # type: ignore[no-untyped-call]
-        if site_closing(self.request):
-            close_after_response(self.request)
+        request = self.request
+        request.setResponseCode(head.code, head.reason)
+        add = request.responseHeaders.addRawHeader
+        for name, value in head.headers:
+            # Don't allow the application to control these required headers.
+            if name.lower() not in ("server", "date"):
+                add(name.encode("latin-1"), value.encode("latin-1"))
+        if site_closing(request):
+            close_after_response(request)
+
+    def _abandon(self) -> None:
+        """
+        Log the error being handled, which the response could not be sent
+        for, and end the request: a 500 if nothing was written yet, else
+        the connection dropped.  Reactor thread.
+        """
+        self._log.failure("cannot send the WSGI response to {path}", path=self.request.path)
+        self._requestFinished = True
+        request = self.request
+        if not request.startedWriting and not request.finished:
+            # The head may be half set: answer with none of it.
+            request.responseHeaders = Headers()
+            close_after_response(request)
+        self._fail()
 
     def _error(self, started: bool, kind: Any, value: BaseException, traceback: Any) -> None:
         """Log an application error; answer 500 if nothing was sent yet.  Reactor thread."""
         self._log.failure("WSGI application error", failure=Failure(value, kind, traceback))
         if self._requestFinished:
             return
-        if started:
-            self.request.loseConnection()
-        else:
-            self.request.setResponseCode(INTERNAL_SERVER_ERROR)
-            self.request.finish()
+        self._fail()
+
+    def _fail(self) -> None:
+        """
+        End a request whose response failed: a 500 if nothing was written
+        yet, else the connection dropped.  Reactor thread.
+        """
+        request = self.request
+        if request.finished or request._disconnected:
+            return
+        if request.startedWriting:
+            request.loseConnection()
+            return
+        try:
+            request.setResponseCode(INTERNAL_SERVER_ERROR)
+            request.finish()
+        except Exception:  # noqa: BLE001 - the last resort
+            self._log.failure("cannot answer 500 to {path}", path=request.path)
+            request.loseConnection()
+
+
+class _Head(NamedTuple):
+    """A response's status and headers, as the application gave them, checked."""
+
+    code: int
+    reason: bytes
+    headers: list[tuple[str, str]]
+
+
+_STATUS = re.compile(r"([0-9]{3}) ([\t\x20-\x7e\x80-\xff]*)\Z")
+_TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+\Z")
+_NOT_IN_VALUE = re.compile(r"[\r\n\x00]|[^\x00-\xff]")
+_statuses: dict[str, tuple[int, bytes]] = {}
+_names: set[str] = set()
+
+
+def check_head(status: str, headers: list[tuple[str, str]]) -> tuple[int, bytes]:
+    """
+    Check that a WSGI application's response head can be sent, as WSGI
+    servers do in C{start_response}; return its status code and its reason
+    phrase.
+
+    C{status} must be as L{parse_status} reads it; header names must be
+    HTTP tokens, values Latin-1 without CR, LF or NUL.
+
+    >>> check_head("404 Not Found", [("Content-Length", "9")])
+    (404, b'Not Found')
+    >>> check_head("200", [])
+    Traceback (most recent call last):
+    ...
+    ValueError: invalid WSGI status '200': three digits, a space and a reason phrase
+
+    @raise ValueError: for anything HTTP cannot carry.
+    """
+    code, reason = parse_status(status)
+    for name, value in headers:
+        if name not in _names:
+            if _TOKEN.match(name) is None:
+                raise ValueError(f"invalid WSGI response header name {name!r}: not an HTTP token")
+            if len(_names) < 1024:
+                _names.add(name)
+        if _NOT_IN_VALUE.search(value) is not None:
+            raise ValueError(
+                f"invalid value of the WSGI response header {name}: {value!r}"
+                " (Latin-1 without CR, LF or NUL)"
+            )
+    return code, reason
+
+
+def parse_status(status: str) -> tuple[int, bytes]:
+    """
+    The code and the reason phrase of a WSGI application's C{status}:
+    three digits, a space and a reason phrase of printable Latin-1
+    characters (tabs and spaces included, CR and LF not).
+
+    >>> parse_status("201 Created")
+    (201, b'Created')
+
+    @raise ValueError: for a status HTTP cannot carry.
+    """
+    parsed = _statuses.get(status)
+    if parsed is None:
+        match = _STATUS.match(status)
+        if match is None:
+            raise ValueError(
+                f"invalid WSGI status {status!r}: three digits, a space and a reason phrase"
+            )
+        parsed = int(match[1]), match[2].encode("latin-1")
+        if len(_statuses) < 256:
+            _statuses[status] = parsed
+    return parsed
 
 
 def _buffered(transport: Any) -> bool:
