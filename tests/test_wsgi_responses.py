@@ -98,6 +98,26 @@ BAD_HEADS: dict[str, tuple[str, list[tuple[str, str]]]] = {
 }
 
 
+closes: dict[str, int] = {}
+FAIL_AT = {"raises-midway": 1, "raises-at-first": 0, "raises-before-start-response": 0}
+
+
+class Counted:
+    """A body iterable that raises at its piece C{fail_at} and counts its close() calls."""
+
+    def __init__(self, key: str, pieces: list[bytes], fail_at: int) -> None:
+        self.key, self.pieces, self.fail_at = key, pieces, fail_at
+
+    def __iter__(self) -> Iterator[bytes]:
+        for i, piece in enumerate(self.pieces):
+            if i == self.fail_at:
+                raise RuntimeError("the body failed")
+            yield piece
+
+    def close(self) -> None:
+        closes[self.key] = closes.get(self.key, 0) + 1
+
+
 def app(environ: dict[str, Any], start_response: Any) -> Any:
     path = environ["PATH_INFO"]
     kind, _, body = path.strip("/").partition("/")
@@ -124,6 +144,10 @@ def app(environ: dict[str, Any], start_response: Any) -> Any:
     if kind == "pieces":
         start_response("200 OK", [("Content-Type", "text/plain"), ("X-App", "1")])
         return iter([b"first;", b"second;", b"third"])
+    if kind == "close":
+        if body != "raises-before-start-response":
+            start_response("200 OK", [("Content-Type", "text/plain")])
+        return Counted(body, [b"first;", b"second"], fail_at=FAIL_AT[body])
     if kind == "hold-status-with-crlf":
         start_response("200 OK\r\nSet-Cookie: pwn=1", hold_headers("a"))
         return []
@@ -232,3 +256,19 @@ def read_answer_after(connection: Connection, path: str) -> bytes:
     """Send a GET; read all that arrives until the server closes the connection."""
     connection.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     return connection.stream.read()
+
+
+# -- close() of the body ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", sorted(FAIL_AT))
+def test_a_body_that_raises_is_closed_once(server: Any, case: str) -> None:
+    """The body's close() is called once when iterating it raises (PEP 3333), wherever it does."""
+    closes.pop(case, None)
+    with Connection(server.port) as connection:
+        if case == "raises-midway":
+            # Its first piece went out: the connection is dropped.
+            assert read_answer_after(connection, f"/close/{case}").endswith(b"first;\r\n")
+        else:
+            assert connection.get(f"/close/{case}").status == 500
+    assert closes[case] == 1

@@ -204,14 +204,21 @@ class HoldingWSGIResource(WSGIContainer):
                 # The common case: an ordinary response, served untouched.
                 return result
             ahead: list[bytes] = []
-            iterator = iter(result)
-            if not state.decided:
-                # start_response is called by the first iteration at the
-                # latest (a generator app).
-                for chunk in iterator:
-                    ahead.append(chunk)
-                    if chunk or state.decided:
-                        break
+            try:
+                iterator = iter(result)
+                if not state.decided:
+                    # start_response is called by the first iteration at the
+                    # latest (a generator app).
+                    for chunk in iterator:
+                        ahead.append(chunk)
+                        if chunk or state.decided:
+                            break
+            except BaseException:
+                # The body is closed whatever ends it (PEP 3333).
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+                raise
             if not state.holding:
                 return _Chain(ahead, iterator, result)
             try:

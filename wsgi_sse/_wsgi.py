@@ -125,20 +125,23 @@ class _Response(_WSGIResponse):
     def run(self) -> None:
         """
         Call the application, iterate its body and hand the response to the
-        reactor.  Called in a WSGI thread.
+        reactor; close the body (its C{close()}, once) however that ends.
+        Called in a WSGI thread.
         """
         reactor = self.reactor
         body: bytes | None = None
         try:
             result = self.application(self.environ, self.startResponse)
-            if type(result) is list or type(result) is tuple:
-                # The whole body is known: nothing has to reach the client
-                # before the application is asked for more.
-                for piece in result:
-                    _check_bytes(piece)
-                body = b"".join(result)
-            else:
-                self._iterate(result)
+            try:
+                if type(result) is list or type(result) is tuple:
+                    # The whole body is known: nothing has to reach the client
+                    # before the application is asked for more.
+                    for piece in result:
+                        _check_bytes(piece)
+                    body = b"".join(result)
+                else:
+                    self._iterate(result)
+            finally:
                 close = getattr(result, "close", None)
                 if close is not None:
                     close()
