@@ -32,8 +32,11 @@ class Answer:
         self.body = body
 
 
-def read_answer(stream: BinaryIO) -> Answer:
-    """Read one answer, framed by its Content-Length, its chunks, or the end of the connection."""
+def read_answer(stream: BinaryIO, method: str = "GET") -> Answer:
+    """
+    Read one answer, framed by its Content-Length, its chunks, or the end of
+    the connection (none after a C{HEAD}).
+    """
     status_line = stream.readline()
     if not status_line:
         raise EOFError("the connection closed before an answer")
@@ -46,7 +49,9 @@ def read_answer(stream: BinaryIO) -> Answer:
             break
         name, _, value = line.decode("latin-1").partition(":")
         headers[name.strip().lower()] = value.strip()
-    if "content-length" in headers:
+    if method == "HEAD":
+        body = b""
+    elif "content-length" in headers:
         body = stream.read(int(headers["content-length"]))
     elif headers.get("transfer-encoding") == "chunked":
         body = b""
@@ -68,7 +73,7 @@ class Connection:
 
     def get(self, path: str, method: str = "GET") -> Answer:
         self.sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        return read_answer(self.stream)
+        return read_answer(self.stream, method)
 
     def closed(self) -> bool:
         """Whether the server closed the connection (nothing more arrives)."""
@@ -148,6 +153,20 @@ def app(environ: dict[str, Any], start_response: Any) -> Any:
         if body != "raises-before-start-response":
             start_response("200 OK", [("Content-Type", "text/plain")])
         return Counted(body, [b"first;", b"second"], fail_at=FAIL_AT[body])
+    if kind == "length":
+        declared, sent, form = body.split("-")
+        headers = [("Content-Type", "text/plain"), ("Content-Length", declared)]
+        write = start_response("200 OK", headers)
+        data = b"hello world"[: int(sent)]
+        if form == "list":
+            return [data]
+        if form == "write":
+            write(data)
+            return []
+        return iter([data[:3], data[3:]])
+    if kind == "bad-length":
+        start_response("200 OK", [("Content-Length", body)])
+        return [b"hello"]
     if kind == "hold-status-with-crlf":
         start_response("200 OK\r\nSet-Cookie: pwn=1", hold_headers("a"))
         return []
@@ -272,3 +291,40 @@ def test_a_body_that_raises_is_closed_once(server: Any, case: str) -> None:
         else:
             assert connection.get(f"/close/{case}").status == 500
     assert closes[case] == 1
+
+
+# -- a body that disagrees with its Content-Length ------------------------------------
+
+
+@pytest.mark.parametrize("form", ["list", "generator", "write"])
+def test_a_body_longer_than_its_content_length_is_cut(server: Any, form: str) -> None:
+    """Only the declared bytes go out: the surplus is not read as the next answer."""
+    with Connection(server.port) as connection:
+        answer = connection.get(f"/length/3-11-{form}")
+        assert (answer.status, answer.body) == (200, b"hel")
+        after = connection.get("/ok")
+        assert (after.status, after.body) == (200, b"ok")
+
+
+@pytest.mark.parametrize("form", ["list", "generator", "write"])
+def test_a_body_shorter_than_its_content_length_closes_the_connection(
+    server: Any, form: str
+) -> None:
+    """The client is not left waiting for the missing bytes, nor reads the next answer as them."""
+    with Connection(server.port) as connection:
+        answer = connection.get(f"/length/30-5-{form}")
+        assert (answer.status, answer.body) == (200, b"hello")
+        assert connection.closed()
+    with Connection(server.port) as connection:
+        # HEAD: no body is due, the connection stays.
+        assert connection.get("/length/30-0-list", method="HEAD").body == b""
+        assert connection.get("/ok").body == b"ok"
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "5,5", "1e3"])
+def test_a_content_length_that_is_not_a_length_is_a_500(server: Any, value: str) -> None:
+    """A Content-Length no client could frame the body by is the app's error."""
+    with Connection(server.port) as connection:
+        answer = connection.get(f"/bad-length/{value}")
+        assert (answer.status, answer.body) == (500, b"")
+        assert connection.get("/ok").body == b"ok"

@@ -30,6 +30,12 @@ application error) and changes only the hand-off:
     piece is on its way before the next is asked for, as PEP 3333 requires;
   - the C{write} callable still waits for the reactor, as in Twisted.
 
+What the application answers is checked the way WSGI servers such as
+waitress check it: C{start_response} refuses a status or header HTTP cannot
+carry (L{check_head}), a body returned without C{start_response} is an
+error (a 500), and no more than the application's own C{Content-Length} is
+sent (after a shorter body the connection closes).
+
 The environ itself is twisted.web's, completed as above, built in one pass
 (L{build_environ}: about 9 µs per request instead of 21).
 
@@ -46,7 +52,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import blockingCallFromThread
 from twisted.python.failure import Failure
-from twisted.web.http import INTERNAL_SERVER_ERROR
+from twisted.web.http import INTERNAL_SERVER_ERROR, NO_BODY_CODES
 from twisted.web.http_headers import Headers
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.wsgi import WSGIResource, _ErrorStream, _InputStream, _WSGIResponse, _wsgiString
@@ -75,6 +81,9 @@ class _Response(_WSGIResponse):
 
     _unflushed: weakref.WeakSet[Any] | None = None
     _head: _Head | None = None
+    _length: int | None = None
+    _sent = 0
+    _too_long = False
 
     def __init__(self, reactor: Any, threadpool: Any, application: Any, request: Any) -> None:
         # twisted.web's, with the environ built by build_environ.
@@ -103,8 +112,10 @@ class _Response(_WSGIResponse):
         @raise ValueError: for a status or a header HTTP cannot carry.
         """
         super().startResponse(status, headers, excInfo)  # type: ignore[no-untyped-call]
-        code, reason = check_head(status, headers)
+        code, reason, length = check_head(status, headers)
+        bodiless = code in NO_BODY_CODES or self.request.method == b"HEAD"
         self._head = _Head(code, reason, headers)
+        self._length = None if bodiless else length
         return self.write
 
     def write(self, data: bytes) -> None:
@@ -118,9 +129,50 @@ class _Response(_WSGIResponse):
         _check_bytes(data)
         head = None if self.started else self._head
         try:
-            blockingCallFromThread(self.reactor, self._write_piece, head, data)
+            blockingCallFromThread(self.reactor, self._write_piece, head, self._fit(data))
         finally:
             self.started = True
+
+    def _fit(self, piece: bytes) -> bytes:
+        """
+        C{piece}, cut to what the application's own C{Content-Length} still
+        leaves room for (logged once): a client must not read the surplus
+        as the start of the next response.  WSGI thread.
+        """
+        length = self._length
+        if length is None:
+            return piece
+        room = length - self._sent
+        if len(piece) > room:
+            piece = piece[: max(room, 0)]
+            if not self._too_long:
+                self._too_long = True
+                self._log.warn(
+                    "WSGI application sent more than its Content-Length ({length} bytes)"
+                    " for {path}; the surplus was not sent",
+                    length=length,
+                    path=self.environ.get("PATH_INFO"),
+                )
+        self._sent += len(piece)
+        return piece
+
+    def _short(self) -> bool:
+        """
+        Whether the body sent is shorter than the application's own
+        C{Content-Length} (logged): the connection must close after it.
+        WSGI thread.
+        """
+        length = self._length
+        if length is None or self._sent >= length:
+            return False
+        self._log.warn(
+            "WSGI application sent {sent} bytes of the {length} its Content-Length"
+            " announced for {path}; the connection is closed after it",
+            sent=self._sent,
+            length=length,
+            path=self.environ.get("PATH_INFO"),
+        )
+        return True
 
     def run(self) -> None:
         """
@@ -138,7 +190,7 @@ class _Response(_WSGIResponse):
                     # before the application is asked for more.
                     for piece in result:
                         _check_bytes(piece)
-                    body = b"".join(result)
+                    body = self._fit(b"".join(result))
                 else:
                     self._iterate(result)
             finally:
@@ -147,18 +199,20 @@ class _Response(_WSGIResponse):
                     close()
             if self._head is None and not self._requestFinished:
                 raise RuntimeError("the WSGI application did not call start_response")
+            short = self._short()
         except BaseException:  # noqa: BLE001 - any failure of the app is logged, as in Twisted
             reactor.callFromThread(self._error, self.started, *sys.exc_info())
         else:
             head = None if self.started else self._head
-            reactor.callFromThread(self._complete, head, body)
+            reactor.callFromThread(self._complete, head, body, short)
         self.started = True
 
     def _iterate(self, result: Iterable[bytes]) -> None:
         """
         Hand the pieces of a body that is not a list or tuple to the reactor
         as they come, without waiting but every L{MAX_AHEAD} bytes; stop at
-        the client's disconnect.  WSGI thread.
+        the client's disconnect, or once the body passes its
+        C{Content-Length}.  WSGI thread.
         """
         reactor = self.reactor
         ahead = 0
@@ -168,13 +222,17 @@ class _Response(_WSGIResponse):
                 head = self._head
                 if head is None:
                     raise RuntimeError("the WSGI application did not call start_response")
-                reactor.callFromThread(self._write_piece, None if self.started else head, piece)
-                self.started = True
-                ahead += len(piece)
-                if ahead > MAX_AHEAD:
-                    # Calls run in order: once this one has, so has every write.
-                    blockingCallFromThread(reactor, _nothing)
-                    ahead = 0
+                piece = self._fit(piece)
+                if piece:
+                    reactor.callFromThread(self._write_piece, None if self.started else head, piece)
+                    self.started = True
+                    ahead += len(piece)
+                    if ahead > MAX_AHEAD:
+                        # Calls run in order: once this one has, so has every write.
+                        blockingCallFromThread(reactor, _nothing)
+                        ahead = 0
+                if self._too_long:
+                    break
             if self._requestFinished:
                 break
 
@@ -192,10 +250,12 @@ class _Response(_WSGIResponse):
         except Exception:  # noqa: BLE001 - reported, and the request ended
             self._abandon()
 
-    def _complete(self, head: _Head | None, body: bytes | None) -> None:
+    def _complete(self, head: _Head | None, body: bytes | None, short: bool) -> None:
         """
         Write what is left of the response, the status and headers C{head}
-        first unless they went before, and finish it.  Reactor thread.
+        first unless they went before, and finish it; close the connection
+        after it when the body was C{short} of its C{Content-Length}.
+        Reactor thread.
         """
         if self._requestFinished:
             return
@@ -205,9 +265,13 @@ class _Response(_WSGIResponse):
                 # Bytes went out first (the WSGI write() callable, or pieces).
                 if body:
                     request.write(body)
+                if short:
+                    close_after_response(request)
                 request.finish()
             else:
                 self._sendHead(head)
+                if short:
+                    close_after_response(request)
                 # The whole response at once: head and body in one write.
                 finish_response(request, body or b"")
         except Exception:  # noqa: BLE001 - reported, and the request ended
@@ -294,17 +358,18 @@ _statuses: dict[str, tuple[int, bytes]] = {}
 _names: set[str] = set()
 
 
-def check_head(status: str, headers: list[tuple[str, str]]) -> tuple[int, bytes]:
+def check_head(status: str, headers: list[tuple[str, str]]) -> tuple[int, bytes, int | None]:
     """
     Check that a WSGI application's response head can be sent, as WSGI
-    servers do in C{start_response}; return its status code and its reason
-    phrase.
+    servers do in C{start_response}; return its status code, its reason
+    phrase and the C{Content-Length} it gives (L{None} without one).
 
     C{status} must be as L{parse_status} reads it; header names must be
-    HTTP tokens, values Latin-1 without CR, LF or NUL.
+    HTTP tokens, values Latin-1 without CR, LF or NUL, and a
+    C{Content-Length} a number of bytes (the same one if given twice).
 
     >>> check_head("404 Not Found", [("Content-Length", "9")])
-    (404, b'Not Found')
+    (404, b'Not Found', 9)
     >>> check_head("200", [])
     Traceback (most recent call last):
     ...
@@ -313,6 +378,7 @@ def check_head(status: str, headers: list[tuple[str, str]]) -> tuple[int, bytes]
     @raise ValueError: for anything HTTP cannot carry.
     """
     code, reason = parse_status(status)
+    length: int | None = None
     for name, value in headers:
         if name not in _names:
             if _TOKEN.match(name) is None:
@@ -324,7 +390,14 @@ def check_head(status: str, headers: list[tuple[str, str]]) -> tuple[int, bytes]
                 f"invalid value of the WSGI response header {name}: {value!r}"
                 " (Latin-1 without CR, LF or NUL)"
             )
-    return code, reason
+        if len(name) == 14 and name.lower() == "content-length":
+            digits = value.strip(" \t")
+            if not (digits.isascii() and digits.isdigit()) or (
+                length is not None and int(digits) != length
+            ):
+                raise ValueError(f"invalid WSGI Content-Length {value!r}")
+            length = int(digits)
+    return code, reason, length
 
 
 def parse_status(status: str) -> tuple[int, bytes]:
