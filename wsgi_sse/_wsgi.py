@@ -385,7 +385,7 @@ def check_head(status: str, headers: list[tuple[str, str]]) -> tuple[int, bytes,
                 raise ValueError(f"invalid WSGI response header name {name!r}: not an HTTP token")
             if len(_names) < 1024:
                 _names.add(name)
-        if _NOT_IN_VALUE.search(value) is not None:
+        if not (value.isascii() and value.isprintable()) and _NOT_IN_VALUE.search(value):
             raise ValueError(
                 f"invalid value of the WSGI response header {name}: {value!r}"
                 " (Latin-1 without CR, LF or NUL)"
