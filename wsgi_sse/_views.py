@@ -160,6 +160,7 @@ class HoldingWSGIResource(WSGIContainer):
     ) -> None:
         super().__init__(reactor, threadpool, application)
         self.streams = streams
+        self.max_pause = streams.options.max_pause
 
     def render(self, request: Request) -> int:
         """Run the app in the thread pool (reactor thread)."""

@@ -25,10 +25,15 @@ application error) and changes only the hand-off:
     thread does not wait for;
   - other bodies (generators; Flask's and Django's response iterables) are
     handed over piece by piece without waiting, in order, then the request
-    finished; every 256 KiB the thread waits for the reactor to catch up, so
-    that a fast producer cannot queue more than that ahead of it.  Each
-    piece is on its way before the next is asked for, as PEP 3333 requires;
-  - the C{write} callable still waits for the reactor, as in Twisted.
+    finished; every 256 KiB the thread waits for the reactor to catch up and,
+    while the connection holds more than it can send (a client slow to read),
+    for it to drain, so that a fast producer cannot queue more than that
+    ahead of the client.  Each piece is on its way before the next is asked
+    for, as PEP 3333 requires;
+  - the C{write} callable still waits for the reactor, as in Twisted, and
+    for a slow client the same way; called once the response has ended (the
+    client went away), it raises C{ConnectionError}, so that the application
+    stops.
 
 What the application answers is checked the way WSGI servers such as
 waitress check it: C{start_response} refuses a status or header HTTP cannot
@@ -50,12 +55,14 @@ import weakref
 from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.threads import blockingCallFromThread
 from twisted.python.failure import Failure
 from twisted.web.http import INTERNAL_SERVER_ERROR, NO_BODY_CODES
 from twisted.web.http_headers import Headers
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.wsgi import WSGIResource, _ErrorStream, _InputStream, _WSGIResponse, _wsgiString
+from zope.interface import implementer
 
 from ._client import close_after_response, site_closing
 from ._lean import finish_response
@@ -69,11 +76,52 @@ __all__ = ["WSGIContainer", "build_environ", "complete_environ"]
 
 
 MAX_AHEAD = 256 * 1024
-"""Bytes of a piecewise body the WSGI thread may hand over before waiting for the reactor."""
+"""
+Bytes of a piecewise body the WSGI thread may hand over before waiting for
+the reactor, and for the connection to drain if its client reads slowly.
+"""
 
 
-def _nothing() -> None:
-    pass
+class _EndedError(ConnectionError):
+    """The WSGI C{write} callable was called after its response ended."""
+
+
+@implementer(IPushProducer)
+class _Drain:
+    """
+    What a piecewise body's connection says of its send buffer: registered
+    as the request's streaming producer, it is paused while the connection
+    holds more than it can send (Twisted's transports pause their producer
+    past 64 KiB) and resumed once that went out.  Reactor thread.
+
+    @ivar paused: whether the connection's buffer is full.
+    @ivar waiting: fired when the WSGI thread may go on: the buffer drained,
+        or the connection is going away.
+    """
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.waiting: Deferred[None] | None = None
+
+    def pauseProducing(self) -> None:
+        """The connection's buffer is full."""
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        """The connection's buffer drained."""
+        self.paused = False
+        self.release()
+
+    def stopProducing(self) -> None:
+        """The connection is going away."""
+        self.paused = False
+        self.release()
+
+    def release(self) -> None:
+        """Let the WSGI thread waiting on this connection go on."""
+        waiting, self.waiting = self.waiting, None
+        if waiting is not None:
+            waiting.callback(None)
 
 
 class _Response(_WSGIResponse):
@@ -84,6 +132,10 @@ class _Response(_WSGIResponse):
     _length: int | None = None
     _sent = 0
     _too_long = False
+    _ahead = 0
+    _drain: _Drain | None = None
+    _pause_timer: Any = None
+    max_pause: float | None = 60.0
 
     def __init__(self, reactor: Any, threadpool: Any, application: Any, request: Any) -> None:
         # twisted.web's, with the environ built by build_environ.
@@ -125,13 +177,32 @@ class _Response(_WSGIResponse):
         twisted.web.  WSGI thread.
 
         @raise TypeError: if C{data} is not bytes.
+        @raise ConnectionError: once the response has ended (the client went
+            away, or its answer failed), so that the application stops
+            producing it.
         """
         _check_bytes(data)
+        if self._requestFinished:
+            raise _EndedError("the response has ended: the client went away, or its answer failed")
         head = None if self.started else self._head
+        data = self._fit(data)
         try:
-            blockingCallFromThread(self.reactor, self._write_piece, head, self._fit(data))
+            blockingCallFromThread(self.reactor, self._write_piece, head, data)
         finally:
             self.started = True
+        self._handed(len(data))
+
+    def _handed(self, size: int) -> None:
+        """
+        Count C{size} more bytes handed to the reactor; past L{MAX_AHEAD},
+        wait until the reactor has written them and the connection can take
+        more (L{_drained}).  WSGI thread.
+        """
+        self._ahead += size
+        if self._ahead > MAX_AHEAD:
+            self._ahead = 0
+            # Calls run in order: once this one has, so has every write.
+            blockingCallFromThread(self.reactor, self._drained)
 
     def _fit(self, piece: bytes) -> bytes:
         """
@@ -200,6 +271,8 @@ class _Response(_WSGIResponse):
             if self._head is None and not self._requestFinished:
                 raise RuntimeError("the WSGI application did not call start_response")
             short = self._short()
+        except _EndedError:
+            pass  # write() after the end: nothing left to answer, nor to report
         except BaseException:  # noqa: BLE001 - any failure of the app is logged, as in Twisted
             reactor.callFromThread(self._error, self.started, *sys.exc_info())
         else:
@@ -210,12 +283,12 @@ class _Response(_WSGIResponse):
     def _iterate(self, result: Iterable[bytes]) -> None:
         """
         Hand the pieces of a body that is not a list or tuple to the reactor
-        as they come, without waiting but every L{MAX_AHEAD} bytes; stop at
-        the client's disconnect, or once the body passes its
-        C{Content-Length}.  WSGI thread.
+        as they come, without waiting but every L{MAX_AHEAD} bytes (then
+        also for a slow client to take them); stop at the client's
+        disconnect, or once the body passes its C{Content-Length}.  WSGI
+        thread.
         """
         reactor = self.reactor
-        ahead = 0
         for piece in result:
             if piece:
                 _check_bytes(piece)
@@ -226,15 +299,72 @@ class _Response(_WSGIResponse):
                 if piece:
                     reactor.callFromThread(self._write_piece, None if self.started else head, piece)
                     self.started = True
-                    ahead += len(piece)
-                    if ahead > MAX_AHEAD:
-                        # Calls run in order: once this one has, so has every write.
-                        blockingCallFromThread(reactor, _nothing)
-                        ahead = 0
+                    self._handed(len(piece))
                 if self._too_long:
                     break
             if self._requestFinished:
                 break
+
+    def _drained(self) -> Deferred[None] | None:
+        """
+        Whether the WSGI thread may hand over more of the body now (L{None})
+        or once the connection has sent what it holds (a L{Deferred}).  The
+        first call registers the request's L{_Drain}; a client that reads
+        nothing for C{max_pause} seconds loses its connection.  Reactor
+        thread.
+        """
+        if self._requestFinished:
+            return None
+        drain = self._drain
+        if drain is None:
+            request = self.request
+            if request.producer is not None:
+                return None  # someone else's: no back-pressure to learn of
+            drain = self._drain = _Drain()
+            request.registerProducer(drain, True)
+            # (Twisted's channel does not tell a producer registered late.)
+            drain.paused = bool(getattr(request.channel, "_waitingForTransport", False))
+        if not drain.paused:
+            return None
+        waiting = drain.waiting = Deferred()
+        if self.max_pause is not None:
+            self._pause_timer = self.reactor.callLater(self.max_pause, self._stalled)
+            waiting.addBoth(self._stop_pause_timer)
+        return waiting
+
+    def _stop_pause_timer(self, result: object) -> object:
+        """The wait for the client ended: cancel its C{max_pause} clock."""
+        timer, self._pause_timer = self._pause_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        return result
+
+    def _stalled(self) -> None:
+        """The client read nothing for C{max_pause} seconds: drop it.  Reactor thread."""
+        self._pause_timer = None
+        self._log.info(
+            "dropped a client that read nothing of {path} for {seconds} s",
+            path=self.request.path,
+            seconds=self.max_pause,
+        )
+        self._requestFinished = True
+        transport = self.request.transport
+        if transport is not None:
+            transport.abortConnection()
+        if self._drain is not None:
+            self._drain.release()
+
+    def _finished(self, ignored: object) -> None:
+        """The request ended (answered, or the client went): stop waiting on it."""
+        self._requestFinished = True
+        if self._drain is not None:
+            self._drain.release()
+
+    def _let_go(self) -> None:
+        """Unregister the request's L{_Drain}, before the request ends.  Reactor thread."""
+        drain = self._drain
+        if drain is not None and self.request.producer is drain:
+            self.request.unregisterProducer()
 
     def _write_piece(self, head: _Head | None, piece: bytes) -> None:
         """
@@ -260,6 +390,7 @@ class _Response(_WSGIResponse):
         if self._requestFinished:
             return
         request = self.request
+        self._let_go()
         try:
             if head is None:
                 # Bytes went out first (the WSGI write() callable, or pieces).
@@ -332,6 +463,7 @@ class _Response(_WSGIResponse):
         request = self.request
         if request.finished or request._disconnected:
             return
+        self._let_go()
         if request.startedWriting:
             request.loseConnection()
             return
@@ -435,11 +567,18 @@ def _check_bytes(piece: object) -> None:
 
 
 class WSGIContainer(WSGIResource):
-    """A C{WSGIResource} whose environ describes the body the app will read."""
+    """
+    A C{WSGIResource} whose environ describes the body the app will read.
+
+    @ivar max_pause: seconds a client may read nothing of a streamed body
+        (the WSGI thread waiting for it) before its connection is dropped;
+        L{None}: no limit.
+    """
 
     def __init__(self, reactor: Any, threadpool: ThreadPool, application: WSGIApplication) -> None:
         super().__init__(reactor, threadpool, application)  # type: ignore[no-untyped-call]
         self._unflushed: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.max_pause: float | None = 60.0
 
     def flushed(self, timeout: float = 1.0) -> Deferred[None]:
         """
@@ -477,6 +616,7 @@ class WSGIContainer(WSGIResource):
             request,
         )
         response._unflushed = self._unflushed
+        response.max_pause = self.max_pause
         return response
 
 
