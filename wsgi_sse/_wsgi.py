@@ -234,7 +234,8 @@ class _Response(_WSGIResponse):
         WSGI thread.
         """
         length = self._length
-        if length is None or self._sent >= length:
+        if length is None or self._sent >= length or self._requestFinished:
+            # (A client that went away cut the body short itself.)
             return False
         self._log.warn(
             "WSGI application sent {sent} bytes of the {length} its Content-Length"
