@@ -437,7 +437,8 @@ SETTINGS: tuple[Setting, ...] = (
         "max_pause",
         "limits",
         "`60.0`",
-        "Seconds a client may stop reading before its connection is aborted.",
+        "Seconds a client may stop reading (a stream, or a WSGI page's streamed body)"
+        " before its connection is aborted.",
         flag=float,
     ),
     _S(

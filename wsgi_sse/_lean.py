@@ -314,8 +314,16 @@ def _plain(request: Request, raw: Any) -> bool:
 
 
 def _head(request: Request, raw: dict[bytes, list[bytes]]) -> list[bytes]:
-    """The response head's lines, as C{HTTPChannel.writeHeaders} writes them."""
-    parts = [b"HTTP/1.1 %d %s\r\n" % (request.code, request.code_message)]
+    """
+    The response head's lines, as C{HTTPChannel.writeHeaders} writes them.
+
+    @raise ValueError: for a reason phrase with a CR or LF (a line of its
+        own in the head).
+    """
+    reason = request.code_message
+    if b"\r" in reason or b"\n" in reason:
+        raise ValueError(f"a reason phrase cannot hold a line break: {reason!r}")
+    parts = [b"HTTP/1.1 %d %s\r\n" % (request.code, reason)]
     for name, values in raw.items():
         for value in values:
             parts.append(b"%s: %s\r\n" % (name, value))
@@ -344,9 +352,9 @@ def start_response(request: Request, body: bytes) -> None:
         return
     # What http.Request.write does on the first write, in one piece.
     raw[b"Transfer-Encoding"] = [b"chunked"]
+    parts = _head(request, raw)
     request.startedWriting = 1
     request.chunked = 1
-    parts = _head(request, raw)
     if body:
         request.sentLength += len(body)
         parts.append(b"\r\n%x\r\n%s\r\n" % (len(body), body))
@@ -372,8 +380,6 @@ def finish_response(request: Request, body: bytes) -> None:
         request.finish()
         return
     # What http.Request.write does on the first write, and finish's last chunk.
-    request.startedWriting = 1
-    request.sentLength += len(body)
     if b"Content-Length" in raw:
         parts = _head(request, raw)
         parts.append(b"\r\n")
@@ -382,6 +388,8 @@ def finish_response(request: Request, body: bytes) -> None:
         raw[b"Transfer-Encoding"] = [b"chunked"]
         parts = _head(request, raw)
         parts.append(b"\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) if body else b"\r\n0\r\n\r\n")
+    request.startedWriting = 1
+    request.sentLength += len(body)
     send_now(request.channel.transport, b"".join(parts))
     # (The last chunk is written: Request.finish must not write it again.)
     request.chunked = 0

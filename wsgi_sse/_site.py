@@ -1204,6 +1204,18 @@ class _StreamingRequest(server.Request):
             path = origin_form(path)
         super().requestReceived(command, path, version)  # type: ignore[no-untyped-call]
 
+    def setResponseCode(self, code: int, message: bytes | None = None) -> None:
+        """
+        Set the response's status (twisted.web's), refusing a reason phrase
+        that would end the status line early: twisted.web writes it as it
+        is, and a CR or LF in it would start a header line of its own.
+
+        @raise ValueError: for a C{message} with a CR or LF.
+        """
+        if message is not None and (b"\r" in message or b"\n" in message):
+            raise ValueError(f"a reason phrase cannot hold a line break: {message!r}")
+        super().setResponseCode(code, message)
+
 
 def origin_form(target: bytes) -> bytes:
     """

@@ -25,7 +25,7 @@ from ._broadcast import validate_channel
 from ._encoding import encode_event
 from ._request import GripHold, Refused, parse_grip, parse_last_event_id
 from ._streams import STREAM_HEADERS, Streams, peer_of
-from ._wsgi import WSGIContainer
+from ._wsgi import WSGIContainer, parse_status
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -160,6 +160,7 @@ class HoldingWSGIResource(WSGIContainer):
     ) -> None:
         super().__init__(reactor, threadpool, application)
         self.streams = streams
+        self.max_pause = streams.options.max_pause
 
     def render(self, request: Request) -> int:
         """Run the app in the thread pool (reactor thread)."""
@@ -204,14 +205,21 @@ class HoldingWSGIResource(WSGIContainer):
                 # The common case: an ordinary response, served untouched.
                 return result
             ahead: list[bytes] = []
-            iterator = iter(result)
-            if not state.decided:
-                # start_response is called by the first iteration at the
-                # latest (a generator app).
-                for chunk in iterator:
-                    ahead.append(chunk)
-                    if chunk or state.decided:
-                        break
+            try:
+                iterator = iter(result)
+                if not state.decided:
+                    # start_response is called by the first iteration at the
+                    # latest (a generator app).
+                    for chunk in iterator:
+                        ahead.append(chunk)
+                        if chunk or state.decided:
+                            break
+            except BaseException:
+                # The body is closed whatever ends it (PEP 3333).
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+                raise
             if not state.holding:
                 return _Chain(ahead, iterator, result)
             try:
@@ -278,13 +286,12 @@ class HoldingWSGIResource(WSGIContainer):
         except Refused as refused:
             streams.finish_refused(request, refused)
             return
-        code, _, message = state.status.partition(" ")
         try:
-            status = int(code)
+            status, message = parse_status(state.status)
         except ValueError:
             streams.finish_refused(request, Refused(500, f"invalid status {state.status!r}"))
             return
-        request.setResponseCode(status, message.encode("latin-1") or None)
+        request.setResponseCode(status, message or None)
         for name, value in hold.headers:
             if name.lower() not in ("server", "date"):
                 request.responseHeaders.addRawHeader(

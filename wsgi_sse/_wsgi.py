@@ -25,10 +25,21 @@ application error) and changes only the hand-off:
     thread does not wait for;
   - other bodies (generators; Flask's and Django's response iterables) are
     handed over piece by piece without waiting, in order, then the request
-    finished; every 256 KiB the thread waits for the reactor to catch up, so
-    that a fast producer cannot queue more than that ahead of it.  Each
-    piece is on its way before the next is asked for, as PEP 3333 requires;
-  - the C{write} callable still waits for the reactor, as in Twisted.
+    finished; every 256 KiB the thread waits for the reactor to catch up and,
+    while the connection holds more than it can send (a client slow to read),
+    for it to drain, so that a fast producer cannot queue more than that
+    ahead of the client.  Each piece is on its way before the next is asked
+    for, as PEP 3333 requires;
+  - the C{write} callable still waits for the reactor, as in Twisted, and
+    for a slow client the same way; called once the response has ended (the
+    client went away), it raises C{ConnectionError}, so that the application
+    stops.
+
+What the application answers is checked the way WSGI servers such as
+waitress check it: C{start_response} refuses a status or header HTTP cannot
+carry (L{check_head}), a body returned without C{start_response} is an
+error (a 500), and no more than the application's own C{Content-Length} is
+sent (after a shorter body the connection closes).
 
 The environ itself is twisted.web's, completed as above, built in one pass
 (L{build_environ}: about 9 µs per request instead of 21).
@@ -41,14 +52,17 @@ from __future__ import annotations
 import re
 import sys
 import weakref
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple, Sequence
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.threads import blockingCallFromThread
 from twisted.python.failure import Failure
-from twisted.web.http import INTERNAL_SERVER_ERROR
+from twisted.web.http import INTERNAL_SERVER_ERROR, NO_BODY_CODES
+from twisted.web.http_headers import Headers
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.wsgi import WSGIResource, _ErrorStream, _InputStream, _WSGIResponse, _wsgiString
+from zope.interface import implementer
 
 from ._client import close_after_response, site_closing
 from ._lean import finish_response
@@ -62,17 +76,66 @@ __all__ = ["WSGIContainer", "build_environ", "complete_environ"]
 
 
 MAX_AHEAD = 256 * 1024
-"""Bytes of a piecewise body the WSGI thread may hand over before waiting for the reactor."""
+"""
+Bytes of a piecewise body the WSGI thread may hand over before waiting for
+the reactor, and for the connection to drain if its client reads slowly.
+"""
 
 
-def _nothing() -> None:
-    pass
+class _EndedError(ConnectionError):
+    """The WSGI C{write} callable was called after its response ended."""
+
+
+@implementer(IPushProducer)
+class _Drain:
+    """
+    What a piecewise body's connection says of its send buffer: registered
+    as the request's streaming producer, it is paused while the connection
+    holds more than it can send (Twisted's transports pause their producer
+    past 64 KiB) and resumed once that went out.  Reactor thread.
+
+    @ivar paused: whether the connection's buffer is full.
+    @ivar waiting: fired when the WSGI thread may go on: the buffer drained,
+        or the connection is going away.
+    """
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.waiting: Deferred[None] | None = None
+
+    def pauseProducing(self) -> None:
+        """The connection's buffer is full."""
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        """The connection's buffer drained."""
+        self.paused = False
+        self.release()
+
+    def stopProducing(self) -> None:
+        """The connection is going away."""
+        self.paused = False
+        self.release()
+
+    def release(self) -> None:
+        """Let the WSGI thread waiting on this connection go on."""
+        waiting, self.waiting = self.waiting, None
+        if waiting is not None:
+            waiting.callback(None)
 
 
 class _Response(_WSGIResponse):
     """One request's WSGI call; see the module docstring for what differs."""
 
     _unflushed: weakref.WeakSet[Any] | None = None
+    _head: _Head | None = None
+    _length: int | None = None
+    _sent = 0
+    _too_long = False
+    _ahead = 0
+    _drain: _Drain | None = None
+    _pause_timer: Any = None
+    max_pause: float | None = 60.0
 
     def __init__(self, reactor: Any, threadpool: Any, application: Any, request: Any) -> None:
         # twisted.web's, with the environ built by build_environ.
@@ -86,94 +149,412 @@ class _Response(_WSGIResponse):
         # The application sets every response header (no default Content-Type).
         request.defaultContentType = None
 
+    def startResponse(
+        self,
+        status: str,
+        headers: list[tuple[str, str]],
+        excInfo: Any = None,  # noqa: N803 - twisted.web's name
+    ) -> Callable[[bytes], None]:
+        """
+        The WSGI C{start_response} callable: twisted.web's, which checks the
+        types of C{status} and C{headers}, and also checks that they can be
+        sent (L{check_head}), so that a response head HTTP cannot carry is
+        an error of the application, raised here.  WSGI thread.
+
+        @raise ValueError: for a status or a header HTTP cannot carry.
+        """
+        super().startResponse(status, headers, excInfo)  # type: ignore[no-untyped-call]
+        code, reason, length = check_head(status, headers)
+        bodiless = code in NO_BODY_CODES or self.request.method == b"HEAD"
+        self._head = _Head(code, reason, headers)
+        self._length = None if bodiless else length
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        """
+        The WSGI C{write} callable: hand C{data} to the reactor (the status
+        and headers first) and wait until it has been written there, as in
+        twisted.web.  WSGI thread.
+
+        @raise TypeError: if C{data} is not bytes.
+        @raise ConnectionError: once the response has ended (the client went
+            away, or its answer failed), so that the application stops
+            producing it.
+        """
+        _check_bytes(data)
+        if self._requestFinished:
+            raise _EndedError("the response has ended: the client went away, or its answer failed")
+        head = None if self.started else self._head
+        data = self._fit(data)
+        try:
+            blockingCallFromThread(self.reactor, self._write_piece, head, data)
+        finally:
+            self.started = True
+        self._handed(len(data))
+
+    def _handed(self, size: int) -> None:
+        """
+        Count C{size} more bytes handed to the reactor; past L{MAX_AHEAD},
+        wait until the reactor has written them and the connection can take
+        more (L{_drained}).  WSGI thread.
+        """
+        self._ahead += size
+        if self._ahead > MAX_AHEAD:
+            self._ahead = 0
+            # Calls run in order: once this one has, so has every write.
+            blockingCallFromThread(self.reactor, self._drained)
+
+    def _fit(self, piece: bytes) -> bytes:
+        """
+        C{piece}, cut to what the application's own C{Content-Length} still
+        leaves room for (logged once): a client must not read the surplus
+        as the start of the next response.  WSGI thread.
+        """
+        length = self._length
+        if length is None:
+            return piece
+        room = length - self._sent
+        if len(piece) > room:
+            piece = piece[: max(room, 0)]
+            if not self._too_long:
+                self._too_long = True
+                self._log.warn(
+                    "WSGI application sent more than its Content-Length ({length} bytes)"
+                    " for {path}; the surplus was not sent",
+                    length=length,
+                    path=self.environ.get("PATH_INFO"),
+                )
+        self._sent += len(piece)
+        return piece
+
+    def _short(self) -> bool:
+        """
+        Whether the body sent is shorter than the application's own
+        C{Content-Length} (logged): the connection must close after it.
+        WSGI thread.
+        """
+        length = self._length
+        if length is None or self._sent >= length or self._requestFinished:
+            # (A client that went away cut the body short itself.)
+            return False
+        self._log.warn(
+            "WSGI application sent {sent} bytes of the {length} its Content-Length"
+            " announced for {path}; the connection is closed after it",
+            sent=self._sent,
+            length=length,
+            path=self.environ.get("PATH_INFO"),
+        )
+        return True
+
     def run(self) -> None:
         """
         Call the application, iterate its body and hand the response to the
-        reactor.  Called in a WSGI thread.
+        reactor; close the body (its C{close()}, once) however that ends.
+        Called in a WSGI thread.
         """
         reactor = self.reactor
         body: bytes | None = None
         try:
             result = self.application(self.environ, self.startResponse)
-            if type(result) is list or type(result) is tuple:
-                # The whole body is known: nothing has to reach the client
-                # before the application is asked for more.
-                for piece in result:
-                    _check_bytes(piece)
-                body = b"".join(result)
-            else:
-                ahead = 0
-                for piece in result:
-                    if piece:
+            try:
+                if type(result) is list or type(result) is tuple:
+                    # The whole body is known: nothing has to reach the client
+                    # before the application is asked for more.
+                    for piece in result:
                         _check_bytes(piece)
-                        reactor.callFromThread(self._write_piece, self.started, piece)
-                        self.started = True
-                        ahead += len(piece)
-                        if ahead > MAX_AHEAD:
-                            # Calls run in order: once this one has, so has every write.
-                            blockingCallFromThread(reactor, _nothing)
-                            ahead = 0
-                    if self._requestFinished:
-                        break
+                    body = self._fit(b"".join(result))
+                else:
+                    self._iterate(result)
+            finally:
                 close = getattr(result, "close", None)
                 if close is not None:
                     close()
+            if self._head is None and not self._requestFinished:
+                raise RuntimeError("the WSGI application did not call start_response")
+            short = self._short()
+        except _EndedError:
+            pass  # write() after the end: nothing left to answer, nor to report
         except BaseException:  # noqa: BLE001 - any failure of the app is logged, as in Twisted
             reactor.callFromThread(self._error, self.started, *sys.exc_info())
         else:
-            reactor.callFromThread(self._complete, self.started, body)
+            head = None if self.started else self._head
+            reactor.callFromThread(self._complete, head, body, short)
         self.started = True
 
-    def _write_piece(self, started: bool, piece: bytes) -> None:
-        """Write one piece of the body (the status and headers first).  Reactor thread."""
-        if self._requestFinished:
-            return
-        if not started:
-            self._sendHead()
-        self.request.write(piece)
+    def _iterate(self, result: Iterable[bytes]) -> None:
+        """
+        Hand the pieces of a body that is not a list or tuple to the reactor
+        as they come, without waiting but every L{MAX_AHEAD} bytes (then
+        also for a slow client to take them); stop at the client's
+        disconnect, or once the body passes its C{Content-Length}.  WSGI
+        thread.
+        """
+        reactor = self.reactor
+        for piece in result:
+            if piece:
+                _check_bytes(piece)
+                head = self._head
+                if head is None:
+                    raise RuntimeError("the WSGI application did not call start_response")
+                piece = self._fit(piece)
+                if piece:
+                    reactor.callFromThread(self._write_piece, None if self.started else head, piece)
+                    self.started = True
+                    self._handed(len(piece))
+                if self._too_long:
+                    break
+            if self._requestFinished:
+                break
 
-    def _complete(self, started: bool, body: bytes | None) -> None:
-        """Write what is left of the response and finish it.  Reactor thread."""
+    def _drained(self) -> Deferred[None] | None:
+        """
+        Whether the WSGI thread may hand over more of the body now (L{None})
+        or once the connection has sent what it holds (a L{Deferred}).  The
+        first call registers the request's L{_Drain}; a client that reads
+        nothing for C{max_pause} seconds loses its connection.  Reactor
+        thread.
+        """
+        if self._requestFinished:
+            return None
+        drain = self._drain
+        if drain is None:
+            request = self.request
+            if request.producer is not None:
+                return None  # someone else's: no back-pressure to learn of
+            drain = self._drain = _Drain()
+            request.registerProducer(drain, True)
+            # (Twisted's channel does not tell a producer registered late.)
+            drain.paused = bool(getattr(request.channel, "_waitingForTransport", False))
+        if not drain.paused:
+            return None
+        waiting = drain.waiting = Deferred()
+        if self.max_pause is not None:
+            self._pause_timer = self.reactor.callLater(self.max_pause, self._stalled)
+            waiting.addBoth(self._stop_pause_timer)
+        return waiting
+
+    def _stop_pause_timer(self, result: object) -> object:
+        """The wait for the client ended: cancel its C{max_pause} clock."""
+        timer, self._pause_timer = self._pause_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        return result
+
+    def _stalled(self) -> None:
+        """The client read nothing for C{max_pause} seconds: drop it.  Reactor thread."""
+        self._pause_timer = None
+        self._log.info(
+            "dropped a client that read nothing of {path} for {seconds} s",
+            path=self.request.path,
+            seconds=self.max_pause,
+        )
+        self._requestFinished = True
+        transport = self.request.transport
+        if transport is not None:
+            transport.abortConnection()
+        if self._drain is not None:
+            self._drain.release()
+
+    def _finished(self, ignored: object) -> None:
+        """The request ended (answered, or the client went): stop waiting on it."""
+        self._requestFinished = True
+        if self._drain is not None:
+            self._drain.release()
+
+    def _let_go(self) -> None:
+        """Unregister the request's L{_Drain}, before the request ends.  Reactor thread."""
+        drain = self._drain
+        if drain is not None and self.request.producer is drain:
+            self.request.unregisterProducer()
+
+    def _write_piece(self, head: _Head | None, piece: bytes) -> None:
+        """
+        Write one piece of the body, after the status and headers C{head}
+        unless they went before.  Reactor thread.
+        """
         if self._requestFinished:
             return
-        if started:
-            # Bytes went out first (the WSGI write() callable, or pieces).
-            if body:
-                self.request.write(body)
-            self.request.finish()
-        else:
-            self._sendHead()
-            # The whole response at once: head and body in one write.
-            finish_response(self.request, body or b"")
-        transport = self.request.transport
+        try:
+            if head is not None:
+                self._sendHead(head)
+            self.request.write(piece)
+        except Exception:  # noqa: BLE001 - reported, and the request ended
+            self._abandon()
+
+    def _complete(self, head: _Head | None, body: bytes | None, short: bool) -> None:
+        """
+        Write what is left of the response, the status and headers C{head}
+        first unless they went before, and finish it; close the connection
+        after it when the body was C{short} of its C{Content-Length}.
+        Reactor thread.
+        """
+        if self._requestFinished:
+            return
+        request = self.request
+        self._let_go()
+        try:
+            if head is None:
+                # Bytes went out first (the WSGI write() callable, or pieces).
+                if body:
+                    request.write(body)
+                if short:
+                    close_after_response(request)
+                request.finish()
+            else:
+                self._sendHead(head)
+                if short:
+                    close_after_response(request)
+                # The whole response at once: head and body in one write.
+                finish_response(request, body or b"")
+        except Exception:  # noqa: BLE001 - reported, and the request ended
+            self._abandon()
+            return
+        transport = request.transport
         unflushed = self._unflushed
         if unflushed is not None and _buffered(transport):
             # Answered in the reactor turn the WSGI thread may have ended
             # in: a shutdown waiting for the pool must let these bytes out.
             unflushed.add(transport)
 
-    def _sendHead(self) -> None:
+    def _sendHead(self, head: _Head) -> None:
         """
-        Set the status and headers the application gave on the request.  On
-        a server shutting down, the answer also says C{Connection: close}
-        (its connection closes once the answer is out), whether or not the
+        Set the status and headers C{head} on the request.  On a server
+        shutting down, the answer also says C{Connection: close} (its
+        connection closes once the answer is out), whether or not the
         shutdown found the connection among those being read.  Reactor
         thread.
         """
-        self._sendResponseHeaders()  # type: ignore[no-untyped-call]
-        if site_closing(self.request):
-            close_after_response(self.request)
+        request = self.request
+        request.setResponseCode(head.code, head.reason)
+        add = request.responseHeaders.addRawHeader
+        for name, value in head.headers:
+            # Don't allow the application to control these required headers.
+            if name.lower() not in ("server", "date"):
+                add(name.encode("latin-1"), value.encode("latin-1"))
+        if site_closing(request):
+            close_after_response(request)
+
+    def _abandon(self) -> None:
+        """
+        Log the error being handled, which the response could not be sent
+        for, and end the request: a 500 if nothing was written yet, else
+        the connection dropped.  Reactor thread.
+        """
+        self._log.failure("cannot send the WSGI response to {path}", path=self.request.path)
+        self._requestFinished = True
+        request = self.request
+        if not request.startedWriting and not request.finished:
+            # The head may be half set: answer with none of it.
+            request.responseHeaders = Headers()
+            close_after_response(request)
+        self._fail()
 
     def _error(self, started: bool, kind: Any, value: BaseException, traceback: Any) -> None:
         """Log an application error; answer 500 if nothing was sent yet.  Reactor thread."""
         self._log.failure("WSGI application error", failure=Failure(value, kind, traceback))
         if self._requestFinished:
             return
-        if started:
-            self.request.loseConnection()
-        else:
-            self.request.setResponseCode(INTERNAL_SERVER_ERROR)
-            self.request.finish()
+        self._fail()
+
+    def _fail(self) -> None:
+        """
+        End a request whose response failed: a 500 if nothing was written
+        yet, else the connection dropped.  Reactor thread.
+        """
+        request = self.request
+        if request.finished or request._disconnected:
+            return
+        self._let_go()
+        if request.startedWriting:
+            request.loseConnection()
+            return
+        try:
+            request.setResponseCode(INTERNAL_SERVER_ERROR)
+            request.finish()
+        except Exception:  # noqa: BLE001 - the last resort
+            self._log.failure("cannot answer 500 to {path}", path=request.path)
+            request.loseConnection()
+
+
+class _Head(NamedTuple):
+    """A response's status and headers, as the application gave them, checked."""
+
+    code: int
+    reason: bytes
+    headers: list[tuple[str, str]]
+
+
+_STATUS = re.compile(r"([0-9]{3}) ([\t\x20-\x7e\x80-\xff]*)\Z")
+_TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+\Z")
+_NOT_IN_VALUE = re.compile(r"[\r\n\x00]|[^\x00-\xff]")
+_statuses: dict[str, tuple[int, bytes]] = {}
+_names: set[str] = set()
+
+
+def check_head(status: str, headers: list[tuple[str, str]]) -> tuple[int, bytes, int | None]:
+    """
+    Check that a WSGI application's response head can be sent, as WSGI
+    servers do in C{start_response}; return its status code, its reason
+    phrase and the C{Content-Length} it gives (L{None} without one).
+
+    C{status} must be as L{parse_status} reads it; header names must be
+    HTTP tokens, values Latin-1 without CR, LF or NUL, and a
+    C{Content-Length} a number of bytes (the same one if given twice).
+
+    >>> check_head("404 Not Found", [("Content-Length", "9")])
+    (404, b'Not Found', 9)
+    >>> check_head("200", [])
+    Traceback (most recent call last):
+    ...
+    ValueError: invalid WSGI status '200': three digits, a space and a reason phrase
+
+    @raise ValueError: for anything HTTP cannot carry.
+    """
+    code, reason = parse_status(status)
+    length: int | None = None
+    for name, value in headers:
+        if name not in _names:
+            if _TOKEN.match(name) is None:
+                raise ValueError(f"invalid WSGI response header name {name!r}: not an HTTP token")
+            if len(_names) < 1024:
+                _names.add(name)
+        if not (value.isascii() and value.isprintable()) and _NOT_IN_VALUE.search(value):
+            raise ValueError(
+                f"invalid value of the WSGI response header {name}: {value!r}"
+                " (Latin-1 without CR, LF or NUL)"
+            )
+        if len(name) == 14 and name.lower() == "content-length":
+            digits = value.strip(" \t")
+            if not (digits.isascii() and digits.isdigit()) or (
+                length is not None and int(digits) != length
+            ):
+                raise ValueError(f"invalid WSGI Content-Length {value!r}")
+            length = int(digits)
+    return code, reason, length
+
+
+def parse_status(status: str) -> tuple[int, bytes]:
+    """
+    The code and the reason phrase of a WSGI application's C{status}:
+    three digits, a space and a reason phrase of printable Latin-1
+    characters (tabs and spaces included, CR and LF not).
+
+    >>> parse_status("201 Created")
+    (201, b'Created')
+
+    @raise ValueError: for a status HTTP cannot carry.
+    """
+    parsed = _statuses.get(status)
+    if parsed is None:
+        match = _STATUS.match(status)
+        if match is None:
+            raise ValueError(
+                f"invalid WSGI status {status!r}: three digits, a space and a reason phrase"
+            )
+        parsed = int(match[1]), match[2].encode("latin-1")
+        if len(_statuses) < 256:
+            _statuses[status] = parsed
+    return parsed
 
 
 def _buffered(transport: Any) -> bool:
@@ -187,11 +568,18 @@ def _check_bytes(piece: object) -> None:
 
 
 class WSGIContainer(WSGIResource):
-    """A C{WSGIResource} whose environ describes the body the app will read."""
+    """
+    A C{WSGIResource} whose environ describes the body the app will read.
+
+    @ivar max_pause: seconds a client may read nothing of a streamed body
+        (the WSGI thread waiting for it) before its connection is dropped;
+        L{None}: no limit.
+    """
 
     def __init__(self, reactor: Any, threadpool: ThreadPool, application: WSGIApplication) -> None:
         super().__init__(reactor, threadpool, application)  # type: ignore[no-untyped-call]
         self._unflushed: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.max_pause: float | None = 60.0
 
     def flushed(self, timeout: float = 1.0) -> Deferred[None]:
         """
@@ -229,6 +617,7 @@ class WSGIContainer(WSGIResource):
             request,
         )
         response._unflushed = self._unflushed
+        response.max_pause = self.max_pause
         return response
 
 
