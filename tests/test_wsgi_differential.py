@@ -40,6 +40,8 @@ IGNORED_KEYS = {
     "wsgi.errors",
 }
 
+HOP_BY_HOP = ("Connection", "transfer-encoding", "Keep-Alive", "Upgrade", "TE", "Trailers")
+
 STATUS_DIFFERENCES = {
     # (wsgi-sse, waitress).  Both Content-Length and Transfer-Encoding: a
     # request-smuggling vector; RFC 9112 lets a server refuse it, and
@@ -55,8 +57,19 @@ STATUS_DIFFERENCES = {
     # own, which twisted.web hands to the app as sent (the app answers it);
     # waitress refuses it with 400.
     "lower-case method": (200, 400),
+    # A target in neither origin nor absolute form (RFC 9112 3.2: "page",
+    # "*" but for OPTIONS, a CONNECT authority): twisted.web would route
+    # "page" as "/age", so wsgi-sse refuses it; waitress hands it on.
+    "relative target": (400, 200),
+    "asterisk GET": (400, 200),
+    "authority form": (400, 200),
 }
-ENVIRON_NOT_COMPARED = set(STATUS_DIFFERENCES)
+# Errors of the app (PEP 3333), which both answer 500, each its own way.
+APP_ERRORS = {
+    *(f"app sets {name}" for name in HOP_BY_HOP),
+    "start_response twice",
+}
+ENVIRON_NOT_COMPARED = set(STATUS_DIFFERENCES) | APP_ERRORS
 
 ENVIRON_DIFFERENCES = {
     # Cookie headers sent separately (as HTTP/2 clients do) are joined with
@@ -83,6 +96,17 @@ def probe(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
     # For HEAD, which has no body: the environ's digest.
     digest = ("X-Environ", hashlib.sha256(out).hexdigest())
     path = environ["PATH_INFO"]
+    if path.startswith("/hop-by-hop/"):
+        # A header only the server may send (PEP 3333): an error of the app.
+        start_response("200 OK", [("Content-Type", "text/plain"), (path[12:], "x")])
+        yield b"sent anyway"
+        return
+    if path == "/twice":
+        # start_response again without exc_info: an error of the app.
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        yield b"sent anyway"
+        return
     if path == "/no-content":
         start_response("204 No Content", [("X-Seen", str(len(body)))])
         return
@@ -193,6 +217,13 @@ CORPUS: list[tuple[str, bytes]] = [
         ),
     ),
     ("OPTIONS *", _request("OPTIONS *")),
+    # Neither origin nor absolute form (RFC 9112 3.2).
+    ("relative target", _request("GET page")),
+    ("asterisk GET", _request("GET *")),
+    ("authority form", _request("GET example.test:80")),
+    # The app's own errors (PEP 3333): a 500 from both.
+    *[(f"app sets {name}", _request(f"GET /hop-by-hop/{name}")) for name in HOP_BY_HOP],
+    ("start_response twice", _request("GET /twice")),
 ]
 
 
@@ -261,9 +292,8 @@ def test_the_app_sees_what_waitress_would_give_it(
     method = request_bytes.split(b" ", 1)[0].decode()
     ours = Answer(_exchange(ports[0], request_bytes), method)
     theirs = Answer(_exchange(ports[1], request_bytes), method)
-    assert (ours.status, theirs.status) == STATUS_DIFFERENCES.get(
-        name, (theirs.status, theirs.status)
-    )
+    expected = (500, 500) if name in APP_ERRORS else (theirs.status, theirs.status)
+    assert (ours.status, theirs.status) == STATUS_DIFFERENCES.get(name, expected)
     assert ours.interim == theirs.interim
     if name in ENVIRON_NOT_COMPARED:
         return

@@ -63,6 +63,7 @@ __all__ = [
     "DEFAULT_MAX_REQUEST_BODY",
     "StreamSite",
     "origin_form",
+    "routable",
 ]
 
 DEFAULT_HEADER_TIMEOUT = 30.0
@@ -369,6 +370,12 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
         """Parse a request or header line, unless the connection was refused."""
         if self._refused:
             return
+        if line and self._firstLine():
+            parts = line.split()
+            if len(parts) == 3 and not routable(parts[1], parts[0]):
+                # twisted.web would route "page" as "/age".
+                self._refuseAndClose(b"400 Bad Request", b"invalid request target\n")
+                return
         limit = self.totalHeadersSize
         if self._receivedHeaderSize + len(line) > limit and not self._firstLine():
             # Twisted answers a bare 400 here.
@@ -1241,6 +1248,24 @@ def origin_form(target: bytes) -> bytes:
     if slash < 0 or 0 <= query < slash:
         return b"/" + rest[query:] if query >= 0 else b"/"
     return rest[slash:]
+
+
+def routable(target: bytes, method: bytes) -> bool:
+    """
+    Whether C{target} is a request target this server routes: the origin
+    form (C{/path?query}), the absolute form (L{origin_form}), or C{*}
+    for C{OPTIONS} (RFC 9112 3.2).  Any other (C{page}, C{example.test:443})
+    is answered 400.
+
+    >>> routable(b"/a?b", b"GET"), routable(b"http://h/a", b"GET"), routable(b"*", b"OPTIONS")
+    (True, True, True)
+    >>> routable(b"page", b"GET"), routable(b"*", b"GET")
+    (False, False)
+    """
+    if target[:1] == b"/":
+        return True
+    form = origin_form(target)
+    return form[:1] == b"/" or (form == b"*" and method == b"OPTIONS")
 
 
 _share_keys(_StreamingRequest, _REQUEST_ATTRIBUTES)

@@ -162,7 +162,11 @@ class _Response(_WSGIResponse):
         an error of the application, raised here.  WSGI thread.
 
         @raise ValueError: for a status or a header HTTP cannot carry.
+        @raise RuntimeError: when called again without C{exc_info}
+            (PEP 3333: a fatal error of the application).
         """
+        if excInfo is None and self._head is not None:
+            raise RuntimeError("start_response called a second time without exc_info")
         super().startResponse(status, headers, excInfo)  # type: ignore[no-untyped-call]
         code, reason, length = check_head(status, headers)
         bodiless = code in NO_BODY_CODES or self.request.method == b"HEAD"
@@ -489,6 +493,20 @@ _TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+\Z")
 _NOT_IN_VALUE = re.compile(r"[\r\n\x00]|[^\x00-\xff]")
 _statuses: dict[str, tuple[int, bytes]] = {}
 _names: set[str] = set()
+# Headers about the connection, not the response, which only the server
+# may send (PEP 3333; RFC 9110 7.6.1), as waitress and wsgiref refuse them.
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
 
 
 def check_head(status: str, headers: list[tuple[str, str]]) -> tuple[int, bytes, int | None]:
@@ -498,8 +516,10 @@ def check_head(status: str, headers: list[tuple[str, str]]) -> tuple[int, bytes,
     phrase and the C{Content-Length} it gives (L{None} without one).
 
     C{status} must be as L{parse_status} reads it; header names must be
-    HTTP tokens, values Latin-1 without CR, LF or NUL, and a
-    C{Content-Length} a number of bytes (the same one if given twice).
+    HTTP tokens and not hop-by-hop (C{Connection}, C{Transfer-Encoding}
+    and the others PEP 3333 reserves to the server), values Latin-1
+    without CR, LF or NUL, and a C{Content-Length} a number of bytes (the
+    same one if given twice).
 
     >>> check_head("404 Not Found", [("Content-Length", "9")])
     (404, b'Not Found', 9)
@@ -516,6 +536,10 @@ def check_head(status: str, headers: list[tuple[str, str]]) -> tuple[int, bytes,
         if name not in _names:
             if _TOKEN.match(name) is None:
                 raise ValueError(f"invalid WSGI response header name {name!r}: not an HTTP token")
+            if name.lower() in _HOP_BY_HOP:
+                raise ValueError(
+                    f"WSGI response header {name!r} is hop-by-hop: the server sets it (PEP 3333)"
+                )
             if len(_names) < 1024:
                 _names.add(name)
         if not (value.isascii() and value.isprintable()) and _NOT_IN_VALUE.search(value):
