@@ -837,9 +837,15 @@ class Hub:
             self.presence.asked(self._now())
         elif kind == "d":
             identity, channel = message.get("u"), message.get("c")
-            if (identity is None and channel is None) or not all(
-                v is None or (isinstance(v, str) and 0 < len(v) <= 1000)
-                for v in (identity, channel)
+            # A channel may be as long as max_channel_length lets streams
+            # name one (it has no ceiling): the backplane bounds the
+            # message's size.
+            if (
+                (identity is None and channel is None)
+                or not (
+                    identity is None or (isinstance(identity, str) and 0 < len(identity) <= 1000)
+                )
+                or not (channel is None or (isinstance(channel, str) and channel))
             ):
                 self.presence.malformed += 1
                 return

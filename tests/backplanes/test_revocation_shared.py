@@ -165,3 +165,26 @@ class _Stalling:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
+
+
+def test_disconnect_of_a_long_channel_reaches_the_other_process(shared_backend: Backend) -> None:
+    """disconnect(channel=) of a name past 1,000 characters ends its streams in both processes."""
+    app = App()
+    channel = "c" * 1500
+    with contextlib.ExitStack() as stack:
+        a, b = (
+            stack.enter_context(
+                serve(app, backplane_url=shared_backend.url, max_channel_length=2000)
+            )
+            for _ in range(2)
+        )
+        for server in (a, b):
+            wait_until(lambda s=server: bool(s.service.backplane.stats()["connected"]))
+        streams = [stack.enter_context(s.stream(f"/sse?channel={channel}")) for s in (a, b)]
+        a.wait_clients(1)
+        b.wait_clients(1)
+        wsgi_sse.disconnect(channel=channel, hub=a.service.hub)
+        for stream in streams:
+            stream.read_to_end()
+        b.wait_clients(0)
+        assert b.call(lambda: b.service.hub.presence.malformed) == 0
