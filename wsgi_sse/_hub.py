@@ -186,6 +186,10 @@ class _Channel:
 _MISSING: Any = object()
 
 
+_REVOCATIONS_KEPT = 1024
+"""Revocations a hub remembers for L{Hub.revoked_since}."""
+
+
 class RevocationWatch:
     """
     The revocations (L{Hub.end_streams}, here or from another process) made
@@ -351,6 +355,12 @@ class Hub:
         self._held: dict[Subscriber, _Held] = {}
         self._waiting: list[_Held] = []
         self._watches: set[RevocationWatch] = set()
+        # The revocations made so far (end_streams() calls), and the last
+        # ones: (number, identity, channel), for revoked_since().
+        self._revocations = 0
+        self._recent_revocations: deque[tuple[int, str | None, str | None]] = deque(
+            maxlen=_REVOCATIONS_KEPT
+        )
         self.backplane: Backplane = (
             backplane if backplane is not None else LocalBackplane(instance_id)
         )
@@ -722,6 +732,8 @@ class Hub:
         """
         for watch in self._watches:
             watch.revocations.append((identity, channel))
+        self._revocations += 1
+        self._recent_revocations.append((self._revocations, identity, channel))
         matching = [
             subscriber
             for subscriber, names in [*self._subscriptions.items(), *self._held_items()]
@@ -750,6 +762,37 @@ class Hub:
     def unwatch_revocations(self, watch: RevocationWatch) -> None:
         """Stop recording revocations for C{watch}."""
         self._watches.discard(watch)
+
+    @property
+    def revocation_mark(self) -> int:
+        """
+        Where the revocations stand now, for L{revoked_since}: a cheaper
+        L{watch_revocations} for a request that may or may not become a
+        stream (a WSGI view that may hold one), and needs no cleanup.
+        """
+        return self._revocations
+
+    def revoked_since(self, mark: int, identity: str | None, channels: Iterable[str]) -> bool:
+        """
+        Whether a stream of C{identity} on C{channels} was revoked (here, or
+        in another process sharing the backplane) since L{revocation_mark}
+        was C{mark}.  Past the last 1,024 revocations the answer is C{True}:
+        the stream is not known to be safe.
+        """
+        if mark == self._revocations:
+            return False
+        recent = self._recent_revocations
+        if not recent or recent[0][0] > mark + 1:
+            return True
+        names = channels if isinstance(channels, (set, frozenset)) else frozenset(channels)
+        for number, revoked_identity, revoked_channel in reversed(recent):
+            if number <= mark:
+                break
+            if (revoked_identity is None or revoked_identity == identity) and (
+                revoked_channel is None or revoked_channel in names
+            ):
+                return True
+        return False
 
     def _held_items(self) -> list[tuple[Subscriber, tuple[str, ...]]]:
         return [(s, held.channels) for s, held in self._held.items()]
@@ -794,9 +837,15 @@ class Hub:
             self.presence.asked(self._now())
         elif kind == "d":
             identity, channel = message.get("u"), message.get("c")
-            if (identity is None and channel is None) or not all(
-                v is None or (isinstance(v, str) and 0 < len(v) <= 1000)
-                for v in (identity, channel)
+            # A channel may be as long as max_channel_length lets streams
+            # name one (it has no ceiling): the backplane bounds the
+            # message's size.
+            if (
+                (identity is None and channel is None)
+                or not (
+                    identity is None or (isinstance(identity, str) and 0 < len(identity) <= 1000)
+                )
+                or not (channel is None or (isinstance(channel, str) and channel))
             ):
                 self.presence.malformed += 1
                 return

@@ -14,7 +14,7 @@ connection stays open on the channels like any C{/sse} stream.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple
 from urllib.parse import quote
 
 from twisted.logger import Logger
@@ -114,6 +114,13 @@ class _Hold:
         return self.hold is not None or self.error is not None
 
 
+class _Marks(NamedTuple):
+    """Where the hub stood when a view started (reactor thread)."""
+
+    last_id: str
+    revocations: int
+
+
 class _Chain:
     """The app's response, with the chunks read ahead of Twisted put back."""
 
@@ -166,13 +173,15 @@ class HoldingWSGIResource(WSGIContainer):
         """Run the app in the thread pool (reactor thread)."""
         response = self.response_for(request)
         # Where a stream the view holds starts: events published while the
-        # view runs are sent after its first body.
-        mark = self.streams.hub.last_id
+        # view runs are sent after its first body; and the revocations made
+        # while it runs, which must reach that stream.
+        hub = self.streams.hub
+        mark = _Marks(hub.last_id, hub.revocation_mark)
         response.application = self._holding(response, request, mark)
         response.start()
         return NOT_DONE_YET
 
-    def _holding(self, response: Any, request: Request, mark: str) -> WSGIApplication:
+    def _holding(self, response: Any, request: Request, mark: _Marks) -> WSGIApplication:
         app = self._application
         options = self.streams.options
         reactor = self._reactor
@@ -248,7 +257,7 @@ class HoldingWSGIResource(WSGIContainer):
 
         return application
 
-    def _hold(self, request: Request, state: _Hold, mark: str, response: Any) -> None:
+    def _hold(self, request: Request, state: _Hold, mark: _Marks, response: Any) -> None:
         """Serve a held response as a stream (reactor thread)."""
         # Twisted's response object lives as long as the stream (the request
         # holds its finish callback): let go of the environ and the app.
@@ -266,7 +275,7 @@ class HoldingWSGIResource(WSGIContainer):
                 request.responseHeaders = Headers()
                 self.streams.finish_refused(request, Refused(500, "invalid stream hold"))
 
-    def _serve_hold(self, request: Request, state: _Hold, mark: str) -> None:
+    def _serve_hold(self, request: Request, state: _Hold, mark: _Marks) -> None:
         streams = self.streams
         hold = state.hold
         if hold is None:
@@ -291,6 +300,15 @@ class HoldingWSGIResource(WSGIContainer):
         except ValueError:
             streams.finish_refused(request, Refused(500, f"invalid status {state.status!r}"))
             return
+        if streams.hub.revoked_since(mark.revocations, hold.identity, hold.channels):
+            # disconnect() was called for this stream while its view ran: it
+            # does not open on what the view decided before.  The view cannot
+            # run again here, so the page is told to come back later; its
+            # reconnect runs the view again, which decides anew.
+            streams.finish_refused(
+                request, Refused(503, "stream revoked while opening", transient=True)
+            )
+            return
         request.setResponseCode(status, message or None)
         for name, value in hold.headers:
             if name.lower() not in ("server", "date"):
@@ -303,7 +321,7 @@ class HoldingWSGIResource(WSGIContainer):
             request.finish()
             return
         streams.stats.held += 1
-        resume = last_event_id if last_event_id is not None else mark
+        resume = last_event_id if last_event_id is not None else mark.last_id
         streams.open(
             request,
             hold.channels,
