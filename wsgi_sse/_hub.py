@@ -23,6 +23,7 @@ from ._backplane import LOCAL_BITS, Backplane, Entry, Fetched, LocalBackplane, P
 from ._client import send_to_each
 from ._encoding import encode_body, frame
 from ._presence import CONTROL_CHANNEL, PresenceTracker, parse_control, publish_control
+from ._revoked import RevokedTokens
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTime
@@ -361,6 +362,8 @@ class Hub:
         self._recent_revocations: deque[tuple[int, str | None, str | None]] = deque(
             maxlen=_REVOCATIONS_KEPT
         )
+        self.revoked_tokens = RevokedTokens()
+        """When tokens were last revoked, for L{token_revoked}."""
         self.backplane: Backplane = (
             backplane if backplane is not None else LocalBackplane(instance_id)
         )
@@ -706,30 +709,40 @@ class Hub:
 
     # -- presence and revocation -------------------------------------------
 
-    def revoke(self, identity: str | None = None, channel: str | None = None) -> int:
+    def revoke(
+        self, identity: str | None = None, channel: str | None = None, at: float | None = None
+    ) -> int:
         """
         End the streams of C{identity} (on C{channel} only, if given), or
         every stream of C{channel}, here and in every process sharing the
         backplane (see L{wsgi_sse.disconnect}).
 
+        @param at: when the revocation was asked for (default: now); stream
+            tokens made at or before it are refused here from now on.
         @return: the streams ended in this process.
         """
         if identity is None and channel is None:
             raise ValueError("revoke() needs an identity, a channel or both")
-        ended = self.end_streams(identity, channel)
+        ended = self.end_streams(identity, channel, at)
         if self.backplane.shared:
             publish_control(self, {"k": "d", "i": self.instance_id, "u": identity, "c": channel})
         return ended
 
-    def end_streams(self, identity: str | None = None, channel: str | None = None) -> int:
+    def end_streams(
+        self, identity: str | None = None, channel: str | None = None, at: float | None = None
+    ) -> int:
         """
         End this process's streams of C{identity} and/or C{channel} now:
         they are unsubscribed and their response is finished (a subscriber
         without a C{finish()} method is only unsubscribed).  Streams not
-        open yet learn of it through their L{RevocationWatch}.
+        open yet learn of it through their L{RevocationWatch}; stream tokens
+        made at or before C{at} (default: now) for them are refused from now
+        on (L{token_revoked}).
 
         @return: how many were ended.
         """
+        now = self._now()
+        self.revoked_tokens.record(identity, channel, now if at is None else at, now)
         for watch in self._watches:
             watch.revocations.append((identity, channel))
         self._revocations += 1
@@ -793,6 +806,17 @@ class Hub:
             ):
                 return True
         return False
+
+    def token_revoked(
+        self, identity: str | None, channels: Iterable[str], issued: float | None
+    ) -> bool:
+        """
+        Whether a stream token made at C{issued} (seconds since the epoch;
+        L{None}: unknown) for C{identity}, opening C{channels}, was made at
+        or before a revocation matching it (L{end_streams}, here or from
+        another process) that is still remembered (see L{RevokedTokens}).
+        """
+        return self.revoked_tokens.refused(identity, channels, issued, self._now())
 
     def _held_items(self) -> list[tuple[Subscriber, tuple[str, ...]]]:
         return [(s, held.channels) for s, held in self._held.items()]

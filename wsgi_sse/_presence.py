@@ -534,7 +534,10 @@ def disconnect(
     May be called in any thread; returns at once.
 
     The browser reconnects after its C{retry} delay, and the C{authorize}
-    hook decides again: a user who logged out is refused.
+    hook decides again: a user who logged out is refused.  A stream token
+    made before this call for that identity or channel is refused too
+    (C{403}, as an expired one), so a page that opened its stream with a
+    token must get a new one.
 
     @raise ValueError: if neither C{identity} nor C{channel} is given.
     """
@@ -546,13 +549,15 @@ def disconnect(
 
         validate_channel(channel)
     target = hub or _current_hub()
+    # Tokens made from now on (a new login, in this thread) are not revoked.
+    at = target._now()
     from ._broadcast import get_broadcaster
 
     broadcaster = get_broadcaster()
     if broadcaster.publisher is target:
         # After what this thread broadcast before (a last word to the streams).
-        broadcaster.call_after_broadcasts(target.revoke, identity, channel)
+        broadcaster.call_after_broadcasts(target.revoke, identity, channel, at)
     elif threadable.isInIOThread():
-        target.revoke(identity, channel)
+        target.revoke(identity, channel, at)
     else:
-        target._reactor().callFromThread(target.revoke, identity, channel)
+        target._reactor().callFromThread(target.revoke, identity, channel, at)

@@ -328,6 +328,16 @@ class SSEResource(Resource):
                     request, Refused(403, f"not allowed to join: {', '.join(denied)}")
                 )
                 return
+            if (
+                grant is not None
+                and watch.revocations
+                and hub.token_revoked(owner, channels, grant.issued)
+            ):
+                # disconnect() was called for its token while the initial
+                # hook ran: refused as on a reconnect with that token.
+                settled()
+                streams.finish_refused(request, Refused(403, "stream token revoked"))
+                return
             if watch.revoked(owner, channels):
                 # disconnect() was called for this stream while its hooks
                 # ran: they decide again, as for a browser that reconnects
@@ -442,6 +452,10 @@ class SSEResource(Resource):
             channels = granted_channels(grant, named)
         except InvalidStreamToken as e:
             raise Refused(403, str(e)) from None
+        if self.hub.token_revoked(grant.identity, channels, grant.issued):
+            # disconnect() since it was made: refused as if expired, so the
+            # page asks its view for a new one, which decides anew.
+            raise Refused(403, "stream token revoked")
         # A token opens no more, nor other names, than a URL could ask for.
         options = self.options
         if len(channels) > options.max_channels:
@@ -451,7 +465,7 @@ class SSEResource(Resource):
                 options.check_channel(name)
         except ValueError as e:
             raise Refused(400, str(e)) from None
-        return StreamGrant(channels, grant.identity, grant.expires)
+        return StreamGrant(channels, grant.identity, grant.expires, grant.issued)
 
     def _parse(self, request: Request) -> tuple[tuple[str, ...], str | None]:
         args = request.args or {}

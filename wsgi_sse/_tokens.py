@@ -3,7 +3,8 @@ Signed, short-lived stream tokens: C{/sse?token=...} opens exactly the
 channels a view granted, without a cookie or a session.
 
 A token is C{<payload>.<signature>}, both base64url without padding: the
-payload is compact JSON (C{{"c": [channels], "x": expiry, "i": identity}}),
+payload is compact JSON (C{{"c": [channels], "x": expiry, "t": issued,
+"i": identity}}: C{x} in seconds, C{t} in milliseconds since the epoch),
 the signature an HMAC-SHA256 of the payload under the server's secret.
 Nothing here knows about Twisted or threads: every function may be called in
 any thread.
@@ -15,6 +16,7 @@ import base64
 import binascii
 import hmac
 import json
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from hashlib import sha256
 from typing import Iterable, Union
 
 __all__ = [
+    "MAX_TOKEN_TTL",
     "MIN_TOKEN_SECRET_LENGTH",
     "TOKEN_SECRET_ENV",
     "InvalidStreamToken",
@@ -43,6 +46,9 @@ MIN_TOKEN_SECRET_LENGTH = 32
 
 MAX_TOKEN_LENGTH = 4096
 """Characters of a token read at most: a longer one is refused unread."""
+
+MAX_TOKEN_TTL = 86400
+"""Seconds a stream token may be valid for at most (a day)."""
 
 MAX_IDENTITY_LENGTH = 256
 """Characters an identity may have."""
@@ -70,11 +76,14 @@ class StreamGrant:
     @ivar identity: who it was issued to (a user id, a device name), or
         L{None}.
     @ivar expires: when it stops being accepted, in seconds since the epoch.
+    @ivar issued: when it was made, in seconds since the epoch (to the
+        millisecond), or L{None} for a token made before tokens carried it.
     """
 
     channels: tuple[str, ...]
     identity: str | None
     expires: int
+    issued: float | None = None
 
 
 def check_token_secret(secret: object) -> bytes:
@@ -155,7 +164,7 @@ def stream_token(
 
     @param channels: a channel name or several.
     @param ttl: seconds the token is accepted (for opening a stream; an open
-        stream is not cut when it expires).
+        stream is not cut when it expires), at most L{MAX_TOKEN_TTL}.
     @param identity: who the token is for; the server carries it with the
         stream (C{StreamRequest.identity}).
     @param secret: the signing secret; default: the C{token_secret} of the
@@ -163,8 +172,8 @@ def stream_token(
     @param now: the current time (seconds since the epoch); default: the
         system clock.
     @raise RuntimeError: if no secret is configured.
-    @raise ValueError: for an empty channel list, a non-positive C{ttl}, a
-        too short secret or a too long identity.
+    @raise ValueError: for an empty channel list, a C{ttl} not positive or
+        above L{MAX_TOKEN_TTL}, a too short secret or a too long identity.
     """
     if secret is None:
         key = _configured_secret or resolve_token_secret(None)
@@ -183,9 +192,15 @@ def stream_token(
             raise ValueError(f"channel names must be non-empty str, got {name!r}")
     if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
         raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
+    if ttl > MAX_TOKEN_TTL:
+        raise ValueError(f"ttl must be at most {MAX_TOKEN_TTL} seconds, got {ttl!r}")
+    issued = time.time() if now is None else now
     claims: dict[str, object] = {
         "c": list(dict.fromkeys(names)),
-        "x": int((time.time() if now is None else now) + ttl),
+        "x": int(issued + ttl),
+        # Milliseconds, rounded down: a token made just after a revocation
+        # may be taken for one made at the same moment (and be refused).
+        "t": math.floor(issued * 1000),
     }
     if identity is not None:
         if not isinstance(identity, str):
@@ -213,7 +228,8 @@ def verify_stream_token(token: str, *, secret: bytes, now: float | None = None) 
     @param secret: the server's secret (see L{resolve_token_secret}).
     @param now: the current time (seconds since the epoch).
     @raise InvalidStreamToken: if the token is malformed, its signature does
-        not match, or it has expired.
+        not match, or it has expired.  (Whether a L{wsgi_sse.disconnect}
+        revoked it is the server's to check: see L{StreamGrant.issued}.)
     """
     if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
         raise InvalidStreamToken("malformed stream token")
@@ -230,6 +246,7 @@ def verify_stream_token(token: str, *, secret: bytes, now: float | None = None) 
         claims = json.loads(_b64decode(payload))
         channels = tuple(claims["c"])
         expires = claims["x"]
+        issued = claims.get("t")
         identity = claims.get("i")
     except (ValueError, KeyError, TypeError, AttributeError):
         raise InvalidStreamToken("malformed stream token") from None
@@ -238,12 +255,13 @@ def verify_stream_token(token: str, *, secret: bytes, now: float | None = None) 
         or not all(isinstance(c, str) and c for c in channels)
         or isinstance(expires, bool)
         or not isinstance(expires, int)
+        or not (issued is None or (isinstance(issued, int) and not isinstance(issued, bool)))
         or not (identity is None or isinstance(identity, str))
     ):
         raise InvalidStreamToken("malformed stream token")
     if (time.time() if now is None else now) >= expires:
         raise InvalidStreamToken("stream token expired")
-    return StreamGrant(channels, identity, expires)
+    return StreamGrant(channels, identity, expires, None if issued is None else issued / 1000)
 
 
 def granted_channels(grant: StreamGrant, requested: Iterable[str] | None) -> tuple[str, ...]:
