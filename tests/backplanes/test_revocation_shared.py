@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -16,7 +17,7 @@ from support import RunningServer, StreamClient, serve, wait_until
 from twisted.internet.defer import Deferred
 
 import wsgi_sse
-from wsgi_sse import Allowed, StreamRequest, hold_body, hold_headers
+from wsgi_sse import Allowed, StreamRequest, hold_body, hold_headers, stream_token
 
 
 class App:
@@ -188,3 +189,41 @@ def test_disconnect_of_a_long_channel_reaches_the_other_process(shared_backend: 
             stream.read_to_end()
         b.wait_clients(0)
         assert b.call(lambda: b.service.hub.presence.malformed) == 0
+
+
+def test_disconnect_in_another_process_refuses_older_stream_tokens_here(
+    shared_backend: Backend,
+) -> None:
+    """
+    A revocation read from the backplane refuses here the tokens made before
+    it arrived (403, as expired ones); a token made after it opens.
+    """
+    secret = "k" * 40
+    app = App()
+    with contextlib.ExitStack() as stack:
+        a, b = (
+            stack.enter_context(
+                serve(
+                    app,
+                    backplane_url=shared_backend.url,
+                    token_secret=secret,
+                    authorize=lambda request: False,
+                )
+            )
+            for _ in range(2)
+        )
+        for server in (a, b):
+            wait_until(lambda s=server: bool(s.service.backplane.stats()["connected"]))
+        old = stream_token(["room"], identity="ada", secret=secret)
+        hub = b.service.hub
+        before = b.call(lambda: hub.revocation_mark)
+        wsgi_sse.disconnect(identity="ada", hub=a.service.hub)
+        wait_until(lambda: b.call(lambda: hub.revocation_mark) > before, what="revoked")
+        with StreamClient(b.port, f"/sse?token={old}", headers={"Connection": "close"}) as refused:
+            refused.read_to_end()
+        assert (refused.status, refused.body) == (403, b"stream token revoked\n")
+        time.sleep(0.005)  # the next millisecond: made after the revocation arrived
+        fresh = stream_token(["room"], identity="ada", secret=secret)
+        with b.stream(f"/sse?token={fresh}") as opened:
+            assert opened.status == 200
+            b.wait_clients(1)
