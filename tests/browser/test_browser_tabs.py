@@ -15,8 +15,9 @@ from urllib.parse import urlencode
 
 import pytest
 from playwright.sync_api import expect
-from support import ROOT, free_port, http_request, serve
+from support import ROOT, free_port, http_request, serve, wait_until
 
+import wsgi_sse
 from wsgi_sse import Allowed, StreamRequest, stream_token
 
 SECRET = "t" * 40
@@ -252,6 +253,42 @@ def test_token_function_and_reconnect_after_refusal(context: Any) -> None:
         server.service.broadcaster.broadcast_and_wait("for token holders", channel="secret")
         tab.wait_for_function("window.got.length === 1")
         assert tab.evaluate("window.got") == ["secret: for token holders"]
+
+
+def test_token_function_after_disconnect(context: Any) -> None:
+    """
+    A token stream ended by disconnect() is refused on the browser's own
+    reconnect (its token was made before): the client asks its token
+    function for a new one, and the view that makes it decides anew.
+    """
+    minted: list[str] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        # The page's tokens are ada's.
+        if environ["PATH_INFO"] != "/token":
+            return page_app(environ, start_response)
+        minted.append(stream_token("secret", identity="ada", secret=SECRET))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [minted[-1].encode()]
+
+    with serve(app, authorize=lambda request: False, token_secret=SECRET, retry=200) as server:
+        tab = context.new_page()
+        tab.goto(server.url + "/blank")
+        tab.evaluate(TOKEN_STREAM, False)
+        tab.wait_for_function("window.tokenStream.status === 'live'")
+        server.wait_clients(1)
+        assert len(minted) == 1
+        wsgi_sse.disconnect(identity="ada", hub=server.service.hub)
+        # The browser's reconnect (refused), the one asking about the
+        # channel, the one connecting.
+        wait_until(lambda: len(minted) == 3, what="new tokens")
+        server.wait_clients(1)
+        tab.wait_for_function("window.tokenStream.status === 'live'")
+        snapshot = server.call(server.service.sse_resource.snapshot)
+        assert snapshot["refused"] == {"403": 1}
+        server.service.broadcaster.broadcast_and_wait("after", channel="secret")
+        tab.wait_for_function("window.got.length === 1")
+        assert tab.evaluate("window.got") == ["secret: after"]
 
 
 @pytest.mark.parametrize("locks", [True, False], ids=["web-locks", "no-web-locks"])
