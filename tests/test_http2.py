@@ -529,3 +529,51 @@ def test_h2_body_on_the_stream_path_is_reset(cert: tuple[Path, Path]) -> None:
             assert server.client_count() == 0
         finally:
             client.close()
+
+
+def test_h2_streamed_body_goes_on_beside_an_unread_finished_one(cert: tuple[Path, Path]) -> None:
+    """
+    A body written in full but not read (its end queued behind it) does not
+    hold up another stream's streamed body on the same connection, and
+    nothing is logged as an error.
+    """
+    from twisted.logger import globalLogPublisher
+
+    piece = b"s" * 16_000
+
+    def bodies(environ: dict[str, Any], start_response: Any) -> Any:
+        """/big: 1 MB at once; /streamed: 1 MB, piece by piece."""
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        if environ["PATH_INFO"] == "/big":
+            return [b"b" * 1_000_000]
+        return (piece for _ in range(64))
+
+    errors: list[dict[str, Any]] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_failure") is not None:
+            errors.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        with serve(bodies, listen=tls_listen(*cert)) as server:
+            client = H2Client(server.port, cert[0])
+            try:
+                # The connection's window and the streamed body's are
+                # granted up front: no WINDOW_UPDATE is sent from then on,
+                # so nothing but the server's own bookkeeping resumes it.
+                client.conn.increment_flow_control_window(1 << 30)
+                big = client.get("/big")
+                streamed = client.get("/streamed")
+                client.conn.increment_flow_control_window(1 << 30, stream_id=streamed)
+                client.flush()
+                client.conn.increment_flow_control_window = lambda *args, **kwargs: None
+                reads = lambda stream_id: False  # noqa: E731
+                client.wait(lambda: streamed in client.ended, reads=reads)
+                assert client.data[streamed] == piece * 64
+                assert big not in client.ended and not client.closed
+            finally:
+                client.close()
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert errors == []

@@ -98,16 +98,19 @@ def _h2_frames() -> tuple[Any, Any]:
 ErrorCodes, GoAwayFrame = _h2_frames()
 
 
-def _h2_connection_class() -> Any:
+def _h2_connection_class() -> tuple[Any, object]:
     try:
-        from twisted.web._http2 import H2Connection
+        from twisted.web._http2 import _END_STREAM_SENTINEL, H2Connection
     except ImportError:  # h2 is not installed: HTTP/1.1 only
-        return None
-    return H2Connection
+        return None, None
+    return H2Connection, _END_STREAM_SENTINEL
 
 
-H2Connection: Any = _h2_connection_class()
-"""twisted.web's HTTP/2 connection class, or L{None} without C{h2}."""
+H2Connection: Any
+_END_STREAM: object
+H2Connection, _END_STREAM = _h2_connection_class()
+"""twisted.web's HTTP/2 connection class, or L{None} without C{h2}; and
+what it queues after a stream's last data to end it."""
 
 
 class _HeaderDeadlineChannel(http.HTTPChannel):
@@ -1153,26 +1156,36 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
         if self._goingAway is not None and not self.streams and self._stillProducing:
             self._close()
 
+    def queued_bytes(self, stream_id: int) -> int:
+        """
+        Bytes of response data queued for a stream and not sent yet (its
+        flow-control window is spent, or other streams go first).
+        """
+        queue = self._outboundStreamQueues.get(stream_id)
+        if not queue:
+            return 0
+        # (A finished stream's queue ends with a marker, not data.)
+        return sum(len(chunk) for chunk in queue if chunk is not _END_STREAM)
+
     def writeDataToStream(self, stream_id: int, data: bytes) -> None:
         """Queue data for a stream; pause its producer past L{STREAM_BUFFER}."""
         super().writeDataToStream(stream_id, data)
-        queue = self._outboundStreamQueues.get(stream_id)
-        if queue is not None and sum(map(len, queue)) > self.STREAM_BUFFER:
-            stream = self.streams[stream_id]
+        # (Pausing the producer may have reset the stream: nothing queued.)
+        if self.queued_bytes(stream_id) > self.STREAM_BUFFER:
             self._overfull.add(stream_id)
-            stream.flowControlBlocked()
+            self.streams[stream_id].flowControlBlocked()
 
     def _sendPrioritisedData(self, *args: Any) -> None:
         super()._sendPrioritisedData(*args)
         if self._overfull:
             for stream_id in tuple(self._overfull):
-                queue = self._outboundStreamQueues.get(stream_id)
-                if queue is None:
+                stream = self.streams.get(stream_id)
+                if stream is None:
                     self._overfull.discard(stream_id)
-                elif sum(map(len, queue)) <= self.STREAM_BUFFER // 2:
+                elif self.queued_bytes(stream_id) <= self.STREAM_BUFFER // 2:
                     self._overfull.discard(stream_id)
                     # Resumes the producer if the client's window allows.
-                    self.streams[stream_id].windowUpdated()
+                    stream.windowUpdated()
 
     def connectionLost(
         self,
