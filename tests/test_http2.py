@@ -577,3 +577,30 @@ def test_h2_streamed_body_goes_on_beside_an_unread_finished_one(cert: tuple[Path
     finally:
         globalLogPublisher.removeObserver(observe)
     assert errors == []
+
+
+def test_h2_event_larger_than_max_buffer_resets_a_stalled_reader_at_once(
+    cert: tuple[Path, Path],
+) -> None:
+    """
+    One event larger than max_buffer, queued for an h2 stream whose reader
+    sends no WINDOW_UPDATE, resets that stream as it is written (not at
+    max_pause); the connection's other stream goes on.
+    """
+    with serve(app, listen=tls_listen(*cert), max_buffer=64 * 1024, max_pause=600) as server:
+        client = H2Client(server.port, cert[0])
+        try:
+            slow, live = client.get("/sse?channel=bulk"), client.get("/sse?channel=live")
+            reads = lambda stream_id: stream_id != slow  # noqa: E731
+            client.wait(lambda: {slow, live} <= set(client.status), reads=reads)
+            bc = server.service.broadcaster
+            assert bc.broadcast_and_wait("z" * 1_000_000, channel="bulk") == 1
+            snapshot = server.call(server.service.sse_resource.snapshot)
+            assert snapshot["dropped_by_reason"] == {"buffer": 1}
+            assert snapshot["clients"] == 1
+            client.wait(lambda: slow in client.reset, reads=reads)
+            bc.broadcast_and_wait("still here", channel="live")
+            client.wait(lambda: b"data: still here\n" in client.data[live], reads=reads)
+            assert not client.closed and live not in client.reset
+        finally:
+            client.close()

@@ -323,10 +323,15 @@ class StreamClient:
     def _queued_in_transport(self) -> int:
         """
         Bytes written to the connection's transport that the kernel has
-        not taken yet (0 where they cannot be read: HTTP/2).
+        not taken yet; over HTTP/2, the stream's data its connection holds
+        (for the client's flow-control window, or for its turn).
         """
         transport = self._transport
         if transport is None:
+            channel: Any = getattr(self.request, "channel", None)
+            queued_bytes = getattr(getattr(channel, "_conn", None), "queued_bytes", None)
+            if queued_bytes is not None:  # an HTTP/2 stream
+                return int(queued_bytes(channel.streamID))
             # (Over TLS, the TCP transport's buffer: twisted's TLS transport
             # hands attribute lookups down to it.)
             transport = getattr(getattr(self.request, "channel", None), "transport", None)
@@ -356,7 +361,10 @@ class StreamClient:
         (64 KiB) waits in the transport, so the write that crossed it is
         what the transport holds now: if that is more than C{max_buffer}
         (one large event the kernel did not take), the connection is
-        aborted at once, as for held events.  The stream's first write (its
+        aborted at once, as for held events.  Over HTTP/2 the same holds
+        for the stream's data its connection queues (past 64 KiB, or past
+        the client's flow-control window), and only the stream is reset.
+        The stream's first write (its
         opening, an C{init} event, a view's first body) is not counted: it
         is the application's answer to this one reader.
         """

@@ -1006,10 +1006,12 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
     _goingAway: Deferred[None] | None = None
     _lastStream = 0
     _abortingCall: IDelayedCall | None = None
+    _writingTo: int | None = None
 
     def __init__(self, reactor: Any = None) -> None:
         super().__init__(reactor)
         self._overfull: set[int] = set()
+        self._abortAfterWrite: set[int] = set()
         self._bodyReceived: dict[int, int] = {}
         self._bodyLimits: dict[int, int] = {}
 
@@ -1150,6 +1152,7 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
         self.abortRequest(stream_id)
 
     def _requestDone(self, stream_id: int) -> None:
+        self._abortAfterWrite.discard(stream_id)
         self._bodyReceived.pop(stream_id, None)
         self._bodyLimits.pop(stream_id, None)
         super()._requestDone(stream_id)
@@ -1169,11 +1172,28 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
 
     def writeDataToStream(self, stream_id: int, data: bytes) -> None:
         """Queue data for a stream; pause its producer past L{STREAM_BUFFER}."""
-        super().writeDataToStream(stream_id, data)
-        # (Pausing the producer may have reset the stream: nothing queued.)
+        # Pausing the producer may reset the stream (a reader too far
+        # behind): twisted.web's write goes on with the stream after it
+        # pauses it, so a reset asked for meanwhile waits for it to return.
+        writing, self._writingTo = self._writingTo, stream_id
+        try:
+            super().writeDataToStream(stream_id, data)
+        finally:
+            self._writingTo = writing
+        if stream_id in self._abortAfterWrite:
+            self._abortAfterWrite.discard(stream_id)
+            self.abortRequest(stream_id)
+            return
         if self.queued_bytes(stream_id) > self.STREAM_BUFFER:
             self._overfull.add(stream_id)
             self.streams[stream_id].flowControlBlocked()
+
+    def abortRequest(self, stream_id: int) -> None:
+        """Reset a stream (C{RST_STREAM}), once data being written to it is queued."""
+        if stream_id == self._writingTo:
+            self._abortAfterWrite.add(stream_id)
+        elif stream_id in self.streams:
+            super().abortRequest(stream_id)
 
     def _sendPrioritisedData(self, *args: Any) -> None:
         super()._sendPrioritisedData(*args)
