@@ -604,3 +604,51 @@ def test_h2_event_larger_than_max_buffer_resets_a_stalled_reader_at_once(
             assert not client.closed and live not in client.reset
         finally:
             client.close()
+
+
+@pytest.mark.parametrize("reopen", ["window_update", "settings"])
+def test_h2_response_waiting_for_its_window_leaves_the_server_idle(
+    cert: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, reopen: str
+) -> None:
+    """
+    A response whose client's window is spent waits without the server
+    looping on it; once the client opens the window (a WINDOW_UPDATE, or a
+    larger initial window in SETTINGS), the rest is sent.
+    """
+    from wsgi_sse import _site
+
+    loops = [0]
+    send = _site._StreamH2Connection._sendPrioritisedData
+
+    def counted(self: Any, *args: Any) -> None:
+        loops[0] += 1
+        send(self, *args)
+
+    monkeypatch.setattr(_site._StreamH2Connection, "_sendPrioritisedData", counted)
+    body = b"b" * 1_000_000
+
+    def page(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        """A 1 MB page, returned whole."""
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [body]
+
+    with serve(page, listen=tls_listen(*cert)) as server:
+        client = H2Client(server.port, cert[0])
+        try:
+            stream = client.get("/big")
+            reads = lambda stream_id: False  # noqa: E731
+            client.wait(lambda: len(client.data[stream]) == 65_535, reads=reads)
+            before = server.call(lambda: loops[0])
+            for _ in range(5):
+                client.pump(0.1, reads=reads)
+            assert server.call(lambda: loops[0]) - before < 10
+            if reopen == "settings":
+                codes = h2.settings.SettingCodes
+                client.conn.update_settings({codes.INITIAL_WINDOW_SIZE: 1 << 24})
+            else:
+                client.conn.increment_flow_control_window(1 << 24, stream_id=stream)
+            client.flush()
+            client.wait(lambda: stream in client.ended, reads=reads)
+            assert client.data[stream] == body
+        finally:
+            client.close()

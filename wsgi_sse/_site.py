@@ -33,7 +33,7 @@ All methods: call in the reactor thread (twisted.web does).
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 from urllib.parse import unquote_to_bytes
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
@@ -98,19 +98,22 @@ def _h2_frames() -> tuple[Any, Any]:
 ErrorCodes, GoAwayFrame = _h2_frames()
 
 
-def _h2_connection_class() -> tuple[Any, object]:
+def _h2_connection_class() -> tuple[Any, object, Any]:
     try:
+        from priority import PriorityTree  # type: ignore[import-untyped]
         from twisted.web._http2 import _END_STREAM_SENTINEL, H2Connection
     except ImportError:  # h2 is not installed: HTTP/1.1 only
-        return None, None
-    return H2Connection, _END_STREAM_SENTINEL
+        return None, None, None
+    return H2Connection, _END_STREAM_SENTINEL, PriorityTree
 
 
 H2Connection: Any
 _END_STREAM: object
-H2Connection, _END_STREAM = _h2_connection_class()
-"""twisted.web's HTTP/2 connection class, or L{None} without C{h2}; and
-what it queues after a stream's last data to end it."""
+_PriorityTree: Any
+H2Connection, _END_STREAM, _PriorityTree = _h2_connection_class()
+"""twisted.web's HTTP/2 connection class, or L{None} without C{h2}; what
+it queues after a stream's last data to end it; the tree that orders its
+streams."""
 
 
 class _HeaderDeadlineChannel(http.HTTPChannel):
@@ -1007,11 +1010,17 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
     _lastStream = 0
     _abortingCall: IDelayedCall | None = None
     _writingTo: int | None = None
+    _sendingDeferred: Deferred[Any] | None  # twisted.web's: wakes its sending loop
 
     def __init__(self, reactor: Any = None) -> None:
         super().__init__(reactor)
         self._overfull: set[int] = set()
         self._abortAfterWrite: set[int] = set()
+        # Streams with data to send and no flow-control window: out of the
+        # sending loop until the client opens their window.
+        self._windowBlocked: set[int] = set()
+        self._windowsOpened = False
+        self.priority = _WindowedPriority(self._maySend)
         self._bodyReceived: dict[int, int] = {}
         self._bodyLimits: dict[int, int] = {}
 
@@ -1077,12 +1086,56 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
         self.timeoutConnection()
 
     def dataReceived(self, data: bytes) -> None:
-        """Parse frames; only requests (not every frame) restart the idle clock."""
+        """
+        Parse frames; only requests (not every frame) restart the idle
+        clock.  Streams whose window the frames opened go back to the
+        sending loop.
+        """
         self._receiving = True
+        initial_window = self.conn.remote_settings.initial_window_size
         try:
             super().dataReceived(data)
         finally:
             self._receiving = False
+        if self._windowsOpened or self.conn.remote_settings.initial_window_size > initial_window:
+            self._windowsOpened = False
+            self._windowOpened()
+
+    def _handleWindowUpdate(self, event: Any) -> None:
+        self._windowsOpened = True
+        super()._handleWindowUpdate(event)
+
+    def _maySend(self, stream_id: int) -> bool:
+        """
+        Whether a stream the sending loop chose can send now; if not (data,
+        and no window for it), it leaves the loop until its window opens.
+
+        twisted.web keeps such a stream in the loop, which then goes round
+        without sending anything, as fast as the reactor turns, for as long
+        as the client does not open the window.
+        """
+        queue = self._outboundStreamQueues.get(stream_id)
+        if not queue or queue[0] is _END_STREAM:
+            return True
+        if self.conn.local_flow_control_window(stream_id) > 0:
+            return True
+        self._windowBlocked.add(stream_id)
+        return False
+
+    def _windowOpened(self) -> None:
+        """Put the streams whose window opened back in the sending loop, and run it."""
+        for stream_id in tuple(self._windowBlocked):
+            if stream_id not in self.streams:
+                self._windowBlocked.discard(stream_id)
+            elif self.conn.local_flow_control_window(stream_id) > 0:
+                self._windowBlocked.discard(stream_id)
+                if self._outboundStreamQueues[stream_id]:  # (else it stays blocked)
+                    self.priority.unblock(stream_id)
+        # twisted.web wakes the loop up on new data only.
+        waiting = self._sendingDeferred
+        if waiting is not None:
+            self._sendingDeferred = None
+            waiting.callback(None)
 
     def resetTimeout(self) -> None:
         """Restart the idle clock, unless called for a mere received frame."""
@@ -1153,6 +1206,7 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
 
     def _requestDone(self, stream_id: int) -> None:
         self._abortAfterWrite.discard(stream_id)
+        self._windowBlocked.discard(stream_id)
         self._bodyReceived.pop(stream_id, None)
         self._bodyLimits.pop(stream_id, None)
         super()._requestDone(stream_id)
@@ -1184,6 +1238,12 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
             self._abortAfterWrite.discard(stream_id)
             self.abortRequest(stream_id)
             return
+        if stream_id not in self.streams:
+            return
+        if self.conn.local_flow_control_window(stream_id) <= 0:
+            # Out of the loop (twisted.web leaves it as it was) until the
+            # window opens.
+            self._windowBlocked.add(stream_id)
         if self.queued_bytes(stream_id) > self.STREAM_BUFFER:
             self._overfull.add(stream_id)
             self.streams[stream_id].flowControlBlocked()
@@ -1223,6 +1283,25 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
         going, self._goingAway = self._goingAway, None
         if going is not None:
             going.callback(None)
+
+
+class _WindowedPriority(_PriorityTree if _PriorityTree is not None else object):  # type: ignore[misc]
+    """
+    The priority tree of an HTTP/2 connection's sending loop, which skips
+    (blocks) the streams that cannot send now.
+    """
+
+    def __init__(self, may_send: Callable[[int], bool]) -> None:
+        super().__init__()
+        self._may_send = may_send
+
+    def __next__(self) -> int:
+        """The next stream to send data on (C{DeadlockError}: none)."""
+        while True:
+            stream_id: int = super().__next__()
+            if self._may_send(stream_id):
+                return stream_id
+            self.block(stream_id)
 
 
 class _StreamingRequest(server.Request):
