@@ -652,3 +652,23 @@ def test_h2_response_waiting_for_its_window_leaves_the_server_idle(
             assert client.data[stream] == body
         finally:
             client.close()
+
+
+def test_h2_connection_with_an_unread_response_is_closed_when_idle(
+    cert: tuple[Path, Path],
+) -> None:
+    """A connection whose response waits for a window the client never opens ends when idle."""
+
+    def page(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        """A 1 MB page, returned whole."""
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"b" * 1_000_000]
+
+    with serve(page, listen=tls_listen(*cert), idle_timeout=1.0) as server:
+        client = H2Client(server.port, cert[0])
+        try:
+            stream = client.get("/big")
+            client.wait(lambda: client.closed, reads=lambda stream_id: False)
+            assert client.goaway is not None and stream not in client.ended
+        finally:
+            client.close()
