@@ -672,3 +672,71 @@ def test_h2_connection_with_an_unread_response_is_closed_when_idle(
             assert client.goaway is not None and stream not in client.ended
         finally:
             client.close()
+
+
+def test_h2_body_failing_midway_resets_its_stream(cert: tuple[Path, Path]) -> None:
+    """
+    A WSGI body that raises after its first piece resets its h2 stream (as
+    HTTP/1.1 drops the connection): the client cannot take the piece for
+    the whole body.  The connection serves on.
+    """
+
+    def failing(environ: dict[str, Any], start_response: Any) -> Any:
+        """/fail: one piece, then an error; anything else: a page."""
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        if environ["PATH_INFO"] != "/fail":
+            return [b"fine"]
+
+        def body() -> Any:
+            yield b"first piece"
+            raise RuntimeError("the body failed")
+
+        return body()
+
+    with serve(failing, listen=tls_listen(*cert)) as server:
+        client = H2Client(server.port, cert[0])
+        try:
+            stream = client.get("/fail")
+            client.wait(lambda: stream in client.reset or stream in client.ended)
+            assert stream in client.reset and stream not in client.ended
+            page = client.get("/page")
+            client.wait(lambda: page in client.ended)
+            assert client.data[page] == b"fine"
+        finally:
+            client.close()
+
+
+def test_h2_streamed_body_not_read_for_max_pause_is_reset(cert: tuple[Path, Path]) -> None:
+    """
+    A streamed body whose h2 reader sends no WINDOW_UPDATE for max_pause
+    has its stream reset and the body closed; the connection serves on.
+    """
+    closed = threading.Event()
+
+    class Body:
+        """A long body that records its close()."""
+
+        def __iter__(self) -> Any:
+            for _ in range(200):
+                yield b"s" * 16_000
+
+        def close(self) -> None:
+            closed.set()
+
+    def streamed(environ: dict[str, Any], start_response: Any) -> Any:
+        """/streamed: 3.2 MB, piece by piece; anything else: a page."""
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Body() if environ["PATH_INFO"] == "/streamed" else [b"fine"]
+
+    with serve(streamed, listen=tls_listen(*cert), max_pause=0.5) as server:
+        client = H2Client(server.port, cert[0])
+        try:
+            stream = client.get("/streamed")
+            reads = lambda stream_id: False  # noqa: E731
+            client.wait(lambda: stream in client.reset or stream in client.ended, reads=reads)
+            assert stream in client.reset and closed.wait(10)
+            page = client.get("/page")
+            client.wait(lambda: page in client.ended)
+            assert client.data[page] == b"fine"
+        finally:
+            client.close()

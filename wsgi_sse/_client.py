@@ -20,7 +20,13 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall, IReactorTime
     from twisted.web.server import Request
 
-__all__ = ["PLAIN_SOCKET_TRANSPORTS", "StreamClient", "close_after_response", "send_to_each"]
+__all__ = [
+    "PLAIN_SOCKET_TRANSPORTS",
+    "StreamClient",
+    "close_after_response",
+    "cut_response",
+    "send_to_each",
+]
 
 # Request headers Twisted's access log formatters read when a stream ends.
 _LOGGED_HEADERS = (b"Referer", b"User-Agent", b"Authorization", b"X-Forwarded-For")
@@ -548,6 +554,31 @@ def close_after_response(request: Request) -> None:
     channel.persistent = False
     if not request.startedWriting:
         request.setHeader(b"Connection", b"close")
+
+
+def cut_response(request: Request, reason: str, *, abort: bool = False) -> None:
+    """
+    End a response that cannot be completed, so that its reader sees it
+    was cut short: over HTTP/1.x its connection is closed once what was
+    written went out (with C{abort}: at once); over HTTP/2 its stream is
+    reset (C{RST_STREAM}), and the connection and its other streams go on.
+    An HTTP/2 stream ended by C{loseConnection} would end cleanly
+    (C{END_STREAM}), a truncated body looking whole.
+
+    @param reason: why, given to the request as the reason it lost its
+        connection (HTTP/2).
+    """
+    channel = request.channel
+    if _reset_h2_stream(channel):
+        # twisted.web does not tell the request; the stream ends here.
+        request.connectionLost(Failure(ConnectionAborted(f"stream reset: {reason}")))
+        return
+    if not abort:
+        request.loseConnection()
+        return
+    transport = getattr(channel, "transport", None)
+    if transport is not None:
+        transport.abortConnection()
 
 
 def site_closing(holder: Any) -> bool:

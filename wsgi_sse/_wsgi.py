@@ -64,7 +64,7 @@ from twisted.web.server import NOT_DONE_YET
 from twisted.web.wsgi import WSGIResource, _ErrorStream, _InputStream, _WSGIResponse, _wsgiString
 from zope.interface import implementer
 
-from ._client import close_after_response, site_closing
+from ._client import close_after_response, cut_response, site_closing
 from ._lean import finish_response
 
 if TYPE_CHECKING:
@@ -349,9 +349,7 @@ class _Response(_WSGIResponse):
             seconds=self.max_pause,
         )
         self._requestFinished = True
-        transport = self.request.transport
-        if transport is not None:
-            transport.abortConnection()
+        cut_response(self.request, "stalled", abort=True)
         if self._drain is not None:
             self._drain.release()
 
@@ -466,7 +464,7 @@ class _Response(_WSGIResponse):
             return
         self._let_go()
         if request.startedWriting:
-            request.loseConnection()
+            cut_response(request, "the response failed")
             return
         try:
             request.setResponseCode(INTERNAL_SERVER_ERROR)
