@@ -740,3 +740,45 @@ def test_h2_streamed_body_not_read_for_max_pause_is_reset(cert: tuple[Path, Path
             assert client.data[page] == b"fine"
         finally:
             client.close()
+
+
+def test_h2_streamed_body_waits_for_a_reader_that_stops(cert: tuple[Path, Path]) -> None:
+    """
+    A streamed body whose h2 reader sends no WINDOW_UPDATE is handed over
+    no further than over HTTP/1.1: 256 KiB past what the stream holds (64
+    KiB), plus the piece in hand.  It goes on once the reader reads.
+    """
+    from wsgi_sse import _site, _wsgi
+
+    piece = 16_000
+    produced = [0]
+
+    def streamed(environ: dict[str, Any], start_response: Any) -> Any:
+        """A 3.2 MB body, piece by piece, counting what it produced."""
+        start_response("200 OK", [("Content-Type", "text/plain")])
+
+        def body() -> Any:
+            for _ in range(200):
+                produced[0] += piece
+                yield b"s" * piece
+
+        return body()
+
+    with serve(streamed, listen=tls_listen(*cert), max_pause=600) as server:
+        client = H2Client(server.port, cert[0])
+        try:
+            stream = client.get("/streamed")
+            reads = lambda stream_id: False  # noqa: E731
+            last = -1
+            while produced[0] != last:  # until the body stops producing
+                last = produced[0]
+                for _ in range(3):
+                    client.pump(0.1, reads=reads)
+            held = produced[0] - len(client.data[stream])
+            assert held <= _wsgi.MAX_AHEAD + _site._StreamH2Connection.STREAM_BUFFER + 2 * piece
+            client.conn.increment_flow_control_window(1 << 24, stream_id=stream)
+            client.flush()
+            client.wait(lambda: stream in client.ended)
+            assert client.data[stream] == b"s" * piece * 200
+        finally:
+            client.close()

@@ -1248,6 +1248,18 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
             self._overfull.add(stream_id)
             self.streams[stream_id].flowControlBlocked()
 
+    def producer_registered(self, stream_id: int) -> None:
+        """
+        Pause the producer just registered on a stream if the stream is full
+        (past L{STREAM_BUFFER}, or its window spent): twisted.web would
+        only tell it at the stream's next write.
+        """
+        stream = self.streams.get(stream_id)
+        if stream is not None and (
+            stream_id in self._overfull or self.remainingOutboundWindow(stream_id) <= 0
+        ):
+            stream.flowControlBlocked()
+
     def abortRequest(self, stream_id: int) -> None:
         """Reset a stream (C{RST_STREAM}), once data being written to it is queued."""
         if stream_id == self._writingTo:

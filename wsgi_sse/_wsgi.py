@@ -324,7 +324,11 @@ class _Response(_WSGIResponse):
             drain = self._drain = _Drain()
             request.registerProducer(drain, True)
             # (Twisted's channel does not tell a producer registered late.)
-            drain.paused = bool(getattr(request.channel, "_waitingForTransport", False))
+            channel: Any = request.channel
+            drain.paused = bool(getattr(channel, "_waitingForTransport", False))
+            registered = getattr(getattr(channel, "_conn", None), "producer_registered", None)
+            if registered is not None:  # an HTTP/2 stream
+                registered(channel.streamID)
         if not drain.paused:
             return None
         waiting = drain.waiting = Deferred()
