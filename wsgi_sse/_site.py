@@ -987,6 +987,9 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
       against C{max_buffer}), whatever flow-control window the client
       grants.  twisted.web alone queues up to the client's window, which
       the client chooses (up to 2 GiB per stream).
+    - A stream with data but no flow-control window leaves the sending loop
+      until the client opens its window (twisted.web goes round the loop
+      on it without sending, at full CPU, meanwhile).
     - At shutdown, L{go_away} sends C{GOAWAY} and closes the connection
       once its streams have ended (twisted.web: none, the connection is
       dropped when the process exits).
