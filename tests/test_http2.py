@@ -782,3 +782,33 @@ def test_h2_streamed_body_waits_for_a_reader_that_stops(cert: tuple[Path, Path])
             assert client.data[stream] == b"s" * piece * 200
         finally:
             client.close()
+
+
+@pytest.mark.parametrize("path", ["/whole", "/pieces"])
+def test_h2_body_short_of_its_content_length_resets_its_stream(
+    cert: tuple[Path, Path], path: str
+) -> None:
+    """
+    A body shorter than the app's Content-Length resets its h2 stream (as
+    HTTP/1.1 closes the connection after it), rather than ending a stream
+    h2 calls malformed; the connection serves on.
+    """
+
+    def short(environ: dict[str, Any], start_response: Any) -> Any:
+        """5 or 7 bytes of the 100 announced; /page: a page."""
+        if environ["PATH_INFO"] == "/page":
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"fine"]
+        start_response("200 OK", [("Content-Length", "100")])
+        return [b"short"] if environ["PATH_INFO"] == "/whole" else iter([b"short", b"er"])
+
+    with serve(short, listen=tls_listen(*cert)) as server:
+        client = H2Client(server.port, cert[0])
+        try:
+            stream = client.get(path)
+            client.wait(lambda: stream in client.reset)
+            page = client.get("/page")
+            client.wait(lambda: page in client.ended)
+            assert client.data[page] == b"fine"
+        finally:
+            client.close()

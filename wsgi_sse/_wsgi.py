@@ -230,19 +230,21 @@ class _Response(_WSGIResponse):
     def _short(self) -> bool:
         """
         Whether the body sent is shorter than the application's own
-        C{Content-Length} (logged): the connection must close after it.
-        WSGI thread.
+        C{Content-Length} (logged): the connection must close after it
+        (over HTTP/2, the stream is reset instead).  WSGI thread.
         """
         length = self._length
         if length is None or self._sent >= length or self._requestFinished:
             # (A client that went away cut the body short itself.)
             return False
+        h2 = _over_http2(self.request)
         self._log.warn(
             "WSGI application sent {sent} bytes of the {length} its Content-Length"
-            " announced for {path}; the connection is closed after it",
+            " announced for {path}; {cut}",
             sent=self._sent,
             length=length,
             path=self.environ.get("PATH_INFO"),
+            cut="its stream is reset" if h2 else "the connection is closed after it",
         )
         return True
 
@@ -394,6 +396,20 @@ class _Response(_WSGIResponse):
             return
         request = self.request
         self._let_go()
+        if short and _over_http2(request):
+            # A stream ended short of its Content-Length is malformed (RFC
+            # 9113, 8.1.1), and its connection is shared: it is reset
+            # after what was written.
+            try:
+                if head is not None:
+                    self._sendHead(head)
+                if body:
+                    request.write(body)
+            except Exception:  # noqa: BLE001 - reported, and the request ended
+                self._abandon()
+                return
+            cut_response(request, "body short of its Content-Length")
+            return
         try:
             if head is None:
                 # Bytes went out first (the WSGI write() callable, or pieces).
@@ -557,6 +573,11 @@ def parse_status(status: str) -> tuple[int, bytes]:
         if len(_statuses) < 256:
             _statuses[status] = parsed
     return parsed
+
+
+def _over_http2(request: Request) -> bool:
+    """Whether C{request} came over HTTP/2."""
+    return request.clientproto == b"HTTP/2"
 
 
 def _buffered(transport: Any) -> bool:
