@@ -812,3 +812,33 @@ def test_h2_body_short_of_its_content_length_resets_its_stream(
             assert client.data[page] == b"fine"
         finally:
             client.close()
+
+
+def path_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """Answer with the path the WSGI app was given."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [environ["PATH_INFO"].encode()]
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "body"),
+    [
+        ("page", "400", b"invalid request target\n"),
+        ("*", "400", b"invalid request target\n"),
+        ("http://localhost/absolute", "200", b"/absolute"),
+        ("/origin", "200", b"/origin"),
+    ],
+)
+def test_h2_path_that_is_not_a_target_is_refused(
+    cert: tuple[Path, Path], path: str, status: str, body: bytes
+) -> None:
+    """An HTTP/2 C{:path} neither a path nor an absolute URL gets 400, as over HTTP/1.1."""
+    with serve(path_app, listen=tls_listen(*cert)) as server:
+        client = H2Client(server.port, cert[0])
+        try:
+            stream = client.get(path)
+            client.wait(lambda: stream in client.ended)
+            assert (client.status[stream], client.data[stream]) == (status, body)
+            assert not client.closed
+        finally:
+            client.close()

@@ -380,7 +380,7 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
             parts = line.split()
             if len(parts) == 3 and not routable(parts[1], parts[0]):
                 # twisted.web would route "page" as "/age".
-                self._refuseAndClose(b"400 Bad Request", b"invalid request target\n")
+                self._refuseAndClose(b"400 Bad Request", _BAD_TARGET)
                 return
         limit = self.totalHeadersSize
         if self._receivedHeaderSize + len(line) > limit and not self._firstLine():
@@ -1332,11 +1332,26 @@ class _StreamingRequest(server.Request):
     its target in origin form.
     """
 
+    _routable = True
+
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         """Route the request by its origin-form target (twisted.web calls this)."""
         if path[:1] != b"/" or b"#" in path:
+            # (Over HTTP/1.1 the channel has refused a target not routable.)
+            self._routable = routable(path, command)
             path = origin_form(path)
         super().requestReceived(command, path, version)  # type: ignore[no-untyped-call]
+
+    def process(self) -> None:
+        """Serve the request (twisted.web's), or answer 400 for a target not L{routable}."""
+        if not self._routable:
+            self.setResponseCode(400)
+            self.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+            self.setHeader(b"Content-Length", b"%d" % len(_BAD_TARGET))
+            self.write(_BAD_TARGET)
+            self.finish()
+            return
+        super().process()  # type: ignore[no-untyped-call]
 
     def setResponseCode(self, code: int, message: bytes | None = None) -> None:
         """
@@ -1375,6 +1390,9 @@ def origin_form(target: bytes) -> bytes:
     if slash < 0 or 0 <= query < slash:
         return b"/" + rest[query:] if query >= 0 else b"/"
     return rest[slash:]
+
+
+_BAD_TARGET = b"invalid request target\n"
 
 
 def routable(target: bytes, method: bytes) -> bool:
