@@ -1346,10 +1346,11 @@ class _StreamingRequest(server.Request):
         """Serve the request (twisted.web's), or answer 400 for a target not L{routable}."""
         if not self._routable:
             self.setResponseCode(400)
-            self.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
-            self.setHeader(b"Content-Length", b"%d" % len(_BAD_TARGET))
-            self.write(_BAD_TARGET)
-            self.finish()
+            headers = self.responseHeaders
+            headers.setRawHeaders(b"Content-Type", [b"text/plain; charset=utf-8"])
+            headers.setRawHeaders(b"Content-Length", [b"%d" % len(_BAD_TARGET)])
+            self.write(_BAD_TARGET)  # type: ignore[no-untyped-call]
+            self.finish()  # type: ignore[no-untyped-call]
             return
         super().process()  # type: ignore[no-untyped-call]
 
