@@ -79,11 +79,16 @@ class Connection {
     this.source = source;
     this.types = new Set();
     for (const type of this.pendingTypes) this.addType(type);
-    source.onopen = () => {
+    // The EventSource's own open and error events are plain Events; the
+    // server's events named "open" or "error" (MessageEvents) reach these
+    // handlers too, and are not about the connection.
+    source.onopen = (e) => {
+      if (e instanceof MessageEvent) return;
       this.failures = 0;
       this.onStatus("live");
     };
-    source.onerror = () => {
+    source.onerror = (e) => {
+      if (e instanceof MessageEvent) return;
       if (source.readyState === EventSource.CLOSED) {
         source.close();
         if (this.onFailed) this.onFailed(this);
@@ -106,6 +111,7 @@ class Connection {
     if (!this.source || this.types.has(type)) return;
     this.types.add(type);
     this.source.addEventListener(type, (e) => {
+      if (!(e instanceof MessageEvent)) return; // the connection's own open or error
       // A reset carries no id: the EventSource's lastEventId is stale then.
       const raw = type === "reset" ? "" : e.lastEventId;
       if (raw) this.lastId = raw;

@@ -1,0 +1,65 @@
+"""
+The shipped browser client (/sse.js) in Chromium, at its edges: server
+events whose names are also the EventSource's own, and channels refused
+for a while.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+from support import end_streams, serve
+from test_browser_tabs import page_app
+
+
+@pytest.fixture
+def context(browser: Any) -> Iterator[Any]:
+    """One browser context: its tabs share storage, locks and broadcast channels."""
+    ctx = browser.new_context(viewport={"width": 600, "height": 400})
+    ctx.set_default_timeout(20_000)
+    yield ctx
+    ctx.close()
+
+
+LISTEN = """
+() => {
+  window.got = [];
+  window.statuses = [];
+  stream.addEventListener("statuschange", (e) => window.statuses.push(e.data));
+  for (const type of ["error", "open"]) {
+    stream.addEventListener(type, (e) => window.got.push(`${type} ${e.channel}: ${e.data}`));
+  }
+}
+"""
+
+
+def test_events_named_error_or_open_are_events_not_connection_changes(context: Any) -> None:
+    """
+    Events published as "error" or "open" reach their listeners and leave
+    the status alone; the connection's own errors and opens reach no
+    listener (and throw nothing).
+    """
+    with serve(page_app, retry=200) as server:
+        tab = context.new_page()
+        page_errors: list[str] = []
+        tab.on("pageerror", lambda error: page_errors.append(str(error)))
+        tab.goto(server.url + "/page?channel=a")
+        expect(tab.locator("#status")).to_have_text("live")
+        tab.evaluate(LISTEN)
+        publish = server.service.broadcaster.broadcast_and_wait
+        publish("failed", channel="a", event="error")
+        publish("opened", channel="a", event="open")
+        tab.wait_for_function("window.got.length === 2")
+        assert tab.evaluate("window.got") == ["error a: failed", "open a: opened"]
+        assert tab.evaluate("window.statuses") == []
+        assert tab.evaluate("stream.status") == "live"
+
+        end_streams(server)  # the browser reconnects by itself
+        tab.wait_for_function("window.statuses.join() === 'reconnecting,live'")
+        publish("again", channel="a", event="error")
+        tab.wait_for_function("window.got.length === 3")
+        assert tab.evaluate("window.got")[2] == "error a: again"
+        assert page_errors == []
