@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 from support import end_streams, serve
-from test_browser_tabs import page_app
+from test_browser_tabs import page_app, wait_for_channels
 
 
 @pytest.fixture
@@ -63,3 +63,35 @@ def test_events_named_error_or_open_are_events_not_connection_changes(context: A
         tab.wait_for_function("window.got.length === 3")
         assert tab.evaluate("window.got")[2] == "error a: again"
         assert page_errors == []
+
+
+def test_channels_refused_for_a_while_are_kept_once_accepted_again(context: Any) -> None:
+    """
+    While the server refuses every channel (an authorization outage), the
+    tabs are told and the client keeps retrying them all; once the stream
+    is taken again, a tab opening with a new channel adds it to the others
+    rather than replacing them.
+    """
+    refusing = [False]
+    with serve(page_app, authorize=lambda request: not refusing[0], retry=200) as server:
+        tabs = {}
+        for channel in ("a", "b"):
+            tabs[channel] = context.new_page()
+            tabs[channel].goto(f"{server.url}/page?channel={channel}")
+            expect(tabs[channel].locator("#status")).to_have_text("live")
+        wait_for_channels(server, tabs["a"], {"a": 1, "b": 1})
+
+        refusing[0] = True
+        end_streams(server)
+        for channel, tab in tabs.items():
+            expect(tab.locator("#events li")).to_have_text([f"refused: {channel}"])
+        refusing[0] = False
+        wait_for_channels(server, tabs["a"], {"a": 1, "b": 1})
+
+        tabs["c"] = context.new_page()
+        tabs["c"].goto(f"{server.url}/page?channel=c")
+        wait_for_channels(server, tabs["a"], {"a": 1, "b": 1, "c": 1})
+        for channel, tab in tabs.items():
+            server.service.broadcaster.broadcast_and_wait("news", channel=channel)
+            expect(tab.locator("#events li").last).to_have_text(f"{channel}: news")
+        assert server.client_count() == 1

@@ -332,8 +332,19 @@ export class Stream extends EventTarget {
   }
 
   statusFromServer(status) {
-    if (this.mode === "shared") this.post({ t: "status", status });
+    // The server took the stream: none of its channels is refused now, even
+    // those asked for again because every channel was refused for a while.
+    const accepted = status === "live" && this.connection ? this.connection.channels : [];
+    if (this.mode === "shared") this.post({ t: "status", status, accepted });
+    this.accepted(accepted);
     this.setStatus(status);
+  }
+
+  accepted(channels) {
+    for (const channel of channels) {
+      this.refused.delete(channel);
+      this.told.delete(channel); // refused again: tell again
+    }
   }
 
   // -- sharing between tabs -------------------------------------------------
@@ -429,6 +440,7 @@ export class Stream extends EventTarget {
       if (this.synced) this.deliver(m.ev);
       else this.pending.push(m.ev);
     } else if (m.t === "status") {
+      if (m.accepted) this.accepted(m.accepted);
       this.setStatus(m.status);
     } else if (m.t === "hello") {
       // A new tab learns of the others from their answers.
