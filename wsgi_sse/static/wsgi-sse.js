@@ -79,9 +79,7 @@ class Connection {
     this.source = source;
     this.types = new Set();
     for (const type of this.pendingTypes) this.addType(type);
-    // The EventSource's own open and error events are plain Events; the
-    // server's events named "open" or "error" (MessageEvents) reach these
-    // handlers too, and are not about the connection.
+    // Events the server named "open" or "error" (MessageEvents) reach these too.
     source.onopen = (e) => {
       if (e instanceof MessageEvent) return;
       this.failures = 0;
@@ -332,8 +330,7 @@ export class Stream extends EventTarget {
   }
 
   statusFromServer(status) {
-    // The server took the stream: none of its channels is refused now, even
-    // those asked for again because every channel was refused for a while.
+    // The server took the stream: none of its channels is refused (any more).
     const accepted = status === "live" && this.connection ? this.connection.channels : [];
     if (this.mode === "shared") this.post({ t: "status", status, accepted });
     this.accepted(accepted);
