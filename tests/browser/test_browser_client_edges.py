@@ -64,6 +64,11 @@ def test_events_named_error_or_open_are_events_not_connection_changes(context: A
         assert tab.evaluate("window.got")[2] == "error a: again"
         assert page_errors == []
 
+        assert tab.evaluate("stream.holdsConnection") is True
+        tab.evaluate("stream.close()")
+        assert tab.evaluate("[stream.status, stream.holdsConnection]") == ["closed", False]
+        server.wait_clients(0)
+
 
 def test_channels_refused_for_a_while_are_kept_once_accepted_again(context: Any) -> None:
     """

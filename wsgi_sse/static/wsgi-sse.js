@@ -185,6 +185,7 @@ export class Stream extends EventTarget {
   close() {
     if (this.status === "closed") return;
     this.setStatus("closed");
+    this.holdsConnection = false;
     if (this.connection) this.connection.close();
     this.connection = null;
     if (this.mode === "shared") {
