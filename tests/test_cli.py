@@ -76,6 +76,22 @@ def test_python_m_wsgi_sse_bad_app() -> None:
     assert "cannot import 'nosuchmodule'" in proc.stderr
 
 
+def test_python_m_wsgi_sse_bad_option_value() -> None:
+    """An option value out of range (NaN seconds) is one line and exit status 2, not a server."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "wsgi_sse", "app:app", "--shutdown-timeout", "nan"],
+        cwd=EXAMPLE,
+        env=subprocess_env(WSGI_SSE_LISTEN="tcp:0:interface=127.0.0.1"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == "python -m wsgi_sse: shutdown_timeout must not be negative, got nan"
+
+
 def test_twistd_plugin() -> None:
     """twistd -n wsgi-sse --app module:app serves the app and the stream."""
     port = free_port()
