@@ -62,6 +62,20 @@ def test_python_m_wsgi_sse(sig: signal.Signals) -> None:
     assert f"open http://127.0.0.1:{port}/ (stream at /events/live)" in output
 
 
+def test_python_m_wsgi_sse_waits_without_end_for_busy_threads() -> None:
+    """--shutdown-timeout inf (wait for busy threads however long) stops cleanly on a signal."""
+    proc, _ = start_cli("app:app", "--shutdown-timeout", "inf", cwd=EXAMPLE)
+    try:
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, output
+    assert "Traceback" not in output, output
+
+
 def test_python_m_wsgi_sse_bad_app() -> None:
     """A wrong module:attribute gives a clear message and exit status 2."""
     proc = subprocess.run(

@@ -191,7 +191,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m wsgi_sse") ->
         pass
     logging.getLogger("wsgi_sse").info("shutting down")
     try:
-        crochet.run_in_reactor(service.stopService)().wait(service.shutdown_timeout + 2)
+        # shutdown_timeout may be inf (wait for busy threads however long).
+        wait = min(service.shutdown_timeout + 2, threading.TIMEOUT_MAX)
+        crochet.run_in_reactor(service.stopService)().wait(wait)
     except Exception:
         logging.getLogger("wsgi_sse").exception("error while stopping")
     reactor.callFromThread(reactor.stop)  # type: ignore[attr-defined]
