@@ -153,6 +153,32 @@ def test_twistd_plugin_requires_app() -> None:
 
 
 @pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--app", "nosuchmodule:app"], "cannot import 'nosuchmodule'"),
+        (["--app", "app:app", "--listen", "8000"], "write 'tcp:8000' (every interface)"),
+        (["--app", "app:app", "--heartbeat", "-1"], "heartbeat must not be negative, got -1.0"),
+    ],
+    ids=["app", "listen", "value"],
+)
+def test_twistd_plugin_startup_errors_are_one_line(flags: list[str], message: str) -> None:
+    """twistd -n wsgi-sse with a bad app or option value exits non-zero with one line."""
+    proc = subprocess.run(
+        ["twistd", "--pidfile=", "-n", "wsgi-sse", *flags],
+        cwd=EXAMPLE,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
+    line = proc.stderr.strip()
+    assert line.startswith("twistd: ") and message in line, proc.stderr
+    assert line.count("\n") == 0, proc.stderr
+
+
+@pytest.mark.parametrize(
     ("spec", "message"),
     [
         ("json:dumps_nope", "has no attribute"),

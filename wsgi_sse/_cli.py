@@ -218,13 +218,16 @@ class TwistdOptions(usage.Options):
 
 def makeService(options: TwistdOptions) -> SSEServerService:
     """Build the service that C{twistd wsgi-sse} runs (the plugin's entry point)."""
-    from ._app import make_service
+    from ._app import _report_in_one_line, make_service
 
     try:
         app = load_app(options["app"])
         return make_service(app, **_service_kwargs(dict(options)))
     except (TypeError, ValueError, RuntimeError) as e:
-        raise usage.UsageError(str(e)) from e
+        # twistd lets an error of makeService through: one line, not a traceback.
+        error = usage.UsageError(str(e))
+        _report_in_one_line(error)
+        raise error from e
 
 
 Options = TwistdOptions
