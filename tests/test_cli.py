@@ -90,10 +90,22 @@ def test_python_m_wsgi_sse_bad_app() -> None:
     assert "cannot import 'nosuchmodule'" in proc.stderr
 
 
-def test_python_m_wsgi_sse_bad_option_value() -> None:
-    """An option value out of range (NaN seconds) is one line and exit status 2, not a server."""
+@pytest.mark.parametrize(
+    ("flags", "line"),
+    [
+        (["--shutdown-timeout", "nan"], "shutdown_timeout must not be negative, got nan"),
+        (
+            ["--threads", "ten"],
+            "argument --threads: invalid int value: 'ten' (--help lists the options)",
+        ),
+        (["--no-such-flag"], "unrecognized arguments: --no-such-flag (--help lists the options)"),
+    ],
+    ids=["out-of-range", "not-a-number", "unknown-flag"],
+)
+def test_python_m_wsgi_sse_bad_option_value(flags: list[str], line: str) -> None:
+    """A bad option value or flag is one line and exit status 2, not a server."""
     proc = subprocess.run(
-        [sys.executable, "-m", "wsgi_sse", "app:app", "--shutdown-timeout", "nan"],
+        [sys.executable, "-m", "wsgi_sse", "app:app", *flags],
         cwd=EXAMPLE,
         env=subprocess_env(WSGI_SSE_LISTEN="tcp:0:interface=127.0.0.1"),
         capture_output=True,
@@ -102,8 +114,9 @@ def test_python_m_wsgi_sse_bad_option_value() -> None:
     )
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last == "python -m wsgi_sse: shutdown_timeout must not be negative, got nan"
+    # Nothing but log lines before it.
+    assert proc.stderr.count("python -m wsgi_sse") == 1, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == f"python -m wsgi_sse: {line}"
 
 
 def test_twistd_plugin() -> None:

@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
 
 from twisted.internet.defer import Deferred
 from twisted.python import usage
@@ -83,11 +83,19 @@ APP_HELP = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (the usage of every option is --help's)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Exit with status 2 and C{message}, in one line."""
+        self.exit(2, f"{self.prog}: {message} (--help lists the options)\n")
+
+
 def build_parser(prog: str = "python -m wsgi_sse") -> argparse.ArgumentParser:
     """The argument parser of C{python -m wsgi_sse} (and of C{wsgi-sse}, its other C{prog})."""
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=prog,
         description="Serve a WSGI application and a Server-Sent Events stream from one process. "
         "The app is served at /, the stream at --sse-path; the startup log shows the URL to open.",
