@@ -100,3 +100,23 @@ def test_channels_refused_for_a_while_are_kept_once_accepted_again(context: Any)
             server.service.broadcaster.broadcast_and_wait("news", channel=channel)
             expect(tab.locator("#events li").last).to_have_text(f"{channel}: news")
         assert server.client_count() == 1
+
+
+def test_a_stream_stopped_for_good_closes_every_tab(context: Any) -> None:
+    """
+    A server that stops the stream for good (204 No Content, as after
+    close(reconnect=False)) closes the stream of every tab, as it stops an
+    EventSource, rather than leaving them reconnecting for ever.
+    """
+    with serve(page_app, retry=200) as server:
+        tabs = []
+        for _ in range(2):
+            tab = context.new_page()
+            tab.goto(server.url + "/page?channel=a")
+            expect(tab.locator("#status")).to_have_text("live")
+            tabs.append(tab)
+        server.call(server.service.sse_resource.close, reconnect=False)
+        for tab in tabs:
+            expect(tab.locator("#status")).to_have_text("closed")
+            assert tab.evaluate("[stream.status, stream.holdsConnection]") == ["closed", False]
+        assert server.client_count() == 0

@@ -40,9 +40,8 @@ export class StreamEvent extends Event {
   }
 }
 
-// One EventSource, re-created with a jittered back-off when the server ends
-// it for good (a non-200 answer: an expired token, a refusal), unless
-// onFailed, told first, opens another connection instead.
+// One EventSource, re-created with a jittered back-off after a non-200
+// answer (an expired token, a refusal), unless onFailed, told first, acts.
 class Connection {
   constructor(options, channels, types, lastId, onEvent, onStatus, onFailed) {
     this.options = options;
@@ -109,7 +108,7 @@ class Connection {
     if (!this.source || this.types.has(type)) return;
     this.types.add(type);
     this.source.addEventListener(type, (e) => {
-      if (!(e instanceof MessageEvent)) return; // the connection's own open or error
+      if (!(e instanceof MessageEvent)) return; // the connection's own
       // A reset carries no id: the EventSource's lastEventId is stale then.
       const raw = type === "reset" ? "" : e.lastEventId;
       if (raw) this.lastId = raw;
@@ -206,8 +205,8 @@ export class Stream extends EventTarget {
   }
 
   deliver(ev) {
-    // Every event of the shared connection reaches every tab: each keeps the
-    // last id (to resume from if it takes over) and shows its own channels.
+    // Every tab gets every event of the shared connection: it keeps the last
+    // id (to resume from) and shows its own channels.
     if (ev.type !== "reset" && ev.type !== "init" && ev.raw) {
       if (this.seen.has(ev.raw)) return;
       this.seen.add(ev.raw);
@@ -257,16 +256,22 @@ export class Stream extends EventTarget {
 
   async failed(connection) {
     connection.onStatus("reconnecting");
-    // A refused stream (403) may be refused for one channel only, such as
-    // a stale tab's user channel after a logout: find out which, leave those
-    // out and reconnect with the rest, rather than fail every tab.
-    let refused = [];
+    // A stream refused (403) for one channel only (a stale tab's user channel
+    // after a logout): leave it out and reconnect with the rest.
+    let answers = [];
     try {
-      if (connection.channels.length <= PROBES) refused = await this.probe(connection.channels);
+      if (connection.channels.length <= PROBES) answers = await this.probe(connection.channels);
     } catch (error) {
-      refused = []; // unreachable or not ours to read (CORS): retry as usual
+      // unreachable or not ours to read (CORS): retry as usual
     }
     if (connection !== this.connection || connection.closed) return;
+    if (answers.includes(204)) {
+      // Stopped for good (204 No Content), as an EventSource stops.
+      if (this.mode === "shared") this.post({ t: "stop" });
+      this.close();
+      return;
+    }
+    const refused = connection.channels.filter((c, i) => answers[i] === 403);
     if (refused.length) {
       if (this.mode === "shared") this.post({ t: "refused", channels: refused });
       this.refusedNow(refused);
@@ -281,10 +286,10 @@ export class Stream extends EventTarget {
 
   async probe(channels) {
     // Ask for each channel alone, with HEAD (answered like a GET, and
-    // subscribing nothing): those answered 403 are refused.
+    // subscribing nothing): the status of each.
     let token = this.options.token;
     if (typeof token === "function") token = await token([...channels]);
-    const answers = await Promise.all(
+    return Promise.all(
       channels.map(async (channel) => {
         const url = new URL(this.options.url, location.href);
         url.searchParams.set("channel", channel);
@@ -294,10 +299,9 @@ export class Stream extends EventTarget {
           cache: "no-store",
           credentials: this.options.withCredentials ? "include" : "same-origin",
         });
-        return response.status === 403 ? channel : null;
+        return response.status;
       }),
     );
-    return answers.filter((channel) => channel !== null);
   }
 
   // -- one connection per tab (fallback) ----------------------------------
@@ -464,6 +468,8 @@ export class Stream extends EventTarget {
       }
     } else if (m.t === "who") {
       this.announce();
+    } else if (m.t === "stop") {
+      this.close();
     } else if (m.t === "refused") {
       this.refusedNow(m.channels);
     } else if (m.t === "catchup" && m.to === this.id && !this.synced) {
