@@ -120,3 +120,27 @@ def test_a_stream_stopped_for_good_closes_every_tab(context: Any) -> None:
             expect(tab.locator("#status")).to_have_text("closed")
             assert tab.evaluate("[stream.status, stream.holdsConnection]") == ["closed", False]
         assert server.client_count() == 0
+
+
+def test_closed_streams_leave_no_lock_request_behind(context: Any) -> None:
+    """
+    A stream closed while another tab holds the connection withdraws its
+    request for the connection's lock: a page that opens and closes streams
+    leaves none of them queued (and kept alive) behind.
+    """
+    with serve(page_app) as server:
+        holder = context.new_page()
+        holder.goto(server.url + "/page?channel=a")
+        expect(holder.locator("#status")).to_have_text("live")
+        tab = context.new_page()
+        tab.goto(server.url + "/page?channel=a")
+        expect(tab.locator("#status")).to_have_text("live")
+        pending = tab.evaluate(
+            """async () => {
+              const { openStream } = await import("/sse.js");
+              for (let i = 0; i < 5; i++) openStream({ channels: ["b"] }).close();
+              const { pending } = await navigator.locks.query();
+              return pending.filter((lock) => lock.name === stream.key).length;
+            }"""
+        )
+        assert pending == 1  # the page's own stream, waiting for its turn

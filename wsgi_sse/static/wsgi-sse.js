@@ -4,12 +4,10 @@
 //   const stream = openStream({ channels: ["news"] });
 //   stream.addEventListener("message", (e) => console.log(e.data, e.channel));
 //
-// One tab holds the connection (elected with Web Locks: when it closes or
-// crashes the next tab takes over at once and resumes from the last event id);
-// the others get its events over a BroadcastChannel.  Each tab receives only
-// the events of the channels it asked for.  Without Web Locks or
-// BroadcastChannel every tab opens its own EventSource.  No dependencies, no
-// build step.  Documented in docs/browser-client.md.
+// One tab holds the connection (elected with Web Locks; the next one takes
+// over, resuming, when it closes or crashes); the others get its events over
+// a BroadcastChannel, each only those of its own channels.  No dependencies,
+// no build step.  Documented in docs/browser-client.md.
 
 const DEFAULT_CHANNEL = "default";
 const RING = 500; // events every tab keeps, to catch up tabs that join
@@ -190,6 +188,7 @@ export class Stream extends EventTarget {
     if (this.mode === "shared") {
       this.post({ t: "bye" });
       if (this.release) this.release();
+      if (this.waiting) this.waiting.abort();
       clearTimeout(this.watchTimer);
       this.bus.close();
       removeEventListener("pagehide", this.onPageHide);
@@ -366,9 +365,10 @@ export class Stream extends EventTarget {
     this.announce(true);
     const locks = typeof navigator !== "undefined" && navigator.locks;
     if (locks && typeof locks.request === "function") {
-      // Web Locks: the browser hands the lock to the next tab the moment
-      // the holder closes or crashes.
-      locks.request(this.key, () => this.lead());
+      // Web Locks: the next tab gets the lock once the holder closes or crashes.
+      this.waiting = new AbortController(); // close() withdraws the request
+      const signal = this.waiting.signal;
+      locks.request(this.key, { signal }, () => this.lead()).catch(() => {});
     } else {
       // No Web Locks (plain-HTTP sites are not secure contexts): elect over
       // the BroadcastChannel.  The holder answers pings; a tab that hears
