@@ -49,6 +49,7 @@ from twisted.web.server import Site
 from twisted.web.server import version as _server_version
 
 from ._accesslog import combined_line, log_line, redacting
+from ._checks import check_seconds
 from ._client import PLAIN_SOCKET_TRANSPORTS, close_after_response, site_closing
 from ._lean import http_date, parse_simple_get, parse_simple_request
 
@@ -651,10 +652,10 @@ class StreamSite(Site):
         stream_path: str | None = None,
         **kwargs: Any,
     ) -> None:
-        if header_timeout is not None and header_timeout < 0:
-            raise ValueError("header_timeout must not be negative")
-        if idle_timeout is not None and idle_timeout <= 0:
-            raise ValueError("idle_timeout must be positive or None")
+        if header_timeout is not None:
+            check_seconds("header_timeout", header_timeout)
+        if idle_timeout is not None:
+            check_seconds("idle_timeout", idle_timeout, positive=True)
         # Bodies reach resources unparsed (see the module docstring).
         kwargs.setdefault("parsePOSTFormSubmission", False)
         super().__init__(resource, timeout=idle_timeout, **kwargs)  # type: ignore[no-untyped-call]
