@@ -106,14 +106,33 @@ def prepare_event(
     @return: the channel (the default one for L{None}) and the encoded body
         (without its id).
     @raise TypeError: for values of the wrong type.
-    @raise ValueError: for values that would break the stream, or an event
-        larger than L{MAX_BODY} bytes encoded (the most a shared backplane
-        carries).
+    @raise ValueError: for values that would break the stream.
     """
     name = DEFAULT_CHANNEL if channel is None else validate_channel(channel)
-    body = encode_body(data, event=event, retry=retry)
+    return name, encode_body(data, event=event, retry=retry)
+
+
+def prepare_shared_event(
+    data: object,
+    *,
+    event: str | None = None,
+    channel: str | None = None,
+    retry: int | None = None,
+) -> tuple[str, bytes]:
+    """
+    Like L{prepare_event}, for an event written straight into a shared
+    backplane (no server to deliver it locally): one larger than
+    L{MAX_BODY} bytes encoded, which every server would drop, is refused.
+    May be called in any thread.
+
+    @raise ValueError: also for an event larger than L{MAX_BODY} bytes.
+    """
+    name, body = prepare_event(data, event=event, channel=channel, retry=retry)
     if len(body) > MAX_BODY:
-        raise ValueError(f"an event may be at most {MAX_BODY} bytes encoded, not {len(body)}")
+        raise ValueError(
+            f"an event sent through a shared backplane may be at most {MAX_BODY} bytes "
+            f"encoded, not {len(body)}"
+        )
     return name, body
 
 

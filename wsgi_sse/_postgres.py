@@ -47,7 +47,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ._backplane import NOT_FOUND, Entry, Fetched, check_entry
-from ._broadcast import prepare_event
+from ._broadcast import prepare_shared_event
 from ._shared import Batch, ThreadedBackplane, safe_url
 
 if TYPE_CHECKING:
@@ -135,10 +135,11 @@ def publish(
     @param connection: a psycopg (3) connection or cursor, or a Django
         database connection (C{django.db.connection}).
     @raise TypeError: for values of the wrong type; nothing is written.
-    @raise ValueError: for values that would break the stream.
+    @raise ValueError: for values that would break the stream, or an event
+        larger than the servers accept back (1 MiB encoded).
     """
     _check_table(table)
-    name, body = prepare_event(data, event=event, channel=channel, retry=retry)
+    name, body = prepare_shared_event(data, event=event, channel=channel, retry=retry)
     statements = (
         (f"INSERT INTO {table} (channel, body) VALUES (%s, %s)", (name, body)),
         ("SELECT pg_notify(%s, '')", (table,)),

@@ -40,7 +40,7 @@ from ._backplane import (
     join_bodies,
     split_bodies,
 )
-from ._broadcast import prepare_event, validate_channel
+from ._broadcast import prepare_shared_event, validate_channel
 from ._hub import CLOSE_BODY
 from ._shared import AppendRefusedError, Batch, ThreadedBackplane, safe_url
 
@@ -653,13 +653,14 @@ class RedisPublisher:
 
         @return: the event's id.
         @raise TypeError: for values of the wrong type; nothing is sent.
-        @raise ValueError: for values that would break the stream.
+        @raise ValueError: for values that would break the stream, or an
+            event larger than the servers accept back (1 MiB encoded).
         @raise redis.exceptions.RedisError: if Redis cannot be reached in
             time (C{ConnectionError}, C{TimeoutError}); the event may or
             may not have been sent.  C{ResponseError} if Redis refused it
             (out of memory, the key holding another type); it was not sent.
         """
-        name, body = prepare_event(data, event=event, channel=channel, retry=retry)
+        name, body = prepare_shared_event(data, event=event, channel=channel, retry=retry)
         event_id = self._conn.xadd(
             self.key,
             {_FIELD_CHANNEL: name.encode("utf-8"), _FIELD_BODY: body},
@@ -677,7 +678,7 @@ class RedisPublisher:
         prepared = []
         for data, options in events:
             prepared.append(
-                prepare_event(
+                prepare_shared_event(
                     data,
                     event=options.get("event"),
                     channel=options.get("channel"),

@@ -348,6 +348,11 @@ def test_publish_validates_before_writing(pg: Backend) -> None:
                 postgres.publish(conn, object())
             with pytest.raises(ValueError):
                 postgres.publish(conn, "x", table="events; drop table x")
+            # What every server would drop: a channel or an event too large.
+            with pytest.raises(ValueError):
+                postgres.publish(conn, "x", channel="c" * 1001)
+            with pytest.raises(ValueError):
+                postgres.publish(conn, "x" * (1 << 20))
             count = conn.execute("SELECT count(*) FROM wsgi_sse_events").fetchone()[0]
     assert count == 0
 
