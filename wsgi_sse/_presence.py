@@ -496,7 +496,7 @@ def parse_control(body: bytes) -> dict[str, Any] | None:
         return None
     try:
         message = json.loads(body[6:-1])
-    except ValueError:
+    except (ValueError, RecursionError):  # nested deeper than the parser recurses
         return None
     return message if isinstance(message, dict) else None
 

@@ -49,6 +49,7 @@ MAX_IDENTITY_LENGTH = 256
 
 _DOMAIN = b"wsgi-sse stream token v1\n"
 _B64 = re.compile(r"[A-Za-z0-9_-]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 Secret = Union[str, bytes]
 
@@ -164,7 +165,9 @@ def stream_token(
         system clock.
     @raise RuntimeError: if no secret is configured.
     @raise ValueError: for an empty channel list, a non-positive C{ttl}, a
-        too short secret or a too long identity.
+        too short secret, or an identity that is empty, longer than
+        L{MAX_IDENTITY_LENGTH} or has control characters.
+    @raise TypeError: for an identity that is not a str.
     """
     if secret is None:
         key = _configured_secret or resolve_token_secret(None)
@@ -188,10 +191,13 @@ def stream_token(
         "x": int((time.time() if now is None else now) + ttl),
     }
     if identity is not None:
+        # The rules of every identity a stream carries (see check_identity).
         if not isinstance(identity, str):
             raise TypeError(f"identity must be a str or None, not {type(identity).__name__}")
-        if len(identity) > MAX_IDENTITY_LENGTH:
-            raise ValueError(f"identity longer than {MAX_IDENTITY_LENGTH} characters")
+        if not identity or len(identity) > MAX_IDENTITY_LENGTH or _CONTROL.search(identity):
+            raise ValueError(
+                f"identity must be 1-{MAX_IDENTITY_LENGTH} characters without control characters"
+            )
         claims["i"] = identity
     payload = _b64encode(
         json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
