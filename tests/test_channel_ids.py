@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 from typing import Any
+from urllib.parse import quote
 
 from support import http_request, serve
 
@@ -59,6 +60,34 @@ def test_tagged_id_resumes_from_header_and_query() -> None:
                     ("message", "3", "a"),
                 ]
         assert server.call(server.service.sse_resource.snapshot)["replays"] == 2
+
+
+def test_tagged_id_with_a_long_or_non_ascii_channel_resumes() -> None:
+    """
+    A tagged id is as long as its channel's name, and as UTF-8: sent back
+    as the browser got it, it resumes like any other.
+    """
+    channels = ["c" * 120, "café"]
+    with serve(app, max_channel_length=200, channel_pattern=r"\w+") as server:
+        bc = server.service.broadcaster
+        for channel in channels:
+            path = f"/sse?channel={quote(channel)}&channelInId=1"
+            with server.stream(path) as first:
+                server.wait_clients(1)
+                bc.broadcast_and_wait("1", channel=channel)
+                resume = first.wait_events(1)[0].last_event_id
+            assert resume.endswith(" " + channel)
+            server.wait_clients(0)
+            bc.broadcast_and_wait("2", channel=channel)
+            # The browser sends the header as UTF-8 (the test client, as latin-1).
+            header = resume.encode().decode("latin-1")
+            for again_path, headers in (
+                (path, {"Last-Event-ID": header}),
+                (f"{path}&lastEventId={quote(resume)}", {}),
+            ):
+                with server.stream(again_path, headers=headers) as again:
+                    assert again.status == 200
+                    assert [e.data for e in again.wait_events(1)] == ["2"]
 
 
 def test_tagged_stream_unsubscribes_every_channel_when_it_ends() -> None:

@@ -62,6 +62,20 @@ def test_python_m_wsgi_sse(sig: signal.Signals) -> None:
     assert f"open http://127.0.0.1:{port}/ (stream at /events/live)" in output
 
 
+def test_python_m_wsgi_sse_waits_without_end_for_busy_threads() -> None:
+    """--shutdown-timeout inf (wait for busy threads however long) stops cleanly on a signal."""
+    proc, _ = start_cli("app:app", "--shutdown-timeout", "inf", cwd=EXAMPLE)
+    try:
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, output
+    assert "Traceback" not in output, output
+
+
 def test_python_m_wsgi_sse_bad_app() -> None:
     """A wrong module:attribute gives a clear message and exit status 2."""
     proc = subprocess.run(
@@ -74,6 +88,35 @@ def test_python_m_wsgi_sse_bad_app() -> None:
     )
     assert proc.returncode == 2
     assert "cannot import 'nosuchmodule'" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "line"),
+    [
+        (["--shutdown-timeout", "nan"], "shutdown_timeout must not be negative, got nan"),
+        (
+            ["--threads", "ten"],
+            "argument --threads: invalid int value: 'ten' (--help lists the options)",
+        ),
+        (["--no-such-flag"], "unrecognized arguments: --no-such-flag (--help lists the options)"),
+    ],
+    ids=["out-of-range", "not-a-number", "unknown-flag"],
+)
+def test_python_m_wsgi_sse_bad_option_value(flags: list[str], line: str) -> None:
+    """A bad option value or flag is one line and exit status 2, not a server."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "wsgi_sse", "app:app", *flags],
+        cwd=EXAMPLE,
+        env=subprocess_env(WSGI_SSE_LISTEN="tcp:0:interface=127.0.0.1"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    # Nothing but log lines before it.
+    assert proc.stderr.count("python -m wsgi_sse") == 1, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == f"python -m wsgi_sse: {line}"
 
 
 def test_twistd_plugin() -> None:
@@ -120,6 +163,32 @@ def test_twistd_plugin_requires_app() -> None:
     )
     assert proc.returncode != 0
     assert "--app module:attribute is required" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--app", "nosuchmodule:app"], "cannot import 'nosuchmodule'"),
+        (["--app", "app:app", "--listen", "8000"], "write 'tcp:8000' (every interface)"),
+        (["--app", "app:app", "--heartbeat", "-1"], "heartbeat must not be negative, got -1.0"),
+    ],
+    ids=["app", "listen", "value"],
+)
+def test_twistd_plugin_startup_errors_are_one_line(flags: list[str], message: str) -> None:
+    """twistd -n wsgi-sse with a bad app or option value exits non-zero with one line."""
+    proc = subprocess.run(
+        ["twistd", "--pidfile=", "-n", "wsgi-sse", *flags],
+        cwd=EXAMPLE,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
+    line = proc.stderr.strip()
+    assert line.startswith("twistd: ") and message in line, proc.stderr
+    assert line.count("\n") == 0, proc.stderr
 
 
 @pytest.mark.parametrize(

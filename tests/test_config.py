@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import math
 from collections.abc import Iterator
 from dataclasses import fields
 from typing import Any
@@ -125,6 +126,14 @@ def test_command_line_flags_come_from_the_table() -> None:
     service = SSEServerService(app, reactor=MemoryReactorClock(), **kwargs)
     assert service.sse_resource.options.max_pause == 5.0
     assert service.hub.history_size == 7
+
+
+@pytest.mark.parametrize("value", [math.nan, -1.0], ids=["nan", "negative"])
+@pytest.mark.parametrize("name", [row.name for row in SETTINGS if row.flag is float])
+def test_durations_that_are_not_numbers_of_seconds_are_refused(name: str, value: float) -> None:
+    """Every float option refuses NaN (the flag's "nan") and negatives, naming itself."""
+    with pytest.raises(ValueError, match=name.replace("_", "[_ ]")):
+        make_service(app, reactor=MemoryReactorClock(), **{name: value})
 
 
 def test_django_keys_come_from_the_table() -> None:

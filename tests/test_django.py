@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from support import ROOT, StreamClient, serve, subprocess_env
+from support import ROOT, StreamClient, _crochet, serve, subprocess_env
 
 from wsgi_sse import broadcast, broadcast_and_wait
 
@@ -522,6 +522,8 @@ def test_server_kwargs_from_settings(django_project: None) -> None:
         ({"AUTHORIZE": "no.such.module.hook"}, "cannot import 'no.such.module.hook'"),
         ({"INITIAL": 42}, "must be a callable or its dotted path"),
         ({"HEARTBEAT": -1}, "heartbeat must not be negative"),
+        ({"THREADS": "4"}, "settings.WSGI_SSE['THREADS'] must be a number, not '4'"),
+        ({"HEARTBEAT": "5"}, "settings.WSGI_SSE['HEARTBEAT'] must be a number, not '5'"),
     ],
 )
 def test_bad_settings_raise_improperly_configured(
@@ -535,6 +537,32 @@ def test_bad_settings_raise_improperly_configured(
 
     with override_settings(WSGI_SSE=config), pytest.raises(ImproperlyConfigured) as info:
         server_kwargs()
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"THREADS": 0}, "settings.WSGI_SSE: need 1 <= threads"),
+        ({"LISTEN": "8000"}, "settings.WSGI_SSE: listen='8000' is not a Twisted endpoint"),
+        ({"SSE_PATH": "events"}, "settings.WSGI_SSE: path must be a str starting with '/'"),
+        ({"PUBLISH_SECRET": "s" * 32}, "settings.WSGI_SSE: publish_secret given without"),
+    ],
+    ids=["threads", "listen", "sse-path", "publish-secret"],
+)
+def test_bad_server_settings_raise_improperly_configured(
+    django_project: None, config: dict[str, Any], message: str
+) -> None:
+    """The server's own keys are checked as the stream's are: ImproperlyConfigured, naming them."""
+    from django.core.exceptions import ImproperlyConfigured
+    from django.test import override_settings
+
+    from wsgi_sse.contrib.django import make_application
+
+    _crochet()  # make_service() must not be the first to touch crochet
+    config = {**config, "SERVE_STATIC": False}
+    with override_settings(WSGI_SSE=config), pytest.raises(ImproperlyConfigured) as info:
+        make_application(lambda environ, start_response: [])
     assert message in str(info.value)
 
 

@@ -529,3 +529,316 @@ def test_h2_body_on_the_stream_path_is_reset(cert: tuple[Path, Path]) -> None:
             assert server.client_count() == 0
         finally:
             client.close()
+
+
+def test_h2_streamed_body_goes_on_beside_an_unread_finished_one(cert: tuple[Path, Path]) -> None:
+    """
+    A body written in full but not read (its end queued behind it) does not
+    hold up another stream's streamed body on the same connection, and
+    nothing is logged as an error.
+    """
+    from twisted.logger import globalLogPublisher
+
+    piece = b"s" * 16_000
+
+    def bodies(environ: dict[str, Any], start_response: Any) -> Any:
+        """/big: 1 MB at once; /streamed: 1 MB, piece by piece."""
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        if environ["PATH_INFO"] == "/big":
+            return [b"b" * 1_000_000]
+        return (piece for _ in range(64))
+
+    errors: list[dict[str, Any]] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_failure") is not None:
+            errors.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        with serve(bodies, listen=tls_listen(*cert)) as server:
+            client = H2Client(server.port, cert[0])
+            try:
+                # The connection's window and the streamed body's are
+                # granted up front: no WINDOW_UPDATE is sent from then on,
+                # so nothing but the server's own bookkeeping resumes it.
+                client.conn.increment_flow_control_window(1 << 30)
+                big = client.get("/big")
+                streamed = client.get("/streamed")
+                client.conn.increment_flow_control_window(1 << 30, stream_id=streamed)
+                client.flush()
+                client.conn.increment_flow_control_window = lambda *args, **kwargs: None
+                reads = lambda stream_id: False  # noqa: E731
+                client.wait(lambda: streamed in client.ended, reads=reads)
+                assert client.data[streamed] == piece * 64
+                assert big not in client.ended and not client.closed
+            finally:
+                client.close()
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert errors == []
+
+
+def test_h2_event_larger_than_max_buffer_resets_a_stalled_reader_at_once(
+    cert: tuple[Path, Path],
+) -> None:
+    """
+    One event larger than max_buffer, queued for an h2 stream whose reader
+    sends no WINDOW_UPDATE, resets that stream as it is written (not at
+    max_pause); the connection's other stream goes on.
+    """
+    with serve(app, listen=tls_listen(*cert), max_buffer=64 * 1024, max_pause=600) as server:
+        client = H2Client(server.port, cert[0])
+        try:
+            slow, live = client.get("/sse?channel=bulk"), client.get("/sse?channel=live")
+            reads = lambda stream_id: stream_id != slow  # noqa: E731
+            client.wait(lambda: {slow, live} <= set(client.status), reads=reads)
+            bc = server.service.broadcaster
+            assert bc.broadcast_and_wait("z" * 1_000_000, channel="bulk") == 1
+            snapshot = server.call(server.service.sse_resource.snapshot)
+            assert snapshot["dropped_by_reason"] == {"buffer": 1}
+            assert snapshot["clients"] == 1
+            client.wait(lambda: slow in client.reset, reads=reads)
+            bc.broadcast_and_wait("still here", channel="live")
+            client.wait(lambda: b"data: still here\n" in client.data[live], reads=reads)
+            assert not client.closed and live not in client.reset
+        finally:
+            client.close()
+
+
+@pytest.mark.parametrize("reopen", ["window_update", "settings"])
+def test_h2_response_waiting_for_its_window_leaves_the_server_idle(
+    cert: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, reopen: str
+) -> None:
+    """
+    A response whose client's window is spent waits without the server
+    looping on it; once the client opens the window (a WINDOW_UPDATE, or a
+    larger initial window in SETTINGS), the rest is sent.
+    """
+    from wsgi_sse import _site
+
+    loops = [0]
+    send = _site._StreamH2Connection._sendPrioritisedData
+
+    def counted(self: Any, *args: Any) -> None:
+        loops[0] += 1
+        send(self, *args)
+
+    monkeypatch.setattr(_site._StreamH2Connection, "_sendPrioritisedData", counted)
+    body = b"b" * 1_000_000
+
+    def page(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        """A 1 MB page, returned whole."""
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [body]
+
+    with serve(page, listen=tls_listen(*cert)) as server:
+        client = H2Client(server.port, cert[0])
+        try:
+            stream = client.get("/big")
+            reads = lambda stream_id: False  # noqa: E731
+            client.wait(lambda: len(client.data[stream]) == 65_535, reads=reads)
+            before = server.call(lambda: loops[0])
+            for _ in range(5):
+                client.pump(0.1, reads=reads)
+            assert server.call(lambda: loops[0]) - before < 10
+            if reopen == "settings":
+                codes = h2.settings.SettingCodes
+                client.conn.update_settings({codes.INITIAL_WINDOW_SIZE: 1 << 24})
+            else:
+                client.conn.increment_flow_control_window(1 << 24, stream_id=stream)
+            client.flush()
+            client.wait(lambda: stream in client.ended, reads=reads)
+            assert client.data[stream] == body
+        finally:
+            client.close()
+
+
+def test_h2_connection_with_an_unread_response_is_closed_when_idle(
+    cert: tuple[Path, Path],
+) -> None:
+    """A connection whose response waits for a window the client never opens ends when idle."""
+
+    def page(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        """A 1 MB page, returned whole."""
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"b" * 1_000_000]
+
+    with serve(page, listen=tls_listen(*cert), idle_timeout=1.0) as server:
+        client = H2Client(server.port, cert[0])
+        try:
+            stream = client.get("/big")
+            client.wait(lambda: client.closed, reads=lambda stream_id: False)
+            assert client.goaway is not None and stream not in client.ended
+        finally:
+            client.close()
+
+
+def test_h2_body_failing_midway_resets_its_stream(cert: tuple[Path, Path]) -> None:
+    """
+    A WSGI body that raises after its first piece resets its h2 stream (as
+    HTTP/1.1 drops the connection): the client cannot take the piece for
+    the whole body.  The connection serves on.
+    """
+
+    def failing(environ: dict[str, Any], start_response: Any) -> Any:
+        """/fail: one piece, then an error; anything else: a page."""
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        if environ["PATH_INFO"] != "/fail":
+            return [b"fine"]
+
+        def body() -> Any:
+            yield b"first piece"
+            raise RuntimeError("the body failed")
+
+        return body()
+
+    with serve(failing, listen=tls_listen(*cert)) as server:
+        client = H2Client(server.port, cert[0])
+        try:
+            stream = client.get("/fail")
+            client.wait(lambda: stream in client.reset or stream in client.ended)
+            assert stream in client.reset and stream not in client.ended
+            page = client.get("/page")
+            client.wait(lambda: page in client.ended)
+            assert client.data[page] == b"fine"
+        finally:
+            client.close()
+
+
+def test_h2_streamed_body_not_read_for_max_pause_is_reset(cert: tuple[Path, Path]) -> None:
+    """
+    A streamed body whose h2 reader sends no WINDOW_UPDATE for max_pause
+    has its stream reset and the body closed; the connection serves on.
+    """
+    closed = threading.Event()
+
+    class Body:
+        """A long body that records its close()."""
+
+        def __iter__(self) -> Any:
+            for _ in range(200):
+                yield b"s" * 16_000
+
+        def close(self) -> None:
+            closed.set()
+
+    def streamed(environ: dict[str, Any], start_response: Any) -> Any:
+        """/streamed: 3.2 MB, piece by piece; anything else: a page."""
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Body() if environ["PATH_INFO"] == "/streamed" else [b"fine"]
+
+    with serve(streamed, listen=tls_listen(*cert), max_pause=0.5) as server:
+        client = H2Client(server.port, cert[0])
+        try:
+            stream = client.get("/streamed")
+            reads = lambda stream_id: False  # noqa: E731
+            client.wait(lambda: stream in client.reset or stream in client.ended, reads=reads)
+            assert stream in client.reset and closed.wait(10)
+            page = client.get("/page")
+            client.wait(lambda: page in client.ended)
+            assert client.data[page] == b"fine"
+        finally:
+            client.close()
+
+
+def test_h2_streamed_body_waits_for_a_reader_that_stops(cert: tuple[Path, Path]) -> None:
+    """
+    A streamed body whose h2 reader sends no WINDOW_UPDATE is handed over
+    no further than over HTTP/1.1: 256 KiB past what the stream holds (64
+    KiB), plus the piece in hand.  It goes on once the reader reads.
+    """
+    from wsgi_sse import _site, _wsgi
+
+    piece = 16_000
+    produced = [0]
+
+    def streamed(environ: dict[str, Any], start_response: Any) -> Any:
+        """A 3.2 MB body, piece by piece, counting what it produced."""
+        start_response("200 OK", [("Content-Type", "text/plain")])
+
+        def body() -> Any:
+            for _ in range(200):
+                produced[0] += piece
+                yield b"s" * piece
+
+        return body()
+
+    with serve(streamed, listen=tls_listen(*cert), max_pause=600) as server:
+        client = H2Client(server.port, cert[0])
+        try:
+            stream = client.get("/streamed")
+            reads = lambda stream_id: False  # noqa: E731
+            last = -1
+            while produced[0] != last:  # until the body stops producing
+                last = produced[0]
+                for _ in range(3):
+                    client.pump(0.1, reads=reads)
+            held = produced[0] - len(client.data[stream])
+            assert held <= _wsgi.MAX_AHEAD + _site._StreamH2Connection.STREAM_BUFFER + 2 * piece
+            client.conn.increment_flow_control_window(1 << 24, stream_id=stream)
+            client.flush()
+            client.wait(lambda: stream in client.ended)
+            assert client.data[stream] == b"s" * piece * 200
+        finally:
+            client.close()
+
+
+@pytest.mark.parametrize("path", ["/whole", "/pieces"])
+def test_h2_body_short_of_its_content_length_resets_its_stream(
+    cert: tuple[Path, Path], path: str
+) -> None:
+    """
+    A body shorter than the app's Content-Length resets its h2 stream (as
+    HTTP/1.1 closes the connection after it), rather than ending a stream
+    h2 calls malformed; the connection serves on.
+    """
+
+    def short(environ: dict[str, Any], start_response: Any) -> Any:
+        """5 or 7 bytes of the 100 announced; /page: a page."""
+        if environ["PATH_INFO"] == "/page":
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"fine"]
+        start_response("200 OK", [("Content-Length", "100")])
+        return [b"short"] if environ["PATH_INFO"] == "/whole" else iter([b"short", b"er"])
+
+    with serve(short, listen=tls_listen(*cert)) as server:
+        client = H2Client(server.port, cert[0])
+        try:
+            stream = client.get(path)
+            client.wait(lambda: stream in client.reset)
+            page = client.get("/page")
+            client.wait(lambda: page in client.ended)
+            assert client.data[page] == b"fine"
+        finally:
+            client.close()
+
+
+def path_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """Answer with the path the WSGI app was given."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [environ["PATH_INFO"].encode()]
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "body"),
+    [
+        ("page", "400", b"invalid request target\n"),
+        ("*", "400", b"invalid request target\n"),
+        ("http://localhost/absolute", "200", b"/absolute"),
+        ("/origin", "200", b"/origin"),
+    ],
+)
+def test_h2_path_that_is_not_a_target_is_refused(
+    cert: tuple[Path, Path], path: str, status: str, body: bytes
+) -> None:
+    """An HTTP/2 C{:path} neither a path nor an absolute URL gets 400, as over HTTP/1.1."""
+    with serve(path_app, listen=tls_listen(*cert)) as server:
+        client = H2Client(server.port, cert[0])
+        try:
+            stream = client.get(path)
+            client.wait(lambda: stream in client.ended)
+            assert (client.status[stream], client.data[stream]) == (status, body)
+            assert not client.closed
+        finally:
+            client.close()

@@ -275,6 +275,7 @@ def test_an_event_on_the_reserved_channel_in_the_shared_history_is_dropped() -> 
     "message",
     [
         "not json",
+        "nested",
         [1, 2],
         {"k": "p", "i": "BAD!", "t": 30, "c": {}},
         {"k": "p", "i": "there", "t": 10**9, "c": {}},
@@ -293,6 +294,9 @@ def test_forged_control_messages_are_dropped(message: object) -> None:
     hub.subscribe(tab, ["room"])
     if message == "not json":
         hub.deliver_control(b"data: {nope\n")
+    elif message == "nested":
+        # Deeper than the JSON parser recurses (a few hundred KiB).
+        hub.deliver_control(b"data: " + b"[" * 100_000 + b"]" * 100_000 + b"\n")
     else:
         _control(hub, message)
     assert hub.presence.malformed == 1

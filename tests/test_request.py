@@ -48,6 +48,9 @@ def test_last_event_id_from_header_then_query() -> None:
     assert parse_last_event_id(None, []) is None
     # A channel-tagged id (the browser client's): the event id before the space.
     assert parse_last_event_id(b"mi4d0q2k-17 news", []) == "mi4d0q2k-17"
+    # Its channel may be long, or UTF-8 (a custom channel_pattern).
+    assert parse_last_event_id(b"mi4d0q2k-17 " + b"c" * 200, []) == "mi4d0q2k-17"
+    assert parse_last_event_id(None, ["mi4d0q2k-17 café".encode()]) == "mi4d0q2k-17"
 
 
 @pytest.mark.parametrize(

@@ -212,3 +212,20 @@ def test_vanished_peers_are_bounded_by_tcp_user_timeout() -> None:
 
             assert server.call(timeout_ms) == 40_000
             assert client.status == 200
+
+
+def test_a_heartbeat_of_weeks_gets_the_longest_tcp_user_timeout() -> None:
+    """A heartbeat longer than TCP_USER_TIMEOUT can hold (some 24 days) gets its maximum."""
+    import socket
+
+    with serve(knock_app, heartbeat=10_000_000) as server:
+        with server.stream() as client:
+            assert client.status == 200
+            server.wait_clients(1)
+
+            def timeout_ms() -> int:
+                (stream,) = server.service.sse_resource.clients
+                sock = stream.request.channel.transport.socket
+                return int(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT))
+
+            assert server.call(timeout_ms) == 2**31 - 1

@@ -137,6 +137,10 @@ def test_server_secret_used_by_stream_token() -> None:
         ({"secret": SECRET, "ttl": 0}, ValueError),
         ({"secret": SECRET, "identity": "x" * 300}, ValueError),
         ({"secret": SECRET, "identity": 7}, TypeError),
+        # Identities a stream could not carry (Allowed(identity=...) refuses them too).
+        ({"secret": SECRET, "identity": ""}, ValueError),
+        ({"secret": SECRET, "identity": "ada\nid: 1"}, ValueError),
+        ({"secret": SECRET, "identity": "ada\x00"}, ValueError),
     ],
 )
 def test_bad_arguments_raise(kwargs: dict[str, Any], error: type[Exception]) -> None:

@@ -27,6 +27,7 @@ from ._broadcast import Broadcaster, Publisher, set_broadcaster
 from ._browser import ClientScriptResource
 from ._checks import (
     check_option_names,
+    check_seconds,
     check_wsgi_app,
     listen_error,
 )
@@ -275,6 +276,7 @@ class SSEServerService(MultiService):
         self.reactor = reactor
         self.gc_freeze = gc_freeze
         self.listen = resolve_listen(listen)
+        check_seconds("shutdown_timeout", shutdown_timeout)
         self.shutdown_timeout = shutdown_timeout
         history: dict[str, Any] = {}
         if history_size is not None:

@@ -62,7 +62,7 @@ MAX_BODY = 1 << 20
 
 # What encode_body() produces: an optional event line, an optional retry
 # line, one or more data lines; no CR, no blank line, no id line.
-_BODY = re.compile(rb"(?:event: [^\r\n\x00]+\n)?(?:retry: [0-9]{1,10}\n)?(?:data: [^\r\n]*\n)+\Z")
+_BODY = re.compile(rb"(?:event: [^\r\n\x00]+\n)?(?:retry: [0-9]+\n)?(?:data: [^\r\n]*\n)+\Z")
 _BAD_CHANNEL = re.compile(r"[\x00-\x1f\x7f]")
 # close(channel), carried like an event (see wsgi_sse._hub.CLOSE_BODY).
 _CLOSE_BODY = b":close\n"

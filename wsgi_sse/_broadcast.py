@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Sequence
 from twisted.logger import Logger
 from twisted.python import threadable
 
+from ._backplane import MAX_BODY, MAX_CHANNEL
 from ._encoding import encode_body
 from ._hub import CLOSE_BODY, DEFAULT_CHANNEL, Hub
 
@@ -57,7 +58,8 @@ def validate_channel(channel: object) -> str:
     Check a channel name given to C{broadcast()}, returning it.
 
     @raise TypeError: if it is not a str.
-    @raise ValueError: if it is empty or contains control characters.
+    @raise ValueError: if it is empty, contains control characters, cannot
+        be encoded as UTF-8 or is longer than L{MAX_CHANNEL} bytes in it.
     """
     if not isinstance(channel, str):
         raise TypeError(f"channel must be a str, not {type(channel).__name__}")
@@ -65,6 +67,12 @@ def validate_channel(channel: object) -> str:
         raise ValueError("channel must not be empty")
     if _BAD_CHANNEL.search(channel):
         raise ValueError("channel must not contain control characters")
+    try:
+        size = len(channel.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValueError("channel must be encodable as UTF-8") from None
+    if size > MAX_CHANNEL:
+        raise ValueError(f"channel must be at most {MAX_CHANNEL} bytes in UTF-8")
     if channel == "#wsgi-sse":
         raise ValueError("channel '#wsgi-sse' is reserved for presence and revocation")
     return channel
@@ -102,6 +110,30 @@ def prepare_event(
     """
     name = DEFAULT_CHANNEL if channel is None else validate_channel(channel)
     return name, encode_body(data, event=event, retry=retry)
+
+
+def prepare_shared_event(
+    data: object,
+    *,
+    event: str | None = None,
+    channel: str | None = None,
+    retry: int | None = None,
+) -> tuple[str, bytes]:
+    """
+    Like L{prepare_event}, for an event written straight into a shared
+    backplane (no server to deliver it locally): one larger than
+    L{MAX_BODY} bytes encoded, which every server would drop, is refused.
+    May be called in any thread.
+
+    @raise ValueError: also for an event larger than L{MAX_BODY} bytes.
+    """
+    name, body = prepare_event(data, event=event, channel=channel, retry=retry)
+    if len(body) > MAX_BODY:
+        raise ValueError(
+            f"an event sent through a shared backplane may be at most {MAX_BODY} bytes "
+            f"encoded, not {len(body)}"
+        )
+    return name, body
 
 
 class Broadcaster:

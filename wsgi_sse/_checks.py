@@ -17,6 +17,7 @@ __all__ = [
     "BackplaneClient",
     "check_backplane_url",
     "check_option_names",
+    "check_seconds",
     "check_wsgi_app",
     "listen_error",
 ]
@@ -47,6 +48,19 @@ def check_option_names(
             f"{where} got an unexpected keyword argument {name!r}{hint} "
             f"Every option is listed at {OPTIONS_DOC}"
         )
+
+
+def check_seconds(name: str, value: float, *, positive: bool = False) -> None:
+    """
+    Refuse a duration that is negative (or zero, with C{positive}), or not
+    a number at all (NaN, which compares false with everything and would
+    pass a plain C{value < 0}).
+
+    @raise ValueError: naming the option and the value.
+    """
+    if not (value > 0 if positive else value >= 0):
+        need = "be positive" if positive else "not be negative"
+        raise ValueError(f"{name} must {need}, got {value!r}")
 
 
 _PORT = re.compile(r"\d{1,5}")

@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
 
 from twisted.internet.defer import Deferred
 from twisted.python import usage
@@ -83,11 +83,19 @@ APP_HELP = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (the usage of every option is --help's)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Exit with status 2 and C{message}, in one line."""
+        self.exit(2, f"{self.prog}: {message} (--help lists the options)\n")
+
+
 def build_parser(prog: str = "python -m wsgi_sse") -> argparse.ArgumentParser:
     """The argument parser of C{python -m wsgi_sse} (and of C{wsgi-sse}, its other C{prog})."""
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=prog,
         description="Serve a WSGI application and a Server-Sent Events stream from one process. "
         "The app is served at /, the stream at --sse-path; the startup log shows the URL to open.",
@@ -191,7 +199,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m wsgi_sse") ->
         pass
     logging.getLogger("wsgi_sse").info("shutting down")
     try:
-        crochet.run_in_reactor(service.stopService)().wait(service.shutdown_timeout + 2)
+        # shutdown_timeout may be inf (wait for busy threads however long).
+        wait = min(service.shutdown_timeout + 2, threading.TIMEOUT_MAX)
+        crochet.run_in_reactor(service.stopService)().wait(wait)
     except Exception:
         logging.getLogger("wsgi_sse").exception("error while stopping")
     reactor.callFromThread(reactor.stop)  # type: ignore[attr-defined]
@@ -216,13 +226,16 @@ class TwistdOptions(usage.Options):
 
 def makeService(options: TwistdOptions) -> SSEServerService:
     """Build the service that C{twistd wsgi-sse} runs (the plugin's entry point)."""
-    from ._app import make_service
+    from ._app import _report_in_one_line, make_service
 
     try:
         app = load_app(options["app"])
         return make_service(app, **_service_kwargs(dict(options)))
     except (TypeError, ValueError, RuntimeError) as e:
-        raise usage.UsageError(str(e)) from e
+        # twistd lets an error of makeService through: one line, not a traceback.
+        error = usage.UsageError(str(e))
+        _report_in_one_line(error)
+        raise error from e
 
 
 Options = TwistdOptions

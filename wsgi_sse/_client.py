@@ -20,7 +20,13 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall, IReactorTime
     from twisted.web.server import Request
 
-__all__ = ["PLAIN_SOCKET_TRANSPORTS", "StreamClient", "close_after_response", "send_to_each"]
+__all__ = [
+    "PLAIN_SOCKET_TRANSPORTS",
+    "StreamClient",
+    "close_after_response",
+    "cut_response",
+    "send_to_each",
+]
 
 # Request headers Twisted's access log formatters read when a stream ends.
 _LOGGED_HEADERS = (b"Referer", b"User-Agent", b"Authorization", b"X-Forwarded-For")
@@ -323,10 +329,15 @@ class StreamClient:
     def _queued_in_transport(self) -> int:
         """
         Bytes written to the connection's transport that the kernel has
-        not taken yet (0 where they cannot be read: HTTP/2).
+        not taken yet; over HTTP/2, the stream's data its connection holds
+        (for the client's flow-control window, or for its turn).
         """
         transport = self._transport
         if transport is None:
+            channel: Any = getattr(self.request, "channel", None)
+            queued_bytes = getattr(getattr(channel, "_conn", None), "queued_bytes", None)
+            if queued_bytes is not None:  # an HTTP/2 stream
+                return int(queued_bytes(channel.streamID))
             # (Over TLS, the TCP transport's buffer: twisted's TLS transport
             # hands attribute lookups down to it.)
             transport = getattr(getattr(self.request, "channel", None), "transport", None)
@@ -356,7 +367,10 @@ class StreamClient:
         (64 KiB) waits in the transport, so the write that crossed it is
         what the transport holds now: if that is more than C{max_buffer}
         (one large event the kernel did not take), the connection is
-        aborted at once, as for held events.  The stream's first write (its
+        aborted at once, as for held events.  Over HTTP/2 the same holds
+        for the stream's data its connection queues (past 64 KiB, or past
+        the client's flow-control window), and only the stream is reset.
+        The stream's first write (its
         opening, an C{init} event, a view's first body) is not counted: it
         is the application's answer to this one reader.
         """
@@ -540,6 +554,31 @@ def close_after_response(request: Request) -> None:
     channel.persistent = False
     if not request.startedWriting:
         request.setHeader(b"Connection", b"close")
+
+
+def cut_response(request: Request, reason: str, *, abort: bool = False) -> None:
+    """
+    End a response that cannot be completed, so that its reader sees it
+    was cut short: over HTTP/1.x its connection is closed once what was
+    written went out (with C{abort}: at once); over HTTP/2 its stream is
+    reset (C{RST_STREAM}), and the connection and its other streams go on.
+    An HTTP/2 stream ended by C{loseConnection} would end cleanly
+    (C{END_STREAM}), a truncated body looking whole.
+
+    @param reason: why, given to the request as the reason it lost its
+        connection (HTTP/2).
+    """
+    channel = request.channel
+    if _reset_h2_stream(channel):
+        # twisted.web does not tell the request; the stream ends here.
+        request.connectionLost(Failure(ConnectionAborted(f"stream reset: {reason}")))
+        return
+    if not abort:
+        request.loseConnection()
+        return
+    transport = getattr(channel, "transport", None)
+    if transport is not None:
+        transport.abortConnection()
 
 
 def site_closing(holder: Any) -> bool:

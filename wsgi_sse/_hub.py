@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._backplane import LOCAL_BITS, Backplane, Entry, Fetched, LocalBackplane, Published
+from ._checks import check_seconds
 from ._client import send_to_each
 from ._encoding import encode_body, frame
 from ._presence import CONTROL_CHANNEL, PresenceTracker, parse_control, publish_control
@@ -321,8 +322,7 @@ class Hub:
     ) -> None:
         if history_size < 0:
             raise ValueError("history_size must not be negative")
-        if history_age <= 0:
-            raise ValueError("history_age must be positive")
+        check_seconds("history_age", history_age, positive=True)
         if history_channels < 1:
             raise ValueError("history_channels must be at least 1")
         if instance_id is None:

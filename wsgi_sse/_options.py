@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Union
 
+from ._checks import check_seconds
 from ._tokens import check_token_secret
 
 __all__ = ["Allowed", "AuthorizeResult", "StreamOptions", "StreamRequest"]
@@ -180,8 +181,7 @@ class StreamOptions:
     _channel_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.heartbeat < 0:
-            raise ValueError("heartbeat must not be negative")
+        check_seconds("heartbeat", self.heartbeat)
         if isinstance(self.retry, bool) or not isinstance(self.retry, int) or self.retry < 0:
             raise ValueError("retry must be a non-negative int (milliseconds)")
         if not 0 <= self.retry_jitter <= 10:
@@ -191,8 +191,7 @@ class StreamOptions:
                 raise ValueError(f"{name} must be at least 1")
         if self.max_connections_per_address is not None and self.max_connections_per_address < 1:
             raise ValueError("max_connections_per_address must be at least 1 or None")
-        if self.max_pause <= 0:
-            raise ValueError("max_pause must be positive")
+        check_seconds("max_pause", self.max_pause, positive=True)
         if self.busy_retry_after < 0:
             raise ValueError("busy_retry_after must not be negative")
         for hook in ("authorize", "initial", "on_presence"):

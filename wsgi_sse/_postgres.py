@@ -47,7 +47,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ._backplane import NOT_FOUND, Entry, Fetched, check_entry
-from ._broadcast import prepare_event
+from ._broadcast import prepare_shared_event
 from ._shared import Batch, ThreadedBackplane, safe_url
 
 if TYPE_CHECKING:
@@ -62,6 +62,13 @@ _TABLE = re.compile(r"[a-z_][a-z0-9_]{0,40}\Z")
 _ID = re.compile(r"(?:0|[1-9][0-9]{0,18})\Z")
 _MAX_POSITION = (1 << 63) - 1
 _READ_BATCH = 1000
+# The rows after a position, up to the head: a row numbered past it (written
+# with a position the sequencer never gave) is never read, nor taken for the
+# newest position.
+_READ_AFTER = (
+    "SELECT pos, channel, body, origin FROM {table} "
+    "WHERE pos > %s AND pos <= (SELECT pos FROM {table}_head) ORDER BY pos LIMIT %s"
+)
 
 
 def _check_table(table: str) -> str:
@@ -128,10 +135,11 @@ def publish(
     @param connection: a psycopg (3) connection or cursor, or a Django
         database connection (C{django.db.connection}).
     @raise TypeError: for values of the wrong type; nothing is written.
-    @raise ValueError: for values that would break the stream.
+    @raise ValueError: for values that would break the stream, or an event
+        larger than the servers accept back (1 MiB encoded).
     """
     _check_table(table)
-    name, body = prepare_event(data, event=event, channel=channel, retry=retry)
+    name, body = prepare_shared_event(data, event=event, channel=channel, retry=retry)
     statements = (
         (f"INSERT INTO {table} (channel, body) VALUES (%s, %s)", (name, body)),
         ("SELECT pg_notify(%s, '')", (table,)),
@@ -440,9 +448,7 @@ class PostgresBackplane(ThreadedBackplane):
                 self._sequence(conn)
                 while True:
                     rows = conn.execute(
-                        f"SELECT pos, channel, body, origin FROM {table} "
-                        "WHERE pos > %s ORDER BY pos LIMIT %s",
-                        (last, _READ_BATCH),
+                        _READ_AFTER.format(table=table), (last, _READ_BATCH)
                     ).fetchall()
                     if rows:
                         last = rows[-1][0]
@@ -546,8 +552,7 @@ class PostgresBackplane(ThreadedBackplane):
     def _fetch_range(self, conn: Any, event_id: str, position: int) -> Fetched:
         table = self.table
         rows = conn.execute(
-            f"SELECT pos, channel, body, origin FROM {table} WHERE pos > %s ORDER BY pos LIMIT %s",
-            (position, self.max_replay + 1),
+            _READ_AFTER.format(table=table), (position, self.max_replay + 1)
         ).fetchall()
         batch, malformed = self._decode(rows)
         if malformed:

@@ -152,7 +152,7 @@ class PresenceTracker:
     def __init__(
         self, hub: Hub, *, interval: float = 10.0, ttl: float | None = None, delay: float = 0.05
     ) -> None:
-        if interval <= 0 or delay < 0:
+        if not (interval > 0 and delay >= 0):
             raise ValueError("presence interval must be positive")
         if ttl is None:
             ttl = 3 * interval
@@ -496,7 +496,7 @@ def parse_control(body: bytes) -> dict[str, Any] | None:
         return None
     try:
         message = json.loads(body[6:-1])
-    except ValueError:
+    except (ValueError, RecursionError):  # nested deeper than the parser recurses
         return None
     return message if isinstance(message, dict) else None
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import re
 import secrets
-import time
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ._backplane import (
@@ -41,7 +40,7 @@ from ._backplane import (
     join_bodies,
     split_bodies,
 )
-from ._broadcast import prepare_event, validate_channel
+from ._broadcast import prepare_shared_event, validate_channel
 from ._hub import CLOSE_BODY
 from ._shared import AppendRefusedError, Batch, ThreadedBackplane, safe_url
 
@@ -64,9 +63,6 @@ _INDEX_BITS = 16
 MAX_PER_ENTRY = 1000
 """The most events one stream entry may carry."""
 _MAX_U64 = (1 << 64) - 1
-# Entries dated further ahead of this process's clock are refused: an id
-# near the maximum would stop every later XADD.
-_FUTURE_MS = 24 * 3600 * 1000
 _FIELD_CHANNEL = b"c"
 _FIELD_BODY = b"b"
 _FIELD_ORIGIN = b"o"
@@ -133,12 +129,14 @@ def _previous(ms: int, n: int) -> tuple[int, int]:
 
 
 def _decode(
-    raw_id: bytes, fields: dict[bytes, bytes], origin_prefix: bytes, horizon_ms: int
+    raw_id: bytes, fields: dict[bytes, bytes], origin_prefix: bytes
 ) -> tuple[list[Entry], int, int]:
     """
     Check one stream entry: (its events, the publishing token if this
     process appended it else 0, 1 if the entry is malformed else 0).  An
-    entry with any malformed part is dropped whole.
+    entry with any malformed part is dropped whole.  Its id is not compared
+    with the clock: Redis dates every entry after the newest one, so once
+    an entry dated ahead is in the stream, every later one is too.
     """
     try:
         entry_id = raw_id.decode("ascii")
@@ -150,7 +148,6 @@ def _decode(
     if (
         parsed is None
         or parsed[2]
-        or parsed[0] > horizon_ms
         or not isinstance(channel, bytes)
         or not isinstance(joined, bytes)
     ):
@@ -192,10 +189,6 @@ def _refusal(error: BaseException) -> str:
     """Redis's error reply as text (redis-py drops some codes, C{OOM}: its class names them)."""
     text = str(error)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-def _horizon() -> int:
-    return int(time.time() * 1000) + _FUTURE_MS
 
 
 def _connect(url: str, timeout: float, read_timeout: float | None = None) -> Any:
@@ -493,11 +486,10 @@ class RedisBackplane(ThreadedBackplane):
     def _hand_over(self, raw: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         """Check entries read from the stream and pass them to the reactor."""
         prefix = self._origin_prefix
-        horizon = _horizon()
         batch = []
         malformed = delivered = 0
         for raw_id, fields in raw:
-            entries, token, bad = _decode(raw_id, fields, prefix, horizon)
+            entries, token, bad = _decode(raw_id, fields, prefix)
             malformed += bad
             if entries or token:
                 batch.append((entries, token))
@@ -596,11 +588,10 @@ class RedisBackplane(ThreadedBackplane):
         limit = self.max_replay + 2
         raw = conn.xrange(self.key, entry_id, "+", count=limit)
         prefix = self._origin_prefix
-        horizon = _horizon()
         out: list[Entry] = []
         malformed = 0
         for raw_id, fields in raw:
-            entries, _, bad = _decode(raw_id, fields, prefix, horizon)
+            entries, _, bad = _decode(raw_id, fields, prefix)
             malformed += bad
             out.extend(e for e in entries if e.position > position)
         if malformed:
@@ -662,13 +653,14 @@ class RedisPublisher:
 
         @return: the event's id.
         @raise TypeError: for values of the wrong type; nothing is sent.
-        @raise ValueError: for values that would break the stream.
+        @raise ValueError: for values that would break the stream, or an
+            event larger than the servers accept back (1 MiB encoded).
         @raise redis.exceptions.RedisError: if Redis cannot be reached in
             time (C{ConnectionError}, C{TimeoutError}); the event may or
             may not have been sent.  C{ResponseError} if Redis refused it
             (out of memory, the key holding another type); it was not sent.
         """
-        name, body = prepare_event(data, event=event, channel=channel, retry=retry)
+        name, body = prepare_shared_event(data, event=event, channel=channel, retry=retry)
         event_id = self._conn.xadd(
             self.key,
             {_FIELD_CHANNEL: name.encode("utf-8"), _FIELD_BODY: body},
@@ -686,7 +678,7 @@ class RedisPublisher:
         prepared = []
         for data, options in events:
             prepared.append(
-                prepare_event(
+                prepare_shared_event(
                     data,
                     event=options.get("event"),
                     channel=options.get("channel"),

@@ -96,7 +96,9 @@ def parse_last_event_id(header: bytes | None, query_values: Sequence[bytes] = ()
     Return the id a client resumes from: the C{Last-Event-ID} header, else
     the C{lastEventId} query parameter; L{None} when there is none (an empty
     header is a browser that never received an id).  A channel-tagged id
-    (C{"<id> <channel>"}) gives its event id.
+    (C{"<id> <channel>"}) gives its event id; the channel after the space
+    is not checked (it may be longer than an id, or not ASCII with a
+    custom C{channel_pattern}).
 
     @raise Refused: 400 for an id that is too long, not printable ASCII, or
         a query parameter given twice.
@@ -108,6 +110,9 @@ def parse_last_event_id(header: bytes | None, query_values: Sequence[bytes] = ()
         raw = query_values[0]
     if raw is None:
         return None
+    # Event ids never contain a space: what follows one is the channel of a
+    # channel-tagged id (see wsgi_sse._browser).
+    raw = raw.strip(b" ").split(b" ", 1)[0]
     if len(raw) > MAX_LAST_EVENT_ID:
         raise Refused(400, f"Last-Event-ID longer than {MAX_LAST_EVENT_ID} bytes")
     try:
@@ -117,9 +122,7 @@ def parse_last_event_id(header: bytes | None, query_values: Sequence[bytes] = ()
     if not text.isprintable():
         raise Refused(400, "Last-Event-ID has control characters")
     # An empty header means "no id yet" (a browser that never got one).
-    # Event ids never contain a space: what follows one is the channel of a
-    # channel-tagged id (see wsgi_sse._browser).
-    return text.strip().split(" ", 1)[0] or None
+    return text or None
 
 
 # -- GRIP hold instructions -------------------------------------------------------

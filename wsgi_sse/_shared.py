@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from ._backplane import NOT_FOUND, BackplaneHub, Entry, Fetched, Published
+from ._backplane import MAX_BODY, NOT_FOUND, BackplaneHub, Entry, Fetched, Published
 from ._checks import safe_url
 
 __all__ = ["AppendRefusedError", "ThreadedBackplane", "safe_url"]
@@ -244,8 +244,9 @@ class ThreadedBackplane:
         """
         Counters since start: C{published} (events appended by this
         process), C{delivered} (read back and delivered here), C{errors},
-        C{refused} (events the server answered with an error, delivered
-        here only), C{reconnects}, C{local_only} (delivered to this process
+        C{refused} (events the server answered with an error, or larger
+        than L{MAX_BODY<wsgi_sse._backplane.MAX_BODY>}: delivered here
+        only), C{reconnects}, C{local_only} (delivered to this process
         only, because the server was unreachable or refused them, or the
         queue was full),
         C{queue_full}, C{duplicates_suppressed}, C{replays_fetched},
@@ -448,32 +449,63 @@ class ThreadedBackplane:
             if not self.connected:
                 self.reactor.callFromThread(self._fall_back, batch)
             else:
-                try:
-                    appended = self._append(batch)
-                except AppendRefusedError as refusal:
-                    # The server is there and said no: what it took stays
-                    # (read back like any entry), the rest is delivered
-                    # here only, never retried.
-                    self._count("published", refusal.appended)
-                    self._refused(refusal)
-                except Exception as e:  # noqa: BLE001 - any trouble: deliver locally
-                    self._count("errors")
-                    self._went_down("publish", e)
-                    self._drop_connection("_publisher_conn")
-                    self.reactor.callFromThread(self._fall_back, batch)
-                else:
-                    self._count("published", appended)
-                    if self._refusing:
-                        self._refusing = False
-                        self.reactor.callFromThread(
-                            self.log.info,
-                            "{kind} accepts events again",
-                            kind=self.kind,
-                        )
+                # An event larger than every process accepts back from the
+                # server (MAX_BODY) would be dropped by all, this one too.
+                appending: Batch = []
+                too_large: Batch = []
+                for run in batch:
+                    large = any(len(body) > MAX_BODY for body in run[2])
+                    (too_large if large else appending).append(run)
+                if (not appending or self._append_or_fall_back(appending)) and too_large:
+                    self._refuse_too_large(too_large)
             # After the batch's fall-backs, in the same order.
             self.reactor.callFromThread(self._batch_reported, batch[-1][0])
             if stop:
                 return
+
+    def _append_or_fall_back(self, batch: Batch) -> bool:
+        """
+        Append a batch; deliver here what the server refused, or the whole
+        batch if it failed (then return C{False}).  Publisher thread.
+        """
+        try:
+            appended = self._append(batch)
+        except AppendRefusedError as refusal:
+            # The server is there and said no: what it took stays (read
+            # back like any entry), the rest is delivered here only, never
+            # retried.
+            self._count("published", refusal.appended)
+            self._refused(refusal)
+        except Exception as e:  # noqa: BLE001 - any trouble: deliver locally
+            self._count("errors")
+            self._went_down("publish", e)
+            self._drop_connection("_publisher_conn")
+            self.reactor.callFromThread(self._fall_back, batch)
+            return False
+        else:
+            self._count("published", appended)
+            if self._refusing:
+                self._refusing = False
+                self.reactor.callFromThread(
+                    self.log.info,
+                    "{kind} accepts events again",
+                    kind=self.kind,
+                )
+        return True
+
+    def _refuse_too_large(self, runs: Batch) -> None:
+        """Deliver here only the runs holding an event too large to share.  Publisher thread."""
+        events = sum(len(bodies) for _, _, bodies in runs)
+        self._count("refused", events)
+        self.reactor.callFromThread(
+            self.log.warn,
+            "{events} event(s) larger than {limit} bytes encoded (the most a shared "
+            "backplane carries) delivered locally only, on channel {channel!r}",
+            events=events,
+            limit=MAX_BODY,
+            channel=runs[0][1],
+        )
+        self.reactor.callFromThread(self._fall_back, runs)
 
     def _refused(self, refusal: AppendRefusedError) -> None:
         """Deliver the runs the server refused locally; log the first refusal in a row."""

@@ -33,7 +33,7 @@ All methods: call in the reactor thread (twisted.web does).
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 from urllib.parse import unquote_to_bytes
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
@@ -49,6 +49,7 @@ from twisted.web.server import Site
 from twisted.web.server import version as _server_version
 
 from ._accesslog import combined_line, log_line, redacting
+from ._checks import check_seconds
 from ._client import PLAIN_SOCKET_TRANSPORTS, close_after_response, site_closing
 from ._lean import http_date, parse_simple_get, parse_simple_request
 
@@ -99,16 +100,22 @@ def _h2_frames() -> tuple[Any, Any]:
 ErrorCodes, GoAwayFrame = _h2_frames()
 
 
-def _h2_connection_class() -> Any:
+def _h2_connection_class() -> tuple[Any, object, Any]:
     try:
-        from twisted.web._http2 import H2Connection
+        from priority import PriorityTree  # type: ignore[import-untyped]
+        from twisted.web._http2 import _END_STREAM_SENTINEL, H2Connection
     except ImportError:  # h2 is not installed: HTTP/1.1 only
-        return None
-    return H2Connection
+        return None, None, None
+    return H2Connection, _END_STREAM_SENTINEL, PriorityTree
 
 
-H2Connection: Any = _h2_connection_class()
-"""twisted.web's HTTP/2 connection class, or L{None} without C{h2}."""
+H2Connection: Any
+_END_STREAM: object
+_PriorityTree: Any
+H2Connection, _END_STREAM, _PriorityTree = _h2_connection_class()
+"""twisted.web's HTTP/2 connection class, or L{None} without C{h2}; what
+it queues after a stream's last data to end it; the tree that orders its
+streams."""
 
 
 class _HeaderDeadlineChannel(http.HTTPChannel):
@@ -374,7 +381,7 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
             parts = line.split()
             if len(parts) == 3 and not routable(parts[1], parts[0]):
                 # twisted.web would route "page" as "/age".
-                self._refuseAndClose(b"400 Bad Request", b"invalid request target\n")
+                self._refuseAndClose(b"400 Bad Request", _BAD_TARGET)
                 return
         limit = self.totalHeadersSize
         if self._receivedHeaderSize + len(line) > limit and not self._firstLine():
@@ -645,10 +652,10 @@ class StreamSite(Site):
         stream_path: str | None = None,
         **kwargs: Any,
     ) -> None:
-        if header_timeout is not None and header_timeout < 0:
-            raise ValueError("header_timeout must not be negative")
-        if idle_timeout is not None and idle_timeout <= 0:
-            raise ValueError("idle_timeout must be positive or None")
+        if header_timeout is not None:
+            check_seconds("header_timeout", header_timeout)
+        if idle_timeout is not None:
+            check_seconds("idle_timeout", idle_timeout, positive=True)
         # Bodies reach resources unparsed (see the module docstring).
         kwargs.setdefault("parsePOSTFormSubmission", False)
         super().__init__(resource, timeout=idle_timeout, **kwargs)  # type: ignore[no-untyped-call]
@@ -988,6 +995,9 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
       against C{max_buffer}), whatever flow-control window the client
       grants.  twisted.web alone queues up to the client's window, which
       the client chooses (up to 2 GiB per stream).
+    - A stream with data but no flow-control window leaves the sending loop
+      until the client opens its window (twisted.web goes round the loop
+      on it without sending, at full CPU, meanwhile).
     - At shutdown, L{go_away} sends C{GOAWAY} and closes the connection
       once its streams have ended (twisted.web: none, the connection is
       dropped when the process exits).
@@ -1010,10 +1020,18 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
     _goingAway: Deferred[None] | None = None
     _lastStream = 0
     _abortingCall: IDelayedCall | None = None
+    _writingTo: int | None = None
+    _sendingDeferred: Deferred[Any] | None  # twisted.web's: wakes its sending loop
 
     def __init__(self, reactor: Any = None) -> None:
         super().__init__(reactor)
         self._overfull: set[int] = set()
+        self._abortAfterWrite: set[int] = set()
+        # Streams with data to send and no flow-control window: out of the
+        # sending loop until the client opens their window.
+        self._windowBlocked: set[int] = set()
+        self._windowsOpened = False
+        self.priority = _WindowedPriority(self._maySend)
         self._bodyReceived: dict[int, int] = {}
         self._bodyLimits: dict[int, int] = {}
 
@@ -1079,12 +1097,56 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
         self.timeoutConnection()
 
     def dataReceived(self, data: bytes) -> None:
-        """Parse frames; only requests (not every frame) restart the idle clock."""
+        """
+        Parse frames; only requests (not every frame) restart the idle
+        clock.  Streams whose window the frames opened go back to the
+        sending loop.
+        """
         self._receiving = True
+        initial_window = self.conn.remote_settings.initial_window_size
         try:
             super().dataReceived(data)
         finally:
             self._receiving = False
+        if self._windowsOpened or self.conn.remote_settings.initial_window_size > initial_window:
+            self._windowsOpened = False
+            self._windowOpened()
+
+    def _handleWindowUpdate(self, event: Any) -> None:
+        self._windowsOpened = True
+        super()._handleWindowUpdate(event)
+
+    def _maySend(self, stream_id: int) -> bool:
+        """
+        Whether a stream the sending loop chose can send now; if not (data,
+        and no window for it), it leaves the loop until its window opens.
+
+        twisted.web keeps such a stream in the loop, which then goes round
+        without sending anything, as fast as the reactor turns, for as long
+        as the client does not open the window.
+        """
+        queue = self._outboundStreamQueues.get(stream_id)
+        if not queue or queue[0] is _END_STREAM:
+            return True
+        if self.conn.local_flow_control_window(stream_id) > 0:
+            return True
+        self._windowBlocked.add(stream_id)
+        return False
+
+    def _windowOpened(self) -> None:
+        """Put the streams whose window opened back in the sending loop, and run it."""
+        for stream_id in tuple(self._windowBlocked):
+            if stream_id not in self.streams:
+                self._windowBlocked.discard(stream_id)
+            elif self.conn.local_flow_control_window(stream_id) > 0:
+                self._windowBlocked.discard(stream_id)
+                if self._outboundStreamQueues[stream_id]:  # (else it stays blocked)
+                    self.priority.unblock(stream_id)
+        # twisted.web wakes the loop up on new data only.
+        waiting = self._sendingDeferred
+        if waiting is not None:
+            self._sendingDeferred = None
+            waiting.callback(None)
 
     def resetTimeout(self) -> None:
         """Restart the idle clock, unless called for a mere received frame."""
@@ -1154,32 +1216,79 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
         self.abortRequest(stream_id)
 
     def _requestDone(self, stream_id: int) -> None:
+        self._abortAfterWrite.discard(stream_id)
+        self._windowBlocked.discard(stream_id)
         self._bodyReceived.pop(stream_id, None)
         self._bodyLimits.pop(stream_id, None)
         super()._requestDone(stream_id)
         if self._goingAway is not None and not self.streams and self._stillProducing:
             self._close()
 
+    def queued_bytes(self, stream_id: int) -> int:
+        """
+        Bytes of response data queued for a stream and not sent yet (its
+        flow-control window is spent, or other streams go first).
+        """
+        queue = self._outboundStreamQueues.get(stream_id)
+        if not queue:
+            return 0
+        # (A finished stream's queue ends with a marker, not data.)
+        return sum(len(chunk) for chunk in queue if chunk is not _END_STREAM)
+
     def writeDataToStream(self, stream_id: int, data: bytes) -> None:
         """Queue data for a stream; pause its producer past L{STREAM_BUFFER}."""
-        super().writeDataToStream(stream_id, data)
-        queue = self._outboundStreamQueues.get(stream_id)
-        if queue is not None and sum(map(len, queue)) > self.STREAM_BUFFER:
-            stream = self.streams[stream_id]
+        # Pausing the producer may reset the stream (a reader too far
+        # behind): twisted.web's write goes on with the stream after it
+        # pauses it, so a reset asked for meanwhile waits for it to return.
+        writing, self._writingTo = self._writingTo, stream_id
+        try:
+            super().writeDataToStream(stream_id, data)
+        finally:
+            self._writingTo = writing
+        if stream_id in self._abortAfterWrite:
+            self._abortAfterWrite.discard(stream_id)
+            self.abortRequest(stream_id)
+            return
+        if stream_id not in self.streams:
+            return
+        if self.conn.local_flow_control_window(stream_id) <= 0:
+            # Out of the loop (twisted.web leaves it as it was) until the
+            # window opens.
+            self._windowBlocked.add(stream_id)
+        if self.queued_bytes(stream_id) > self.STREAM_BUFFER:
             self._overfull.add(stream_id)
+            self.streams[stream_id].flowControlBlocked()
+
+    def producer_registered(self, stream_id: int) -> None:
+        """
+        Pause the producer just registered on a stream if the stream is full
+        (past L{STREAM_BUFFER}, or its window spent): twisted.web would
+        only tell it at the stream's next write.
+        """
+        stream = self.streams.get(stream_id)
+        if stream is not None and (
+            stream_id in self._overfull or self.remainingOutboundWindow(stream_id) <= 0
+        ):
             stream.flowControlBlocked()
+
+    def abortRequest(self, stream_id: int) -> None:
+        """Reset a stream (C{RST_STREAM}), once data being written to it is queued."""
+        if stream_id == self._writingTo:
+            self._abortAfterWrite.add(stream_id)
+        elif stream_id in self.streams:
+            super().abortRequest(stream_id)
 
     def _sendPrioritisedData(self, *args: Any) -> None:
         super()._sendPrioritisedData(*args)
         if self._overfull:
             for stream_id in tuple(self._overfull):
-                queue = self._outboundStreamQueues.get(stream_id)
-                if queue is None:
+                stream = self.streams.get(stream_id)
+                if stream is None:
                     self._overfull.discard(stream_id)
-                elif sum(map(len, queue)) <= self.STREAM_BUFFER // 2:
+                elif self.queued_bytes(stream_id) <= self.STREAM_BUFFER // 2:
                     self._overfull.discard(stream_id)
                     # Resumes the producer if the client's window allows.
-                    self.streams[stream_id].windowUpdated()
+                    stream.windowUpdated()
 
     def connectionLost(
         self,
@@ -1199,17 +1308,52 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
             going.callback(None)
 
 
+class _WindowedPriority(_PriorityTree if _PriorityTree is not None else object):  # type: ignore[misc]
+    """
+    The priority tree of an HTTP/2 connection's sending loop, which skips
+    (blocks) the streams that cannot send now.
+    """
+
+    def __init__(self, may_send: Callable[[int], bool]) -> None:
+        super().__init__()
+        self._may_send = may_send
+
+    def __next__(self) -> int:
+        """The next stream to send data on (C{DeadlockError}: none)."""
+        while True:
+            stream_id: int = super().__next__()
+            if self._may_send(stream_id):
+                return stream_id
+            self.block(stream_id)
+
+
 class _StreamingRequest(server.Request):
     """
     twisted.web's request, its attribute names shared (see L{_share_keys}),
     its target in origin form.
     """
 
+    _routable = True
+
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         """Route the request by its origin-form target (twisted.web calls this)."""
         if path[:1] != b"/" or b"#" in path:
+            # (Over HTTP/1.1 the channel has refused a target not routable.)
+            self._routable = routable(path, command)
             path = origin_form(path)
         super().requestReceived(command, path, version)  # type: ignore[no-untyped-call]
+
+    def process(self) -> None:
+        """Serve the request (twisted.web's), or answer 400 for a target not L{routable}."""
+        if not self._routable:
+            self.setResponseCode(400)
+            headers = self.responseHeaders
+            headers.setRawHeaders(b"Content-Type", [b"text/plain; charset=utf-8"])
+            headers.setRawHeaders(b"Content-Length", [b"%d" % len(_BAD_TARGET)])
+            self.write(_BAD_TARGET)  # type: ignore[no-untyped-call]
+            self.finish()  # type: ignore[no-untyped-call]
+            return
+        super().process()  # type: ignore[no-untyped-call]
 
     def setResponseCode(self, code: int, message: bytes | None = None) -> None:
         """
@@ -1248,6 +1392,9 @@ def origin_form(target: bytes) -> bytes:
     if slash < 0 or 0 <= query < slash:
         return b"/" + rest[query:] if query >= 0 else b"/"
     return rest[slash:]
+
+
+_BAD_TARGET = b"invalid request target\n"
 
 
 def routable(target: bytes, method: bytes) -> bool:

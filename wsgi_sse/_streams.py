@@ -657,6 +657,7 @@ def _set_stream_headers(request: Request) -> None:
 
 
 _TCP_USER_TIMEOUT: int | None = getattr(socket, "TCP_USER_TIMEOUT", None)
+_MAX_USER_TIMEOUT = 2**31 - 1  # milliseconds: the option is a C int
 
 
 def _limit_unacknowledged_time(transport: Any, heartbeat: float) -> None:
@@ -666,16 +667,18 @@ def _limit_unacknowledged_time(transport: Any, heartbeat: float) -> None:
     A client that vanishes without a FIN or RST (a laptop closed, a network
     gone) would otherwise stay connected until TCP gives up retransmitting,
     some fifteen minutes later.  With C{TCP_USER_TIMEOUT} (Linux) set to
-    twice the heartbeat (at least 30 s), the heartbeat itself finds it: its
-    bytes stay unacknowledged and the connection is closed, and the client
-    is removed like any other.
+    twice the heartbeat (at least 30 s, at most the C int milliseconds the
+    option holds: some 24 days), the heartbeat itself finds it: its bytes
+    stay unacknowledged and the connection is closed, and the client is
+    removed like any other.
     """
     option = _TCP_USER_TIMEOUT
     sock = getattr(transport, "socket", None)
     if option is None or sock is None or not heartbeat:
         return
+    milliseconds = min(max(2 * heartbeat, 30.0) * 1000, _MAX_USER_TIMEOUT)
     try:
-        sock.setsockopt(socket.IPPROTO_TCP, option, int(max(2 * heartbeat, 30.0) * 1000))
+        sock.setsockopt(socket.IPPROTO_TCP, option, int(milliseconds))
     except (OSError, AttributeError):  # not a TCP socket (a UNIX socket, a test double)
         pass
 

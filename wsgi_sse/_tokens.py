@@ -55,6 +55,7 @@ MAX_IDENTITY_LENGTH = 256
 
 _DOMAIN = b"wsgi-sse stream token v1\n"
 _B64 = re.compile(r"[A-Za-z0-9_-]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 Secret = Union[str, bytes]
 
@@ -173,7 +174,9 @@ def stream_token(
         system clock.
     @raise RuntimeError: if no secret is configured.
     @raise ValueError: for an empty channel list, a C{ttl} not positive or
-        above L{MAX_TOKEN_TTL}, a too short secret or a too long identity.
+        above L{MAX_TOKEN_TTL}, a too short secret, or an identity that is
+        empty, longer than L{MAX_IDENTITY_LENGTH} or has control characters.
+    @raise TypeError: for an identity that is not a str.
     """
     if secret is None:
         key = _configured_secret or resolve_token_secret(None)
@@ -203,10 +206,13 @@ def stream_token(
         "t": math.floor(issued * 1000),
     }
     if identity is not None:
+        # The rules of every identity a stream carries (see check_identity).
         if not isinstance(identity, str):
             raise TypeError(f"identity must be a str or None, not {type(identity).__name__}")
-        if len(identity) > MAX_IDENTITY_LENGTH:
-            raise ValueError(f"identity longer than {MAX_IDENTITY_LENGTH} characters")
+        if not identity or len(identity) > MAX_IDENTITY_LENGTH or _CONTROL.search(identity):
+            raise ValueError(
+                f"identity must be 1-{MAX_IDENTITY_LENGTH} characters without control characters"
+            )
         claims["i"] = identity
     payload = _b64encode(
         json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

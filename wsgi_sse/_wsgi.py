@@ -64,7 +64,7 @@ from twisted.web.server import NOT_DONE_YET
 from twisted.web.wsgi import WSGIResource, _ErrorStream, _InputStream, _WSGIResponse, _wsgiString
 from zope.interface import implementer
 
-from ._client import close_after_response, site_closing
+from ._client import close_after_response, cut_response, site_closing
 from ._lean import finish_response
 
 if TYPE_CHECKING:
@@ -234,19 +234,21 @@ class _Response(_WSGIResponse):
     def _short(self) -> bool:
         """
         Whether the body sent is shorter than the application's own
-        C{Content-Length} (logged): the connection must close after it.
-        WSGI thread.
+        C{Content-Length} (logged): the connection must close after it
+        (over HTTP/2, the stream is reset instead).  WSGI thread.
         """
         length = self._length
         if length is None or self._sent >= length or self._requestFinished:
             # (A client that went away cut the body short itself.)
             return False
+        h2 = _over_http2(self.request)
         self._log.warn(
             "WSGI application sent {sent} bytes of the {length} its Content-Length"
-            " announced for {path}; the connection is closed after it",
+            " announced for {path}; {cut}",
             sent=self._sent,
             length=length,
             path=self.environ.get("PATH_INFO"),
+            cut="its stream is reset" if h2 else "the connection is closed after it",
         )
         return True
 
@@ -328,7 +330,11 @@ class _Response(_WSGIResponse):
             drain = self._drain = _Drain()
             request.registerProducer(drain, True)
             # (Twisted's channel does not tell a producer registered late.)
-            drain.paused = bool(getattr(request.channel, "_waitingForTransport", False))
+            channel: Any = request.channel
+            drain.paused = bool(getattr(channel, "_waitingForTransport", False))
+            registered = getattr(getattr(channel, "_conn", None), "producer_registered", None)
+            if registered is not None:  # an HTTP/2 stream
+                registered(channel.streamID)
         if not drain.paused:
             return None
         waiting = drain.waiting = Deferred()
@@ -353,9 +359,7 @@ class _Response(_WSGIResponse):
             seconds=self.max_pause,
         )
         self._requestFinished = True
-        transport = self.request.transport
-        if transport is not None:
-            transport.abortConnection()
+        cut_response(self.request, "stalled", abort=True)
         if self._drain is not None:
             self._drain.release()
 
@@ -396,6 +400,20 @@ class _Response(_WSGIResponse):
             return
         request = self.request
         self._let_go()
+        if short and _over_http2(request):
+            # A stream ended short of its Content-Length is malformed (RFC
+            # 9113, 8.1.1), and its connection is shared: it is reset
+            # after what was written.
+            try:
+                if head is not None:
+                    self._sendHead(head)
+                if body:
+                    request.write(body)
+            except Exception:  # noqa: BLE001 - reported, and the request ended
+                self._abandon()
+                return
+            cut_response(request, "body short of its Content-Length")
+            return
         try:
             if head is None:
                 # Bytes went out first (the WSGI write() callable, or pieces).
@@ -470,7 +488,7 @@ class _Response(_WSGIResponse):
             return
         self._let_go()
         if request.startedWriting:
-            request.loseConnection()
+            cut_response(request, "the response failed")
             return
         try:
             request.setResponseCode(INTERNAL_SERVER_ERROR)
@@ -579,6 +597,11 @@ def parse_status(status: str) -> tuple[int, bytes]:
         if len(_statuses) < 256:
             _statuses[status] = parsed
     return parsed
+
+
+def _over_http2(request: Request) -> bool:
+    """Whether C{request} came over HTTP/2."""
+    return request.clientproto == b"HTTP/2"
 
 
 def _buffered(transport: Any) -> bool:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from backplane_support import Backend
 from support import RunningServer, serve, wait_until
 
@@ -240,3 +241,33 @@ def test_tagged_stream_moving_to_a_process_started_later_replays_exactly(
     ]
     ids = [i.split(" ")[0] for _, _, i in got]
     assert len(set(ids)) == 5 and position(a, ids[0]) > position(a, seen.last_event_id.split()[0])
+
+
+def test_what_one_backplane_carries_every_backplane_carries(any_backend: Backend) -> None:
+    """Arguments are refused alike by every backplane; what one delivers, every one delivers."""
+    with server_on(any_backend, max_channel_length=1000) as a:
+        broadcaster = a.service.broadcaster
+        for refused in (
+            {"channel": "c" * 1001},
+            {"channel": "é" * 501},
+            {"channel": "a\ud800"},
+        ):
+            with pytest.raises(ValueError):
+                broadcaster.broadcast_and_wait(**{"data": "x", **refused})
+        longest = "c" * 1000
+        with a.stream(f"/sse?channel={longest}") as on_long, a.stream() as client:
+            a.wait_clients(2)
+            # Each is delivered (and answered) by the backplane, not lost on the way back.
+            assert broadcaster.broadcast_and_wait("long", channel=longest) == 1
+            assert broadcaster.broadcast_and_wait("later", retry=10**12) == 1
+            largest = "x" * ((1 << 20) - len(b"data: \n"))
+            assert broadcaster.broadcast_and_wait(largest) == 1
+            # Larger than a shared backplane carries: delivered here only.
+            assert broadcaster.broadcast_and_wait(largest + "x") == 1
+            broadcaster.broadcast("last")
+            assert [e.data for e in on_long.wait_events(1)] == ["long"]
+            events = client.wait_events(4)
+            assert [e.data for e in events] == ["later", largest, largest + "x", "last"]
+        if a.service.backplane is not None:
+            stats = a.service.backplane.stats()
+            assert stats["malformed"] == 0 and stats["refused"] == stats["local_only"] == 1

@@ -273,6 +273,34 @@ def test_forged_rows_never_reach_a_client_live_or_replayed(pg: Backend) -> None:
     assert forged == 0
 
 
+def test_a_row_numbered_past_the_head_is_never_read(pg: Backend) -> None:
+    """A row inserted with a position the sequencer never gave is skipped, live and replayed."""
+    with server_on(pg) as a:
+        with a.stream() as live:
+            a.wait_clients(1)
+            a.service.broadcaster.broadcast("start")
+            (start,) = live.wait_events(1)
+            with pg.server.connect() as conn:
+                conn.execute(
+                    "INSERT INTO wsgi_sse_events (pos, channel, body) VALUES (%s, %s, %s)",
+                    (9_000_000_000_000_000_000, "default", b"data: forged-far\n"),
+                )
+                postgres.publish(conn, "good")
+            live.wait_events(2)
+            # A few quiet reads (block = 1 s): the reader would start over at each.
+            time.sleep(2.5)
+            a.service.broadcaster.broadcast("after")
+            live.wait_events(3)
+            live.read_some(0.3)
+        assert [e.data for e in live.events] == ["start", "good", "after"]
+        assert a.service.backplane.stats()["restarts"] == 0
+    with server_on(pg) as b:
+        with b.stream(headers={"Last-Event-ID": start.last_event_id}) as replayed:
+            replayed.wait_events(2)
+            replayed.read_some(0.3)
+    assert [e.data for e in replayed.events] == ["good", "after"]
+
+
 # -- Django on its own database ----------------------------------------------------
 
 
@@ -320,6 +348,11 @@ def test_publish_validates_before_writing(pg: Backend) -> None:
                 postgres.publish(conn, object())
             with pytest.raises(ValueError):
                 postgres.publish(conn, "x", table="events; drop table x")
+            # What every server would drop: a channel or an event too large.
+            with pytest.raises(ValueError):
+                postgres.publish(conn, "x", channel="c" * 1001)
+            with pytest.raises(ValueError):
+                postgres.publish(conn, "x" * (1 << 20))
             count = conn.execute("SELECT count(*) FROM wsgi_sse_events").fetchone()[0]
     assert count == 0
 

@@ -250,6 +250,13 @@ def test_sync_publisher_validates_before_sending(redis_server: RedisServer) -> N
             publisher.broadcast(object())
         with pytest.raises(ValueError):
             publisher.broadcast_many([("ok", {}), ("bad", {"retry": -1})])
+        # What every server would drop: a channel or an event too large.
+        with pytest.raises(ValueError):
+            publisher.broadcast("x", channel="c" * 1001)
+        with pytest.raises(ValueError):
+            publisher.broadcast("x" * (1 << 20))
+        with pytest.raises(ValueError):
+            publisher.broadcast_many([("ok", {}), ("x" * (1 << 20), {})])
         assert redis_server.client().xlen("wsgi-sse:default:events") == 0
         first = publisher.broadcast({"n": 1}, event="count", channel="c")
         ids = publisher.broadcast_many([("a", {}), ("b", {"channel": "c"})])

@@ -141,12 +141,14 @@ def test_maximal_id_then_deleted_stream_stops_nothing(redis_server: RedisServer)
         with a.stream() as ca, b.stream() as cb:
             a.wait_clients(1)
             b.wait_clients(1)
-            raw.xadd(KEY, {"c": "default", "b": b"data: forged-max\n"}, id=MAX_ID)
+            # A well-formed entry: delivered like any other.
+            raw.xadd(KEY, {"c": "default", "b": b"data: max-id\n"}, id=MAX_ID)
+            assert cb.wait_events(1)[0].last_event_id == MAX_ID
             # The stream is stuck at the maximal id: every XADD fails, so each
             # process delivers its own events locally, and answers at once.
             status, answer, stuck = post_publish(a, "while-stuck")
             assert status == 200 and answer["delivered"] == 1
-            assert ca.wait_events(1)[0].data == "while-stuck"
+            assert [e.data for e in ca.wait_events(2)] == ["max-id", "while-stuck"]
             raw.delete(KEY)
             started = time.monotonic()
             # Until the failed XADD is behind it, a process delivers locally;
@@ -154,12 +156,12 @@ def test_maximal_id_then_deleted_stream_stops_nothing(redis_server: RedisServer)
             wait_until(lambda: a.service.backplane.stats()["connected"], what="connected")
             status, answer, after = post_publish(a, "after-delete")
             assert status == 200
-            assert ca.wait_events(2, timeout=20)[1].data == "after-delete"
-            assert cb.wait_events(1, timeout=20)[0].data == "after-delete"
+            assert ca.wait_events(3, timeout=20)[2].data == "after-delete"
+            assert cb.wait_events(2, timeout=20)[1].data == "after-delete"
             recovered = time.monotonic() - started
             a.service.broadcaster.broadcast("later")
-            assert [e.data for e in cb.wait_events(2)] == ["after-delete", "later"]
-            assert ca.wait_events(3)[2].last_event_id == cb.events[1].last_event_id
+            assert [e.data for e in cb.wait_events(3)] == ["max-id", "after-delete", "later"]
+            assert ca.wait_events(4)[3].last_event_id == cb.events[2].last_event_id
         events = ca.events + cb.events
         assert forged_count(events) == 0
         restarts = a.service.backplane.stats()["restarts"]
@@ -169,6 +171,27 @@ def test_maximal_id_then_deleted_stream_stops_nothing(redis_server: RedisServer)
         f"after deleting the key: publish answered in {after * 1000:.0f} ms, "
         f"both processes delivering again after {recovered:.2f} s"
     )
+
+
+def test_an_entry_dated_days_ahead_stops_no_later_event(redis_server: RedisServer) -> None:
+    """After an entry dated two days ahead, later events (dated after it) reach every process."""
+    raw = redis_server.client()
+    options = {"publish_path": "/publish", "publish_secret": SECRET}
+    with server_on(redis_server, **options) as a, server_on(redis_server, **options) as b:
+        with a.stream() as ca, b.stream() as cb:
+            a.wait_clients(1)
+            b.wait_clients(1)
+            ahead = int(time.time() * 1000) + 2 * 24 * 3600 * 1000
+            raw.xadd(KEY, {"c": "default", "b": b"data: ahead\n"}, id=f"{ahead}-0")
+            # Redis dates every later entry after it: {ahead}-1, {ahead}-2...
+            status, answer, _ = post_publish(a, "after")  # waits for the read back
+            assert status == 200 and answer["delivered"] == 1
+            b.service.broadcaster.broadcast("later")
+            expected = ["ahead", "after", "later"]
+            assert [e.data for e in ca.wait_events(3)] == expected
+            assert [e.data for e in cb.wait_events(3)] == expected
+            assert answer["id"] == ca.events[1].last_event_id == f"{ahead}-1"
+        assert a.service.backplane.stats()["malformed"] == 0
 
 
 def test_made_up_ids_cost_one_lookup_and_do_not_delay_a_real_replay(

@@ -86,6 +86,8 @@ _OPTION_KEYS = frozenset(f.name.upper() for f in fields(StreamOptions) if f.init
 HISTORY_KEYS = ("history_size", "history_age", "history_channels")
 _SETTINGS_KEYS = frozenset(row.name.upper() for row in SETTINGS if row.django)
 _HOOK_KEYS = frozenset({"AUTHORIZE", "INITIAL", "ON_PRESENCE"})
+# Keys whose value is a number (their command-line flag reads one).
+_NUMBERS = {row.name.upper(): row.flag in (int, float) for row in SETTINGS}
 _WRAPPED = "_wsgi_sse_django_hook"
 
 
@@ -515,6 +517,11 @@ def server_kwargs() -> dict[str, Any]:
             value = django_hook(value)
         elif key == "CORS_ORIGINS" and isinstance(value, list):
             value = tuple(value)
+        elif _NUMBERS.get(key) and isinstance(value, (str, bytes, bool)):
+            # Often read from the environment, and so a string.
+            raise ImproperlyConfigured(
+                f"settings.{SETTINGS_NAME}[{key!r}] must be a number, not {value!r}"
+            )
         kwargs[key.lower()] = value
     option_kwargs = {k: v for k, v in kwargs.items() if k.upper() in _OPTION_KEYS}
     try:
@@ -614,6 +621,9 @@ def make_application(wsgi_app: WSGIApplication | None = None, **overrides: Any) 
     thread (see L{static_resources}); a warning is logged when there is
     nothing to serve there (see L{static_warning}).
 
+    @raise ImproperlyConfigured: for an unknown key or an unusable value,
+        naming it.
+
     Call it in the main thread, from the C{.tac} file.
     """
     if wsgi_app is None:
@@ -634,4 +644,9 @@ def make_application(wsgi_app: WSGIApplication | None = None, **overrides: Any) 
     if resources:
         kwargs["resources"] = resources
     kwargs.update(overrides)
-    return _make_application(wsgi_app, **kwargs)
+    try:
+        return _make_application(wsgi_app, **kwargs)
+    except (TypeError, ValueError) as e:
+        # An unusable value of a server option (THREADS, LISTEN, SSE_PATH, ...).
+        where = f"settings.{SETTINGS_NAME}" + (" or make_application()" if overrides else "")
+        raise ImproperlyConfigured(f"{where}: {e}") from e

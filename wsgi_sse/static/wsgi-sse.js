@@ -4,12 +4,10 @@
 //   const stream = openStream({ channels: ["news"] });
 //   stream.addEventListener("message", (e) => console.log(e.data, e.channel));
 //
-// One tab holds the connection (elected with Web Locks: when it closes or
-// crashes the next tab takes over at once and resumes from the last event id);
-// the others get its events over a BroadcastChannel.  Each tab receives only
-// the events of the channels it asked for.  Without Web Locks or
-// BroadcastChannel every tab opens its own EventSource.  No dependencies, no
-// build step.  Documented in docs/browser-client.md.
+// One tab holds the connection (elected with Web Locks; the next one takes
+// over, resuming, when it closes or crashes); the others get its events over
+// a BroadcastChannel, each only those of its own channels.  No dependencies,
+// no build step.  Documented in docs/browser-client.md.
 
 const DEFAULT_CHANNEL = "default";
 const RING = 500; // events every tab keeps, to catch up tabs that join
@@ -40,9 +38,8 @@ export class StreamEvent extends Event {
   }
 }
 
-// One EventSource, re-created with a jittered back-off when the server ends
-// it for good (a non-200 answer: an expired token, a refusal), unless
-// onFailed, told first, opens another connection instead.
+// One EventSource, re-created with a jittered back-off after a non-200
+// answer (an expired token, a refusal), unless onFailed, told first, acts.
 class Connection {
   constructor(options, channels, types, lastId, onEvent, onStatus, onFailed) {
     this.options = options;
@@ -79,11 +76,14 @@ class Connection {
     this.source = source;
     this.types = new Set();
     for (const type of this.pendingTypes) this.addType(type);
-    source.onopen = () => {
+    // Events the server named "open" or "error" (MessageEvents) reach these too.
+    source.onopen = (e) => {
+      if (e instanceof MessageEvent) return;
       this.failures = 0;
       this.onStatus("live");
     };
-    source.onerror = () => {
+    source.onerror = (e) => {
+      if (e instanceof MessageEvent) return;
       if (source.readyState === EventSource.CLOSED) {
         source.close();
         if (this.onFailed) this.onFailed(this);
@@ -106,6 +106,7 @@ class Connection {
     if (!this.source || this.types.has(type)) return;
     this.types.add(type);
     this.source.addEventListener(type, (e) => {
+      if (!(e instanceof MessageEvent)) return; // the connection's own
       // A reset carries no id: the EventSource's lastEventId is stale then.
       const raw = type === "reset" ? "" : e.lastEventId;
       if (raw) this.lastId = raw;
@@ -181,11 +182,13 @@ export class Stream extends EventTarget {
   close() {
     if (this.status === "closed") return;
     this.setStatus("closed");
+    this.holdsConnection = false;
     if (this.connection) this.connection.close();
     this.connection = null;
     if (this.mode === "shared") {
       this.post({ t: "bye" });
       if (this.release) this.release();
+      if (this.waiting) this.waiting.abort();
       clearTimeout(this.watchTimer);
       this.bus.close();
       removeEventListener("pagehide", this.onPageHide);
@@ -201,8 +204,8 @@ export class Stream extends EventTarget {
   }
 
   deliver(ev) {
-    // Every event of the shared connection reaches every tab: each keeps the
-    // last id (to resume from if it takes over) and shows its own channels.
+    // Every tab gets every event of the shared connection: it keeps the last
+    // id (to resume from) and shows its own channels.
     if (ev.type !== "reset" && ev.type !== "init" && ev.raw) {
       if (this.seen.has(ev.raw)) return;
       this.seen.add(ev.raw);
@@ -252,16 +255,22 @@ export class Stream extends EventTarget {
 
   async failed(connection) {
     connection.onStatus("reconnecting");
-    // A refused stream (403) may be refused for one channel only, such as
-    // a stale tab's user channel after a logout: find out which, leave those
-    // out and reconnect with the rest, rather than fail every tab.
-    let refused = [];
+    // A stream refused (403) for one channel only (a stale tab's user channel
+    // after a logout): leave it out and reconnect with the rest.
+    let answers = [];
     try {
-      if (connection.channels.length <= PROBES) refused = await this.probe(connection.channels);
+      if (connection.channels.length <= PROBES) answers = await this.probe(connection.channels);
     } catch (error) {
-      refused = []; // unreachable or not ours to read (CORS): retry as usual
+      // unreachable or not ours to read (CORS): retry as usual
     }
     if (connection !== this.connection || connection.closed) return;
+    if (answers.includes(204)) {
+      // Stopped for good (204 No Content), as an EventSource stops.
+      if (this.mode === "shared") this.post({ t: "stop" });
+      this.close();
+      return;
+    }
+    const refused = connection.channels.filter((c, i) => answers[i] === 403);
     if (refused.length) {
       if (this.mode === "shared") this.post({ t: "refused", channels: refused });
       this.refusedNow(refused);
@@ -276,10 +285,10 @@ export class Stream extends EventTarget {
 
   async probe(channels) {
     // Ask for each channel alone, with HEAD (answered like a GET, and
-    // subscribing nothing): those answered 403 are refused.
+    // subscribing nothing): the status of each.
     let token = this.options.token;
     if (typeof token === "function") token = await token([...channels]);
-    const answers = await Promise.all(
+    return Promise.all(
       channels.map(async (channel) => {
         const url = new URL(this.options.url, location.href);
         url.searchParams.set("channel", channel);
@@ -289,10 +298,9 @@ export class Stream extends EventTarget {
           cache: "no-store",
           credentials: this.options.withCredentials ? "include" : "same-origin",
         });
-        return response.status === 403 ? channel : null;
+        return response.status;
       }),
     );
-    return answers.filter((channel) => channel !== null);
   }
 
   // -- one connection per tab (fallback) ----------------------------------
@@ -326,8 +334,18 @@ export class Stream extends EventTarget {
   }
 
   statusFromServer(status) {
-    if (this.mode === "shared") this.post({ t: "status", status });
+    // The server took the stream: none of its channels is refused (any more).
+    const accepted = status === "live" && this.connection ? this.connection.channels : [];
+    if (this.mode === "shared") this.post({ t: "status", status, accepted });
+    this.accepted(accepted);
     this.setStatus(status);
+  }
+
+  accepted(channels) {
+    for (const channel of channels) {
+      this.refused.delete(channel);
+      this.told.delete(channel); // refused again: tell again
+    }
   }
 
   // -- sharing between tabs -------------------------------------------------
@@ -347,9 +365,10 @@ export class Stream extends EventTarget {
     this.announce(true);
     const locks = typeof navigator !== "undefined" && navigator.locks;
     if (locks && typeof locks.request === "function") {
-      // Web Locks: the browser hands the lock to the next tab the moment
-      // the holder closes or crashes.
-      locks.request(this.key, () => this.lead());
+      // Web Locks: the next tab gets the lock once the holder closes or crashes.
+      this.waiting = new AbortController(); // close() withdraws the request
+      const signal = this.waiting.signal;
+      locks.request(this.key, { signal }, () => this.lead()).catch(() => {});
     } else {
       // No Web Locks (plain-HTTP sites are not secure contexts): elect over
       // the BroadcastChannel.  The holder answers pings; a tab that hears
@@ -423,6 +442,7 @@ export class Stream extends EventTarget {
       if (this.synced) this.deliver(m.ev);
       else this.pending.push(m.ev);
     } else if (m.t === "status") {
+      if (m.accepted) this.accepted(m.accepted);
       this.setStatus(m.status);
     } else if (m.t === "hello") {
       // A new tab learns of the others from their answers.
@@ -448,6 +468,8 @@ export class Stream extends EventTarget {
       }
     } else if (m.t === "who") {
       this.announce();
+    } else if (m.t === "stop") {
+      this.close();
     } else if (m.t === "refused") {
       this.refusedNow(m.channels);
     } else if (m.t === "catchup" && m.to === this.id && !this.synced) {
