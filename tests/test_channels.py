@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 from support import StreamClient, http_request, serve
 
+from wsgi_sse import StreamOptions
+
 
 def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     """A WSGI app that answers every request with 'hello'."""
@@ -93,3 +95,21 @@ def test_bad_last_event_id_header_gets_400() -> None:
             assert client.status == 400
         with StreamClient(server.port, headers={"Last-Event-ID": "a\tb"}) as client:
             assert client.status == 400
+
+
+def test_channel_names_are_no_longer_than_broadcast_carries() -> None:
+    """
+    A stream's channel is one broadcast() can send to: max_channel_length
+    stops at 1,000, and a name outside ASCII at 1,000 bytes in UTF-8.
+    """
+    with pytest.raises(ValueError, match="max_channel_length must be at most 1000"):
+        StreamOptions(max_channel_length=1001)
+    with serve(app, max_channel_length=1000, channel_pattern=r"\w+") as server:
+        status, _, body = http_request(server.port, "GET", "/sse?channel=" + "%C3%A9" * 501)
+        assert status == 400 and b"longer than 1000 bytes" in body
+        with server.stream("/sse?channel=" + "%C3%A9" * 500) as client:
+            assert client.status == 200
+            server.wait_clients(1)
+            bc = server.service.broadcaster
+            assert bc.broadcast_and_wait("to the longest", channel="\xe9" * 500) == 1
+            assert [e.data for e in client.wait_events(1)] == ["to the longest"]

@@ -421,7 +421,9 @@ SETTINGS: tuple[Setting, ...] = (
         "max_channel_length",
         "limits",
         "`64`",
-        "Characters in a channel name; longer is a `400`.",
+        "Characters in a channel name; longer is a `400`. At most `1000`, the longest channel "
+        "`broadcast()` and the backplanes carry (1,000 bytes in UTF-8, which a name outside "
+        "ASCII may also not exceed).",
         flag=int,
     ),
     _S(

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Union
 
+from ._backplane import MAX_CHANNEL
 from ._checks import check_seconds
 from ._tokens import check_token_secret
 
@@ -189,6 +190,9 @@ class StreamOptions:
         for name in ("max_channels", "max_channel_length", "max_connections", "max_buffer"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.max_channel_length > MAX_CHANNEL:
+            # broadcast() and the backplanes carry channels up to that size.
+            raise ValueError(f"max_channel_length must be at most {MAX_CHANNEL}")
         if self.max_connections_per_address is not None and self.max_connections_per_address < 1:
             raise ValueError("max_connections_per_address must be at least 1 or None")
         check_seconds("max_pause", self.max_pause, positive=True)
@@ -225,6 +229,9 @@ class StreamOptions:
             raise ValueError("channel names must not be empty")
         if len(name) > self.max_channel_length:
             raise ValueError(f"channel name longer than {self.max_channel_length} characters")
+        if len(name) > MAX_CHANNEL // 4 and len(name.encode("utf-8", "replace")) > MAX_CHANNEL:
+            # (Only names outside ASCII can be.)
+            raise ValueError(f"channel name longer than {MAX_CHANNEL} bytes in UTF-8")
         if name == "#wsgi-sse":
             raise ValueError(f"channel name {name!r} is reserved")
         if not self._channel_re.fullmatch(name):
