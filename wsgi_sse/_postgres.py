@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._backplane import NOT_FOUND, Entry, Fetched, check_entry
 from ._broadcast import prepare_shared_event
-from ._shared import Batch, ThreadedBackplane, safe_url
+from ._shared import AppendRefusedError, Batch, ThreadedBackplane, safe_url
 
 if TYPE_CHECKING:
     from ._backplane import BackplaneHub
@@ -277,6 +277,9 @@ class PostgresBackplane(ThreadedBackplane):
         self._generation = 0
         self._publisher_generation = 0
         self._replay_generation = 0
+        # The last position the reader has read (the numbering never gives
+        # one at or below it while its row is there).
+        self._read_position = 0
 
     @classmethod
     def from_django(cls, alias: str = "default", **kwargs: Any) -> PostgresBackplane:
@@ -345,33 +348,61 @@ class PostgresBackplane(ThreadedBackplane):
 
     # -- numbering ---------------------------------------------------------------
 
-    def _sequence(self, conn: Any) -> int:
+    def _sequence(self, conn: Any) -> tuple[int, int | None]:
         """
         Number the rows waiting for a position, in insertion order, in one
         short transaction holding the head row's lock.  Any backplane thread.
+
+        Positions already held by rows (the head moved back under them:
+        forged, or restored apart from its rows) are never given again:
+        numbering goes on after the last row this process read, if it is
+        still there, and past the highest row if the next positions are
+        taken.  When the positions left below the largest C{bigint} are
+        too few for the rows waiting, none is numbered.
+
+        @return: the rows numbered, and the head when positions ran out
+            (else L{None}).
         """
         table = self.table
-        if conn.execute(f"SELECT EXISTS (SELECT 1 FROM {table} WHERE pos IS NULL)").fetchone()[0]:
-            with conn.transaction():
-                (head,) = conn.execute(f"SELECT pos FROM {table}_head FOR UPDATE").fetchone()
-                # A new statement: it sees every row committed before the
-                # lock was ours.
-                ids = [
-                    row[0]
-                    for row in conn.execute(
-                        f"SELECT id FROM {table} WHERE pos IS NULL ORDER BY id LIMIT 10000"
-                    )
-                ]
-                if ids:
-                    conn.execute(
-                        f"UPDATE {table} SET pos = %s + v.n FROM unnest(%s::bigint[]) "
-                        f"WITH ORDINALITY AS v(id, n) WHERE {table}.id = v.id",
-                        (head, ids),
-                    )
-                    conn.execute(f"UPDATE {table}_head SET pos = %s", (head + len(ids),))
-                    conn.execute("SELECT pg_notify(%s, '')", (table,))
-                return len(ids)
-        return 0
+        if not conn.execute(f"SELECT EXISTS (SELECT 1 FROM {table} WHERE pos IS NULL)").fetchone()[
+            0
+        ]:
+            return 0, None
+        with conn.transaction():
+            (head,) = conn.execute(f"SELECT pos FROM {table}_head FOR UPDATE").fetchone()
+            # A new statement: it sees every row committed before the lock
+            # was ours.  With the waiting rows, the first row past the head
+            # (there is none, unless the head was moved back under rows).
+            ids, above = conn.execute(
+                f"SELECT array(SELECT id FROM {table} WHERE pos IS NULL ORDER BY id "
+                f"LIMIT 10000), (SELECT min(pos) FROM {table} WHERE pos > %s)",
+                (head,),
+            ).fetchone()
+            if not ids:
+                return 0, None
+            count = len(ids)
+            start = head
+            read = self._read_position
+            if read > head:
+                there, above_read = conn.execute(
+                    f"SELECT EXISTS (SELECT 1 FROM {table} WHERE pos = %s), "
+                    f"(SELECT min(pos) FROM {table} WHERE pos > %s)",
+                    (read, read),
+                ).fetchone()
+                if there:
+                    start, above = read, above_read
+            if above is not None and above - start <= count:
+                (start,) = conn.execute(f"SELECT max(pos) FROM {table}").fetchone()
+            if start > _MAX_POSITION - count:
+                return 0, start
+            conn.execute(
+                f"UPDATE {table} SET pos = %s + v.n FROM unnest(%s::bigint[]) "
+                f"WITH ORDINALITY AS v(id, n) WHERE {table}.id = v.id",
+                (start, ids),
+            )
+            conn.execute(f"UPDATE {table}_head SET pos = %s", (start + count,))
+            conn.execute("SELECT pg_notify(%s, '')", (table,))
+            return count, None
 
     # -- publishing (publisher thread) ----------------------------------------
 
@@ -393,15 +424,54 @@ class PostgresBackplane(ThreadedBackplane):
                 channels.append(channel)
                 bodies.append(body)
                 origins.append(origin)
-        conn.execute(
-            f"INSERT INTO {self.table} (channel, body, origin) "
-            "SELECT * FROM unnest(%s::text[], %s::bytea[], %s::text[])",
-            (channels, bodies, origins),
+        ids = sorted(
+            row[0]
+            for row in conn.execute(
+                f"INSERT INTO {self.table} (channel, body, origin) "
+                "SELECT * FROM unnest(%s::text[], %s::bytea[], %s::text[]) RETURNING id",
+                (channels, bodies, origins),
+            )
         )
+        full: int | None = None
         with contextlib.suppress(Exception):
             # Numbered here at once; if this fails, a reader numbers them.
-            self._sequence(conn)
-        return len(bodies)
+            numbered = 10000
+            while numbered == 10000:
+                numbered, full = self._sequence(conn)
+        if full is None:
+            return len(bodies)
+        return self._refuse_unnumbered(conn, batch, ids, full)
+
+    def _refuse_unnumbered(self, conn: Any, batch: Batch, ids: list[int], head: int) -> int:
+        """
+        No position left for the rows of C{batch} (their C{ids}, in order):
+        delete those still waiting and refuse their runs.  Publisher thread.
+        """
+        gone = {
+            row[0]
+            for row in conn.execute(
+                f"DELETE FROM {self.table} WHERE id = ANY(%s) AND pos IS NULL RETURNING id",
+                (ids,),
+            )
+        }
+        refused: Batch = []
+        appended = 0
+        n = 0
+        for token, channel, run in batch:
+            kept = [body for body, i in zip(run, ids[n : n + len(run)], strict=True) if i in gone]
+            n += len(run)
+            if kept:
+                refused.append((token, channel, kept))
+            appended += len(run) - len(kept)
+        if not refused:
+            return appended
+        raise AppendRefusedError(
+            f"no position left in table {self.table}: its head row "
+            f"({self.table}_head) is at {head}, too close to the largest bigint "
+            f"({_MAX_POSITION})",
+            refused,
+            appended,
+        )
 
     # -- reading (reader thread) ---------------------------------------------
 
@@ -421,14 +491,10 @@ class PostgresBackplane(ThreadedBackplane):
                 conn, listen = self._reader_conn, self._listen_conn
                 (head,) = conn.execute(f"SELECT pos FROM {table}_head").fetchone()
                 if last is None:
-                    last = head
+                    last = self._read_position = head
                     self.reactor.callFromThread(self.hub.start_at, head, str(head))
                 elif head < last:
-                    # Truncated or recreated: start over from its first row.
-                    self._count("restarts")
-                    first = conn.execute(f"SELECT min(pos) FROM {table}").fetchone()[0]
-                    last = (first - 1) if first is not None else head
-                    self.reactor.callFromThread(self._restart, last, str(last))
+                    last = self._moved_back(conn, head, last)
                 if not self.connected:
                     if ever_connected:
                         self._count("reconnects")
@@ -451,7 +517,7 @@ class PostgresBackplane(ThreadedBackplane):
                         _READ_AFTER.format(table=table), (last, _READ_BATCH)
                     ).fetchall()
                     if rows:
-                        last = rows[-1][0]
+                        last = self._read_position = rows[-1][0]
                         self._hand_over(rows)
                     if len(rows) < _READ_BATCH:
                         break
@@ -469,6 +535,43 @@ class PostgresBackplane(ThreadedBackplane):
                 self._drop_connection("_listen_conn")
                 stopping.wait(delay * (0.5 + secrets.randbelow(1000) / 1000))
                 delay = min(delay * 2, self.backoff[1])
+
+    def _moved_back(self, conn: Any, head: int, last: int) -> int:
+        """
+        The head is behind C{last}, the last position read: where to read on
+        from.  Reader thread.
+
+        If the row at C{last} is still there, the head was moved back under
+        rows already read (forged, or restored apart from its rows): the
+        head is put back to C{last}, and reading goes on, nothing read
+        twice.  Otherwise the table was recreated or restored from an older
+        backup: reading starts over from its first row.
+        """
+        table = self.table
+        moved = conn.execute(
+            f"UPDATE {table}_head SET pos = %s WHERE pos < %s "
+            f"AND EXISTS (SELECT 1 FROM {table} WHERE pos = %s)",
+            (last, last, last),
+        ).rowcount
+        if moved:
+            self.reactor.callFromThread(
+                self.log.warn,
+                "the head row of {table} was behind rows already read (at {head}, "
+                "not {last}): moved to {last}, numbering goes on after them",
+                table=table,
+                head=head,
+                last=last,
+            )
+            return last
+        (now,) = conn.execute(f"SELECT pos FROM {table}_head").fetchone()
+        if now >= last:
+            return last  # put back by another process meanwhile
+        self._count("restarts")
+        first = conn.execute(f"SELECT min(pos) FROM {table}").fetchone()[0]
+        start = int(first - 1 if first is not None else now)
+        self._read_position = start
+        self.reactor.callFromThread(self._restart, start, str(start))
+        return start
 
     def _decode(self, rows: list[tuple[Any, ...]]) -> tuple[list[tuple[list[Entry], int]], int]:
         """Check rows read back: (entries with their origin token, malformed count)."""
@@ -523,18 +626,25 @@ class PostgresBackplane(ThreadedBackplane):
                 conn = self._replay_conn = _connect(self.url, self.timeout)
         try:
             # A client's own row still in the table proves that nothing after
-            # it was pruned: one lookup for every id; an id that is not there
-            # costs only that, never a range read.
+            # it was pruned, and so does the row after it (positions are
+            # given one after the other: the head at a process's start,
+            # handed out before any row held it, has the next one), and so
+            # does the head itself (nothing after it yet).  One lookup for
+            # every id; an id that is not there costs only that, never a
+            # range read.  No id past the head was ever handed out.
             positions = [position for _, position in requests]
-            found = {
-                row[0]
-                for row in conn.execute(
-                    f"SELECT pos FROM {self.table} WHERE pos = ANY(%s)", (positions,)
-                )
-            }
+            candidates = positions + [p + 1 for p in positions if p < _MAX_POSITION]
+            head, held = conn.execute(
+                f"SELECT (SELECT pos FROM {self.table}_head), "
+                f"array(SELECT pos FROM {self.table} WHERE pos = ANY(%s))",
+                (candidates,),
+            ).fetchone()
+            found = set(held)
             out = []
             for event_id, position in requests:
-                if position in found:
+                if (head is None or position <= head) and (
+                    position in found or position + 1 in found or position == head
+                ):
                     out.append(self._fetch_range(conn, event_id, position))
                 else:
                     self._count("replay_misses")

@@ -301,6 +301,119 @@ def test_a_row_numbered_past_the_head_is_never_read(pg: Backend) -> None:
     assert [e.data for e in replayed.events] == ["good", "after"]
 
 
+MAX_BIGINT = (1 << 63) - 1
+
+
+def set_head(pg: Backend, sql: str, *params: object) -> None:
+    """Rewrite the head row, as anyone with write access to the table could."""
+    with pg.server.connect(autocommit=True) as conn:
+        conn.execute(f"UPDATE wsgi_sse_events_head SET pos = {sql}", params)
+
+
+def test_a_head_near_the_largest_bigint_stops_no_delivery(pg: Backend) -> None:
+    """A head 7 short of the largest bigint: 7 events shared, 3 local, all answered, logged."""
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    seen: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        with server_on(pg) as a, server_on(pg) as b:
+            with a.stream() as ca, b.stream() as cb:
+                a.wait_clients(1)
+                b.wait_clients(1)
+                set_head(pg, "%s", MAX_BIGINT - 7)
+                reached = [
+                    a.service.broadcaster.broadcast_and_wait(f"e{i}", timeout=5) for i in range(10)
+                ]
+                got = ca.wait_events(10)
+                cb.wait_events(7)
+                cb.read_some(0.3)
+            stats = a.service.backplane.stats()
+            other = b.service.backplane.stats()
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    assert reached == [1] * 10
+    assert [e.data for e in got] == [f"e{i}" for i in range(10)]
+    assert [e.data for e in cb.events] == [f"e{i}" for i in range(7)]
+    assert got[6].last_event_id == cb.events[6].last_event_id == str(MAX_BIGINT)
+    # Local-only ids after the last shared one.
+    assert all(e.last_event_id.startswith(f"{MAX_BIGINT}.") for e in got[7:])
+    assert stats["refused"] == 3 and stats["local_only"] == 3
+    # Never taken for unreachable.
+    assert stats["connected"] and other["connected"]
+    assert stats["reconnects"] == other["reconnects"] == 0
+    lines = [formatEvent(e) for e in seen]
+    assert any("refused" in line and "largest" in line for line in lines), lines
+
+
+def test_a_head_moved_back_under_its_rows_gives_no_position_twice(pg: Backend) -> None:
+    """The head moved back by 10 with rows above it: nothing sent again, later events flow."""
+    with server_on(pg) as a, server_on(pg) as b:
+        with a.stream() as ca, b.stream() as cb:
+            a.wait_clients(1)
+            b.wait_clients(1)
+            for i in range(3):
+                a.service.broadcaster.broadcast(f"e{i}")
+            ca.wait_events(3)
+            cb.wait_events(3)
+            set_head(pg, "pos - 10")
+            # At once (before a reader looks), then after a quiet read (block = 1 s).
+            a.service.broadcaster.broadcast_and_wait("at-once", timeout=5)
+            time.sleep(1.5)
+            b.service.broadcaster.broadcast_and_wait("from-b", timeout=5)
+            a.service.broadcaster.broadcast_and_wait("from-a", timeout=5)
+            ca.wait_events(6)
+            cb.wait_events(6)
+            ca.read_some(0.3)
+            cb.read_some(0.3)
+        restarts = [s.service.backplane.stats()["restarts"] for s in (a, b)]
+    expected = ["e0", "e1", "e2", "at-once", "from-b", "from-a"]
+    assert [e.data for e in ca.events] == [e.data for e in cb.events] == expected
+    ids = [int(e.last_event_id) for e in ca.events]
+    assert ids == sorted(set(ids)) and [e.last_event_id for e in cb.events] == [
+        e.last_event_id for e in ca.events
+    ]
+    assert restarts == [0, 0]
+
+
+def test_resuming_from_a_position_without_a_row_is_not_reset(pg: Backend) -> None:
+    """The head at a process's start, or a gone row followed by the next: replayed, not reset."""
+    with server_on(pg) as a:
+        start_id = a.service.hub.last_id  # the table's head: no row holds it
+        with a.stream() as client:
+            a.wait_clients(1)
+            for i in range(3):
+                a.service.broadcaster.broadcast(f"e{i}")
+            ids = [e.last_event_id for e in client.wait_events(3)]
+
+    def resume(server: Any, last_id: str, live: str) -> list[str]:
+        with server.stream(headers={"Last-Event-ID": last_id}) as resumed:
+            server.wait_clients(1)
+            server.service.broadcaster.broadcast(live)
+            resumed.wait_for(lambda c: any(e.data == live for e in c.events))
+            got = [e.type if e.type == "reset" else e.data for e in resumed.events]
+        server.wait_clients(0)
+        return got
+
+    with server_on(pg) as b:
+        assert resume(b, start_id, "live0") == ["e0", "e1", "e2", "live0"]
+        with pg.server.connect(autocommit=True) as conn:
+            conn.execute("DELETE FROM wsgi_sse_events WHERE pos = %s", (int(ids[1]),))
+        # Its row gone, the next one kept: nothing it missed is gone.
+        assert resume(b, ids[1], "live1") == ["e2", "live0", "live1"]
+        # Truly gone (its row and the next deleted): reset.
+        pg.forget_up_to(ids[0])
+        assert resume(b, ids[0], "live2") == ["reset", "live2"]
+        assert resume(b, start_id, "live3") == ["reset", "live3"]
+        assert b.service.hub.stats.replay_resets == 2
+        # The head itself, its row pruned: nothing missed.
+        pg.forget_up_to(str(MAX_BIGINT))
+        with pg.server.connect() as conn:
+            head = conn.execute("SELECT pos FROM wsgi_sse_events_head").fetchone()[0]
+        fetched = b.call(b.service.backplane.fetch_after, head, str(head))
+        assert fetched.found and fetched.entries == [] and fetched.end == head
+
+
 # -- Django on its own database ----------------------------------------------------
 
 
