@@ -62,15 +62,15 @@ it, the others see the rest as guests (their connections still count).
 
 MAX_REMOTE_BYTES = 256 * 1024 * 1024
 """
-Memory (estimated, in bytes) the reports of other processes may take in all;
-past it, what does not fit is counted as guests, or dropped.
+Memory (estimated, in bytes) the reports of other processes may take in all
+by default (see L{PresenceTracker.max_remote_bytes}).
 """
 
-MAX_PROCESS_BYTES = 64 * 1024 * 1024
+MAX_PROCESS_BYTES = 128 * 1024 * 1024
 """
-Memory (estimated, in bytes) the report of any one other process may take:
-more than its streams can fill (L{MAX_SHARED_IDENTITIES} per channel, and
-about 40 MB for 10,000 streams on 16 channels of their own each).
+Memory (estimated, in bytes) the report of any one other process may take by
+default: more than its streams fill (10,000 streams on 16 channels of their
+own each, every one with an identity: about 68 MiB estimated, 42 MiB taken).
 """
 
 # Estimated cost of a channel in a report beside its name (the table's slot,
@@ -191,7 +191,13 @@ class PresenceTracker:
         self.remote_bytes = 0
         """Estimated memory the other processes' reports take (bytes)."""
         self.max_remote_bytes = MAX_REMOTE_BYTES
+        """
+        Estimated memory (bytes) the other processes' reports may take in
+        all; past it, a channel is counted as guests only, or dropped if even
+        that does not fit.  Raise it for a site whose presence needs more.
+        """
         self.max_process_bytes = MAX_PROCESS_BYTES
+        """The same bound, for the report of any one other process."""
         self._dirty: set[str] = set()
         self._flush_call: Any = None
         self._timer: Any = None

@@ -169,25 +169,27 @@ def test_a_forged_flood_of_reports_stays_within_the_bound_per_process(
 ) -> None:
     """
     A made-up process adding channels without end through Redis takes at most
-    MAX_PROCESS_BYTES in each process; presence between the real ones still works.
+    the bound per process in each process; presence between the real ones
+    still works.
     """
-    from wsgi_sse._presence import MAX_PROCESS_BYTES
-
+    bound = 16 * 1024 * 1024  # the default is 128 MiB: a lighter test
     backend = Backend("redis", session_redis)
     backend.clean()
     a, b = server(tmp_path, "a", backend), server(tmp_path, "b", backend)
     with processes(a, b):
-        # 420,000 channels: about twice the bound.
-        forge(backend, flood(backend, "x1", 0, 420_000))
+        for process in (a, b):
+            assert process.post(f"/presence-bound?process={bound}")[0] == 200
+        # 105,000 channels: about twice the bound.
+        forge(backend, flood(backend, "x1", 0, 105_000))
         forge(backend, [{"k": "p", "i": "x2", "t": 3600, "c": {"sentinel": [{}, 1]}}])
         for process in (a, b):
             wait_until(lambda p=process: present(p, "sentinel")["guests"] == 1, timeout=30)
             held = memory(process)
             print(held)
             # Each made-up channel takes more than 300 bytes (estimated).
-            assert held["channels"] < MAX_PROCESS_BYTES // 300
+            assert held["channels"] < bound // 300
             assert held["overflow"] > 0
-            assert 0 < held["remote_bytes"] <= MAX_PROCESS_BYTES + 1000
+            assert 0 < held["remote_bytes"] <= bound + 1000
         with (
             a.stream("/sse?channel=room", headers={"Cookie": "user=ada"}) as ada,
             b.stream("/sse?channel=room", headers={"Cookie": "user=bob"}) as bob,

@@ -7,7 +7,7 @@ The cookie ``user`` names a stream's owner.  GET /presence?channel=c answers
 the channel's presence as JSON; POST /disconnect?identity=u ends u's streams
 in every process.  GET /presence-memory answers what the other processes'
 reports take (estimated bytes, channels, overflow); POST
-/presence-bound?total=n lowers the bound on them.
+/presence-bound?total=n&process=m sets the bounds on them.
 """
 
 import json
@@ -40,7 +40,9 @@ def app(environ, start_response):
             }
         )
     elif environ["PATH_INFO"] == "/presence-bound":
-        _current_hub().presence.max_remote_bytes = int(query["total"])
+        tracker = _current_hub().presence
+        tracker.max_remote_bytes = int(query.get("total", tracker.max_remote_bytes))
+        tracker.max_process_bytes = int(query.get("process", tracker.max_process_bytes))
         body = "{}"
     elif environ["PATH_INFO"] == "/disconnect":
         wsgi_sse.disconnect(identity=query["identity"])
