@@ -16,7 +16,7 @@ import wsgi_sse
 from wsgi_sse import Allowed, Hub, PresenceChange, StreamRequest
 from wsgi_sse._backplane import Entry, LocalBackplane
 from wsgi_sse._encoding import encode_body
-from wsgi_sse._presence import CONTROL_CHANNEL
+from wsgi_sse._presence import CONTROL_CHANNEL, _size
 
 
 def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -468,3 +468,103 @@ def test_asks_for_a_full_report_are_answered_at_most_once_a_second() -> None:
     hub.deliver_control(ask)
     clock.advance(2)
     assert _reports(recording)[-1]["c"] == {}  # the goodbye, and nothing after it
+
+
+def _report(instance: str, channels: dict[str, Any], *, full: bool = False) -> dict[str, Any]:
+    """A presence report of another process."""
+    return {"k": "p", "i": instance, "t": 30, "f": full, "c": channels}
+
+
+def _held(hub: Hub) -> int:
+    """What the other processes' tables take, recomputed from them."""
+    return sum(
+        _size(name, counts)
+        for _, table in hub.presence._remote.values()
+        for name, counts in table.items()
+    )
+
+
+def _state(hub: Hub, channel: str) -> tuple[dict[str, int], int]:
+    now = hub.presence.get(channel)
+    return dict(now.identities), now.guests
+
+
+def test_one_process_report_is_kept_up_to_its_bound_and_not_past_it() -> None:
+    """
+    A report exactly at the bound is kept whole; a channel past it is counted
+    as guests if that fits, dropped if not; freeing room lets it in.
+    """
+    hub = Hub(clock=Clock(), instance_id="here")
+    tracker = hub.presence
+    one = _size("ch-1", {"ada": 1})
+    tracker.max_process_bytes = 3 * one
+    ada = [{"ada": 1}, 0]
+    _control(hub, _report("there", {"ch-1": ada, "ch-2": ada, "ch-3": ada}, full=True))
+    assert [_state(hub, f"ch-{n}") for n in (1, 2, 3)] == [({"ada": 1}, 0)] * 3
+    assert tracker.overflow == 0 and tracker.remote_bytes == 3 * one == _held(hub)
+
+    _control(hub, _report("there", {"ch-4": ada}))  # one channel too many
+    assert _state(hub, "ch-4") == ({}, 0) and tracker.channels() == ["ch-1", "ch-2", "ch-3"]
+    assert tracker.overflow == 1 and tracker.remote_bytes == 3 * one == _held(hub)
+
+    guests_only = _size("ch-4", {None: 1})
+    tracker.max_process_bytes = 3 * one + guests_only
+    _control(hub, _report("there", {"ch-4": ada}))  # its connection still counts
+    assert _state(hub, "ch-4") == ({}, 1) and tracker.overflow == 2
+
+    _control(hub, _report("there", {"ch-1": [{}, 0]}))  # ada left ch-1: room again
+    _control(hub, _report("there", {"ch-4": ada}))
+    assert _state(hub, "ch-4") == ({"ada": 1}, 0) and _state(hub, "ch-1") == ({}, 0)
+    assert tracker.overflow == 2 and tracker.remote_bytes == 3 * one == _held(hub)
+    assert tracker.malformed == 0
+
+
+def test_reports_of_all_processes_are_kept_up_to_the_bound_in_all() -> None:
+    """
+    Past the bound in all, reports are cut; a full report frees the one it
+    replaces, an expired process frees its room, and it is logged once a minute.
+    """
+    from twisted.logger import globalLogPublisher
+
+    clock = Clock()
+    hub = Hub(clock=clock, instance_id="here")
+    tracker = hub.presence
+    one = _size("ch-1", {"ada": 1})
+    tracker.max_remote_bytes = 2 * one
+    ada = [{"ada": 1}, 0]
+    seen: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        _control(hub, _report("p1", {"ch-1": ada, "ch-2": ada}, full=True))
+        assert tracker.remote_bytes == 2 * one and tracker.overflow == 0 and seen == []
+        for _ in range(3):  # no room left for another process
+            _control(hub, _report("p2", {"ch-3": ada}, full=True))
+        assert _state(hub, "ch-3") == ({}, 0) and tracker.overflow == 3
+        warnings = [e for e in seen if "memory bound" in e.get("log_format", "")]
+        assert len(warnings) == 1  # once, not per message
+
+        _control(hub, _report("p1", {"ch-1": ada}, full=True))  # replaces its whole table
+        _control(hub, _report("p2", {"ch-3": ada}, full=True))
+        assert _state(hub, "ch-2") == ({}, 0) and _state(hub, "ch-3") == ({"ada": 1}, 0)
+        assert tracker.remote_bytes == 2 * one == _held(hub)
+
+        clock.advance(31)  # both fell silent: their room goes to the next one
+        _control(hub, {**_report("p3", {"ch-4": ada, "ch-5": ada}), "t": 3600})
+        assert tracker.channels() == ["ch-4", "ch-5"] and tracker.overflow == 3
+        assert tracker.remote_bytes == 2 * one == _held(hub)
+
+        # Identities added past the bound count as guests.
+        _control(hub, {**_report("p3", {}), "a": {"ch-4": [{"bob": 1, "cy": 1}, 0]}})
+        assert _state(hub, "ch-4") == ({"ada": 1}, 2) and tracker.overflow == 4
+        assert tracker.remote_bytes == 2 * one == _held(hub)
+        warnings = [e for e in seen if "memory bound" in e.get("log_format", "")]
+        assert len(warnings) == 1  # the next one a minute after the first at most
+        clock.advance(30)
+        _control(hub, {**_report("p3", {"ch-6": ada}), "t": 3600})
+        warnings = [e for e in seen if "memory bound" in e.get("log_format", "")]
+        assert _state(hub, "ch-6") == ({}, 0) and tracker.overflow == 5
+        # Each warning tells how many since the one before.
+        assert [w["count"] for w in warnings] == [1, 4]
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    assert tracker.malformed == 0

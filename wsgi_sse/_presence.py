@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping
@@ -59,6 +60,25 @@ Identities of one channel one process sends to the others at most; past
 it, the others see the rest as guests (their connections still count).
 """
 
+MAX_REMOTE_BYTES = 256 * 1024 * 1024
+"""
+Memory (estimated, in bytes) the reports of other processes may take in all
+by default (see L{PresenceTracker.max_remote_bytes}).
+"""
+
+MAX_PROCESS_BYTES = 128 * 1024 * 1024
+"""
+Memory (estimated, in bytes) the report of any one other process may take by
+default: more than its streams fill (10,000 streams on 16 channels of their
+own each, every one with an identity: about 68 MiB estimated, 42 MiB taken).
+"""
+
+# Estimated cost of a channel in a report beside its name (the table's slot,
+# its counts and guests), and of an identity beside its string (the slot and
+# its count).
+_CHANNEL_COST = 250
+_IDENTITY_COST = 70
+_OVERFLOW_LOG_PERIOD = 60.0
 _MAX_INSTANCES = 1024
 _CHUNK = 256 * 1024
 _INSTANCE = re.compile(r"[0-9a-z]{1,16}\Z")
@@ -166,6 +186,18 @@ class PresenceTracker:
         self._local: dict[str, Counts] = {}
         # instance -> (expires at, channel -> counts)
         self._remote: dict[str, tuple[float, dict[str, Counts]]] = {}
+        # instance -> the estimated size of its table, and their sum.
+        self._sizes: dict[str, int] = {}
+        self.remote_bytes = 0
+        """Estimated memory the other processes' reports take (bytes)."""
+        self.max_remote_bytes = MAX_REMOTE_BYTES
+        """
+        Estimated memory (bytes) the other processes' reports may take in
+        all; past it, a channel is counted as guests only, or dropped if even
+        that does not fit.  Raise it for a site whose presence needs more.
+        """
+        self.max_process_bytes = MAX_PROCESS_BYTES
+        """The same bound, for the report of any one other process."""
         self._dirty: set[str] = set()
         self._flush_call: Any = None
         self._timer: Any = None
@@ -177,6 +209,10 @@ class PresenceTracker:
         self.messages_sent = 0
         self.messages_received = 0
         self.malformed = 0
+        self.overflow = 0
+        """Channels of other processes' reports dropped, or counted as guests, for memory."""
+        self._overflow_logged = 0
+        self._overflow_log_at = float("-inf")
 
     # -- listeners ---------------------------------------------------------
 
@@ -333,8 +369,7 @@ class PresenceTracker:
     def _refresh(self) -> None:
         now = self.hub._now()
         with self._lock:
-            for instance in [i for i, (exp, _) in self._remote.items() if exp < now]:
-                del self._remote[instance]
+            self._forget_expired(now)
             local = {name: dict(counts) for name, counts in self._local.items()}
         self._dirty.clear()
         self._send(local, full=True)
@@ -426,29 +461,125 @@ class PresenceTracker:
         with self._lock:
             known = self._remote.get(instance)
             if known is None and len(self._remote) >= _MAX_INSTANCES:
-                self.malformed += 1
-                return
+                self._forget_expired(now)
+                if len(self._remote) >= _MAX_INSTANCES:
+                    self.malformed += 1
+                    return
+            fit = _Fit(self, instance, now)
             if message.get("f") is True or known is None:
                 table: dict[str, Counts] = {}
+                fit.grow(-self._sizes.get(instance, 0))
             else:
                 table = known[1]
             for name, counts in parsed[0].items():
-                table.pop(name, None)
+                before = table.pop(name, None)
+                if before is not None:
+                    fit.grow(-_size(name, before))
                 if counts:
+                    cost = _size(name, counts)
+                    if not fit.room(cost):
+                        self.overflow += 1
+                        # Every connection still counts, as guests, if that fits.
+                        counts = {None: sum(counts.values())}
+                        cost = _size(name, counts)
+                        if not fit.room(cost):
+                            continue
                     table[name] = counts
+                    fit.grow(cost)
             for name, counts in parsed[1].items():
-                into = table.setdefault(name, {})
+                into = table.get(name)
+                if into is None:
+                    into = {}
+                    if not fit.room(_size(name, into)):
+                        self.overflow += 1
+                        continue
+                    table[name] = into
+                    fit.grow(_size(name, into))
+                folded = False
                 for identity, n in counts.items():
-                    if (
-                        identity is not None
-                        and identity not in into
-                        and len(into) > (MAX_SHARED_IDENTITIES)
-                    ):
-                        identity = None  # past the bound: counted as guests
+                    if identity is not None and identity not in into:
+                        cost = sys.getsizeof(identity) + _IDENTITY_COST
+                        if len(into) > MAX_SHARED_IDENTITIES:
+                            identity = None  # past the bound: counted as guests
+                        elif fit.room(cost):
+                            fit.grow(cost)
+                        else:
+                            identity, folded = None, True
                     into[identity] = into.get(identity, 0) + n
+                if folded:
+                    self.overflow += 1
                 if not into:
                     del table[name]
+                    fit.grow(-_size(name, into))
             self._remote[instance] = (now + float(ttl), table)
+            self._sizes[instance] = fit.size
+        if self.overflow != self._overflow_logged and now >= self._overflow_log_at:
+            log.warn(
+                "presence reports from other processes past their memory bound "
+                "({remote_bytes} of {max_remote_bytes} bytes in all, {max_process_bytes} "
+                "per process): {count} channels dropped or counted as guests",
+                remote_bytes=self.remote_bytes,
+                max_remote_bytes=self.max_remote_bytes,
+                max_process_bytes=self.max_process_bytes,
+                count=self.overflow - self._overflow_logged,
+            )
+            self._overflow_logged = self.overflow
+            self._overflow_log_at = now + _OVERFLOW_LOG_PERIOD
+
+    def _forget_expired(self, now: float) -> None:
+        """Forget the processes silent past their TTL.  With the lock held."""
+        for instance in [i for i, (exp, _) in self._remote.items() if exp < now]:
+            del self._remote[instance]
+            self.remote_bytes -= self._sizes.pop(instance, 0)
+
+
+class _Fit:
+    """
+    What one process's table may still grow by while a report is taken in
+    (with the tracker's lock held).
+    """
+
+    __slots__ = ("expired", "instance", "now", "size", "tracker")
+
+    def __init__(self, tracker: PresenceTracker, instance: str, now: float) -> None:
+        self.tracker = tracker
+        self.instance = instance
+        self.now = now
+        self.size = tracker._sizes.get(instance, 0)
+        self.expired = False
+
+    def grow(self, by: int) -> None:
+        self.size += by
+        self.tracker.remote_bytes += by
+
+    def room(self, cost: int) -> bool:
+        """Whether C{cost} more bytes fit, after forgetting expired processes if need be."""
+        tracker = self.tracker
+        if self.size + cost > tracker.max_process_bytes:
+            return False
+        if tracker.remote_bytes + cost <= tracker.max_remote_bytes:
+            return True
+        if not self.expired:
+            self.expired = True
+            # This process's own table is being rewritten: keep it.
+            expired = [
+                i
+                for i, (exp, _) in tracker._remote.items()
+                if exp < self.now and i != self.instance
+            ]
+            for instance in expired:
+                del tracker._remote[instance]
+                tracker.remote_bytes -= tracker._sizes.pop(instance, 0)
+        return tracker.remote_bytes + cost <= tracker.max_remote_bytes
+
+
+def _size(name: str, counts: Counts) -> int:
+    """The estimated memory one channel of another process's report takes."""
+    size = sys.getsizeof(name) + _CHANNEL_COST
+    for identity in counts:
+        if identity is not None:
+            size += sys.getsizeof(identity) + _IDENTITY_COST
+    return size
 
 
 def _valid(identity: str) -> bool:

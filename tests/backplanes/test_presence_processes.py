@@ -126,3 +126,118 @@ def test_a_process_started_later_learns_the_presence_at_once(
                     ann.wait_for(lambda s: s.parser.retry is not None)
                     both = {"identities": {"ann": 1, "cy": 1}, "guests": 0}
                     wait_until(lambda: present(c) == both and present(a) == both, timeout=10)
+
+
+def memory(process: ServerProcess) -> dict[str, Any]:
+    """What the other processes' reports take in C{process}."""
+    status, _, body = http_request(process.port, "GET", "/presence-memory")
+    assert status == 200, body
+    return dict(json.loads(body))
+
+
+def forge(backend: Backend, messages: list[dict[str, Any]]) -> None:
+    """Publish presence reports on the control path as any client of the server could."""
+    bodies = ["data: " + json.dumps(m, separators=(",", ":")) + "\n" for m in messages]
+    if backend.kind == "redis":
+        client = backend.server.client()
+        pipe = client.pipeline(transaction=False)
+        for body in bodies:
+            pipe.publish("wsgi-sse:default:events:control", body)
+        pipe.execute()
+        return
+    with backend.server.connect(autocommit=True) as conn:
+        for body in bodies:
+            conn.execute("SELECT pg_notify('wsgi_sse_events_control', %s)", (body,))
+
+
+def flood(backend: Backend, instance: str, start: int, count: int) -> list[dict[str, Any]]:
+    """Partial reports of C{instance} adding C{count} made-up channels, as big as fits."""
+    per = 7000 if backend.kind == "redis" else 250
+    return [
+        {
+            "k": "p",
+            "i": instance,
+            "t": 3600,
+            "c": {f"{instance}-{n}": [{}, 1] for n in range(s, min(s + per, start + count))},
+        }
+        for s in range(start, start + count, per)
+    ]
+
+
+def test_a_forged_flood_of_reports_stays_within_the_bound_per_process(
+    session_redis: Any, tmp_path: Path
+) -> None:
+    """
+    A made-up process adding channels without end through Redis takes at most
+    the bound per process in each process; presence between the real ones
+    still works.
+    """
+    bound = 16 * 1024 * 1024  # the default is 128 MiB: a lighter test
+    backend = Backend("redis", session_redis)
+    backend.clean()
+    a, b = server(tmp_path, "a", backend), server(tmp_path, "b", backend)
+    with processes(a, b):
+        for process in (a, b):
+            assert process.post(f"/presence-bound?process={bound}")[0] == 200
+        # 105,000 channels: about twice the bound.
+        forge(backend, flood(backend, "x1", 0, 105_000))
+        forge(backend, [{"k": "p", "i": "x2", "t": 3600, "c": {"sentinel": [{}, 1]}}])
+        for process in (a, b):
+            wait_until(lambda p=process: present(p, "sentinel")["guests"] == 1, timeout=30)
+            held = memory(process)
+            print(held)
+            # Each made-up channel takes more than 300 bytes (estimated).
+            assert held["channels"] < bound // 300
+            assert held["overflow"] > 0
+            assert 0 < held["remote_bytes"] <= bound + 1000
+        with (
+            a.stream("/sse?channel=room", headers={"Cookie": "user=ada"}) as ada,
+            b.stream("/sse?channel=room", headers={"Cookie": "user=bob"}) as bob,
+        ):
+            for client in (ada, bob):
+                client.wait_for(lambda c: c.parser.retry is not None)
+            expected = {"identities": {"ada": 1, "bob": 1}, "guests": 0}
+            wait_until(lambda: present(a) == expected and present(b) == expected)
+
+
+def test_forged_reports_of_many_processes_stay_within_the_bound_in_all(
+    shared_backend: Backend, tmp_path: Path
+) -> None:
+    """
+    Made-up processes together take at most the bound in all; the real
+    processes' reports, taken in before, stay right as they repeat them.
+    """
+    total = 2 * 1024 * 1024
+    a, b = server(tmp_path, "a", shared_backend), server(tmp_path, "b", shared_backend)
+    with processes(a, b):
+        for process in (a, b):
+            assert process.post(f"/presence-bound?total={total}")[0] == 200
+        with (
+            a.stream("/sse?channel=room", headers={"Cookie": "user=ada"}) as ada,
+            b.stream("/sse?channel=room", headers={"Cookie": "user=bob"}) as bob,
+            b.stream("/sse?channel=room") as guest,
+        ):
+            for client in (ada, bob, guest):
+                client.wait_for(lambda c: c.parser.retry is not None)
+            expected = {"identities": {"ada": 1, "bob": 1}, "guests": 1}
+            wait_until(lambda: present(a) == expected and present(b) == expected)
+            # Eight made-up processes of 3,500 channels each: about 8 MiB.
+            forge(
+                shared_backend,
+                [m for i in range(8) for m in flood(shared_backend, f"x{i}", 0, 3500)],
+            )
+            # Then x0 (taken in whole, first) counts 2 guests on one of its channels.
+            forge(shared_backend, [{"k": "p", "i": "x0", "t": 3600, "c": {"x0-0": [{}, 2]}}])
+            for process in (a, b):
+                wait_until(lambda p=process: present(p, "x0-0")["guests"] == 2, timeout=30)
+                held = memory(process)
+                print(held)
+                assert held["channels"] < total // 300
+                assert held["overflow"] > 0 and held["remote_bytes"] <= total
+            # The real processes' changes still go through,
+            left = {"identities": {"ada": 1, "bob": 1}, "guests": 0}
+            guest.close()
+            wait_until(lambda: present(a) == left and present(b) == left)
+            # and so do their full reports (every 0.5 s).
+            time.sleep(1.5)
+            assert present(a) == left and present(b) == left

@@ -5,7 +5,9 @@ the presence interval from $PRESENCE_INTERVAL.
 
 The cookie ``user`` names a stream's owner.  GET /presence?channel=c answers
 the channel's presence as JSON; POST /disconnect?identity=u ends u's streams
-in every process.
+in every process.  GET /presence-memory answers what the other processes'
+reports take (estimated bytes, channels, overflow); POST
+/presence-bound?total=n&process=m sets the bounds on them.
 """
 
 import json
@@ -14,6 +16,7 @@ from urllib.parse import parse_qs
 
 import wsgi_sse
 from wsgi_sse import Allowed, make_application
+from wsgi_sse._presence import _current_hub
 
 
 def authorize(request):
@@ -27,6 +30,20 @@ def app(environ, start_response):
     if environ["PATH_INFO"] == "/presence":
         now = wsgi_sse.presence(query["channel"])
         body = json.dumps({"identities": dict(now.identities), "guests": now.guests})
+    elif environ["PATH_INFO"] == "/presence-memory":
+        tracker = _current_hub().presence
+        body = json.dumps(
+            {
+                "remote_bytes": getattr(tracker, "remote_bytes", None),
+                "overflow": getattr(tracker, "overflow", None),
+                "channels": len(tracker.channels()),
+            }
+        )
+    elif environ["PATH_INFO"] == "/presence-bound":
+        tracker = _current_hub().presence
+        tracker.max_remote_bytes = int(query.get("total", tracker.max_remote_bytes))
+        tracker.max_process_bytes = int(query.get("process", tracker.max_process_bytes))
+        body = "{}"
     elif environ["PATH_INFO"] == "/disconnect":
         wsgi_sse.disconnect(identity=query["identity"])
         body = "{}"
