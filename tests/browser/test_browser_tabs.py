@@ -423,8 +423,9 @@ def test_a_channel_refused_after_logout_is_dropped_and_its_tab_told(
         )
         expect(other.locator("#events li")).to_have_text(["public: news"])
         assert server.client_count() == 1
-        # The stream, then the HEAD asking about user-ada alone ("public" was allowed).
-        assert server.call(server.service.sse_resource.snapshot)["refused"] == {"403": 2}
+        # The stream, the HEAD asking for its answer, then the one asking about
+        # user-ada alone ("public" was allowed).
+        assert server.call(server.service.sse_resource.snapshot)["refused"] == {"403": 3}
 
         # A new login, in a new tab asking for the channel: it is asked for again.
         context.add_cookies([{"name": "user", "value": "ada", "url": server.url}])

@@ -11,8 +11,9 @@
 
 const DEFAULT_CHANNEL = "default";
 const RING = 500; // events every tab keeps, to catch up tabs that join
+const RING_SIZE = 2 ** 20; // and characters of their data, at most
 const SEEN = 1000; // event ids remembered to drop duplicates
-const PROBES = 20; // channels asked about one by one when a stream is refused
+const MAX_CHANNELS = 16; // per connection (the server's max_channels), unless told
 const OWN_TYPES = new Set(["statuschange", "refused"]); // this client's, not the server's
 
 function splitId(raw) {
@@ -21,10 +22,14 @@ function splitId(raw) {
   return space < 0 ? [raw, null] : [raw.slice(0, space), raw.slice(space + 1)];
 }
 
-function withoutRefused(channels, refused) {
-  // The channels to ask for: all of them if the server refuses every one.
-  const kept = channels.filter((c) => !refused.has(c));
-  return kept.length ? kept : channels;
+function streamUrl(options, channels, lastId, token) {
+  const url = new URL(options.url, location.href);
+  const query = url.searchParams;
+  for (const channel of channels) query.append("channel", channel);
+  query.set("channelInId", "1");
+  if (lastId) query.set("lastEventId", lastId);
+  if (token) query.set("token", token);
+  return url;
 }
 
 /** An event as a stream's listeners receive it. */
@@ -38,31 +43,29 @@ export class StreamEvent extends Event {
   }
 }
 
-// One EventSource, re-created with a jittered back-off after a non-200
-// answer (an expired token, a refusal), unless onFailed, told first, acts.
+// One EventSource, for some of a stream's channels; after a non-200 answer
+// (an expired token, a refusal) the stream looks into it, then re-creates it
+// with a jittered back-off.
 class Connection {
-  constructor(options, channels, types, lastId, onEvent, onStatus, onFailed) {
-    this.options = options;
+  constructor(stream, channels, lastId) {
+    this.stream = stream;
+    this.options = stream.options;
     this.channels = channels;
-    this.types = new Set();
     this.lastId = lastId;
-    this.onEvent = onEvent;
-    this.onStatus = onStatus;
-    this.onFailed = onFailed;
+    this.types = new Set();
     this.failures = 0;
     this.closed = false;
     this.source = null;
     this.timer = null;
-    this.pendingTypes = types;
     this.open();
+  }
+
+  onStatus(status) {
+    this.stream.statusFromServer(status, this);
   }
 
   async open() {
     if (this.closed) return;
-    const url = new URL(this.options.url, location.href);
-    for (const channel of this.channels) url.searchParams.append("channel", channel);
-    url.searchParams.set("channelInId", "1");
-    if (this.lastId) url.searchParams.set("lastEventId", this.lastId);
     let token = this.options.token;
     try {
       if (typeof token === "function") token = await token([...this.channels]);
@@ -71,11 +74,10 @@ class Connection {
       return;
     }
     if (this.closed) return;
-    if (token) url.searchParams.set("token", token);
+    const url = streamUrl(this.options, this.channels, this.lastId, token);
     const source = new EventSource(url, { withCredentials: !!this.options.withCredentials });
     this.source = source;
-    this.types = new Set();
-    for (const type of this.pendingTypes) this.addType(type);
+    for (const type of this.types) this.listen(type);
     // Events the server named "open" or "error" (MessageEvents) reach these too.
     source.onopen = (e) => {
       if (e instanceof MessageEvent) return;
@@ -86,31 +88,36 @@ class Connection {
       if (e instanceof MessageEvent) return;
       if (source.readyState === EventSource.CLOSED) {
         source.close();
-        if (this.onFailed) this.onFailed(this);
-        else this.retryLater();
+        this.stream.failed(this);
       } else {
         this.onStatus("reconnecting"); // the browser reconnects by itself
       }
     };
   }
 
-  retryLater() {
+  retryLater(answer = {}) {
     if (this.closed) return;
     this.onStatus("reconnecting");
     const base = Math.min(30000, 1000 * 2 ** Math.min(this.failures++, 5));
-    this.timer = setTimeout(() => this.open(), base * (0.5 + Math.random()));
+    // Or after the Retry-After of a 503 or 429 (seconds or an HTTP date).
+    const value = [503, 429].includes(answer.status) && answer.headers.get("Retry-After");
+    const wait = /^\d+$/.test(value) ? value * 1000 : Date.parse(value) - Date.now();
+    this.timer = setTimeout(() => this.open(), Math.max(wait || 0, base * (0.5 + Math.random())));
   }
 
   addType(type) {
-    this.pendingTypes.add(type);
-    if (!this.source || this.types.has(type)) return;
+    if (this.types.has(type)) return;
     this.types.add(type);
+    if (this.source) this.listen(type);
+  }
+
+  listen(type) {
     this.source.addEventListener(type, (e) => {
       if (!(e instanceof MessageEvent)) return; // the connection's own
       // A reset carries no id: the EventSource's lastEventId is stale then.
       const raw = type === "reset" ? "" : e.lastEventId;
-      if (raw) this.lastId = raw;
-      this.onEvent({ raw, type, data: e.data });
+      if (raw || type === "reset") this.lastId = raw;
+      this.stream.fromServer({ raw, type, data: e.data });
     });
   }
 
@@ -129,6 +136,7 @@ export class Stream extends EventTarget {
   constructor(options = {}) {
     super();
     this.options = { url: "/sse", share: true, ...options };
+    this.maxChannels = this.options.maxChannels || MAX_CHANNELS;
     const channels = this.options.channels;
     this.channels = new Set(channels && channels.length ? channels : [DEFAULT_CHANNEL]);
     this.types = new Set(["message", "init", "reset"]);
@@ -148,18 +156,19 @@ export class Stream extends EventTarget {
     this.seenOrder = [];
     this.ring = [];
     this.ringFrom = this.lastEventId; // the id of the event before ring[0]
-    this.connection = null;
+    this.connections = [];
+    this.peers = new Map(); // the other tabs, sharing: id -> {channels, types, seen}
     const shared = this.options.share && typeof BroadcastChannel === "function";
     this.mode = shared ? "shared" : "single";
     if (shared) this.startShared();
-    else this.connect();
+    else this.update();
   }
 
   addEventListener(type, listener, options) {
     super.addEventListener(type, listener, options);
     if (OWN_TYPES.has(type) || this.types.has(type)) return;
     this.types.add(type);
-    if (this.connection) this.connection.addType(type);
+    for (const connection of this.connections) connection.addType(type);
     if (this.mode === "shared") this.announce();
   }
 
@@ -175,16 +184,14 @@ export class Stream extends EventTarget {
       this.announce(false, true);
       if (this.holdsConnection) this.updateUnion();
     } else {
-      this.connect();
+      this.update();
     }
   }
 
   close() {
     if (this.status === "closed") return;
     this.setStatus("closed");
-    this.holdsConnection = false;
-    if (this.connection) this.connection.close();
-    this.connection = null;
+    this.stepDown();
     if (this.mode === "shared") {
       this.post({ t: "bye" });
       if (this.release) this.release();
@@ -218,8 +225,10 @@ export class Stream extends EventTarget {
       this.remember(null);
     } else {
       this.ring.push(ev);
-      if (this.ring.length > RING) {
+      let size = this.ring.reduce((sum, kept) => sum + kept.data.length, 0);
+      while (this.ring.length > RING || size > RING_SIZE) {
         const dropped = this.ring.shift();
+        size -= dropped.data.length;
         if (dropped.raw) this.ringFrom = dropped.raw;
       }
       if (ev.raw) this.remember(ev.raw);
@@ -255,77 +264,79 @@ export class Stream extends EventTarget {
 
   async failed(connection) {
     connection.onStatus("reconnecting");
-    // A stream refused (403) for one channel only (a stale tab's user channel
-    // after a logout): leave it out and reconnect with the rest.
+    // Ask again, with HEAD (answered like a GET, subscribing nothing), for
+    // the answer an EventSource does not tell: once per attempt.
+    const { channels, lastId, options } = connection;
+    let head = {};
     let answers = [];
     try {
-      if (connection.channels.length <= PROBES) answers = await this.probe(connection.channels);
+      let token = options.token;
+      if (typeof token === "function") token = await token([...channels]);
+      const ask = (asked, method = "HEAD") =>
+        fetch(streamUrl(options, asked, lastId, token), {
+          method,
+          cache: "no-store",
+          credentials: options.withCredentials ? "include" : "same-origin",
+          signal: AbortSignal.timeout(10000),
+        });
+      head = await ask(channels);
+      // "400 too many channels (at most 16)": only the body says how many.
+      const most =
+        head.status === 400 && /at most ([1-9]\d*)/.exec(await (await ask(channels, "GET")).text());
+      if (most && most[1] < channels.length) {
+        this.maxChannels = +most[1];
+      } else if (head.status === 400 || head.status === 403) {
+        // Refused for one channel only (a stale tab's user channel after a
+        // logout): ask for each alone, leave it out, keep the rest.
+        answers = await Promise.all(channels.map(async (c) => (await ask([c])).status));
+      }
     } catch (error) {
       // unreachable or not ours to read (CORS): retry as usual
     }
-    if (connection !== this.connection || connection.closed) return;
-    if (answers.includes(204)) {
+    if (!this.connections.includes(connection)) return;
+    if (head.status === 204) {
       // Stopped for good (204 No Content), as an EventSource stops.
       if (this.mode === "shared") this.post({ t: "stop" });
       this.close();
       return;
     }
-    const refused = connection.channels.filter((c, i) => answers[i] === 403);
+    const refused = channels.filter((c, i) => answers[i] === 400 || answers[i] === 403);
     if (refused.length) {
       if (this.mode === "shared") this.post({ t: "refused", channels: refused });
       this.refusedNow(refused);
-      const [channels, types] = this.mode === "shared" ? this.union() : this.own();
-      if (channels.join("\n") !== connection.channels.join("\n")) {
-        this.reconnect(channels, types);
-        return;
-      }
     }
-    connection.retryLater(); // nothing left to ask for: try again later
+    this.update(); // without the refused channels, or split in smaller sets
+    // Nothing changed for this connection: try again later.
+    if (this.connections.includes(connection)) connection.retryLater(head);
   }
 
-  async probe(channels) {
-    // Ask for each channel alone, with HEAD (answered like a GET, and
-    // subscribing nothing): the status of each.
-    let token = this.options.token;
-    if (typeof token === "function") token = await token([...channels]);
-    return Promise.all(
-      channels.map(async (channel) => {
-        const url = new URL(this.options.url, location.href);
-        url.searchParams.set("channel", channel);
-        if (token) url.searchParams.set("token", token);
-        const response = await fetch(url, {
-          method: "HEAD",
-          cache: "no-store",
-          credentials: this.options.withCredentials ? "include" : "same-origin",
-        });
-        return response.status;
-      }),
-    );
-  }
+  // -- the connections ------------------------------------------------------
 
-  // -- one connection per tab (fallback) ----------------------------------
-
-  own() {
-    return [withoutRefused([...this.channels], this.refused), this.types];
-  }
-
-  connect() {
-    const [channels, types] = this.own();
-    this.reconnect(channels, types);
-  }
-
-  reconnect(channels, types) {
+  update() {
+    // Connect to the channels, at most maxChannels per connection: each one
+    // stays on its connection; new ones go where there is room, or on a new one.
     if (this.status === "closed") return;
-    if (this.connection) this.connection.close();
-    this.connection = new Connection(
-      this.options,
-      channels,
-      new Set(types),
-      this.lastEventId,
-      (ev) => this.fromServer(ev),
-      (status) => this.statusFromServer(status),
-      (connection) => this.failed(connection),
+    const [channels, types] = this.union();
+    const max = this.maxChannels;
+    const wanted = new Set(channels);
+    const plan = [];
+    for (const old of this.connections) {
+      const kept = old.channels.filter((c) => wanted.delete(c));
+      while (kept.length) plan.push([old, kept.splice(0, max)]);
+    }
+    for (const channel of wanted) {
+      let slot = plan.find((p) => p[1].length < max);
+      if (!slot) plan.push((slot = [null, []]));
+      slot[1].push(channel);
+    }
+    const before = this.connections;
+    this.connections = plan.map(([old, chosen]) =>
+      old && chosen.join("\n") === old.channels.join("\n")
+        ? old
+        : new Connection(this, chosen, old ? old.lastId : this.lastEventId),
     );
+    for (const old of before) if (!this.connections.includes(old)) old.close();
+    for (const connection of this.connections) for (const t of types) connection.addType(t);
   }
 
   fromServer(ev) {
@@ -333,9 +344,12 @@ export class Stream extends EventTarget {
     this.deliver(ev);
   }
 
-  statusFromServer(status) {
+  statusFromServer(status, connection) {
     // The server took the stream: none of its channels is refused (any more).
-    const accepted = status === "live" && this.connection ? this.connection.channels : [];
+    const accepted = status === "live" ? connection.channels : [];
+    // Live once every connection is.
+    const live = (c) => c.source?.readyState === EventSource.OPEN;
+    if (status === "live" && !this.connections.every(live)) status = this.status;
     if (this.mode === "shared") this.post({ t: "status", status, accepted });
     this.accepted(accepted);
     this.setStatus(status);
@@ -352,7 +366,6 @@ export class Stream extends EventTarget {
 
   startShared() {
     this.id = Math.random().toString(36).slice(2) + Date.now().toString(36);
-    this.peers = new Map(); // tab id -> {channels, types, seen}
     this.synced = false; // caught up by the holding tab (or holding it)
     this.pending = [];
     this.bus = new BroadcastChannel(this.key);
@@ -401,8 +414,8 @@ export class Stream extends EventTarget {
 
   stepDown() {
     this.holdsConnection = false;
-    if (this.connection) this.connection.close();
-    this.connection = null;
+    for (const connection of this.connections) connection.close();
+    this.connections = [];
   }
 
   post(message) {
@@ -426,7 +439,7 @@ export class Stream extends EventTarget {
 
   onMessage(m) {
     if (this.status === "closed") return;
-    if (m.t === "holder" || m.t === "event" || m.t === "status" || m.t === "catchup") {
+    if (["holder", "event", "status", "catchup"].includes(m.t)) {
       if (this.lockless && this.holdsConnection && m.t === "holder") {
         if (m.from < this.id) this.stepDown();
         else this.post({ t: "holder" });
@@ -489,9 +502,7 @@ export class Stream extends EventTarget {
 
   sync() {
     this.synced = true;
-    const pending = this.pending;
-    this.pending = [];
-    for (const ev of pending) this.deliver(ev);
+    for (const ev of this.pending.splice(0)) this.deliver(ev);
   }
 
   catchUp(to, since) {
@@ -505,14 +516,10 @@ export class Stream extends EventTarget {
       else if (since === this.ringFrom) events = this.ring.slice();
       else if (since !== this.lastEventId) reset = true;
     } else {
-      let at = -1;
-      for (let i = this.ring.length - 1; i >= 0 && at < 0; i--) {
-        if (this.ring[i].type === "init") at = i;
-      }
+      const at = this.ring.findLastIndex((ev) => ev.type === "init");
       if (at >= 0) events = this.ring.slice(at);
     }
-    const last = this.lastEventId;
-    this.post({ t: "catchup", to, events, reset, last, status: this.status });
+    this.post({ t: "catchup", to, events, reset, last: this.lastEventId, status: this.status });
   }
 
   lead() {
@@ -529,35 +536,32 @@ export class Stream extends EventTarget {
       for (const [id, peer] of this.peers) if (peer.seen < asked) this.peers.delete(id);
       this.updateUnion();
     }, 1000);
-    const [channels, types] = this.union();
-    this.reconnect(channels, types);
+    this.update();
     return new Promise((resolve) => {
       this.release = resolve;
     });
   }
 
   union() {
+    // The channels and types of this tab and the others.
     const channels = new Set(this.channels);
     const types = new Set(this.types);
     for (const peer of this.peers.values()) {
       for (const c of peer.channels) channels.add(c);
       for (const t of peer.types) types.add(t);
     }
-    return [withoutRefused([...channels], this.refused).sort(), types];
+    // Without the refused ones, unless the server refuses every one.
+    const kept = [...channels].filter((c) => !this.refused.has(c));
+    return [kept.length ? kept : [...channels], types];
   }
 
   updateUnion() {
-    if (!this.holdsConnection || !this.connection) return;
-    const [channels, types] = this.union();
-    for (const type of types) this.connection.addType(type);
-    if (channels.join("\n") === this.connection.channels.join("\n")) return;
+    if (!this.holdsConnection) return;
+    const types = this.union()[1];
+    for (const connection of this.connections) for (const t of types) connection.addType(t);
     // Resume from the last event seen: no tab misses or repeats anything.
     clearTimeout(this.unionTimer);
-    this.unionTimer = setTimeout(() => {
-      if (!this.holdsConnection || !this.connection) return;
-      const [now, nowTypes] = this.union();
-      if (now.join("\n") !== this.connection.channels.join("\n")) this.reconnect(now, nowTypes);
-    }, 50);
+    this.unionTimer = setTimeout(() => this.holdsConnection && this.update(), 50);
   }
 }
 
