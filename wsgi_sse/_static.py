@@ -11,14 +11,17 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from twisted.logger import Logger
 from twisted.web import http
 from twisted.web.pages import notFound
 from twisted.web.resource import IResource
 
+from ._client import cut_response
+
 with warnings.catch_warnings():
     # twisted.web.static builds a deprecated resource at import time.
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"twisted\.web\.")
-    from twisted.web.static import File, SingleRangeStaticProducer, StaticProducer
+    from twisted.web.static import File, StaticProducer
 
 if TYPE_CHECKING:
     from twisted.web.server import Request
@@ -44,6 +47,12 @@ class StaticFiles(File):
       answer is never larger than the file plus a few part headers (C{File}
       sends C{bytes=0-,0-,...} as that many copies); more than
       C{max_ranges} distinct ranges answer C{416}.
+    - A file that changes while it is sent never breaks the connection's
+      framing: exactly the announced C{Content-Length} is sent (the bytes
+      a growing file gains after the answer began are not), and a file
+      that became shorter cuts the response (the connection closes, or an
+      HTTP/2 stream is reset) instead of leaving it unfinished or, with
+      several ranges, spinning the reactor forever (as C{File} does).
 
     Mount it with C{resources={"/static": StaticFiles("/srv/app/static")}}
     (L{make_application<wsgi_sse.make_application>}).  Files are read in the
@@ -81,38 +90,34 @@ class StaticFiles(File):
 
     def makeProducer(self, request: Request, file: Any) -> StaticProducer:
         """Answer a plain or range request; ranges merged and counted first."""
+        size = self.getFileSize()
         header = request.getHeader(b"range")
-        if header is None:
-            return self._producer(request, file)
-        try:
-            parsed = self._parseRangeHeader(header)
-        except ValueError:
-            # As File does: a malformed Range is ignored (the whole file).
-            request.requestHeaders.removeHeader(b"range")
-            return self._producer(request, file)
+        parsed = None
+        if header is not None:
+            try:
+                parsed = self._parseRangeHeader(header)
+            except ValueError:
+                # As File does: a malformed Range is ignored (the whole file).
+                request.requestHeaders.removeHeader(b"range")
+        if parsed is None:
+            request.setResponseCode(http.OK)
+            self._setContentHeaders(request, size)
+            return _ExactProducer(request, file, [(b"", 0, size)], self.path)
         merged = self._merge(parsed)
         if not merged or len(merged) > self.max_ranges:
             request.setResponseCode(http.REQUESTED_RANGE_NOT_SATISFIABLE)
-            request.setHeader(b"content-range", b"bytes */%d" % (self.getFileSize(),))
+            request.setHeader(b"content-range", b"bytes */%d" % (size,))
             self._setContentHeaders(request, 0)
-            return SingleRangeStaticProducer(request, file, 0, 0)
+            return _ExactProducer(request, file, [], self.path)
         if len(merged) == 1:
-            offset, size = merged[0]
+            offset, length = merged[0]
             request.setResponseCode(http.PARTIAL_CONTENT)
-            request.setHeader(b"content-range", self._contentRange(offset, size))
-            self._setContentHeaders(request, size)
-            return SingleRangeStaticProducer(request, file, offset, size)
-        # Twisted's multipart answer, from the merged ranges.
-        request.requestHeaders.setRawHeaders(
-            b"range",
-            [b"bytes=" + b",".join(b"%d-%d" % (o, o + s - 1) for o, s in merged)],
-        )
-        return self._producer(request, file)
-
-    def _producer(self, request: Request, file: Any) -> StaticProducer:
-        """File's own answer to the request (its Range header as it is now)."""
-        producer: StaticProducer = super().makeProducer(request, file)
-        return producer
+            request.setHeader(b"content-range", self._contentRange(offset, length))
+            self._setContentHeaders(request, length)
+            return _ExactProducer(request, file, [(b"", offset, length)], self.path)
+        # Twisted's multipart answer (headers, boundaries), from the merged ranges.
+        parts = self._doMultipleRangeRequest(request, [(o, o + n - 1) for o, n in merged])
+        return _ExactProducer(request, file, parts, self.path)
 
     def _merge(self, ranges: list[tuple[int | None, int | None]]) -> list[tuple[int, int]]:
         """Satisfiable ranges as sorted C{(offset, size)}, overlapping and adjacent ones joined."""
@@ -133,3 +138,68 @@ class StaticFiles(File):
             else:
                 merged.append([begin, stop])
         return [(begin, stop - begin) for begin, stop in merged]
+
+
+class _ExactProducer(StaticProducer):
+    """
+    Write parts of a file, each after its separator, in pieces of at most
+    C{bufferSize} bytes as the client takes them: exactly the bytes the
+    answer's headers announced, or the response is cut short if the file
+    no longer has them.
+
+    @param parts: C{(separator, offset, size)} triples, in order.
+    @param path: the file's path, for the log.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self, request: Request, file: Any, parts: list[tuple[bytes, int, int]], path: str
+    ) -> None:
+        super().__init__(request, file)
+        self._parts = list(reversed(parts))
+        self._path = path
+        self._left = 0
+
+    def start(self) -> None:
+        self.request.registerProducer(self, False)
+
+    def resumeProducing(self) -> None:
+        request = self.request
+        if not request:
+            return
+        pieces: list[bytes] = []
+        room = self.bufferSize
+        short = False
+        while room > 0:
+            if not self._left:
+                if not self._parts:
+                    break
+                separator, offset, self._left = self._parts.pop()
+                if separator:
+                    pieces.append(separator)
+                    room -= len(separator)
+                self.fileObject.seek(offset)
+                continue
+            data = self.fileObject.read(min(room, self._left))
+            if not data:
+                short = True
+                break
+            pieces.append(data)
+            room -= len(data)
+            self._left -= len(data)
+        done = short or (not self._left and not self._parts)
+        if done:
+            request.unregisterProducer()
+            self.stopProducing()
+        if pieces:
+            # (May call resumeProducing again, before it returns.)
+            request.write(b"".join(pieces))
+        if short:
+            self.log.warn(
+                "{path} became shorter while it was sent; the response is cut short",
+                path=self._path,
+            )
+            cut_response(request, "static file shorter than announced")
+        elif done:
+            request.finish()
