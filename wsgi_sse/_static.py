@@ -53,6 +53,10 @@ class StaticFiles(File):
       that became shorter cuts the response (the connection closes, or an
       HTTP/2 stream is reset) instead of leaving it unfinished or, with
       several ranges, spinning the reactor forever (as C{File} does).
+    - A Range with an C{If-Range} that does not match the file's
+      C{Last-Modified} date exactly (an entity tag never does: no
+      C{ETag} is sent) gets the whole file, as RFC 9110 requires
+      (C{File} ignores C{If-Range} and sends a range of the new file).
 
     Mount it with C{resources={"/static": StaticFiles("/srv/app/static")}}
     (L{make_application<wsgi_sse.make_application>}).  Files are read in the
@@ -93,6 +97,12 @@ class StaticFiles(File):
         size = self.getFileSize()
         header = request.getHeader(b"range")
         parsed = None
+        if header is not None and not _if_range_holds(request):
+            # RFC 9110, 13.1.5: the file changed since the client's copy (or
+            # the validator is one it never had): the whole file, not a
+            # range of it to splice onto that copy.
+            request.requestHeaders.removeHeader(b"range")
+            header = None
         if header is not None:
             try:
                 parsed = self._parseRangeHeader(header)
@@ -138,6 +148,25 @@ class StaticFiles(File):
             else:
                 merged.append([begin, stop])
         return [(begin, stop - begin) for begin, stop in merged]
+
+
+def _if_range_holds(request: Request) -> bool:
+    """
+    Whether a Range may be honoured: no C{If-Range}, or one naming the
+    C{Last-Modified} date of the answer (set by C{File} before this).
+    """
+    values = request.requestHeaders.getRawHeaders(b"if-range")
+    if not values:
+        return True
+    value = values[-1].strip()
+    if len(values) > 1 or value.startswith((b'"', b"W/")):
+        return False
+    try:
+        when = http.stringToDatetime(value)
+    except (ValueError, IndexError, KeyError):
+        return False
+    modified = getattr(request, "lastModified", None)
+    return modified is not None and when == modified
 
 
 class _ExactProducer(StaticProducer):

@@ -216,3 +216,28 @@ def test_a_file_shrinking_while_sent_cuts_the_response(tmp_path: Path, ranges: s
         # The reactor is serving (File spun forever on several ranges).
         assert server.call(lambda: "alive") == "alive"
         assert b"app" in get(server.port, "/elsewhere")[2]
+
+
+def test_if_range_that_does_not_match_gets_the_whole_file(tmp_path: Path) -> None:
+    """A Range is honoured only with no If-Range or one naming the file's Last-Modified date."""
+    data = bytes(range(100))
+    (tmp_path / "a.bin").write_bytes(data)
+    with _serving_files(tmp_path) as server:
+        status, headers, body = get(server.port, "/files/a.bin", {"Range": "bytes=0-9"})
+        assert (status, body) == (206, data[:10])
+        modified = headers["last-modified"]
+        for if_range, expected in [
+            (modified, (206, data[:10])),
+            ('"an-etag"', (200, data)),
+            ('W/"an-etag"', (200, data)),
+            ("Thu, 01 Jan 2015 00:00:00 GMT", (200, data)),
+            ("not a date", (200, data)),
+        ]:
+            for ranges in ("bytes=0-9", "bytes=0-9,20-29"):
+                status, _, body = get(
+                    server.port, "/files/a.bin", {"Range": ranges, "If-Range": if_range}
+                )
+                if expected[0] == 206 and "," in ranges:
+                    assert status == 206 and body.count(b"Content-range") == 2
+                    continue
+                assert (status, body) == expected, (if_range, ranges)
