@@ -9,7 +9,7 @@ All methods: call in the reactor thread (twisted.web does).
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from twisted.logger import Logger
 from twisted.web import http
@@ -57,6 +57,8 @@ class StaticFiles(File):
       C{Last-Modified} date exactly (an entity tag never does: no
       C{ETag} is sent) gets the whole file, as RFC 9110 requires
       (C{File} ignores C{If-Range} and sends a range of the new file).
+    - An C{If-Modified-Since} that is not a date is ignored (C{File}
+      answers C{500} for some).
 
     Mount it with C{resources={"/static": StaticFiles("/srv/app/static")}}
     (L{make_application<wsgi_sse.make_application>}).  Files are read in the
@@ -73,6 +75,18 @@ class StaticFiles(File):
     def directoryListing(self) -> IResource:
         """List nothing: a directory is not found."""
         return _NOT_FOUND
+
+    def render_GET(self, request: Request) -> bytes | int:
+        """Serve the file (C{GET} and C{HEAD}), conditions checked first."""
+        headers = request.requestHeaders
+        since = headers.getRawHeaders(b"if-modified-since")
+        if since and not _valid_since(since):
+            # RFC 9110, 13.1.3: ignored (File answers 500 for some).
+            headers.removeHeader(b"if-modified-since")
+        answer: bytes | int = super().render_GET(request)
+        return answer
+
+    render_HEAD = render_GET
 
     def getChild(self, path: bytes | str, request: Request) -> IResource:
         """Return the file for one path segment, or a 404 for names no file can have."""
@@ -148,6 +162,18 @@ class StaticFiles(File):
             else:
                 merged.append([begin, stop])
         return [(begin, stop - begin) for begin, stop in merged]
+
+
+def _valid_since(values: Sequence[bytes]) -> bool:
+    """Whether C{If-Modified-Since} C{values} are one date twisted.web can read."""
+    if len(values) != 1:
+        return False
+    try:
+        # (As Request.setLastModified reads it.)
+        http.stringToDatetime(values[0].split(b";", 1)[0])
+    except (ValueError, IndexError, KeyError):
+        return False
+    return True
 
 
 def _if_range_holds(request: Request) -> bool:

@@ -241,3 +241,15 @@ def test_if_range_that_does_not_match_gets_the_whole_file(tmp_path: Path) -> Non
                     assert status == 206 and body.count(b"Content-range") == 2
                     continue
                 assert (status, body) == expected, (if_range, ranges)
+
+
+@pytest.mark.parametrize("since", [";", "; length=5"])
+def test_a_malformed_if_modified_since_is_ignored(tmp_path: Path, since: str) -> None:
+    """An If-Modified-Since that is no date gets the file (RFC 9110 13.1.3), never a 500."""
+    (tmp_path / "a.txt").write_bytes(b"hello")
+    with _serving_files(tmp_path) as server:
+        status, _, body = get(server.port, "/files/a.txt", {"If-Modified-Since": since})
+        assert (status, body) == (200, b"hello")
+        status, headers, _ = get(server.port, "/files/a.txt")
+        modified = headers["last-modified"]
+        assert get(server.port, "/files/a.txt", {"If-Modified-Since": modified})[0] == 304
