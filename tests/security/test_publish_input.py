@@ -52,6 +52,8 @@ HOSTILE = [
     ("form with invalid UTF-8", b"data=%ff%fe", "application/x-www-form-urlencoded"),
     ("form with a lone surrogate escape", b"data=%ed%a0%80", "application/x-www-form-urlencoded"),
     ("form fields repeated", b"data=a&data=b", "application/x-www-form-urlencoded"),
+    ("JSON keys repeated", b'{"data": 1, "channel": "a", "channel": "b"}', "application/json"),
+    ("JSON data repeated", b'{"data": 1, "data": 2}', "application/json"),
     ("form garbage", b"&&&===", "application/x-www-form-urlencoded"),
 ]
 
