@@ -185,7 +185,8 @@ class PublishResource(Resource):
             raise _Answer(415, "send application/json or application/x-www-form-urlencoded")
         unknown = sorted(set(fields) - _FIELDS)
         if unknown:
-            raise _Answer(400, f"unknown field(s): {', '.join(unknown)}")
+            # (Quoted: names reach the log, control characters escaped.)
+            raise _Answer(400, f"unknown field(s): {', '.join(map(repr, unknown))}")
         if "data" not in fields:
             raise _Answer(400, "missing field: data")
         channel = fields.get("channel", DEFAULT_CHANNEL)
@@ -307,6 +308,6 @@ def _form_fields(raw: bytes) -> dict[str, object]:
     fields: dict[str, object] = {}
     for name, values in parsed.items():
         if len(values) > 1:
-            raise _Answer(400, f"field {name} given more than once")
+            raise _Answer(400, f"field {name!r} given more than once")
         fields[name] = values[0]
     return fields
