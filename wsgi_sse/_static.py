@@ -31,6 +31,9 @@ __all__ = ["DEFAULT_MAX_RANGES", "StaticFiles"]
 DEFAULT_MAX_RANGES = 16
 """Distinct byte ranges one request may ask for (after merging overlapping ones)."""
 
+DEFAULT_TYPE = "application/octet-stream"
+"""The C{Content-Type} of a file whose name tells none (C{File} says C{text/html})."""
+
 _NOT_FOUND = notFound()
 
 
@@ -40,6 +43,10 @@ class StaticFiles(File):
     its weak spots.
 
     - No directory listings: a directory answers C{404}.
+    - A file whose extension maps to no type (none, C{.map}, C{.env}, an
+      unknown one) is C{application/octet-stream}, never C{text/html}
+      (C{File}'s default): an uploaded C{evil.xyz} holding a C{<script>}
+      is not a page of the site.
     - A path segment that is not UTF-8 or holds a NUL byte answers C{404}
       (C{File} answers C{500}, or logs a traceback); C{..} and encoded
       slashes never leave the directory (as with C{File}).
@@ -67,10 +74,22 @@ class StaticFiles(File):
     for large downloads.
 
     @param path: the directory (or a single file) to serve.
+    @param defaultType: the C{Content-Type} of files whose name tells none.
+    @param ignoredExts: as for C{File}.
+    @param registry: as for C{File}.
     @cvar max_ranges: distinct byte ranges one request may ask for.
     """
 
     max_ranges = DEFAULT_MAX_RANGES
+
+    def __init__(
+        self,
+        path: str,
+        defaultType: str = DEFAULT_TYPE,  # noqa: N803 - File's name
+        ignoredExts: Sequence[str] = (),  # noqa: N803 - File's name
+        registry: Any = None,
+    ) -> None:
+        super().__init__(path, defaultType, ignoredExts, registry)
 
     def directoryListing(self) -> IResource:
         """List nothing: a directory is not found."""

@@ -253,3 +253,17 @@ def test_a_malformed_if_modified_since_is_ignored(tmp_path: Path, since: str) ->
         status, headers, _ = get(server.port, "/files/a.txt")
         modified = headers["last-modified"]
         assert get(server.port, "/files/a.txt", {"If-Modified-Since": modified})[0] == 304
+
+
+def test_files_of_unknown_type_are_not_html(tmp_path: Path) -> None:
+    """A file whose name maps to no type is application/octet-stream, not text/html."""
+    page = b"<script>alert(document.cookie)</script>"
+    for name in ("upload.xyzzy", "noextension", "app.js.map"):
+        (tmp_path / name).write_bytes(page)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "README").write_bytes(page)
+    with _serving_files(tmp_path) as server:
+        for path in ("upload.xyzzy", "noextension", "app.js.map", "sub/README"):
+            status, headers, body = get(server.port, f"/files/{path}")
+            assert (status, body) == (200, page)
+            assert headers["content-type"] == "application/octet-stream", path
