@@ -174,7 +174,7 @@ def test_publish_refuses_missing_or_wrong_secret(secret: str | None, status: int
         (b"{not json", "application/json", 400, "not valid JSON"),
         (b"[1, 2]", "application/json", 400, "must be an object"),
         (b'{"channel": "a"}', "application/json", 400, "missing field: data"),
-        (b'{"data": 1, "chanel": "a"}', "application/json", 400, "unknown field(s): chanel"),
+        (b'{"data": 1, "chanel": "a"}', "application/json", 400, "unknown field(s): 'chanel'"),
         (b'{"data": 1, "channel": "a b"}', "application/json", 400, "characters outside"),
         (b'{"data": 1, "channel": 7}', "application/json", 400, "channel must be a string"),
         (b'{"data": 1, "event": "a\\nb"}', "application/json", 400, "must not contain CR"),
