@@ -222,6 +222,10 @@ def test_publish_needs_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
         make_service(app, listen="tcp:0", publish_path="/publish", publish_secret="short")
     with pytest.raises(ValueError, match="without publish_path"):
         make_service(app, listen="tcp:0", publish_secret=SECRET)
+    # One no Authorization header can carry (its value is trimmed).
+    for unsendable in (SECRET + "\n", " " + SECRET, SECRET.replace(" ", "\t")):
+        with pytest.raises(ValueError, match="whitespace"):
+            make_service(app, listen="tcp:0", publish_path="/publish", publish_secret=unsendable)
     monkeypatch.setenv("WSGI_SSE_PUBLISH_SECRET", SECRET)
     with serve(app, publish_path="/publish") as server:
         assert publish(server.port, b'{"data": 1}', "application/json")[0] == 200

@@ -41,6 +41,7 @@ MIN_SECRET_LENGTH = 16
 """Characters a publish secret must have at least."""
 
 _FIELDS = frozenset({"channel", "event", "data"})
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class _Answer(Exception):  # noqa: N818 - not an error: an answer
@@ -76,8 +77,9 @@ class PublishResource(Resource):
     @param options: the stream's L{StreamOptions}: channel names must be
         ones a client could subscribe to.
     @param max_body: the largest request body accepted, in bytes.
-    @raise ValueError: if the secret is missing or shorter than
-        L{MIN_SECRET_LENGTH} characters.
+    @raise ValueError: if the secret is missing, shorter than
+        L{MIN_SECRET_LENGTH} characters, or one no header can carry
+        (whitespace around it, control characters in it).
     """
 
     isLeaf = True
@@ -96,6 +98,13 @@ class PublishResource(Resource):
             raise ValueError(
                 f"the publish endpoint needs a secret of at least {MIN_SECRET_LENGTH} "
                 f"characters (publish_secret= or ${PUBLISH_SECRET_ENV})"
+            )
+        if secret != secret.strip() or _CONTROL.search(secret):
+            # An Authorization header can carry neither (its value is
+            # trimmed): no request could ever be let in.
+            raise ValueError(
+                "the publish secret must not start or end with whitespace nor hold control "
+                "characters (a newline read from a file?): no request could send it"
             )
         if max_body < 1:
             raise ValueError("max_body must be at least 1")
