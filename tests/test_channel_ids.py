@@ -6,6 +6,7 @@ import gzip
 from typing import Any
 from urllib.parse import quote
 
+import pytest
 from support import http_request, serve
 
 from wsgi_sse import encode_event
@@ -129,6 +130,35 @@ def test_client_script_served_with_validator() -> None:
         assert (status, body, "content-encoding" in headers) == (304, b"", False)
         status, headers, body = http_request(server.port, "HEAD", "/sse.js", headers=zipped)
         assert (status, body) == (200, b"")
+
+
+@pytest.mark.parametrize(
+    ("accept", "zipped"),
+    [("gzip;q=0", False), ("gzip;q=0, *", False), ("*;q=0.5", True)],
+)
+def test_client_script_gzip_negotiation(accept: str, zipped: bool) -> None:
+    """/sse.js is gzipped only when Accept-Encoding accepts gzip with a q above 0."""
+    with serve(app) as server:
+        headers = {"Accept-Encoding": accept}
+        status, answer, body = http_request(server.port, "GET", "/sse.js", headers=headers)
+        assert status == 200
+        assert (answer.get("content-encoding") == "gzip") is zipped
+        assert b"export function openStream" in (gzip.decompress(body) if zipped else body)
+
+
+def test_client_script_if_none_match_lists_and_weak_tags() -> None:
+    """If-None-Match as caches send it: a list, a weak tag or * is a 304 for a current copy."""
+    with serve(app) as server:
+        etag = http_request(server.port, "GET", "/sse.js")[1]["etag"]
+        for value in (f'"old", {etag}', f"W/{etag}", "*"):
+            status, _, body = http_request(
+                server.port, "GET", "/sse.js", headers={"If-None-Match": value}
+            )
+            assert (status, body) == (304, b""), value
+        status, _, _ = http_request(
+            server.port, "GET", "/sse.js", headers={"If-None-Match": '"old"'}
+        )
+        assert status == 200
 
 
 def test_client_path_moves_or_turns_off_the_script() -> None:

@@ -88,6 +88,15 @@ def test_channel_caps_are_configurable() -> None:
             assert client.status == 200
 
 
+def test_channel_pattern_never_lets_control_characters_in() -> None:
+    """Control characters, which broadcast() refuses, are a 400 whatever channel_pattern says."""
+    with serve(app, channel_pattern=r"[^/]+", authorize=lambda request: False) as server:
+        for name in ("a%1B%5B2Jb", "a%0Db", "a%00", "a%7F"):
+            status, _, body = http_request(server.port, "GET", f"/sse?channel={name}")
+            assert status == 400 and b"control characters" in body, (name, body)
+        assert http_request(server.port, "GET", "/sse?channel=a%20b")[0] == 403
+
+
 def test_bad_last_event_id_header_gets_400() -> None:
     """A Last-Event-ID with control characters or of absurd length is refused with 400."""
     with serve(app) as server:

@@ -842,3 +842,28 @@ def test_h2_path_that_is_not_a_target_is_refused(
             assert not client.closed
         finally:
             client.close()
+
+
+def test_h2_static_file_shortened_while_sent_resets_its_stream(
+    cert: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A static file truncated while sent resets its h2 stream; the connection serves on."""
+    from wsgi_sse import StaticFiles
+
+    (tmp_path / "big.bin").write_bytes(b"a" * (4 * 1024 * 1024))
+    (tmp_path / "small.txt").write_bytes(b"fine")
+    files = {"/files": StaticFiles(str(tmp_path))}
+    with serve(app, listen=tls_listen(*cert), resources=files) as server:
+        client = H2Client(server.port, cert[0])
+        try:
+            stream = client.get("/files/big.bin")
+            # Not acknowledged: the server stops at the stream's window.
+            client.wait(lambda: stream in client.status, reads=lambda _: False)
+            (tmp_path / "big.bin").write_bytes(b"")
+            client.wait(lambda: stream in client.reset or stream in client.ended)
+            assert stream in client.reset and len(client.data[stream]) < 4 * 1024 * 1024
+            small = client.get("/files/small.txt")
+            client.wait(lambda: small in client.ended)
+            assert client.data[small] == b"fine"
+        finally:
+            client.close()

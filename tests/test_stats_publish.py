@@ -174,7 +174,7 @@ def test_publish_refuses_missing_or_wrong_secret(secret: str | None, status: int
         (b"{not json", "application/json", 400, "not valid JSON"),
         (b"[1, 2]", "application/json", 400, "must be an object"),
         (b'{"channel": "a"}', "application/json", 400, "missing field: data"),
-        (b'{"data": 1, "chanel": "a"}', "application/json", 400, "unknown field(s): chanel"),
+        (b'{"data": 1, "chanel": "a"}', "application/json", 400, "unknown field(s): 'chanel'"),
         (b'{"data": 1, "channel": "a b"}', "application/json", 400, "characters outside"),
         (b'{"data": 1, "channel": 7}', "application/json", 400, "channel must be a string"),
         (b'{"data": 1, "event": "a\\nb"}', "application/json", 400, "must not contain CR"),
@@ -222,6 +222,10 @@ def test_publish_needs_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
         make_service(app, listen="tcp:0", publish_path="/publish", publish_secret="short")
     with pytest.raises(ValueError, match="without publish_path"):
         make_service(app, listen="tcp:0", publish_secret=SECRET)
+    # One no Authorization header can carry (its value is trimmed).
+    for unsendable in (SECRET + "\n", " " + SECRET, SECRET.replace(" ", "\t")):
+        with pytest.raises(ValueError, match="whitespace"):
+            make_service(app, listen="tcp:0", publish_path="/publish", publish_secret=unsendable)
     monkeypatch.setenv("WSGI_SSE_PUBLISH_SECRET", SECRET)
     with serve(app, publish_path="/publish") as server:
         assert publish(server.port, b'{"data": 1}', "application/json")[0] == 200

@@ -318,6 +318,30 @@ def test_token_never_logged() -> None:
         assert secret_part not in log
 
 
+def test_token_under_an_encoded_name_never_logged() -> None:
+    """A token whose parameter name is percent-encoded opens the stream, and is redacted too."""
+    lines: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        lines.append((formatEvent(event) or "") + repr(sorted(event.items(), key=str)))
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        with serve(app, token_secret=SECRET) as server:
+            token = stream_token("a", secret=SECRET)
+            http_request(server.port, "GET", f"/hello?x=1&t%6Fken={token}")
+            client = server.stream(f"/sse?%74oken={token}")
+            server.wait_clients(1)
+            assert client.status == 200
+        client.close()
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    log = "\n".join(lines)
+    assert '"GET /sse?%74oken=*** HTTP/1.1" 200' in log
+    assert '"GET /hello?x=1&t%6Fken=*** HTTP/1.0" 200' in log
+    assert token.split(".")[1] not in log
+
+
 def test_stream_request_repr_leaves_out_cookies_headers_and_query() -> None:
     """A hook that logs the request logs no session cookie, credential or token."""
     request = StreamRequest(

@@ -22,7 +22,7 @@ from twisted.python import log as legacy_log
 from twisted.web.http import _escape
 
 from ._textlog import TextLog
-from ._tokens import redact_tokens
+from ._tokens import may_hold_token, redact_tokens
 
 __all__ = ["combined_line", "log_line", "redacting"]
 
@@ -51,7 +51,7 @@ def combined_line(timestamp: str, request: Any) -> str:
     address = request.getClientAddress()
     ip = address.host if isinstance(address, (IPv4Address, IPv6Address)) else "-"
     uri = request.uri
-    if b"token=" in uri:
+    if may_hold_token(uri):
         uri = redact_tokens(uri)
     headers = request.requestHeaders
     referrer = headers.getRawHeaders(b"referer")
@@ -70,7 +70,7 @@ def redacting(formatter: Any) -> Any:
     """Wrap an access log formatter so that stream tokens never reach the log."""
 
     def format_line(timestamp: str, request: Any) -> str:
-        if b"token=" not in (request.uri or b""):
+        if not may_hold_token(request.uri or b""):
             return formatter(timestamp, request)  # type: ignore[no-any-return]
         return formatter(timestamp, _RedactedRequest(request))  # type: ignore[no-any-return]
 

@@ -21,7 +21,7 @@ import gzip
 import hashlib
 import re
 from importlib import resources
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from twisted.web.resource import Resource
 
@@ -133,17 +133,62 @@ class ClientScriptResource(Resource):
 
     def render_GET(self, request: Request) -> bytes:
         """Answer the script, or 304 when the browser's copy is current."""
-        accepts = request.getHeader(b"accept-encoding") or b""
-        use_gzip = b"gzip" in accepts.lower()
+        headers = request.requestHeaders
+        use_gzip = accepts_gzip(headers.getRawHeaders(b"accept-encoding") or [])
         body, etag = (self.gzipped, self.gzip_etag) if use_gzip else (self.body, self.etag)
         request.setHeader(b"Content-Type", b"text/javascript; charset=utf-8")
         request.setHeader(b"Cache-Control", b"no-cache")
         request.setHeader(b"Vary", b"Accept-Encoding")
         request.setHeader(b"ETag", etag)
         request.setHeader(b"X-Content-Type-Options", b"nosniff")
-        if request.getHeader(b"if-none-match") == etag:
+        if none_match(headers.getRawHeaders(b"if-none-match") or [], etag):
             request.setResponseCode(304)
             return b""
         if use_gzip:
             request.setHeader(b"Content-Encoding", b"gzip")
         return body
+
+
+def _weight(params: list[bytes]) -> float:
+    """The C{q} of a list element's parameters (1 without one, 0 if malformed)."""
+    for param in params:
+        name, _, value = param.partition(b"=")
+        if name.strip().lower() == b"q":
+            try:
+                q = float(value.strip()[:5])
+            except ValueError:
+                return 0.0
+            return q if 0.0 <= q <= 1.0 else 0.0
+    return 1.0
+
+
+def accepts_gzip(values: Sequence[bytes]) -> bool:
+    """
+    Whether C{Accept-Encoding} C{values} accept C{gzip} (RFC 9110, 12.5.3):
+    listed (or C{x-gzip}) with a C{q} above 0, or not listed and C{*} is.
+    """
+    gzip_q = star_q = None
+    for value in values:
+        for element in value.split(b","):
+            coding, *params = element.split(b";")
+            coding = coding.strip().lower()
+            if coding in (b"gzip", b"x-gzip"):
+                gzip_q = max(gzip_q or 0.0, _weight(params))
+            elif coding == b"*":
+                star_q = _weight(params)
+    if gzip_q is not None:
+        return gzip_q > 0
+    return star_q is not None and star_q > 0
+
+
+def none_match(values: Sequence[bytes], etag: bytes) -> bool:
+    """
+    Whether C{If-None-Match} C{values} match C{etag} (RFC 9110, 13.1.2):
+    C{*}, or a list holding it, compared weakly (C{W/} ignored).
+    """
+    for value in values:
+        for tag in value.split(b","):
+            tag = tag.strip()
+            if tag == b"*" or tag.removeprefix(b"W/") == etag:
+                return True
+    return False

@@ -328,7 +328,8 @@ SETTINGS: tuple[Setting, ...] = (
         "channel_pattern",
         "stream",
         '`r"[A-Za-z0-9_.:@~-]+"`',
-        "A regular expression every channel name must match in full; otherwise `400`.",
+        "A regular expression every channel name must match in full; otherwise `400`. "
+        "Control characters are a `400` whatever it allows, as `broadcast()` refuses them.",
         flag=str,
     ),
     _S(

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Union
 
-from ._backplane import MAX_CHANNEL
+from ._backplane import _BAD_CHANNEL, MAX_CHANNEL
 from ._checks import check_seconds
 from ._tokens import check_token_secret
 
@@ -119,7 +119,8 @@ class StreamOptions:
     @ivar max_channels: channels one connection may ask for.
     @ivar max_channel_length: characters in a channel name.
     @ivar channel_pattern: a regular expression every channel name must
-        match in full.
+        match in full (control characters are refused whatever it says,
+        as C{broadcast()} refuses them).
     @ivar max_connections: open streams in total; past it a new stream is
         told to come back later (a C{200} stream carrying only a C{retry:},
         which keeps a browser's C{EventSource} reconnecting; counted as
@@ -236,4 +237,8 @@ class StreamOptions:
             raise ValueError(f"channel name {name!r} is reserved")
         if not self._channel_re.fullmatch(name):
             raise ValueError(f"channel name {name!r} has characters outside {self.channel_pattern}")
+        if _BAD_CHANNEL.search(name):
+            # As broadcast() refuses them, whatever channel_pattern lets in:
+            # no event could reach the channel, and its name reaches logs.
+            raise ValueError(f"channel name {name!r} holds control characters")
         return name

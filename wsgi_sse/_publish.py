@@ -41,6 +41,7 @@ MIN_SECRET_LENGTH = 16
 """Characters a publish secret must have at least."""
 
 _FIELDS = frozenset({"channel", "event", "data"})
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class _Answer(Exception):  # noqa: N818 - not an error: an answer
@@ -66,7 +67,8 @@ class PublishResource(Resource):
     (C{id} when the publisher is a L{Hub}); C{401} without credentials,
     C{403} with a wrong secret, C{400} for bad fields or a body that is not
     UTF-8 JSON (arrays and objects nested deeper than L{MAX_JSON_DEPTH},
-    C{NaN}, infinities and integers of more than 4,300 digits included),
+    C{NaN}, infinities and integers of more than 4,300 digits included)
+    or that names a field twice (a JSON key or a form field),
     C{413} for a body over C{max_body} bytes, C{415} for other content
     types, C{405} for other methods, C{503} if the publisher failed.
 
@@ -75,8 +77,9 @@ class PublishResource(Resource):
     @param options: the stream's L{StreamOptions}: channel names must be
         ones a client could subscribe to.
     @param max_body: the largest request body accepted, in bytes.
-    @raise ValueError: if the secret is missing or shorter than
-        L{MIN_SECRET_LENGTH} characters.
+    @raise ValueError: if the secret is missing, shorter than
+        L{MIN_SECRET_LENGTH} characters, or one no header can carry
+        (whitespace around it, control characters in it).
     """
 
     isLeaf = True
@@ -95,6 +98,13 @@ class PublishResource(Resource):
             raise ValueError(
                 f"the publish endpoint needs a secret of at least {MIN_SECRET_LENGTH} "
                 f"characters (publish_secret= or ${PUBLISH_SECRET_ENV})"
+            )
+        if secret != secret.strip() or _CONTROL.search(secret):
+            # An Authorization header can carry neither (its value is
+            # trimmed): no request could ever be let in.
+            raise ValueError(
+                "the publish secret must not start or end with whitespace nor hold control "
+                "characters (a newline read from a file?): no request could send it"
             )
         if max_body < 1:
             raise ValueError("max_body must be at least 1")
@@ -184,7 +194,8 @@ class PublishResource(Resource):
             raise _Answer(415, "send application/json or application/x-www-form-urlencoded")
         unknown = sorted(set(fields) - _FIELDS)
         if unknown:
-            raise _Answer(400, f"unknown field(s): {', '.join(unknown)}")
+            # (Quoted: names reach the log, control characters escaped.)
+            raise _Answer(400, f"unknown field(s): {', '.join(map(repr, unknown))}")
         if "data" not in fields:
             raise _Answer(400, "missing field: data")
         channel = fields.get("channel", DEFAULT_CHANNEL)
@@ -269,11 +280,31 @@ def _json_fields(raw: bytes) -> dict[str, object]:
         text = raw.decode("utf-8")
         if _json_depth(text) > MAX_JSON_DEPTH:
             raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
-        fields = json.loads(text, parse_float=_finite, parse_constant=_no_constant)
+        # The body's own object is the last one parsed: its pairs are kept.
+        last: list[list[tuple[str, object]]] = [[]]
+
+        def pairs_hook(pairs: list[tuple[str, object]]) -> dict[str, object]:
+            last[0] = pairs
+            return dict(pairs)
+
+        fields = json.loads(
+            text,
+            parse_float=_finite,
+            parse_constant=_no_constant,
+            object_pairs_hook=pairs_hook,
+        )
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise _Answer(400, f"body is not valid JSON: {e}") from None
     if not isinstance(fields, dict):
         raise _Answer(400, "the JSON body must be an object")
+    if len(fields) != len(last[0]):
+        # As for a form: which one counts is for no parser to guess (a
+        # proxy that checks the first "channel" would let the last through).
+        seen: set[str] = set()
+        for key, _ in last[0]:
+            if key in seen:
+                raise _Answer(400, f"field {key!r} given more than once")
+            seen.add(key)
     return fields
 
 
@@ -286,6 +317,6 @@ def _form_fields(raw: bytes) -> dict[str, object]:
     fields: dict[str, object] = {}
     for name, values in parsed.items():
         if len(values) > 1:
-            raise _Answer(400, f"field {name} given more than once")
+            raise _Answer(400, f"field {name!r} given more than once")
         fields[name] = values[0]
     return fields

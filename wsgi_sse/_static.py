@@ -9,16 +9,19 @@ All methods: call in the reactor thread (twisted.web does).
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
+from twisted.logger import Logger
 from twisted.web import http
 from twisted.web.pages import notFound
 from twisted.web.resource import IResource
 
+from ._client import cut_response
+
 with warnings.catch_warnings():
     # twisted.web.static builds a deprecated resource at import time.
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"twisted\.web\.")
-    from twisted.web.static import File, SingleRangeStaticProducer, StaticProducer
+    from twisted.web.static import File, StaticProducer
 
 if TYPE_CHECKING:
     from twisted.web.server import Request
@@ -27,6 +30,9 @@ __all__ = ["DEFAULT_MAX_RANGES", "StaticFiles"]
 
 DEFAULT_MAX_RANGES = 16
 """Distinct byte ranges one request may ask for (after merging overlapping ones)."""
+
+DEFAULT_TYPE = "application/octet-stream"
+"""The C{Content-Type} of a file whose name tells none (C{File} says C{text/html})."""
 
 _NOT_FOUND = notFound()
 
@@ -37,6 +43,10 @@ class StaticFiles(File):
     its weak spots.
 
     - No directory listings: a directory answers C{404}.
+    - A file whose extension maps to no type (none, C{.map}, C{.env}, an
+      unknown one) is C{application/octet-stream}, never C{text/html}
+      (C{File}'s default): an uploaded C{evil.xyz} holding a C{<script>}
+      is not a page of the site.
     - A path segment that is not UTF-8 or holds a NUL byte answers C{404}
       (C{File} answers C{500}, or logs a traceback); C{..} and encoded
       slashes never leave the directory (as with C{File}).
@@ -44,6 +54,18 @@ class StaticFiles(File):
       answer is never larger than the file plus a few part headers (C{File}
       sends C{bytes=0-,0-,...} as that many copies); more than
       C{max_ranges} distinct ranges answer C{416}.
+    - A file that changes while it is sent never breaks the connection's
+      framing: exactly the announced C{Content-Length} is sent (the bytes
+      a growing file gains after the answer began are not), and a file
+      that became shorter cuts the response (the connection closes, or an
+      HTTP/2 stream is reset) instead of leaving it unfinished or, with
+      several ranges, spinning the reactor forever (as C{File} does).
+    - A Range with an C{If-Range} that does not match the file's
+      C{Last-Modified} date exactly (an entity tag never does: no
+      C{ETag} is sent) gets the whole file, as RFC 9110 requires
+      (C{File} ignores C{If-Range} and sends a range of the new file).
+    - An C{If-Modified-Since} that is not a date is ignored (C{File}
+      answers C{500} for some).
 
     Mount it with C{resources={"/static": StaticFiles("/srv/app/static")}}
     (L{make_application<wsgi_sse.make_application>}).  Files are read in the
@@ -52,14 +74,38 @@ class StaticFiles(File):
     for large downloads.
 
     @param path: the directory (or a single file) to serve.
+    @param defaultType: the C{Content-Type} of files whose name tells none.
+    @param ignoredExts: as for C{File}.
+    @param registry: as for C{File}.
     @cvar max_ranges: distinct byte ranges one request may ask for.
     """
 
     max_ranges = DEFAULT_MAX_RANGES
 
+    def __init__(
+        self,
+        path: str,
+        defaultType: str = DEFAULT_TYPE,  # noqa: N803 - File's name
+        ignoredExts: Sequence[str] = (),  # noqa: N803 - File's name
+        registry: Any = None,
+    ) -> None:
+        super().__init__(path, defaultType, ignoredExts, registry)
+
     def directoryListing(self) -> IResource:
         """List nothing: a directory is not found."""
         return _NOT_FOUND
+
+    def render_GET(self, request: Request) -> bytes | int:
+        """Serve the file (C{GET} and C{HEAD}), conditions checked first."""
+        headers = request.requestHeaders
+        since = headers.getRawHeaders(b"if-modified-since")
+        if since and not _valid_since(since):
+            # RFC 9110, 13.1.3: ignored (File answers 500 for some).
+            headers.removeHeader(b"if-modified-since")
+        answer: bytes | int = super().render_GET(request)
+        return answer
+
+    render_HEAD = render_GET
 
     def getChild(self, path: bytes | str, request: Request) -> IResource:
         """Return the file for one path segment, or a 404 for names no file can have."""
@@ -81,38 +127,40 @@ class StaticFiles(File):
 
     def makeProducer(self, request: Request, file: Any) -> StaticProducer:
         """Answer a plain or range request; ranges merged and counted first."""
+        size = self.getFileSize()
         header = request.getHeader(b"range")
-        if header is None:
-            return self._producer(request, file)
-        try:
-            parsed = self._parseRangeHeader(header)
-        except ValueError:
-            # As File does: a malformed Range is ignored (the whole file).
+        parsed = None
+        if header is not None and not _if_range_holds(request):
+            # RFC 9110, 13.1.5: the file changed since the client's copy (or
+            # the validator is one it never had): the whole file, not a
+            # range of it to splice onto that copy.
             request.requestHeaders.removeHeader(b"range")
-            return self._producer(request, file)
+            header = None
+        if header is not None:
+            try:
+                parsed = self._parseRangeHeader(header)
+            except ValueError:
+                # As File does: a malformed Range is ignored (the whole file).
+                request.requestHeaders.removeHeader(b"range")
+        if parsed is None:
+            request.setResponseCode(http.OK)
+            self._setContentHeaders(request, size)
+            return _ExactProducer(request, file, [(b"", 0, size)], self.path)
         merged = self._merge(parsed)
         if not merged or len(merged) > self.max_ranges:
             request.setResponseCode(http.REQUESTED_RANGE_NOT_SATISFIABLE)
-            request.setHeader(b"content-range", b"bytes */%d" % (self.getFileSize(),))
+            request.setHeader(b"content-range", b"bytes */%d" % (size,))
             self._setContentHeaders(request, 0)
-            return SingleRangeStaticProducer(request, file, 0, 0)
+            return _ExactProducer(request, file, [], self.path)
         if len(merged) == 1:
-            offset, size = merged[0]
+            offset, length = merged[0]
             request.setResponseCode(http.PARTIAL_CONTENT)
-            request.setHeader(b"content-range", self._contentRange(offset, size))
-            self._setContentHeaders(request, size)
-            return SingleRangeStaticProducer(request, file, offset, size)
-        # Twisted's multipart answer, from the merged ranges.
-        request.requestHeaders.setRawHeaders(
-            b"range",
-            [b"bytes=" + b",".join(b"%d-%d" % (o, o + s - 1) for o, s in merged)],
-        )
-        return self._producer(request, file)
-
-    def _producer(self, request: Request, file: Any) -> StaticProducer:
-        """File's own answer to the request (its Range header as it is now)."""
-        producer: StaticProducer = super().makeProducer(request, file)
-        return producer
+            request.setHeader(b"content-range", self._contentRange(offset, length))
+            self._setContentHeaders(request, length)
+            return _ExactProducer(request, file, [(b"", offset, length)], self.path)
+        # Twisted's multipart answer (headers, boundaries), from the merged ranges.
+        parts = self._doMultipleRangeRequest(request, [(o, o + n - 1) for o, n in merged])
+        return _ExactProducer(request, file, parts, self.path)
 
     def _merge(self, ranges: list[tuple[int | None, int | None]]) -> list[tuple[int, int]]:
         """Satisfiable ranges as sorted C{(offset, size)}, overlapping and adjacent ones joined."""
@@ -133,3 +181,99 @@ class StaticFiles(File):
             else:
                 merged.append([begin, stop])
         return [(begin, stop - begin) for begin, stop in merged]
+
+
+def _valid_since(values: Sequence[bytes]) -> bool:
+    """Whether C{If-Modified-Since} C{values} are one date twisted.web can read."""
+    if len(values) != 1:
+        return False
+    try:
+        # (As Request.setLastModified reads it.)
+        http.stringToDatetime(values[0].split(b";", 1)[0])
+    except (ValueError, IndexError, KeyError):
+        return False
+    return True
+
+
+def _if_range_holds(request: Request) -> bool:
+    """
+    Whether a Range may be honoured: no C{If-Range}, or one naming the
+    C{Last-Modified} date of the answer (set by C{File} before this).
+    """
+    values = request.requestHeaders.getRawHeaders(b"if-range")
+    if not values:
+        return True
+    value = values[-1].strip()
+    if len(values) > 1 or value.startswith((b'"', b"W/")):
+        return False
+    try:
+        when = http.stringToDatetime(value)
+    except (ValueError, IndexError, KeyError):
+        return False
+    modified = getattr(request, "lastModified", None)
+    return modified is not None and when == modified
+
+
+class _ExactProducer(StaticProducer):
+    """
+    Write parts of a file, each after its separator, in pieces of at most
+    C{bufferSize} bytes as the client takes them: exactly the bytes the
+    answer's headers announced, or the response is cut short if the file
+    no longer has them.
+
+    @param parts: C{(separator, offset, size)} triples, in order.
+    @param path: the file's path, for the log.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self, request: Request, file: Any, parts: list[tuple[bytes, int, int]], path: str
+    ) -> None:
+        super().__init__(request, file)
+        self._parts = list(reversed(parts))
+        self._path = path
+        self._left = 0
+
+    def start(self) -> None:
+        self.request.registerProducer(self, False)
+
+    def resumeProducing(self) -> None:
+        request = self.request
+        if not request:
+            return
+        pieces: list[bytes] = []
+        room = self.bufferSize
+        short = False
+        while room > 0:
+            if not self._left:
+                if not self._parts:
+                    break
+                separator, offset, self._left = self._parts.pop()
+                if separator:
+                    pieces.append(separator)
+                    room -= len(separator)
+                self.fileObject.seek(offset)
+                continue
+            data = self.fileObject.read(min(room, self._left))
+            if not data:
+                short = True
+                break
+            pieces.append(data)
+            room -= len(data)
+            self._left -= len(data)
+        done = short or (not self._left and not self._parts)
+        if done:
+            request.unregisterProducer()
+            self.stopProducing()
+        if pieces:
+            # (May call resumeProducing again, before it returns.)
+            request.write(b"".join(pieces))
+        if short:
+            self.log.warn(
+                "{path} became shorter while it was sent; the response is cut short",
+                path=self._path,
+            )
+            cut_response(request, "static file shorter than announced")
+        elif done:
+            request.finish()

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from hashlib import sha256
 from typing import Iterable, Union
+from urllib.parse import unquote_to_bytes
 
 __all__ = [
     "MAX_TOKEN_TTL",
@@ -31,6 +32,7 @@ __all__ = [
     "StreamGrant",
     "check_token_secret",
     "granted_channels",
+    "may_hold_token",
     "redact_tokens",
     "resolve_token_secret",
     "set_token_secret",
@@ -287,10 +289,29 @@ def granted_channels(grant: StreamGrant, requested: Iterable[str] | None) -> tup
 
 
 _TOKEN_IN_QUERY = re.compile(rb"([?&;]token=)[^&;#\s]*")
+_QUERY_PARAM = re.compile(rb"([?&;])([^=&;#\s]*)=[^&;#\s]*")
+
+
+def may_hold_token(uri: bytes) -> bool:
+    """Whether C{uri} may carry a C{token} query parameter (see L{redact_tokens})."""
+    return b"token=" in uri or (b"%" in uri and b"?" in uri)
+
+
+def _hide_token(match: re.Match[bytes]) -> bytes:
+    name = match.group(2)
+    if unquote_to_bytes(name.replace(b"+", b" ")) != b"token":
+        return match.group(0)
+    return match.group(1) + name + b"=***"
 
 
 def redact_tokens(uri: bytes) -> bytes:
-    """Replace the value of every C{token} query parameter of C{uri} by C{***}."""
+    """
+    Replace the value of every C{token} query parameter of C{uri} by
+    C{***}: every parameter whose name decodes to C{token}, as the stream
+    reads it (C{%74oken=} included).
+    """
+    if b"%" in uri:
+        return _QUERY_PARAM.sub(_hide_token, uri)
     if b"token=" not in uri:
         return uri
     return _TOKEN_IN_QUERY.sub(rb"\1***", uri)

@@ -52,6 +52,8 @@ HOSTILE = [
     ("form with invalid UTF-8", b"data=%ff%fe", "application/x-www-form-urlencoded"),
     ("form with a lone surrogate escape", b"data=%ed%a0%80", "application/x-www-form-urlencoded"),
     ("form fields repeated", b"data=a&data=b", "application/x-www-form-urlencoded"),
+    ("JSON keys repeated", b'{"data": 1, "channel": "a", "channel": "b"}', "application/json"),
+    ("JSON data repeated", b'{"data": 1, "data": 2}', "application/json"),
     ("form garbage", b"&&&===", "application/x-www-form-urlencoded"),
 ]
 
@@ -100,3 +102,36 @@ def test_reasonable_nesting_is_published() -> None:
                 assert status == 200, answer
             events = client.wait_events(2)
             assert [json.loads(e.data) for e in events] == [nested, brackets]
+
+
+def test_field_names_reach_the_log_escaped() -> None:
+    """Unknown or repeated field names are quoted in the answer and the log: no raw CR or ESC."""
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    seen: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        seen.append(formatEvent(event))
+
+    bodies = [
+        (b'{"data": 1, "x\\r\\u001b[2Jforged": 1}', "application/json"),
+        (b"data=1&x%0D%1B[2J=1&x%0D%1B[2J=2", "application/x-www-form-urlencoded"),
+    ]
+    with serve(app, publish_path="/publish", publish_secret=SECRET) as server:
+        globalLogPublisher.addObserver(observe)
+        try:
+            for body, ctype in bodies:
+                status, _, answer = http_request(
+                    server.port,
+                    "POST",
+                    "/publish",
+                    body=body,
+                    headers={"Authorization": f"Bearer {SECRET}", "Content-Type": ctype},
+                )
+                error = json.loads(answer)["error"]
+                assert status == 400 and "'x\\r\\x1b[2J" in error, error
+        finally:
+            globalLogPublisher.removeObserver(observe)
+    refusals = [line for line in seen if line.startswith("publish refused")]
+    assert len(refusals) == 2, seen
+    assert not any(c in line for line in refusals for c in "\r\x1b"), refusals

@@ -138,3 +138,132 @@ def test_static_files_mounted_by_hand(tmp_path: Path) -> None:
         for path in ("/files/%00", "/files/big.bin%00", "/files/sub/", "/files/%c0%af"):
             assert get(server.port, path)[0] == 404, path
         assert b"app" in get(server.port, "/elsewhere")[2]
+
+
+def _serving_files(tmp_path: Path) -> Any:
+    from support import serve
+
+    from wsgi_sse import StaticFiles
+
+    def app(environ: dict[str, object], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"app"]
+
+    return serve(app, resources={"/files": StaticFiles(str(tmp_path))})
+
+
+# Large enough that the server is still reading it when the test changes it:
+# a client that has not read yet holds a few MiB in socket buffers at most.
+_BIG = 24 * 1024 * 1024
+
+
+def _begin(port: int, request: bytes) -> tuple[socket.socket, dict[str, str], bytes]:
+    """Send C{request} from a small-buffered client and read only the answer's head."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 18)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(request)
+    raw = b""
+    while b"\r\n\r\n" not in raw:
+        raw += sock.recv(1)
+    headers = {}
+    for line in raw.decode("latin-1").split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return sock, headers, raw
+
+
+def test_a_file_growing_while_sent_gets_its_announced_length(tmp_path: Path) -> None:
+    """Bytes appended while a file is sent are not sent: the next answer is framed right."""
+    path = tmp_path / "big.bin"
+    path.write_bytes(b"a" * _BIG)
+    with _serving_files(tmp_path) as server:
+        sock, headers, _ = _begin(server.port, b"GET /files/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        with sock:
+            assert int(headers["content-length"]) == _BIG
+            with path.open("ab") as f:
+                f.write(b"EXTRA" * 1000)
+            body = b""
+            while len(body) < _BIG:
+                body += sock.recv(1 << 20)
+            # The same connection answers the next request, framed as it should be.
+            sock.sendall(b"GET /elsewhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            rest = b""
+            while data := sock.recv(65536):
+                rest += data
+        assert body == b"a" * _BIG
+        assert rest.startswith(b"HTTP/1.1 200 "), rest[:40]
+        assert b"app" in rest
+
+
+@pytest.mark.parametrize("ranges", [None, "bytes=0-", "bytes=0-10,100-"])
+def test_a_file_shrinking_while_sent_cuts_the_response(tmp_path: Path, ranges: str | None) -> None:
+    """A file truncated while sent closes the connection short of its length; the server goes on."""
+    path = tmp_path / "big.bin"
+    path.write_bytes(b"a" * _BIG)
+    with _serving_files(tmp_path) as server:
+        extra = f"Range: {ranges}\r\n" if ranges else ""
+        request = f"GET /files/big.bin HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode()
+        sock, headers, _ = _begin(server.port, request)
+        with sock:
+            length = int(headers["content-length"])
+            path.write_bytes(b"")  # truncated
+            received = 0
+            while data := sock.recv(1 << 20):  # until the server closes it
+                received += len(data)
+        assert received < length
+        # The reactor is serving (File spun forever on several ranges).
+        assert server.call(lambda: "alive") == "alive"
+        assert b"app" in get(server.port, "/elsewhere")[2]
+
+
+def test_if_range_that_does_not_match_gets_the_whole_file(tmp_path: Path) -> None:
+    """A Range is honoured only with no If-Range or one naming the file's Last-Modified date."""
+    data = bytes(range(100))
+    (tmp_path / "a.bin").write_bytes(data)
+    with _serving_files(tmp_path) as server:
+        status, headers, body = get(server.port, "/files/a.bin", {"Range": "bytes=0-9"})
+        assert (status, body) == (206, data[:10])
+        modified = headers["last-modified"]
+        for if_range, expected in [
+            (modified, (206, data[:10])),
+            ('"an-etag"', (200, data)),
+            ('W/"an-etag"', (200, data)),
+            ("Thu, 01 Jan 2015 00:00:00 GMT", (200, data)),
+            ("not a date", (200, data)),
+        ]:
+            for ranges in ("bytes=0-9", "bytes=0-9,20-29"):
+                status, _, body = get(
+                    server.port, "/files/a.bin", {"Range": ranges, "If-Range": if_range}
+                )
+                if expected[0] == 206 and "," in ranges:
+                    assert status == 206 and body.count(b"Content-range") == 2
+                    continue
+                assert (status, body) == expected, (if_range, ranges)
+
+
+@pytest.mark.parametrize("since", [";", "; length=5"])
+def test_a_malformed_if_modified_since_is_ignored(tmp_path: Path, since: str) -> None:
+    """An If-Modified-Since that is no date gets the file (RFC 9110 13.1.3), never a 500."""
+    (tmp_path / "a.txt").write_bytes(b"hello")
+    with _serving_files(tmp_path) as server:
+        status, _, body = get(server.port, "/files/a.txt", {"If-Modified-Since": since})
+        assert (status, body) == (200, b"hello")
+        status, headers, _ = get(server.port, "/files/a.txt")
+        modified = headers["last-modified"]
+        assert get(server.port, "/files/a.txt", {"If-Modified-Since": modified})[0] == 304
+
+
+def test_files_of_unknown_type_are_not_html(tmp_path: Path) -> None:
+    """A file whose name maps to no type is application/octet-stream, not text/html."""
+    page = b"<script>alert(document.cookie)</script>"
+    for name in ("upload.xyzzy", "noextension", "app.js.map"):
+        (tmp_path / name).write_bytes(page)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "README").write_bytes(page)
+    with _serving_files(tmp_path) as server:
+        for path in ("upload.xyzzy", "noextension", "app.js.map", "sub/README"):
+            status, headers, body = get(server.port, f"/files/{path}")
+            assert (status, body) == (200, page)
+            assert headers["content-type"] == "application/octet-stream", path
