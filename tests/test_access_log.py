@@ -17,7 +17,16 @@ from typing import Any
 
 import pytest
 from example_server import EXAMPLES, run_example, twistd
-from support import StreamClient, free_port, http_request, subprocess_env, wait_for_port
+from support import (
+    StreamClient,
+    exchange,
+    free_port,
+    http_request,
+    serve,
+    subprocess_env,
+    wait_for_port,
+    wait_until,
+)
 from twisted.internet.address import IPv6Address, UNIXAddress
 from twisted.logger import (
     Logger,
@@ -295,3 +304,70 @@ def test_example_logs_requests_to_stdout() -> None:
         lines = [line for line in _access_lines(example.log()) if "GET /hello/ " in line]
     assert len(lines) == 3
     assert all(re.fullmatch(rf'{PREFIX}"127\.0\.0\.1" - - {STAMP} .*', line) for line in lines)
+
+
+class _Lines:
+    """A log file that keeps the lines written to it."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.lines.extend(text.splitlines())
+
+    def flush(self) -> None:
+        pass
+
+
+REFUSALS = [
+    # (request bytes, the request and status part of its access line)
+    (
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n",
+        '"POST /upload HTTP/1.1" 413 23',
+    ),
+    (b"GET page HTTP/1.1\r\nHost: x\r\n\r\n", '"GET page HTTP/1.1" 400 23'),
+    (
+        b"GET /hello/ HTTP/1.1\r\nUser-Agent: probe/1\r\n" + b"X: y\r\n" * 600 + b"\r\n",
+        '"GET /hello/ HTTP/1.1" 431 41',
+    ),
+    (b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\n\r\n", '"- - -" 414 22'),
+    (b"GARBAGE\r\n\r\n", '"- - -" 400 -'),
+    (b"GET /hello/ HTTP/1.1\r\nHost", '"GET /hello/ HTTP/1.1" 408 30'),
+    (b"GET /hel", '"- - -" 408 30'),
+]
+
+
+def test_requests_the_server_refuses_have_their_access_line() -> None:
+    """A request refused before the app sees it is logged with its status, as nginx logs it."""
+    with serve(wsgi_hello, max_request_body=1000, header_timeout=0.5) as server:
+        log = _Lines()
+        server.service.site._logFile = log
+        for raw, expected in REFUSALS:
+            del log.lines[:]
+            answer = exchange(server.port, raw, lambda data: False)
+            status = int(answer.split(b" ", 2)[1]) if answer else 0
+            assert str(status) in expected
+            wait_until(lambda: bool(log.lines), what=expected)
+            assert len(log.lines) == 1, log.lines
+            assert expected in log.lines[0]
+        # A connection that sends nothing gets its 408, and no line.
+        del log.lines[:]
+        assert b" 408 " in exchange(server.port, b"", lambda data: False)
+        server.call(lambda: None)  # (the reactor has written any line by now)
+        assert log.lines == []
+        # A kept-alive connection: the request served, then one refused.
+        del log.lines[:]
+        exchange(
+            server.port,
+            b"GET /hello/ HTTP/1.1\r\nHost: x\r\n\r\nGARBAGE\r\n\r\n",
+            lambda data: False,
+        )
+        wait_until(lambda: len(log.lines) == 2, what="two lines")
+        assert '"GET /hello/ HTTP/1.1" 200' in log.lines[0]
+        assert '"- - -" 400 -' in log.lines[1]
+
+
+def wsgi_hello(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """A WSGI app saying hello."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello"]

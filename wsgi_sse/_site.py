@@ -44,6 +44,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.http import _getContentFile, parse_qs
+from twisted.web.http_headers import Headers
 from twisted.web.resource import _IEncodingResource
 from twisted.web.server import Site
 from twisted.web.server import version as _server_version
@@ -378,10 +379,13 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
         if self._refused:
             return
         if line and self._firstLine():
+            # (twisted.web sets them once it has read this line: a refusal
+            # before that logs no request line, rather than the last one.)
+            self._path = None  # type: ignore[assignment]
             parts = line.split()
             if len(parts) == 3 and not routable(parts[1], parts[0]):
                 # twisted.web would route "page" as "/age".
-                self._refuseAndClose(b"400 Bad Request", _BAD_TARGET)
+                self._refuseAndClose(b"400 Bad Request", _BAD_TARGET, line=parts)
                 return
         limit = self.totalHeadersSize
         if self._receivedHeaderSize + len(line) > limit and not self._firstLine():
@@ -498,7 +502,12 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
             peer=str(transport.getPeer()),
             timeout=self.headerTimeout,
         )
-        self._refuseAndClose(b"408 Request Timeout", b"request headers took too long\n")
+        # A connection that sent nothing (a browser's preconnect) asked for
+        # nothing: its 408 has no access log line.
+        silent = self._firstLine() and not self._buffer
+        self._refuseAndClose(
+            b"408 Request Timeout", b"request headers took too long\n", logged=not silent
+        )
 
     def lineLengthExceeded(self, line: bytes) -> None:
         """Answer an over-long request line (414) or header line (431), then close."""
@@ -510,16 +519,25 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
             )
 
     def _refuseAndClose(
-        self, status: bytes, message: bytes, content_type: bytes = b"text/plain; charset=utf-8"
+        self,
+        status: bytes,
+        message: bytes,
+        content_type: bytes = b"text/plain; charset=utf-8",
+        line: list[bytes] | None = None,
+        logged: bool = True,
     ) -> None:
         """
         Send a final answer and close, letting the client read it: ignore
         whatever else it sends, half-close so it sees the end, and abort if it
-        does not go away.
+        does not go away.  The answer has its access log line, with the
+        request line C{line} (method, target, version) when it is not the
+        one read.
         """
         if self._refused:
             return
         self._refused = True
+        if logged:
+            self._logRefusal(int(status[:3]), len(message), line)
         self._cancelHeaderDeadline()
         self.setTimeout(None)  # type: ignore[no-untyped-call]
         self.dataReceived = _ignore  # type: ignore[method-assign]
@@ -536,6 +554,48 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
         else:  # pragma: no cover - transports that cannot half-close
             transport.loseConnection()
         self.callLater(2.0, _abort, transport)  # type: ignore[no-untyped-call, call-arg]
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        """twisted.web's bare 400 for a request it cannot read, with its access log line."""
+        if not self._refused:
+            self._logRefusal(400, 0)
+        super()._respondToBadRequestAndDisconnect()  # type: ignore[no-untyped-call]
+
+    def _logRefusal(self, code: int, length: int, line: list[bytes] | None = None) -> None:
+        """Log a request the server answered itself, refusing it before the app saw it."""
+        log = getattr(getattr(self, "site", None), "log", None)
+        if log is not None:
+            path = getattr(self, "_path", None)
+            if line is None and path is not None and not self._firstLine():
+                line = [self._command, path, self._version]
+            log(_Refused(self, code, length, line))
+
+
+class _Refused:
+    """
+    A request refused before it was read in full, as an access log
+    formatter reads a request: its request line (C{-} where none was read),
+    its headers read so far, the answer's status and body length.
+    """
+
+    def __init__(
+        self, channel: http.HTTPChannel, code: int, length: int, line: list[bytes] | None
+    ) -> None:
+        self.channel = channel
+        self.method, self.uri, self.clientproto = line if line is not None else (b"-", b"-", b"-")
+        self.code = code
+        self.sentLength = length
+        requests = channel.requests
+        self.requestHeaders = requests[-1].requestHeaders if requests else Headers()
+
+    def getClientAddress(self) -> Any:
+        """The client's address."""
+        return self.channel.getPeer()
+
+    def getHeader(self, key: bytes) -> bytes | None:
+        """The last value of a request header read, or L{None}."""
+        values = self.requestHeaders.getRawHeaders(key)
+        return values[-1] if values else None
 
 
 class _Deadlines:
