@@ -284,6 +284,13 @@ def test_an_event_on_the_reserved_channel_in_the_shared_history_is_dropped() -> 
         {"k": "p", "i": "there", "t": 30, "c": {"room": [{}, True]}},
         {"k": "d", "i": "there", "u": None, "c": None},
         {"k": "d", "i": "there", "u": 5, "c": None},
+        # Nothing disconnect() could send, which would be remembered a day.
+        {"k": "d", "i": "there", "u": "a" * 257, "c": None},
+        {"k": "d", "i": "there", "u": "a\x1bb", "c": None},
+        {"k": "d", "i": "there", "u": None, "c": "c" * 1001},
+        {"k": "d", "i": "there", "u": "ada", "c": "\xe9" * 501},
+        {"k": "d", "i": "there", "u": None, "c": "a\nb"},
+        {"k": "d", "i": "there", "u": None, "c": ""},
         {"k": "?", "i": "there"},
     ],
 )
@@ -302,6 +309,7 @@ def test_forged_control_messages_are_dropped(message: object) -> None:
     assert hub.presence.malformed == 1
     assert dict(hub.presence.get("room").identities) == {"ada": 1}
     assert not tab.finished and hub.subscriber_count() == 1
+    assert len(hub.revoked_tokens) == 0
 
 
 def test_revocation_message_from_another_process_ends_matching_streams() -> None:
@@ -312,6 +320,7 @@ def test_revocation_message_from_another_process_ends_matching_streams() -> None
     hub.subscribe(bob, ["room"])
     _control(hub, {"k": "d", "i": "there", "u": "ada", "c": None})
     assert ada.finished and not bob.finished
+    assert len(hub.revoked_tokens) == 1
     assert dict(hub.presence.get("room").identities) == {"bob": 1}
     # Its own messages, coming back, are not acted on twice.
     _control(hub, {"k": "d", "i": "here", "u": "bob", "c": None})

@@ -23,7 +23,13 @@ from ._backplane import LOCAL_BITS, Backplane, Entry, Fetched, LocalBackplane, P
 from ._checks import check_seconds
 from ._client import send_to_each
 from ._encoding import encode_body, frame
-from ._presence import CONTROL_CHANNEL, PresenceTracker, parse_control, publish_control
+from ._presence import (
+    CONTROL_CHANNEL,
+    PresenceTracker,
+    check_identity,
+    parse_control,
+    publish_control,
+)
 from ._revoked import RevokedTokens
 
 if TYPE_CHECKING:
@@ -861,16 +867,9 @@ class Hub:
             self.presence.asked(self._now())
         elif kind == "d":
             identity, channel = message.get("u"), message.get("c")
-            # A channel may be as long as max_channel_length lets streams
-            # name one (it has no ceiling): the backplane bounds the
-            # message's size.
-            if (
-                (identity is None and channel is None)
-                or not (
-                    identity is None or (isinstance(identity, str) and 0 < len(identity) <= 1000)
-                )
-                or not (channel is None or (isinstance(channel, str) and channel))
-            ):
+            # No more than disconnect() takes: each revocation is remembered
+            # (for stream tokens) for a day.
+            if not _revocable(identity, channel):
                 self.presence.malformed += 1
                 return
             self.end_streams(identity, channel)
@@ -1205,3 +1204,18 @@ def _end_subscriber(subscriber: Subscriber) -> None:
 
 def _delivered(published: Published) -> int:
     return published.delivered
+
+
+def _revocable(identity: object, channel: object) -> bool:
+    """Whether another process's revocation names what C{disconnect()} could."""
+    from ._broadcast import validate_channel
+
+    if identity is None and channel is None:
+        return False
+    try:
+        check_identity(identity)
+        if channel is not None:
+            validate_channel(channel)
+    except (TypeError, ValueError):
+        return False
+    return True

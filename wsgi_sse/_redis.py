@@ -703,7 +703,8 @@ class RedisPublisher:
 
         @return: the close's id.
         @raise TypeError: if C{channel} is not a str.
-        @raise ValueError: if it is empty or contains control characters.
+        @raise ValueError: if it is empty, longer than 1,000 bytes in UTF-8 or
+            contains control characters.
         @raise redis.exceptions.RedisError: if Redis cannot be reached in time.
         """
         name = validate_channel(channel)

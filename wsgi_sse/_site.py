@@ -32,6 +32,7 @@ All methods: call in the reactor thread (twisted.web does).
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 from urllib.parse import unquote_to_bytes
@@ -1292,8 +1293,11 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
         queue = self._outboundStreamQueues.get(stream_id)
         if not queue:
             return 0
-        # (A finished stream's queue ends with a marker, not data.)
-        return sum(len(chunk) for chunk in queue if chunk is not _END_STREAM)
+        if queue[-1] is _END_STREAM:
+            # A finished stream's queue ends with a marker, not data (and
+            # nothing is queued after it).
+            return sum(map(len, itertools.islice(queue, len(queue) - 1)))
+        return sum(map(len, queue))
 
     def writeDataToStream(self, stream_id: int, data: bytes) -> None:
         """Queue data for a stream; pause its producer past L{STREAM_BUFFER}."""
@@ -1393,27 +1397,23 @@ class _StreamingRequest(server.Request):
     its target in origin form.
     """
 
-    _routable = True
-
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         """Route the request by its origin-form target (twisted.web calls this)."""
         if path[:1] != b"/" or b"#" in path:
             # (Over HTTP/1.1 the channel has refused a target not routable.)
-            self._routable = routable(path, command)
+            if not routable(path, command):
+                self.process = self._refuseTarget  # type: ignore[method-assign]
             path = origin_form(path)
         super().requestReceived(command, path, version)  # type: ignore[no-untyped-call]
 
-    def process(self) -> None:
-        """Serve the request (twisted.web's), or answer 400 for a target not L{routable}."""
-        if not self._routable:
-            self.setResponseCode(400)
-            headers = self.responseHeaders
-            headers.setRawHeaders(b"Content-Type", [b"text/plain; charset=utf-8"])
-            headers.setRawHeaders(b"Content-Length", [b"%d" % len(_BAD_TARGET)])
-            self.write(_BAD_TARGET)  # type: ignore[no-untyped-call]
-            self.finish()  # type: ignore[no-untyped-call]
-            return
-        super().process()  # type: ignore[no-untyped-call]
+    def _refuseTarget(self) -> None:
+        """Answer 400 for a target not L{routable} (instead of C{process})."""
+        self.setResponseCode(400)
+        headers = self.responseHeaders
+        headers.setRawHeaders(b"Content-Type", [b"text/plain; charset=utf-8"])
+        headers.setRawHeaders(b"Content-Length", [b"%d" % len(_BAD_TARGET)])
+        self.write(_BAD_TARGET)  # type: ignore[no-untyped-call]
+        self.finish()  # type: ignore[no-untyped-call]
 
     def setResponseCode(self, code: int, message: bytes | None = None) -> None:
         """

@@ -102,7 +102,9 @@ class Connection {
     // Or after the Retry-After of a 503 or 429 (seconds or an HTTP date).
     const value = [503, 429].includes(answer.status) && answer.headers.get("Retry-After");
     const wait = /^\d+$/.test(value) ? value * 1000 : Date.parse(value) - Date.now();
-    this.timer = setTimeout(() => this.open(), Math.max(wait || 0, base * (0.5 + Math.random())));
+    // (At most an hour: a longer timer would fire at once.)
+    const delay = Math.min(3600000, Math.max(wait || 0, base * (0.5 + Math.random())));
+    this.timer = setTimeout(() => this.open(), delay);
   }
 
   addType(type) {
@@ -155,6 +157,7 @@ export class Stream extends EventTarget {
     this.seen = new Set();
     this.seenOrder = [];
     this.ring = [];
+    this.ringSize = 0;
     this.ringFrom = this.lastEventId; // the id of the event before ring[0]
     this.connections = [];
     this.peers = new Map(); // the other tabs, sharing: id -> {channels, types, seen}
@@ -221,14 +224,15 @@ export class Stream extends EventTarget {
     }
     if (ev.type === "reset") {
       this.ring = [];
+      this.ringSize = 0;
       this.ringFrom = null;
       this.remember(null);
     } else {
       this.ring.push(ev);
-      let size = this.ring.reduce((sum, kept) => sum + kept.data.length, 0);
-      while (this.ring.length > RING || size > RING_SIZE) {
+      this.ringSize += ev.data.length;
+      while (this.ring.length > RING || this.ringSize > RING_SIZE) {
         const dropped = this.ring.shift();
-        size -= dropped.data.length;
+        this.ringSize -= dropped.data.length;
         if (dropped.raw) this.ringFrom = dropped.raw;
       }
       if (ev.raw) this.remember(ev.raw);
@@ -493,6 +497,7 @@ export class Stream extends EventTarget {
         // takes over.
         this.remember(m.last);
         this.ring = [];
+        this.ringSize = 0;
         this.ringFrom = m.last;
       }
       this.setStatus(m.status);
