@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, Sequence
 
 from twisted.internet.defer import Deferred, succeed
 
+from ._names import CONTROL_CHARACTERS, MAX_CHANNEL, SHORT_CHANNEL, channel_too_long
+
 if TYPE_CHECKING:
     from ._hub import HubStats
 
@@ -54,16 +56,12 @@ BACKPLANE_URL_ENV = "WSGI_SSE_BACKPLANE_URL"
 LOCAL_BITS = 32
 """Low bits of a hub position that number local-only events."""
 
-MAX_CHANNEL = 1000
-"""The longest channel name (in bytes) accepted from a shared backplane."""
-
 MAX_BODY = 1 << 20
 """The largest event body (in bytes) accepted from a shared backplane."""
 
 # What encode_body() produces: an optional event line, an optional retry
 # line, one or more data lines; no CR, no blank line, no id line.
 _BODY = re.compile(rb"(?:event: [^\r\n\x00]+\n)?(?:retry: [0-9]+\n)?(?:data: [^\r\n]*\n)+\Z")
-_BAD_CHANNEL = re.compile(r"[\x00-\x1f\x7f]")
 # close(channel), carried like an event (see wsgi_sse._hub.CLOSE_BODY).
 _CLOSE_BODY = b":close\n"
 
@@ -211,9 +209,9 @@ def check_entry(channel: bytes | str, body: bytes) -> tuple[str, bytes] | None:
             return None
     else:
         name = channel
-        if not name or len(name) > MAX_CHANNEL:
+        if not name or (len(name) > SHORT_CHANNEL and channel_too_long(name)):
             return None
-    if _BAD_CHANNEL.search(name) is not None:
+    if CONTROL_CHARACTERS.search(name) is not None:
         return None
     if body == _CLOSE_BODY:
         return name, body

@@ -4,16 +4,16 @@ Publishing from any thread: the only code in wsgi-sse that crosses threads.
 
 from __future__ import annotations
 
-import re
 import threading
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 from twisted.logger import Logger
 from twisted.python import threadable
 
-from ._backplane import MAX_BODY, MAX_CHANNEL
+from ._backplane import MAX_BODY
 from ._encoding import encode_body
 from ._hub import CLOSE_BODY, DEFAULT_CHANNEL, Hub
+from ._names import validate_channel
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
@@ -34,8 +34,6 @@ __all__ = [
 
 _log = Logger()
 
-_BAD_CHANNEL = re.compile(r"[\x00-\x1f\x7f]")
-
 
 class Publisher(Protocol):
     """
@@ -51,31 +49,6 @@ class Publisher(Protocol):
 
     def publish_event(self, channel: str, body: bytes) -> Deferred[Published]:
         """Publish an encoded event body; answer with its id and delivery count."""
-
-
-def validate_channel(channel: object) -> str:
-    """
-    Check a channel name given to C{broadcast()}, returning it.
-
-    @raise TypeError: if it is not a str.
-    @raise ValueError: if it is empty, contains control characters, cannot
-        be encoded as UTF-8 or is longer than L{MAX_CHANNEL} bytes in it.
-    """
-    if not isinstance(channel, str):
-        raise TypeError(f"channel must be a str, not {type(channel).__name__}")
-    if not channel:
-        raise ValueError("channel must not be empty")
-    if _BAD_CHANNEL.search(channel):
-        raise ValueError("channel must not contain control characters")
-    try:
-        size = len(channel.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise ValueError("channel must be encodable as UTF-8") from None
-    if size > MAX_CHANNEL:
-        raise ValueError(f"channel must be at most {MAX_CHANNEL} bytes in UTF-8")
-    if channel == "#wsgi-sse":
-        raise ValueError("channel '#wsgi-sse' is reserved for presence and revocation")
-    return channel
 
 
 def validate_timeout(timeout: object) -> float:

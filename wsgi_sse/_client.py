@@ -25,7 +25,9 @@ __all__ = [
     "StreamClient",
     "close_after_response",
     "cut_response",
+    "h2_stream",
     "send_to_each",
+    "unsent_bytes",
 ]
 
 # Request headers Twisted's access log formatters read when a stream ends.
@@ -334,18 +336,15 @@ class StreamClient:
         """
         transport = self._transport
         if transport is None:
-            channel: Any = getattr(self.request, "channel", None)
-            queued_bytes = getattr(getattr(channel, "_conn", None), "queued_bytes", None)
-            if queued_bytes is not None:  # an HTTP/2 stream
-                return int(queued_bytes(channel.streamID))
+            stream = h2_stream(self.request)
+            if stream is not None:
+                queued_bytes = getattr(stream[0], "queued_bytes", None)
+                if queued_bytes is not None:  # a StreamSite's HTTP/2 connection
+                    return int(queued_bytes(stream[1]))
             # (Over TLS, the TCP transport's buffer: twisted's TLS transport
             # hands attribute lookups down to it.)
             transport = getattr(getattr(self.request, "channel", None), "transport", None)
-        try:
-            queued: int = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
-        except (AttributeError, TypeError):
-            return 0
-        return queued
+        return unsent_bytes(transport)
 
     @property
     def held_bytes(self) -> int:
@@ -437,7 +436,7 @@ class StreamClient:
                 abort()
             else:  # pragma: no cover - transports without abortConnection
                 transport.loseConnection()
-        elif _reset_h2_stream(channel):
+        elif _reset_h2_stream(request):
             # The connection carries other streams: only this one is reset.
             # twisted.web does not tell the request; the stream ends here.
             request.connectionLost(Failure(ConnectionAborted(f"stream reset: {reason}")))
@@ -568,15 +567,14 @@ def cut_response(request: Request, reason: str, *, abort: bool = False) -> None:
     @param reason: why, given to the request as the reason it lost its
         connection (HTTP/2).
     """
-    channel = request.channel
-    if _reset_h2_stream(channel):
+    if _reset_h2_stream(request):
         # twisted.web does not tell the request; the stream ends here.
         request.connectionLost(Failure(ConnectionAborted(f"stream reset: {reason}")))
         return
     if not abort:
         request.loseConnection()
         return
-    transport = getattr(channel, "transport", None)
+    transport = getattr(request.channel, "transport", None)
     if transport is not None:
         transport.abortConnection()
 
@@ -590,14 +588,41 @@ def site_closing(holder: Any) -> bool:
     return bool(getattr(getattr(holder, "site", None), "closing", False))
 
 
-def _reset_h2_stream(channel: Any) -> bool:
+def h2_stream(request: Any) -> tuple[Any, int] | None:
     """
-    Reset C{channel} if it is a live HTTP/2 stream (an C{RST_STREAM}
-    frame); return whether it was.
+    The HTTP/2 connection C{request} came over and its stream id, or
+    L{None} for a request over HTTP/1.x (or one whose connection is gone).
+    May be called in any thread: it only reads.
     """
+    channel: Any = getattr(request, "channel", None)
     connection = getattr(channel, "_conn", None)
-    stream_id = getattr(channel, "streamID", None)
-    if connection is None or stream_id not in getattr(connection, "streams", {}):
+    if connection is None:
+        return None
+    return connection, channel.streamID
+
+
+def unsent_bytes(transport: Any) -> int:
+    """
+    Bytes written to an HTTP/1.x C{transport} (TCP or UNIX socket, or TLS
+    over one) that the kernel has not taken yet; 0 for anything else
+    (an HTTP/2 request's transport is L{None}).
+    """
+    if transport is None:
+        return 0
+    try:
+        queued: int = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+    except (AttributeError, TypeError):
+        return 0
+    return queued
+
+
+def _reset_h2_stream(request: Any) -> bool:
+    """
+    Reset C{request}'s stream if it is a live HTTP/2 stream (an
+    C{RST_STREAM} frame); return whether it was.
+    """
+    stream = h2_stream(request)
+    if stream is None or stream[1] not in getattr(stream[0], "streams", {}):
         return False
-    channel.abortConnection()
+    request.channel.abortConnection()
     return True

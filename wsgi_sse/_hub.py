@@ -23,13 +23,8 @@ from ._backplane import LOCAL_BITS, Backplane, Entry, Fetched, LocalBackplane, P
 from ._checks import check_seconds
 from ._client import send_to_each
 from ._encoding import encode_body, frame
-from ._presence import (
-    CONTROL_CHANNEL,
-    PresenceTracker,
-    check_identity,
-    parse_control,
-    publish_control,
-)
+from ._names import CONTROL_CHANNEL, check_identity, validate_channel
+from ._presence import PresenceTracker, parse_control, publish_control
 from ._revoked import RevokedTokens
 
 if TYPE_CHECKING:
@@ -1208,8 +1203,6 @@ def _delivered(published: Published) -> int:
 
 def _revocable(identity: object, channel: object) -> bool:
     """Whether another process's revocation names what C{disconnect()} could."""
-    from ._broadcast import validate_channel
-
     if identity is None and channel is None:
         return False
     try:

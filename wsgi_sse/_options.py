@@ -8,8 +8,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Union
 
-from ._backplane import _BAD_CHANNEL, MAX_CHANNEL
 from ._checks import check_seconds
+from ._names import (
+    CONTROL_CHANNEL,
+    CONTROL_CHARACTERS,
+    MAX_CHANNEL,
+    SHORT_CHANNEL,
+    channel_too_long,
+    check_identity,
+)
 from ._tokens import check_token_secret
 
 __all__ = ["Allowed", "AuthorizeResult", "StreamOptions", "StreamRequest"]
@@ -53,8 +60,6 @@ class StreamRequest:
     identity: str | None = None
 
     def __post_init__(self) -> None:
-        from ._presence import check_identity
-
         check_identity(self.identity)
 
 
@@ -82,8 +87,6 @@ class Allowed:
     identity: str | None = None
 
     def __init__(self, channels: bool | Iterable[str] = True, identity: str | None = None) -> None:
-        from ._presence import check_identity
-
         if isinstance(channels, (str, bytes)) or channels is None:
             raise TypeError("channels must be a bool or a collection of channel names")
         if not isinstance(channels, bool):
@@ -230,14 +233,14 @@ class StreamOptions:
             raise ValueError("channel names must not be empty")
         if len(name) > self.max_channel_length:
             raise ValueError(f"channel name longer than {self.max_channel_length} characters")
-        if len(name) > MAX_CHANNEL // 4 and len(name.encode("utf-8", "replace")) > MAX_CHANNEL:
+        if len(name) > SHORT_CHANNEL and channel_too_long(name):
             # (Only names outside ASCII can be.)
             raise ValueError(f"channel name longer than {MAX_CHANNEL} bytes in UTF-8")
-        if name == "#wsgi-sse":
+        if name == CONTROL_CHANNEL:
             raise ValueError(f"channel name {name!r} is reserved")
         if not self._channel_re.fullmatch(name):
             raise ValueError(f"channel name {name!r} has characters outside {self.channel_pattern}")
-        if _BAD_CHANNEL.search(name):
+        if CONTROL_CHARACTERS.search(name):
             # As broadcast() refuses them, whatever channel_pattern lets in:
             # no event could reach the channel, and its name reaches logs.
             raise ValueError(f"channel name {name!r} holds control characters")

@@ -30,6 +30,16 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from twisted.logger import Logger
 from twisted.python import threadable
 
+from ._names import (
+    CONTROL_CHANNEL,
+    CONTROL_CHARACTERS,
+    MAX_IDENTITY,
+    channel_too_long,
+    check_identity,
+    valid_identity,
+    validate_channel,
+)
+
 if TYPE_CHECKING:
     from ._hub import Hub
 
@@ -43,16 +53,6 @@ __all__ = [
     "disconnect",
     "presence",
 ]
-
-CONTROL_CHANNEL = "#wsgi-sse"
-"""
-The reserved channel carrying presence and revocation messages between
-processes.  Browsers cannot join it (C{#} is outside every accepted channel
-name) and the hub keeps no history of it.
-"""
-
-MAX_IDENTITY = 256
-"""The longest identity (in characters) a stream may carry."""
 
 MAX_SHARED_IDENTITIES = 2000
 """
@@ -82,26 +82,8 @@ _OVERFLOW_LOG_PERIOD = 60.0
 _MAX_INSTANCES = 1024
 _CHUNK = 256 * 1024
 _INSTANCE = re.compile(r"[0-9a-z]{1,16}\Z")
-_BAD = re.compile(r"[\x00-\x1f\x7f]")
 
 log = Logger()
-
-
-def check_identity(identity: object) -> str | None:
-    """
-    Return C{identity} if a stream may carry it (L{None}: a guest).
-
-    @raise TypeError: if it is neither a str nor L{None}.
-    @raise ValueError: if it is empty, longer than L{MAX_IDENTITY}, or has
-        control characters.
-    """
-    if identity is None:
-        return None
-    if not isinstance(identity, str):
-        raise TypeError(f"identity must be a str or None, not {type(identity).__name__}")
-    if not identity or len(identity) > MAX_IDENTITY or _BAD.search(identity):
-        raise ValueError(f"identity must be 1-{MAX_IDENTITY} characters without control characters")
-    return identity
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,7 +384,7 @@ class PresenceTracker:
         for name, counts in sorted(channels.items()):
             # An identity others would refuse (set by hand on a stream) is
             # reported as a guest rather than spoiling the whole message.
-            named = sorted((i, n) for i, n in counts.items() if i is not None and _valid(i))
+            named = sorted((i, n) for i, n in counts.items() if i is not None and valid_identity(i))
             guests = sum(counts.values()) - sum(n for _, n in named[:MAX_SHARED_IDENTITIES])
             head = len(json.dumps(name)) + 24
             if size + head > budget:
@@ -453,7 +435,12 @@ class PresenceTracker:
         for target, given in zip(parsed, (replaced, added), strict=True):
             for name, value in given.items():
                 counts = _parse_counts(value)
-                if counts is None or not name or len(name) > 1000:
+                if (
+                    counts is None
+                    or not name
+                    or channel_too_long(name)
+                    or CONTROL_CHARACTERS.search(name)
+                ):
                     self.malformed += 1
                     return
                 target[name] = counts
@@ -582,10 +569,6 @@ def _size(name: str, counts: Counts) -> int:
     return size
 
 
-def _valid(identity: str) -> bool:
-    return 0 < len(identity) <= MAX_IDENTITY and _BAD.search(identity) is None
-
-
 def _parse_counts(value: object) -> Counts | None:
     if not isinstance(value, list) or len(value) != 2:
         return None
@@ -676,8 +659,6 @@ def disconnect(
         raise ValueError("disconnect() needs an identity, a channel or both")
     check_identity(identity)
     if channel is not None:
-        from ._broadcast import validate_channel
-
         validate_channel(channel)
     target = hub or _current_hub()
     # Tokens made from now on (a new login, in this thread) are not revoked.

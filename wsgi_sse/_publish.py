@@ -25,6 +25,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from ._backplane import Published
 from ._hub import DEFAULT_CHANNEL
+from ._names import CONTROL_CHARACTERS
 
 if TYPE_CHECKING:
     from twisted.web.server import Request
@@ -41,7 +42,6 @@ MIN_SECRET_LENGTH = 16
 """Characters a publish secret must have at least."""
 
 _FIELDS = frozenset({"channel", "event", "data"})
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class _Answer(Exception):  # noqa: N818 - not an error: an answer
@@ -99,7 +99,7 @@ class PublishResource(Resource):
                 f"the publish endpoint needs a secret of at least {MIN_SECRET_LENGTH} "
                 f"characters (publish_secret= or ${PUBLISH_SECRET_ENV})"
             )
-        if secret != secret.strip() or _CONTROL.search(secret):
+        if secret != secret.strip() or CONTROL_CHARACTERS.search(secret):
             # An Authorization header can carry neither (its value is
             # trimmed): no request could ever be let in.
             raise ValueError(

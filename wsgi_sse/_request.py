@@ -15,6 +15,7 @@ from typing import Iterable, Sequence
 from urllib.parse import unquote, urlsplit
 
 from ._hub import DEFAULT_CHANNEL
+from ._names import check_identity
 from ._options import StreamOptions
 
 __all__ = [
@@ -217,8 +218,6 @@ IDENTITY_HEADER = "wsgi-sse-identity"
 
 
 def _held_identity(values: list[str]) -> str | None:
-    from ._presence import check_identity
-
     if not values:
         return None
     if len(values) > 1:

@@ -24,6 +24,8 @@ from hashlib import sha256
 from typing import Iterable, Union
 from urllib.parse import unquote_to_bytes
 
+from ._names import check_identity
+
 __all__ = [
     "MAX_TOKEN_TTL",
     "MIN_TOKEN_SECRET_LENGTH",
@@ -52,12 +54,8 @@ MAX_TOKEN_LENGTH = 4096
 MAX_TOKEN_TTL = 86400
 """Seconds a stream token may be valid for at most (a day)."""
 
-MAX_IDENTITY_LENGTH = 256
-"""Characters an identity may have."""
-
 _DOMAIN = b"wsgi-sse stream token v1\n"
 _B64 = re.compile(r"[A-Za-z0-9_-]+")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 Secret = Union[str, bytes]
 
@@ -177,7 +175,8 @@ def stream_token(
     @raise RuntimeError: if no secret is configured.
     @raise ValueError: for an empty channel list, a C{ttl} not positive or
         above L{MAX_TOKEN_TTL}, a too short secret, or an identity that is
-        empty, longer than L{MAX_IDENTITY_LENGTH} or has control characters.
+        empty, longer than L{MAX_IDENTITY<wsgi_sse._names.MAX_IDENTITY>}
+        or has control characters.
     @raise TypeError: for an identity that is not a str.
     """
     if secret is None:
@@ -208,14 +207,7 @@ def stream_token(
         "t": math.floor(issued * 1000),
     }
     if identity is not None:
-        # The rules of every identity a stream carries (see check_identity).
-        if not isinstance(identity, str):
-            raise TypeError(f"identity must be a str or None, not {type(identity).__name__}")
-        if not identity or len(identity) > MAX_IDENTITY_LENGTH or _CONTROL.search(identity):
-            raise ValueError(
-                f"identity must be 1-{MAX_IDENTITY_LENGTH} characters without control characters"
-            )
-        claims["i"] = identity
+        claims["i"] = check_identity(identity)
     payload = _b64encode(
         json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     )

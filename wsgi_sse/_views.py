@@ -21,8 +21,8 @@ from twisted.logger import Logger
 from twisted.web.http_headers import Headers
 from twisted.web.server import NOT_DONE_YET
 
-from ._broadcast import validate_channel
 from ._encoding import encode_event
+from ._names import check_identity, validate_channel
 from ._request import GripHold, Refused, parse_grip, parse_last_event_id
 from ._streams import STREAM_HEADERS, Streams, peer_of
 from ._wsgi import WSGIContainer, parse_status
@@ -68,8 +68,6 @@ def hold_headers(*channels: str, identity: str | None = None) -> list[tuple[str,
         cannot carry (empty, longer than 256 characters, control
         characters).
     """
-    from ._presence import check_identity
-
     if not channels:
         raise ValueError("hold at least one channel")
     names = [_channel_name(c) for c in channels]

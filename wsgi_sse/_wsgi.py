@@ -64,7 +64,13 @@ from twisted.web.server import NOT_DONE_YET
 from twisted.web.wsgi import WSGIResource, _ErrorStream, _InputStream, _WSGIResponse, _wsgiString
 from zope.interface import implementer
 
-from ._client import close_after_response, cut_response, site_closing
+from ._client import (
+    close_after_response,
+    cut_response,
+    h2_stream,
+    site_closing,
+    unsent_bytes,
+)
 from ._lean import finish_response
 
 if TYPE_CHECKING:
@@ -241,7 +247,7 @@ class _Response(_WSGIResponse):
         if length is None or self._sent >= length or self._requestFinished:
             # (A client that went away cut the body short itself.)
             return False
-        h2 = _over_http2(self.request)
+        h2 = h2_stream(self.request) is not None
         self._log.warn(
             "WSGI application sent {sent} bytes of the {length} its Content-Length"
             " announced for {path}; {cut}",
@@ -332,9 +338,11 @@ class _Response(_WSGIResponse):
             # (Twisted's channel does not tell a producer registered late.)
             channel: Any = request.channel
             drain.paused = bool(getattr(channel, "_waitingForTransport", False))
-            registered = getattr(getattr(channel, "_conn", None), "producer_registered", None)
-            if registered is not None:  # an HTTP/2 stream
-                registered(channel.streamID)
+            stream = h2_stream(request)
+            if stream is not None:
+                registered = getattr(stream[0], "producer_registered", None)
+                if registered is not None:  # a StreamSite's HTTP/2 connection
+                    registered(stream[1])
         if not drain.paused:
             return None
         waiting = drain.waiting = Deferred()
@@ -400,7 +408,7 @@ class _Response(_WSGIResponse):
             return
         request = self.request
         self._let_go()
-        if short and _over_http2(request):
+        if short and h2_stream(request) is not None:
             # A stream ended short of its Content-Length is malformed (RFC
             # 9113, 8.1.1), and its connection is shared: it is reset
             # after what was written.
@@ -433,7 +441,7 @@ class _Response(_WSGIResponse):
             return
         transport = request.transport
         unflushed = self._unflushed
-        if unflushed is not None and _buffered(transport):
+        if unflushed is not None and unsent_bytes(transport):
             # Answered in the reactor turn the WSGI thread may have ended
             # in: a shutdown waiting for the pool must let these bytes out.
             unflushed.add(transport)
@@ -599,16 +607,6 @@ def parse_status(status: str) -> tuple[int, bytes]:
     return parsed
 
 
-def _over_http2(request: Request) -> bool:
-    """Whether C{request} came over HTTP/2."""
-    return request.clientproto == b"HTTP/2"
-
-
-def _buffered(transport: Any) -> bool:
-    """Whether C{transport} still holds bytes for the socket."""
-    return bool(getattr(transport, "dataBuffer", b"") or getattr(transport, "_tempDataLen", 0))
-
-
 def _check_bytes(piece: object) -> None:
     if not isinstance(piece, bytes):
         raise TypeError(f"WSGI body pieces must be bytes, not {type(piece).__name__}")
@@ -640,7 +638,7 @@ class WSGIContainer(WSGIResource):
         deadline = clock.seconds() + timeout
 
         def check() -> None:
-            waiting = [t for t in self._unflushed if t.connected and _buffered(t)]
+            waiting = [t for t in self._unflushed if t.connected and unsent_bytes(t)]
             if not waiting or clock.seconds() >= deadline:
                 self._unflushed.clear()
                 done.callback(None)
