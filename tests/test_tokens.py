@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -287,8 +288,9 @@ def test_without_server_secret_token_is_left_to_authorize() -> None:
         assert seen == [(token,)]
 
 
-def test_token_never_logged() -> None:
-    """Neither the access log nor the stream's log lines contain a token, valid or not."""
+@contextlib.contextmanager
+def logged() -> Iterator[list[str]]:
+    """Every log event emitted in the block: its text, then all its fields."""
     lines: list[str] = []
 
     def observe(event: dict[str, Any]) -> None:
@@ -296,6 +298,14 @@ def test_token_never_logged() -> None:
 
     globalLogPublisher.addObserver(observe)
     try:
+        yield lines
+    finally:
+        globalLogPublisher.removeObserver(observe)
+
+
+def test_token_never_logged() -> None:
+    """Neither the access log nor the stream's log lines contain a token, valid or not."""
+    with logged() as lines:
         with serve(app, token_secret=SECRET, log_streams=True) as server:
             token = stream_token("a", secret=SECRET)
             bad = stream_token("a", secret=SECRET, now=0)
@@ -306,8 +316,6 @@ def test_token_never_logged() -> None:
             server.wait_clients(1)
             assert client.status == 200
         client.close()
-    finally:
-        globalLogPublisher.removeObserver(observe)
     log = "\n".join(lines)
     # The access log lines, redacted.
     assert '"GET /sse?token=*** HTTP/1.1" 200' in log
@@ -320,13 +328,7 @@ def test_token_never_logged() -> None:
 
 def test_token_under_an_encoded_name_never_logged() -> None:
     """A token whose parameter name is percent-encoded opens the stream, and is redacted too."""
-    lines: list[str] = []
-
-    def observe(event: dict[str, Any]) -> None:
-        lines.append((formatEvent(event) or "") + repr(sorted(event.items(), key=str)))
-
-    globalLogPublisher.addObserver(observe)
-    try:
+    with logged() as lines:
         with serve(app, token_secret=SECRET) as server:
             token = stream_token("a", secret=SECRET)
             http_request(server.port, "GET", f"/hello?x=1&t%6Fken={token}")
@@ -334,8 +336,6 @@ def test_token_under_an_encoded_name_never_logged() -> None:
             server.wait_clients(1)
             assert client.status == 200
         client.close()
-    finally:
-        globalLogPublisher.removeObserver(observe)
     log = "\n".join(lines)
     assert '"GET /sse?%74oken=*** HTTP/1.1" 200' in log
     assert '"GET /hello?x=1&t%6Fken=*** HTTP/1.0" 200' in log

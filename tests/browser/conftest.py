@@ -52,6 +52,15 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
+def context(browser: Any) -> Iterator[Any]:
+    """One browser context: its tabs share storage, locks and broadcast channels."""
+    ctx = browser.new_context(viewport={"width": 600, "height": 400})
+    ctx.set_default_timeout(20_000)
+    yield ctx
+    ctx.close()
+
+
+@pytest.fixture
 def new_page(browser: Any) -> Iterator[Callable[[], Any]]:
     """Open pages, each in its own browser context (its own cookies), closed after the test."""
     contexts: list[Any] = []

@@ -6,23 +6,11 @@ for a while.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from playwright.sync_api import expect
 from support import end_streams, serve
-from test_browser_tabs import page_app, wait_for_channels
-
-
-@pytest.fixture
-def context(browser: Any) -> Iterator[Any]:
-    """One browser context: its tabs share storage, locks and broadcast channels."""
-    ctx = browser.new_context(viewport={"width": 600, "height": 400})
-    ctx.set_default_timeout(20_000)
-    yield ctx
-    ctx.close()
-
+from test_browser_tabs import open_tabs, page_app, wait_for_channels
 
 LISTEN = """
 () => {
@@ -79,12 +67,7 @@ def test_channels_refused_for_a_while_are_kept_once_accepted_again(context: Any)
     """
     refusing = [False]
     with serve(page_app, authorize=lambda request: not refusing[0], retry=200) as server:
-        tabs = {}
-        for channel in ("a", "b"):
-            tabs[channel] = context.new_page()
-            tabs[channel].goto(f"{server.url}/page?channel={channel}")
-            expect(tabs[channel].locator("#status")).to_have_text("live")
-        wait_for_channels(server, tabs["a"], {"a": 1, "b": 1})
+        tabs = open_tabs(context, server, ("a", "b"))
 
         refusing[0] = True
         end_streams(server)

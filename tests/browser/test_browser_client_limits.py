@@ -7,23 +7,12 @@ stream, and events too big to keep many of.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from email.utils import formatdate
 from typing import Any
 
 import pytest
 from support import serve
 from test_browser_tabs import page_app
-
-
-@pytest.fixture
-def context(browser: Any) -> Iterator[Any]:
-    """One browser context: its tabs share storage, locks and broadcast channels."""
-    ctx = browser.new_context(viewport={"width": 600, "height": 400})
-    ctx.set_default_timeout(20_000)
-    yield ctx
-    ctx.close()
-
 
 OPEN_STREAMS = """
 async ([groups, share]) => {

@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -57,20 +56,22 @@ def page_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     return [PAGE]
 
 
-@pytest.fixture
-def context(browser: Any) -> Iterator[Any]:
-    """One browser context: its tabs share storage, locks and broadcast channels."""
-    ctx = browser.new_context(viewport={"width": 600, "height": 400})
-    ctx.set_default_timeout(20_000)
-    yield ctx
-    ctx.close()
-
-
 def knock(port: int, name: str) -> None:
     """POST /knock to the Bottle example, as another user's browser would."""
     body = urlencode({"name": name}).encode()
     headers = {"Content-Type": "application/x-www-form-urlencoded"}
     assert http_request(port, "POST", "/knock", body=body, headers=headers)[0] == 200
+
+
+def open_tabs(context: Any, server: Any, channels: tuple[str, ...]) -> dict[str, Any]:
+    """A live tab of the page on each channel, the server holding one stream for them all."""
+    tabs = {}
+    for channel in channels:
+        tabs[channel] = context.new_page()
+        tabs[channel].goto(f"{server.url}/page?channel={channel}")
+        expect(tabs[channel].locator("#status")).to_have_text("live")
+    wait_for_channels(server, tabs[channels[0]], dict.fromkeys(channels, 1))
+    return tabs
 
 
 def wait_for_channels(server: Any, tab: Any, counts: dict[str, int]) -> None:
@@ -471,12 +472,7 @@ def test_tabs_resume_on_another_process_from_the_shared_backplane(
     with running_redis(tmp_path) as redis:
         options: dict[str, Any] = {"listen": listen, "retry": 200, "backplane_url": redis.url}
         with serve(page_app, **options) as old:
-            tabs = {}
-            for channel in ("a", "b"):
-                tabs[channel] = context.new_page()
-                tabs[channel].goto(f"{old.url}/page?channel={channel}")
-                expect(tabs[channel].locator("#status")).to_have_text("live")
-            wait_for_channels(old, tabs["a"], {"a": 1, "b": 1})
+            tabs = open_tabs(context, old, ("a", "b"))
             old.service.broadcaster.broadcast_and_wait("seen", channel="a")
             expect(tabs["a"].locator("#events li")).to_have_text(["a: seen"])
         # No server listens: events published meanwhile (by a worker).
