@@ -427,19 +427,8 @@ class StreamClient:
         if self._on_drop is not None:
             self._on_drop(self, reason)
         self._forget()
-        request = self.request
-        channel = request.channel
-        transport = getattr(channel, "transport", None)
-        if transport is not None:
-            abort = getattr(transport, "abortConnection", None)
-            if abort is not None:
-                abort()
-            else:  # pragma: no cover - transports without abortConnection
-                transport.loseConnection()
-        elif _reset_h2_stream(request):
-            # The connection carries other streams: only this one is reset.
-            # twisted.web does not tell the request; the stream ends here.
-            request.connectionLost(Failure(ConnectionAborted(f"stream reset: {reason}")))
+        # Over HTTP/2 the connection carries other streams: only this one is reset.
+        cut_response(self.request, reason, abort=True)
 
     def end(self) -> None:
         """
