@@ -513,9 +513,9 @@ class PresenceTracker:
             self._overflow_logged = self.overflow
             self._overflow_log_at = now + _OVERFLOW_LOG_PERIOD
 
-    def _forget_expired(self, now: float) -> None:
-        """Forget the processes silent past their TTL.  With the lock held."""
-        for instance in [i for i, (exp, _) in self._remote.items() if exp < now]:
+    def _forget_expired(self, now: float, keep: str | None = None) -> None:
+        """Forget the processes silent past their TTL (but C{keep}).  With the lock held."""
+        for instance in [i for i, (exp, _) in self._remote.items() if exp < now and i != keep]:
             del self._remote[instance]
             self.remote_bytes -= self._sizes.pop(instance, 0)
 
@@ -549,14 +549,7 @@ class _Fit:
         if not self.expired:
             self.expired = True
             # This process's own table is being rewritten: keep it.
-            expired = [
-                i
-                for i, (exp, _) in tracker._remote.items()
-                if exp < self.now and i != self.instance
-            ]
-            for instance in expired:
-                del tracker._remote[instance]
-                tracker.remote_bytes -= tracker._sizes.pop(instance, 0)
+            tracker._forget_expired(self.now, keep=self.instance)
         return tracker.remote_bytes + cost <= tracker.max_remote_bytes
 
 
