@@ -23,6 +23,11 @@ and, in the repeated scenarios only:
                    wsgi-sse (a commit, or a directory holding a checkout), next
                    to wsgi-sse in every repeated scenario, to measure a change
                    side by side
+and, in benchmarks/requestcost.py only, the rungs below wsgi-sse's request:
+  twisted-protocol      a bare Twisted protocol answering the knock
+  twisted-web-resource  a twisted.web leaf resource answering it
+  twisted-web-wsgi      a minimal WSGI app under twisted.web's WSGIResource
+  wsgi-sse-minimal      the same minimal app under wsgi-sse, no access log
 
 Scenarios: fanout, burst and slow fill the main table (one run per subject);
 accept, burst-spread, fanout-spread and pages are repeated --rounds times and
@@ -279,6 +284,16 @@ class Server:
             ], HERE / "peers"  # fmt: skip
         if self.subject == "floor":
             return [str(self.bins["floor"]), str(self.port)], HERE / "peers"
+        if self.subject == "twisted-protocol":
+            return [sys.executable, "twisted_protocol_server.py", str(self.port)], HERE / "peers"
+        if self.subject == "twisted-web-resource":
+            return [sys.executable, "twisted_web_server.py", str(self.port)], HERE / "peers"
+        if self.subject == "twisted-web-wsgi":
+            return [
+                sys.executable, "twisted_web_server.py", str(self.port), "--wsgi",
+            ], HERE / "peers"  # fmt: skip
+        if self.subject == "wsgi-sse-minimal":
+            return [twistd, "-ny", "wsgi_sse_minimal.py", "--pidfile="], HERE / "peers"
         raise ValueError(self.subject)
 
     def __enter__(self) -> Server:

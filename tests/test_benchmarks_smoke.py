@@ -160,6 +160,42 @@ def test_cpusplit_refuses_bad_options() -> None:
         assert refused.returncode == 2 and error in refused.stderr, refused.stderr
 
 
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="the benchmark compiles its C parts")
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="requestcost.py posts with wrk")
+def test_requestcost_measures_every_rung() -> None:
+    """
+    benchmarks/requestcost.py: every rung answers the knocks with a 2xx
+    (wrk's non-2xx answers end the run) and gets a row with its CPU per
+    request in each round and its ratio to the floor; an unknown rung is
+    a usage error.
+    """
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/requestcost.py", "--rounds", "2", "--seconds", "1"],
+        cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = {}
+    for line in proc.stdout.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 5 and cells[1][:1].isdigit():
+            rows[cells[0]] = cells
+    rungs = [
+        "floor", "twisted-protocol", "twisted-web-resource", "twisted-web-wsgi",
+        "wsgi-sse-minimal", "wsgi-sse-no-access-log", "wsgi-sse",
+    ]  # fmt: skip
+    assert list(rows) == rungs
+    assert rows["floor"][3] == "1.0×"
+    for cells in rows.values():
+        rounds = [float(v.replace(",", "")) for v in cells[2].split(", ")]
+        assert len(rounds) == 2 and all(v > 0 for v in rounds)
+        assert float(cells[4].replace(",", "")) > 0
+    refused = subprocess.run(
+        [sys.executable, "benchmarks/requestcost.py", "--subjects", "floor,seed"],
+        cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "unknown rung 'seed'" in refused.stderr, refused.stderr
+
+
 @pytest.mark.parametrize("script", ["syscalls", "cpusplit"])
 def test_measuring_scripts_parse_their_tools_output_as_documented(script: str) -> None:
     """The examples in the parsers' docstrings (strace's and perf's summaries) hold."""

@@ -1,0 +1,39 @@
+"""
+A request answered by a bare Twisted protocol: the floor's answer to
+``POST /knock`` (``ok``, then the connection closed) once the request's
+head and body are in, with no HTTP library at all.  The lowest rung of
+``benchmarks/requestcost.py``: what Twisted's reactor and TCP transport
+cost per connection.
+
+    python twisted_protocol_server.py PORT
+"""
+
+import sys
+
+from twisted.internet import protocol, reactor
+
+ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n"
+
+
+class Answer(protocol.Protocol):
+    def connectionMade(self):
+        self.buffer = b""
+
+    def dataReceived(self, data):
+        self.buffer += data
+        head, found, body = self.buffer.partition(b"\r\n\r\n")
+        if not found:
+            return
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        if len(body) >= length:
+            self.transport.write(ANSWER)
+            self.transport.loseConnection()
+
+
+factory = protocol.Factory.forProtocol(Answer)
+reactor.listenTCP(int(sys.argv[1]), factory, backlog=2048, interface="127.0.0.1")
+reactor.run()
