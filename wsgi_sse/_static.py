@@ -47,6 +47,11 @@ class StaticFiles(File):
       unknown one) is C{application/octet-stream}, never C{text/html}
       (C{File}'s default): an uploaded C{evil.xyz} holding a C{<script>}
       is not a page of the site.
+    - Hidden files are not served: a path segment that begins with a dot
+      (C{.env}, C{.git/config}, C{sub/.htpasswd}, C{%2eenv} alike) answers
+      the C{404} of a missing file, so the answer does not tell whether the
+      file exists; C{hidden=True} serves them (the directory given as
+      C{path} may itself be a hidden one, such as C{.well-known}).
     - A path segment that is not UTF-8 or holds a NUL byte answers C{404}
       (C{File} answers C{500}, or logs a traceback); C{..} and encoded
       slashes never leave the directory (as with C{File}).
@@ -77,6 +82,8 @@ class StaticFiles(File):
     @param defaultType: the C{Content-Type} of files whose name tells none.
     @param ignoredExts: as for C{File}.
     @param registry: as for C{File}.
+    @param hidden: whether to serve files and directories whose name begins
+        with a dot.
     @cvar max_ranges: distinct byte ranges one request may ask for.
     """
 
@@ -88,8 +95,11 @@ class StaticFiles(File):
         defaultType: str = DEFAULT_TYPE,  # noqa: N803 - File's name
         ignoredExts: Sequence[str] = (),  # noqa: N803 - File's name
         registry: Any = None,
+        *,
+        hidden: bool = False,
     ) -> None:
         super().__init__(path, defaultType, ignoredExts, registry)
+        self.hidden = hidden
 
     def directoryListing(self) -> IResource:
         """List nothing: a directory is not found."""
@@ -108,7 +118,10 @@ class StaticFiles(File):
     render_HEAD = render_GET
 
     def getChild(self, path: bytes | str, request: Request) -> IResource:
-        """Return the file for one path segment, or a 404 for names no file can have."""
+        """
+        Return the file for one path segment, or a 404 for names no file can
+        have and, unless C{hidden}, for names that begin with a dot.
+        """
         if isinstance(path, bytes):
             try:
                 path = path.decode("utf-8")
@@ -116,6 +129,10 @@ class StaticFiles(File):
                 return _NOT_FOUND
         if "\x00" in path:
             return _NOT_FOUND
+        if path.startswith(".") and not self.hidden:
+            # Hidden (and `.`, `..`): as if it did not exist.
+            child_not_found: IResource = self.childNotFound
+            return child_not_found
         child: IResource = super().getChild(path, request)
         return child
 
@@ -123,6 +140,7 @@ class StaticFiles(File):
         """Build the resource of a file below this one, with the same settings."""
         similar: StaticFiles = super().createSimilarFile(path)
         similar.max_ranges = self.max_ranges
+        similar.hidden = self.hidden
         return similar
 
     def makeProducer(self, request: Request, file: Any) -> StaticProducer:

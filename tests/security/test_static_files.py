@@ -27,10 +27,10 @@ def example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 
 
 def get(
-    port: int, path: str, headers: dict[str, str] | None = None
+    port: int, path: str, headers: dict[str, str] | None = None, method: str = "GET"
 ) -> tuple[int, dict[str, str], bytes]:
-    """GET over a raw socket (the path sent exactly as given); status, headers, body."""
-    lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
+    """A request over a raw socket (the path sent exactly as given); status, headers, body."""
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
@@ -140,7 +140,7 @@ def test_static_files_mounted_by_hand(tmp_path: Path) -> None:
         assert b"app" in get(server.port, "/elsewhere")[2]
 
 
-def _serving_files(tmp_path: Path) -> Any:
+def _serving_files(tmp_path: Path, **options: Any) -> Any:
     from support import serve
 
     from wsgi_sse import StaticFiles
@@ -149,7 +149,7 @@ def _serving_files(tmp_path: Path) -> Any:
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"app"]
 
-    return serve(app, resources={"/files": StaticFiles(str(tmp_path))})
+    return serve(app, resources={"/files": StaticFiles(str(tmp_path), **options)})
 
 
 # Large enough that the server is still reading it when the test changes it:
@@ -267,3 +267,59 @@ def test_files_of_unknown_type_are_not_html(tmp_path: Path) -> None:
             status, headers, body = get(server.port, f"/files/{path}")
             assert (status, body) == (200, page)
             assert headers["content-type"] == "application/octet-stream", path
+
+
+def _hidden_tree(root: Path) -> None:
+    """Files and directories whose names begin with a dot, beside visible ones."""
+    (root / ".env").write_bytes(b"SECRET_KEY=env")
+    (root / ".git").mkdir()
+    (root / ".git" / "config").write_bytes(b"[remote] SECRET")
+    (root / "sub").mkdir()
+    (root / "sub" / ".htpasswd").write_bytes(b"admin:SECRET")
+    (root / "sub" / "visible.txt").write_bytes(b"visible")
+    (root / ".hidden").mkdir()
+    (root / ".hidden" / "visible.txt").write_bytes(b"in a hidden directory")
+
+
+_HIDDEN_PATHS = {
+    "/files/.env": b"SECRET_KEY=env",
+    "/files/.git/config": b"[remote] SECRET",
+    "/files/sub/.htpasswd": b"admin:SECRET",
+    "/files/.hidden/visible.txt": b"in a hidden directory",
+    "/files/%2eenv": b"SECRET_KEY=env",
+    "/files/%2Egit/config": b"[remote] SECRET",
+    "/files/sub/%2ehtpasswd": b"admin:SECRET",
+    "/files/%2ehidden/visible.txt": b"in a hidden directory",
+}
+
+
+def test_hidden_files_are_not_found(tmp_path: Path) -> None:
+    """A path segment beginning with a dot answers exactly what a missing file answers."""
+    _hidden_tree(tmp_path)
+    with _serving_files(tmp_path) as server:
+
+        def answer(path: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+            status, headers, body = get(server.port, path, method=method)
+            headers.pop("date", None)
+            return status, headers, body
+
+        missing = answer("/files/nothing-here")
+        missing_head = answer("/files/nothing-here", "HEAD")
+        assert missing[0] == 404
+        for path in [*_HIDDEN_PATHS, "/files/.git/", "/files/.git", "/files/.nothing-here"]:
+            assert answer(path) == missing, path
+            assert answer(path, "HEAD") == missing_head, path
+        assert answer("/files/sub/visible.txt")[::2] == (200, b"visible")
+
+
+def test_hidden_files_are_served_when_asked(tmp_path: Path) -> None:
+    """StaticFiles(hidden=True) serves dot-files at every depth; .. still never leaves."""
+    root = tmp_path / "root"
+    root.mkdir()
+    _hidden_tree(root)
+    (tmp_path / "outside.txt").write_bytes(b"outside")
+    with _serving_files(root, hidden=True) as server:
+        for path, content in _HIDDEN_PATHS.items():
+            assert get(server.port, path)[::2] == (200, content), path
+        for path in ("/files/../outside.txt", "/files/%2e%2e/outside.txt", "/files/.git/../.env"):
+            assert get(server.port, path)[0] == 404, path
