@@ -8,6 +8,7 @@ All methods: call in the reactor thread (twisted.web does).
 
 from __future__ import annotations
 
+import errno
 import warnings
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -15,13 +16,15 @@ from twisted.logger import Logger
 from twisted.web import http
 from twisted.web.pages import notFound
 from twisted.web.resource import IResource
+from twisted.web.server import NOT_DONE_YET
 
+from ._browser import none_match
 from ._client import cut_response
 
 with warnings.catch_warnings():
     # twisted.web.static builds a deprecated resource at import time.
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"twisted\.web\.")
-    from twisted.web.static import File, StaticProducer
+    from twisted.web.static import File, StaticProducer, getTypeAndEncoding
 
 if TYPE_CHECKING:
     from twisted.web.server import Request
@@ -47,6 +50,11 @@ class StaticFiles(File):
       unknown one) is C{application/octet-stream}, never C{text/html}
       (C{File}'s default): an uploaded C{evil.xyz} holding a C{<script>}
       is not a page of the site.
+    - Hidden files are not served: a path segment that begins with a dot
+      (C{.env}, C{.git/config}, C{sub/.htpasswd}, C{%2eenv} alike) answers
+      the C{404} of a missing file, so the answer does not tell whether the
+      file exists; C{hidden=True} serves them (the directory given as
+      C{path} may itself be a hidden one, such as C{.well-known}).
     - A path segment that is not UTF-8 or holds a NUL byte answers C{404}
       (C{File} answers C{500}, or logs a traceback); C{..} and encoded
       slashes never leave the directory (as with C{File}).
@@ -60,10 +68,16 @@ class StaticFiles(File):
       that became shorter cuts the response (the connection closes, or an
       HTTP/2 stream is reset) instead of leaving it unfinished or, with
       several ranges, spinning the reactor forever (as C{File} does).
-    - A Range with an C{If-Range} that does not match the file's
-      C{Last-Modified} date exactly (an entity tag never does: no
-      C{ETag} is sent) gets the whole file, as RFC 9110 requires
-      (C{File} ignores C{If-Range} and sends a range of the new file).
+    - Each file answer has an C{ETag} made of the file's modification time
+      (in nanoseconds) and size, as nginx's is, beside C{Last-Modified}
+      (C{File} sends no C{ETag}). An C{If-None-Match} naming it (or C{*};
+      C{W/} tags compare weakly) answers C{304}, and takes precedence over
+      C{If-Modified-Since} (RFC 9110, 13.2.2).
+    - A Range with an C{If-Range} that names neither the file's C{ETag}
+      (compared strongly: a C{W/} tag never matches) nor its
+      C{Last-Modified} date exactly gets the whole file, as RFC 9110
+      requires (C{File} ignores C{If-Range} and sends a range of the new
+      file).
     - An C{If-Modified-Since} that is not a date is ignored (C{File}
       answers C{500} for some).
 
@@ -77,6 +91,8 @@ class StaticFiles(File):
     @param defaultType: the C{Content-Type} of files whose name tells none.
     @param ignoredExts: as for C{File}.
     @param registry: as for C{File}.
+    @param hidden: whether to serve files and directories whose name begins
+        with a dot.
     @cvar max_ranges: distinct byte ranges one request may ask for.
     """
 
@@ -88,27 +104,81 @@ class StaticFiles(File):
         defaultType: str = DEFAULT_TYPE,  # noqa: N803 - File's name
         ignoredExts: Sequence[str] = (),  # noqa: N803 - File's name
         registry: Any = None,
+        *,
+        hidden: bool = False,
     ) -> None:
         super().__init__(path, defaultType, ignoredExts, registry)
+        self.hidden = hidden
 
     def directoryListing(self) -> IResource:
         """List nothing: a directory is not found."""
         return _NOT_FOUND
 
     def render_GET(self, request: Request) -> bytes | int:
-        """Serve the file (C{GET} and C{HEAD}), conditions checked first."""
+        """
+        Serve the file (C{GET} and C{HEAD}), conditions checked first.
+
+        The steps of C{File.render_GET}, with the C{ETag} and the conditions
+        on it added.
+        """
+        self.restat(False)
+        if self.type is None:
+            self.type, self.encoding = getTypeAndEncoding(
+                self.basename(), self.contentTypes, self.contentEncodings, self.defaultType
+            )
+        if not self.exists():
+            answer: bytes | int = self.childNotFound.render(request)
+            return answer
+        if self.isdir():
+            redirect: bytes = self.redirect(request)
+            return redirect
+        request.setHeader(b"accept-ranges", b"bytes")
+        try:
+            file = self.openForReading()
+        except OSError as e:
+            if e.errno == errno.EACCES:
+                forbidden: bytes = self.forbidden.render(request)
+                return forbidden
+            raise
+        etag = self._etag()
+        request.setHeader(b"etag", etag)
         headers = request.requestHeaders
+        matches = headers.getRawHeaders(b"if-none-match")
         since = headers.getRawHeaders(b"if-modified-since")
-        if since and not _valid_since(since):
-            # RFC 9110, 13.1.3: ignored (File answers 500 for some).
+        if since and (matches or not _valid_since(since)):
+            # RFC 9110: If-None-Match takes precedence (13.2.2); a value
+            # that is not a date is ignored (13.1.3; File answers 500 for some).
             headers.removeHeader(b"if-modified-since")
-        answer: bytes | int = super().render_GET(request)
-        return answer
+        cached = request.setLastModified(self.getModificationTime()) is http.CACHED
+        if matches and none_match(matches, etag):
+            request.setResponseCode(http.NOT_MODIFIED)
+            cached = True
+        if cached:
+            file.close()
+            return b""
+        if request.method == b"HEAD":
+            self._setContentHeaders(request)
+            file.close()
+            return b""
+        self.makeProducer(request, file).start()
+        return NOT_DONE_YET
 
     render_HEAD = render_GET
 
+    def _etag(self) -> bytes:
+        """
+        The C{ETag} of the file as last stat'ed (call once C{exists()} held):
+        its modification time in nanoseconds and its size, in hexadecimal.
+        """
+        stat = self._statinfo  # FilePath's os.stat result, as restat() left it
+        assert stat is not None
+        return b'"%x-%x"' % (stat.st_mtime_ns, stat.st_size)
+
     def getChild(self, path: bytes | str, request: Request) -> IResource:
-        """Return the file for one path segment, or a 404 for names no file can have."""
+        """
+        Return the file for one path segment, or a 404 for names no file can
+        have and, unless C{hidden}, for names that begin with a dot.
+        """
         if isinstance(path, bytes):
             try:
                 path = path.decode("utf-8")
@@ -116,6 +186,10 @@ class StaticFiles(File):
                 return _NOT_FOUND
         if "\x00" in path:
             return _NOT_FOUND
+        if path.startswith(".") and not self.hidden:
+            # Hidden (and `.`, `..`): as if it did not exist.
+            child_not_found: IResource = self.childNotFound
+            return child_not_found
         child: IResource = super().getChild(path, request)
         return child
 
@@ -123,6 +197,7 @@ class StaticFiles(File):
         """Build the resource of a file below this one, with the same settings."""
         similar: StaticFiles = super().createSimilarFile(path)
         similar.max_ranges = self.max_ranges
+        similar.hidden = self.hidden
         return similar
 
     def makeProducer(self, request: Request, file: Any) -> StaticProducer:
@@ -130,7 +205,7 @@ class StaticFiles(File):
         size = self.getFileSize()
         header = request.getHeader(b"range")
         parsed = None
-        if header is not None and not _if_range_holds(request):
+        if header is not None and not _if_range_holds(request, self._etag()):
             # RFC 9110, 13.1.5: the file changed since the client's copy (or
             # the validator is one it never had): the whole file, not a
             # range of it to splice onto that copy.
@@ -195,17 +270,20 @@ def _valid_since(values: Sequence[bytes]) -> bool:
     return True
 
 
-def _if_range_holds(request: Request) -> bool:
+def _if_range_holds(request: Request, etag: bytes) -> bool:
     """
-    Whether a Range may be honoured: no C{If-Range}, or one naming the
-    C{Last-Modified} date of the answer (set by C{File} before this).
+    Whether a Range may be honoured: no C{If-Range}, or one naming C{etag}
+    (strong comparison, RFC 9110 13.1.5: a weak tag never matches) or the
+    C{Last-Modified} date of the answer (set before this).
     """
     values = request.requestHeaders.getRawHeaders(b"if-range")
     if not values:
         return True
     value = values[-1].strip()
-    if len(values) > 1 or value.startswith((b'"', b"W/")):
+    if len(values) > 1 or value.startswith(b"W/"):
         return False
+    if value.startswith(b'"'):
+        return value == etag
     try:
         when = http.stringToDatetime(value)
     except (ValueError, IndexError, KeyError):

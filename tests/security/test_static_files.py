@@ -1,11 +1,12 @@
 """
 Static files, as the Django example serves them (C{STATIC_ROOT} through
 Twisted, started exactly as its README says): many or overlapping byte
-ranges and malformed paths.
+ranges, malformed and hidden paths, validators (Last-Modified, ETag).
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -27,10 +28,10 @@ def example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 
 
 def get(
-    port: int, path: str, headers: dict[str, str] | None = None
+    port: int, path: str, headers: dict[str, str] | None = None, method: str = "GET"
 ) -> tuple[int, dict[str, str], bytes]:
-    """GET over a raw socket (the path sent exactly as given); status, headers, body."""
-    lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
+    """A request over a raw socket (the path sent exactly as given); status, headers, body."""
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
@@ -140,7 +141,7 @@ def test_static_files_mounted_by_hand(tmp_path: Path) -> None:
         assert b"app" in get(server.port, "/elsewhere")[2]
 
 
-def _serving_files(tmp_path: Path) -> Any:
+def _serving_files(tmp_path: Path, **options: Any) -> Any:
     from support import serve
 
     from wsgi_sse import StaticFiles
@@ -149,7 +150,7 @@ def _serving_files(tmp_path: Path) -> Any:
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"app"]
 
-    return serve(app, resources={"/files": StaticFiles(str(tmp_path))})
+    return serve(app, resources={"/files": StaticFiles(str(tmp_path), **options)})
 
 
 # Large enough that the server is still reading it when the test changes it:
@@ -219,7 +220,7 @@ def test_a_file_shrinking_while_sent_cuts_the_response(tmp_path: Path, ranges: s
 
 
 def test_if_range_that_does_not_match_gets_the_whole_file(tmp_path: Path) -> None:
-    """A Range is honoured only with no If-Range or one naming the file's Last-Modified date."""
+    """A Range is honoured with no If-Range or one naming the Last-Modified date (or ETag)."""
     data = bytes(range(100))
     (tmp_path / "a.bin").write_bytes(data)
     with _serving_files(tmp_path) as server:
@@ -267,3 +268,145 @@ def test_files_of_unknown_type_are_not_html(tmp_path: Path) -> None:
             status, headers, body = get(server.port, f"/files/{path}")
             assert (status, body) == (200, page)
             assert headers["content-type"] == "application/octet-stream", path
+
+
+def _hidden_tree(root: Path) -> None:
+    """Files and directories whose names begin with a dot, beside visible ones."""
+    (root / ".env").write_bytes(b"SECRET_KEY=env")
+    (root / ".git").mkdir()
+    (root / ".git" / "config").write_bytes(b"[remote] SECRET")
+    (root / "sub").mkdir()
+    (root / "sub" / ".htpasswd").write_bytes(b"admin:SECRET")
+    (root / "sub" / "visible.txt").write_bytes(b"visible")
+    (root / ".hidden").mkdir()
+    (root / ".hidden" / "visible.txt").write_bytes(b"in a hidden directory")
+
+
+_HIDDEN_PATHS = {
+    "/files/.env": b"SECRET_KEY=env",
+    "/files/.git/config": b"[remote] SECRET",
+    "/files/sub/.htpasswd": b"admin:SECRET",
+    "/files/.hidden/visible.txt": b"in a hidden directory",
+    "/files/%2eenv": b"SECRET_KEY=env",
+    "/files/%2Egit/config": b"[remote] SECRET",
+    "/files/sub/%2ehtpasswd": b"admin:SECRET",
+    "/files/%2ehidden/visible.txt": b"in a hidden directory",
+}
+
+
+def test_hidden_files_are_not_found(tmp_path: Path) -> None:
+    """A path segment beginning with a dot answers exactly what a missing file answers."""
+    _hidden_tree(tmp_path)
+    with _serving_files(tmp_path) as server:
+
+        def answer(path: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+            status, headers, body = get(server.port, path, method=method)
+            headers.pop("date", None)
+            return status, headers, body
+
+        missing = answer("/files/nothing-here")
+        missing_head = answer("/files/nothing-here", "HEAD")
+        assert missing[0] == 404
+        for path in [*_HIDDEN_PATHS, "/files/.git/", "/files/.git", "/files/.nothing-here"]:
+            assert answer(path) == missing, path
+            assert answer(path, "HEAD") == missing_head, path
+        assert answer("/files/sub/visible.txt")[::2] == (200, b"visible")
+
+
+def test_hidden_files_are_served_when_asked(tmp_path: Path) -> None:
+    """StaticFiles(hidden=True) serves dot-files at every depth; .. still never leaves."""
+    root = tmp_path / "root"
+    root.mkdir()
+    _hidden_tree(root)
+    (tmp_path / "outside.txt").write_bytes(b"outside")
+    with _serving_files(root, hidden=True) as server:
+        for path, content in _HIDDEN_PATHS.items():
+            assert get(server.port, path)[::2] == (200, content), path
+        for path in ("/files/../outside.txt", "/files/%2e%2e/outside.txt", "/files/.git/../.env"):
+            assert get(server.port, path)[0] == 404, path
+
+
+def test_files_have_an_etag_that_follows_them(tmp_path: Path) -> None:
+    """ETag on 200, 206 and HEAD answers; the same while the file is; new when it changes."""
+    path = tmp_path / "a.txt"
+    path.write_bytes(b"0123456789")
+    with _serving_files(tmp_path) as server:
+        status, headers, _ = get(server.port, "/files/a.txt")
+        etag = headers["etag"]
+        assert status == 200 and etag.startswith('"') and etag.endswith('"')
+        assert get(server.port, "/files/a.txt")[1]["etag"] == etag
+        assert get(server.port, "/files/a.txt", method="HEAD")[1]["etag"] == etag
+        status, headers, _ = get(server.port, "/files/a.txt", {"Range": "bytes=0-1"})
+        assert (status, headers["etag"]) == (206, etag)
+        # Same size, another modification time; then another size.
+        path.write_bytes(b"abcdefghij")
+        mtime = path.stat().st_mtime_ns
+        os.utime(path, ns=(mtime, mtime + 1_000_000_000))
+        changed = get(server.port, "/files/a.txt")[1]["etag"]
+        assert changed != etag
+        path.write_bytes(b"abcdefghijk")
+        os.utime(path, ns=(mtime, mtime + 1_000_000_000))
+        assert get(server.port, "/files/a.txt")[1]["etag"] not in (etag, changed)
+
+
+def test_if_none_match_answers_304(tmp_path: Path) -> None:
+    """If-None-Match naming the ETag (a list, *, W/) is a 304; it overrides If-Modified-Since."""
+    (tmp_path / "a.txt").write_bytes(b"hello")
+    with _serving_files(tmp_path) as server:
+        _, headers, _ = get(server.port, "/files/a.txt")
+        etag, modified = headers["etag"], headers["last-modified"]
+        for value in (etag, f'"other", {etag}', "*", f"W/{etag}", f'W/"x",W/{etag}'):
+            for method in ("GET", "HEAD"):
+                status, headers, body = get(
+                    server.port, "/files/a.txt", {"If-None-Match": value}, method
+                )
+                assert (status, body, headers["etag"]) == (304, b"", etag), (value, method)
+                assert headers["last-modified"] == modified
+        # Not matching: the file, even with an If-Modified-Since that would be a 304.
+        for value in ('"other"', etag.replace('"', '"1', 1), 'W/"other"', f"{etag}x"):
+            status, headers, body = get(
+                server.port, "/files/a.txt", {"If-None-Match": value, "If-Modified-Since": modified}
+            )
+            assert (status, body, headers["etag"]) == (200, b"hello", etag), value
+        # Matching: a 304, even with an If-Modified-Since that alone would get the file.
+        old = "Thu, 01 Jan 2015 00:00:00 GMT"
+        status, _, body = get(
+            server.port, "/files/a.txt", {"If-None-Match": etag, "If-Modified-Since": old}
+        )
+        assert (status, body) == (304, b"")
+
+
+def test_if_range_with_an_etag(tmp_path: Path) -> None:
+    """If-Range with the current ETag gets the range; a stale or weak one the whole file."""
+    path = tmp_path / "a.bin"
+    data = bytes(range(100))
+    path.write_bytes(data)
+    with _serving_files(tmp_path) as server:
+        etag = get(server.port, "/files/a.bin")[1]["etag"]
+        for ranges in ("bytes=0-9", "bytes=0-9,20-29"):
+            status, headers, body = get(
+                server.port, "/files/a.bin", {"Range": ranges, "If-Range": etag}
+            )
+            assert (status, headers["etag"]) == (206, etag), ranges
+            if "," in ranges:
+                assert body.count(b"Content-range") == 2
+            else:
+                assert body == data[:10]
+            status, _, body = get(
+                server.port, "/files/a.bin", {"Range": ranges, "If-Range": f"W/{etag}"}
+            )
+            assert (status, body) == (200, data), ranges
+        # The file changes (same size): the old tag gets the whole new file.
+        new = bytes(reversed(data))
+        path.write_bytes(new)
+        mtime = path.stat().st_mtime_ns
+        os.utime(path, ns=(mtime, mtime + 1_000_000_000))
+        status, headers, body = get(
+            server.port, "/files/a.bin", {"Range": "bytes=0-9", "If-Range": etag}
+        )
+        assert (status, body) == (200, new)
+        assert headers["etag"] != etag
+        status, _, body = get(
+            server.port, "/files/a.bin", {"Range": "bytes=0-9", "If-Range": headers["etag"]}
+        )
+        assert (status, body) == (206, new[:10])
