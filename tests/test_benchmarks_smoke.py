@@ -184,7 +184,7 @@ def test_requestcost_measures_every_rung() -> None:
         "wsgi-sse-minimal", "wsgi-sse-no-access-log", "wsgi-sse",
     ]  # fmt: skip
     assert list(rows) == rungs
-    assert rows["floor"][3] == "1.0×"
+    assert rows["floor"][3] == "1.0\u00d7"
     for cells in rows.values():
         rounds = [float(v.replace(",", "")) for v in cells[2].split(", ")]
         assert len(rounds) == 2 and all(v > 0 for v in rounds)

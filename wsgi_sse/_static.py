@@ -38,6 +38,7 @@ DEFAULT_TYPE = "application/octet-stream"
 """The C{Content-Type} of a file whose name tells none (C{File} says C{text/html})."""
 
 _NOT_FOUND = notFound()
+"""The one 404 page: a missing, hidden or unnamable file, or a directory, look the same."""
 
 
 class StaticFiles(File):
@@ -97,6 +98,7 @@ class StaticFiles(File):
     """
 
     max_ranges = DEFAULT_MAX_RANGES
+    childNotFound = _NOT_FOUND
 
     def __init__(
         self,

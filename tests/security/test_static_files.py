@@ -311,6 +311,10 @@ def test_hidden_files_are_not_found(tmp_path: Path) -> None:
             assert answer(path) == missing, path
             assert answer(path, "HEAD") == missing_head, path
         assert answer("/files/sub/visible.txt")[::2] == (200, b"visible")
+        # A directory or a name no file can have looks missing too.
+        (tmp_path / "listed").mkdir()
+        for path in ("/files/listed/", "/files/a%00b", "/files/%ff", "/files/nothing/here"):
+            assert answer(path) == missing, path
 
 
 def test_hidden_files_are_served_when_asked(tmp_path: Path) -> None:
