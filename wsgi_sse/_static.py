@@ -98,7 +98,7 @@ class StaticFiles(File):
     """
 
     max_ranges = DEFAULT_MAX_RANGES
-    childNotFound = _NOT_FOUND
+    childNotFound = _NOT_FOUND  # type: ignore[assignment]  # any 404 page will do
 
     def __init__(
         self,
