@@ -46,7 +46,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
-from ._backplane import NOT_FOUND, Entry, Fetched, check_entry
+from ._backplane import MAX_BODY, MAX_CHANNEL, NOT_FOUND, Entry, Fetched, check_entry
 from ._broadcast import prepare_shared_event
 from ._shared import AppendRefusedError, Batch, ThreadedBackplane, safe_url
 
@@ -62,12 +62,22 @@ _TABLE = re.compile(r"[a-z_][a-z0-9_]{0,40}\Z")
 _ID = re.compile(r"(?:0|[1-9][0-9]{0,18})\Z")
 _MAX_POSITION = (1 << 63) - 1
 _READ_BATCH = 1000
+_ORIGIN_DIGITS = 20
 # The rows after a position, up to the head: a row numbered past it (written
 # with a position the sequencer never gave) is never read, nor taken for the
-# newest position.
+# newest position.  A value longer than any wsgi-sse writes (a channel over
+# MAX_CHANNEL bytes, a body over MAX_BODY, an origin longer than this
+# process's prefix and a token: the parameter) is never sent by the server:
+# it reads as NULL, which _decode treats as it treats the value itself (a
+# malformed row, or another process's).  octet_length() reads a stored
+# value's size from its header, without decompressing or fetching it.
 _READ_AFTER = (
-    "SELECT pos, channel, body, origin FROM {table} "
-    "WHERE pos > %s AND pos <= (SELECT pos FROM {table}_head) ORDER BY pos LIMIT %s"
+    "SELECT pos, "
+    f"CASE WHEN octet_length(channel) <= {MAX_CHANNEL} THEN channel END, "
+    f"CASE WHEN octet_length(body) <= {MAX_BODY} THEN body END, "
+    "CASE WHEN octet_length(origin) <= %s THEN origin END "
+    "FROM {table} WHERE pos > %s AND pos <= (SELECT pos FROM {table}_head) "
+    "ORDER BY pos LIMIT %s"
 )
 
 
@@ -514,7 +524,8 @@ class PostgresBackplane(ThreadedBackplane):
                 self._sequence(conn)
                 while True:
                     rows = conn.execute(
-                        _READ_AFTER.format(table=table), (last, _READ_BATCH)
+                        _READ_AFTER.format(table=table),
+                        (self._max_origin(), last, _READ_BATCH),
                     ).fetchall()
                     if rows:
                         last = self._read_position = rows[-1][0]
@@ -573,6 +584,10 @@ class PostgresBackplane(ThreadedBackplane):
         self.reactor.callFromThread(self._restart, start, str(start))
         return start
 
+    def _max_origin(self) -> int:
+        """The longest origin this process can take for its own (in bytes)."""
+        return len(self._origin_prefix) + _ORIGIN_DIGITS
+
     def _decode(self, rows: list[tuple[Any, ...]]) -> tuple[list[tuple[list[Entry], int]], int]:
         """Check rows read back: (entries with their origin token, malformed count)."""
         prefix = self._origin_prefix.decode("ascii")
@@ -588,7 +603,7 @@ class PostgresBackplane(ThreadedBackplane):
             token = 0
             if isinstance(origin, str) and origin.startswith(prefix):
                 digits = origin[len(prefix) :]
-                if digits.isdigit() and digits.isascii() and len(digits) <= 20:
+                if digits.isdigit() and digits.isascii() and len(digits) <= _ORIGIN_DIGITS:
                     token = int(digits)
             out.append(([Entry(pos, str(pos), checked[0], checked[1])], token))
         return out, malformed
@@ -662,7 +677,8 @@ class PostgresBackplane(ThreadedBackplane):
     def _fetch_range(self, conn: Any, event_id: str, position: int) -> Fetched:
         table = self.table
         rows = conn.execute(
-            _READ_AFTER.format(table=table), (position, self.max_replay + 1)
+            _READ_AFTER.format(table=table),
+            (self._max_origin(), position, self.max_replay + 1),
         ).fetchall()
         batch, malformed = self._decode(rows)
         if malformed:

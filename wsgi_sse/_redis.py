@@ -180,6 +180,28 @@ def _decode(
     return entries, token, 0
 
 
+# XINFO STREAM without the stream's first and last entries (only the first
+# one's id): its answer stays a few dozen bytes however large an entry is.
+# XINFO STREAM itself sends both entries whole, and it is asked every quiet
+# read.  Any error of XINFO (no such key, another type) answers nil.
+_STREAM_INFO = """
+local ok, info = pcall(redis.call, 'XINFO', 'STREAM', KEYS[1])
+if not ok then return false end
+local out = {}
+for i = 1, #info, 2 do
+  local name, value = info[i], info[i + 1]
+  if name == 'first-entry' then
+    if value then value = value[1] end
+  end
+  if name ~= 'last-entry' then
+    out[#out + 1] = name
+    out[#out + 1] = value
+  end
+end
+return out
+"""
+
+
 def _field(info: dict[Any, Any], name: str) -> Any:
     """A field of an XINFO STREAM answer (redis-py gives str or bytes keys)."""
     return info.get(name, info.get(name.encode("ascii")))
@@ -281,6 +303,8 @@ class RedisBackplane(ThreadedBackplane):
         # Presence and revocation messages: Redis Pub/Sub on their own
         # channel, never in the stream (no id, no history, no retention).
         self.control_channel = self.key + ":control"
+        # Cleared when Redis refuses the stream-info script (see _info).
+        self._info_by_script = True
 
     def parse_id(self, event_id: str) -> int | None:
         """The position of a wire id of this backplane, or L{None}.  Any thread."""
@@ -406,6 +430,8 @@ class RedisBackplane(ThreadedBackplane):
                     conn.ping()
                     if ever_connected:
                         self._count("reconnects")
+                        # The server may be another one now: try the script again.
+                        self._info_by_script = True
                     self.connected = True
                     self._first_attempt_made()
                     self._down_logged = False
@@ -535,13 +561,40 @@ class RedisBackplane(ThreadedBackplane):
         return f"{ms}-{n}".encode("ascii")
 
     def _info(self, conn: Any) -> dict[Any, Any] | None:
+        """
+        The stream's C{XINFO STREAM} fields, C{first-entry} holding only its
+        id, or L{None} if the key is not a stream.  Read by a script, so
+        that Redis never sends the first and last entries (anyone who can
+        write to the stream chooses their size); where scripts are refused
+        (an ACL without C{EVAL}), by C{XINFO STREAM}, which sends them.
+        Reader and replay threads.
+        """
         import redis
 
+        if self._info_by_script:
+            try:
+                answer = conn.eval(_STREAM_INFO, 1, self.key)
+            except redis.ResponseError as e:
+                self._info_by_script = False
+                self.reactor.callFromThread(
+                    self.log.warn,
+                    "Redis refused a script ({error}): reading stream {key}'s info "
+                    "with XINFO STREAM, which sends its first and last entries whole",
+                    error=_refusal(e),
+                    key=self.key,
+                )
+            else:
+                if not isinstance(answer, list):
+                    return None
+                info = dict(zip(answer[::2], answer[1::2], strict=False))
+                first = _field(info, "first-entry")
+                info[b"first-entry"] = None if first is None else [first]
+                return info
         try:
-            info: dict[Any, Any] = conn.xinfo_stream(self.key)
+            xinfo: dict[Any, Any] = conn.xinfo_stream(self.key)
         except redis.ResponseError:
             return None
-        return info
+        return xinfo
 
     # -- replay (replay thread) --------------------------------------------------
 
@@ -564,12 +617,10 @@ class RedisBackplane(ThreadedBackplane):
             entry_ids.append(f"{parsed[0]}-{parsed[1]}")
             pipe.xrange(self.key, entry_ids[-1], entry_ids[-1], count=1)
         whole = False
-        if "0-0" in entry_ids:
-            pipe.xinfo_stream(self.key)
         found = pipe.execute(raise_on_error=False)
-        if len(found) > len(entry_ids):
-            info = found.pop()
-            if not isinstance(info, Exception):
+        if "0-0" in entry_ids:
+            info = self._info(conn)
+            if info is not None:
                 added = _field(info, "entries-added")
                 whole = isinstance(added, int) and added == _field(info, "length")
         out = []

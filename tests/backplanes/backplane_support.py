@@ -68,6 +68,9 @@ class GatedProxy:
         self.port = self.listener.getsockname()[1]
         self.gate = threading.Event()
         self._sockets: list[Any] = []
+        # Bytes forwarded from the upstream server to its clients.
+        self.received = 0
+        self._count = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def url_for(self, url: str) -> str:
@@ -91,15 +94,18 @@ class GatedProxy:
                 return
             upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
             self._sockets += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            for a, b, down in ((client, upstream, False), (upstream, client, True)):
+                threading.Thread(target=self._pump, args=(a, b, down), daemon=True).start()
 
-    def _pump(self, source: Any, sink: Any) -> None:
+    def _pump(self, source: Any, sink: Any, down: bool) -> None:
         import socket
 
         self.gate.wait()
         try:
             while data := source.recv(65536):
+                if down:
+                    with self._count:
+                        self.received += len(data)
                 sink.sendall(data)
         except OSError:
             pass

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from backplane_support import Backend
+from backplane_support import Backend, GatedProxy
 from pg_support import PostgresServer
 from redis_support import ServerProcess, processes
-from support import PYTHON, ROOT, http_request, subprocess_env, wait_until
+from support import PYTHON, ROOT, http_request, serve, subprocess_env, wait_until
 from test_contract import server_on
 from twisted.internet.task import Clock
 
@@ -271,6 +271,64 @@ def test_forged_rows_never_reach_a_client_live_or_replayed(pg: Backend) -> None:
     forged = sum(1 for e in live_events + replayed_events if "forged" in e.data or e.type == "pwn")
     print(f"\n{len(bad)} forged rows: {forged} delivered live or replayed")
     assert forged == 0
+
+
+FORGED_SIZE = 50_000_000
+
+
+def test_oversized_rows_are_never_sent_to_a_reader(pg: Backend) -> None:
+    """
+    Rows holding a 50 MB body, channel or origin (written with SQL by
+    anyone who can write to the table) are skipped as malformed, live and
+    replayed, as before, but the database never sends those values: the
+    reading process receives a few kB for them, not 150 MB.  The rows
+    around them are delivered in order.
+    """
+    big = f"repeat('x', {FORGED_SIZE})"
+    forged = [
+        "INSERT INTO wsgi_sse_events (channel, body) VALUES "
+        f"('default', convert_to('data: ' || {big} || chr(10), 'UTF8'))",
+        "INSERT INTO wsgi_sse_events (channel, body) VALUES "
+        f"({big}, convert_to('data: forged' || chr(10), 'UTF8'))",
+        # Only the origin is too long: delivered, as another process's.
+        "INSERT INTO wsgi_sse_events (channel, body, origin) VALUES "
+        f"('default', convert_to('data: long-origin' || chr(10), 'UTF8'), {big})",
+    ]
+    expected = ["good0", "good1", "good2", "long-origin", "good3"]
+    with (
+        server_on(pg) as a,
+        GatedProxy(pg.server.port) as proxy,
+        serve(app, backplane_url=proxy.url_for(pg.url)) as b,
+    ):
+        proxy.open()
+        wait_until(lambda: b.service.backplane.connected, what="connected")
+        with b.stream() as live:
+            b.wait_clients(1)
+            a.service.broadcaster.broadcast_and_wait("start")
+            (start,) = live.wait_events(1)
+            before = proxy.received
+            with pg.server.connect() as conn:
+                postgres.publish(conn, "good0")
+                for i, sql in enumerate(forged):
+                    conn.execute(sql)
+                    postgres.publish(conn, f"good{i + 1}")
+            live.wait_events(1 + len(expected))
+            live.read_some(0.3)
+        malformed = b.service.backplane.stats()["malformed"]
+        # A process that never read them live fetches them for a replay.
+        with serve(app, backplane_url=proxy.url_for(pg.url)) as c:
+            wait_until(lambda: c.service.backplane.connected, what="connected")
+            with c.stream(headers={"Last-Event-ID": start.last_event_id}) as replayed:
+                replayed.wait_events(len(expected))
+                replayed.read_some(0.3)
+            assert c.service.hub.stats.replays_fetched == 1
+            malformed += c.service.backplane.stats()["malformed"]
+        received = proxy.received - before
+    print(f"\n3 rows of {FORGED_SIZE:,} bytes: {received:,} bytes received, live and replayed")
+    assert [e.data for e in live.events] == ["start", *expected]
+    assert [e.data for e in replayed.events] == expected
+    assert malformed == 4  # two rows, live and replayed
+    assert received < 1_000_000
 
 
 def test_a_row_numbered_past_the_head_is_never_read(pg: Backend) -> None:

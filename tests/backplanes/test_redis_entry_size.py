@@ -1,0 +1,116 @@
+"""
+What a large entry written straight into the Redis stream (by anyone who
+can write to it) costs a reading process, against a real redis-server: the
+bytes it receives are counted by a proxy in front of Redis.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from backplane_support import Backend, GatedProxy
+from redis_support import RedisServer
+from support import serve, wait_until
+from test_contract import server_on
+from twisted.logger import formatEvent, globalLogPublisher
+
+KEY = "wsgi-sse:default:events"
+FORGED_SIZE = 20_000_000
+
+
+def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """A WSGI app with nothing to say."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello"]
+
+
+def info_calls(raw: Any) -> int:
+    """How many times Redis answered XINFO or a script (a quiet read asks one)."""
+    stats = raw.info("commandstats")
+    names = ("xinfo|stream", "eval")
+    return sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in names)
+
+
+@contextlib.contextmanager
+def logged() -> Iterator[list[str]]:
+    """The text of every log event emitted in the block."""
+    lines: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        lines.append(formatEvent(event) or "")
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        yield lines
+    finally:
+        globalLogPublisher.removeObserver(observe)
+
+
+def test_a_large_forged_entry_is_not_sent_again_at_every_quiet_read(
+    session_redis: RedisServer,
+) -> None:
+    """
+    A 20 MB entry, the newest of the stream, is read once by the live
+    reader and dropped as malformed; the quiet reads after it, which look
+    at the stream's ids, do not receive it again.  Events before and after
+    it are delivered.
+    """
+    Backend("redis", session_redis).clean()
+    raw = session_redis.client()
+    with (
+        GatedProxy(session_redis.port) as proxy,
+        serve(app, backplane_url=proxy.url_for(session_redis.url)) as b,
+    ):
+        proxy.open()
+        wait_until(lambda: b.service.backplane.connected, what="connected")
+        with b.stream() as live:
+            b.wait_clients(1)
+            b.service.broadcaster.broadcast_and_wait("before")
+            raw.xadd(KEY, {"c": "default", "b": b"data: " + b"x" * FORGED_SIZE + b"\n"})
+            wait_until(lambda: b.service.backplane.stats()["malformed"] == 1, what="read")
+            after_read = proxy.received
+            calls = info_calls(raw)
+            wait_until(lambda: info_calls(raw) >= calls + 3, what="three quiet reads")
+            quiet = proxy.received - after_read
+            b.service.broadcaster.broadcast_and_wait("after")
+            live.wait_events(2)
+    print(f"\na {FORGED_SIZE:,}-byte newest entry: {quiet:,} bytes received in 3 quiet reads")
+    assert [e.data for e in live.events] == ["before", "after"]
+    assert quiet < 100_000
+
+
+def test_without_scripts_the_stream_is_still_read(session_redis: RedisServer) -> None:
+    """
+    Where an ACL refuses scripts, the stream's ids are read with XINFO
+    STREAM (logged once): events are shared and replayed as before.
+    """
+    backend = Backend("redis", session_redis)
+    backend.clean()
+    raw = session_redis.client()
+    raw.acl_setuser(
+        "noscript",
+        enabled=True,
+        passwords=["+pw"],
+        keys=["*"],
+        channels=["*"],
+        commands=["+@all", "-@scripting"],
+    )
+    url = session_redis.url.replace("redis://", "redis://noscript:pw@")
+    try:
+        with logged() as log, serve(app, backplane_url=url) as a, server_on(backend) as b:
+            wait_until(lambda: a.service.backplane.connected, what="connected")
+            with a.stream() as live:
+                a.wait_clients(1)
+                b.service.broadcaster.broadcast_and_wait("shared")
+                (first,) = live.wait_events(1)
+                wait_until(lambda: any("refused a script" in x for x in log), what="logged")
+            b.service.broadcaster.broadcast_and_wait("missed")
+            with a.stream(headers={"Last-Event-ID": first.last_event_id}) as again:
+                assert [e.data for e in again.wait_events(1)] == ["missed"]
+    finally:
+        raw.acl_deluser("noscript")
+    refusals = [x for x in log if "refused a script" in x]
+    assert len(refusals) == 1 and "XINFO STREAM" in refusals[0], refusals
+    assert [e.data for e in live.events] == ["shared"]
