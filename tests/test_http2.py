@@ -867,3 +867,40 @@ def test_h2_static_file_shortened_while_sent_resets_its_stream(
             assert client.data[small] == b"fine"
         finally:
             client.close()
+
+
+def test_h2_held_stream_failing_after_its_first_bytes_is_reset(
+    cert: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A stream a view holds whose setup fails once its first body was
+    written is reset (never ended with END_STREAM, as if whole), and the
+    server keeps no stream for it; the connection serves on, and the
+    server shuts down cleanly.
+    """
+    from wsgi_sse import _streams, hold_body, hold_headers
+
+    def broken(self: Any) -> None:
+        raise RuntimeError("the heartbeat cannot start")
+
+    monkeypatch.setattr(_streams.Streams, "_ensure_heartbeat", broken)
+
+    def holding(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        """/jobs holds the jobs channel; anything else is a page."""
+        if environ["PATH_INFO"] != "/jobs":
+            return app(environ, start_response)
+        start_response("200 OK", hold_headers("jobs"))
+        return [hold_body({"job": "7"})]
+
+    with serve(holding, listen=tls_listen(*cert)) as server:
+        client = H2Client(server.port, cert[0])
+        try:
+            stream = client.get("/jobs")
+            client.wait(lambda: stream in client.reset or stream in client.ended)
+            assert stream in client.reset and stream not in client.ended
+            server.wait_clients(0)
+            page = client.get("/page")
+            client.wait(lambda: page in client.ended)
+            assert client.data[page] == b"hello over HTTP/2"
+        finally:
+            client.close()

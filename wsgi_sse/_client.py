@@ -551,7 +551,9 @@ def cut_response(request: Request, reason: str, *, abort: bool = False) -> None:
     written went out (with C{abort}: at once); over HTTP/2 its stream is
     reset (C{RST_STREAM}), and the connection and its other streams go on.
     An HTTP/2 stream ended by C{loseConnection} would end cleanly
-    (C{END_STREAM}), a truncated body looking whole.
+    (C{END_STREAM}), a truncated body looking whole; so would an HTTP/1.x
+    body with neither chunks nor a C{Content-Length} (HTTP/1.0), whose
+    end is the connection's: its connection is aborted (a TCP reset).
 
     @param reason: why, given to the request as the reason it lost its
         connection (HTTP/2).
@@ -560,7 +562,7 @@ def cut_response(request: Request, reason: str, *, abort: bool = False) -> None:
         # twisted.web does not tell the request; the stream ends here.
         request.connectionLost(Failure(ConnectionAborted(f"stream reset: {reason}")))
         return
-    if not abort:
+    if not abort and (request.chunked or request.responseHeaders.hasHeader(b"content-length")):
         request.loseConnection()
         return
     transport = getattr(request.channel, "transport", None)
