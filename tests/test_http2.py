@@ -24,6 +24,8 @@ import pytest
 from hyperframe.frame import Frame, GoAwayFrame
 from support import self_signed_cert, serve, tls_listen
 
+from wsgi_sse._hub import CLOSE_BODY
+
 
 def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     """Answer with the protocol the WSGI app saw."""
@@ -865,5 +867,180 @@ def test_h2_static_file_shortened_while_sent_resets_its_stream(
             small = client.get("/files/small.txt")
             client.wait(lambda: small in client.ended)
             assert client.data[small] == b"fine"
+        finally:
+            client.close()
+
+
+def test_h2_held_stream_failing_after_its_first_bytes_is_reset(
+    cert: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A stream a view holds whose setup fails once its first body was
+    written is reset (never ended with END_STREAM, as if whole), and the
+    server keeps no stream for it; the connection serves on, and the
+    server shuts down cleanly.
+    """
+    from wsgi_sse import _streams, hold_body, hold_headers
+
+    def broken(self: Any) -> None:
+        raise RuntimeError("the heartbeat cannot start")
+
+    monkeypatch.setattr(_streams.Streams, "_ensure_heartbeat", broken)
+
+    def holding(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        """/jobs holds the jobs channel; anything else is a page."""
+        if environ["PATH_INFO"] != "/jobs":
+            return app(environ, start_response)
+        start_response("200 OK", hold_headers("jobs"))
+        return [hold_body({"job": "7"})]
+
+    with serve(holding, listen=tls_listen(*cert)) as server:
+        client = H2Client(server.port, cert[0])
+        try:
+            stream = client.get("/jobs")
+            client.wait(lambda: stream in client.reset or stream in client.ended)
+            assert stream in client.reset and stream not in client.ended
+            server.wait_clients(0)
+            page = client.get("/page")
+            client.wait(lambda: page in client.ended)
+            assert client.data[page] == b"hello over HTTP/2"
+        finally:
+            client.close()
+
+
+def _bulk_client(server: Any) -> Any:
+    """The server's stream on the C{bulk} channel (reactor thread)."""
+    return next(c for c in server.service.sse_resource.clients if c.channels == ("bulk",))
+
+
+def _fill_bulk(server: Any, client: H2Client, reads: Callable[[int], bool]) -> int:
+    """
+    Broadcast 10 kB events on C{bulk} until its stream, whose reader sends
+    no WINDOW_UPDATE, is paused, then a few more (held for it); return how
+    many were sent.
+    """
+    broadcaster = server.service.broadcaster
+    sent = 0
+    while not server.call(lambda: _bulk_client(server).paused):
+        assert sent < 100, "the stream was never paused"
+        broadcaster.broadcast_and_wait(f"{sent} {'x' * 10_000}", channel="bulk")
+        client.pump(0.01, reads=reads)
+        sent += 1
+    for _ in range(5):
+        broadcaster.broadcast_and_wait(f"{sent} {'x' * 10_000}", channel="bulk")
+        sent += 1
+    assert server.call(lambda: _bulk_client(server).held_bytes) > 0
+    return sent
+
+
+def _owner(request: Any) -> Any:
+    """The bulk channel's streams belong to ada, the others to bob."""
+    from wsgi_sse import Allowed
+
+    return Allowed(True, identity="ada" if "bulk" in request.channels else "bob")
+
+
+def test_h2_revoked_stream_whose_reader_stopped_is_reset_at_once(cert: tuple[Path, Path]) -> None:
+    """
+    disconnect() of an h2 stream whose reader stopped reading (its window
+    spent, events held for it) resets it at once and frees what its
+    connection queued for it; the connection's other stream goes on.
+    """
+    import wsgi_sse
+
+    listen = tls_listen(*cert)
+    with serve(app, listen=listen, authorize=_owner, max_pause=600, heartbeat=0) as server:
+        client = H2Client(server.port, cert[0])
+        try:
+            slow, live = client.get("/sse?channel=bulk"), client.get("/sse?channel=live")
+            reads = lambda stream_id: stream_id != slow  # noqa: E731
+            client.wait(lambda: {slow, live} <= set(client.status), reads=reads)
+            server.wait_clients(2)
+            _fill_bulk(server, client, reads)
+            connection = server.call(lambda: _bulk_client(server).request.channel._conn)
+            wsgi_sse.disconnect(identity="ada")
+            client.wait(lambda: slow in client.reset, reads=reads)
+            assert slow not in client.ended
+            left = server.call(lambda: (slow in connection.streams, connection.queued_bytes(slow)))
+            assert left == (False, 0)
+            server.wait_clients(1)
+            server.service.broadcaster.broadcast_and_wait("still here", channel="live")
+            client.wait(lambda: b"data: still here\n" in client.data[live], reads=reads)
+            assert not client.closed and live not in client.reset
+        finally:
+            client.close()
+
+
+def test_h2_stream_closed_while_its_reader_is_behind_ends_once_it_has_read_everything(
+    cert: tuple[Path, Path],
+) -> None:
+    """
+    close(channel) of an h2 stream whose reader is behind (its window spent,
+    events held for it) ends it cleanly (END_STREAM) once the reader opens
+    its window again: every event, then the close's id.
+    """
+    with serve(app, listen=tls_listen(*cert), max_pause=600, heartbeat=0) as server:
+        client = H2Client(server.port, cert[0])
+        try:
+            slow = client.get("/sse?channel=bulk")
+            reading = [False]
+            reads = lambda stream_id: reading[0]  # noqa: E731
+            client.wait(lambda: slow in client.status, reads=reads)
+            server.wait_clients(1)
+            sent = _fill_bulk(server, client, reads)
+            server.service.broadcaster.close("bulk")
+            server.call(lambda: None)  # the close has reached the stream
+            assert slow not in client.ended and slow not in client.reset
+            # The reader catches up: what it was not sent yet is acknowledged too.
+            reading[0] = True
+            client.conn.acknowledge_received_data(len(client.data[slow]), slow)
+            client.flush()
+            client.wait(lambda: slow in client.ended or slow in client.reset, reads=reads)
+            assert slow in client.ended and slow not in client.reset
+            text = client.data[slow].decode()
+            events = [block for block in text.split("\n\n") if "data: " in block]
+            numbers = [e.partition("data: ")[2].split(" ")[0] for e in events]
+            assert numbers == [str(n) for n in range(sent)]
+            assert text.rsplit("\n\n", 2)[-2].startswith("id: ")
+            server.wait_clients(0)
+            snapshot = server.call(server.service.sse_resource.snapshot)
+            assert (snapshot["ended"], snapshot["dropped_slow"]) == (1, 0)
+        finally:
+            client.close()
+
+
+def test_h2_stream_closed_while_its_reader_is_stalled_is_reset_at_max_pause(
+    cert: tuple[Path, Path],
+) -> None:
+    """
+    close(channel) of an h2 stream whose reader never opens its window
+    again does not keep the stream, and what it was owed, for as long as
+    the connection lives: once max_pause has passed since it stopped, the
+    stream is reset; the connection's other stream goes on.
+    """
+    with serve(app, listen=tls_listen(*cert), max_pause=2, heartbeat=0) as server:
+        client = H2Client(server.port, cert[0])
+        try:
+            slow, live = client.get("/sse?channel=bulk"), client.get("/sse?channel=live")
+            reads = lambda stream_id: stream_id != slow  # noqa: E731
+            client.wait(lambda: {slow, live} <= set(client.status), reads=reads)
+            server.wait_clients(2)
+            _fill_bulk(server, client, reads)
+            hub = server.service.hub
+
+            def close_while_paused() -> bool:
+                # In the reactor turn that checks it: the stream is paused.
+                return _bulk_client(server).paused and hub.publish("bulk", CLOSE_BODY) == 1
+
+            assert server.call(close_while_paused)
+            client.wait(lambda: slow in client.reset, reads=reads)
+            assert slow not in client.ended
+            server.wait_clients(1)
+            snapshot = server.call(server.service.sse_resource.snapshot)
+            assert snapshot["ended"] == 1
+            assert snapshot["dropped_by_reason"] == {"stalled": 1}
+            server.service.broadcaster.broadcast_and_wait("still here", channel="live")
+            client.wait(lambda: b"data: still here\n" in client.data[live], reads=reads)
+            assert not client.closed and live not in client.reset
         finally:
             client.close()

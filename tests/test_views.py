@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from typing import Any
@@ -540,3 +541,63 @@ def test_close_ends_a_stream_with_channel_tagged_ids() -> None:
             assert client.parser.last_event_id != event.last_event_id
         server.wait_clients(0)
         assert server.call(lambda: server.service.hub.subscriber_count()) == 0
+
+
+def _failing_hold(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """
+    A view that holds C{jobs}, in a server whose streams fail to set up
+    after their head and first body went out (the heartbeat cannot start).
+    """
+    from wsgi_sse import _streams
+
+    def broken(self: Any) -> None:
+        raise RuntimeError("the heartbeat cannot start")
+
+    monkeypatch.setattr(_streams.Streams, "_ensure_heartbeat", broken)
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", hold_headers("jobs"))
+        return [hold_body({"job": "7"})]
+
+    return app
+
+
+def test_a_held_stream_failing_after_its_first_bytes_is_cut_short_over_http11(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """
+    A held stream whose setup fails once its first body was written ends
+    without the last chunk: its reader sees a truncated response, and the
+    server keeps no stream for it.
+    """
+    with serve(_failing_hold(monkeypatch)) as server:
+        request = f"GET /jobs HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n\r\n".encode()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(request)
+            raw = b""
+            while data := sock.recv(65536):
+                raw += data
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ") and b"Transfer-Encoding: chunked" in head
+        assert b'event: init\ndata: {"job":"7"}\n\n' in body
+        assert not body.endswith(b"0\r\n\r\n")
+        server.wait_clients(0)
+        assert server.call(lambda: server.service.hub.subscriber_count()) == 0
+
+
+def test_a_held_stream_failing_after_its_first_bytes_is_reset_over_http10(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """
+    Over HTTP/1.0 a stream's body ends with its connection: a held stream
+    whose setup fails once its first body was written has its connection
+    reset, never closed as if the response were whole.
+    """
+    with serve(_failing_hold(monkeypatch)) as server:
+        request = f"GET /jobs HTTP/1.0\r\nHost: 127.0.0.1:{server.port}\r\n\r\n".encode()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(request)
+            with pytest.raises(ConnectionResetError):
+                while sock.recv(65536):
+                    pass
+        server.wait_clients(0)

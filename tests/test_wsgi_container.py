@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from typing import Any, Iterator
 
@@ -128,6 +129,20 @@ def test_error_mid_body_cuts_the_response(server: Any) -> None:
     """An error after the first piece was sent ends the connection: the body is incomplete."""
     with pytest.raises(httpx.HTTPError):
         get(server, "/fail-mid-body")
+
+
+def test_error_mid_body_resets_an_http10_connection(server: Any) -> None:
+    """
+    Over HTTP/1.0 a body without Content-Length ends with its connection:
+    an error after the first piece resets it, never closes it as if the
+    body were whole.
+    """
+    request = f"GET /fail-mid-body HTTP/1.0\r\nHost: 127.0.0.1:{server.port}\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request)
+        with pytest.raises(ConnectionResetError):
+            while sock.recv(65536):
+                pass
 
 
 def test_keep_alive_connection_serves_many_pages(server: Any) -> None:

@@ -79,11 +79,19 @@ class StreamClient:
     large it is.  Live events published meanwhile are held behind it, and
     count toward C{max_buffer}.
 
+    A stream the server ends (L{finish}, L{end}) while its reader is behind
+    ends once the reader has taken what it is owed, within what is left of
+    C{max_pause}, or is aborted then; a revoked one (L{revoke}) is aborted
+    at once.  Either way nothing is kept for a reader that stopped reading
+    beyond C{max_buffer} and C{max_pause}.
+
     @ivar channels: the channels this stream is subscribed to.
     @ivar peer: the client's address, for logs and per-address limits.
     @ivar identity: who the stream belongs to (presence, revocation), or
         L{None} for a guest.
-    @ivar closed: whether the stream has ended (nothing more is written).
+    @ivar closed: whether the stream has ended: nothing more is sent to it
+        (what was held for a reader that is behind may still be written
+        before the end, see L{finish}).
     @ivar discarded: bytes that were held for this reader and thrown away
         when it left or was dropped.
     @ivar ended: whether L{end} ended it (its channel was closed).
@@ -96,6 +104,7 @@ class StreamClient:
         "_backlog",
         "_backlog_left",
         "_clock",
+        "_ending",
         "_held",
         "_held_bytes",
         "_max_buffer",
@@ -144,6 +153,10 @@ class StreamClient:
         self._backlog: Iterator[bytes] | None = None
         self._backlog_left = 0
         self._pause_timer: IDelayedCall | None = None
+        # Set when the stream was ended while its reader was behind: the
+        # end waits for the reader to catch up; whether the connection is
+        # closed after it.
+        self._ending: bool | None = None
         self.closed = False
         self.discarded = 0
         self.ended = False
@@ -373,7 +386,7 @@ class StreamClient:
         opening, an C{init} event, a view's first body) is not counted: it
         is the application's answer to this one reader.
         """
-        if self._paused or self.closed:
+        if self._paused or (self.closed and self._ending is None):
             return
         self._paused = True
         sock = self._sock
@@ -387,16 +400,21 @@ class StreamClient:
 
     def resumeProducing(self) -> None:
         """The socket drained: write what was held, as one write."""
-        if not self._paused or self.closed:
+        if not self._paused:
+            return
+        if self._ending is not None:
+            self._paused = False
+            self._cancel_pause_timer()
+            self._end_when_caught_up()
+            return
+        if self.closed:
             return
         self._paused = False
         if self._transport is not None and self._backlog is None:
             # Back on the fast path; anything still queued in the
             # transport keeps its place (send() checks the buffer).
             self._sock = self._transport.socket
-        timer, self._pause_timer = self._pause_timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+        self._cancel_pause_timer()
         self._feed()
 
     def stopProducing(self) -> None:
@@ -412,7 +430,7 @@ class StreamClient:
         Used for readers that fell behind: unlike C{loseConnection}, aborting
         does not wait for a buffer that may never drain.
         """
-        if self.closed:
+        if self.closed and self._ending is None:
             return
         self.log.info(
             "dropping slow client {peer} ({reason}): {held} bytes held",
@@ -446,20 +464,85 @@ class StreamClient:
 
         With C{close_connection}, the connection is closed once the response
         has ended instead of being kept alive for another request.
+
+        A reader that is behind (the connection asked this stream to stop
+        writing) is not sent the end yet, which would wait behind what it
+        has not read, for as long as the connection lasts: nothing more is
+        written to it but what it is owed (the events held for it), and the
+        response ends once it has taken that.  If it does not within
+        C{max_pause} of when it stopped, the connection is aborted (over
+        HTTP/2: the stream is reset), as for any reader that stalls.
         """
         if self.closed:
+            if self._ending is not None and close_connection:
+                self._ending = True
             return
-        # What is left of a replay is not written: the reader resumes from
-        # the last event it got.
-        held = b""
-        if self._backlog is None and self._held:
-            held = b"".join(self._held)
+        if self._backlog is not None:
+            # What is left of a replay is not written, nor the live events
+            # held behind it: the reader resumes from the last event it got.
+            self.discarded += self._held_bytes + max(self._backlog_left, 0)
+            self._backlog = None
+            self._backlog_left = 0
             self._held = None
             self._held_bytes = 0
-        self._forget()
-        request = self.request
-        if getattr(request, "_disconnected", False) or request.finished:
+        if self._paused and self._max_pause is not None and not self._gone():
+            self.closed = True
+            self._sock = None
+            self._ending = close_connection
             return
+        self._end_now(close_connection)
+
+    def revoke(self) -> None:
+        """
+        End the stream now: who it belongs to may no longer read it
+        (L{disconnect<wsgi_sse.disconnect>}).
+
+        A reader that is behind (the connection asked this stream to stop
+        writing) has its connection aborted at once (over HTTP/2: its
+        stream reset), and what was held for it is freed: a clean end would
+        wait for it to read what it is owed first, keeping the connection
+        and its buffers until the reader comes back or the connection times
+        out.  Any other stream ends cleanly, as with L{finish}.
+        """
+        if self.closed and self._ending is None:
+            return
+        if not self._paused or self._gone():
+            self.finish()
+            return
+        self.log.info(
+            "cutting revoked stream of {peer}: {held} bytes it had not read",
+            peer=self.peer,
+            held=self._held_bytes + self._queued_in_transport(),
+            channels=list(self.channels),
+        )
+        self._forget()
+        cut_response(self.request, "revoked", abort=True)
+
+    def _end_when_caught_up(self) -> None:
+        """
+        A reader that was behind when its stream was ended has caught up:
+        write what it was owed, and end the response unless that fills the
+        connection again (the end then waits for the next catch-up).
+        """
+        held = self._held
+        if held:
+            self._held = None
+            self._held_bytes = 0
+            self.request.write(b"".join(held))
+        close_connection = self._ending
+        if self._paused or close_connection is None:
+            return
+        self._end_now(close_connection)
+
+    def _end_now(self, close_connection: bool) -> None:
+        """Write what is held and end the response."""
+        held = b"".join(self._held) if self._held else b""
+        self._held = None
+        self._held_bytes = 0
+        self._forget()
+        if self._gone():
+            return
+        request = self.request
         if held:
             request.write(held)
         if close_connection:
@@ -467,8 +550,19 @@ class StreamClient:
         request.unregisterProducer()
         request.finish()
 
+    def _gone(self) -> bool:
+        """Whether the response has ended, or its connection is lost."""
+        request = self.request
+        return bool(getattr(request, "_disconnected", False) or request.finished)
+
+    def _cancel_pause_timer(self) -> None:
+        timer, self._pause_timer = self._pause_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
     def _forget(self) -> None:
         self.closed = True
+        self._ending = None
         self.discarded += self._held_bytes
         if self._backlog is not None:
             self.discarded += max(self._backlog_left, 0)
@@ -551,7 +645,9 @@ def cut_response(request: Request, reason: str, *, abort: bool = False) -> None:
     written went out (with C{abort}: at once); over HTTP/2 its stream is
     reset (C{RST_STREAM}), and the connection and its other streams go on.
     An HTTP/2 stream ended by C{loseConnection} would end cleanly
-    (C{END_STREAM}), a truncated body looking whole.
+    (C{END_STREAM}), a truncated body looking whole; so would an HTTP/1.x
+    body with neither chunks nor a C{Content-Length} (HTTP/1.0), whose
+    end is the connection's: its connection is aborted (a TCP reset).
 
     @param reason: why, given to the request as the reason it lost its
         connection (HTTP/2).
@@ -560,7 +656,7 @@ def cut_response(request: Request, reason: str, *, abort: bool = False) -> None:
         # twisted.web does not tell the request; the stream ends here.
         request.connectionLost(Failure(ConnectionAborted(f"stream reset: {reason}")))
         return
-    if not abort:
+    if not abort and (request.chunked or request.responseHeaders.hasHeader(b"content-length")):
         request.loseConnection()
         return
     transport = getattr(request.channel, "transport", None)

@@ -441,7 +441,9 @@ SETTINGS: tuple[Setting, ...] = (
         "limits",
         "`60.0`",
         "Seconds a client may stop reading (a stream, or a WSGI page's streamed body)"
-        " before its connection is aborted.",
+        " before its connection is aborted. A stream the server ends (its channel closed,"
+        " shutdown) while its reader is behind ends once the reader has caught up, within"
+        " this time; a revoked one (`disconnect()`) is aborted at once.",
         flag=float,
     ),
     _S(

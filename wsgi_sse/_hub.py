@@ -734,8 +734,9 @@ class Hub:
     ) -> int:
         """
         End this process's streams of C{identity} and/or C{channel} now:
-        they are unsubscribed and their response is finished (a subscriber
-        without a C{finish()} method is only unsubscribed).  Streams not
+        they are unsubscribed and their response is ended, by their
+        C{revoke()} method, else their C{finish()} method (a subscriber with
+        neither is only unsubscribed).  Streams not
         open yet learn of it through their L{RevocationWatch}; stream tokens
         made at or before C{at} (default: now) for them are refused from now
         on (L{token_revoked}).
@@ -756,9 +757,9 @@ class Hub:
         ]
         for subscriber in matching:
             self.unsubscribe(subscriber)
-            finish = getattr(subscriber, "finish", None)
-            if finish is not None:
-                finish()
+            end = getattr(subscriber, "revoke", None) or getattr(subscriber, "finish", None)
+            if end is not None:
+                end()
         return len(matching)
 
     def watch_revocations(self) -> RevocationWatch:

@@ -134,7 +134,8 @@ class StreamOptions:
     @ivar max_buffer: bytes held for a client that has stopped reading before
         it is disconnected.
     @ivar max_pause: seconds a client may stop reading before it is
-        disconnected.
+        disconnected (also once its stream was ended, while its end waits
+        for the reader to catch up).
     @ivar busy_retry_after: seconds a refused stream is told to wait before
         it reconnects (its C{retry:}, at least C{retry}, plus jitter; and its
         C{Retry-After} header).

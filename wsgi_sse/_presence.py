@@ -641,7 +641,10 @@ def disconnect(
     May be called in any thread; returns at once.
 
     The browser reconnects after its C{retry} delay, and the C{authorize}
-    hook decides again: a user who logged out is refused.  A stream token
+    hook decides again: a user who logged out is refused.  A stream whose
+    reader is behind (it stopped reading, and events are held for it) has
+    its connection aborted at once (over HTTP/2: its stream reset), rather
+    than ended after what it has not read.  A stream token
     made before this call for that identity or channel is refused too
     (C{403}, as an expired one), so a page that opened its stream with a
     token must get a new one.

@@ -554,7 +554,9 @@ class Streams:
 
         Each stream's connection is closed rather than kept alive, so that
         a browser reconnects on a new connection (to whatever listens then)
-        instead of over the old one.
+        instead of over the old one.  A stream whose reader is behind ends
+        once the reader has caught up, within C{max_pause} (see
+        L{StreamClient.finish}).
         """
         self.closing = True
         self.stopped_for_good = not reconnect

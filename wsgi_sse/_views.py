@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from twisted.web.http_headers import Headers
 from twisted.web.server import NOT_DONE_YET
 
+from ._client import cut_response
 from ._encoding import encode_event
 from ._names import check_identity, validate_channel
 from ._request import GripHold, Refused, parse_grip, parse_last_event_id
@@ -268,7 +269,9 @@ class HoldingWSGIResource(WSGIContainer):
         except Exception:  # noqa: BLE001 - a view's response we cannot send
             self.log.failure("cannot serve the stream a view held at {path}", path=request.path)
             if request.startedWriting:
-                request.loseConnection()
+                # Never seen as a whole answer: over HTTP/2 the stream is
+                # reset (an END_STREAM would end it cleanly).
+                cut_response(request, "the stream failed")
             elif not request.finished:
                 request.responseHeaders = Headers()
                 self.streams.finish_refused(request, Refused(500, "invalid stream hold"))
