@@ -13,6 +13,7 @@ from support import dechunk, serve, wait_until
 
 import wsgi_sse
 from wsgi_sse import Allowed, StreamRequest
+from wsgi_sse._client import unsent_bytes
 from wsgi_sse._hub import CLOSE_BODY
 
 EVENT = "x" * 10_000
@@ -99,6 +100,32 @@ def test_a_revoked_stream_whose_reader_stopped_is_cut_at_once() -> None:
             server.wait_clients(0)
             snapshot = server.call(server.service.sse_resource.snapshot)
             assert snapshot["dropped_slow"] == 0
+            with pytest.raises(ConnectionResetError):
+                _read_all(sock)
+        finally:
+            sock.close()
+
+
+def test_a_revoked_stream_with_unsent_bytes_is_cut_though_not_paused() -> None:
+    """
+    disconnect() of a stream whose connection holds bytes the kernel has
+    not taken, though fewer than make it pause, aborts the connection too:
+    a clean end would wait behind them for as long as the reader reads
+    nothing.
+    """
+    with serve(app, authorize=as_ada, max_pause=600, heartbeat=0, idle_timeout=600) as server:
+        sock, transport = _stalled_reader(server, "/sse?channel=c")
+        try:
+            broadcaster = server.service.broadcaster
+            sent = 0
+            while not server.call(lambda: unsent_bytes(transport)):
+                assert sent < 2000, "the kernel took every byte"
+                broadcaster.broadcast_and_wait(f"{sent} {EVENT}", channel="c")
+                sent += 1
+            assert not _paused(server)
+            wsgi_sse.disconnect(identity="ada")
+            wait_until(lambda: not _connected(server, transport), timeout=10, what="the cut")
+            server.wait_clients(0)
             with pytest.raises(ConnectionResetError):
                 _read_all(sock)
         finally:

@@ -498,15 +498,16 @@ class StreamClient:
         (L{disconnect<wsgi_sse.disconnect>}).
 
         A reader that is behind (the connection asked this stream to stop
-        writing) has its connection aborted at once (over HTTP/2: its
-        stream reset), and what was held for it is freed: a clean end would
-        wait for it to read what it is owed first, keeping the connection
-        and its buffers until the reader comes back or the connection times
-        out.  Any other stream ends cleanly, as with L{finish}.
+        writing, or holds bytes the kernel has not taken) has its
+        connection aborted at once (over HTTP/2: its stream reset), and
+        what was held for it is freed: a clean end would wait for it to read
+        what it is owed first, keeping the connection and its buffers until
+        the reader comes back or the connection times out.  Any other
+        stream ends cleanly, as with L{finish}.
         """
         if self.closed and self._ending is None:
             return
-        if not self._paused or self._gone():
+        if self._gone() or not (self._paused or self._queued_in_transport()):
             self.finish()
             return
         self.log.info(
