@@ -352,7 +352,8 @@ def test_many_large_rows_are_read_in_bounded_reads(pg: Backend) -> None:
     """
     40 rows of 900 KiB (36 MiB, written with SQL at once) reach a reader
     in several reads of at most 16 MiB of bodies and one more body, live
-    and for a replay: every event is delivered, in order, none lost.
+    and for a replay: every event is delivered, in order, none lost, and
+    max_replay counts the events of every read.
     """
     count = 40
     expected = [*(str(i) for i in range(1, count + 1)), "after"]
@@ -378,10 +379,17 @@ def test_many_large_rows_are_read_in_bounded_reads(pg: Backend) -> None:
         proxy.largest_answer = 0
         with serve(app, backplane_url=proxy.url_for(pg.url), max_buffer=BUFFER) as c:
             wait_until(lambda: c.service.backplane.connected, what="connected")
+            # One event too many for a replay, counted across reads: reset.
+            c.service.backplane.max_replay = len(expected) - 1
+            with c.stream(headers={"Last-Event-ID": start.last_event_id}) as cut:
+                (reset,) = cut.wait_events(1, timeout=30)
+            assert reset.type == "reset"
+            c.service.backplane.max_replay = len(expected)
             with c.stream(headers={"Last-Event-ID": start.last_event_id}) as replayed:
                 replayed.wait_events(len(expected), timeout=30)
                 replayed.read_some(0.3)
             assert c.service.hub.stats.replays_fetched == 1
+            assert c.service.hub.stats.replay_resets == 1
         read_replayed = proxy.largest_answer
     print(f"\nlargest read: {read_live:,} bytes live, {read_replayed:,} replayed")
     assert [e.data.split(" ")[0] for e in live.events] == ["start", *expected]
