@@ -62,23 +62,40 @@ _TABLE = re.compile(r"[a-z_][a-z0-9_]{0,40}\Z")
 _ID = re.compile(r"(?:0|[1-9][0-9]{0,18})\Z")
 _MAX_POSITION = (1 << 63) - 1
 _READ_BATCH = 1000
+# The body bytes one read of rows may carry: a read stops before the row
+# that would take it past this, but always takes at least one row (a read
+# is then at most this plus one body of MAX_BODY).  The rows after are read
+# by the next read.
+_READ_BYTES = 16 * 1024 * 1024
 _ORIGIN_DIGITS = 20
 # The rows after a position, up to the head: a row numbered past it (written
 # with a position the sequencer never gave) is never read, nor taken for the
 # newest position.  A value longer than any wsgi-sse writes (a channel over
 # MAX_CHANNEL bytes, a body over MAX_BODY, an origin longer than this
-# process's prefix and a token: the parameter) is never sent by the server:
-# it reads as NULL, which _decode treats as it treats the value itself (a
-# malformed row, or another process's).  octet_length() reads a stored
-# value's size from its header, without decompressing or fetching it.
+# process's prefix and a token: the first parameter) is never sent by the
+# server: it reads as NULL, which _decode treats as it treats the value
+# itself (a malformed row, or another process's).  octet_length() reads a
+# stored value's size from its header, without decompressing or fetching it.
+# Of the first rows (the LIMIT), only those whose bodies before them, as
+# read, come to less than _READ_BYTES (the last parameter) are sent.
 _READ_AFTER = (
     "SELECT pos, "
     f"CASE WHEN octet_length(channel) <= {MAX_CHANNEL} THEN channel END, "
-    f"CASE WHEN octet_length(body) <= {MAX_BODY} THEN body END, "
+    f"CASE WHEN size <= {MAX_BODY} THEN body END, "
     "CASE WHEN octet_length(origin) <= %s THEN origin END "
+    "FROM (SELECT pos, channel, body, origin, octet_length(body) AS size, "
+    f"sum(CASE WHEN octet_length(body) <= {MAX_BODY} THEN octet_length(body) ELSE 0 END) "
+    "OVER (ORDER BY pos ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before "
     "FROM {table} WHERE pos > %s AND pos <= (SELECT pos FROM {table}_head) "
-    "ORDER BY pos LIMIT %s"
+    "ORDER BY pos LIMIT %s) AS first "
+    "WHERE coalesce(before, 0) < %s ORDER BY pos"
 )
+
+
+def _repeatable_read() -> Any:
+    import psycopg
+
+    return psycopg.IsolationLevel.REPEATABLE_READ
 
 
 def _check_table(table: str) -> str:
@@ -523,14 +540,11 @@ class PostgresBackplane(ThreadedBackplane):
                     ever_connected = True
                 self._sequence(conn)
                 while True:
-                    rows = conn.execute(
-                        _READ_AFTER.format(table=table),
-                        (self._max_origin(), last, _READ_BATCH),
-                    ).fetchall()
+                    rows, more = self._read_after(conn, last, _READ_BATCH)
                     if rows:
                         last = self._read_position = rows[-1][0]
                         self._hand_over(rows)
-                    if len(rows) < _READ_BATCH:
+                    if not more:
                         break
                 self._prune(conn)
                 # Wait for a notification (or poll after block seconds).
@@ -583,6 +597,28 @@ class PostgresBackplane(ThreadedBackplane):
         self._read_position = start
         self.reactor.callFromThread(self._restart, start, str(start))
         return start
+
+    def _read_after(
+        self, conn: Any, position: int, limit: int
+    ) -> tuple[list[tuple[Any, ...]], bool]:
+        """
+        Read the rows after C{position}: at most C{limit} of them, and no
+        more body bytes than L{_READ_BYTES} allows.  Return them, and
+        whether more may follow (the read was cut by either bound).
+
+        The rows come in binary: a body is sent as its bytes (not as hex,
+        twice as long, parsed here).
+        """
+        rows: list[tuple[Any, ...]] = conn.execute(
+            _READ_AFTER.format(table=self.table),
+            (self._max_origin(), position, limit, _READ_BYTES),
+            binary=True,
+        ).fetchall()
+        # The rows sent carry fewer body bytes than the bound unless the
+        # next row was left out for it (a body over MAX_BODY reads as NULL
+        # and counts for nothing, there and here).
+        size = sum(len(body) for _, _, body, _ in rows if body is not None)
+        return rows, len(rows) >= limit or size >= _READ_BYTES
 
     def _max_origin(self) -> int:
         """The longest origin this process can take for its own (in bytes)."""
@@ -639,32 +675,13 @@ class PostgresBackplane(ThreadedBackplane):
             if conn is None:
                 self._replay_generation = self._generation
                 conn = self._replay_conn = _connect(self.url, self.timeout)
+                # The lookup and every read of a range see one snapshot: rows
+                # pruned meanwhile are still read, never skipped between reads.
+                conn.isolation_level = _repeatable_read()
+                conn.read_only = True
         try:
-            # A client's own row still in the table proves that nothing after
-            # it was pruned, and so does the row after it (positions are
-            # given one after the other: the head at a process's start,
-            # handed out before any row held it, has the next one), and so
-            # does the head itself (nothing after it yet).  One lookup for
-            # every id; an id that is not there costs only that, never a
-            # range read.  No id past the head was ever handed out.
-            positions = [position for _, position in requests]
-            candidates = positions + [p + 1 for p in positions if p < _MAX_POSITION]
-            head, held = conn.execute(
-                f"SELECT (SELECT pos FROM {self.table}_head), "
-                f"array(SELECT pos FROM {self.table} WHERE pos = ANY(%s))",
-                (candidates,),
-            ).fetchone()
-            found = set(held)
-            out = []
-            for event_id, position in requests:
-                if (head is None or position <= head) and (
-                    position in found or position + 1 in found or position == head
-                ):
-                    out.append(self._fetch_range(conn, event_id, position))
-                else:
-                    self._count("replay_misses")
-                    out.append(NOT_FOUND)
-            return out
+            with conn.transaction():
+                return self._fetch_in_snapshot(conn, requests)
         except Exception:
             # A broken connection (the database restarted): a new one next time.
             with self._lock:
@@ -674,12 +691,45 @@ class PostgresBackplane(ThreadedBackplane):
                 conn.close()
             raise
 
+    def _fetch_in_snapshot(self, conn: Any, requests: list[tuple[str, int]]) -> list[Fetched]:
+        # A client's own row still in the table proves that nothing after
+        # it was pruned, and so does the row after it (positions are given
+        # one after the other: the head at a process's start, handed out
+        # before any row held it, has the next one), and so does the head
+        # itself (nothing after it yet).  One lookup for every id; an id
+        # that is not there costs only that, never a range read.  No id
+        # past the head was ever handed out.
+        positions = [position for _, position in requests]
+        candidates = positions + [p + 1 for p in positions if p < _MAX_POSITION]
+        head, held = conn.execute(
+            f"SELECT (SELECT pos FROM {self.table}_head), "
+            f"array(SELECT pos FROM {self.table} WHERE pos = ANY(%s))",
+            (candidates,),
+        ).fetchone()
+        found = set(held)
+        out = []
+        for event_id, position in requests:
+            if (head is None or position <= head) and (
+                position in found or position + 1 in found or position == head
+            ):
+                out.append(self._fetch_range(conn, event_id, position))
+            else:
+                self._count("replay_misses")
+                out.append(NOT_FOUND)
+        return out
+
     def _fetch_range(self, conn: Any, event_id: str, position: int) -> Fetched:
-        table = self.table
-        rows = conn.execute(
-            _READ_AFTER.format(table=table),
-            (self._max_origin(), position, self.max_replay + 1),
-        ).fetchall()
+        # Up to max_replay + 1 rows (one more says the replay is cut), in as
+        # many reads as their size takes.
+        wanted = self.max_replay + 1
+        rows: list[tuple[Any, ...]] = []
+        after = position
+        while True:
+            page, more = self._read_after(conn, after, wanted - len(rows))
+            rows += page
+            if not more or len(rows) >= wanted:
+                break
+            after = page[-1][0]
         batch, malformed = self._decode(rows)
         if malformed:
             self._count("malformed", malformed)

@@ -70,6 +70,10 @@ class GatedProxy:
         self._sockets: list[Any] = []
         # Bytes forwarded from the upstream server to its clients.
         self.received = 0
+        # The most bytes forwarded to one client between two of its sends:
+        # the longest answer to one request (a client that waits for each
+        # answer before sending again, as psycopg does without a pipeline).
+        self.largest_answer = 0
         self._count = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -94,18 +98,23 @@ class GatedProxy:
                 return
             upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
             self._sockets += [client, upstream]
+            answer = [0]
             for a, b, down in ((client, upstream, False), (upstream, client, True)):
-                threading.Thread(target=self._pump, args=(a, b, down), daemon=True).start()
+                threading.Thread(target=self._pump, args=(a, b, down, answer), daemon=True).start()
 
-    def _pump(self, source: Any, sink: Any, down: bool) -> None:
+    def _pump(self, source: Any, sink: Any, down: bool, answer: list[int]) -> None:
         import socket
 
         self.gate.wait()
         try:
             while data := source.recv(65536):
-                if down:
-                    with self._count:
+                with self._count:
+                    if down:
                         self.received += len(data)
+                        answer[0] += len(data)
+                        self.largest_answer = max(self.largest_answer, answer[0])
+                    else:
+                        answer[0] = 0
                 sink.sendall(data)
         except OSError:
             pass

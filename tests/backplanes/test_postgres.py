@@ -331,6 +331,98 @@ def test_oversized_rows_are_never_sent_to_a_reader(pg: Backend) -> None:
     assert received < 1_000_000
 
 
+ROW_SIZE = 900 * 1024
+# Room for 40 such events queued to one client at once.
+BUFFER = 64 << 20
+
+
+def insert_rows(pg: Backend, count: int) -> None:
+    """C{count} valid rows of C{ROW_SIZE} bytes (C{data: <n> xxx…}), in one statement."""
+    with pg.server.connect() as conn:
+        conn.execute(
+            "INSERT INTO wsgi_sse_events (channel, body) SELECT 'default', "
+            "convert_to('data: ' || i || ' ' || repeat('x', %s) || chr(10), 'UTF8') "
+            "FROM generate_series(1, %s) AS i ORDER BY i",
+            (ROW_SIZE, count),
+        )
+        postgres.publish(conn, "after")
+
+
+def test_many_large_rows_are_read_in_bounded_reads(pg: Backend) -> None:
+    """
+    40 rows of 900 KiB (36 MiB, written with SQL at once) reach a reader
+    in several reads of at most 16 MiB of bodies and one more body, live
+    and for a replay: every event is delivered, in order, none lost, and
+    max_replay counts the events of every read.
+    """
+    count = 40
+    expected = [*(str(i) for i in range(1, count + 1)), "after"]
+    with (
+        server_on(pg) as a,
+        GatedProxy(pg.server.port) as proxy,
+        serve(app, backplane_url=proxy.url_for(pg.url), max_buffer=BUFFER) as b,
+    ):
+        proxy.open()
+        wait_until(lambda: b.service.backplane.connected, what="connected")
+        with b.stream() as live:
+            b.wait_clients(1)
+            a.service.broadcaster.broadcast_and_wait("start")
+            (start,) = live.wait_events(1)
+            # No polling: only the notification of the last row wakes the
+            # reader, which reads on until nothing is left.
+            b.service.backplane.block = 60
+            time.sleep(1.5)
+            insert_rows(pg, count)
+            live.wait_events(1 + len(expected), timeout=20)
+            live.read_some(0.3)
+        read_live = proxy.largest_answer
+        proxy.largest_answer = 0
+        with serve(app, backplane_url=proxy.url_for(pg.url), max_buffer=BUFFER) as c:
+            wait_until(lambda: c.service.backplane.connected, what="connected")
+            # One event too many for a replay, counted across reads: reset.
+            c.service.backplane.max_replay = len(expected) - 1
+            with c.stream(headers={"Last-Event-ID": start.last_event_id}) as cut:
+                (reset,) = cut.wait_events(1, timeout=30)
+            assert reset.type == "reset"
+            c.service.backplane.max_replay = len(expected)
+            with c.stream(headers={"Last-Event-ID": start.last_event_id}) as replayed:
+                replayed.wait_events(len(expected), timeout=30)
+                replayed.read_some(0.3)
+            assert c.service.hub.stats.replays_fetched == 1
+            assert c.service.hub.stats.replay_resets == 1
+        read_replayed = proxy.largest_answer
+    print(f"\nlargest read: {read_live:,} bytes live, {read_replayed:,} replayed")
+    assert [e.data.split(" ")[0] for e in live.events] == ["start", *expected]
+    assert [e.data.split(" ")[0] for e in replayed.events] == expected
+    assert all(len(e.data) > ROW_SIZE for e in replayed.events[:count])
+    bound = (16 << 20) + (1 << 20) + 65536  # 16 MiB of bodies, one more, the rest
+    assert 0 < read_live <= bound
+    assert 0 < read_replayed <= bound
+
+
+def test_a_body_is_read_as_its_bytes(pg: Backend) -> None:
+    """A body of N bytes costs a reader about N bytes from the database, not 2N (hex)."""
+    with (
+        server_on(pg) as a,
+        GatedProxy(pg.server.port) as proxy,
+        serve(app, backplane_url=proxy.url_for(pg.url), max_buffer=BUFFER) as b,
+    ):
+        proxy.open()
+        wait_until(lambda: b.service.backplane.connected, what="connected")
+        with b.stream() as live:
+            b.wait_clients(1)
+            a.service.broadcaster.broadcast_and_wait("start")
+            live.wait_events(1)
+            before = proxy.received
+            insert_rows(pg, 1)
+            live.wait_events(3)
+            live.read_some(0.3)
+        received = proxy.received - before
+    print(f"\na body of {ROW_SIZE:,} bytes: {received:,} bytes received")
+    assert [e.data.split(" ")[0] for e in live.events] == ["start", "1", "after"]
+    assert ROW_SIZE < received < ROW_SIZE * 1.2
+
+
 def test_a_row_numbered_past_the_head_is_never_read(pg: Backend) -> None:
     """A row inserted with a position the sequencer never gave is skipped, live and replayed."""
     with server_on(pg) as a:
