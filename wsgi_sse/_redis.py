@@ -33,6 +33,7 @@ import secrets
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ._backplane import (
+    MAX_BODY,
     NOT_FOUND,
     Entry,
     Fetched,
@@ -42,6 +43,7 @@ from ._backplane import (
 )
 from ._broadcast import prepare_shared_event, validate_channel
 from ._hub import CLOSE_BODY
+from ._names import MAX_CHANNEL
 from ._shared import AppendRefusedError, Batch, ThreadedBackplane, safe_url
 
 if TYPE_CHECKING:
@@ -202,6 +204,95 @@ return out
 """
 
 
+# Whether the entry ARGV[1] is in the stream (1 or 0), without its fields.
+# Any error of XRANGE (the key holding another type) answers its text.
+_ENTRY_EXISTS = """
+local found = redis.pcall('XRANGE', KEYS[1], ARGV[1], ARGV[1], 'COUNT', 1)
+if found.err then return found.err end
+return #found
+"""
+
+# XRANGE KEYS[1] ARGV[1] + COUNT ARGV[2], leaving out what a replay would
+# drop: an entry whose channel is longer than ARGV[3] bytes, whose body or
+# any of its run's bodies (split at blank lines, one newline kept per body)
+# is longer than ARGV[4] bytes, or whose run has more than ARGV[5] bodies
+# or a count of more than 4 characters -- every one an entry _decode drops
+# -- answers its id and nil instead of its fields.  The others are answered
+# as XRANGE gives them, unless they hold another field, a field twice or an
+# origin longer than ARGV[6] bytes: then only their channel, body and count
+# (the values _decode reads).  Any error of XRANGE answers its text.
+_REPLAY_RANGE = """
+local entries = redis.pcall('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
+if entries.err then return entries.err end
+local max_channel, max_body = tonumber(ARGV[3]), tonumber(ARGV[4])
+local max_events, max_origin = tonumber(ARGV[5]), tonumber(ARGV[6])
+local blank_line = string.char(10, 10)
+local find = string.find
+local function run_fits(joined, count)
+  local events = tonumber(count)
+  if #count > 4 or (events and #joined > events * (max_body + 1)) then
+    return false
+  end
+  local start, parts = 1, 0
+  while true do
+    parts = parts + 1
+    if parts > max_events then return false end
+    local at = find(joined, blank_line, start, true)
+    if not at then return #joined - start + 1 <= max_body end
+    if at - start + 1 > max_body then return false end
+    start = at + 2
+  end
+end
+for i = 1, #entries do
+  local entry = entries[i]
+  local fields = entry[2]
+  local channel, joined, count, origin
+  local rebuild = false
+  for j = 1, #fields, 2 do
+    local name, value = fields[j], fields[j + 1]
+    if name == 'c' then
+      rebuild = rebuild or channel ~= nil
+      channel = value
+    elseif name == 'b' then
+      rebuild = rebuild or joined ~= nil
+      joined = value
+    elseif name == 'n' then
+      rebuild = rebuild or count ~= nil
+      count = value
+    elseif name == 'o' then
+      rebuild = rebuild or origin ~= nil or #value > max_origin
+      origin = value
+    else
+      rebuild = true
+    end
+  end
+  local fits = channel ~= nil and joined ~= nil and #channel <= max_channel
+  if fits and count == nil then
+    fits = #joined <= max_body
+  elseif fits then
+    fits = run_fits(joined, count)
+  end
+  if not fits then
+    entry[2] = false
+  elseif rebuild and count == nil then
+    entry[2] = {'c', channel, 'b', joined}
+  elseif rebuild then
+    entry[2] = {'c', channel, 'b', joined, 'n', count}
+  end
+end
+return entries
+"""
+
+
+def _script_error(answer: Any) -> Any:
+    """The error a script answered as text (an error of the command it ran), or None."""
+    if not isinstance(answer, bytes):
+        return None
+    import redis
+
+    return redis.ResponseError(answer.decode("utf-8", "replace"))
+
+
 def _field(info: dict[Any, Any], name: str) -> Any:
     """A field of an XINFO STREAM answer (redis-py gives str or bytes keys)."""
     return info.get(name, info.get(name.encode("ascii")))
@@ -303,8 +394,8 @@ class RedisBackplane(ThreadedBackplane):
         # Presence and revocation messages: Redis Pub/Sub on their own
         # channel, never in the stream (no id, no history, no retention).
         self.control_channel = self.key + ":control"
-        # Cleared when Redis refuses the stream-info script (see _info).
-        self._info_by_script = True
+        # Cleared when Redis refuses a script (see _scripts_refused).
+        self._by_script = True
 
     def parse_id(self, event_id: str) -> int | None:
         """The position of a wire id of this backplane, or L{None}.  Any thread."""
@@ -431,7 +522,7 @@ class RedisBackplane(ThreadedBackplane):
                     if ever_connected:
                         self._count("reconnects")
                         # The server may be another one now: try the script again.
-                        self._info_by_script = True
+                        self._by_script = True
                     self.connected = True
                     self._first_attempt_made()
                     self._down_logged = False
@@ -571,18 +662,11 @@ class RedisBackplane(ThreadedBackplane):
         """
         import redis
 
-        if self._info_by_script:
+        if self._by_script:
             try:
                 answer = conn.eval(_STREAM_INFO, 1, self.key)
             except redis.ResponseError as e:
-                self._info_by_script = False
-                self.reactor.callFromThread(
-                    self.log.warn,
-                    "Redis refused a script ({error}): reading stream {key}'s info "
-                    "with XINFO STREAM, which sends its first and last entries whole",
-                    error=_refusal(e),
-                    key=self.key,
-                )
+                self._scripts_refused(e)
             else:
                 if not isinstance(answer, list):
                     return None
@@ -595,6 +679,21 @@ class RedisBackplane(ThreadedBackplane):
         except redis.ResponseError:
             return None
         return xinfo
+
+    def _scripts_refused(self, error: BaseException) -> None:
+        """
+        Redis refused a script (an ACL without C{EVAL}): read with the
+        plain commands from now on (until the reader reconnects), which
+        send entries whole, and say so.  Reader and replay threads.
+        """
+        self._by_script = False
+        self.reactor.callFromThread(
+            self.log.warn,
+            "Redis refused a script ({error}): reading stream {key}'s info "
+            "with XINFO STREAM and replays with XRANGE, which send entries whole",
+            error=_refusal(error),
+            key=self.key,
+        )
 
     # -- replay (replay thread) --------------------------------------------------
 
@@ -610,14 +709,12 @@ class RedisBackplane(ThreadedBackplane):
         # entry: a stream that never lost one (as many entries as were ever
         # added to it) proves it instead.
         entry_ids = []
-        pipe = conn.pipeline(transaction=False)
         for event_id, _ in requests:
             parsed = _parse(event_id)
             assert parsed is not None
             entry_ids.append(f"{parsed[0]}-{parsed[1]}")
-            pipe.xrange(self.key, entry_ids[-1], entry_ids[-1], count=1)
         whole = False
-        found = pipe.execute(raise_on_error=False)
+        found = self._entries_exist(conn, entry_ids)
         if "0-0" in entry_ids:
             info = self._info(conn)
             if info is not None:
@@ -634,10 +731,75 @@ class RedisBackplane(ThreadedBackplane):
                 out.append(NOT_FOUND)
         return out
 
+    def _entries_exist(self, conn: Any, entry_ids: list[str]) -> list[Any]:
+        """
+        For each id, whether its entry is in the stream (true or false), or
+        the error Redis answered: one pipelined round trip.  Asked by a
+        script that answers 1 or 0, so a forged large entry is not sent for
+        its id; where scripts are refused, by C{XRANGE id id}, which sends
+        the entry whole.
+        """
+        import redis
+
+        if self._by_script:
+            pipe = conn.pipeline(transaction=False)
+            for entry_id in entry_ids:
+                pipe.eval(_ENTRY_EXISTS, 1, self.key, entry_id)
+            answers = pipe.execute(raise_on_error=False)
+            refused = [a for a in answers if isinstance(a, redis.ResponseError)]
+            if not refused:
+                return [_script_error(a) or a for a in answers]
+            self._scripts_refused(refused[0])
+        pipe = conn.pipeline(transaction=False)
+        for entry_id in entry_ids:
+            pipe.xrange(self.key, entry_id, entry_id, count=1)
+        found: list[Any] = pipe.execute(raise_on_error=False)
+        return found
+
+    def _read_range(
+        self, conn: Any, entry_id: str, limit: int
+    ) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """
+        C{XRANGE entry_id + COUNT limit}, read by a script that answers an
+        entry larger than L{_decode} accepts (its channel, a body, its run of
+        events) with its id and no fields, so it is never sent and is
+        dropped as malformed in its place.  Where scripts are refused, by
+        C{XRANGE} itself, which sends every entry whole.
+        """
+        import redis
+
+        if self._by_script:
+            try:
+                answer = conn.eval(
+                    _REPLAY_RANGE,
+                    1,
+                    self.key,
+                    entry_id,
+                    limit,
+                    MAX_CHANNEL,
+                    MAX_BODY,
+                    MAX_PER_ENTRY,
+                    len(self._origin_prefix) + 20,
+                )
+            except redis.ResponseError as e:
+                self._scripts_refused(e)
+            else:
+                error = _script_error(answer)
+                if error is not None:
+                    raise error
+                return [
+                    (raw_id, {} if flat is None else dict(zip(flat[::2], flat[1::2], strict=True)))
+                    for raw_id, flat in answer
+                ]
+        raw: list[tuple[bytes, dict[bytes, bytes]]] = conn.xrange(
+            self.key, entry_id, "+", count=limit
+        )
+        return raw
+
     def _fetch_range(self, conn: Any, entry_id: str, position: int) -> Fetched:
         # The client's own entry, then up to max_replay + 1 more.
         limit = self.max_replay + 2
-        raw = conn.xrange(self.key, entry_id, "+", count=limit)
+        raw = self._read_range(conn, entry_id, limit)
         prefix = self._origin_prefix
         out: list[Entry] = []
         malformed = 0

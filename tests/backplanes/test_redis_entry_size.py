@@ -114,3 +114,83 @@ def test_without_scripts_the_stream_is_still_read(session_redis: RedisServer) ->
     refusals = [x for x in log if "refused a script" in x]
     assert len(refusals) == 1 and "XINFO STREAM" in refusals[0], refusals
     assert [e.data for e in live.events] == ["shared"]
+
+
+def forged_between(raw: Any) -> list[str]:
+    """
+    Write C{before}, a forged 20 MB entry, C{after1} and C{after2} straight
+    into the stream: the ids of the four entries.
+    """
+    ids = [raw.xadd(KEY, {"c": "default", "b": b"data: before\n"})]
+    ids.append(raw.xadd(KEY, {"c": "default", "b": b"data: " + b"x" * FORGED_SIZE + b"\n"}))
+    for name in ("after1", "after2"):
+        ids.append(raw.xadd(KEY, {"c": "default", "b": f"data: {name}\n".encode()}))
+    return [i.decode("ascii") for i in ids]
+
+
+def test_a_replay_is_not_sent_a_large_forged_entry(session_redis: RedisServer) -> None:
+    """
+    Clients reconnecting with the id of a forged 20 MB entry, or of the
+    entry before it, make the server fetch from Redis each time: the entry
+    is never sent to it, and is dropped as malformed in its place; the
+    events around it are replayed in order, with their ids.
+    """
+    Backend("redis", session_redis).clean()
+    raw = session_redis.client()
+    before, forged, after1, after2 = forged_between(raw)
+    with (
+        GatedProxy(session_redis.port) as proxy,
+        serve(app, backplane_url=proxy.url_for(session_redis.url)) as b,
+    ):
+        proxy.open()
+        wait_until(lambda: b.service.backplane.connected, what="connected")
+        start = proxy.received
+        replays = []
+        for last in (forged, before, forged, before):
+            # Started after them, the server replays these from Redis only.
+            with b.stream(headers={"Last-Event-ID": last}) as again:
+                replays.append([(e.data, e.last_event_id) for e in again.wait_events(2)])
+        received = proxy.received - start
+        fetched = b.service.hub.stats.replays_fetched
+        malformed = b.service.backplane.stats()["malformed"]
+    print(f"\n4 replays over a {FORGED_SIZE:,}-byte entry: {received:,} bytes received")
+    assert replays == [[("after1", after1), ("after2", after2)]] * 4
+    assert fetched == 4 and malformed == 4
+    assert received < 200_000
+
+
+def test_without_scripts_replays_read_whole_entries(session_redis: RedisServer) -> None:
+    """
+    Where an ACL stops allowing scripts while the server runs, the next
+    replay reads the stream with XRANGE (logged once, saying it sends
+    entries whole): the events are replayed in order, the forged entry
+    dropped as malformed.
+    """
+    Backend("redis", session_redis).clean()
+    raw = session_redis.client()
+    raw.acl_setuser(
+        "noscript",
+        enabled=True,
+        passwords=["+pw"],
+        keys=["*"],
+        channels=["*"],
+        commands=["+@all"],
+    )
+    url = session_redis.url.replace("redis://", "redis://noscript:pw@")
+    try:
+        before, forged, after1, after2 = forged_between(raw)
+        with logged() as log, serve(app, backplane_url=url) as b:
+            wait_until(lambda: b.service.backplane.connected, what="connected")
+            raw.acl_setuser("noscript", enabled=True, commands=["-@scripting"])
+            replays = []
+            for last in (before, forged):
+                with b.stream(headers={"Last-Event-ID": last}) as again:
+                    replays.append([(e.data, e.last_event_id) for e in again.wait_events(2)])
+            fetched = b.service.hub.stats.replays_fetched
+            malformed = b.service.backplane.stats()["malformed"]
+    finally:
+        raw.acl_deluser("noscript")
+    assert replays == [[("after1", after1), ("after2", after2)]] * 2
+    assert fetched == 2 and malformed == 2
+    refusals = [x for x in log if "refused a script" in x]
+    assert len(refusals) == 1 and "XRANGE" in refusals[0], refusals
