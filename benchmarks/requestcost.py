@@ -21,7 +21,9 @@ The rungs (each started fresh in every round, on 127.0.0.1):
                         its ``broadcast()`` (to no stream) and the access log line
 
 Knocks are posted by ``wrk`` over one connection at a time (``Connection:
-close``, as the knocks of the burst scenario with one poster), the server
+close``, as the knocks of the burst scenario with one poster; with
+``--keep-alive`` on one connection, which the floor and the bare Twisted
+protocol still close after every answer), the server
 on every CPU but the last and ``wrk`` on the last.  The table gives the
 server's CPU per request (``/proc``, every thread), the median over the
 rounds with each round's figure, and its ratio to the floor.  Within a
