@@ -58,6 +58,9 @@ def app(environ: dict[str, Any], start_response: Any) -> Any:
         yield b"first piece"
         raise RuntimeError("mid-body")
 
+    if path == "/no-content-mid-body":
+        start_response("204 No Content", [])
+        return failing()
     start_response("200 OK", [("Content-Type", "text/plain")])
     return failing()
 
@@ -143,6 +146,32 @@ def test_error_mid_body_resets_an_http10_connection(server: Any) -> None:
         with pytest.raises(ConnectionResetError):
             while sock.recv(65536):
                 pass
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "version", "status"),
+    [
+        ("HEAD", "/fail-mid-body", "HTTP/1.1", b"HTTP/1.1 200 OK"),
+        ("HEAD", "/fail-mid-body", "HTTP/1.0", b"HTTP/1.0 200 OK"),
+        ("GET", "/no-content-mid-body", "HTTP/1.0", b"HTTP/1.0 204 No Content"),
+    ],
+)
+def test_error_after_a_bodiless_answer_closes_cleanly(
+    server: Any, method: str, path: str, version: str, status: bytes
+) -> None:
+    """
+    An answer without a body (to HEAD, a 204) is whole once its head is
+    out: an error in the app after that closes the connection as usual,
+    with the head delivered, never resets it.
+    """
+    request = f"{method} {path} {version}\r\nHost: 127.0.0.1:{server.port}\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request)
+        received = b""
+        while data := sock.recv(65536):
+            received += data
+    assert received.startswith(status + b"\r\n")
+    assert received.endswith(b"\r\n\r\n")
 
 
 def test_keep_alive_connection_serves_many_pages(server: Any) -> None:

@@ -13,6 +13,7 @@ from twisted.internet.error import ConnectionAborted
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.http import NO_BODY_CODES
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
@@ -395,7 +396,8 @@ class StreamClient:
         if sock is not False and self._queued_in_transport() > self._max_buffer:
             self.drop("buffer")
             return
-        if self._max_pause is not None:
+        timer = self._pause_timer
+        if self._max_pause is not None and (timer is None or not timer.active()):
             self._pause_timer = self._clock.callLater(self._max_pause, self.drop, "stalled")
 
     def resumeProducing(self) -> None:
@@ -403,8 +405,10 @@ class StreamClient:
         if not self._paused:
             return
         if self._ending is not None:
+            # The clock started when the reader stopped keeps running: if
+            # what it is owed fills the connection again, the end waits
+            # only for what is left of max_pause.
             self._paused = False
-            self._cancel_pause_timer()
             self._end_when_caught_up()
             return
         if self.closed:
@@ -648,7 +652,9 @@ def cut_response(request: Request, reason: str, *, abort: bool = False) -> None:
     An HTTP/2 stream ended by C{loseConnection} would end cleanly
     (C{END_STREAM}), a truncated body looking whole; so would an HTTP/1.x
     body with neither chunks nor a C{Content-Length} (HTTP/1.0), whose
-    end is the connection's: its connection is aborted (a TCP reset).
+    end is the connection's: its connection is aborted (a TCP reset).  An
+    answer without a body (to C{HEAD}, a C{204} or C{304}) is whole once
+    its head is out, and its connection is closed as usual.
 
     @param reason: why, given to the request as the reason it lost its
         connection (HTTP/2).
@@ -657,7 +663,13 @@ def cut_response(request: Request, reason: str, *, abort: bool = False) -> None:
         # twisted.web does not tell the request; the stream ends here.
         request.connectionLost(Failure(ConnectionAborted(f"stream reset: {reason}")))
         return
-    if not abort and (request.chunked or request.responseHeaders.hasHeader(b"content-length")):
+    if not abort and (
+        request.chunked
+        or request.responseHeaders.hasHeader(b"content-length")
+        # Complete once its head is out: no body to cut short.
+        or request.method == b"HEAD"
+        or request.code in NO_BODY_CODES
+    ):
         request.loseConnection()
         return
     transport = getattr(request.channel, "transport", None)
