@@ -262,6 +262,8 @@ class PostgresBackplane(ThreadedBackplane):
         looking for new rows anyway.
     @param max_replay: the most events one reconnecting client may be sent
         from the table; a client that missed more gets C{reset}.
+    @param max_replay_bytes: the most bytes of event bodies one replay reads
+        (at most one entry more); a client that missed more gets C{reset}.
     """
 
     kind = "PostgreSQL"
@@ -278,6 +280,7 @@ class PostgresBackplane(ThreadedBackplane):
         timeout: float = 5.0,
         block: float = 1.0,
         max_replay: int = 10_000,
+        max_replay_bytes: int = 64 << 20,
         backoff: tuple[float, float] = (0.1, 5.0),
     ) -> None:
         if history_size < 1 or history_age <= 0:
@@ -289,6 +292,7 @@ class PostgresBackplane(ThreadedBackplane):
             timeout=timeout,
             block=block,
             max_replay=max_replay,
+            max_replay_bytes=max_replay_bytes,
             backoff=backoff,
         )
         self.table = _check_table(table)
@@ -599,26 +603,28 @@ class PostgresBackplane(ThreadedBackplane):
         return start
 
     def _read_after(
-        self, conn: Any, position: int, limit: int
+        self, conn: Any, position: int, limit: int, size: int = _READ_BYTES
     ) -> tuple[list[tuple[Any, ...]], bool]:
         """
         Read the rows after C{position}: at most C{limit} of them, and no
-        more body bytes than L{_READ_BYTES} allows.  Return them, and
-        whether more may follow (the read was cut by either bound).
+        more body bytes than C{size} (at most L{_READ_BYTES}) allows: the
+        rows whose bodies before them come to less than C{size}.  Return
+        them, and whether more may follow (the read was cut by either
+        bound).
 
         The rows come in binary: a body is sent as its bytes (not as hex,
         twice as long, parsed here).
         """
         rows: list[tuple[Any, ...]] = conn.execute(
             _READ_AFTER.format(table=self.table),
-            (self._max_origin(), position, limit, _READ_BYTES),
+            (self._max_origin(), position, limit, size),
             binary=True,
         ).fetchall()
         # The rows sent carry fewer body bytes than the bound unless the
         # next row was left out for it (a body over MAX_BODY reads as NULL
         # and counts for nothing, there and here).
-        size = sum(len(body) for _, _, body, _ in rows if body is not None)
-        return rows, len(rows) >= limit or size >= _READ_BYTES
+        sent = sum(len(body) for _, _, body, _ in rows if body is not None)
+        return rows, len(rows) >= limit or sent >= size
 
     def _max_origin(self) -> int:
         """The longest origin this process can take for its own (in bytes)."""
@@ -720,20 +726,26 @@ class PostgresBackplane(ThreadedBackplane):
 
     def _fetch_range(self, conn: Any, event_id: str, position: int) -> Fetched:
         # Up to max_replay + 1 rows (one more says the replay is cut), in as
-        # many reads as their size takes.
+        # many reads as their size takes; bodies past max_replay_bytes (the
+        # last read stops at the row that passes them) cut it too.
         wanted = self.max_replay + 1
+        budget = self.max_replay_bytes
         rows: list[tuple[Any, ...]] = []
         after = position
+        size = 0
         while True:
-            page, more = self._read_after(conn, after, wanted - len(rows))
+            page, more = self._read_after(
+                conn, after, wanted - len(rows), min(_READ_BYTES, budget - size + 1)
+            )
             rows += page
-            if not more or len(rows) >= wanted:
+            size += sum(len(body) for _, _, body, _ in page if body is not None)
+            if not more or len(rows) >= wanted or size > budget:
                 break
             after = page[-1][0]
         batch, malformed = self._decode(rows)
         if malformed:
             self._count("malformed", malformed)
         out = [entries[0] for entries, _ in batch]
-        truncated = len(rows) > self.max_replay
+        truncated = len(rows) > self.max_replay or size > budget
         end, end_id = (out[-1].position, out[-1].id) if out else (position, event_id)
         return Fetched(True, out[: self.max_replay], end, end_id, truncated)

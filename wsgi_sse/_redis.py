@@ -65,6 +65,10 @@ _INDEX_BITS = 16
 MAX_PER_ENTRY = 1000
 """The most events one stream entry may carry."""
 _MAX_U64 = (1 << 64) - 1
+# The entries one read of a replay asks for.  A replay stops at the entry
+# whose body takes it past max_replay_bytes (the script ends its answer
+# there; where scripts are refused, at most this many entries are read past).
+_REPLAY_PAGE = 100
 _FIELD_CHANNEL = b"c"
 _FIELD_BODY = b"b"
 _FIELD_ORIGIN = b"o"
@@ -220,12 +224,15 @@ return #found
 # -- answers its id and nil instead of its fields.  The others are answered
 # as XRANGE gives them, unless they hold another field, a field twice or an
 # origin longer than ARGV[6] bytes: then only their channel, body and count
-# (the values _decode reads).  Any error of XRANGE answers its text.
+# (the values _decode reads).  The answer ends with the entry whose body
+# takes the bodies answered past ARGV[7] bytes.  Any error of XRANGE answers
+# its text.
 _REPLAY_RANGE = """
 local entries = redis.pcall('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
 if entries.err then return entries.err end
 local max_channel, max_body = tonumber(ARGV[3]), tonumber(ARGV[4])
 local max_events, max_origin = tonumber(ARGV[5]), tonumber(ARGV[6])
+local max_size, size, last = tonumber(ARGV[7]), 0, #entries
 local blank_line = string.char(10, 10)
 local find = string.find
 local function run_fits(joined, count)
@@ -279,9 +286,31 @@ for i = 1, #entries do
   elseif rebuild then
     entry[2] = {'c', channel, 'b', joined, 'n', count}
   end
+  if fits then
+    size = size + #joined
+    if size > max_size then
+      last = i
+      break
+    end
+  end
+end
+for i = #entries, last + 1, -1 do
+  entries[i] = nil
 end
 return entries
 """
+
+
+def _id_after(raw_id: bytes) -> str | None:
+    """The first entry id after C{raw_id} (C{ms-seq}), or None if there is none."""
+    ms, _, seq = raw_id.partition(b"-")
+    try:
+        ms_n, seq_n = int(ms), int(seq)
+    except ValueError:
+        return None
+    if seq_n < _MAX_U64:
+        return f"{ms_n}-{seq_n + 1}"
+    return f"{ms_n + 1}-0" if ms_n < _MAX_U64 else None
 
 
 def _script_error(answer: Any) -> Any:
@@ -358,6 +387,8 @@ class RedisBackplane(ThreadedBackplane):
     @param block: seconds one C{XREAD BLOCK} waits.
     @param max_replay: the most events one reconnecting client may be sent
         from Redis; a client that missed more gets C{reset}.
+    @param max_replay_bytes: the most bytes of event bodies one replay reads
+        (at most one entry more); a client that missed more gets C{reset}.
     @param backoff: the first and the longest delay between reconnections.
     """
 
@@ -374,6 +405,7 @@ class RedisBackplane(ThreadedBackplane):
         timeout: float = 2.0,
         block: float = 1.0,
         max_replay: int = 10_000,
+        max_replay_bytes: int = 64 << 20,
         backoff: tuple[float, float] = (0.1, 5.0),
     ) -> None:
         if maxlen < 1:
@@ -385,6 +417,7 @@ class RedisBackplane(ThreadedBackplane):
             timeout=timeout,
             block=block,
             max_replay=max_replay,
+            max_replay_bytes=max_replay_bytes,
             backoff=backoff,
         )
         self.namespace = namespace
@@ -757,14 +790,16 @@ class RedisBackplane(ThreadedBackplane):
         return found
 
     def _read_range(
-        self, conn: Any, entry_id: str, limit: int
+        self, conn: Any, start: str, limit: int, size: int
     ) -> list[tuple[bytes, dict[bytes, bytes]]]:
         """
-        C{XRANGE entry_id + COUNT limit}, read by a script that answers an
+        C{XRANGE start + COUNT limit}, read by a script that answers an
         entry larger than L{_decode} accepts (its channel, a body, its run of
         events) with its id and no fields, so it is never sent and is
-        dropped as malformed in its place.  Where scripts are refused, by
-        C{XRANGE} itself, which sends every entry whole.
+        dropped as malformed in its place, and that ends its answer with the
+        entry whose body takes the bodies answered past C{size} bytes.
+        Where scripts are refused, by C{XRANGE} itself, which sends every
+        entry whole.
         """
         import redis
 
@@ -774,12 +809,13 @@ class RedisBackplane(ThreadedBackplane):
                     _REPLAY_RANGE,
                     1,
                     self.key,
-                    entry_id,
+                    start,
                     limit,
                     MAX_CHANNEL,
                     MAX_BODY,
                     MAX_PER_ENTRY,
                     len(self._origin_prefix) + 20,
+                    size,
                 )
             except redis.ResponseError as e:
                 self._scripts_refused(e)
@@ -791,25 +827,39 @@ class RedisBackplane(ThreadedBackplane):
                     (raw_id, {} if flat is None else dict(zip(flat[::2], flat[1::2], strict=True)))
                     for raw_id, flat in answer
                 ]
-        raw: list[tuple[bytes, dict[bytes, bytes]]] = conn.xrange(
-            self.key, entry_id, "+", count=limit
-        )
+        raw: list[tuple[bytes, dict[bytes, bytes]]] = conn.xrange(self.key, start, "+", count=limit)
         return raw
 
     def _fetch_range(self, conn: Any, entry_id: str, position: int) -> Fetched:
-        # The client's own entry, then up to max_replay + 1 more.
+        # The client's own entry, then up to max_replay + 1 more, in reads
+        # of _REPLAY_PAGE entries; bodies read past max_replay_bytes cut the
+        # replay as more events would.
         limit = self.max_replay + 2
-        raw = self._read_range(conn, entry_id, limit)
+        budget = self.max_replay_bytes
         prefix = self._origin_prefix
         out: list[Entry] = []
-        malformed = 0
-        for raw_id, fields in raw:
-            entries, _, bad = _decode(raw_id, fields, prefix)
-            malformed += bad
-            out.extend(e for e in entries if e.position > position)
+        malformed = read = size = 0
+        truncated = False
+        start: str | None = entry_id
+        while start is not None:
+            wanted = min(_REPLAY_PAGE, limit - read)
+            raw = self._read_range(conn, start, wanted, budget - size)
+            for raw_id, fields in raw:
+                body = fields.get(_FIELD_BODY)
+                if isinstance(body, bytes):
+                    size += len(body)
+                entries, _, bad = _decode(raw_id, fields, prefix)
+                malformed += bad
+                out.extend(e for e in entries if e.position > position)
+            read += len(raw)
+            if len(out) > self.max_replay or read >= limit or size > budget:
+                truncated = True
+                break
+            if len(raw) < wanted:
+                break
+            start = _id_after(raw[-1][0])
         if malformed:
             self._count("malformed", malformed)
-        truncated = len(out) > self.max_replay or len(raw) >= limit
         # The last valid event: the reader delivers it here too, so the hub
         # can tell when it has caught up with this answer.
         end, end_id = (out[-1].position, out[-1].id) if out else (position, "")

@@ -96,10 +96,11 @@ class ThreadedBackplane:
         timeout: float = 2.0,
         block: float = 1.0,
         max_replay: int = 10_000,
+        max_replay_bytes: int = 64 << 20,
         backoff: tuple[float, float] = (0.1, 5.0),
     ) -> None:
-        if queue_size < 1 or max_replay < 1:
-            raise ValueError("queue_size and max_replay must be positive")
+        if queue_size < 1 or max_replay < 1 or max_replay_bytes < 1:
+            raise ValueError("queue_size, max_replay and max_replay_bytes must be positive")
         if timeout <= 0 or block <= 0:
             raise ValueError("timeout and block must be positive")
         self.url = url
@@ -107,6 +108,7 @@ class ThreadedBackplane:
         self.timeout = timeout
         self.block = block
         self.max_replay = max_replay
+        self.max_replay_bytes = max_replay_bytes
         self.backoff = backoff
         self.connected = False
         self.running = False
