@@ -714,11 +714,15 @@ class PostgresBackplane(ThreadedBackplane):
         ).fetchone()
         found = set(held)
         out = []
+        gathered = 0
         for event_id, position in requests:
             if (head is None or position <= head) and (
                 position in found or position + 1 in found or position == head
             ):
                 out.append(self._fetch_range(conn, event_id, position))
+                gathered += self._answer_bytes(out[-1])
+                if gathered >= self.max_replay_bytes:
+                    break  # the rest in the next batch
             else:
                 self._count("replay_misses")
                 out.append(NOT_FOUND)

@@ -754,11 +754,15 @@ class RedisBackplane(ThreadedBackplane):
                 added = _field(info, "entries-added")
                 whole = isinstance(added, int) and added == _field(info, "length")
         out = []
+        gathered = 0
         for (_, position), entry_id, exists in zip(requests, entry_ids, found, strict=True):
             if isinstance(exists, Exception):
                 raise exists
             if exists or (entry_id == "0-0" and whole):
                 out.append(self._fetch_range(conn, entry_id, position))
+                gathered += self._answer_bytes(out[-1])
+                if gathered >= self.max_replay_bytes:
+                    break  # the rest in the next batch
             else:
                 self._count("replay_misses")
                 out.append(NOT_FOUND)

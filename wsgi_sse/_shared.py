@@ -168,8 +168,23 @@ class ThreadedBackplane:
         raise NotImplementedError
 
     def _fetch_many(self, requests: list[tuple[str, int]]) -> list[Fetched]:  # pragma: no cover
-        """Answer fetches (replay thread): one lookup round trip for all their ids."""
+        """
+        Answer fetches (replay thread): one lookup round trip for all their
+        ids.  The answers may be for the first requests only (at least one),
+        once they hold C{max_replay_bytes} of bodies together (see
+        L{_answer_bytes}): the others are asked again in the next batch.
+        """
         raise NotImplementedError
+
+    @staticmethod
+    def _answer_bytes(answer: Fetched) -> int:
+        """
+        The bytes of C{answer}'s bodies.  A batch of fetches stops once its
+        answers hold C{max_replay_bytes} together, so that clients with many
+        different last ids reconnecting at once hold one replay's budget
+        (and one replay more) in memory, not one budget each.
+        """
+        return sum(len(entry.body) for entry in answer.entries)
 
     _reader_conn: Any
     _publisher_conn: Any
@@ -705,6 +720,10 @@ class ThreadedBackplane:
 
     def _fetched_many(self, result: list[Fetched] | Failure, batch: list[tuple[str, int]]) -> None:
         self._fetch_busy = False
+        if not isinstance(result, Failure) and len(result) < len(batch):
+            # The batch's answers filled its budget: the rest go first next.
+            self._fetch_queue = batch[len(result) :] + self._fetch_queue
+            batch = batch[: len(result)]
         for n, (event_id, _) in enumerate(batch):
             self._share_fetched(result if isinstance(result, Failure) else result[n], event_id)
         if self._fetch_queue:

@@ -143,6 +143,49 @@ def test_without_scripts_a_replay_stops_at_its_bytes(
     assert received < BUDGET + PAGE * SIZE + 50_000
 
 
+def test_a_batch_of_replays_stops_at_its_bytes(shared_backend: Backend) -> None:
+    """
+    Replays of different last ids answered together (one batch) hold the
+    budget together: once the answers' bodies pass it, the batch stops and
+    the other ids are answered in the next one, whole and in order.
+    """
+    with server_on(shared_backend) as a:
+        ids = publish_large(a)
+    with serve(app, backplane_url=shared_backend.url, max_buffer=BUFFER) as c:
+        backplane = c.service.backplane
+        wait_until(lambda: backplane.connected, what="connected")
+        backplane.max_replay_bytes = BUDGET
+        batches: list[tuple[int, int, int]] = []
+        fetch_many = backplane._fetch_many
+
+        def recording(requests: list[tuple[str, int]]) -> Any:
+            answers = fetch_many(requests)
+            held = sum(len(e.body) for answer in answers for e in answer.entries)
+            batches.append((len(requests), len(answers), held))
+            return answers
+
+        backplane._fetch_many = recording
+        # The last 3 events first (a batch of its own, while the others
+        # queue), then the last 7, 6, 5 and 4: 2.2 MB in one batch.
+        wanted = [COUNT - 3, COUNT - 7, COUNT - 6, COUNT - 5, COUNT - 4]
+
+        def fetch_all() -> list[Any]:
+            return [backplane.fetch_after(backplane.parse_id(ids[n]), ids[n]) for n in wanted]
+
+        answers: list[Any] = []
+        for fetching in c.call(fetch_all):
+            fetching.addCallback(answers.append)
+        wait_until(lambda: len(answers) == len(wanted), timeout=30, what="every replay")
+    got = {a.entries[0].body: [e.body.split(b" ")[1] for e in a.entries] for a in answers}
+    for n in wanted:
+        first = next(body for body in got if body.startswith(b"data: %d " % n))
+        assert got[first] == [b"%d" % i for i in range(n, COUNT)]
+        assert not next(a for a in answers if a.entries[0].body == first).truncated
+    assert [answered < asked for asked, answered, _ in batches] == [False, True, False]
+    # One answer past the budget at most: the last 7 events and the last 6.
+    assert max(held for _, _, held in batches) < BUDGET + 7 * SIZE
+
+
 @pytest.mark.parametrize(
     ("kind", "url"),
     [
