@@ -327,6 +327,20 @@ def _field(info: dict[Any, Any], name: str) -> Any:
     return info.get(name, info.get(name.encode("ascii")))
 
 
+def _refuses_scripts(error: BaseException) -> bool:
+    """
+    Whether Redis's error reply refuses scripts themselves (an ACL without
+    them: C{NOPERM}; C{EVAL} renamed away: an unknown command), rather
+    than one call (C{BUSY} while another script runs, C{LOADING}), which
+    must not turn them off.
+    """
+    import redis
+
+    return isinstance(error, redis.exceptions.NoPermissionError) or (
+        "unknown command" in str(error).lower()
+    )
+
+
 def _refusal(error: BaseException) -> str:
     """Redis's error reply as text (redis-py drops some codes, C{OOM}: its class names them)."""
     text = str(error)
@@ -699,6 +713,8 @@ class RedisBackplane(ThreadedBackplane):
             try:
                 answer = conn.eval(_STREAM_INFO, 1, self.key)
             except redis.ResponseError as e:
+                if not _refuses_scripts(e):
+                    raise
                 self._scripts_refused(e)
             else:
                 if not isinstance(answer, list):
@@ -786,6 +802,8 @@ class RedisBackplane(ThreadedBackplane):
             refused = [a for a in answers if isinstance(a, redis.ResponseError)]
             if not refused:
                 return [_script_error(a) or a for a in answers]
+            if not _refuses_scripts(refused[0]):
+                raise refused[0]
             self._scripts_refused(refused[0])
         pipe = conn.pipeline(transaction=False)
         for entry_id in entry_ids:
@@ -822,6 +840,8 @@ class RedisBackplane(ThreadedBackplane):
                     size,
                 )
             except redis.ResponseError as e:
+                if not _refuses_scripts(e):
+                    raise
                 self._scripts_refused(e)
             else:
                 error = _script_error(answer)

@@ -7,9 +7,12 @@ bytes it receives are counted by a proxy in front of Redis.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
+import redis
 from backplane_support import Backend, GatedProxy
 from redis_support import RedisServer
 from support import serve, wait_until
@@ -194,3 +197,57 @@ def test_without_scripts_replays_read_whole_entries(session_redis: RedisServer) 
     assert fetched == 2 and malformed == 2
     refusals = [x for x in log if "refused a script" in x]
     assert len(refusals) == 1 and "XRANGE" in refusals[0], refusals
+
+
+def test_a_busy_redis_does_not_turn_scripts_off(session_redis: RedisServer) -> None:
+    """
+    A script answered C{BUSY} (another client's script is running) is a
+    refusal of that call, not of scripts: the replay fails, and once Redis
+    is free again replays still read through scripts, so the forged entry
+    is still never sent.
+    """
+    redis_server = session_redis
+    Backend("redis", redis_server).clean()
+    raw = redis_server.client()
+    before, _, after1, after2 = forged_between(raw)
+    threshold = raw.config_get("busy-reply-threshold")["busy-reply-threshold"]
+    raw.config_set("busy-reply-threshold", 50)
+    with (
+        GatedProxy(redis_server.port) as proxy,
+        serve(app, backplane_url=proxy.url_for(redis_server.url)) as b,
+    ):
+        proxy.open()
+        backplane = b.service.backplane
+        wait_until(lambda: backplane.connected, what="connected")
+
+        def spin() -> None:
+            with contextlib.suppress(redis.ResponseError):
+                redis_server.client().eval("while true do end", 0)
+
+        spinning = threading.Thread(target=spin)
+        spinning.start()
+        try:
+
+            def busy() -> bool:
+                try:
+                    raw.ping()
+                except redis.ResponseError:
+                    return True
+                return False
+
+            wait_until(busy, what="Redis busy with the other script")
+            with pytest.raises(redis.ResponseError, match="BUSY"):
+                backplane._fetch_many([(before, backplane.parse_id(before))])
+        finally:
+            while spinning.is_alive():
+                with contextlib.suppress(redis.ResponseError):
+                    raw.script_kill()
+                spinning.join(0.1)
+            raw.config_set("busy-reply-threshold", threshold)
+        assert backplane._by_script
+        start = proxy.received
+        with b.stream(headers={"Last-Event-ID": before}) as again:
+            replayed = [(e.data, e.last_event_id) for e in again.wait_events(2)]
+        received = proxy.received - start
+    assert replayed == [("after1", after1), ("after2", after2)]
+    assert received < 200_000
