@@ -46,7 +46,7 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
-from ._backplane import MAX_BODY, MAX_CHANNEL, NOT_FOUND, Entry, Fetched, check_entry
+from ._backplane import MAX_BODY, MAX_CHANNEL, Entry, Fetched, check_entry
 from ._broadcast import prepare_shared_event
 from ._shared import AppendRefusedError, Batch, ThreadedBackplane, safe_url
 
@@ -713,20 +713,12 @@ class PostgresBackplane(ThreadedBackplane):
             (candidates,),
         ).fetchone()
         found = set(held)
-        out = []
-        gathered = 0
-        for event_id, position in requests:
-            if (head is None or position <= head) and (
-                position in found or position + 1 in found or position == head
-            ):
-                out.append(self._fetch_range(conn, event_id, position))
-                gathered += self._answer_bytes(out[-1])
-                if gathered >= self.max_replay_bytes:
-                    break  # the rest in the next batch
-            else:
-                self._count("replay_misses")
-                out.append(NOT_FOUND)
-        return out
+        known = [
+            (head is None or position <= head)
+            and (position in found or position + 1 in found or position == head)
+            for position in positions
+        ]
+        return self._answer_known(known, lambda n: self._fetch_range(conn, *requests[n]))
 
     def _fetch_range(self, conn: Any, event_id: str, position: int) -> Fetched:
         # Up to max_replay + 1 rows (one more says the replay is cut), in as

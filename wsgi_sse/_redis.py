@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from ._backplane import (
     MAX_BODY,
-    NOT_FOUND,
     Entry,
     Fetched,
     check_entry,
@@ -769,20 +768,16 @@ class RedisBackplane(ThreadedBackplane):
             if info is not None:
                 added = _field(info, "entries-added")
                 whole = isinstance(added, int) and added == _field(info, "length")
-        out = []
-        gathered = 0
-        for (_, position), entry_id, exists in zip(requests, entry_ids, found, strict=True):
+        for exists in found:
             if isinstance(exists, Exception):
                 raise exists
-            if exists or (entry_id == "0-0" and whole):
-                out.append(self._fetch_range(conn, entry_id, position))
-                gathered += self._answer_bytes(out[-1])
-                if gathered >= self.max_replay_bytes:
-                    break  # the rest in the next batch
-            else:
-                self._count("replay_misses")
-                out.append(NOT_FOUND)
-        return out
+        known = [
+            bool(exists) or (entry_id == "0-0" and whole)
+            for entry_id, exists in zip(entry_ids, found, strict=True)
+        ]
+        return self._answer_known(
+            known, lambda n: self._fetch_range(conn, entry_ids[n], requests[n][1])
+        )
 
     def _entries_exist(self, conn: Any, entry_ids: list[str]) -> list[Any]:
         """

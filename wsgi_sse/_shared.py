@@ -13,7 +13,7 @@ import contextlib
 import queue
 import threading
 from collections import deque
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import deferLater
@@ -170,21 +170,36 @@ class ThreadedBackplane:
     def _fetch_many(self, requests: list[tuple[str, int]]) -> list[Fetched]:  # pragma: no cover
         """
         Answer fetches (replay thread): one lookup round trip for all their
-        ids.  The answers may be for the first requests only (at least one),
-        once they hold C{max_replay_bytes} of bodies together (see
-        L{_answer_bytes}): the others are asked again in the next batch.
+        ids, then L{_answer_known}.
         """
         raise NotImplementedError
 
-    @staticmethod
-    def _answer_bytes(answer: Fetched) -> int:
+    def _answer_known(
+        self, known: Sequence[bool], fetch: Callable[[int], Fetched]
+    ) -> list[Fetched]:
         """
-        The bytes of C{answer}'s bodies.  A batch of fetches stops once its
-        answers hold C{max_replay_bytes} together, so that clients with many
-        different last ids reconnecting at once hold one replay's budget
-        (and one replay more) in memory, not one budget each.
+        The answers to a batch of fetches, in order (replay thread):
+        C{fetch(n)} for the C{n}th when its id is C{known}, L{NOT_FOUND} (a
+        replay miss) when it is not.  The answers may be for the first
+        fetches only (at least one): once their bodies hold
+        C{max_replay_bytes} together, the others are asked again in the next
+        batch, so that clients with many different last ids reconnecting at
+        once hold one replay's budget (and one replay more) in memory, not
+        one budget each.
         """
-        return sum(len(entry.body) for entry in answer.entries)
+        out: list[Fetched] = []
+        gathered = 0
+        for n, is_known in enumerate(known):
+            if not is_known:
+                self._count("replay_misses")
+                out.append(NOT_FOUND)
+                continue
+            answer = fetch(n)
+            out.append(answer)
+            gathered += sum(len(entry.body) for entry in answer.entries)
+            if gathered >= self.max_replay_bytes:
+                break  # the rest in the next batch
+        return out
 
     _reader_conn: Any
     _publisher_conn: Any
