@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -50,6 +51,28 @@ class Backend:
 
     def start(self) -> None:
         self.server.start()
+
+
+@contextlib.contextmanager
+def redis_user(server: Any, *, scripts: bool = False) -> Iterator[str]:
+    """
+    An ACL user of redis C{server} that may run every command but, unless
+    C{scripts}, none of the scripting ones (C{-@scripting}), for as long as
+    the block lasts: the URL that logs in as it.
+    """
+    raw = server.client()
+    raw.acl_setuser(
+        "noscript",
+        enabled=True,
+        passwords=["+pw"],
+        keys=["*"],
+        channels=["*"],
+        commands=["+@all"] if scripts else ["+@all", "-@scripting"],
+    )
+    try:
+        yield server.url.replace("redis://", "redis://noscript:pw@")
+    finally:
+        raw.acl_deluser("noscript")
 
 
 class GatedProxy:

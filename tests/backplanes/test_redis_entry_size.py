@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import redis
-from backplane_support import Backend, GatedProxy
+from backplane_support import Backend, GatedProxy, redis_user
 from redis_support import RedisServer
 from support import serve, wait_until
 from test_contract import server_on
@@ -91,17 +91,7 @@ def test_without_scripts_the_stream_is_still_read(session_redis: RedisServer) ->
     """
     backend = Backend("redis", session_redis)
     backend.clean()
-    raw = session_redis.client()
-    raw.acl_setuser(
-        "noscript",
-        enabled=True,
-        passwords=["+pw"],
-        keys=["*"],
-        channels=["*"],
-        commands=["+@all", "-@scripting"],
-    )
-    url = session_redis.url.replace("redis://", "redis://noscript:pw@")
-    try:
+    with redis_user(session_redis) as url:
         with logged() as log, serve(app, backplane_url=url) as a, server_on(backend) as b:
             wait_until(lambda: a.service.backplane.connected, what="connected")
             with a.stream() as live:
@@ -112,8 +102,6 @@ def test_without_scripts_the_stream_is_still_read(session_redis: RedisServer) ->
             b.service.broadcaster.broadcast_and_wait("missed")
             with a.stream(headers={"Last-Event-ID": first.last_event_id}) as again:
                 assert [e.data for e in again.wait_events(1)] == ["missed"]
-    finally:
-        raw.acl_deluser("noscript")
     refusals = [x for x in log if "refused a script" in x]
     assert len(refusals) == 1 and "XINFO STREAM" in refusals[0], refusals
     assert [e.data for e in live.events] == ["shared"]
@@ -171,16 +159,7 @@ def test_without_scripts_replays_read_whole_entries(session_redis: RedisServer) 
     """
     Backend("redis", session_redis).clean()
     raw = session_redis.client()
-    raw.acl_setuser(
-        "noscript",
-        enabled=True,
-        passwords=["+pw"],
-        keys=["*"],
-        channels=["*"],
-        commands=["+@all"],
-    )
-    url = session_redis.url.replace("redis://", "redis://noscript:pw@")
-    try:
+    with redis_user(session_redis, scripts=True) as url:
         before, forged, after1, after2 = forged_between(raw)
         with logged() as log, serve(app, backplane_url=url) as b:
             wait_until(lambda: b.service.backplane.connected, what="connected")
@@ -191,8 +170,6 @@ def test_without_scripts_replays_read_whole_entries(session_redis: RedisServer) 
                     replays.append([(e.data, e.last_event_id) for e in again.wait_events(2)])
             fetched = b.service.hub.stats.replays_fetched
             malformed = b.service.backplane.stats()["malformed"]
-    finally:
-        raw.acl_deluser("noscript")
     assert replays == [[("after1", after1), ("after2", after2)]] * 2
     assert fetched == 2 and malformed == 2
     refusals = [x for x in log if "refused a script" in x]

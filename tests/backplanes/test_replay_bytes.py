@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from backplane_support import Backend, GatedProxy
+from backplane_support import Backend, GatedProxy, redis_user
 from redis_support import RedisServer
 from support import RunningServer, serve, wait_until
 from test_contract import server_on
@@ -116,17 +116,7 @@ def test_without_scripts_a_replay_stops_at_its_bytes(
     monkeypatch.setattr("wsgi_sse._redis._REPLAY_PAGE", PAGE, raising=False)
     backend = Backend("redis", session_redis)
     backend.clean()
-    raw = session_redis.client()
-    raw.acl_setuser(
-        "noscript",
-        enabled=True,
-        passwords=["+pw"],
-        keys=["*"],
-        channels=["*"],
-        commands=["+@all", "-@scripting"],
-    )
-    url = session_redis.url.replace("redis://", "redis://noscript:pw@")
-    try:
+    with redis_user(session_redis) as url:
         with server_on(backend) as a:
             ids = publish_large(a)
         with (
@@ -136,8 +126,6 @@ def test_without_scripts_a_replay_stops_at_its_bytes(
             proxy.open()
             wait_until(lambda: c.service.backplane.connected, what="connected")
             received = check_replays(c, proxy, ids)
-    finally:
-        raw.acl_deluser("noscript")
     print(f"\nwithout scripts: {received:,} bytes received")
     # At most one read past the budget.
     assert received < BUDGET + PAGE * SIZE + 50_000
