@@ -648,3 +648,24 @@ def self_signed_cert(directory: Path) -> tuple[Path, Path]:
 def tls_listen(cert: Path, key: Path, port: int = 0) -> str:
     """The endpoint string serving TLS (and HTTP/2, when h2 is installed) on 127.0.0.1."""
     return f"ssl:{port}:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+
+
+@contextlib.contextmanager
+def logged(*, fields: bool = False) -> Iterator[list[str]]:
+    """
+    The text of every log event emitted in the block; with C{fields},
+    followed by all its fields.
+    """
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    lines: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        text = formatEvent(event) or ""
+        lines.append(text + repr(sorted(event.items(), key=str)) if fields else text)
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        yield lines
+    finally:
+        globalLogPublisher.removeObserver(observe)

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from support import http_request, serve
-from twisted.logger import formatEvent, globalLogPublisher
+from support import http_request, logged, serve
 
 import wsgi_sse
 import wsgi_sse._tokens as tokens_module
@@ -288,24 +286,9 @@ def test_without_server_secret_token_is_left_to_authorize() -> None:
         assert seen == [(token,)]
 
 
-@contextlib.contextmanager
-def logged() -> Iterator[list[str]]:
-    """Every log event emitted in the block: its text, then all its fields."""
-    lines: list[str] = []
-
-    def observe(event: dict[str, Any]) -> None:
-        lines.append((formatEvent(event) or "") + repr(sorted(event.items(), key=str)))
-
-    globalLogPublisher.addObserver(observe)
-    try:
-        yield lines
-    finally:
-        globalLogPublisher.removeObserver(observe)
-
-
 def test_token_never_logged() -> None:
     """Neither the access log nor the stream's log lines contain a token, valid or not."""
-    with logged() as lines:
+    with logged(fields=True) as lines:
         with serve(app, token_secret=SECRET, log_streams=True) as server:
             token = stream_token("a", secret=SECRET)
             bad = stream_token("a", secret=SECRET, now=0)
@@ -328,7 +311,7 @@ def test_token_never_logged() -> None:
 
 def test_token_under_an_encoded_name_never_logged() -> None:
     """A token whose parameter name is percent-encoded opens the stream, and is redacted too."""
-    with logged() as lines:
+    with logged(fields=True) as lines:
         with serve(app, token_secret=SECRET) as server:
             token = stream_token("a", secret=SECRET)
             http_request(server.port, "GET", f"/hello?x=1&t%6Fken={token}")

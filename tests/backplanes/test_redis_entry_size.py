@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
 from backplane_support import Backend, GatedProxy, redis_user
 from redis_support import RedisServer
-from support import serve, wait_until
+from support import logged, serve, wait_until
 from test_contract import server_on
-from twisted.logger import formatEvent, globalLogPublisher
 
 KEY = "wsgi-sse:default:events"
 FORGED_SIZE = 20_000_000
@@ -34,21 +32,6 @@ def info_calls(raw: Any) -> int:
     stats = raw.info("commandstats")
     names = ("xinfo|stream", "eval")
     return sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in names)
-
-
-@contextlib.contextmanager
-def logged() -> Iterator[list[str]]:
-    """The text of every log event emitted in the block."""
-    lines: list[str] = []
-
-    def observe(event: dict[str, Any]) -> None:
-        lines.append(formatEvent(event) or "")
-
-    globalLogPublisher.addObserver(observe)
-    try:
-        yield lines
-    finally:
-        globalLogPublisher.removeObserver(observe)
 
 
 def test_a_large_forged_entry_is_not_sent_again_at_every_quiet_read(

@@ -15,9 +15,8 @@ from typing import Any
 
 import pytest
 from redis_support import RedisServer
-from support import RunningServer, http_request, serve, wait_until
+from support import RunningServer, http_request, logged, serve, wait_until
 from twisted.internet.defer import gatherResults
-from twisted.logger import formatEvent, globalLogPublisher
 
 from wsgi_sse._encoding import encode_body
 from wsgi_sse._redis import RedisBackplane
@@ -40,21 +39,6 @@ def server_on(redis_server: RedisServer) -> Iterator[RunningServer]:
     with serve(app, backplane_url=redis_server.url, **options) as server:
         wait_until(lambda: server.service.backplane.stats()["connected"], what="connected")
         yield server
-
-
-@contextlib.contextmanager
-def logged() -> Iterator[list[str]]:
-    """The text of every log event emitted in the block."""
-    lines: list[str] = []
-
-    def observe(event: dict[str, Any]) -> None:
-        lines.append(formatEvent(event) or "")
-
-    globalLogPublisher.addObserver(observe)
-    try:
-        yield lines
-    finally:
-        globalLogPublisher.removeObserver(observe)
 
 
 def stored(raw: Any) -> list[str]:
