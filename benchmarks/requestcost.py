@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -84,32 +83,15 @@ def measure(
     """
     server_cpus, wrk_cpus = cpus
     with run.Server(subject, bins, log_dir, cpus=server_cpus) as server:
-        cmd = [
-            "wrk", "-t1", "-c1", f"-d{seconds}s", "-s", str(script),
-            f"http://127.0.0.1:{server.port}/knock",
-        ]  # fmt: skip
         cpu0 = run.cpu_seconds(server.pid)
-        out = subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            timeout=seconds + 60,
-            check=True,
-            preexec_fn=run.on_cpus(wrk_cpus),
-        ).stdout
+        result = run.wrk(server.port, "/knock", seconds, 1, script=script, cpus=wrk_cpus)
         cpu = run.cpu_seconds(server.pid) - cpu0
-    requests = 0
-    rate = 0.0
-    for line in out.splitlines():
-        words = line.split()
-        if "requests in" in line:
-            requests = int(words[0])
-        elif line.startswith("Requests/sec:"):
-            rate = float(words[1])
-        elif line.strip().startswith("Non-2xx"):
-            raise RuntimeError(f"{subject}: {line.strip()}")
+    if result["non_2xx"]:
+        raise RuntimeError(f"{subject}: {result['non_2xx']} answers were not 2xx or 3xx")
+    requests = result.get("requests")
     if not requests:
-        raise RuntimeError(f"{subject}: no request answered\n{out}")
+        raise RuntimeError(f"{subject}: no request answered")
+    rate = result["requests_per_second"]
     return {"per_second": rate, "cpu_us": cpu / requests * 1e6}
 
 

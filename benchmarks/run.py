@@ -802,11 +802,24 @@ def fanout_round(
     return out
 
 
-def wrk(port: int, path: str, seconds: float, connections: int) -> dict[str, Any]:
-    """Run wrk (one thread) against C{path}; return requests/s and error counts."""
+def wrk(
+    port: int,
+    path: str,
+    seconds: float,
+    connections: int,
+    script: Path | None = None,
+    cpus: set[int] | None = None,
+) -> dict[str, Any]:
+    """
+    Run wrk (one thread) against C{path}, with the Lua C{script} if given,
+    on C{cpus}; return requests/s and error counts.
+    """
+    options = ["-s", str(script)] if script is not None else []
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", f"http://127.0.0.1:{port}{path}"],
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", *options,
+         f"http://127.0.0.1:{port}{path}"],
         capture_output=True, text=True, timeout=seconds + 60, check=True,
+        preexec_fn=on_cpus(cpus),
     ).stdout  # fmt: skip
     result: dict[str, Any] = {"requests_per_second": None, "non_2xx": 0, "socket_errors": 0}
     for line in out.splitlines():
