@@ -295,9 +295,7 @@ def test_slow_h2_reader_is_reset_and_its_connection_lives_on(cert: tuple[Path, P
     with serve(app, listen=tls_listen(*cert), max_buffer=64 * 1024, heartbeat=0) as server:
         client = H2Client(server.port, cert[0])
         try:
-            slow, live = client.get("/sse?channel=bulk"), client.get("/sse?channel=live")
-            reads = lambda stream_id: stream_id != slow  # noqa: E731
-            client.wait(lambda: {slow, live} <= set(client.status), reads=reads)
+            slow, live, reads = _bulk_and_live(client)
             bc = server.service.broadcaster
             for _ in range(20):  # 200 KB on the bulk channel, beyond window + max_buffer
                 bc.broadcast_and_wait("x" * 10_000, channel="bulk")
@@ -592,9 +590,7 @@ def test_h2_event_larger_than_max_buffer_resets_a_stalled_reader_at_once(
     with serve(app, listen=tls_listen(*cert), max_buffer=64 * 1024, max_pause=600) as server:
         client = H2Client(server.port, cert[0])
         try:
-            slow, live = client.get("/sse?channel=bulk"), client.get("/sse?channel=live")
-            reads = lambda stream_id: stream_id != slow  # noqa: E731
-            client.wait(lambda: {slow, live} <= set(client.status), reads=reads)
+            slow, live, reads = _bulk_and_live(client)
             bc = server.service.broadcaster
             assert bc.broadcast_and_wait("z" * 1_000_000, channel="bulk") == 1
             snapshot = server.call(server.service.sse_resource.snapshot)
@@ -913,6 +909,21 @@ def _bulk_client(server: Any) -> Any:
     return next(c for c in server.service.sse_resource.clients if c.channels == ("bulk",))
 
 
+def _bulk_and_live(client: H2Client) -> tuple[int, int, Callable[[int], bool]]:
+    """
+    Open a stream of channel C{bulk}, whose reader will send no
+    WINDOW_UPDATE, and one of C{live}, read as usual, and wait for both
+    answers: their stream ids, and which streams to read (C{reads}).
+    """
+    slow, live = client.get("/sse?channel=bulk"), client.get("/sse?channel=live")
+
+    def reads(stream_id: int) -> bool:
+        return stream_id != slow
+
+    client.wait(lambda: {slow, live} <= set(client.status), reads=reads)
+    return slow, live, reads
+
+
 def _fill_bulk(server: Any, client: H2Client, reads: Callable[[int], bool]) -> int:
     """
     Broadcast 10 kB events on C{bulk} until its stream, whose reader sends
@@ -952,9 +963,7 @@ def test_h2_revoked_stream_whose_reader_stopped_is_reset_at_once(cert: tuple[Pat
     with serve(app, listen=listen, authorize=_owner, max_pause=600, heartbeat=0) as server:
         client = H2Client(server.port, cert[0])
         try:
-            slow, live = client.get("/sse?channel=bulk"), client.get("/sse?channel=live")
-            reads = lambda stream_id: stream_id != slow  # noqa: E731
-            client.wait(lambda: {slow, live} <= set(client.status), reads=reads)
+            slow, live, reads = _bulk_and_live(client)
             server.wait_clients(2)
             _fill_bulk(server, client, reads)
             connection = server.call(lambda: _bulk_client(server).request.channel._conn)
@@ -1021,9 +1030,7 @@ def test_h2_stream_closed_while_its_reader_is_stalled_is_reset_at_max_pause(
     with serve(app, listen=tls_listen(*cert), max_pause=2, heartbeat=0) as server:
         client = H2Client(server.port, cert[0])
         try:
-            slow, live = client.get("/sse?channel=bulk"), client.get("/sse?channel=live")
-            reads = lambda stream_id: stream_id != slow  # noqa: E731
-            client.wait(lambda: {slow, live} <= set(client.status), reads=reads)
+            slow, live, reads = _bulk_and_live(client)
             server.wait_clients(2)
             _fill_bulk(server, client, reads)
             hub = server.service.hub
