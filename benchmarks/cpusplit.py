@@ -30,7 +30,9 @@ Needs ``perf`` (Debian's ``linux-perf``) and the right to sample the server
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -97,6 +99,60 @@ def parse_report(text: str) -> dict[str, float]:
     return parts
 
 
+class Recorder:
+    """
+    ``perf record`` sampling every thread of one process into C{data}.
+
+    The recorder starts with its events off and turns them on through its
+    control FIFO (``--control``); the constructor returns once perf has
+    acknowledged that, so every sample of what follows is taken, and a
+    stop never reaches a perf still setting up (which leaves no readable
+    C{data}).
+    """
+
+    def __init__(self, tmp: Path, data: Path, frequency: int, pid: int) -> None:
+        ctl, ack = tmp / "perf-ctl", tmp / "perf-ack"
+        os.mkfifo(ctl)
+        os.mkfifo(ack)
+        # Both ends read-write: opening never blocks, even if perf dies first.
+        self._ctl = os.open(ctl, os.O_RDWR)
+        self._ack = os.open(ack, os.O_RDWR)
+        self._proc = subprocess.Popen(
+            ["perf", "record", "-D", "-1", f"--control=fifo:{ctl},{ack}",
+             "-e", "cpu-clock", "-F", str(frequency), "-o", str(data), "-p", str(pid)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        os.write(self._ctl, b"enable\n")
+        deadline = time.monotonic() + 30
+        while not select.select([self._ack], [], [], 0.1)[0]:
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                self._close()
+                raise RuntimeError(f"perf could not attach: {self._failure()}")
+        os.read(self._ack, 64)
+
+    def stop(self) -> None:
+        """Stop sampling and wait until perf has written C{data}."""
+        self._proc.send_signal(signal.SIGINT)
+        try:
+            self._proc.wait(30)
+        finally:
+            self._close()
+        if self._proc.returncode not in (0, -signal.SIGINT, 128 + signal.SIGINT):
+            raise RuntimeError(f"perf record failed: {self._failure()}")
+
+    def _failure(self) -> str:
+        if self._proc.poll() is None:
+            self._proc.kill()
+        _, err = self._proc.communicate()
+        return f"exit {self._proc.returncode}: {err.strip()}"
+
+    def _close(self) -> None:
+        for fd in (self._ctl, self._ack):
+            os.close(fd)
+
+
 def sample(
     subject: str,
     bins: dict[str, Path],
@@ -113,22 +169,12 @@ def sample(
         cpu: list[float] = []
 
         def attach(pid: int) -> Callable[[], None]:
-            recorder = subprocess.Popen(
-                ["perf", "record", "-e", "cpu-clock", "-F", str(cfg.frequency),
-                 "-o", str(data), "-p", str(pid)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-            )  # fmt: skip
-            time.sleep(0.5)  # attached to every thread
-            if recorder.poll() is not None:
-                raise RuntimeError(f"perf could not attach: {recorder.stderr.read().strip()}")
+            recorder = Recorder(Path(tmp), data, cfg.frequency, pid)
             cpu.append(run.cpu_seconds(pid))
 
             def stop() -> None:
                 cpu.append(run.cpu_seconds(pid))
-                recorder.send_signal(signal.SIGINT)
-                recorder.wait(30)
+                recorder.stop()
 
             return stop
 
@@ -151,8 +197,9 @@ def sample(
             ["perf", "report", "--stdio", "--sort", "dso", "-g", "none", "-i", str(data)],
             capture_output=True,
             text=True,
-            check=True,
         )
+        if report.returncode != 0:
+            raise RuntimeError(f"perf report failed: {report.stderr.strip()}")
     parts = {name: ns / 1000 / units for name, ns in parse_report(report.stdout).items()}
     parts["sampled"] = sum(parts.values())
     parts["measured"] = (cpu[1] - cpu[0]) * 1e6 / units
