@@ -27,6 +27,7 @@ with warnings.catch_warnings():
     from twisted.web.static import File, StaticProducer, getTypeAndEncoding
 
 if TYPE_CHECKING:
+    from twisted.web.http_headers import Headers
     from twisted.web.server import Request
 
 __all__ = ["DEFAULT_MAX_RANGES", "StaticFiles"]
@@ -74,6 +75,10 @@ class StaticFiles(File):
       (C{File} sends no C{ETag}). An C{If-None-Match} naming it (or C{*};
       C{W/} tags compare weakly) answers C{304}, and takes precedence over
       C{If-Modified-Since} (RFC 9110, 13.2.2).
+    - C{If-Match} and C{If-Unmodified-Since} are checked first: an
+      C{If-Match} that names neither C{*} nor the file's C{ETag} (compared
+      strongly), or, without one, a file modified after the
+      C{If-Unmodified-Since} date answers C{412} (C{File} ignores both).
     - A Range with an C{If-Range} that names neither the file's C{ETag}
       (compared strongly: a C{W/} tag never matches) nor its
       C{Last-Modified} date exactly gets the whole file, as RFC 9110
@@ -145,6 +150,11 @@ class StaticFiles(File):
         etag = self._etag()
         request.setHeader(b"etag", etag)
         headers = request.requestHeaders
+        if not _preconditions_hold(headers, etag, self.getModificationTime()):
+            file.close()
+            request.setResponseCode(http.PRECONDITION_FAILED)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"" if request.method == b"HEAD" else b"Precondition Failed\n"
         matches = headers.getRawHeaders(b"if-none-match")
         since = headers.getRawHeaders(b"if-modified-since")
         if since and (matches or not _valid_since(since)):
@@ -258,6 +268,30 @@ class StaticFiles(File):
             else:
                 merged.append([begin, stop])
         return [(begin, stop - begin) for begin, stop in merged]
+
+
+def _preconditions_hold(headers: Headers, etag: bytes, modified: float) -> bool:
+    """
+    Whether C{If-Match} and C{If-Unmodified-Since} hold for a file with
+    C{etag}, last modified at C{modified} (seconds since the epoch), as
+    RFC 9110 evaluates them (13.2.2): C{If-Match} names C{*} or C{etag}
+    (strong comparison: a C{W/} tag never matches); without it, an
+    C{If-Unmodified-Since} that is one valid date is not before the
+    modification time (to the second, as C{Last-Modified} gives it); one
+    that is not a date is ignored.
+    """
+    values = headers.getRawHeaders(b"if-match")
+    if values:
+        return any(
+            tag == b"*" or tag == etag
+            for value in values
+            for tag in (part.strip() for part in value.split(b","))
+        )
+    since = headers.getRawHeaders(b"if-unmodified-since")
+    if not since or not _valid_since(since):
+        return True
+    limit: int = http.stringToDatetime(since[0].split(b";", 1)[0])
+    return int(modified) <= limit
 
 
 def _valid_since(values: Sequence[bytes]) -> bool:

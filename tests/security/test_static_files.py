@@ -414,3 +414,45 @@ def test_if_range_with_an_etag(tmp_path: Path) -> None:
             server.port, "/files/a.bin", {"Range": "bytes=0-9", "If-Range": headers["etag"]}
         )
         assert (status, body) == (206, new[:10])
+
+
+def test_if_match_and_if_unmodified_since_answer_412(tmp_path: Path) -> None:
+    """
+    If-Match naming neither * nor the ETag (strongly) is a 412, as is a
+    file modified after If-Unmodified-Since; If-Match wins over it, and a
+    date that is not one is ignored.
+    """
+    path = tmp_path / "a.txt"
+    path.write_bytes(b"hello")
+    with _serving_files(tmp_path) as server:
+        _, headers, _ = get(server.port, "/files/a.txt")
+        etag, modified = headers["etag"], headers["last-modified"]
+        old = "Thu, 01 Jan 2015 00:00:00 GMT"
+        for value in (etag, f'"other", {etag}', "*"):
+            status, _, body = get(server.port, "/files/a.txt", {"If-Match": value})
+            assert (status, body) == (200, b"hello"), value
+        for value in ('"other"', f"W/{etag}", etag.replace('"', '"1', 1)):
+            for method in ("GET", "HEAD"):
+                status, headers, body = get(
+                    server.port, "/files/a.txt", {"If-Match": value}, method
+                )
+                assert status == 412, (value, method)
+                assert body == (b"" if method == "HEAD" else b"Precondition Failed\n")
+        # A range is never sent when the precondition fails.
+        status, _, _ = get(server.port, "/files/a.txt", {"If-Match": '"x"', "Range": "bytes=0-1"})
+        assert status == 412
+        for since in (modified, "Fri, 01 Jan 2100 00:00:00 GMT", "not a date"):
+            status, _, body = get(server.port, "/files/a.txt", {"If-Unmodified-Since": since})
+            assert (status, body) == (200, b"hello"), since
+        status, _, _ = get(server.port, "/files/a.txt", {"If-Unmodified-Since": old})
+        assert status == 412
+        # If-Match holds: If-Unmodified-Since is not evaluated (RFC 9110, 13.2.2).
+        status, _, body = get(
+            server.port, "/files/a.txt", {"If-Match": etag, "If-Unmodified-Since": old}
+        )
+        assert (status, body) == (200, b"hello")
+        # The file changes: the old tag no longer matches.
+        path.write_bytes(b"HELLO")
+        mtime = path.stat().st_mtime_ns
+        os.utime(path, ns=(mtime, mtime + 1_000_000_000))
+        assert get(server.port, "/files/a.txt", {"If-Match": etag})[0] == 412
