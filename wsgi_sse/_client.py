@@ -445,6 +445,9 @@ class StreamClient:
             max_buffer=self._max_buffer,
             max_pause=self._max_pause,
         )
+        # A stream whose end waited for this reader never ended cleanly: it
+        # counts as dropped only.
+        self.ended = False
         # on_drop sees what was held, before it is discarded.
         if self._on_drop is not None:
             self._on_drop(self, reason)

@@ -182,7 +182,7 @@ def prometheus_text(snapshot: dict[str, Any]) -> str:
     one(
         "wsgi_sse_ended_total",
         "counter",
-        "Event streams ended by close(channel).",
+        "Event streams ended cleanly by close(channel).",
         snapshot["ended"],
     )
     family(
