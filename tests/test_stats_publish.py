@@ -69,7 +69,7 @@ def test_stats_count_what_happened() -> None:
             assert status == 200 and headers["content-type"] == "application/json"
             stats = json.loads(body)
             assert stats["clients"] == 2
-            assert stats["channels"] == {"a": 2, "b": 1}
+            assert stats["channels"] == {"a": 2, "b": 1} and stats["channels_total"] == 2
             assert stats["events_published"] == 4
             assert stats["deliveries"] == 3 * 2 + 1
             assert stats["connects"] == 4 and stats["disconnects"] == 2
@@ -87,6 +87,7 @@ def test_stats_count_what_happened() -> None:
             assert metrics["wsgi_sse_clients"] == 2
             assert metrics['wsgi_sse_channel_clients{channel="a"}'] == 2
             assert metrics['wsgi_sse_channel_clients{channel="b"}'] == 1
+            assert metrics["wsgi_sse_channels"] == 2
             assert metrics["wsgi_sse_events_published_total"] == 4
             assert metrics["wsgi_sse_connects_total"] == 4
             assert metrics["wsgi_sse_disconnects_total"] == 2
@@ -95,6 +96,34 @@ def test_stats_count_what_happened() -> None:
             assert metrics['wsgi_sse_refused_total{status="400"}'] == 1
             assert metrics['wsgi_sse_dropped_slow_total{reason="buffer"}'] == 0
             assert metrics["wsgi_sse_bytes_sent_total"] == stats["bytes_sent"]
+
+
+def test_stats_list_the_busiest_channels_and_count_them_all(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """
+    Past STATS_CHANNELS channels, the stats and metrics list the channels
+    with the most streams (the first by name among equals) and count all.
+    """
+    import wsgi_sse._streams
+
+    monkeypatch.setattr(wsgi_sse._streams, "STATS_CHANNELS", 2)
+    with serve(app, stats_path="/sse-stats", metrics_path="/metrics") as server:
+        paths = ["/sse?channel=d&channel=b", "/sse?channel=c&channel=a", "/sse?channel=c"]
+        paths += ["/sse?channel=e"]
+        with server.stream(paths[0]), server.stream(paths[1]), server.stream(paths[2]):
+            with server.stream(paths[3]):
+                server.wait_clients(4)
+                stats = json.loads(http_request(server.port, "GET", "/sse-stats")[2])
+                # c has 2; a, b, d and e 1 each: a comes first by name.
+                assert (stats["channels"], stats["channels_total"]) == ({"a": 1, "c": 2}, 5)
+                metrics = prometheus(http_request(server.port, "GET", "/metrics")[2].decode())
+                listed = {k for k in metrics if k.startswith("wsgi_sse_channel_clients")}
+                assert listed == {
+                    'wsgi_sse_channel_clients{channel="a"}',
+                    'wsgi_sse_channel_clients{channel="c"}',
+                }
+                assert metrics["wsgi_sse_channels"] == 5
 
 
 def test_bytes_sent_is_exact_for_a_finished_stream() -> None:

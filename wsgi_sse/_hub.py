@@ -883,6 +883,22 @@ class Hub:
         """Subscribers per channel, for channels that have any."""
         return {name: len(ch.subscribers) for name, ch in self._channels.items() if ch.subscribers}
 
+    def busiest_channels(self, limit: int) -> tuple[dict[str, int], int]:
+        """
+        The C{limit} channels with the most subscribers (the first by name
+        among channels with as many), by name, and how many channels have
+        any subscriber.  Its cost grows with the channels that have
+        subscribers, its answer only with C{limit}.
+        """
+        # (-count, name): the smallest are the busiest, the first by name.
+        live = [
+            (-len(ch.subscribers), name) for name, ch in self._channels.items() if ch.subscribers
+        ]
+        total = len(live)
+        if total > limit:
+            live = heapq.nsmallest(limit, live)
+        return dict(sorted((name, -n) for n, name in live)), total
+
     def held_count(self) -> int:
         """Connections waiting for a replay from the backplane."""
         return len(self._held)

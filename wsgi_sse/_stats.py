@@ -112,8 +112,10 @@ def prometheus_text(snapshot: dict[str, Any]) -> str:
     Render a stats snapshot in the Prometheus text exposition format 0.0.4.
 
     Metric names start with C{wsgi_sse_}; counters end in C{_total}.  One
-    C{wsgi_sse_channel_clients} series per channel that has clients: with
-    per-user channels that is one series per connected user.
+    C{wsgi_sse_channel_clients} series per channel that the snapshot lists
+    (those with the most clients, at most 1,000: with per-user channels
+    one series per connected user would grow without bound), and
+    C{wsgi_sse_channels}, how many channels have clients.
     May be called in any thread.
     """
     lines: list[str] = []
@@ -131,8 +133,14 @@ def prometheus_text(snapshot: dict[str, Any]) -> str:
     family(
         "wsgi_sse_channel_clients",
         "gauge",
-        "Open event streams subscribed to each channel.",
+        "Open event streams subscribed to each channel (the 1,000 channels with the most).",
         [(f'{{channel="{_label(ch)}"}}', n) for ch, n in snapshot["channels"].items()],
+    )
+    one(
+        "wsgi_sse_channels",
+        "gauge",
+        "Channels with open event streams.",
+        snapshot["channels_total"],
     )
     one(
         "wsgi_sse_events_published_total",

@@ -37,7 +37,10 @@ from ._streamlog import StreamLog
 if TYPE_CHECKING:
     from twisted.web.server import Request
 
-__all__ = ["RESET", "StreamStats", "Streams", "peer_of"]
+__all__ = ["RESET", "STATS_CHANNELS", "StreamStats", "Streams", "peer_of"]
+
+STATS_CHANNELS = 1000
+"""Channels a stats snapshot lists by name, the ones with the most streams."""
 
 _HEARTBEAT = encode_comment()
 # The opening lines by retry value (the jitter spreads a few thousand).
@@ -575,13 +578,20 @@ class Streams:
         C{bytes_sent} counts every byte handed to the clients' connections:
         published events, replays, C{init} events, heartbeats and the
         opening lines, less what was held for readers that were dropped.
+
+        C{channels} gives the streams of each channel that has any, for at
+        most L{STATS_CHANNELS} channels (the ones with the most streams):
+        with per-user channels there may be a hundred thousand, too many to
+        list at every scrape.  C{channels_total} counts them all.
         """
         hub_stats = self.hub.stats
         stats = self.stats
+        channels, channels_total = self.hub.busiest_channels(STATS_CHANNELS)
         return {
             "clients": len(self.clients),
             "pending": self._pending,
-            "channels": dict(sorted(self.hub.channel_counts().items())),
+            "channels": channels,
+            "channels_total": channels_total,
             "events_published": hub_stats.events_published,
             "deliveries": hub_stats.deliveries,
             "bytes_sent": hub_stats.bytes_queued + stats.bytes_written - stats.bytes_discarded,
