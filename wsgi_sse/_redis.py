@@ -28,6 +28,7 @@ redis-py is imported lazily: C{import wsgi_sse} works without it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 import secrets
 from typing import TYPE_CHECKING, Any, Sequence
@@ -185,11 +186,35 @@ def _decode(
     return entries, token, 0
 
 
+class _Script:
+    """
+    A Lua script, run by its SHA1 (C{EVALSHA}): its text is sent only when
+    Redis does not hold it yet (after a restart, a failover or a C{SCRIPT
+    FLUSH}), not with every call.
+    """
+
+    __slots__ = ("sha", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.sha = hashlib.sha1(text.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+    def __call__(self, conn: Any, key: str, *args: Any) -> Any:
+        """Run it on C{conn} with one key; Redis's error replies raise."""
+        import redis
+
+        try:
+            return conn.evalsha(self.sha, 1, key, *args)
+        except redis.exceptions.NoScriptError:
+            return conn.eval(self.text, 1, key, *args)
+
+
 # XINFO STREAM without the stream's first and last entries (only the first
 # one's id): its answer stays a few dozen bytes however large an entry is.
 # XINFO STREAM itself sends both entries whole, and it is asked every quiet
 # read.  Any error of XINFO (no such key, another type) answers nil.
-_STREAM_INFO = """
+_STREAM_INFO = _Script(
+    """
 local ok, info = pcall(redis.call, 'XINFO', 'STREAM', KEYS[1])
 if not ok then return false end
 local out = {}
@@ -205,15 +230,18 @@ for i = 1, #info, 2 do
 end
 return out
 """
+)
 
 
 # Whether the entry ARGV[1] is in the stream (1 or 0), without its fields.
 # Any error of XRANGE (the key holding another type) answers its text.
-_ENTRY_EXISTS = """
+_ENTRY_EXISTS = _Script(
+    """
 local found = redis.pcall('XRANGE', KEYS[1], ARGV[1], ARGV[1], 'COUNT', 1)
 if found.err then return found.err end
 return #found
 """
+)
 
 # XRANGE KEYS[1] ARGV[1] + COUNT ARGV[2], leaving out what a replay would
 # drop: an entry whose channel is longer than ARGV[3] bytes, whose body or
@@ -226,7 +254,8 @@ return #found
 # (the values _decode reads).  The answer ends with the entry whose body
 # takes the bodies answered past ARGV[7] bytes.  Any error of XRANGE answers
 # its text.
-_REPLAY_RANGE = """
+_REPLAY_RANGE = _Script(
+    """
 local entries = redis.pcall('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
 if entries.err then return entries.err end
 local max_channel, max_body = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -298,6 +327,7 @@ for i = #entries, last + 1, -1 do
 end
 return entries
 """
+)
 
 
 def _id_after(raw_id: bytes) -> str | None:
@@ -710,7 +740,7 @@ class RedisBackplane(ThreadedBackplane):
 
         if self._by_script:
             try:
-                answer = conn.eval(_STREAM_INFO, 1, self.key)
+                answer = _STREAM_INFO(conn, self.key)
             except redis.ResponseError as e:
                 if not _refuses_scripts(e):
                     raise
@@ -790,10 +820,9 @@ class RedisBackplane(ThreadedBackplane):
         import redis
 
         if self._by_script:
-            pipe = conn.pipeline(transaction=False)
-            for entry_id in entry_ids:
-                pipe.eval(_ENTRY_EXISTS, 1, self.key, entry_id)
-            answers = pipe.execute(raise_on_error=False)
+            answers = self._pipelined_exists(conn, entry_ids, by_sha=True)
+            if any(isinstance(a, redis.exceptions.NoScriptError) for a in answers):
+                answers = self._pipelined_exists(conn, entry_ids, by_sha=False)
             refused = [a for a in answers if isinstance(a, redis.ResponseError)]
             if not refused:
                 return [_script_error(a) or a for a in answers]
@@ -805,6 +834,20 @@ class RedisBackplane(ThreadedBackplane):
             pipe.xrange(self.key, entry_id, entry_id, count=1)
         found: list[Any] = pipe.execute(raise_on_error=False)
         return found
+
+    def _pipelined_exists(self, conn: Any, entry_ids: list[str], *, by_sha: bool) -> list[Any]:
+        """
+        L{_ENTRY_EXISTS} for each id, in one pipeline: by its SHA1, or by
+        its text (which Redis keeps for the next calls).
+        """
+        pipe = conn.pipeline(transaction=False)
+        for entry_id in entry_ids:
+            if by_sha:
+                pipe.evalsha(_ENTRY_EXISTS.sha, 1, self.key, entry_id)
+            else:
+                pipe.eval(_ENTRY_EXISTS.text, 1, self.key, entry_id)
+        answers: list[Any] = pipe.execute(raise_on_error=False)
+        return answers
 
     def _read_range(
         self, conn: Any, start: str, limit: int, size: int
@@ -822,9 +865,8 @@ class RedisBackplane(ThreadedBackplane):
 
         if self._by_script:
             try:
-                answer = conn.eval(
-                    _REPLAY_RANGE,
-                    1,
+                answer = _REPLAY_RANGE(
+                    conn,
                     self.key,
                     start,
                     limit,

@@ -30,8 +30,17 @@ def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
 def info_calls(raw: Any) -> int:
     """How many times Redis answered XINFO or a script (a quiet read asks one)."""
     stats = raw.info("commandstats")
-    names = ("xinfo|stream", "eval")
+    names = ("xinfo|stream", "eval", "evalsha")
     return sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in names)
+
+
+def script_calls(raw: Any) -> tuple[int, int]:
+    """How many scripts Redis was sent whole (EVAL) and by their SHA1 (EVALSHA)."""
+    stats = raw.info("commandstats")
+    whole, by_sha = (
+        stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("eval", "evalsha")
+    )
+    return whole, by_sha
 
 
 def test_a_large_forged_entry_is_not_sent_again_at_every_quiet_read(
@@ -131,6 +140,36 @@ def test_a_replay_is_not_sent_a_large_forged_entry(session_redis: RedisServer) -
     assert replays == [[("after1", after1), ("after2", after2)]] * 4
     assert fetched == 4 and malformed == 4
     assert received < 200_000
+
+
+def test_scripts_are_sent_by_their_sha1_once_redis_holds_them(session_redis: RedisServer) -> None:
+    """
+    Replays and quiet reads run their scripts by SHA1 (EVALSHA): each
+    script's text is sent once, when Redis does not hold it (at first, and
+    again after a SCRIPT FLUSH, as after a restart), and every replay is
+    answered as before.
+    """
+    Backend("redis", session_redis).clean()
+    raw = session_redis.client()
+    before, forged, after1, after2 = forged_between(raw)
+    raw.script_flush()
+    with serve(app, backplane_url=session_redis.url) as b:
+        wait_until(lambda: b.service.backplane.connected, what="connected")
+        start = script_calls(raw)
+        replays = []
+        for flush in (False, False, True, False):
+            if flush:
+                raw.script_flush()
+            for last in (forged, before):
+                with b.stream(headers={"Last-Event-ID": last}) as again:
+                    replays.append([(e.data, e.last_event_id) for e in again.wait_events(2)])
+        end = script_calls(raw)
+    assert replays == [[("after1", after1), ("after2", after2)]] * 8
+    whole, by_sha = end[0] - start[0], end[1] - start[1]
+    # Eight replays: an existence check and a range read each, all by SHA1;
+    # the two scripts (and the quiet reads' one) sent whole at most twice.
+    assert whole <= 6, whole
+    assert by_sha >= 16, by_sha
 
 
 def test_without_scripts_replays_read_whole_entries(session_redis: RedisServer) -> None:
