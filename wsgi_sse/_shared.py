@@ -66,6 +66,22 @@ class AppendRefusedError(Exception):
         self.appended = appended
 
 
+def split_runs(bodies: Sequence[bytes], count: int, size: int) -> list[Sequence[bytes]]:
+    """
+    C{bodies} in runs, in order, of at most C{count} bodies and C{size}
+    bytes (a body larger than C{size} is a run of its own).
+    """
+    runs: list[Sequence[bytes]] = []
+    start = total = 0
+    for end, body in enumerate(bodies):
+        if end > start and (end - start >= count or total + len(body) > size):
+            runs.append(bodies[start:end])
+            start, total = end, 0
+        total += len(body)
+    runs.append(bodies[start:])
+    return runs
+
+
 class ThreadedBackplane:
     """
     The machinery of a backplane shared through a server, in threads.
@@ -84,6 +100,16 @@ class ThreadedBackplane:
     shared = True
     kind = "backplane"
     max_per_publish = 1000
+    max_publish_bytes = 16 << 20
+    """
+    The most bytes of event bodies one run of events (one Redis entry) or
+    one append (a batch of runs) carries: a larger run is split, a batch
+    ends before the run that would take it past this (it always holds
+    one).  Far below what the servers refuse (Redis's C{proto-max-bulk-len}
+    and C{client-query-buffer-limit}, PostgreSQL's 1 GB per value), so
+    events broadcast in a burst are never refused, nor shared only here,
+    for their number.
+    """
     max_control_body = 256 * 1024
     """The largest presence/revocation message this backplane carries."""
 
@@ -415,10 +441,12 @@ class ThreadedBackplane:
         @return: the last event's id and how many of this process's clients
             it reached (a Deferred of it when it goes through the server).
         """
-        if len(bodies) > self.max_per_publish:
+        if len(bodies) > 1 and (
+            len(bodies) > self.max_per_publish or sum(map(len, bodies)) > self.max_publish_bytes
+        ):
             result: Published | Deferred[Published] = Published("", 0)
-            for start in range(0, len(bodies), self.max_per_publish):
-                result = self.publish(channel, bodies[start : start + self.max_per_publish])
+            for run in split_runs(bodies, self.max_per_publish, self.max_publish_bytes):
+                result = self.publish(channel, run)
             return result
         if not self.running or (not self.connected and self._first_attempt.is_set()):
             return self._local_only(channel, bodies)
@@ -461,11 +489,14 @@ class ThreadedBackplane:
 
     def _publish_until_stopped(self) -> None:
         get = self._queue.get
+        carried: tuple[int, str, Sequence[bytes]] | None = None
         while True:
-            item = get()
+            item = get() if carried is None else carried
+            carried = None
             if item is None:
                 return
             batch = [item]
+            size = sum(map(len, item[2]))
             stop = False
             while len(batch) < 500:
                 try:
@@ -474,6 +505,11 @@ class ThreadedBackplane:
                     break
                 if more is None:
                     stop = True
+                    break
+                size += sum(map(len, more[2]))
+                if size > self.max_publish_bytes:
+                    # It starts the next batch, in its place in the queue.
+                    carried = more
                     break
                 batch.append(more)
             if not self._first_attempt.is_set():
