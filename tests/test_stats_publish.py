@@ -162,9 +162,10 @@ def test_publish_json_and_form_reach_subscribers() -> None:
                 "application/json",
             )
             assert status == 200 and answer["delivered"] == 1
+            # An empty event field (a form's optional input left blank): a message.
             status, _, answer2 = publish(
                 server.port,
-                b"channel=prices&data=line+1%0Aline+2",
+                b"channel=prices&event=&data=line+1%0Aline+2",
                 "application/x-www-form-urlencoded",
             )
             assert status == 200 and answer2["delivered"] == 1
