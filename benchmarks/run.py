@@ -16,6 +16,8 @@ and, in the repeated scenarios only:
   wsgi-sse-no-sched-batch  the same example with its WSGI threads under the normal
                    scheduling policy (sched_batch=False)
   seed-quiet       the seed design without its prints, backlog 4096
+  twisted-stream   a bare Twisted protocol holding the streams, no HTTP library
+                   (accept only: what Twisted's reactor and transport cost)
   twisted-web      the example's WSGI app under plain ``twistd web --wsgi``
   waitress         the example's WSGI app under waitress (10 threads)
   gunicorn         the example's WSGI app under gunicorn, one gthread worker (10 threads)
@@ -78,7 +80,10 @@ BASELINE = "wsgi-sse-baseline"
 
 # The repeated scenarios: (subjects, the reference wsgi-sse is divided by).
 ROUNDS = {
-    "accept": (("wsgi-sse", "wsgi-sse-logged", "seed-quiet", "floor"), "seed-quiet"),
+    "accept": (
+        ("wsgi-sse", "wsgi-sse-logged", "seed-quiet", "twisted-stream", "floor"),
+        "seed-quiet",
+    ),
     "burst-spread": (
         ("wsgi-sse", "wsgi-sse-no-access-log", "wsgi-sse-no-sched-batch", "floor"),
         "floor",
@@ -284,6 +289,8 @@ class Server:
             ], HERE / "peers"  # fmt: skip
         if self.subject == "floor":
             return [str(self.bins["floor"]), str(self.port)], HERE / "peers"
+        if self.subject == "twisted-stream":
+            return [sys.executable, "twisted_stream_server.py", str(self.port)], HERE / "peers"
         if self.subject == "twisted-protocol":
             return [sys.executable, "twisted_protocol_server.py", str(self.port)], HERE / "peers"
         if self.subject == "twisted-web-resource":
