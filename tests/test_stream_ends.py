@@ -132,6 +132,33 @@ def test_a_revoked_stream_with_unsent_bytes_is_cut_though_not_paused() -> None:
             sock.close()
 
 
+def test_a_stream_closed_then_revoked_while_its_reader_is_behind_is_cut_not_ended() -> None:
+    """
+    close(channel) of a stream whose reader is behind waits for it to catch
+    up, unsubscribed; a disconnect() meanwhile still cuts it at once (its
+    reader may no longer read what it was owed), and it is counted neither
+    as ended (it never got its end) nor as dropped (it was revoked).
+    """
+    with serve(app, authorize=as_ada, max_pause=600, heartbeat=0) as server:
+        sock, transport = _stalled_reader(server, "/sse?channel=c")
+        try:
+            _fill(server, "c")
+            server.service.broadcaster.close("c")
+            clients = server.service.sse_resource.clients
+            wait_until(lambda: server.call(lambda: all(c.ending for c in clients)), what="close")
+            assert _connected(server, transport)  # still waiting for the reader
+            wsgi_sse.disconnect(identity="ada")
+            wait_until(lambda: not _connected(server, transport), timeout=10, what="the cut")
+            server.wait_clients(0)
+            snapshot = server.call(server.service.sse_resource.snapshot)
+            assert (snapshot["ended"], snapshot["dropped_slow"]) == (0, 0)
+            assert snapshot["disconnects"] == 1
+            with pytest.raises(ConnectionResetError):
+                _read_all(sock)
+        finally:
+            sock.close()
+
+
 def test_a_stream_closed_while_its_reader_is_behind_ends_once_it_has_read_everything() -> None:
     """
     close(channel) of a stream whose reader is behind (paused, events held

@@ -370,6 +370,11 @@ class StreamClient:
         """Whether the transport has asked this stream to stop writing."""
         return self._paused
 
+    @property
+    def ending(self) -> bool:
+        """Whether the stream was ended and waits for its reader to catch up."""
+        return self.closed and self._ending is not None
+
     # -- IPushProducer -------------------------------------------------------
 
     def pauseProducing(self) -> None:
@@ -523,6 +528,8 @@ class StreamClient:
             held=self._held_bytes + self._queued_in_transport(),
             channels=list(self.channels),
         )
+        # A stream whose end waited for this reader never ended cleanly.
+        self.ended = False
         self._forget()
         cut_response(self.request, "revoked", abort=True)
 

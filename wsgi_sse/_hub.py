@@ -365,6 +365,12 @@ class Hub:
         )
         self.revoked_tokens = RevokedTokens()
         """When tokens were last revoked, for L{token_revoked}."""
+        self.revocation_hooks: list[Callable[[str | None, str | None], int]] = []
+        """
+        Called by L{end_streams} with its identity and channel, for streams
+        no longer subscribed that still hold a connection (ended while their
+        reader is behind): each ends its own and says how many.
+        """
         self.backplane: Backplane = (
             backplane if backplane is not None else LocalBackplane(instance_id)
         )
@@ -760,7 +766,7 @@ class Hub:
             end = getattr(subscriber, "revoke", None) or getattr(subscriber, "finish", None)
             if end is not None:
                 end()
-        return len(matching)
+        return len(matching) + sum(hook(identity, channel) for hook in self.revocation_hooks)
 
     def watch_revocations(self) -> RevocationWatch:
         """

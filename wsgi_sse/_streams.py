@@ -133,6 +133,7 @@ class Streams:
         self._random = random.Random()  # noqa: S311 - jitter, not secrets
         # One bound method for every stream, not one each (kept per stream).
         self._on_drop = self._dropped
+        hub.revocation_hooks.append(self._revoke_ending)
         self._stream_log = StreamLog(
             self.log,
             per_stream=options.log_streams,
@@ -503,6 +504,24 @@ class Streams:
             )
         if not self.clients:
             self._stop_heartbeat()
+
+    def _revoke_ending(self, identity: str | None, channel: str | None) -> int:
+        """
+        Revoke the streams of C{identity} and/or C{channel} that were ended
+        while their reader was behind, no longer subscribed: they are cut,
+        not left to hand what they are still owed to whoever no longer may
+        read it.  Return how many.
+        """
+        ending = [
+            client
+            for client in self.clients
+            if client.ending
+            and (identity is None or client.identity == identity)
+            and (channel is None or channel in client.channels)
+        ]
+        for client in ending:
+            client.revoke()
+        return len(ending)
 
     def _dropped(self, client: StreamClient, reason: str) -> None:
         # Unsubscribe now: later events are not even queued for it.
