@@ -6,6 +6,7 @@ reader is behind, over real HTTP/1.1 sockets that stop reading.
 from __future__ import annotations
 
 import socket
+import time
 from typing import Any
 
 import pytest
@@ -186,6 +187,30 @@ def test_a_stream_closed_while_its_reader_is_behind_ends_once_it_has_read_everyt
         server.wait_clients(0)
         snapshot = server.call(server.service.sse_resource.snapshot)
         assert (snapshot["ended"], snapshot["dropped_slow"]) == (1, 0)
+
+
+def test_bytes_sent_is_exact_for_a_stream_closed_while_its_reader_is_behind() -> None:
+    """
+    bytes_sent is exactly what the reader of a stream closed while it was
+    behind reads once it catches up: the close's id line is counted, and
+    the heartbeats it is not sent while it waits are not.
+    """
+    with serve(app, max_pause=600, heartbeat=0.05) as server:
+        sock, transport = _stalled_reader(server, "/sse?channel=c")
+        try:
+            _fill(server, "c")
+            wsgi_sse.close("c")
+            resource = server.service.sse_resource
+            wait_until(lambda: server.call(lambda: all(c.ending for c in resource.clients)))
+            time.sleep(0.5)  # about ten heartbeats
+            assert _connected(server, transport)
+            raw = _read_all(sock)
+        finally:
+            sock.close()
+        server.wait_clients(0)
+        _, _, body = raw.partition(b"\r\n\r\n")
+        sent = server.call(resource.snapshot)["bytes_sent"]
+        assert sent == len(dechunk(body)), (sent, len(dechunk(body)))
 
 
 def test_a_stream_closed_while_its_reader_is_stalled_is_cut_at_max_pause() -> None:

@@ -963,6 +963,7 @@ class Hub:
         @return: the number of streams ended.
         """
         subscribers = ch.snapshot()
+        self.stats.bytes_queued += len(wire) * len(subscribers)
         for subscriber in subscribers:
             subscriber.send(wire)
             self.unsubscribe(self._routed.get(subscriber, subscriber))

@@ -554,7 +554,8 @@ class Streams:
         reader, whose comment is held with its events).  Over a copy of
         the set: a send may end a stream (an HTTP/2 stream reset).
         """
-        clients = tuple(self.clients)
+        # Not to streams already ended that wait for their reader to catch up.
+        clients = [client for client in self.clients if not client.closed]
         send_to_each(clients, _HEARTBEAT)
         self.stats.bytes_written += len(_HEARTBEAT) * len(clients)
         self.hub.prune()
