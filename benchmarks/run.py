@@ -18,6 +18,8 @@ and, in the repeated scenarios only:
   seed-quiet       the seed design without its prints, backlog 4096
   twisted-stream   a bare Twisted protocol holding the streams, no HTTP library
                    (accept only: what Twisted's reactor and transport cost)
+  twisted-web-stream  a twisted.web resource holding the streams (accept only:
+                   what twisted.web's channel and request add)
   twisted-web      the example's WSGI app under plain ``twistd web --wsgi``
   waitress         the example's WSGI app under waitress (10 threads)
   gunicorn         the example's WSGI app under gunicorn, one gthread worker (10 threads)
@@ -81,7 +83,14 @@ BASELINE = "wsgi-sse-baseline"
 # The repeated scenarios: (subjects, the reference wsgi-sse is divided by).
 ROUNDS = {
     "accept": (
-        ("wsgi-sse", "wsgi-sse-logged", "seed-quiet", "twisted-stream", "floor"),
+        (
+            "wsgi-sse",
+            "wsgi-sse-logged",
+            "seed-quiet",
+            "twisted-web-stream",
+            "twisted-stream",
+            "floor",
+        ),
         "seed-quiet",
     ),
     "burst-spread": (
@@ -289,6 +298,10 @@ class Server:
             ], HERE / "peers"  # fmt: skip
         if self.subject == "floor":
             return [str(self.bins["floor"]), str(self.port)], HERE / "peers"
+        if self.subject == "twisted-web-stream":
+            return [
+                sys.executable, "twisted_web_server.py", str(self.port), "--stream",
+            ], HERE / "peers"  # fmt: skip
         if self.subject == "twisted-stream":
             return [sys.executable, "twisted_stream_server.py", str(self.port)], HERE / "peers"
         if self.subject == "twisted-protocol":

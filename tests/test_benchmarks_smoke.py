@@ -218,13 +218,16 @@ def test_quick_rounds_measure_accept_burst_spread_and_pages(tmp_path: Path) -> N
         [sys.executable, "benchmarks/run.py", "--quick", "--no-docs",
          "--scenarios", "accept,burst-spread,fanout-spread,pages",
          "--round-subjects",
-         "wsgi-sse,wsgi-sse-no-sched-batch,seed-quiet,twisted-stream,floor,twisted-web",
+         "wsgi-sse,wsgi-sse-no-sched-batch,seed-quiet,twisted-web-stream,twisted-stream,floor,"
+         "twisted-web",
          "--output", str(out)],
         cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=150,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     rounds = json.loads(out.read_text())["rounds"]
-    assert sorted(rounds["accept"]) == ["floor", "seed-quiet", "twisted-stream", "wsgi-sse"]
+    assert sorted(rounds["accept"]) == [
+        "floor", "seed-quiet", "twisted-stream", "twisted-web-stream", "wsgi-sse",
+    ]  # fmt: skip
     # Accept and burst: every subject takes its --repeats turns (2 when quick).
     for run in rounds["accept"].values():
         assert [(t["connected"], t["failed"]) for t in run[0]["turns"]] == [(200, 0)] * 2
