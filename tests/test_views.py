@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
-from support import StreamClient, http_request, serve
+from support import StreamClient, exchange, http_request, serve
 
 import wsgi_sse
 from wsgi_sse import broadcast, broadcast_and_wait, close, hold_body, hold_headers
@@ -464,8 +464,6 @@ def test_held_streams_get_heartbeats() -> None:
 
 def test_held_stream_that_stops_reading_is_dropped_at_its_cap() -> None:
     """A held stream whose reader stops is aborted at max_buffer, like an /sse stream."""
-    import socket
-
     with serve(JobsApp(), max_buffer=64 * 1024) as server:
         slow = socket.socket()
         slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -572,11 +570,7 @@ def test_a_held_stream_failing_after_its_first_bytes_is_cut_short_over_http11(
     """
     with serve(_failing_hold(monkeypatch)) as server:
         request = f"GET /jobs HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n\r\n".encode()
-        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-            sock.sendall(request)
-            raw = b""
-            while data := sock.recv(65536):
-                raw += data
+        raw = exchange(server.port, request, lambda _: False)  # to EOF
         head, _, body = raw.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200 ") and b"Transfer-Encoding: chunked" in head
         assert b'event: init\ndata: {"job":"7"}\n\n' in body
@@ -595,9 +589,6 @@ def test_a_held_stream_failing_after_its_first_bytes_is_reset_over_http10(
     """
     with serve(_failing_hold(monkeypatch)) as server:
         request = f"GET /jobs HTTP/1.0\r\nHost: 127.0.0.1:{server.port}\r\n\r\n".encode()
-        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-            sock.sendall(request)
-            with pytest.raises(ConnectionResetError):
-                while sock.recv(65536):
-                    pass
+        with pytest.raises(ConnectionResetError):
+            exchange(server.port, request, lambda _: False)
         server.wait_clients(0)

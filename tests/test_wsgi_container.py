@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 from typing import Any, Iterator
 
 import httpx
 import pytest
-from support import serve
+from support import exchange, serve
 
 from wsgi_sse import _wsgi
 
@@ -141,11 +140,8 @@ def test_error_mid_body_resets_an_http10_connection(server: Any) -> None:
     body were whole.
     """
     request = f"GET /fail-mid-body HTTP/1.0\r\nHost: 127.0.0.1:{server.port}\r\n\r\n".encode()
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(request)
-        with pytest.raises(ConnectionResetError):
-            while sock.recv(65536):
-                pass
+    with pytest.raises(ConnectionResetError):
+        exchange(server.port, request, lambda _: False)
 
 
 @pytest.mark.parametrize(
@@ -165,11 +161,7 @@ def test_error_after_a_bodiless_answer_closes_cleanly(
     with the head delivered, never resets it.
     """
     request = f"{method} {path} {version}\r\nHost: 127.0.0.1:{server.port}\r\n\r\n".encode()
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(request)
-        received = b""
-        while data := sock.recv(65536):
-            received += data
+    received = exchange(server.port, request, lambda _: False)  # to EOF
     assert received.startswith(status + b"\r\n")
     assert received.endswith(b"\r\n\r\n")
 
