@@ -208,6 +208,26 @@ class _Script:
         except redis.exceptions.NoScriptError:
             return conn.eval(self.text, 1, key, *args)
 
+    def each(self, conn: Any, key: str, args: Sequence[Any]) -> list[Any]:
+        """
+        Run it once for each of C{args} (one argument each), in one
+        pipeline, again with its text if Redis did not hold it: the answers,
+        Redis's error replies among them.
+        """
+        import redis
+
+        for by_sha in (True, False):
+            pipe = conn.pipeline(transaction=False)
+            for arg in args:
+                if by_sha:
+                    pipe.evalsha(self.sha, 1, key, arg)
+                else:
+                    pipe.eval(self.text, 1, key, arg)
+            answers: list[Any] = pipe.execute(raise_on_error=False)
+            if not any(isinstance(a, redis.exceptions.NoScriptError) for a in answers):
+                break
+        return answers
+
 
 # XINFO STREAM without the stream's first and last entries (only the first
 # one's id): its answer stays a few dozen bytes however large an entry is.
@@ -820,9 +840,7 @@ class RedisBackplane(ThreadedBackplane):
         import redis
 
         if self._by_script:
-            answers = self._pipelined_exists(conn, entry_ids, by_sha=True)
-            if any(isinstance(a, redis.exceptions.NoScriptError) for a in answers):
-                answers = self._pipelined_exists(conn, entry_ids, by_sha=False)
+            answers = _ENTRY_EXISTS.each(conn, self.key, entry_ids)
             refused = [a for a in answers if isinstance(a, redis.ResponseError)]
             if not refused:
                 return [_script_error(a) or a for a in answers]
@@ -834,20 +852,6 @@ class RedisBackplane(ThreadedBackplane):
             pipe.xrange(self.key, entry_id, entry_id, count=1)
         found: list[Any] = pipe.execute(raise_on_error=False)
         return found
-
-    def _pipelined_exists(self, conn: Any, entry_ids: list[str], *, by_sha: bool) -> list[Any]:
-        """
-        L{_ENTRY_EXISTS} for each id, in one pipeline: by its SHA1, or by
-        its text (which Redis keeps for the next calls).
-        """
-        pipe = conn.pipeline(transaction=False)
-        for entry_id in entry_ids:
-            if by_sha:
-                pipe.evalsha(_ENTRY_EXISTS.sha, 1, self.key, entry_id)
-            else:
-                pipe.eval(_ENTRY_EXISTS.text, 1, self.key, entry_id)
-        answers: list[Any] = pipe.execute(raise_on_error=False)
-        return answers
 
     def _read_range(
         self, conn: Any, start: str, limit: int, size: int
