@@ -89,6 +89,21 @@ def _identity(subscriber: Subscriber) -> str | None:
     return identity if isinstance(identity, str) else None
 
 
+def revocation_covers(
+    revoked_identity: str | None,
+    revoked_channel: str | None,
+    identity: str | None,
+    channels: Iterable[str],
+) -> bool:
+    """
+    Whether a revocation of C{revoked_identity} and/or C{revoked_channel}
+    (L{None}: any) covers a stream of C{identity} on C{channels}.
+    """
+    return (revoked_identity is None or revoked_identity == identity) and (
+        revoked_channel is None or revoked_channel in channels
+    )
+
+
 @dataclass(slots=True, frozen=True)
 class Event:
     """
@@ -208,12 +223,10 @@ class RevocationWatch:
 
     def revoked(self, identity: str | None, channels: Iterable[str]) -> bool:
         """Whether a stream of C{identity} on C{channels} was revoked since the watch began."""
-        for revoked_identity, revoked_channel in self.revocations:
-            if (revoked_identity is None or revoked_identity == identity) and (
-                revoked_channel is None or revoked_channel in channels
-            ):
-                return True
-        return False
+        return any(
+            revocation_covers(revoked_identity, revoked_channel, identity, channels)
+            for revoked_identity, revoked_channel in self.revocations
+        )
 
 
 class _Held:
@@ -758,8 +771,7 @@ class Hub:
         matching = [
             subscriber
             for subscriber, names in [*self._subscriptions.items(), *self._held_items()]
-            if (identity is None or _identity(subscriber) == identity)
-            and (channel is None or channel in names)
+            if revocation_covers(identity, channel, _identity(subscriber), names)
         ]
         for subscriber in matching:
             self.unsubscribe(subscriber)
@@ -809,9 +821,7 @@ class Hub:
         for number, revoked_identity, revoked_channel in reversed(recent):
             if number <= mark:
                 break
-            if (revoked_identity is None or revoked_identity == identity) and (
-                revoked_channel is None or revoked_channel in names
-            ):
+            if revocation_covers(revoked_identity, revoked_channel, identity, names):
                 return True
         return False
 

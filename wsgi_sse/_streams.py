@@ -28,7 +28,7 @@ from twisted.web.http import Request as HTTPRequest
 from ._browser import tagged_replay, tagged_route, wants_channel_ids
 from ._client import StreamClient, close_after_response, send_to_each
 from ._encoding import encode_body, encode_comment, encode_opening, encode_retry, frame
-from ._hub import Event, Hub, Replay
+from ._hub import Event, Hub, Replay, revocation_covers
 from ._lean import start_response
 from ._options import StreamOptions
 from ._request import Refused, cors_for_stream
@@ -516,8 +516,7 @@ class Streams:
             client
             for client in self.clients
             if client.ending
-            and (identity is None or client.identity == identity)
-            and (channel is None or channel in client.channels)
+            and revocation_covers(identity, channel, client.identity, client.channels)
         ]
         for client in ending:
             client.revoke()
