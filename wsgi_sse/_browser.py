@@ -181,14 +181,23 @@ def accepts_gzip(values: Sequence[bytes]) -> bool:
     return star_q is not None and star_q > 0
 
 
+def etag_listed(values: Sequence[bytes], etag: bytes, *, weak: bool) -> bool:
+    """
+    Whether the entity-tag lists C{values} (of C{If-Match} or
+    C{If-None-Match}) hold C{*} or C{etag}, compared weakly (C{W/} ignored)
+    or strongly (a C{W/} tag never matches): RFC 9110, 8.8.3.2.
+    """
+    for value in values:
+        for tag in value.split(b","):
+            tag = tag.strip()
+            if tag == b"*" or (tag.removeprefix(b"W/") if weak else tag) == etag:
+                return True
+    return False
+
+
 def none_match(values: Sequence[bytes], etag: bytes) -> bool:
     """
     Whether C{If-None-Match} C{values} match C{etag} (RFC 9110, 13.1.2):
     C{*}, or a list holding it, compared weakly (C{W/} ignored).
     """
-    for value in values:
-        for tag in value.split(b","):
-            tag = tag.strip()
-            if tag == b"*" or tag.removeprefix(b"W/") == etag:
-                return True
-    return False
+    return etag_listed(values, etag, weak=True)

@@ -18,7 +18,7 @@ from twisted.web.pages import notFound
 from twisted.web.resource import IResource
 from twisted.web.server import NOT_DONE_YET
 
-from ._browser import none_match
+from ._browser import etag_listed, none_match
 from ._client import cut_response
 
 with warnings.catch_warnings():
@@ -282,11 +282,7 @@ def _preconditions_hold(headers: Headers, etag: bytes, modified: float) -> bool:
     """
     values = headers.getRawHeaders(b"if-match")
     if values:
-        return any(
-            tag == b"*" or tag == etag
-            for value in values
-            for tag in (part.strip() for part in value.split(b","))
-        )
+        return etag_listed(values, etag, weak=False)
     since = headers.getRawHeaders(b"if-unmodified-since")
     if not since or not _valid_since(since):
         return True
