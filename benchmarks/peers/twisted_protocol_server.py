@@ -20,20 +20,32 @@ class Answer(protocol.Protocol):
         self.buffer = b""
 
     def dataReceived(self, data):
+        if self.buffer is None:
+            return  # answered: nothing more is read
         self.buffer += data
         head, found, body = self.buffer.partition(b"\r\n\r\n")
-        if not found:
-            return
+        if found:
+            self.answer(head, body)
+
+    def answer(self, head, body):
+        """Answer ``ok`` once the whole body is in (its Content-Length)."""
         length = 0
         for line in head.split(b"\r\n")[1:]:
             name, _, value = line.partition(b":")
             if name.strip().lower() == b"content-length":
                 length = int(value)
         if len(body) >= length:
+            self.buffer = None
             self.transport.write(ANSWER)
             self.transport.loseConnection()
 
 
-factory = protocol.Factory.forProtocol(Answer)
-reactor.listenTCP(int(sys.argv[1]), factory, backlog=2048, interface="127.0.0.1")
-reactor.run()
+def serve(protocol_class, backlog):
+    """Listen on the port given on the command line, on 127.0.0.1, and run."""
+    factory = protocol.Factory.forProtocol(protocol_class)
+    reactor.listenTCP(int(sys.argv[1]), factory, backlog=backlog, interface="127.0.0.1")
+    reactor.run()
+
+
+if __name__ == "__main__":
+    serve(Answer, 2048)

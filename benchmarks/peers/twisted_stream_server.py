@@ -10,9 +10,7 @@ scenario of ``benchmarks/run.py``.
     python twisted_stream_server.py PORT
 """
 
-import sys
-
-from twisted.internet import protocol, reactor
+from twisted_protocol_server import Answer, serve  # beside this file
 
 OPENING = b": connected\nretry: 3000\n\n"
 STREAM = (
@@ -22,34 +20,16 @@ STREAM = (
     b"Transfer-Encoding: chunked\r\n\r\n"
     b"%x\r\n%s\r\n" % (len(OPENING), OPENING)
 )
-ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n"
 
 
-class Stream(protocol.Protocol):
-    def connectionMade(self):
-        self.buffer = b""
-
-    def dataReceived(self, data):
-        if self.buffer is None:
-            return  # a stream: nothing more is read
-        self.buffer += data
-        head, found, body = self.buffer.partition(b"\r\n\r\n")
-        if not found:
-            return
+class Stream(Answer):
+    def answer(self, head, body):
         if head.startswith(b"GET /sse"):
-            self.buffer = None
+            self.buffer = None  # a stream: nothing more is read
             self.transport.write(STREAM)
-            return
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        if len(body) >= length:
-            self.transport.write(ANSWER)
-            self.transport.loseConnection()
+        else:
+            super().answer(head, body)
 
 
-factory = protocol.Factory.forProtocol(Stream)
-reactor.listenTCP(int(sys.argv[1]), factory, backlog=4096, interface="127.0.0.1")
-reactor.run()
+if __name__ == "__main__":
+    serve(Stream, 4096)
