@@ -63,6 +63,24 @@ def parse_summary(text: str) -> dict[str, int]:
     return counts
 
 
+def traced_by(pid: int, tracer: int) -> bool:
+    """
+    Whether every thread of process C{pid} is traced by C{tracer} (its
+    C{TracerPid} in C{/proc}): strace has attached, and a stop signal can
+    no longer reach it before it has.
+    """
+    tasks = Path(f"/proc/{pid}/task")
+    for task in tasks.iterdir():
+        try:
+            status = (task / "status").read_text()
+        except FileNotFoundError:
+            continue  # the thread ended
+        for line in status.splitlines():
+            if line.startswith("TracerPid:") and int(line.split()[1]) != tracer:
+                return False
+    return True
+
+
 def knock(
     subject: str,
     bins: dict[str, Path],
@@ -116,9 +134,13 @@ def count(
                 stderr=subprocess.PIPE,
                 text=True,
             )
-            time.sleep(0.5)  # attached to every thread
-            if tracer.poll() is not None:
-                raise RuntimeError(f"strace could not attach: {tracer.stderr.read().strip()}")
+            deadline = time.monotonic() + 30
+            while not traced_by(pid, tracer.pid):
+                if tracer.poll() is not None or time.monotonic() > deadline:
+                    tracer.kill()
+                    _, err = tracer.communicate()
+                    raise RuntimeError(f"strace could not attach: {err.strip()}")
+                time.sleep(0.05)
 
             def stop() -> None:
                 tracer.send_signal(signal.SIGINT)
