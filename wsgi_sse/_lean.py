@@ -341,7 +341,7 @@ def start_response(request: Request, body: bytes) -> None:
     """
     Write C{request}'s response head and C{body}, its first bytes, exactly
     as C{request.write(body)} would, in one write, queued in the transport
-    (sent when the reactor next writes).
+    and sent with the other openings of this reactor turn (L{write_soon}).
 
     Only an HTTP/1.1 C{GET} answered with a body (chunked) over a plain TCP
     or UNIX-socket connection is written here, with twisted.web's own
@@ -367,7 +367,7 @@ def start_response(request: Request, body: bytes) -> None:
         parts.append(b"\r\n%x\r\n%s\r\n" % (len(body), body))
     else:
         parts.append(b"\r\n")
-    request.channel.transport.write(b"".join(parts))
+    write_soon(request.channel.transport, b"".join(parts))
 
 
 def finish_response(request: Request, body: bytes) -> None:
@@ -401,6 +401,63 @@ def finish_response(request: Request, body: bytes) -> None:
     # (The last chunk is written: Request.finish must not write it again.)
     request.chunked = 0
     request.finish()
+
+
+# Per reactor: the transports holding an opening that write_soon queued,
+# sent together once the reactor is done with its turn's reads.
+_unsent: dict[Any, list[Any]] = {}
+
+
+def write_soon(transport: Any, data: bytes) -> None:
+    """
+    Queue C{data} in C{transport} (a plain TCP or UNIX-socket transport) as
+    C{transport.write} would, to be sent together with the other data so
+    queued in this reactor turn, once the turn's reads are handled.
+
+    Like C{transport.write}, the bytes go into the transport's own buffer,
+    so anything written after them (by C{transport.write}, or
+    L{send_now}) waits behind them; unlike it, the transport is not
+    registered with the reactor's poller to learn it is writable (two
+    C{epoll_ctl} calls, and a turn of the reactor, per connection): one
+    call after the turn writes every queued transport at once.  Whatever
+    the kernel does not take then is left to the reactor as usual.
+    """
+    if (
+        not transport.connected
+        or transport.disconnecting
+        or transport._writeDisconnected
+        or len(data) + transport._tempDataLen + len(transport.dataBuffer) > transport.bufferSize
+    ):
+        # (Dropped, or closing, or a producer to pause: as write does it.)
+        transport.write(data)
+        return
+    transport._tempDataBuffer.append(data)
+    transport._tempDataLen += len(data)
+    reactor = transport.reactor
+    unsent = _unsent.get(reactor)
+    if unsent is None:
+        unsent = _unsent[reactor] = []
+    unsent.append(transport)
+    if len(unsent) == 1:
+        reactor.callLater(0, _write_unsent, reactor)
+
+
+def _write_unsent(reactor: Any) -> None:
+    """Write what L{write_soon} queued in C{reactor}'s transports."""
+    unsent = _unsent.pop(reactor, ())
+    for transport in unsent:
+        if not transport.connected or not (transport._tempDataLen or transport.dataBuffer):
+            # Gone, or already written (a later write had the reactor write it).
+            continue
+        if transport.disconnecting or transport._writeDisconnected:
+            # loseConnection had the reactor write the rest before it closes.
+            continue
+        # What the reactor does when the socket is writable: send what the
+        # kernel takes, keep the rest; an error is left for the reactor to
+        # find again and report (connectionLost).
+        failed = transport.doWrite()
+        if failed is not None or transport._tempDataLen or transport.dataBuffer:
+            transport.startWriting()
 
 
 def send_now(transport: Any, data: bytes) -> None:
