@@ -1,0 +1,273 @@
+"""
+Openings written together after the reactor's reads (L{write_soon}): the
+bytes arrive whole and in order with whatever is written after them, a
+close waits for them, a connection gone first is passed over, and no
+connection is registered with the poller to send them.  Real reactor, real
+sockets; also through the server, many streams opened at once.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from support import _crochet, serve, wait_until
+from twisted.internet.protocol import Factory, Protocol
+
+from wsgi_sse import _lean
+from wsgi_sse._lean import send_now, write_soon
+
+
+def hello_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello"]
+
+
+class Listener:
+    """A Twisted TCP listener in crochet's reactor thread; each connection goes to C{on_connect}."""
+
+    def __init__(self, on_connect: Callable[[Any], None]) -> None:
+        self.crochet = _crochet()
+        self.on_connect = on_connect
+        self.errors: list[BaseException] = []
+        self.lost: list[Any] = []
+        listener = self
+
+        class Handed(Protocol):
+            def connectionMade(self) -> None:
+                try:
+                    listener.on_connect(self.transport)
+                except BaseException as error:  # reported by the test
+                    listener.errors.append(error)
+
+            def connectionLost(self, reason: Any = None) -> None:
+                listener.lost.append(reason)
+
+        @self.crochet.run_in_reactor
+        def listen() -> Any:
+            from twisted.internet import reactor
+
+            return reactor.listenTCP(0, Factory.forProtocol(Handed), interface="127.0.0.1")
+
+        self.port = listen().wait(10)
+        self.number = self.port.getHost().port
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        return self.crochet.run_in_reactor(fn)().wait(10)
+
+    def close(self) -> None:
+        self.crochet.run_in_reactor(self.port.stopListening)().wait(10)
+
+
+@pytest.fixture
+def listener() -> Iterator[Callable[[Callable[[Any], None]], Listener]]:
+    made: list[Listener] = []
+
+    def make(on_connect: Callable[[Any], None]) -> Listener:
+        made.append(Listener(on_connect))
+        return made[-1]
+
+    yield make
+    for each in made:
+        each.close()
+
+
+def read_all(sock: socket.socket, timeout: float = 10.0) -> bytes:
+    """Read until the server closes the connection."""
+    sock.settimeout(timeout)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def writer_registered(listener: Listener) -> list[bool]:
+    """Whether each transport in C{held} is among the reactor's writers, now."""
+
+    def check() -> list[bool]:
+        from twisted.internet import reactor
+
+        writers = set(reactor.getWriters())
+        return [transport in writers for transport in held]
+
+    return listener.call(check)
+
+
+# Transports the listener of a test keeps, to look at after the turn.
+held: list[Any] = []
+
+
+def test_later_writes_wait_behind_the_queued_bytes(listener: Any) -> None:
+    """Bytes written after write_soon in the same turn, directly or not, arrive after its bytes."""
+
+    def on_connect(transport: Any) -> None:
+        write_soon(transport, b"first;")
+        send_now(transport, b"second;")
+        transport.write(b"third;")
+        write_soon(transport, b"fourth;")
+        transport.loseConnection()
+
+    server = listener(on_connect)
+    with socket.create_connection(("127.0.0.1", server.number)) as sock:
+        assert read_all(sock) == b"first;second;third;fourth;"
+    assert server.errors == []
+
+
+def test_queued_bytes_are_sent_after_the_turn_without_the_poller(listener: Any) -> None:
+    """
+    The queued bytes are not sent during the turn that queued them, and are
+    sent after it without the connection ever being registered as a writer.
+    """
+    seen: list[Any] = []
+
+    def on_connect(transport: Any) -> None:
+        from twisted.internet import reactor
+
+        write_soon(transport, b"opening")
+        # Still only in the transport's buffer, and no writer registered.
+        seen.append((transport._tempDataLen, transport in reactor.getWriters()))
+        held.append(transport)
+
+    server = listener(on_connect)
+    held.clear()
+    with socket.create_connection(("127.0.0.1", server.number)) as sock:
+        sock.settimeout(10)
+        data = b""
+        while len(data) < len(b"opening"):
+            data += sock.recv(100)
+        assert data == b"opening"
+        wait_until(lambda: bool(held))
+        assert seen == [(len(b"opening"), False)]
+        assert writer_registered(server) == [False]
+        assert server.call(lambda: (held[0]._tempDataLen, held[0].dataBuffer)) == (0, b"")
+    held.clear()
+
+
+def test_close_waits_for_the_queued_bytes(listener: Any) -> None:
+    """loseConnection right after write_soon: the bytes go out first, then the close."""
+    body = b"x" * 1000
+
+    def on_connect(transport: Any) -> None:
+        write_soon(transport, body)
+        transport.loseConnection()
+
+    server = listener(on_connect)
+    for _ in range(5):
+        with socket.create_connection(("127.0.0.1", server.number)) as sock:
+            assert read_all(sock) == body
+
+
+def test_a_connection_aborted_before_the_write_is_passed_over(listener: Any) -> None:
+    """A connection aborted in the same turn: nothing sent, no error, the others still written."""
+    count = [0]
+
+    def on_connect(transport: Any) -> None:
+        count[0] += 1
+        write_soon(transport, b"opening")
+        if count[0] == 1:
+            transport.abortConnection()
+
+    server = listener(on_connect)
+    first = socket.create_connection(("127.0.0.1", server.number))
+    second = socket.create_connection(("127.0.0.1", server.number))
+    try:
+        first.settimeout(10)
+        with pytest.raises(ConnectionResetError):
+            # (An abort is a reset: what was queued never went out.)
+            first.recv(100)
+        second.settimeout(10)
+        assert second.recv(100) == b"opening"
+    finally:
+        first.close()
+        second.close()
+    wait_until(lambda: len(server.lost) >= 1)
+    assert server.errors == []
+    assert server.call(lambda: _lean._unsent) == {}
+
+
+def test_more_than_the_buffer_size_is_written_as_usual(listener: Any) -> None:
+    """Data larger than the transport's buffer size is handed to write (which pauses a producer)."""
+    big = bytes(range(256)) * 1024  # 256 KiB, past the 64 KiB buffer size
+
+    def on_connect(transport: Any) -> None:
+        write_soon(transport, big)
+        transport.loseConnection()
+
+    server = listener(on_connect)
+    with socket.create_connection(("127.0.0.1", server.number)) as sock:
+        assert read_all(sock) == big
+    assert server.errors == []
+
+
+def test_many_streams_opened_at_once_each_get_their_opening() -> None:
+    """
+    Stream requests sent back to back, many read in one reactor turn: every
+    stream gets its whole head and opening, and none of their connections
+    was registered as a writer to send it.
+    """
+    registered: list[Any] = []
+    with serve(hello_app) as server:
+        from twisted.internet import reactor
+
+        def spy() -> None:
+            original = reactor.addWriter
+
+            def add_writer(writer: Any) -> None:
+                registered.append(writer)
+                original(writer)
+
+            reactor.addWriter = add_writer  # type: ignore[method-assign]
+
+        def unspy() -> None:
+            del reactor.addWriter
+
+        server.call(spy)
+        socks = []
+        try:
+            for _ in range(60):
+                socks.append(socket.create_connection(("127.0.0.1", server.port)))
+            for sock in socks:
+                sock.sendall(b"GET /sse HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            for sock in socks:
+                sock.settimeout(10)
+                data = b""
+                deadline = time.monotonic() + 10
+                while b"retry:" not in data or not data.endswith(b"\r\n"):
+                    assert time.monotonic() < deadline, data
+                    data += sock.recv(4096)
+                assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+            server.wait_clients(60)
+        finally:
+            server.call(unspy)
+            for sock in socks:
+                sock.close()
+        assert registered == []
+
+
+def test_what_the_kernel_does_not_take_is_left_to_the_reactor(listener: Any) -> None:
+    """A send buffer too small for the bytes: the rest is written when the socket drains."""
+    body = bytes(range(256)) * 200  # 51,200 bytes, under the transport's buffer size
+
+    def on_connect(transport: Any) -> None:
+        transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        write_soon(transport, body)
+        held.append(transport)
+
+    held.clear()
+    server = listener(on_connect)
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.number))
+        wait_until(lambda: bool(held))
+        # The first send took only part: the reactor holds the rest.
+        wait_until(lambda: server.call(lambda: len(held[0].dataBuffer) - held[0].offset) > 0)
+        sock.settimeout(10)
+        data = b""
+        while len(data) < len(body):
+            data += sock.recv(65536)
+        assert data == body
+        server.call(held[0].loseConnection)
+    held.clear()
