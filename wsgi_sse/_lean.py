@@ -13,11 +13,12 @@ bytes in one piece; both give up (L{None}, or the ordinary write) on
 anything but the common case, which twisted.web's own path then handles as
 always.
 
-The opening is queued, not sent at once: the reactor sends the openings of
-every stream it read in one turn after reading them all.  A loopback send
-runs the receiving end's TCP stack too, and interleaved with each
-request's handling it costs both the kernel and the interpreter more
-(C{benchmarks/cpusplit.py --per stream}: a quarter more CPU per stream).
+What is written here (a stream's opening, a whole WSGI answer) is queued,
+not sent at once: every answer queued in one reactor turn is sent after
+the turn's reads (L{write_soon}).  A loopback send runs the receiving
+end's TCP stack too, and interleaved with the handling of each request it
+costs both the kernel and the interpreter more (C{benchmarks/cpusplit.py
+--per stream}: a quarter more CPU per stream).
 
 Reactor thread only (L{start_response}); L{parse_simple_get} is pure.
 """
@@ -45,6 +46,7 @@ __all__ = [
     "parse_simple_get",
     "parse_simple_request",
     "start_response",
+    "write_soon",
 ]
 
 MAX_SIMPLE_HEAD = 8192
@@ -374,8 +376,9 @@ def finish_response(request: Request, body: bytes) -> None:
     """
     Write C{request}'s whole response, its head and C{body}, and finish it,
     exactly as C{request.write(body)} then C{request.finish()} would, with
-    the head, the body and (chunked) the last chunk in one write, straight
-    to the socket when nothing waits in the transport's buffer.
+    the head, the body and (chunked) the last chunk in one write, queued in
+    the transport and sent with the others of this reactor turn
+    (L{write_soon}).
 
     A response L{start_response}'s rules (but for the method) do not let
     through is written by C{request.write} and C{request.finish}.
@@ -397,7 +400,7 @@ def finish_response(request: Request, body: bytes) -> None:
         parts.append(b"\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) if body else b"\r\n0\r\n\r\n")
     request.startedWriting = 1
     request.sentLength += len(body)
-    send_now(request.channel.transport, b"".join(parts))
+    write_soon(request.channel.transport, b"".join(parts))
     # (The last chunk is written: Request.finish must not write it again.)
     request.chunked = 0
     request.finish()
@@ -415,8 +418,9 @@ def write_soon(transport: Any, data: bytes) -> None:
     queued in this reactor turn, once the turn's reads are handled.
 
     Like C{transport.write}, the bytes go into the transport's own buffer,
-    so anything written after them (by C{transport.write}, or
-    L{send_now}) waits behind them; unlike it, the transport is not
+    so anything written after them (by C{transport.write}, or straight to
+    the socket by a stream's fast path, which first looks in that buffer)
+    waits behind them; unlike it, the transport is not
     registered with the reactor's poller to learn it is writable (two
     C{epoll_ctl} calls, and a turn of the reactor, per connection): one
     call after the turn writes every queued transport at once.  Whatever
@@ -458,26 +462,3 @@ def _write_unsent(reactor: Any) -> None:
         failed = transport.doWrite()
         if failed is not None or transport._tempDataLen or transport.dataBuffer:
             transport.startWriting()
-
-
-def send_now(transport: Any, data: bytes) -> None:
-    """
-    Hand C{data} to the kernel at once if nothing is queued before it in
-    C{transport} (a plain TCP or UNIX-socket transport); queue whatever the
-    kernel does not take, as C{transport.write} would.
-    """
-    if (
-        transport.connected
-        and not transport.disconnecting
-        and not transport.dataBuffer
-        and not transport._tempDataLen
-    ):
-        try:
-            sent = transport.socket.send(data)
-        except OSError:
-            # EAGAIN, or an error the transport finds on its own write.
-            sent = 0
-        if sent == len(data):
-            return
-        data = data[sent:]
-    transport.write(data)
