@@ -284,3 +284,30 @@ def test_what_the_kernel_does_not_take_is_left_to_the_reactor(listener: Any) -> 
         assert data == body
         server.call(held[0].loseConnection)
     held.clear()
+
+
+def echo_path_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    body = environ["PATH_INFO"].encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def test_pipelined_answers_arrive_whole_and_in_order() -> None:
+    """Requests pipelined on one kept-alive connection: the queued answers in their order."""
+    paths = [f"/page/{n}" for n in range(8)]
+    with serve(echo_path_app) as server:
+        request = b"".join(
+            b"GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % path.encode() for path in paths
+        )
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.settimeout(10)
+            sock.sendall(request)
+            data = b""
+            deadline = time.monotonic() + 10
+            while data.count(b"HTTP/1.1 200 OK") < len(paths) or not data.endswith(
+                paths[-1].encode()
+            ):
+                assert time.monotonic() < deadline, data
+                data += sock.recv(65536)
+        bodies = [answer.rsplit(b"\r\n\r\n", 1)[1] for answer in data.split(b"HTTP/1.1 ")[1:]]
+        assert bodies == [path.encode() for path in paths]
