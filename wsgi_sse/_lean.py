@@ -459,24 +459,6 @@ def _write_unsent(reactor: Any) -> None:
         if transport._aborting:
             # abortConnection: nothing more is sent, the close is on its way.
             continue
-        queued = transport._tempDataBuffer
-        if len(queued) == 1 and not transport.dataBuffer:
-            # The common case, one answer and nothing before it: sent here.
-            data = queued[0]
-            try:
-                sent = transport.socket.send(data)
-            except OSError:
-                # EAGAIN, or an error the reactor finds again and reports.
-                sent = 0
-            if sent == len(data):
-                transport._tempDataBuffer = []
-                transport._tempDataLen = 0
-                continue
-            if sent:
-                queued[0] = data[sent:]
-                transport._tempDataLen -= sent
-            transport.startWriting()
-            continue
         # What the reactor does when the socket is writable: send what the
         # kernel takes, keep the rest; an error is left for the reactor to
         # find again and report (connectionLost).
