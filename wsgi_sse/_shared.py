@@ -36,6 +36,7 @@ _COUNTERS = (
     "local_only",
     "queue_full",
     "duplicates_suppressed",
+    "foreign_origins",
     "replay_fetches",
     "replay_misses",
     "malformed",
@@ -307,7 +308,9 @@ class ThreadedBackplane:
         only), C{reconnects}, C{local_only} (delivered to this process
         only, because the server was unreachable or refused them, or the
         queue was full),
-        C{queue_full}, C{duplicates_suppressed}, C{replays_fetched},
+        C{queue_full}, C{duplicates_suppressed}, C{foreign_origins}
+        (entries naming this process as their origin with a batch it never
+        published: delivered, but answering no publish), C{replays_fetched},
         C{replay_resets}, C{replay_fetches} (clients sharing a last id
         share one), C{replay_misses} (ids the server does not hold,
         answered by one lookup), C{malformed} (events not written by
@@ -674,7 +677,14 @@ class ThreadedBackplane:
         """Hand checked entries to the hub.  Reactor thread."""
         events: list[Entry] = []
         tokens: list[tuple[int, int]] = []
+        issued = self._token
         for entries, token in batch:
+            if token > issued:
+                # A batch this process never published (a forged origin, or
+                # one left by an earlier process with the same instance id):
+                # its events are delivered, but it answers no publish here.
+                self._count("foreign_origins")
+                token = 0
             if token:
                 if token in self._fallen_back_set:
                     # Appended after all, although the append reported an error:

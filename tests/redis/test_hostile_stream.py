@@ -284,3 +284,27 @@ def test_stream_moved_back_with_xsetid_redelivers_nothing(redis_server: RedisSer
             client.wait_events(4)
             client.read_some(0.3)
         assert [e.data for e in client.events] == ["e0", "e1", "e2", "after"]
+
+
+def test_an_origin_token_never_issued_answers_no_later_publish(redis_server: RedisServer) -> None:
+    """
+    An entry naming this process as its origin with a batch token it never
+    issued (forged, or left by an earlier process with the same instance
+    id) answers no publish: each later one is still answered by its own
+    event, read back with its id and its count.
+    """
+    raw = redis_server.client()
+    options = {"publish_path": "/publish", "publish_secret": SECRET}
+    with server_on(redis_server, **options) as a:
+        prefix = a.service.hub.instance_id
+        with a.stream() as client:
+            a.wait_clients(1)
+            raw.xadd(KEY, {"c": "default", "b": b"data: forged-origin\n", "o": f"{prefix}:{10**15}"})
+            assert client.wait_events(1)[0].data == "forged-origin"
+            answers = [post_publish(a, f"after{i}")[:2] for i in range(5)]
+            events = client.wait_events(6)
+        assert [e.data for e in events] == ["forged-origin"] + [f"after{i}" for i in range(5)]
+        for (status, answer), event in zip(answers, events[1:], strict=True):
+            assert status == 200
+            assert (answer["id"], answer["delivered"]) == (event.last_event_id, 1)
+        assert a.service.backplane.stats()["foreign_origins"] == 1
