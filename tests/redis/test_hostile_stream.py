@@ -299,7 +299,9 @@ def test_an_origin_token_never_issued_answers_no_later_publish(redis_server: Red
         prefix = a.service.hub.instance_id
         with a.stream() as client:
             a.wait_clients(1)
-            raw.xadd(KEY, {"c": "default", "b": b"data: forged-origin\n", "o": f"{prefix}:{10**15}"})
+            raw.xadd(
+                KEY, {"c": "default", "b": b"data: forged-origin\n", "o": f"{prefix}:{10**15}"}
+            )
             assert client.wait_events(1)[0].data == "forged-origin"
             answers = [post_publish(a, f"after{i}")[:2] for i in range(5)]
             events = client.wait_events(6)
