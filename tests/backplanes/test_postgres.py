@@ -622,3 +622,27 @@ def test_publish_validates_before_writing(pg: Backend) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_an_origin_token_never_issued_answers_no_later_publish(pg: Backend) -> None:
+    """
+    A row naming this process as its origin with a batch token it never
+    issued is delivered, but answers no publish: each later
+    C{broadcast_and_wait()} waits for its own row and counts its client.
+    """
+    with server_on(pg) as a:
+        with a.stream() as client:
+            a.wait_clients(1)
+            with pg.server.connect() as conn:
+                conn.execute(
+                    "INSERT INTO wsgi_sse_events (channel, body, origin) VALUES (%s, %s, %s)",
+                    ("default", b"data: forged-origin\n", f"{a.service.hub.instance_id}:{10**15}"),
+                )
+                conn.execute("SELECT pg_notify('wsgi_sse_events', '')")
+            assert client.wait_events(1)[0].data == "forged-origin"
+            broadcaster = a.service.broadcaster
+            counts = [broadcaster.broadcast_and_wait(f"after{i}") for i in range(5)]
+            events = client.wait_events(6)
+        assert [e.data for e in events] == ["forged-origin"] + [f"after{i}" for i in range(5)]
+        assert counts == [1] * 5
+        assert a.service.backplane.stats()["foreign_origins"] == 1
