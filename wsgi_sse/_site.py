@@ -32,11 +32,14 @@ All methods: call in the reactor thread (twisted.web does).
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import json
+import socket
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 from urllib.parse import unquote_to_bytes
 
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.error import ConnectionAborted
 from twisted.internet.protocol import connectionDone
@@ -155,6 +158,20 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
         else:
             super().connectionMade()  # type: ignore[no-untyped-call]
         self._armHeaderDeadline()
+
+    def getHost(self) -> Any:
+        """
+        This connection's own address (C{request.host}, asked for every
+        request): on a TCP port listening on one IPv4 address, the port's
+        own, made once per port instead of asked of the kernel
+        (C{getsockname}) for every connection; else the transport's.
+        """
+        transport: Any = self.transport
+        if type(transport) is tcp.Server:
+            host = _port_host(transport.server)
+            if host is not None:
+                return host
+        return transport.getHost()
 
     def dataReceived(self, data: bytes) -> None:
         """
@@ -570,6 +587,30 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
             if line is None and path is not None and not self._firstLine():
                 line = [self._command, path, self._version]
             log(_Refused(self, code, length, line))
+
+
+def _port_host(port: Any) -> Any:
+    """
+    The local address of every connection C{port} accepts, if it listens
+    on one IPv4 address (every connection accepted there has that address
+    and the port's number); L{None} on every address (C{0.0.0.0}, the
+    default), where it depends on the connection, and for IPv6 (scopes).
+    """
+    found = port.__dict__.get("_wsgiSseHost", _UNKNOWN)
+    if found is _UNKNOWN:
+        found = None
+        if getattr(port, "addressFamily", None) == socket.AF_INET:
+            try:
+                one = not ipaddress.IPv4Address(port.interface).is_unspecified
+            except ValueError:
+                one = False
+            if one and port.connected:
+                found = port.getHost()
+        port._wsgiSseHost = found
+    return found
+
+
+_UNKNOWN = object()
 
 
 class _Refused:
