@@ -63,3 +63,29 @@ def test_every_address_each_connection_gets_the_address_it_reached() -> None:
         for address in ("127.0.0.1", "127.0.0.2", "127.0.0.1", "127.0.0.3"):
             assert json.loads(get(address, port, "/where")) == ["IPv4Address", address, port]
             assert get(address, port, "/page") == str(port).encode()
+
+
+def test_a_port_listening_anew_gives_its_new_number() -> None:
+    """A port that stops and listens again (on a new ephemeral number) is not told the old one."""
+    from twisted.internet import reactor
+
+    with serve(app, resources={"/where": Where()}) as server:
+        port: Any = server.call(
+            lambda: reactor.listenTCP(0, server.service.site, interface="127.0.0.1")
+        )
+        try:
+            first = port.getHost().port
+            assert json.loads(get("127.0.0.1", first, "/where")) == [
+                "IPv4Address",
+                "127.0.0.1",
+                first,
+            ]
+            server.call(port.stopListening)
+            server.call(port.startListening)
+            second = port.getHost().port
+            assert second != first
+            for _ in range(2):
+                where = json.loads(get("127.0.0.1", second, "/where"))
+                assert where == ["IPv4Address", "127.0.0.1", second]
+        finally:
+            server.call(port.stopListening)

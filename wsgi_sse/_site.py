@@ -596,21 +596,21 @@ def _port_host(port: Any) -> Any:
     and the port's number); L{None} on every address (C{0.0.0.0}, the
     default), where it depends on the connection, and for IPv6 (scopes).
     """
-    found = port.__dict__.get("_wsgiSseHost", _UNKNOWN)
-    if found is _UNKNOWN:
-        found = None
-        if getattr(port, "addressFamily", None) == socket.AF_INET:
-            try:
-                one = not ipaddress.IPv4Address(port.interface).is_unspecified
-            except ValueError:
-                one = False
-            if one and port.connected:
-                found = port.getHost()
-        port._wsgiSseHost = found
+    listening = getattr(port, "socket", None)
+    cached = port.__dict__.get("_wsgiSseHost")
+    if cached is not None and cached[0] is listening:
+        return cached[1]
+    # (Made again for a port listening anew: its number may have changed.)
+    found = None
+    if listening is not None and getattr(port, "addressFamily", None) == socket.AF_INET:
+        try:
+            one = not ipaddress.IPv4Address(port.interface).is_unspecified
+        except ValueError:
+            one = False
+        if one:
+            found = port.getHost()
+    port._wsgiSseHost = (listening, found)
     return found
-
-
-_UNKNOWN = object()
 
 
 class _Refused:
