@@ -311,3 +311,45 @@ def test_pipelined_answers_arrive_whole_and_in_order() -> None:
                 data += sock.recv(65536)
         bodies = [answer.rsplit(b"\r\n\r\n", 1)[1] for answer in data.split(b"HTTP/1.1 ")[1:]]
         assert bodies == [path.encode() for path in paths]
+
+
+class _QueuedTransport:
+    """A transport's state as write_soon and its flush read it, and what the flush calls."""
+
+    bufferSize = 65536
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+        self.connected = True
+        self.disconnecting = False
+        self._writeDisconnected = False
+        self._aborting = False
+        self._tempDataBuffer: list[bytes] = []
+        self._tempDataLen = 0
+        self.dataBuffer = b""
+        self.calls: list[str] = []
+
+    def doWrite(self) -> None:
+        self.calls.append("doWrite")
+
+    def startWriting(self) -> None:
+        self.calls.append("startWriting")
+
+
+def test_an_abort_after_the_write_leaves_the_poller_alone() -> None:
+    """
+    Aborted in the same turn (abortConnection makes its doWrite a no-op and
+    closes on the next turn): the flush neither writes it nor registers it
+    as a writer; a connection queued beside it is written.
+    """
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    aborted, other = _QueuedTransport(clock), _QueuedTransport(clock)
+    write_soon(aborted, b"opening")
+    write_soon(other, b"opening")
+    aborted._aborting = True
+    clock.advance(0)
+    assert aborted.calls == []
+    assert other.calls == ["doWrite", "startWriting"]  # (its doWrite here sends nothing)
+    assert _lean._unsent == {}
