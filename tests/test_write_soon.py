@@ -3,7 +3,9 @@ Openings written together after the reactor's reads (L{write_soon}): the
 bytes arrive whole and in order with whatever is written after them, a
 close waits for them, a connection gone first is passed over, and no
 connection is registered with the poller to send them.  Real reactor, real
-sockets; also through the server, many streams opened at once.
+sockets; also through the server, many streams opened at once; and, for
+what the flush does with a connection aborted after its write, a fake
+transport on a Clock.
 """
 
 from __future__ import annotations
