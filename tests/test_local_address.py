@@ -89,3 +89,30 @@ def test_a_port_listening_anew_gives_its_new_number() -> None:
                 assert where == ["IPv4Address", "127.0.0.1", second]
         finally:
             server.call(port.stopListening)
+
+
+def test_an_adopted_connection_gets_its_own_address() -> None:
+    """A connection handed to the server (adoptStreamConnection, no listening port) is served."""
+    from twisted.internet import reactor
+
+    with serve(app, resources={"/where": Where()}) as server:
+        with socket.socket() as listening:
+            listening.bind(("127.0.0.1", 0))
+            listening.listen(1)
+            number = listening.getsockname()[1]
+            with socket.create_connection(("127.0.0.1", number), timeout=10) as client:
+                accepted, _ = listening.accept()
+                with accepted:
+                    accepted.setblocking(False)
+                    server.call(
+                        lambda: reactor.adoptStreamConnection(
+                            accepted.fileno(), socket.AF_INET, server.service.site
+                        )
+                    )
+                client.sendall(b"GET /where HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                answer = b""
+                while chunk := client.recv(65536):
+                    answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    assert json.loads(body) == ["IPv4Address", "127.0.0.1", number]

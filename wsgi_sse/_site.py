@@ -167,7 +167,8 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
         (C{getsockname}) for every connection; else the transport's.
         """
         transport: Any = self.transport
-        if type(transport) is tcp.Server:
+        if type(transport) is tcp.Server and transport.server is not None:
+            # (A connection handed over with adoptStreamConnection has no port.)
             host = _port_host(transport.server)
             if host is not None:
                 return host
