@@ -31,20 +31,25 @@ def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     return [body]
 
 
-def get(address: str, port: int, path: str) -> bytes:
-    """GET C{path} from C{address}:C{port} on a connection of its own; the body."""
-    with socket.create_connection((address, port), timeout=10) as sock:
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
+def ask(sock: socket.socket, path: str) -> bytes:
+    """GET C{path} (HTTP/1.1, then close) on the connected C{sock}; the body of its 200."""
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 "), head
     return body
 
 
+def get(address: str, port: int, path: str) -> bytes:
+    """GET C{path} from C{address}:C{port} on a connection of its own; the body."""
+    with socket.create_connection((address, port), timeout=10) as sock:
+        return ask(sock, path)
+
+
 def test_one_address_every_connection_gets_the_ports_address() -> None:
-    """On 127.0.0.1: each request (streams' and pages' alike) is told 127.0.0.1 and the port."""
+    """On 127.0.0.1: a Twisted resource's and a WSGI page's requests get 127.0.0.1, the port."""
     with serve(app, resources={"/where": Where()}) as server:
         port = server.port
         for _ in range(3):
@@ -109,10 +114,5 @@ def test_an_adopted_connection_gets_its_own_address() -> None:
                             accepted.fileno(), socket.AF_INET, server.service.site
                         )
                     )
-                client.sendall(b"GET /where HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                answer = b""
-                while chunk := client.recv(65536):
-                    answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200 "), head
-    assert json.loads(body) == ["IPv4Address", "127.0.0.1", number]
+                where = json.loads(ask(client, "/where"))
+    assert where == ["IPv4Address", "127.0.0.1", number]

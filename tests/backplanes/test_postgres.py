@@ -620,10 +620,6 @@ def test_publish_validates_before_writing(pg: Backend) -> None:
     assert count == 0
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(pytest.main([__file__, "-q"]))
-
-
 def test_an_origin_token_never_issued_answers_no_later_publish(pg: Backend) -> None:
     """
     A row naming this process as its origin with a batch token it never
@@ -646,3 +642,7 @@ def test_an_origin_token_never_issued_answers_no_later_publish(pg: Backend) -> N
         assert [e.data for e in events] == ["forged-origin"] + [f"after{i}" for i in range(5)]
         assert counts == [1] * 5
         assert a.service.backplane.stats()["foreign_origins"] == 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-q"]))
