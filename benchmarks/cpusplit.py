@@ -16,7 +16,13 @@ from the moment the streams are open.  Per stream, ``--clients`` streams
 are opened as fast as the server takes them, under ``perf`` from the
 start.  The table gives microseconds of server CPU per knock (or stream):
 the samples' total split by where they fell, and the server's CPU time
-from ``/proc`` over the same span, which the samples should match.
+from ``/proc`` over the same span, which the samples should match; then
+that CPU time split between the process's main thread (a Twisted
+server's reactor) and its other threads (the WSGI thread pool), and the
+wall-clock time per knock (or stream).  A main thread whose CPU nearly
+fills the wall-clock time is what bounds the rate: the interpreter runs
+one thread's Python at a time, so work moved to another thread frees
+the reactor only for the time it spends in system calls.
 
 Times move with the machine's speed: compare the subjects of one run, not
 runs with each other.  Where a figure is larger than the floor's, the
@@ -153,6 +159,35 @@ class Recorder:
             os.close(fd)
 
 
+def thread_seconds(pid: int) -> dict[int, float]:
+    """CPU time of each thread of process C{pid}, by thread id (C{/proc/PID/task})."""
+    seconds = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        seconds[int(task.name)] = (int(fields[11]) + int(fields[12])) / tick
+    return seconds
+
+
+def thread_split(
+    pid: int, before: dict[int, float], after: dict[int, float]
+) -> tuple[float, float]:
+    """
+    The CPU seconds between C{before} and C{after} (L{thread_seconds}) of
+    the process's main thread (a Twisted server's reactor) and of all its
+    other threads together.
+
+    >>> thread_split(7, {7: 1.0, 8: 0.5}, {7: 3.0, 8: 1.5, 9: 0.25})
+    (2.0, 1.25)
+    """
+    spent = {tid: cpu - before.get(tid, 0.0) for tid, cpu in after.items()}
+    main = spent.pop(pid, 0.0)
+    return main, sum(spent.values())
+
+
 def sample(
     subject: str,
     bins: dict[str, Path],
@@ -167,13 +202,19 @@ def sample(
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "perf.data"
         cpu: list[float] = []
+        threads: list[tuple[float, float]] = []
+        wall: list[float] = []
 
         def attach(pid: int) -> Callable[[], None]:
             recorder = Recorder(Path(tmp), data, cfg.frequency, pid)
             cpu.append(run.cpu_seconds(pid))
+            before = thread_seconds(pid)
+            wall.append(time.monotonic())
 
             def stop() -> None:
+                wall.append(time.monotonic())
                 cpu.append(run.cpu_seconds(pid))
+                threads.append(thread_split(pid, before, thread_seconds(pid)))
                 recorder.stop()
 
             return stop
@@ -203,6 +244,8 @@ def sample(
     parts = {name: ns / 1000 / units for name, ns in parse_report(report.stdout).items()}
     parts["sampled"] = sum(parts.values())
     parts["measured"] = (cpu[1] - cpu[0]) * 1e6 / units
+    parts["main thread"], parts["other threads"] = (t * 1e6 / units for t in threads[0])
+    parts["wall"] = (wall[1] - wall[0]) * 1e6 / units
     return parts
 
 
@@ -211,6 +254,11 @@ def table(per_unit: dict[str, dict[str, float]], unit: str) -> str:
     subjects = list(per_unit)
     rows = [(name, name) for name in PARTS]
     rows += [("**sampled**", "sampled"), ("CPU time (`/proc`)", "measured")]
+    rows += [
+        ("of which the main thread (the reactor)", "main thread"),
+        ("of which the other threads", "other threads"),
+        (f"wall-clock time per {unit}", "wall"),
+    ]
     lines = [
         f"| µs of server CPU per {unit} | " + " | ".join(subjects) + " |",
         "|---|" + "---|" * len(subjects),

@@ -135,7 +135,9 @@ def test_cpusplit_samples_where_each_servers_cpu_goes(per: str) -> None:
     assert f"| µs of server CPU per {per} | wsgi-sse | floor |" in proc.stdout
     rows = _split_table(proc.stdout)
     parts = ("kernel", "Python interpreter", "C library", "the rest")
-    assert set(rows) == {*parts, "sampled", "CPU time (`/proc`)"}
+    threads = ("of which the main thread (the reactor)", "of which the other threads")
+    wall = f"wall-clock time per {per}"
+    assert set(rows) == {*parts, "sampled", "CPU time (`/proc`)", *threads, wall}
     for column in (0, 1):
         together = sum(rows[p][column] for p in parts)
         assert together == pytest.approx(rows["sampled"][column], abs=len(parts))
@@ -143,6 +145,14 @@ def test_cpusplit_samples_where_each_servers_cpu_goes(per: str) -> None:
     assert rows["Python interpreter"][1] == 0 and rows["kernel"][1] > 0
     sampled, measured = rows["sampled"][0], rows["CPU time (`/proc`)"][0]
     assert measured / 2 < sampled < measured * 2
+    # The threads' CPU makes up the process's (clock ticks apart); the
+    # floor has only its main thread, wsgi-sse a pool beside its reactor.
+    for column in (0, 1):
+        by_thread = rows[threads[0]][column] + rows[threads[1]][column]
+        assert by_thread == pytest.approx(rows["CPU time (`/proc`)"][column], rel=0.2, abs=50)
+        assert rows[wall][column] > 0
+    assert rows[threads[1]][1] == 0 and rows[threads[0]][1] > 0
+    assert rows[threads[0]][0] > 0
 
 
 def test_cpusplit_refuses_bad_options() -> None:
