@@ -63,7 +63,9 @@ class StaticFiles(File):
     - Byte ranges are sorted and overlapping or adjacent ones merged, so an
       answer is never larger than the file plus a few part headers (C{File}
       sends C{bytes=0-,0-,...} as that many copies); more than
-      C{max_ranges} distinct ranges answer C{416}.
+      C{max_ranges} distinct ranges answer C{416}.  A C{Range} on an empty
+      file is ignored (C{200}, as nginx answers): RFC 9110 calls a suffix
+      range of it satisfiable, but no C{206} can describe one.
     - A file that changes while it is sent never breaks the connection's
       framing: exactly the announced C{Content-Length} is sent (the bytes
       a growing file gains after the answer began are not), and a file
@@ -217,6 +219,13 @@ class StaticFiles(File):
         size = self.getFileSize()
         header = request.getHeader(b"range")
         parsed = None
+        if header is not None and size == 0:
+            # RFC 9110, 14.1.2: of an empty file, a suffix range (bytes=-5)
+            # is satisfiable, yet no Content-Range can name a part of it;
+            # any other range is not.  The whole (empty) file, as nginx
+            # answers: a server may ignore Range (14.2).
+            request.requestHeaders.removeHeader(b"range")
+            header = None
         if header is not None and not _if_range_holds(request, self._etag()):
             # RFC 9110, 13.1.5: the file changed since the client's copy (or
             # the validator is one it never had): the whole file, not a
