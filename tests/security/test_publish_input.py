@@ -48,6 +48,14 @@ HOSTILE = [
     ("a non-object", b"[1, 2]", "application/json"),
     ("an empty body", b"", "application/json"),
     ("a truncated body", b'{"data": "abc', "application/json"),
+    # (A string never closed, full of escaped quotes: the nesting check
+    # once scanned it again from each quote, 20 s of reactor for 64 KiB.)
+    (
+        "an unclosed string of escaped quotes filling the limit",
+        b'{"data":"' + b'\\"' * ((LIMIT - 9) // 2),
+        "application/json",
+    ),
+    ("an unclosed string holding deep nesting", b'{"data":"' + b"[" * 60_000, "application/json"),
     ("garbage", b"\x00\x01\x02", "application/json"),
     ("form with invalid UTF-8", b"data=%ff%fe", "application/x-www-form-urlencoded"),
     ("form with a lone surrogate escape", b"data=%ed%a0%80", "application/x-www-form-urlencoded"),
