@@ -214,19 +214,30 @@ class RevocationWatch:
     while a stream was not open yet: its hooks were running, and who it
     belongs to may not be known before they return.  See
     L{Hub.watch_revocations}.
+
+    A watch is where the hub's revocations stood when it began (its
+    L{Hub.revocation_mark}), read against the hub's last 1,024
+    (L{Hub.revoked_since}): it holds no list of its own, and a revocation
+    costs the hub nothing per watch, however many streams are opening.
     """
 
-    __slots__ = ("revocations",)
+    __slots__ = ("_hub", "mark")
 
-    def __init__(self) -> None:
-        self.revocations: list[tuple[str | None, str | None]] = []
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+        self.mark = hub.revocation_mark
+
+    def any(self) -> bool:
+        """Whether anything was revoked since the watch began."""
+        return self._hub.revocation_mark != self.mark
 
     def revoked(self, identity: str | None, channels: Iterable[str]) -> bool:
-        """Whether a stream of C{identity} on C{channels} was revoked since the watch began."""
-        return any(
-            revocation_covers(revoked_identity, revoked_channel, identity, channels)
-            for revoked_identity, revoked_channel in self.revocations
-        )
+        """
+        Whether a stream of C{identity} on C{channels} was revoked since the
+        watch began; C{True} past the hub's last 1,024 revocations (the
+        stream is not known to be safe).
+        """
+        return self._hub.revoked_since(self.mark, identity, channels)
 
 
 class _Held:
@@ -369,7 +380,6 @@ class Hub:
         self._local_count = 0
         self._held: dict[Subscriber, _Held] = {}
         self._waiting: list[_Held] = []
-        self._watches: set[RevocationWatch] = set()
         # The revocations made so far (end_streams() calls), and the last
         # ones: (number, identity, channel), for revoked_since().
         self._revocations = 0
@@ -764,8 +774,6 @@ class Hub:
         """
         now = self._now()
         self.revoked_tokens.record(identity, channel, now if at is None else at, now)
-        for watch in self._watches:
-            watch.revocations.append((identity, channel))
         self._revocations += 1
         self._recent_revocations.append((self._revocations, identity, channel))
         matching = [
@@ -782,26 +790,19 @@ class Hub:
 
     def watch_revocations(self) -> RevocationWatch:
         """
-        Start recording the revocations made from now on (here, or in
+        Start watching for the revocations made from now on (here, or in
         another process sharing the backplane) for a stream that is not
-        subscribed yet, until L{unwatch_revocations}: a stream whose hooks
-        are still running when L{end_streams} is called must not open as
-        if nothing had happened.
+        subscribed yet: a stream whose hooks are still running when
+        L{end_streams} is called must not open as if nothing had happened.
+        A watch needs no cleanup.
         """
-        watch = RevocationWatch()
-        self._watches.add(watch)
-        return watch
-
-    def unwatch_revocations(self, watch: RevocationWatch) -> None:
-        """Stop recording revocations for C{watch}."""
-        self._watches.discard(watch)
+        return RevocationWatch(self)
 
     @property
     def revocation_mark(self) -> int:
         """
-        Where the revocations stand now, for L{revoked_since}: a cheaper
-        L{watch_revocations} for a request that may or may not become a
-        stream (a WSGI view that may hold one), and needs no cleanup.
+        Where the revocations stand now, for L{revoked_since} (what a
+        L{RevocationWatch} holds).
         """
         return self._revocations
 

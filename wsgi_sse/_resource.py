@@ -312,7 +312,6 @@ class SSEResource(Resource):
             self._run_in_pool(hooks).addCallbacks(done, failed)
 
         def settled() -> None:
-            hub.unwatch_revocations(watch)
             streams.unreserve(peer)
 
         def done(result: tuple[frozenset[str] | bool, bytes | None, str | None]) -> None:
@@ -330,7 +329,7 @@ class SSEResource(Resource):
                 return
             if (
                 grant is not None
-                and watch.revocations
+                and watch.any()
                 and hub.token_revoked(owner, channels, grant.issued)
             ):
                 # disconnect() was called for its token while the initial
@@ -342,7 +341,6 @@ class SSEResource(Resource):
                 # disconnect() was called for this stream while its hooks
                 # ran: they decide again, as for a browser that reconnects
                 # after its stream was ended (a revoked session is refused).
-                hub.unwatch_revocations(watch)
                 if reruns >= _MAX_RERUNS:
                     streams.unreserve(peer)
                     streams.finish_refused(
