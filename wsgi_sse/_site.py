@@ -1124,6 +1124,7 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
     _lastStream = 0
     _abortingCall: IDelayedCall | None = None
     _writingTo: int | None = None
+    _connectionWindowOpened = False
     _sendingDeferred: Deferred[Any] | None  # twisted.web's: wakes its sending loop
 
     def __init__(self, reactor: Any = None) -> None:
@@ -1203,21 +1204,72 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
         """
         Parse frames; only requests (not every frame) restart the idle
         clock.  Streams whose window the frames opened go back to the
-        sending loop.
+        sending loop, once per read.
+
+        A connection done with (a connection error, the client's
+        C{GOAWAY}) reads nothing more and is closed: twisted.web leaves it
+        open until the idle timeout, this connection still the TLS
+        transport's producer, and hands each read to h2, which keeps it.
         """
+        if not self._stillProducing:
+            return
         self._receiving = True
         initial_window = self.conn.remote_settings.initial_window_size
         try:
             super().dataReceived(data)
         finally:
             self._receiving = False
+        if not self._stillProducing:
+            self._closeAfterError()
+            return
+        if self._connectionWindowOpened:
+            self._connectionWindowOpened = False
+            self._wakeStreams()
         if self._windowsOpened or self.conn.remote_settings.initial_window_size > initial_window:
             self._windowsOpened = False
             self._windowOpened()
 
+    def _terminate(self, reason: Failure) -> None:
+        """
+        A connection error: done with the connection, its C{GOAWAY} written
+        or, behind a client that does not read, queued (twisted.web then
+        leaves the connection as it is, reading on).
+        """
+        self._tryToWriteControlData()
+        self.connectionLost(reason, _cancelTimeouts=False)
+
+    def _closeAfterError(self) -> None:
+        """
+        Close a connection twisted.web is done with (its C{GOAWAY} queued),
+        and abort it if the client has not let it close C{abortTimeout}
+        seconds later.
+        """
+        transport = self.transport
+        if transport is None or not transport.connected:
+            return
+        # This connection is the TLS transport's producer: TLS closes only
+        # once it is unregistered.
+        transport.unregisterProducer()
+        transport.loseConnection()
+        if self._abortingCall is None and self.abortTimeout is not None:
+            self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
+
     def _handleWindowUpdate(self, event: Any) -> None:
         self._windowsOpened = True
+        if not event.stream_id:
+            # The connection's window: every stream is woken once, after the
+            # read (twisted.web wakes them all for each frame: a read full of
+            # WINDOW_UPDATEs then costs frames times streams).
+            self._connectionWindowOpened = True
+            return
         super()._handleWindowUpdate(event)
+
+    def _wakeStreams(self) -> None:
+        """What twisted.web does for a WINDOW_UPDATE of the connection, once."""
+        for stream in tuple(self.streams.values()):
+            stream.windowUpdated()
+            if self._outboundStreamQueues.get(stream.streamID):
+                self.priority.unblock(stream.streamID)
 
     def _maySend(self, stream_id: int) -> bool:
         """
@@ -1266,6 +1318,8 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
         if deadline is not None and deadline.active():
             deadline.cancel()
         TimeoutMixin.resetTimeout(self)
+        if self._headersTooLarge(event):
+            return
         super()._requestReceived(event)
         headers = dict(event.headers)
         # The limit of the path, as for HTTP/1.1 (body_limits).
@@ -1275,6 +1329,46 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
             length = headers.get(b"content-length", b"")
             if length.isdigit() and int(length) > limit:
                 self._bodyTooLarge(event.stream_id)
+
+    def _headersTooLarge(self, event: Any) -> bool:
+        """
+        Answer C{431}, as over HTTP/1.1, a request with more headers, or
+        more bytes of them (each counted as its C{name: value} line), than
+        an HTTP/1.1 request may have (twisted.web's C{maxHeaders} and
+        C{totalHeadersSize}): the app never sees it.  h2's own limit alone
+        is 64 KiB of headers, in any number.
+        """
+        count = size = 0
+        for name, value in event.headers:
+            if name[:1] != b":":
+                count += 1
+            size += len(name) + len(value) + 2
+        max_headers = _HeaderDeadlineChannel.maxHeaders
+        if count <= max_headers and size <= _HeaderDeadlineChannel.totalHeadersSize:
+            return False
+        if count > max_headers:
+            body = b"too many request headers (more than %d)\n" % (max_headers,)
+        else:
+            limit = _HeaderDeadlineChannel.totalHeadersSize
+            body = b"request headers too large (more than %d bytes)\n" % (limit,)
+        stream_id = event.stream_id
+        head = [
+            (b":status", b"431"),
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", b"%d" % len(body)),
+        ]
+        if self.conn.local_flow_control_window(stream_id) < len(body):
+            # (No window for the answer: the stream is refused instead.)
+            self.conn.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+            self._tryToWriteControlData()
+            return True
+        self.conn.send_headers(stream_id, head)
+        self.conn.send_data(stream_id, body, end_stream=True)
+        if not event.stream_ended:
+            # A body would follow, for a request that is not handled.
+            self.conn.reset_stream(stream_id, ErrorCodes.NO_ERROR)
+        self._tryToWriteControlData()
+        return True
 
     def _requestDataReceived(self, event: Any) -> None:
         TimeoutMixin.resetTimeout(self)
@@ -1341,8 +1435,36 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
             return sum(map(len, itertools.islice(queue, len(queue) - 1)))
         return sum(map(len, queue))
 
+    def _streamClosed(self, stream_id: int) -> bool:
+        """
+        Whether h2 has closed the stream already: a client that sent a
+        request and its C{RST_STREAM} in one read has it closed before the
+        request is handed over, and what is then written for it would end
+        the sending loop (C{StreamClosedError}) or escape (C{send_headers}
+        on a stream h2 has forgotten: C{StreamIDTooLowError}).
+        """
+        stream = self.conn.streams.get(stream_id)
+        return stream is None or bool(stream.closed)
+
+    def writeHeaders(
+        self,
+        version: bytes,
+        code: bytes,
+        reason: bytes,
+        headers: Any,
+        streamID: int,  # noqa: N803
+    ) -> None:
+        """Write a response head, unless the client has reset its stream."""
+        if self._streamClosed(streamID):
+            return
+        super().writeHeaders(version, code, reason, headers, streamID)
+
     def writeDataToStream(self, stream_id: int, data: bytes) -> None:
         """Queue data for a stream; pause its producer past L{STREAM_BUFFER}."""
+        if self._streamClosed(stream_id):
+            # (Its reset is on its way to the request: twisted.web's
+            # StreamReset event follows.)
+            return
         # Pausing the producer may reset the stream (a reader too far
         # behind): twisted.web's write goes on with the stream after it
         # pauses it, so a reset asked for meanwhile waits for it to return.
