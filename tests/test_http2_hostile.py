@@ -1,8 +1,9 @@
 """
 HTTP/2 clients that misbehave on purpose: a request and its reset in one
 read, floods of connection WINDOW_UPDATEs, connection errors and GOAWAYs
-followed by more data, header lists over the HTTP/1.1 limits.  The real
-server over TLS on a loopback ephemeral port, a raw h2 client.
+followed by more data, header lists over the HTTP/1.1 limits; and HTTP/1.1
+over the same TLS port, refused mid-request.  The real server over TLS on a
+loopback ephemeral port, a raw h2 client or a raw TLS socket.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import h2.settings
 import pytest
 from h2.errors import ErrorCodes
 from hyperframe.frame import ContinuationFrame, DataFrame
-from support import self_signed_cert, serve, tls_listen
+from support import logged, self_signed_cert, serve, tls_listen
 from test_http2 import H2Client, tls_context
 
 
@@ -299,3 +300,34 @@ def test_h2_connection_after_an_error_does_not_keep_what_the_client_sends(
             assert grown < 16 << 20
         finally:
             client.close()
+
+
+@pytest.mark.parametrize("size", [20_000, 60_000])
+def test_a_header_line_too_long_over_tls_is_answered_431(
+    cert: tuple[Path, Path], size: int
+) -> None:
+    """
+    HTTP/1.1 over TLS, a header line over 16 KiB, sent whole (in one TLS
+    record or, past 16 KiB of record, several): a 431 and the end of the
+    connection, as over plain TCP, with no error in the log.  (A TCP
+    half-close under TLS had Twisted's TLS layer close the connection in
+    the middle of the client's next bytes, and fail on it: no answer.)
+    """
+    with serve(app, listen=tls_listen(*cert)) as server, logged() as lines:
+        context = tls_context(cert[0])
+        context.set_alpn_protocols(["http/1.1"])
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(
+                b"GET /page HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"v" * size + b"\r\n\r\n"
+            )
+            answer = b""
+            try:
+                while data := tls.recv(65536):
+                    answer += data
+            except (OSError, ssl.SSLError):
+                pass  # (closed before the client's close_notify)
+        server.call(lambda: None)
+    assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+    assert answer.endswith(b"\r\n\r\nrequest header line too long\n")
+    assert not [line for line in lines if "Unhandled" in line or "Traceback" in line]

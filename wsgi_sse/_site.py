@@ -42,6 +42,7 @@ from urllib.parse import unquote_to_bytes
 from twisted.internet import tcp
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.error import ConnectionAborted
+from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
@@ -568,9 +569,14 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
             % (status, content_type, len(message), message)
         )
         lose_write = getattr(transport, "loseWriteConnection", None)
-        if lose_write is not None:
+        if lose_write is not None and not ISSLTransport.providedBy(transport):
             lose_write()
-        else:  # pragma: no cover - transports that cannot half-close
+        else:
+            # TLS closes with its close_notify instead: a TCP half-close
+            # under it has Twisted's TLS layer, at the client's next bytes,
+            # close the connection in the middle of its read and then write
+            # to it ("'NoneType' object has no attribute 'bio_read'", no
+            # answer sent).
             transport.loseConnection()
         self.callLater(2.0, _abort, transport)  # type: ignore[no-untyped-call, call-arg]
 
