@@ -576,3 +576,91 @@ def test_reports_of_all_processes_are_kept_up_to_the_bound_in_all() -> None:
     finally:
         globalLogPublisher.removeObserver(seen.append)
     assert tracker.malformed == 0
+
+
+DAY = 86_400
+
+
+@pytest.mark.parametrize(
+    ("sent", "recorded"),
+    [
+        (-100, -100),  # 100 s ago: as it says
+        (10**12, 0),  # in the future: now
+        (-10 * DAY, -DAY),  # ten days ago: a day ago (no token is older)
+        (float("nan"), 0),
+        (float("inf"), 0),
+        ("yesterday", 0),
+        (True, 0),
+        (None, 0),
+    ],
+    ids=["past", "future", "long-ago", "nan", "inf", "text", "bool", "none"],
+)
+def test_a_revocation_from_another_process_keeps_its_time_within_the_last_day(
+    sent: object, recorded: float
+) -> None:
+    """Its C{t} (hostile input) dates the revocation if it is a number in the last day."""
+    clock = Clock()
+    clock.advance(30 * DAY)
+    now = clock.seconds()
+    hub = Hub(clock=clock, instance_id="here")
+    # Numbers are sent as seconds from now; anything else as it is.
+    t = now + sent if type(sent) in (int, float) else sent  # type: ignore[operator]
+    _control(hub, {"k": "d", "i": "there", "u": "ada", "c": None, "t": t})
+    assert hub.revoked_tokens.knows("ada", None, now + recorded)
+    assert not hub.revoked_tokens.knows("ada", None, now + recorded + 0.001)
+    assert hub.presence.malformed == 0
+
+
+def test_a_revocation_heard_again_ends_only_the_streams_opened_before_it() -> None:
+    """
+    A revocation sent again (for a process that missed it) ends nothing here
+    once heard: streams opened since were opened after it.  A later one does.
+    """
+    clock = Clock()
+    clock.advance(1000)
+    hub = Hub(clock=clock, instance_id="here")
+    before = Tab("ada")
+    hub.subscribe(before, ["room"])
+    message = {"k": "d", "i": "there", "u": "ada", "c": None, "t": 990.0}
+    _control(hub, message)
+    assert before.finished
+    since = Tab("ada")
+    hub.subscribe(since, ["room"])
+    _control(hub, message)
+    assert not since.finished and hub.subscriber_count() == 1
+    _control(hub, {**message, "t": 999.0})
+    assert since.finished and hub.subscriber_count() == 0
+
+
+def test_revocations_made_here_are_sent_again_to_a_process_that_listens_anew() -> None:
+    """
+    Another process asking for reports (started, or back after an outage)
+    gets this process's revocations of the last day again, dated, at most
+    once a second however often it asks; so does everyone when this
+    process listens anew.
+    """
+    clock = Clock()
+    recording = SharedRecording("here", 256 * 1024)
+    hub = Hub(clock=clock, instance_id="here", backplane=recording)
+
+    def revocations() -> list[tuple[object, ...]]:
+        found = [json.loads(body[6:-1]) for body in recording.bodies]
+        recording.bodies.clear()
+        return [(m["u"], m["c"], m["t"]) for m in found if m["k"] == "d"]
+
+    hub.revoke("old")
+    clock.advance(DAY)
+    hub.revoke("ada")
+    hub.revoke(None, "room")
+    assert revocations() == [("old", None, 0.0), ("ada", None, DAY), (None, "room", DAY)]
+    _control(hub, {"k": "q", "i": "there"})
+    clock.advance(0)
+    assert revocations() == [("ada", None, DAY), (None, "room", DAY)]
+    _control(hub, {"k": "q", "i": "elsewhere"})
+    _control(hub, {"k": "q", "i": "there"})
+    clock.advance(0.5)
+    assert revocations() == []
+    clock.advance(0.5)
+    assert revocations() == [("ada", None, DAY), (None, "room", DAY)]
+    hub.control_listening()
+    assert revocations() == [("ada", None, DAY), (None, "room", DAY)]

@@ -190,6 +190,7 @@ class _BackplaneService(Service):
         if self.hub is not None:
             # Tells the other processes this one has nobody any more.
             self.hub.presence.stop()
+            self.hub.stop_resending()
         return self.backplane.stop()
 
 

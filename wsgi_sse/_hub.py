@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import re
 import secrets
 from collections import deque
@@ -26,9 +27,10 @@ from ._encoding import encode_body, frame
 from ._names import CONTROL_CHANNEL, check_identity, validate_channel
 from ._presence import PresenceTracker, parse_control, publish_control
 from ._revoked import RevokedTokens
+from ._tokens import MAX_TOKEN_TTL
 
 if TYPE_CHECKING:
-    from twisted.internet.interfaces import IReactorTime
+    from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 __all__ = [
     "CLOSE_BODY",
@@ -386,6 +388,13 @@ class Hub:
         self._recent_revocations: deque[tuple[int, str | None, str | None]] = deque(
             maxlen=_REVOCATIONS_KEPT
         )
+        # The revocations made here in the last day, for resend_revocations:
+        # (when, identity, channel), the oldest first.
+        self._own_revocations: deque[tuple[float, str | None, str | None]] = deque(
+            maxlen=_REVOCATIONS_KEPT
+        )
+        self._next_resend = 0.0
+        self._resend_call: IDelayedCall | None = None
         self.revoked_tokens = RevokedTokens()
         """When tokens were last revoked, for L{token_revoked}."""
         self.revocation_hooks: list[Callable[[str | None, str | None], int]] = []
@@ -753,10 +762,49 @@ class Hub:
         """
         if identity is None and channel is None:
             raise ValueError("revoke() needs an identity, a channel or both")
+        if at is None:
+            at = self._now()
         ended = self.end_streams(identity, channel, at)
         if self.backplane.shared:
-            publish_control(self, {"k": "d", "i": self.instance_id, "u": identity, "c": channel})
+            self._own_revocations.append((at, identity, channel))
+            self._send_revocation(at, identity, channel)
         return ended
+
+    def stop_resending(self) -> None:
+        """Cancel a resend of revocations asked for by another process (at stop)."""
+        call, self._resend_call = self._resend_call, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _answer_resend(self) -> None:
+        self._resend_call = None
+        self._next_resend = self._now() + 1.0
+        self.resend_revocations()
+
+    def _send_revocation(self, at: float, identity: str | None, channel: str | None) -> None:
+        # Dated: one that arrives late (sent again, see resend_revocations)
+        # refuses the tokens made before it was asked for, not those since.
+        message = {"k": "d", "i": self.instance_id, "u": identity, "c": channel, "t": at}
+        publish_control(self, message)
+
+    def resend_revocations(self) -> int:
+        """
+        Send again the revocations made here in the last day (the last
+        1,024), for processes that could not hear them when they were made:
+        started since, or cut off from the backplane's server meanwhile.
+        Done when this process starts listening to the others again, and
+        when another one does (it asks for reports); at most once a second
+        for the latter.  Processes that had them already do nothing more.
+
+        @return: how many were sent.
+        """
+        horizon = self._now() - MAX_TOKEN_TTL
+        own = self._own_revocations
+        while own and own[0][0] <= horizon:
+            own.popleft()
+        for at, identity, channel in own:
+            self._send_revocation(at, identity, channel)
+        return len(own)
 
     def end_streams(
         self, identity: str | None = None, channel: str | None = None, at: float | None = None
@@ -858,9 +906,12 @@ class Hub:
     def control_listening(self) -> None:
         """
         The backplane reads the other processes' control messages from now
-        on (it started, or reconnected): exchange full presence reports.
+        on (it started, or reconnected): exchange full presence reports, and
+        send again the revocations made here (the others may have missed
+        them while this process was cut off).
         """
         self.presence.listening()
+        self.resend_revocations()
 
     def deliver_control(self, body: bytes) -> None:
         """
@@ -877,7 +928,13 @@ class Hub:
         if kind == "p":
             self.presence.received(message, self._now())
         elif kind == "q":
-            self.presence.asked(self._now())
+            now = self._now()
+            self.presence.asked(now)
+            # Another process listens anew (started, or back after an
+            # outage): what it could not hear, at most once a second.
+            if self._resend_call is None:
+                wait = max(0.0, self._next_resend - now)
+                self._resend_call = self._reactor().callLater(wait, self._answer_resend)
         elif kind == "d":
             identity, channel = message.get("u"), message.get("c")
             # No more than disconnect() takes: each revocation is remembered
@@ -885,7 +942,13 @@ class Hub:
             if not _revocable(identity, channel):
                 self.presence.malformed += 1
                 return
-            self.end_streams(identity, channel)
+            now = self._now()
+            at = _revoked_at(message.get("t"), now)
+            if at is not None and self.revoked_tokens.knows(identity, channel, at):
+                # Heard already (sent again for another process): streams
+                # opened since then were opened after it.
+                return
+            self.end_streams(identity, channel, at)
         else:
             self.presence.malformed += 1
 
@@ -1234,6 +1297,18 @@ def _end_subscriber(subscriber: Subscriber) -> None:
 
 def _delivered(published: Published) -> int:
     return published.delivered
+
+
+def _revoked_at(when: object, now: float) -> float | None:
+    """
+    When another process's revocation was asked for (its C{t}, sent again
+    after an outage: later than then), within the last day and not in the
+    future; L{None} (now) for a message without one, or with anything but
+    a finite number.
+    """
+    if type(when) not in (int, float) or not math.isfinite(when):  # type: ignore[arg-type]
+        return None
+    return min(now, max(float(when), now - MAX_TOKEN_TTL))  # type: ignore[arg-type]
 
 
 def _revocable(identity: object, channel: object) -> bool:

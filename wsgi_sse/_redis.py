@@ -622,6 +622,8 @@ class RedisBackplane(ThreadedBackplane):
                     self.connected = True
                     self._first_attempt_made()
                     self._down_logged = False
+                    if ever_connected:
+                        self._reconnected()
                     delay = first_delay
                     self.reactor.callFromThread(
                         self.log.info,

@@ -59,6 +59,14 @@ class RevokedTokens:
             if self._floor is None or oldest > self._floor:
                 self._floor = oldest
 
+    def knows(self, identity: str | None, channel: str | None, at: float) -> bool:
+        """
+        Whether C{identity} (on C{channel}), or C{channel}, is remembered
+        as revoked at C{at} or later.
+        """
+        known = self._times.get((identity, channel))
+        return known is not None and known >= at
+
     def refused(
         self, identity: str | None, channels: Iterable[str], issued: float | None, now: float
     ) -> bool:

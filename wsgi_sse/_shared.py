@@ -627,6 +627,15 @@ class ThreadedBackplane:
             except Exception:  # noqa: BLE001 - best effort: the next report repairs it
                 self._count("control_dropped")
 
+    def _reconnected(self) -> None:
+        """
+        The server is reachable again (reader thread): what this process
+        sent while it was not (presence, revocations) is sent again, and
+        the others asked for theirs, as when the control reader subscribes
+        again; whichever of the two comes last finds both ways open.
+        """
+        self.reactor.callFromThread(self.hub.control_listening)
+
     def _control_listening(self) -> None:
         """
         The control reader is subscribed (again): what the others sent

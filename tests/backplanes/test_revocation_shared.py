@@ -242,3 +242,85 @@ def test_disconnect_in_another_process_refuses_older_stream_tokens_here(
         with b.stream(f"/sse?token={fresh}") as opened:
             assert opened.status == 200
             b.wait_clients(1)
+
+
+def test_a_disconnect_made_while_the_server_is_down_reaches_the_others_once_it_is_back(
+    shared_backend: Backend,
+) -> None:
+    """
+    disconnect() in one process while the backplane's server is unreachable
+    is sent again once it is back (each process listening anew asks for
+    it): the other process ends the user's stream and refuses the token
+    made before the disconnect(), and still opens one made after it, during
+    the outage (the revocation keeps its time, not its late arrival's).
+    """
+    secret = "k" * 40
+    app = App()
+    with contextlib.ExitStack() as stack:
+        a, b = (
+            stack.enter_context(
+                serve(
+                    app,
+                    backplane_url=shared_backend.url,
+                    token_secret=secret,
+                    authorize=lambda request: False,
+                )
+            )
+            for _ in range(2)
+        )
+
+        def connected(server: RunningServer) -> bool:
+            return bool(server.service.backplane.stats()["connected"])
+
+        wait_until(lambda: connected(a) and connected(b), what="connected")
+        old = stream_token(["room"], identity="ada", ttl=3600, secret=secret)
+        with StreamClient(b.port, f"/sse?token={old}") as ada:
+            assert ada.status == 200
+            b.wait_clients(1)
+            shared_backend.stop()
+            try:
+                wait_until(lambda: not connected(a), what="the outage seen")
+                wsgi_sse.disconnect(identity="ada", hub=a.service.hub)
+                a.call(lambda: None)
+                time.sleep(0.005)  # the next millisecond: made after the revocation
+                during = stream_token(["room"], identity="ada", ttl=3600, secret=secret)
+                assert b.call(lambda: b.service.hub.revocation_mark) == 0
+            finally:
+                shared_backend.start()
+            ada.read_to_end(timeout=30)
+        b.wait_clients(0)
+        with StreamClient(b.port, f"/sse?token={old}", headers={"Connection": "close"}) as refused:
+            refused.read_to_end()
+        assert (refused.status, refused.body) == (403, b"stream token revoked\n")
+        with b.stream(f"/sse?token={during}") as opened:
+            assert opened.status == 200
+            b.wait_clients(1)
+
+
+def test_a_process_started_after_a_disconnect_learns_it_from_the_others(
+    shared_backend: Backend,
+) -> None:
+    """
+    A process started (or restarted) after a disconnect() made in another
+    one asks the others for what it missed: it refuses the token made
+    before the disconnect(), and opens one made after it.
+    """
+    secret = "k" * 40
+    app = App()
+    options = dict(backplane_url=shared_backend.url, token_secret=secret, authorize=lambda r: False)
+    with serve(app, **options) as a:
+        wait_until(lambda: bool(a.service.backplane.stats()["connected"]), what="connected")
+        old = stream_token(["room"], identity="ada", ttl=3600, secret=secret)
+        wsgi_sse.disconnect(identity="ada", hub=a.service.hub)
+        a.call(lambda: None)
+        time.sleep(0.005)  # the next millisecond: made after the revocation
+        fresh = stream_token(["room"], identity="ada", ttl=3600, secret=secret)
+        with serve(app, **options) as b:
+            hub = b.service.hub
+            wait_until(lambda: b.call(lambda: hub.revocation_mark) > 0, what="the revocation")
+            with StreamClient(b.port, f"/sse?token={old}", headers={"Connection": "close"}) as no:
+                no.read_to_end()
+            assert (no.status, no.body) == (403, b"stream token revoked\n")
+            with b.stream(f"/sse?token={fresh}") as opened:
+                assert opened.status == 200
+                b.wait_clients(1)
