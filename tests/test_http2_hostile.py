@@ -143,6 +143,17 @@ def test_h2_connection_window_update_does_not_cost_the_work_of_every_stream(
 # -- 3. a connection that fails before its first request ---------------------------
 
 
+def end_badly(client: H2Client, first: str) -> None:
+    """A connection error (a CONTINUATION with no HEADERS), or the client's GOAWAY."""
+    if first == "protocol_error":
+        frame = ContinuationFrame(1)
+        frame.data = b"x"
+        client.sock.sendall(frame.serialize())
+    else:
+        client.conn.close_connection()
+        client.flush()
+
+
 def _seconds_until_closed(sock: ssl.SSLSocket, limit: float) -> float | None:
     """Read (and drop) what the server sends until it closes; None if still open at C{limit}."""
     started = time.monotonic()
@@ -174,13 +185,7 @@ def test_h2_connection_without_a_request_is_closed_at_header_timeout_after_an_er
         silent = H2Client(server.port, cert[0])
         client = H2Client(server.port, cert[0])
         try:
-            if first == "protocol_error":
-                frame = ContinuationFrame(1)
-                frame.data = b"x"
-                client.sock.sendall(frame.serialize())
-            else:
-                client.conn.close_connection()
-                client.flush()
+            end_badly(client, first)
             silent_took = _seconds_until_closed(silent.sock, 8)
             took = _seconds_until_closed(client.sock, 8)
             assert silent_took is not None and silent_took < 5  # the documented behaviour
@@ -273,13 +278,7 @@ def test_h2_connection_after_an_error_does_not_keep_what_the_client_sends(
     with serve(app, listen=tls_listen(*cert), idle_timeout=30.0) as server:
         client = H2Client(server.port, cert[0])
         try:
-            if first == "protocol_error":
-                frame = ContinuationFrame(1)
-                frame.data = b"x"
-                client.sock.sendall(frame.serialize())
-            else:
-                client.conn.close_connection()
-                client.flush()
+            end_badly(client, first)
             time.sleep(0.2)
             server.call(lambda: None)
             before = process.memory_info().rss

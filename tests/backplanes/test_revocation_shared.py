@@ -55,6 +55,13 @@ def server_on(backend: Backend, app: App) -> Iterator[RunningServer]:
         yield server
 
 
+def token_server(
+    backend: Backend, app: App, secret: str
+) -> contextlib.AbstractContextManager[RunningServer]:
+    """A server on C{backend} whose streams open with tokens only (C{authorize} refuses)."""
+    return serve(app, backplane_url=backend.url, token_secret=secret, authorize=lambda r: False)
+
+
 def disconnect_seen(by: RunningServer, seen_by: RunningServer, before: int, **kwargs: Any) -> None:
     """
     C{wsgi_sse.disconnect(**kwargs)} in C{by}, until C{seen_by} has read a
@@ -217,17 +224,7 @@ def test_disconnect_in_another_process_refuses_older_stream_tokens_here(
     secret = "k" * 40
     app = App()
     with contextlib.ExitStack() as stack:
-        a, b = (
-            stack.enter_context(
-                serve(
-                    app,
-                    backplane_url=shared_backend.url,
-                    token_secret=secret,
-                    authorize=lambda request: False,
-                )
-            )
-            for _ in range(2)
-        )
+        a, b = (stack.enter_context(token_server(shared_backend, app, secret)) for _ in range(2))
         for server in (a, b):
             wait_until(lambda s=server: bool(s.service.backplane.stats()["connected"]))
         old = stream_token(["room"], identity="ada", secret=secret)
@@ -257,17 +254,7 @@ def test_a_disconnect_made_while_the_server_is_down_reaches_the_others_once_it_i
     secret = "k" * 40
     app = App()
     with contextlib.ExitStack() as stack:
-        a, b = (
-            stack.enter_context(
-                serve(
-                    app,
-                    backplane_url=shared_backend.url,
-                    token_secret=secret,
-                    authorize=lambda request: False,
-                )
-            )
-            for _ in range(2)
-        )
+        a, b = (stack.enter_context(token_server(shared_backend, app, secret)) for _ in range(2))
 
         def connected(server: RunningServer) -> bool:
             return bool(server.service.backplane.stats()["connected"])
@@ -307,15 +294,14 @@ def test_a_process_started_after_a_disconnect_learns_it_from_the_others(
     """
     secret = "k" * 40
     app = App()
-    options = dict(backplane_url=shared_backend.url, token_secret=secret, authorize=lambda r: False)
-    with serve(app, **options) as a:
+    with token_server(shared_backend, app, secret) as a:
         wait_until(lambda: bool(a.service.backplane.stats()["connected"]), what="connected")
         old = stream_token(["room"], identity="ada", ttl=3600, secret=secret)
         wsgi_sse.disconnect(identity="ada", hub=a.service.hub)
         a.call(lambda: None)
         time.sleep(0.005)  # the next millisecond: made after the revocation
         fresh = stream_token(["room"], identity="ada", ttl=3600, secret=secret)
-        with serve(app, **options) as b:
+        with token_server(shared_backend, app, secret) as b:
             hub = b.service.hub
             wait_until(lambda: b.call(lambda: hub.revocation_mark) > 0, what="the revocation")
             with StreamClient(b.port, f"/sse?token={old}", headers={"Connection": "close"}) as no:
