@@ -330,3 +330,31 @@ def test_a_header_line_too_long_over_tls_is_answered_431(
     assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
     assert answer.endswith(b"\r\n\r\nrequest header line too long\n")
     assert not [line for line in lines if "Unhandled" in line or "Traceback" in line]
+
+
+def test_h2_request_target_over_the_request_line_limit_is_refused(
+    cert: tuple[Path, Path],
+) -> None:
+    """
+    A target longer than HTTP/1.1's request line may be (16 KiB) is a 414
+    over HTTP/2 too, and the app never sees it; a request within it is
+    answered on the same connection.
+    """
+    seen: list[str] = []
+
+    def counting(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        seen.append(environ["QUERY_STRING"])
+        return app(environ, start_response)
+
+    with serve(counting, listen=tls_listen(*cert)) as server:
+        client = H2Client(server.port, cert[0])
+        try:
+            long = client.get("/page?" + "x" * 20_000)
+            client.wait(lambda: long in client.ended)
+            assert (client.status[long], client.data[long]) == ("414", b"request line too long\n")
+            fine = client.get("/page?" + "x" * 10_000)
+            client.wait(lambda: fine in client.ended)
+            assert client.status[fine] == "200"
+            assert seen == ["x" * 10_000]
+        finally:
+            client.close()

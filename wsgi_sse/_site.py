@@ -1338,28 +1338,37 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
 
     def _headersTooLarge(self, event: Any) -> bool:
         """
-        Answer C{431}, as over HTTP/1.1, a request with more headers, or
-        more bytes of them (each counted as its C{name: value} line), than
-        an HTTP/1.1 request may have (twisted.web's C{maxHeaders} and
-        C{totalHeadersSize}): the app never sees it.  h2's own limit alone
-        is 64 KiB of headers, in any number.
+        Answer as over HTTP/1.1 a request with more headers, or more bytes
+        of them (each counted as its C{name: value} line), than an HTTP/1.1
+        request may have (twisted.web's C{maxHeaders} and
+        C{totalHeadersSize}: C{431}), or pseudo-headers (method, path, ...)
+        longer than its request line may be (C{MAX_LENGTH}: C{414}): the
+        app never sees it.  h2's own limit alone is 64 KiB of headers, in
+        any number.
         """
-        count = size = 0
+        count = size = line = 0
         for name, value in event.headers:
-            if name[:1] != b":":
+            if name[:1] == b":":
+                line += len(value) + 1
+            else:
                 count += 1
-            size += len(name) + len(value) + 2
-        max_headers = _HeaderDeadlineChannel.maxHeaders
-        if count <= max_headers and size <= _HeaderDeadlineChannel.totalHeadersSize:
-            return False
-        if count > max_headers:
-            body = b"too many request headers (more than %d)\n" % (max_headers,)
-        else:
-            limit = _HeaderDeadlineChannel.totalHeadersSize
+                size += len(name) + len(value) + 2
+        channel = _HeaderDeadlineChannel
+        if line > channel.MAX_LENGTH:
+            # (The request line's limit: its method and target.)
+            status, body = b"414", b"request line too long\n"
+        elif count > channel.maxHeaders:
+            status = b"431"
+            body = b"too many request headers (more than %d)\n" % (channel.maxHeaders,)
+        elif size > channel.totalHeadersSize:
+            status = b"431"
+            limit = channel.totalHeadersSize
             body = b"request headers too large (more than %d bytes)\n" % (limit,)
+        else:
+            return False
         stream_id = event.stream_id
         head = [
-            (b":status", b"431"),
+            (b":status", status),
             (b"content-type", b"text/plain; charset=utf-8"),
             (b"content-length", b"%d" % len(body)),
         ]
