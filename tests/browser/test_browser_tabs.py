@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import threading
 import time
 from typing import Any
 from urllib.parse import urlencode
@@ -353,6 +354,59 @@ def test_init_and_reset_reach_every_tab(context: Any) -> None:
         expect(third.locator("#events li")).to_have_text(["reset", "a: 2"])
         expect(second.locator("#events li")).to_have_text(["init: snapshot", "a: 1", "a: 2"])
         assert server.client_count() == 1
+
+
+# Every event a stream dispatches to the page, in order, in window.dispatched.
+RECORD_DISPATCHED = """
+window.dispatched = [];
+const dispatch = EventTarget.prototype.dispatchEvent;
+EventTarget.prototype.dispatchEvent = function (event) {
+  if (event.constructor.name === "StreamEvent" && event.type !== "statuschange") {
+    window.dispatched.push(event.type + ": " + event.data);
+  }
+  return dispatch.call(this, event);
+};
+"""
+
+BUSY = "setTimeout(() => { const t = performance.now(); while (performance.now() - t < 1500); })"
+
+
+def test_a_tab_joining_a_busy_holder_gets_the_init_once(context: Any) -> None:
+    """
+    The holder, busy for 1.5 s, has the init and an event queued when a new
+    tab opens: the tab gets them in the holder's catch-up and in its own
+    queue, and shows each once, in order (the init was shown twice, the
+    second time after the event, which the page then lost).
+    """
+    release = threading.Event()
+
+    def initial(request: StreamRequest) -> str:
+        release.wait(10)  # the holder's init is sent when the test says
+        return "snapshot"
+
+    context.add_init_script(RECORD_DISPATCHED)
+    with serve(page_app, retry=200, initial=initial) as server:
+        publish = server.service.broadcaster.broadcast_and_wait
+        holder = context.new_page()
+        holder.goto(server.url + "/page?channel=a")
+        holder.wait_for_function("stream.holdsConnection")
+        holder.evaluate(BUSY)
+        time.sleep(0.2)
+        release.set()  # the init, then an event, reach the busy holder
+        time.sleep(0.3)
+        publish("1", channel="a")
+        time.sleep(0.2)
+        tab = context.new_page()  # opens while the holder is still busy
+        tab.goto(server.url + "/page?channel=a")
+        expect(tab.locator("#status")).to_have_text("live")
+        expect(holder.locator("#events li")).to_have_text(["init: snapshot", "a: 1"])
+        publish("2", channel="a")
+        expect(tab.locator("#events li")).to_have_text(["init: snapshot", "a: 1", "a: 2"])
+        assert tab.evaluate("window.dispatched") == [
+            "init: snapshot",
+            "message: 1",
+            "message: 2",
+        ]
 
 
 def test_module_works_as_a_static_file(context: Any) -> None:

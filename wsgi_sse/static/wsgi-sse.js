@@ -492,6 +492,12 @@ export class Stream extends EventTarget {
     } else if (m.t === "catchup" && m.to === this.id && !this.synced) {
       if (m.reset) this.deliver({ raw: "", type: "reset", data: "" });
       for (const ev of m.events) this.deliver(ev);
+      // An init the catch-up held may be queued too (the holder sent it
+      // before it read this tab's hello): it is shown once. (Other events
+      // are told apart by id; an init's id is its stream's opening position.)
+      this.caughtUpInits = new Set(
+        m.events.filter((ev) => ev.type === "init").map((ev) => ev.raw + "\n" + ev.data),
+      );
       if (!m.events.length && m.last && m.last !== this.lastEventId) {
         // Up to date with the holder: resume from its position if this tab
         // takes over.
@@ -507,7 +513,12 @@ export class Stream extends EventTarget {
 
   sync() {
     this.synced = true;
-    for (const ev of this.pending.splice(0)) this.deliver(ev);
+    const inits = this.caughtUpInits || new Set();
+    this.caughtUpInits = null;
+    for (const ev of this.pending.splice(0)) {
+      if (ev.type === "init" && inits.delete(ev.raw + "\n" + ev.data)) continue;
+      this.deliver(ev);
+    }
   }
 
   catchUp(to, since) {
