@@ -417,6 +417,20 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
             return
         super().lineReceived(line)  # type: ignore[no-untyped-call]
 
+    def _maybeChooseTransferDecoder(self, header: bytes, data: bytes) -> bool:
+        """
+        twisted.web's choice of a body decoder, but a C{Transfer-Encoding}
+        other than C{chunked} (twisted.web takes C{identity} for none at
+        all, so the body's bytes would be read as the next request), or any
+        C{Transfer-Encoding} in an HTTP/1.0 request, is refused: C{400},
+        then closed (RFC 9112, 6.1 and 6.3).
+        """
+        if header == b"Transfer-Encoding" and (
+            data.lower() != b"chunked" or getattr(self, "_version", None) != b"HTTP/1.1"
+        ):
+            return self._failChooseTransferDecoder()
+        return super()._maybeChooseTransferDecoder(header, data)  # type: ignore[no-any-return, no-untyped-call]
+
     def headerReceived(self, line: bytes) -> bool:
         """Store one header line, answering 431 past C{maxHeaders} (Twisted: a bare 400)."""
         if self._receivedHeaderCount >= self.maxHeaders:
