@@ -9,11 +9,10 @@ Real server, raw sockets.
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 import pytest
-from support import serve
+from support import exchange, serve
 
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: example.test\r\n\r\n"
 
@@ -26,14 +25,9 @@ def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     return [environ["PATH_INFO"].encode() + b" " + body]
 
 
-def exchange(port: int, data: bytes) -> bytes:
+def to_the_end(port: int, data: bytes) -> bytes:
     """Send C{data} in one write; read until the server closes."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(data)
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-    return answer
+    return exchange(port, data, lambda _: False)
 
 
 @pytest.mark.parametrize(
@@ -57,7 +51,7 @@ def test_a_transfer_coding_other_than_chunked_is_refused(request_bytes: bytes) -
     """A 400 and the end of the connection; neither request reaches the app."""
     app.calls = []  # type: ignore[attr-defined]
     with serve(app) as server:
-        answer = exchange(server.port, request_bytes)
+        answer = to_the_end(server.port, request_bytes)
         server.call(lambda: None)
     assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
     assert answer.count(b"HTTP/1.") == 1
@@ -68,7 +62,7 @@ def test_chunked_over_http_1_1_is_still_read() -> None:
     """The one transfer coding a request may have is read as ever."""
     app.calls = []  # type: ignore[attr-defined]
     with serve(app) as server:
-        answer = exchange(
+        answer = to_the_end(
             server.port,
             b"POST /upload HTTP/1.1\r\nHost: example.test\r\nTransfer-Encoding: Chunked\r\n"
             b"Connection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
