@@ -219,17 +219,13 @@ class StaticFiles(File):
         size = self.getFileSize()
         header = request.getHeader(b"range")
         parsed = None
-        if header is not None and size == 0:
-            # RFC 9110, 14.1.2: of an empty file, a suffix range (bytes=-5)
-            # is satisfiable, yet no Content-Range can name a part of it;
-            # any other range is not.  The whole (empty) file, as nginx
-            # answers: a server may ignore Range (14.2).
-            request.requestHeaders.removeHeader(b"range")
-            header = None
-        if header is not None and not _if_range_holds(request, self._etag()):
-            # RFC 9110, 13.1.5: the file changed since the client's copy (or
-            # the validator is one it never had): the whole file, not a
-            # range of it to splice onto that copy.
+        if header is not None and (size == 0 or not _if_range_holds(request, self._etag())):
+            # The whole file: RFC 9110, 13.1.5: the file changed since the
+            # client's copy (or the validator is one it never had), not a
+            # range of it to splice onto that copy; 14.1.2: of an empty
+            # file, a suffix range (bytes=-5) is satisfiable, yet no
+            # Content-Range can name a part of it, and any other range is
+            # not (a server may ignore Range, 14.2; nginx does).
             request.requestHeaders.removeHeader(b"range")
             header = None
         if header is not None:
