@@ -393,3 +393,13 @@ def test_header_names_with_underscores_reach_the_app_on_neither_path(
     seen = json.loads(fast[head_end(fast) :])
     assert seen["HTTP_X_AUTH_USER"] == "alice"
     assert "HTTP_X_FORWARDED_FOR" not in seen
+
+
+def test_the_readers_docstring_examples_hold() -> None:
+    """The examples in the one-pass readers' docstrings (C{Connection} options among them) hold."""
+    import doctest
+
+    from wsgi_sse import _lean
+
+    failed, attempted = doctest.testmod(_lean)
+    assert attempted >= 3 and failed == 0

@@ -25,6 +25,7 @@ Reactor thread only (L{start_response}); L{parse_simple_get} is pure.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -265,10 +266,27 @@ def _headers(lines: list[bytes], refused: frozenset[bytes]) -> dict[bytes, list[
     return headers
 
 
+_OPTION_SEPARATORS = re.compile(rb"[ \t,]+")
+
+
+def connection_closes(values: list[bytes] | None) -> bool:
+    """
+    Whether C{Connection} header lines C{values} ask to close the connection
+    after this request: C{close} among their options (RFC 9110 7.6.1: a
+    comma-separated list, over any number of lines, in any case).  Options
+    separated by spaces alone, which twisted.web reads, count too.
+
+    >>> connection_closes([b"te,close"]), connection_closes([b"te", b"Close"])
+    (True, True)
+    >>> connection_closes([b"keep-alive"]), connection_closes([b"closed"]), connection_closes(None)
+    (False, False, False)
+    """
+    return any(b"close" in _OPTION_SEPARATORS.split(value.lower()) for value in values or ())
+
+
 def _persistent(headers: dict[bytes, list[bytes]]) -> bool:
-    """Whether the connection stays open, as twisted.web decides it (C{checkPersistence})."""
-    connection = headers.get(b"Connection")
-    return connection is None or b"close" not in [t.lower() for t in connection[0].split(b" ")]
+    """Whether the connection stays open after this HTTP/1.1 request (L{connection_closes})."""
+    return not connection_closes(headers.get(b"Connection"))
 
 
 _date: list[Any] = [-1, b""]

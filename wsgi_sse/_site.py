@@ -57,7 +57,7 @@ from twisted.web.server import version as _server_version
 from ._accesslog import combined_line, log_line, redacting
 from ._checks import check_seconds
 from ._client import PLAIN_SOCKET_TRANSPORTS, close_after_response, site_closing
-from ._lean import http_date, parse_simple_get, parse_simple_request
+from ._lean import connection_closes, http_date, parse_simple_get, parse_simple_request
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall
@@ -487,9 +487,15 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
         Whether the connection stays open after C{request}'s answer
         (twisted.web asks once its headers are in): not once the site is
         closing (server shutdown), and the answer then says C{Connection:
-        close}.
+        close}; nor after an HTTP/1.1 request whose C{Connection} options
+        include C{close}, in any line or place (L{connection_closes}:
+        twisted.web looks among the first line's space-separated words only,
+        and kept C{Connection: keep-alive,close} open).
         """
-        if site_closing(self):
+        if site_closing(self) or (
+            version == b"HTTP/1.1"
+            and connection_closes(request.requestHeaders.getRawHeaders(b"Connection"))
+        ):
             request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
             return False
         return super().checkPersistence(request, version)  # type: ignore[no-any-return, no-untyped-call]

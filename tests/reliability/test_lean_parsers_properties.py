@@ -3,8 +3,9 @@ Property-based tests of the one-pass request readers against twisted.web's
 own line parser: for any bytes, either the one-pass reader declines them
 (L{None}, and twisted.web's path reads them) or twisted.web's
 C{HTTPChannel}, fed the same bytes in one read, reads exactly one request
-with the same method, target, version, headers, body and persistence, and
-answers nothing by itself.
+with the same method, target, version, headers and body, and answers
+nothing by itself.  Persistence too, save where RFC 9110 closes a connection
+twisted.web keeps (C{close} after a comma: C{Connection: te,close}).
 """
 
 from __future__ import annotations
@@ -132,6 +133,10 @@ values = st.sampled_from(
         b"Close",
         b"keep-alive, close",
         b"close,upgrade",
+        b"te,close",
+        b"Upgrade ,\tCLOSE",
+        b"closed, x",
+        b",close,",
         b"a b",
         b"a:b",
         b"0",
@@ -194,12 +199,25 @@ def requests(draw: Any) -> bytes:
     return b"".join(parts)
 
 
+def closes_by_rfc(headers: dict[bytes, list[bytes]]) -> bool:
+    """Whether C{close} is among the C{Connection} options (RFC 9110 7.6.1: a comma list)."""
+    return any(
+        option.strip(b" \t").lower() == b"close"
+        for line in headers.get(b"Connection", [])
+        for option in line.split(b",")
+    )
+
+
 def _assert_read_alike(data: bytes, method: bytes, target: bytes, headers: Any, body: bytes,
                        persistent: bool) -> None:  # fmt: skip
     seen, written = twisted_reads(data)
     assert written == b"", (data, written)
     assert len(seen) == 1, (data, seen)
     (read,) = seen
+    # Persistence: the connection closes when twisted.web would close it
+    # (C{close} among the first line's space-separated words) and when RFC
+    # 9110 says to (C{close} among its comma-separated options).
+    read["persistent"] = read["persistent"] and not closes_by_rfc(read["headers"])
     assert read == {
         "method": method,
         "target": target,
@@ -214,6 +232,7 @@ def _assert_read_alike(data: bytes, method: bytes, target: bytes, headers: Any, 
 @given(requests())
 @example(b"POST /knock HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
 @example(b"GET /sse?channel=a HTTP/1.1\r\nhost: \t h \t\r\nConnection: Keep-Alive, Close\r\n\r\n")
+@example(b"GET /sse?channel=a HTTP/1.1\r\nConnection: te,close\r\n\r\n")
 @example(b"GET /a HTTP/1.1\r\nHost: x\x0b\r\n\r\n")
 def test_a_simple_request_is_what_twisted_reads(data: bytes) -> None:
     """Whatever L{parse_simple_request} reads, twisted.web reads the same, and answers nothing."""
@@ -229,6 +248,7 @@ def test_a_simple_request_is_what_twisted_reads(data: bytes) -> None:
 @settings(settings.get_profile("lean-parsers"))
 @given(requests())
 @example(b"GET /sse HTTP/1.1\r\nHost: x\r\n\r\n")
+@example(b"GET /sse HTTP/1.1\r\nConnection: Upgrade ,\tCLOSE\r\n\r\n")
 @example(b"GET /sse?channel=a&x=%20 HTTP/1.1\r\nlast-event-id:  7\r\nX-Empty:\r\n\r\n")
 def test_a_simple_stream_get_is_what_twisted_reads(data: bytes) -> None:
     """Whatever L{parse_simple_get} reads, twisted.web reads the same, and answers nothing."""
