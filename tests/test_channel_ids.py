@@ -27,15 +27,19 @@ def test_tagged_ids_name_the_channel_and_plain_streams_are_untouched() -> None:
         plain = server.stream("/sse?channel=a&channel=b")
         with tagged, plain:
             server.wait_clients(2)
+            start = server.call(lambda: server.service.hub.last_id)
             bc.broadcast_and_wait("one", channel="a")
             bc.broadcast_and_wait("two", channel="b", event="knock")
-            got = [(e.type, e.data, e.last_event_id) for e in tagged.wait_events(2)]
+            got = [(e.type, e.data, e.last_event_id) for e in tagged.wait_events(3)]
             ids = [e.last_event_id for e in plain.wait_events(2)]
             assert all(" " not in i for i in ids)
             assert got == [
+                ("wsgi-sse:position", "", start),
                 ("message", "one", f"{ids[0]} a"),
                 ("knock", "two", f"{ids[1]} b"),
             ]
+            plain.read_some(0.1)
+            assert [e.type for e in plain.events] == ["message", "knock"]
 
 
 def test_tagged_id_resumes_from_header_and_query() -> None:
@@ -45,7 +49,7 @@ def test_tagged_id_resumes_from_header_and_query() -> None:
         with server.stream("/sse?channel=a&channel=b&channelInId=1") as first:
             server.wait_clients(1)
             bc.broadcast_and_wait("1", channel="a")
-            resume = first.wait_events(1)[0].last_event_id
+            resume = first.wait_events(2)[1].last_event_id
         server.wait_clients(0)
         bc.broadcast_and_wait("2", channel="b")
         bc.broadcast_and_wait("3", channel="a")
@@ -76,7 +80,7 @@ def test_tagged_id_with_a_long_or_non_ascii_channel_resumes() -> None:
             with server.stream(path) as first:
                 server.wait_clients(1)
                 bc.broadcast_and_wait("1", channel=channel)
-                resume = first.wait_events(1)[0].last_event_id
+                resume = first.wait_events(2)[1].last_event_id
             assert resume.endswith(" " + channel)
             server.wait_clients(0)
             bc.broadcast_and_wait("2", channel=channel)
@@ -89,6 +93,44 @@ def test_tagged_id_with_a_long_or_non_ascii_channel_resumes() -> None:
                 with server.stream(again_path, headers=headers) as again:
                     assert again.status == 200
                     assert [e.data for e in again.wait_events(1)] == ["2"]
+
+
+def test_a_tagged_stream_closed_before_its_first_event_resumes_from_its_start() -> None:
+    """
+    A tagged stream is told where it starts (an event the browser client
+    keeps and does not show); closed before any event, it resumes from
+    there and gets what was published meanwhile.  A stream resuming from
+    its own id is not told again.
+    """
+    with serve(app) as server:
+        bc = server.service.broadcaster
+        bc.broadcast_and_wait("before", channel="a")
+        path = "/sse?channel=a&channelInId=1"
+        with server.stream(path) as first:
+            (start,) = first.wait_events(1)
+            first.read_some(0.1)
+            assert len(first.events) == 1
+        assert (start.type, start.data) == ("wsgi-sse:position", "")
+        assert start.last_event_id == server.call(lambda: server.service.hub.last_id)
+        server.wait_clients(0)
+        bc.broadcast_and_wait("meanwhile", channel="a")
+        with server.stream(path, headers={"Last-Event-ID": start.last_event_id}) as again:
+            server.wait_clients(1)
+            bc.broadcast_and_wait("live", channel="a")
+            assert [(e.type, e.data) for e in again.wait_events(2)] == [
+                ("message", "meanwhile"),
+                ("message", "live"),
+            ]
+        assert server.call(server.service.sse_resource.snapshot)["replays"] == 1
+
+
+def test_a_tagged_stream_with_an_init_starts_where_its_init_was_taken() -> None:
+    """With an initial hook, the position comes first and is the init's own id."""
+    with serve(app, initial=lambda request: {"n": 1}) as server:
+        with server.stream("/sse?channel=a&channelInId=1") as client:
+            start, init = client.wait_events(2)
+    assert start.type == "wsgi-sse:position" and init.type == "init"
+    assert start.last_event_id == init.last_event_id
 
 
 def test_tagged_stream_unsubscribes_every_channel_when_it_ends() -> None:

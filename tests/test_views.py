@@ -533,7 +533,8 @@ def test_close_ends_a_stream_with_channel_tagged_ids() -> None:
             broadcast("last", channel="a")
             close("a")
             client.read_to_end()
-            (event,) = client.events
+            start, event = client.events
+            assert start.type == "wsgi-sse:position" and " " not in start.last_event_id
             assert event.data == "last" and event.last_event_id.endswith(" a")
             assert client.parser.last_event_id.endswith(" a")
             assert client.parser.last_event_id != event.last_event_id

@@ -12,6 +12,13 @@ space: C{id: mi4d0q2k-17 news}.  The id stays opaque and valid: the browser
 sends it back as C{Last-Event-ID} and the server reads the event id before
 the space.  Events that belong to no channel (C{init}) keep their plain id.
 
+Such a stream also tells the client where it starts, whenever that is not
+the client's own id (a first connection, or after a C{reset}): a
+C{wsgi-sse:position} event whose id is the stream's position (C{id:
+mi4d0q2k-16}, empty data), which the client keeps but does not show.  A
+connection that is closed before its first event then resumes from there
+(the event's id tells an C{EventSource} nothing until an event carries it).
+
 All functions: call in the reactor thread.
 """
 
@@ -25,16 +32,28 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 from twisted.web.resource import Resource
 
+from ._encoding import encode_body, frame
+
 if TYPE_CHECKING:
     from twisted.web.server import Request
 
     from ._client import StreamClient
     from ._hub import Event, Route, Subscriber
 
-__all__ = ["CHANNEL_IN_ID_PARAM", "ClientScriptResource", "client_script", "tagged_route"]
+__all__ = [
+    "CHANNEL_IN_ID_PARAM",
+    "POSITION_EVENT",
+    "ClientScriptResource",
+    "client_script",
+    "position",
+    "tagged_route",
+]
 
 CHANNEL_IN_ID_PARAM = b"channelInId"
 """The query parameter asking for channel-tagged ids."""
+
+POSITION_EVENT = "wsgi-sse:position"
+"""The type of the event telling the browser client where its stream starts."""
 
 _ID_LINE = re.compile(rb"^(id: [^\n]*)", re.MULTILINE)
 _UNTAGGABLE = re.compile(r"[\r\n\x00]")
@@ -48,6 +67,17 @@ def wants_channel_ids(request: Request) -> bool:
     """Whether the stream asked for channel-tagged ids."""
     values: list[bytes] = (request.args or {}).get(CHANNEL_IN_ID_PARAM) or []
     return bool(values) and values[-1] in (b"1", b"true")
+
+
+def position(event_id: str) -> bytes:
+    """
+    The event telling a stream with channel-tagged ids that it starts after
+    C{event_id} (an id of the hub's).
+
+    >>> position("mi4d0q2k-16")
+    b'id: mi4d0q2k-16\\nevent: wsgi-sse:position\\ndata: \\n\\n'
+    """
+    return frame(event_id, encode_body("", event=POSITION_EVENT))
 
 
 def tag(wire: bytes, channel: str) -> bytes:

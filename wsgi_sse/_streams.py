@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from twisted.web.http import Request as HTTPRequest
 
-from ._browser import tagged_replay, tagged_route, wants_channel_ids
+from ._browser import position, tagged_replay, tagged_route, wants_channel_ids
 from ._client import StreamClient, close_after_response, send_to_each
 from ._encoding import encode_body, encode_comment, encode_opening, encode_retry, frame
 from ._hub import Event, Hub, Replay, revocation_covers
@@ -362,6 +362,14 @@ class Streams:
             self._ensure_heartbeat()
             return client
         missed = answers[0]
+        if tagged and not exact:
+            # Where the stream starts (the browser client resumes from it
+            # until an event comes): where the hooks' replay begins, or now.
+            start = self.hub.last_id if missed is None or resume is None else resume
+        elif tagged and missed is None:
+            start = self.hub.last_id  # after the reset: from now on
+        else:
+            start = None
         if missed is None:
             # Exact: the client's id is unknown or too old.  Otherwise: more
             # was published since the start was fixed than the history
@@ -381,6 +389,8 @@ class Streams:
                 channels=list(channels),
                 last_event_id=last_event_id if last_event_id is not None else resume,
             )
+        if start is not None:
+            parts.append(position(start))
         if first:
             parts.append(first)
         ends = False
@@ -451,8 +461,10 @@ class Streams:
         stats = self.stats
         if missed is None:
             # Counted by the hub (replay_resets), as a backplane's answer.
-            stats.bytes_written += len(RESET)
-            client.send(RESET)
+            # The browser client is told where the stream goes on from.
+            wire = RESET + position(self.hub.last_id) if tagged else RESET
+            stats.bytes_written += len(wire)
+            client.send(wire)
             self.log.info(
                 "stream reset for {peer}: cannot replay {channels} from {last_event_id!r}",
                 peer=client.peer,

@@ -78,6 +78,39 @@ def test_every_process_sees_the_same_ids_in_the_same_order(shared_backend: Backe
         print(f"\n{shared_backend.kind}: 400 events from 2 processes, one order in both")
 
 
+def test_a_tagged_stream_reset_then_closed_resumes_from_where_it_went_on(
+    any_backend: Backend,
+) -> None:
+    """
+    After a reset, a channel-tagged stream (the browser client) is told
+    where it goes on from; closed before its next event, it resumes from
+    there: what was published meanwhile is replayed, with no second reset.
+    """
+    tagged = "/sse?channel=a&channelInId=1"
+    with server_on(any_backend, history_size=2) as a:
+        with a.stream(tagged) as client:
+            a.wait_clients(1)
+            for i in range(5):
+                a.service.broadcaster.broadcast(f"e{i}", channel="a")
+            events = client.wait_events(6)[1:]
+        first = events[0].last_event_id
+        any_backend.forget_up_to(events[1].last_event_id.split(" ")[0])
+    with server_on(any_backend) as b:
+        for n, lost in enumerate(("garbage", first)):
+            with b.stream(tagged, headers={"Last-Event-ID": lost}) as client:
+                reset, start = client.wait_events(2)
+                assert (reset.type, reset.last_event_id) == ("reset", ""), client.body
+                assert start.type == "wsgi-sse:position" and start.data == ""
+                b.wait_clients(1)
+            b.wait_clients(0)
+            b.service.broadcaster.broadcast_and_wait(f"meanwhile{n}", channel="a")
+            with b.stream(tagged, headers={"Last-Event-ID": start.last_event_id}) as again:
+                (event,) = again.wait_events(1)
+                assert (event.type, event.data) == ("message", f"meanwhile{n}")
+                assert event.last_event_id.endswith(" a")
+        assert b.service.sse_resource.stats.resets + b.service.hub.stats.replay_resets == 2
+
+
 def test_client_moving_to_a_process_started_later_replays_exactly(
     shared_backend: Backend,
 ) -> None:
@@ -217,7 +250,8 @@ def test_tagged_stream_moving_to_a_process_started_later_replays_exactly(
         with a.stream(tagged) as client:
             a.wait_clients(1)
             a.service.broadcaster.broadcast("seen", channel="x")
-            (seen,) = client.wait_events(1)
+            start, seen = client.wait_events(2)
+            assert start.type == "wsgi-sse:position"
         for i in range(5):
             a.service.broadcaster.broadcast(f"missed{i}", channel="xyz"[i % 3])
         with a.stream(tagged, headers={"Last-Event-ID": seen.last_event_id}) as here:

@@ -15,6 +15,9 @@ const RING_SIZE = 2 ** 20; // and characters of their data, at most
 const SEEN = 1000; // event ids remembered to drop duplicates
 const MAX_CHANNELS = 16; // per connection (the server's max_channels), unless told
 const OWN_TYPES = new Set(["statuschange", "refused"]); // this client's, not the server's
+// Where a connection starts, when not from its own id (a first connection, a
+// reset): kept as the position to resume from, never shown.
+const POSITION = "wsgi-sse:position";
 
 function splitId(raw) {
   // The server tags ids with their channel (?channelInId=1): "<id> <channel>".
@@ -52,7 +55,7 @@ class Connection {
     this.options = stream.options;
     this.channels = channels;
     this.lastId = lastId;
-    this.types = new Set();
+    this.types = new Set([POSITION]);
     this.failures = 0;
     this.closed = false;
     this.source = null;
@@ -116,7 +119,8 @@ class Connection {
   listen(type) {
     this.source.addEventListener(type, (e) => {
       if (!(e instanceof MessageEvent)) return; // the connection's own
-      // A reset carries no id: the EventSource's lastEventId is stale then.
+      // A reset carries no id (the EventSource's lastEventId is stale then): the
+      // position that follows it says where the stream goes on from.
       const raw = type === "reset" ? "" : e.lastEventId;
       if (raw || type === "reset") this.lastId = raw;
       this.stream.fromServer({ raw, type, data: e.data });
@@ -216,7 +220,7 @@ export class Stream extends EventTarget {
   deliver(ev) {
     // Every tab gets every event of the shared connection: it keeps the last
     // id (to resume from) and shows its own channels.
-    if (ev.type !== "reset" && ev.type !== "init" && ev.raw) {
+    if (ev.type !== "reset" && ev.type !== "init" && ev.type !== POSITION && ev.raw) {
       if (this.seen.has(ev.raw)) return;
       this.seen.add(ev.raw);
       this.seenOrder.push(ev.raw);
@@ -237,6 +241,7 @@ export class Stream extends EventTarget {
       }
       if (ev.raw) this.remember(ev.raw);
     }
+    if (ev.type === POSITION) return;
     const [id, channel] = splitId(ev.raw);
     if (channel !== null && !this.channels.has(channel)) return;
     if (this.told.size) this.told.delete(channel); // allowed again: tell if refused again
