@@ -324,6 +324,36 @@ def test_crashed_holder_hands_over(context: Any, locks: bool) -> None:
         server.wait_clients(1)
 
 
+def test_a_crashed_tabs_channels_leave_the_shared_connection(context: Any) -> None:
+    """
+    A tab that crashes says no goodbye: the holding tab learns of it from the
+    tab's own Web Lock, which the browser hands over, and reconnects without
+    its channels (the others' events still arrive, none twice).
+    """
+    with serve(page_app, retry=200) as server:
+        publish = server.service.broadcaster.broadcast_and_wait
+        holder = context.new_page()
+        holder.goto(server.url + "/page?channel=a")
+        expect(holder.locator("#status")).to_have_text("live")
+        tabs = []
+        for channel in ("c", "d"):
+            tab = context.new_page()
+            tab.goto(server.url + f"/page?channel={channel}")
+            expect(tab.locator("#status")).to_have_text("live")
+            tabs.append(tab)
+        wait_for_channels(server, holder, {"a": 1, "c": 1, "d": 1})
+        session = context.new_cdp_session(tabs[0])._impl_obj
+        session._loop.create_task(session.send("Page.crash", None, None))
+        tabs[0].wait_for_event("crash")
+        wait_until(lambda: server.call(server.service.hub.channel_counts) == {"a": 1, "d": 1})
+        assert holder.evaluate("stream.peers.size") == 1
+        expect(holder.locator("#status")).to_have_text("live")
+        publish("1", channel="a")
+        publish("2", channel="d")
+        expect(holder.locator("#events li")).to_have_text(["a: 1"])
+        expect(tabs[1].locator("#events li")).to_have_text(["d: 2"])
+
+
 STALE_ID = """
 if (location.search.includes("stale=1")) {
   const key = "wsgi-sse:" + new URL("/sse", location.href).href + ":lastEventId";
@@ -353,6 +383,32 @@ def test_init_and_reset_reach_every_tab(context: Any) -> None:
         publish("2", channel="a")
         expect(third.locator("#events li")).to_have_text(["reset", "a: 2"])
         expect(second.locator("#events li")).to_have_text(["init: snapshot", "a: 1", "a: 2"])
+        assert server.client_count() == 1
+
+
+def test_a_new_tab_past_the_kept_init_gets_a_reset(context: Any) -> None:
+    """
+    A new tab beside a holder whose init has left the events the tabs keep
+    (more than 500 since) gets a reset, then the live events; with the init
+    still kept, the snapshot and what followed.
+    """
+    with serve(page_app, retry=200, initial=lambda request: "snapshot") as server:
+        publish = server.service.broadcaster.broadcast_and_wait
+        holder = context.new_page()
+        holder.goto(server.url + "/page?channel=a")
+        expect(holder.locator("#events li")).to_have_text(["init: snapshot"])
+        publish("0", channel="a")
+        kept = context.new_page()
+        kept.goto(server.url + "/page?channel=a")
+        expect(kept.locator("#events li")).to_have_text(["init: snapshot", "a: 0"])
+        for n in range(1, 501):
+            publish(str(n), channel="a")
+        expect(holder.locator("#events li")).to_have_count(502)
+        late = context.new_page()
+        late.goto(server.url + "/page?channel=a")
+        expect(late.locator("#status")).to_have_text("live")
+        publish("after", channel="a")
+        expect(late.locator("#events li")).to_have_text(["reset", "a: after"])
         assert server.client_count() == 1
 
 

@@ -163,8 +163,10 @@ export class Stream extends EventTarget {
     this.ring = [];
     this.ringSize = 0;
     this.ringFrom = this.lastEventId; // the id of the event before ring[0]
+    this.initGone = false; // an init event left the ring (a new tab gets a reset then)
     this.connections = [];
-    this.peers = new Map(); // the other tabs, sharing: id -> {channels, types, seen}
+    this.peers = new Map(); // the other tabs, sharing: id -> {channels, types, seen, locked}
+    this.watched = new Map(); // holding: peer id -> the AbortController of its watch
     const shared = this.options.share && typeof BroadcastChannel === "function";
     this.mode = shared ? "shared" : "single";
     if (shared) this.startShared();
@@ -202,6 +204,7 @@ export class Stream extends EventTarget {
     if (this.mode === "shared") {
       this.post({ t: "bye" });
       if (this.release) this.release();
+      if (this.releaseTab) this.releaseTab();
       if (this.waiting) this.waiting.abort();
       clearTimeout(this.watchTimer);
       this.bus.close();
@@ -230,6 +233,7 @@ export class Stream extends EventTarget {
       this.ring = [];
       this.ringSize = 0;
       this.ringFrom = null;
+      this.initGone = false;
       this.remember(null);
     } else {
       this.ring.push(ev);
@@ -238,6 +242,7 @@ export class Stream extends EventTarget {
         const dropped = this.ring.shift();
         this.ringSize -= dropped.data.length;
         if (dropped.raw) this.ringFrom = dropped.raw;
+        if (dropped.type === "init") this.initGone = true;
       }
       if (ev.raw) this.remember(ev.raw);
     }
@@ -384,14 +389,25 @@ export class Stream extends EventTarget {
     this.holder = null; // the id of the tab holding the connection, if known
     this.holderSeen = 0; // when it was last heard from
     this.pinged = Date.now(); // the hello below asks the holder to answer
-    this.announce(true);
     const locks = typeof navigator !== "undefined" && navigator.locks;
     if (locks && typeof locks.request === "function") {
       // Web Locks: the next tab gets the lock once the holder closes or crashes.
-      this.waiting = new AbortController(); // close() withdraws the request
+      this.waiting = new AbortController(); // close() withdraws the requests
       const signal = this.waiting.signal;
-      locks.request(this.key, { signal }, () => this.lead()).catch(() => {});
+      // And each tab holds a lock of its own while it lives, which the
+      // browser hands to the holder once the tab goes (crashed or not).
+      locks
+        .request(this.key + ":tab:" + this.id, { signal }, () => {
+          this.locked = true;
+          this.announce(true);
+          locks.request(this.key, { signal }, () => this.lead()).catch(() => {});
+          return new Promise((resolve) => {
+            this.releaseTab = resolve;
+          });
+        })
+        .catch(() => {});
     } else {
+      this.announce(true);
       // No Web Locks (plain-HTTP sites are not secure contexts): elect over
       // the BroadcastChannel.  The holder answers pings; a tab that hears
       // no answer takes over, and of two holders the one with the greater
@@ -423,6 +439,8 @@ export class Stream extends EventTarget {
 
   stepDown() {
     this.holdsConnection = false;
+    for (const watch of this.watched.values()) watch.abort();
+    this.watched.clear();
     for (const connection of this.connections) connection.close();
     this.connections = [];
   }
@@ -442,6 +460,7 @@ export class Stream extends EventTarget {
       again, // setChannels(): try refused channels again
       channels: [...this.channels],
       types: [...this.types],
+      locked: !!this.locked, // holds its own lock: the holder can watch it
       since: this.synced ? undefined : this.lastEventId,
     });
   }
@@ -471,13 +490,21 @@ export class Stream extends EventTarget {
       if (m.first && !this.peers.has(m.from)) this.announce();
       // A new tab (a reload, a fresh login) or new channels: ask again.
       if (m.first || m.again) for (const c of m.channels) this.refused.delete(c);
-      this.peers.set(m.from, { channels: m.channels, types: m.types, seen: Date.now() });
+      this.peers.set(m.from, {
+        channels: m.channels,
+        types: m.types,
+        seen: Date.now(),
+        locked: m.locked,
+      });
       if (this.holdsConnection) {
+        if (m.locked) this.watchPeer(m.from);
         this.updateUnion();
         if (m.since !== undefined) this.catchUp(m.from, m.since);
       }
     } else if (m.t === "bye") {
       this.peers.delete(m.from);
+      this.watched.get(m.from)?.abort();
+      this.watched.delete(m.from);
       if (this.holdsConnection) this.updateUnion();
       else if (this.lockless && m.from === this.holder) {
         // Without Web Locks: the holder left; the tab with the smallest id
@@ -510,6 +537,8 @@ export class Stream extends EventTarget {
         this.ring = [];
         this.ringSize = 0;
         this.ringFrom = m.last;
+        // (Taking over, it could not give a new tab the holder's init.)
+        this.initGone = this.initGone || m.init;
       }
       this.setStatus(m.status);
       this.sync();
@@ -537,10 +566,22 @@ export class Stream extends EventTarget {
       else if (since === this.ringFrom) events = this.ring.slice();
       else if (since !== this.lastEventId) reset = true;
     } else {
+      // A new tab: the last init and what followed, or a reset if that init
+      // is no longer kept.
       const at = this.ring.findLastIndex((ev) => ev.type === "init");
       if (at >= 0) events = this.ring.slice(at);
+      else reset = this.initGone;
     }
-    this.post({ t: "catchup", to, events, reset, last: this.lastEventId, status: this.status });
+    const init = this.initGone || this.ring.some((ev) => ev.type === "init");
+    this.post({
+      t: "catchup",
+      to,
+      events,
+      reset,
+      init, // the stream had an init
+      last: this.lastEventId,
+      status: this.status,
+    });
   }
 
   lead() {
@@ -552,6 +593,7 @@ export class Stream extends EventTarget {
     const asked = Date.now();
     this.post({ t: "holder" });
     this.post({ t: "who" });
+    for (const [id, peer] of this.peers) if (peer.locked) this.watchPeer(id);
     // Tabs that crashed never said bye: forget those that do not answer.
     setTimeout(() => {
       for (const [id, peer] of this.peers) if (peer.seen < asked) this.peers.delete(id);
@@ -561,6 +603,21 @@ export class Stream extends EventTarget {
     return new Promise((resolve) => {
       this.release = resolve;
     });
+  }
+
+  watchPeer(id) {
+    // Ask for the tab's own lock: the browser grants it once the tab is gone,
+    // closed or crashed (a crashed tab says no bye); its channels leave then.
+    if (this.watched.has(id) || !this.holdsConnection) return;
+    const watch = new AbortController();
+    this.watched.set(id, watch);
+    navigator.locks
+      .request(this.key + ":tab:" + id, { signal: watch.signal }, () => {
+        if (this.watched.get(id) !== watch) return;
+        this.watched.delete(id);
+        if (this.peers.delete(id)) this.updateUnion();
+      })
+      .catch(() => {});
   }
 
   union() {
