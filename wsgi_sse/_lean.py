@@ -281,12 +281,18 @@ def connection_closes(values: list[bytes] | None) -> bool:
     >>> connection_closes([b"keep-alive"]), connection_closes([b"closed"]), connection_closes(None)
     (False, False, False)
     """
-    return any(b"close" in _OPTION_SEPARATORS.split(value.lower()) for value in values or ())
+    if values:
+        for value in values:
+            value = value.lower()
+            if b"close" in value and b"close" in _OPTION_SEPARATORS.split(value):
+                return True
+    return False
 
 
 def _persistent(headers: dict[bytes, list[bytes]]) -> bool:
     """Whether the connection stays open after this HTTP/1.1 request (L{connection_closes})."""
-    return not connection_closes(headers.get(b"Connection"))
+    connection = headers.get(b"Connection")
+    return connection is None or not connection_closes(connection)
 
 
 _date: list[Any] = [-1, b""]
