@@ -324,6 +324,46 @@ def test_crashed_holder_hands_over(context: Any, locks: bool) -> None:
         server.wait_clients(1)
 
 
+@pytest.mark.parametrize("beside", [True, False], ids=["beside-a-holder", "alone"])
+def test_a_tab_that_comes_back_gets_what_its_channel_missed(context: Any, beside: bool) -> None:
+    """
+    A tab leaves (its channel leaves the shared connection), an event is
+    published on its channel, the tab comes back: it gets the event, from
+    the server's replay, whether another tab holds the connection (which
+    reconnects from the returning tab's position) or not.
+    """
+    with serve(page_app, retry=200) as server:
+        publish = server.service.broadcaster.broadcast_and_wait
+        holder = None
+        if beside:
+            holder = context.new_page()
+            holder.goto(server.url + "/page?channel=a")
+            expect(holder.locator("#status")).to_have_text("live")
+        tab = context.new_page()
+        tab.goto(server.url + "/page?channel=d")
+        expect(tab.locator("#status")).to_have_text("live")
+        publish("seen", channel="d")
+        expect(tab.locator("#events li")).to_have_text(["d: seen"])
+        tab.goto("about:blank")  # away
+        if holder is not None:
+            wait_for_channels(server, holder, {"a": 1})
+        else:
+            server.wait_clients(0)
+        publish("missed", channel="d")
+        publish("other", channel="a")
+        if holder is not None:
+            expect(holder.locator("#events li")).to_have_text(["a: other"])
+        tab.goto(server.url + "/page?channel=d")  # back
+        expect(tab.locator("#status")).to_have_text("live")
+        wait_for_channels(server, tab, {"a": 1, "d": 1} if beside else {"d": 1})
+        publish("after", channel="d")
+        expect(tab.locator("#events li")).to_have_text(["d: missed", "d: after"])
+        if holder is not None:
+            # The holder's own events, replayed too, are not shown twice.
+            publish("last", channel="a")
+            expect(holder.locator("#events li")).to_have_text(["a: other", "a: last"])
+
+
 def test_a_crashed_tabs_channels_leave_the_shared_connection(context: Any) -> None:
     """
     A tab that crashes says no goodbye: the holding tab learns of it from the

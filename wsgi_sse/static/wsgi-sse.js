@@ -167,6 +167,7 @@ export class Stream extends EventTarget {
     this.connections = [];
     this.peers = new Map(); // the other tabs, sharing: id -> {channels, types, seen, locked}
     this.watched = new Map(); // holding: peer id -> the AbortController of its watch
+    this.rejoined = []; // holding: the last ids of tabs that came back, for update()
     const shared = this.options.share && typeof BroadcastChannel === "function";
     this.mode = shared ? "shared" : "single";
     if (shared) this.startShared();
@@ -343,14 +344,30 @@ export class Stream extends EventTarget {
       if (!slot) plan.push((slot = [null, []]));
       slot[1].push(channel);
     }
+    // A tab that came back may have channels no other tab kept: the new
+    // connections resume from its position, if earlier (what the others
+    // already have is told apart by id).
+    const since = this.rejoined.splice(0).reduce((a, b) => this.earlier(a, b, false), null);
     const before = this.connections;
     this.connections = plan.map(([old, chosen]) =>
       old && chosen.join("\n") === old.channels.join("\n")
         ? old
-        : new Connection(this, chosen, old ? old.lastId : this.lastEventId),
+        : new Connection(this, chosen, this.earlier(old ? old.lastId : this.lastEventId, since)),
     );
     for (const old of before) if (!this.connections.includes(old)) old.close();
     for (const connection of this.connections) for (const t of types) connection.addType(t);
+  }
+
+  earlier(a, b, keep = true) {
+    // Of two ids, the earlier one among the kept events.  An id not among
+    // them is older than all of them, or unknown: "a" stays if "keep", "b"
+    // is passed over (an id the server does not know would reset every tab).
+    const at = (id) => (id === this.ringFrom ? -1 : this.ring.findIndex((ev) => ev.raw === id));
+    if (!b || at(b) < -1) return a;
+    if (!a) return b;
+    const ia = at(a);
+    if (ia < -1) return keep ? a : b;
+    return ia <= at(b) ? a : b;
   }
 
   fromServer(ev) {
@@ -498,6 +515,7 @@ export class Stream extends EventTarget {
       });
       if (this.holdsConnection) {
         if (m.locked) this.watchPeer(m.from);
+        if (m.since) this.rejoined.push(m.since);
         this.updateUnion();
         if (m.since !== undefined) this.catchUp(m.from, m.since);
       }
