@@ -664,3 +664,33 @@ def test_revocations_made_here_are_sent_again_to_a_process_that_listens_anew() -
     assert revocations() == [("ada", None, DAY), (None, "room", DAY)]
     hub.control_listening()
     assert revocations() == [("ada", None, DAY), (None, "room", DAY)]
+
+
+def test_revocations_heard_from_another_process_are_sent_again_too() -> None:
+    """
+    A revocation heard from another process is sent again, dated as sent,
+    like those made here (so it outlives the process that made it while
+    this one runs); heard again, it is not kept twice; past a day, no more.
+    """
+    clock = Clock()
+    clock.advance(DAY)
+    recording = SharedRecording("here", 256 * 1024)
+    hub = Hub(clock=clock, instance_id="here", backplane=recording)
+
+    def revocations() -> list[tuple[object, ...]]:
+        found = [json.loads(body[6:-1]) for body in recording.bodies]
+        recording.bodies.clear()
+        return [(m["i"], m["u"], m["c"], m["t"]) for m in found if m["k"] == "d"]
+
+    heard = {"k": "d", "i": "there", "u": "ada", "c": None, "t": DAY - 5.0}
+    _control(hub, heard)
+    _control(hub, heard)  # sent again by a third process
+    hub.revoke(None, "room")
+    assert revocations() == [("here", None, "room", DAY)]
+    _control(hub, {"k": "q", "i": "later"})
+    clock.advance(0)
+    assert revocations() == [("here", "ada", None, DAY - 5.0), ("here", None, "room", DAY)]
+    clock.advance(DAY - 4.0)  # the one heard is over a day old, the one made here is not
+    hub.control_listening()
+    assert revocations() == [("here", None, "room", DAY)]
+    assert hub.presence.malformed == 0

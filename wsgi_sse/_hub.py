@@ -388,9 +388,9 @@ class Hub:
         self._recent_revocations: deque[tuple[int, str | None, str | None]] = deque(
             maxlen=_REVOCATIONS_KEPT
         )
-        # The revocations made here in the last day, for resend_revocations:
-        # (when, identity, channel), the oldest first.
-        self._own_revocations: deque[tuple[float, str | None, str | None]] = deque(
+        # The revocations made here or heard from another process, for
+        # resend_revocations: (when, identity, channel), in the order known.
+        self._known_revocations: deque[tuple[float, str | None, str | None]] = deque(
             maxlen=_REVOCATIONS_KEPT
         )
         self._next_resend = 0.0
@@ -766,7 +766,7 @@ class Hub:
             at = self._now()
         ended = self.end_streams(identity, channel, at)
         if self.backplane.shared:
-            self._own_revocations.append((at, identity, channel))
+            self._known_revocations.append((at, identity, channel))
             self._send_revocation(at, identity, channel)
         return ended
 
@@ -789,22 +789,28 @@ class Hub:
 
     def resend_revocations(self) -> int:
         """
-        Send again the revocations made here in the last day (the last
-        1,024), for processes that could not hear them when they were made:
-        started since, or cut off from the backplane's server meanwhile.
-        Done when this process starts listening to the others again, and
-        when another one does (it asks for reports); at most once a second
-        for the latter.  Processes that had them already do nothing more.
+        Send again the revocations of the last day this process knows of
+        (the last 1,024: made here, or heard from another process), for
+        processes that could not hear them when they were made: started
+        since, or cut off from the backplane's server meanwhile.  So a
+        revocation outlives the process that made it while any process that
+        knows of it runs (a rolling restart).  Done when this process starts
+        listening to the others again, and when another one does (it asks
+        for reports); at most once a second for the latter.  Processes that
+        had them already do nothing more.
 
         @return: how many were sent.
         """
         horizon = self._now() - MAX_TOKEN_TTL
-        own = self._own_revocations
-        while own and own[0][0] <= horizon:
-            own.popleft()
-        for at, identity, channel in own:
-            self._send_revocation(at, identity, channel)
-        return len(own)
+        known = self._known_revocations
+        while known and known[0][0] <= horizon:
+            known.popleft()
+        sent = 0
+        for at, identity, channel in known:
+            if at > horizon:
+                self._send_revocation(at, identity, channel)
+                sent += 1
+        return sent
 
     def end_streams(
         self, identity: str | None = None, channel: str | None = None, at: float | None = None
@@ -907,7 +913,7 @@ class Hub:
         """
         The backplane reads the other processes' control messages from now
         on (it started, or reconnected): exchange full presence reports, and
-        send again the revocations made here (the others may have missed
+        send again the revocations known here (the others may have missed
         them while this process was cut off).
         """
         self.presence.listening()
@@ -949,6 +955,8 @@ class Hub:
                 # opened since then were opened after it.
                 return
             self.end_streams(identity, channel, at)
+            # Sent again, like those made here, for processes started later.
+            self._known_revocations.append((now if at is None else at, identity, channel))
         else:
             self.presence.malformed += 1
 

@@ -310,3 +310,40 @@ def test_a_process_started_after_a_disconnect_learns_it_from_the_others(
             with b.stream(f"/sse?token={fresh}") as opened:
                 assert opened.status == 200
                 b.wait_clients(1)
+
+
+def test_a_disconnect_outlives_its_process_in_a_rolling_restart(shared_backend: Backend) -> None:
+    """
+    A rolling restart: the process that called disconnect() stops, a new
+    one starts, then the other old one stops and a second new one starts.
+    Each new process learns the revocation from a process that heard it
+    (none of them made it): the old token is refused, a fresh one opens.
+    """
+    secret = "k" * 40
+    app = App()
+    with contextlib.ExitStack() as stack:
+        # Each old process in a stack of its own, to stop it on its own.
+        old_a, old_b = contextlib.ExitStack(), contextlib.ExitStack()
+        stack.callback(old_a.close)
+        stack.callback(old_b.close)
+        a = old_a.enter_context(token_server(shared_backend, app, secret))
+        b = old_b.enter_context(token_server(shared_backend, app, secret))
+        for server in (a, b):
+            wait_until(lambda s=server: bool(s.service.backplane.stats()["connected"]))
+        old = stream_token(["room"], identity="ada", ttl=3600, secret=secret)
+        time.sleep(0.005)  # the next millisecond: the revocation is made after the token
+        disconnect_seen(a, b, 0, identity="ada")
+        time.sleep(0.005)
+        fresh = stream_token(["room"], identity="ada", ttl=3600, secret=secret)
+        old_a.close()
+        c = stack.enter_context(token_server(shared_backend, app, secret))
+        wait_until(lambda: c.call(lambda: c.service.hub.revocation_mark) > 0, what="c learns it")
+        old_b.close()
+        d = stack.enter_context(token_server(shared_backend, app, secret))
+        wait_until(lambda: d.call(lambda: d.service.hub.revocation_mark) > 0, what="d learns it")
+        with StreamClient(d.port, f"/sse?token={old}", headers={"Connection": "close"}) as no:
+            no.read_to_end()
+        assert (no.status, no.body) == (403, b"stream token revoked\n")
+        with d.stream(f"/sse?token={fresh}") as opened:
+            assert opened.status == 200
+            d.wait_clients(1)
