@@ -210,3 +210,13 @@ def test_client_path_moves_or_turns_off_the_script() -> None:
         assert http_request(server.port, "GET", "/sse.js")[2] == b"/sse.js"
     with serve(app, client_path=None) as server:
         assert http_request(server.port, "GET", "/sse.js")[2] == b"/sse.js"
+
+
+def test_the_browser_modules_docstring_examples_hold() -> None:
+    """The position event's bytes are what its docstring shows."""
+    import doctest
+
+    from wsgi_sse import _browser
+
+    failed, attempted = doctest.testmod(_browser)
+    assert attempted >= 1 and failed == 0

@@ -55,6 +55,8 @@ CHANNEL_IN_ID_PARAM = b"channelInId"
 POSITION_EVENT = "wsgi-sse:position"
 """The type of the event telling the browser client where its stream starts."""
 
+_POSITION_BODY = b"\n" + frame(None, encode_body("", event=POSITION_EVENT))
+
 _ID_LINE = re.compile(rb"^(id: [^\n]*)", re.MULTILINE)
 _UNTAGGABLE = re.compile(r"[\r\n\x00]")
 
@@ -77,7 +79,7 @@ def position(event_id: str) -> bytes:
     >>> position("mi4d0q2k-16")
     b'id: mi4d0q2k-16\\nevent: wsgi-sse:position\\ndata: \\n\\n'
     """
-    return frame(event_id, encode_body("", event=POSITION_EVENT))
+    return b"id: " + event_id.encode("ascii") + _POSITION_BODY
 
 
 def tag(wire: bytes, channel: str) -> bytes:
