@@ -394,6 +394,64 @@ def test_a_crashed_tabs_channels_leave_the_shared_connection(context: Any) -> No
         expect(tabs[1].locator("#events li")).to_have_text(["d: 2"])
 
 
+# Date.now() of one tab, to be moved on (its timers keep real time).
+SKEWED_CLOCK = "() => { const real = Date.now; window.skew = 0; Date.now = () => real() + skew; }"
+
+
+def _ask_who_is_there(holder: Any) -> None:
+    """Move the holder's clock 11 s on, and give it 2.5 s to ask who is there and hear back."""
+    holder.evaluate("skew += 11000")
+    holder.wait_for_timeout(2500)
+
+
+def test_without_web_locks_a_crashed_tab_leaves_and_a_busy_one_comes_back(
+    context: Any,
+) -> None:
+    """
+    Without Web Locks the holding tab asks who is there every 10 s (its
+    clock is moved on here): a crashed tab's channel leaves the connection, a
+    tab that answers stays; a tab busy for seconds (a long task) is
+    forgotten too, and once it is free it says hello again and gets what its
+    channel missed meanwhile.
+    """
+    context.add_init_script("delete Navigator.prototype.locks;")
+    with serve(page_app, retry=200) as server:
+        publish = server.service.broadcaster.broadcast_and_wait
+        holder = context.new_page()
+        holder.goto(server.url + "/page?channel=a")
+        expect(holder.locator("#status")).to_have_text("live")
+        holder.evaluate(SKEWED_CLOCK)
+        tabs = {}
+        for channel in ("c", "d", "e"):
+            tab = context.new_page()
+            tab.goto(server.url + f"/page?channel={channel}")
+            expect(tab.locator("#status")).to_have_text("live")
+            tabs[channel] = tab
+        wait_for_channels(server, holder, {"a": 1, "c": 1, "d": 1, "e": 1})
+        assert holder.evaluate("stream.holdsConnection")
+        publish("seen", channel="d")
+        expect(tabs["d"].locator("#events li")).to_have_text(["d: seen"])
+
+        session = context.new_cdp_session(tabs["c"])._impl_obj
+        session._loop.create_task(session.send("Page.crash", None, None))
+        tabs["c"].wait_for_event("crash")
+        tabs["d"].evaluate(BUSY.replace("1500", "9000"))  # 9 s without a turn of its event loop
+        started = time.monotonic()
+        _ask_who_is_there(holder)  # (the crashed and busy tabs answered the ask before)
+        _ask_who_is_there(holder)
+        wait_for_channels(server, holder, {"a": 1, "e": 1})
+        publish("missed", channel="d")
+        publish("other", channel="e")
+        expect(tabs["e"].locator("#events li")).to_have_text(["e: other"])
+        assert time.monotonic() - started < 9, "the busy tab woke up too soon for the test"
+
+        wait_for_channels(server, holder, {"a": 1, "d": 1, "e": 1})
+        publish("after", channel="d")
+        expect(tabs["d"].locator("#events li")).to_have_text(["d: seen", "d: missed", "d: after"])
+        expect(tabs["e"].locator("#events li")).to_have_text(["e: other"])
+        assert server.client_count() == 1
+
+
 STALE_ID = """
 if (location.search.includes("stale=1")) {
   const key = "wsgi-sse:" + new URL("/sse", location.href).href + ":lastEventId";

@@ -14,6 +14,7 @@ const RING = 500; // events every tab keeps, to catch up tabs that join
 const RING_SIZE = 2 ** 20; // and characters of their data, at most
 const SEEN = 1000; // event ids remembered to drop duplicates
 const MAX_CHANNELS = 16; // per connection (the server's max_channels), unless told
+const PEER_CHECK = 10000; // without Web Locks: how often the holder asks who is there
 const OWN_TYPES = new Set(["statuschange", "refused"]); // this client's, not the server's
 // Where a connection starts, when not from its own id (a first connection, a
 // reset): kept as the position to resume from, never shown.
@@ -168,6 +169,7 @@ export class Stream extends EventTarget {
     this.peers = new Map(); // the other tabs, sharing: id -> {channels, types, seen, locked}
     this.watched = new Map(); // holding: peer id -> the AbortController of its watch
     this.rejoined = []; // holding: the last ids of tabs that came back, for update()
+    this.forgotten = new Set(); // holding, without Web Locks: tabs that did not answer
     const shared = this.options.share && typeof BroadcastChannel === "function";
     this.mode = shared ? "shared" : "single";
     if (shared) this.startShared();
@@ -210,6 +212,7 @@ export class Stream extends EventTarget {
       clearTimeout(this.watchTimer);
       this.bus.close();
       removeEventListener("pagehide", this.onPageHide);
+      if (typeof document !== "undefined") document.removeEventListener("resume", this.onResume);
     }
   }
 
@@ -403,6 +406,9 @@ export class Stream extends EventTarget {
     this.bus.onmessage = (e) => this.onMessage(e.data);
     this.onPageHide = () => this.post({ t: "bye" });
     addEventListener("pagehide", this.onPageHide);
+    // A page the browser froze may have been forgotten meanwhile: hello again.
+    this.onResume = () => this.announce();
+    if (typeof document !== "undefined") document.addEventListener("resume", this.onResume);
     this.holder = null; // the id of the tab holding the connection, if known
     this.holderSeen = 0; // when it was last heard from
     this.pinged = Date.now(); // the hello below asks the holder to answer
@@ -451,11 +457,35 @@ export class Stream extends EventTarget {
         this.post({ t: "ping" });
       }
     }
+    if (this.holdsConnection) this.checkPeers(now);
     this.watch();
+  }
+
+  checkPeers(now) {
+    // Without Web Locks, the holder asks who is there every 10 s: the tabs
+    // that did not answer the previous ask are gone (crashed: no bye), or
+    // frozen, or busy; their channels leave.  A tab told it was forgotten
+    // says hello again, and catches up from its last id.
+    if (this.askedAt && now - this.askedAt < PEER_CHECK) return;
+    if (this.askedAt) {
+      const gone = [...this.peers].filter(([, peer]) => peer.seen < this.askedAt);
+      for (const [id] of gone) {
+        this.peers.delete(id);
+        this.forgotten.add(id);
+      }
+      if (gone.length) {
+        this.post({ t: "forgot", ids: gone.map(([id]) => id) });
+        this.updateUnion();
+      }
+    }
+    this.askedAt = now;
+    this.post({ t: "who" });
   }
 
   stepDown() {
     this.holdsConnection = false;
+    this.askedAt = 0;
+    this.forgotten.clear();
     for (const watch of this.watched.values()) watch.abort();
     this.watched.clear();
     for (const connection of this.connections) connection.close();
@@ -478,6 +508,7 @@ export class Stream extends EventTarget {
       channels: [...this.channels],
       types: [...this.types],
       locked: !!this.locked, // holds its own lock: the holder can watch it
+      last: this.lastEventId,
       since: this.synced ? undefined : this.lastEventId,
     });
   }
@@ -515,7 +546,10 @@ export class Stream extends EventTarget {
       });
       if (this.holdsConnection) {
         if (m.locked) this.watchPeer(m.from);
-        if (m.since) this.rejoined.push(m.since);
+        // A tab back (a reload), or back after it was forgotten: its
+        // channels resume from its last id.
+        const back = this.forgotten.delete(m.from) ? m.since || m.last : m.since;
+        if (back) this.rejoined.push(back);
         this.updateUnion();
         if (m.since !== undefined) this.catchUp(m.from, m.since);
       }
@@ -535,6 +569,14 @@ export class Stream extends EventTarget {
       }
     } else if (m.t === "who") {
       this.announce();
+    } else if (m.t === "forgot") {
+      for (const id of m.ids) if (id !== this.id) this.peers.delete(id);
+      if (m.ids.includes(this.id)) {
+        // Forgotten while frozen or busy: say hello again, from this tab's
+        // last id (the holder catches it up, and replays its channels).
+        this.synced = false;
+        this.announce();
+      }
     } else if (m.t === "stop") {
       this.close();
     } else if (m.t === "refused") {
