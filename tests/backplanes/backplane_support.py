@@ -98,6 +98,10 @@ class GatedProxy:
         # answer before sending again, as psycopg does without a pipeline).
         self.largest_answer = 0
         self._count = threading.Lock()
+        # Guards _sockets against close(): a connection accepted while the
+        # proxy closes is closed at once, not left for the garbage collector.
+        self._closing = threading.Lock()
+        self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
     def url_for(self, url: str) -> str:
@@ -119,8 +123,17 @@ class GatedProxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-            self._sockets += [client, upstream]
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            except OSError:
+                client.close()
+                continue
+            with self._closing:
+                if self._closed:
+                    client.close()
+                    upstream.close()
+                    return
+                self._sockets += [client, upstream]
             answer = [0]
             for a, b, down in ((client, upstream, False), (upstream, client, True)):
                 threading.Thread(target=self._pump, args=(a, b, down, answer), daemon=True).start()
@@ -148,6 +161,8 @@ class GatedProxy:
 
     def close(self) -> None:
         self.gate.set()
+        with self._closing:
+            self._closed = True
         self.listener.close()
         for sock in self._sockets:
             with contextlib.suppress(OSError):
