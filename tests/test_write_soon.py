@@ -355,3 +355,136 @@ def test_an_abort_after_the_write_leaves_the_poller_alone() -> None:
     assert aborted.calls == []
     assert other.calls == ["doWrite", "startWriting"]  # (its doWrite here sends nothing)
     assert _lean._unsent == {}
+
+
+def iterations_spied(listener: Listener) -> tuple[list[int], Callable[[], None]]:
+    """Count the reactor's polls (C{doIteration}); returns the count and an undo."""
+    polls = [0]
+
+    def spy() -> None:
+        from twisted.internet import reactor
+
+        original = reactor.doIteration
+
+        def counted(timeout: Any) -> None:
+            polls[0] += 1
+            original(timeout)
+
+        reactor.doIteration = counted  # type: ignore[method-assign]
+
+    def unspy() -> None:
+        from twisted.internet import reactor
+
+        del reactor.doIteration
+
+    listener.call(spy)
+    return polls, lambda: listener.call(unspy)
+
+
+def test_a_closing_connection_is_written_and_closed_after_the_turn(listener: Any) -> None:
+    """
+    write_soon then loseConnection: the bytes are sent and the connection is
+    closed once the turn is done, without another poll of the reactor to
+    learn that its socket is writable.
+    """
+    polls: list[int] = []
+    seen: list[tuple[int, int]] = []
+
+    def on_connect(transport: Any) -> None:
+        write_soon(transport, b"x" * 1000)
+        transport.loseConnection()
+        made = polls[0]
+        # (Wrapping the listener's connectionLost: the poll count when it closed.)
+        protocol = transport.protocol
+        lost = protocol.connectionLost
+
+        def connection_lost(reason: Any = None) -> None:
+            seen.append((made, polls[0]))
+            lost(reason)
+
+        protocol.connectionLost = connection_lost
+
+    server = listener(on_connect)
+    polls, undo = iterations_spied(server)
+    try:
+        for _ in range(5):
+            with socket.create_connection(("127.0.0.1", server.number)) as sock:
+                assert read_all(sock) == b"x" * 1000
+        wait_until(lambda: len(seen) == 5)
+    finally:
+        undo()
+    assert all(made == closed for made, closed in seen), seen
+    assert server.errors == []
+
+
+def test_a_closing_connection_the_kernel_does_not_take_at_once_gets_it_all(listener: Any) -> None:
+    """A send buffer too small for the queued bytes of a closing connection: the rest follows, then the close."""
+    body = bytes(range(256)) * 200
+
+    def on_connect(transport: Any) -> None:
+        transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        write_soon(transport, body)
+        transport.loseConnection()
+
+    server = listener(on_connect)
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.number))
+        time.sleep(0.2)  # (the first send fills the small buffers; the rest waits for the reader)
+        assert read_all(sock) == body
+    wait_until(lambda: len(server.lost) >= 1)
+    assert server.errors == []
+
+
+class _ClosingReactor:
+    """A reactor for the flush of closing transports: a Clock, and the close it is asked for."""
+
+    def __init__(self) -> None:
+        from twisted.internet.task import Clock
+
+        self.clock = Clock()
+        self.callLater = self.clock.callLater
+        self.closed: list[tuple[Any, Any, bool]] = []
+
+    def _disconnectSelectable(self, selectable: Any, why: Any, is_read: bool) -> None:
+        self.closed.append((selectable, why, is_read))
+
+
+def test_a_closing_connection_with_a_producer_is_left_to_the_reactor() -> None:
+    """
+    loseConnection with a producer registered waits for the producer to be
+    unregistered: the flush neither writes nor closes it.
+    """
+    reactor = _ClosingReactor()
+    transport = _QueuedTransport(reactor)
+    write_soon(transport, b"opening")
+    transport.disconnecting = True
+    transport.producer = object()
+    reactor.clock.advance(0)
+    assert transport.calls == []
+    assert reactor.closed == []
+
+
+def test_a_closing_connection_whose_write_fails_is_closed_with_the_error() -> None:
+    """The write of a closing connection fails: the connection is lost with the error, which is logged."""
+    from twisted.logger import globalLogPublisher
+
+    reactor = _ClosingReactor()
+    transport = _QueuedTransport(reactor)
+    transport.producer = None
+    failure = OSError("write failed")
+
+    def failing_write() -> None:
+        raise failure
+
+    transport.doWrite = failing_write  # type: ignore[method-assign]
+    write_soon(transport, b"opening")
+    transport.disconnecting = True
+    logged: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        reactor.clock.advance(0)
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert reactor.closed == [(transport, failure, False)]
+    assert [event["log_failure"].value for event in logged if "log_failure" in event] == [failure]

@@ -29,6 +29,7 @@ import re
 import time
 from typing import TYPE_CHECKING, Any
 
+from twisted.logger import Logger
 from twisted.web.http import NO_BODY_CODES, HTTPChannel, datetimeToString
 from twisted.web.http_headers import InvalidHeaderName, _nameEncoder
 from twisted.web.server import Request as _ServerRequest
@@ -430,6 +431,8 @@ def finish_response(request: Request, body: bytes) -> None:
     request.finish()
 
 
+_log = Logger()
+
 # Per reactor: the transports holding an opening that write_soon queued,
 # sent together once the reactor is done with its turn's reads.
 _unsent: dict[Any, list[Any]] = {}
@@ -477,11 +480,16 @@ def _write_unsent(reactor: Any) -> None:
         if not transport.connected or not (transport._tempDataLen or transport.dataBuffer):
             # Gone, or already written (a later write had the reactor write it).
             continue
-        if transport.disconnecting or transport._writeDisconnected:
-            # loseConnection had the reactor write the rest before it closes.
-            continue
         if transport._aborting:
             # abortConnection: nothing more is sent, the close is on its way.
+            continue
+        if transport.disconnecting and transport.producer is None:
+            # loseConnection is waiting for the socket to be writable to
+            # send the rest and close: do it now, as the reactor would.
+            _write_or_close(reactor, transport)
+            continue
+        if transport.disconnecting or transport._writeDisconnected:
+            # loseConnection had the reactor write the rest before it closes.
             continue
         # What the reactor does when the socket is writable: send what the
         # kernel takes, keep the rest; an error is left for the reactor to
@@ -489,3 +497,20 @@ def _write_unsent(reactor: Any) -> None:
         failed = transport.doWrite()
         if failed is not None or transport._tempDataLen or transport.dataBuffer:
             transport.startWriting()
+
+
+def _write_or_close(reactor: Any, transport: Any) -> None:
+    """
+    What the reactor does when C{transport}'s socket is writable: send what
+    the kernel takes and, once all is sent by a transport that is
+    closing, close it; an error closes it too.
+    """
+    try:
+        why = transport.doWrite()
+    except BaseException as error:
+        # (As the reactor does: logged, and the connection is lost with it.)
+        why = error
+        _log.failure("writing to {transport}", transport=transport)
+    if why:
+        reactor._disconnectSelectable(transport, why, False)
+
