@@ -418,7 +418,10 @@ def test_a_closing_connection_is_written_and_closed_after_the_turn(listener: Any
 
 
 def test_a_closing_connection_the_kernel_does_not_take_at_once_gets_it_all(listener: Any) -> None:
-    """A send buffer too small for the queued bytes of a closing connection: the rest follows, then the close."""
+    """
+    A send buffer too small for the queued bytes of a closing connection:
+    the rest follows, then the close.
+    """
     body = bytes(range(256)) * 200
 
     def on_connect(transport: Any) -> None:
@@ -466,7 +469,10 @@ def test_a_closing_connection_with_a_producer_is_left_to_the_reactor() -> None:
 
 
 def test_a_closing_connection_whose_write_fails_is_closed_with_the_error() -> None:
-    """The write of a closing connection fails: the connection is lost with the error, which is logged."""
+    """
+    The write of a closing connection fails: the connection is lost with
+    the error, which is logged.
+    """
     from twisted.logger import globalLogPublisher
 
     reactor = _ClosingReactor()

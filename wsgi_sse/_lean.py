@@ -507,10 +507,9 @@ def _write_or_close(reactor: Any, transport: Any) -> None:
     """
     try:
         why = transport.doWrite()
-    except BaseException as error:
-        # (As the reactor does: logged, and the connection is lost with it.)
+    except BaseException as error:  # noqa: BLE001 - as the reactor does
+        # (Logged, and the connection is lost with it.)
         why = error
         _log.failure("writing to {transport}", transport=transport)
     if why:
         reactor._disconnectSelectable(transport, why, False)
-
