@@ -110,3 +110,48 @@ def test_a_body_without_a_length_gets_its_length() -> None:
     Received.content = BytesIO()
     complete_environ(empty, Received())  # type: ignore[arg-type]
     assert empty == {"wsgi.input_terminated": True}
+
+
+def test_the_body_stays_readable_after_the_client_went_away() -> None:
+    """
+    A client that sent its whole body and left: the application, still
+    running, reads that body from wsgi.input (as waitress lets it), rather
+    than finding the stream closed under it.
+    """
+    import threading
+
+    from support import wait_until
+
+    read: dict[str, Any] = {}
+    started = threading.Event()
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        started.set()
+        # write() raises once the server has seen the client go.
+        try:
+            for _ in range(1000):
+                write(b".")
+                threading.Event().wait(0.01)
+        except ConnectionError:
+            pass
+        try:
+            read["body"] = environ["wsgi.input"].read()
+        except Exception as error:
+            read["error"] = repr(error)
+        return []
+
+    with serve(app) as server:
+        for attempt in range(3):
+            started.clear()
+            read.clear()
+            body = b"name=Ada&attempt=%d" % attempt
+            sock = socket.create_connection(("127.0.0.1", server.port))
+            sock.sendall(
+                b"POST /form HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded"
+                b"\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            assert started.wait(10)
+            sock.close()
+            wait_until(lambda: bool(read), timeout=15)
+            assert read == {"body": body}

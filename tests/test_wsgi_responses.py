@@ -100,6 +100,18 @@ BAD_HEADS: dict[str, tuple[str, list[tuple[str, str]]]] = {
     "status-not-a-number": ("abc", []),
     "status-of-four-digits": ("2000 OK", []),
     "status-with-crlf": ("200 OK\r\nSet-Cookie: pwn=1", []),
+    "status-000": ("000 Nothing", []),
+    "status-099": ("099 Below", []),
+    "status-600": ("600 Above", []),
+    "status-999": ("999 Above", []),
+    # Interim statuses end at their head, and a final answer must follow:
+    # as a final answer with a body, its bytes would be read as the next.
+    "status-100": ("100 Continue", []),
+    "status-101": ("101 Switching Protocols", []),
+    "status-103": ("103 Early Hints", []),
+    "value-with-a-control-character": ("200 OK", [("X-Evil", "a\x01b")]),
+    "value-with-del": ("200 OK", [("X-Evil", "a\x7fb")]),
+    "value-with-escape": ("200 OK", [("X-Evil", "\x1b[31mred")]),
 }
 
 
@@ -167,6 +179,17 @@ def app(environ: dict[str, Any], start_response: Any) -> Any:
     if kind == "bad-length":
         start_response("200 OK", [("Content-Length", body)])
         return [b"hello"]
+    if kind == "bodiless":
+        # /bodiless/<status>-<form>: a status whose answer has no content.
+        code, form = body.split("-")
+        headers = [("Content-Type", "text/plain"), ("Content-Length", "11"), ("X-App", "1")]
+        write = start_response(f"{code} Reason", headers)
+        if form == "write":
+            write(b"hello world")
+            return []
+        if form == "generator":
+            return iter([b"hello", b" world"])
+        return [b"hello world"]
     if kind == "hold-status-with-crlf":
         start_response("200 OK\r\nSet-Cookie: pwn=1", hold_headers("a"))
         return []
@@ -231,6 +254,55 @@ def test_a_held_stream_with_crlf_in_its_status_is_a_500(server: Any) -> None:
         answer = connection.get("/hold-status-with-crlf")
         assert answer.status == 500
         assert b"pwn" not in answer.head
+
+
+# -- statuses without content -------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", ["list", "generator", "write"])
+def test_a_204_says_no_content_length_and_sends_no_body(server: Any, form: str) -> None:
+    """
+    A 204 must not carry Content-Length (RFC 9110 8.6): the app's is not
+    sent, nor its body, and the next answer on the connection is read whole.
+    """
+    with Connection(server.port) as connection:
+        connection.sock.sendall(b"GET /bodiless/204-%s HTTP/1.1\r\nHost: x\r\n\r\n" % form.encode())
+        status_line = connection.stream.readline()
+        head = b""
+        while (line := connection.stream.readline()) != b"\r\n":
+            head += line
+        assert status_line.startswith(b"HTTP/1.1 204 ")
+        assert b"X-App: 1" in head
+        assert b"content-length" not in head.lower()
+        assert b"transfer-encoding" not in head.lower()
+        after = connection.get("/ok")
+        assert (after.status, after.body) == (200, b"ok")
+
+
+@pytest.mark.parametrize("form", ["list", "generator", "write"])
+def test_a_205_is_sent_with_no_content(server: Any, form: str) -> None:
+    """
+    A 205 has no content (RFC 9110 15.3.6), but is framed as any answer:
+    Content-Length 0 whatever the app said, none of its body, and the
+    connection goes on.
+    """
+    with Connection(server.port) as connection:
+        answer = connection.get(f"/bodiless/205-{form}")
+        assert answer.status == 205
+        assert answer.headers["content-length"] == "0"
+        assert answer.headers["x-app"] == "1"
+        assert b"Content-Length: 11" not in answer.head
+        assert answer.body == b""
+        after = connection.get("/ok")
+        assert (after.status, after.body) == (200, b"ok")
+
+
+def test_the_containers_docstring_examples_hold() -> None:
+    """The examples in the WSGI container's docstrings (statuses it refuses among them) hold."""
+    import doctest
+
+    failed, attempted = doctest.testmod(_wsgi, optionflags=doctest.ELLIPSIS)
+    assert attempted >= 4 and failed == 0
 
 
 # -- the reactor failing to send what the app answered -------------------------------

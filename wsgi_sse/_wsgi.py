@@ -152,6 +152,11 @@ class _Response(_WSGIResponse):
         self.request = request
         request.notifyFinish().addBoth(self._finished)
         self.environ = build_environ(request)
+        # The body is the application's (wsgi.input) for as long as it runs:
+        # taken from the request, which would close it when the client goes
+        # away (and once the response is finished); closed after the call.
+        self._content = request.content
+        request.content = None
         # The application sets every response header (no default Content-Type).
         request.defaultContentType = None
 
@@ -178,6 +183,13 @@ class _Response(_WSGIResponse):
         bodiless = code in NO_BODY_CODES or self.request.method == b"HEAD"
         self._head = _Head(code, reason, headers)
         self._length = None if bodiless else length
+        # Reset Content has no content (RFC 9110 15.3.6), but unlike 204 it
+        # is framed as any response: its body is dropped, quietly (as if
+        # already past a Content-Length of 0), and it says Content-Length: 0
+        # (L{_sendHead}).  (Again with exc_info: the new status decides.)
+        self._too_long = code == 205
+        if code == 205:
+            self._length = 0
         return self.write
 
     def write(self, data: bytes) -> None:
@@ -264,6 +276,16 @@ class _Response(_WSGIResponse):
         reactor; close the body (its C{close()}, once) however that ends.
         Called in a WSGI thread.
         """
+        try:
+            self._call()
+        finally:
+            content = self._content
+            if content is not None:
+                self._content = None
+                content.close()
+
+    def _call(self) -> None:
+        """L{run}, but for closing the request's body after it.  WSGI thread."""
         reactor = self.reactor
         body: bytes | None = None
         try:
@@ -455,12 +477,21 @@ class _Response(_WSGIResponse):
         thread.
         """
         request = self.request
-        request.setResponseCode(head.code, head.reason)
+        code = head.code
+        request.setResponseCode(code, head.reason)
         add = request.responseHeaders.addRawHeader
-        for name, value in head.headers:
-            # Don't allow the application to control these required headers.
-            if name.lower() not in ("server", "date"):
-                add(name.encode("latin-1"), value.encode("latin-1"))
+        if code == 204 or code == 205:
+            # A 204 must not say Content-Length (RFC 9110 8.6), a 205's is 0.
+            for name, value in head.headers:
+                if name.lower() not in ("server", "date", "content-length"):
+                    add(name.encode("latin-1"), value.encode("latin-1"))
+            if code == 205:
+                add(b"Content-Length", b"0")
+        else:
+            for name, value in head.headers:
+                # Don't allow the application to control these required headers.
+                if name.lower() not in ("server", "date"):
+                    add(name.encode("latin-1"), value.encode("latin-1"))
         if site_closing(request):
             close_after_response(request)
 
@@ -514,9 +545,11 @@ class _Head(NamedTuple):
     headers: list[tuple[str, str]]
 
 
-_STATUS = re.compile(r"([0-9]{3}) ([\t\x20-\x7e\x80-\xff]*)\Z")
+_STATUS = re.compile(r"([1-5][0-9]{2}) ([\t\x20-\x7e\x80-\xff]*)\Z")
 _TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+\Z")
-_NOT_IN_VALUE = re.compile(r"[\r\n\x00]|[^\x00-\xff]")
+# Control characters (RFC 9110 5.5: a field value is visible characters,
+# spaces and tabs) and what Latin-1 cannot encode.
+_NOT_IN_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]|[^\x00-\xff]")
 _statuses: dict[str, tuple[int, bytes]] = {}
 _names: set[str] = set()
 # Headers about the connection, not the response, which only the server
@@ -544,15 +577,16 @@ def check_head(status: str, headers: list[tuple[str, str]]) -> tuple[int, bytes,
     C{status} must be as L{parse_status} reads it; header names must be
     HTTP tokens and not hop-by-hop (C{Connection}, C{Transfer-Encoding}
     and the others PEP 3333 reserves to the server), values Latin-1
-    without CR, LF or NUL, and a C{Content-Length} a number of bytes (the
-    same one if given twice).
+    without control characters but tabs (CR, LF, NUL and the others: RFC
+    9110 5.5), and a C{Content-Length} a number of bytes (the same one if
+    given twice).
 
     >>> check_head("404 Not Found", [("Content-Length", "9")])
     (404, b'Not Found', 9)
     >>> check_head("200", [])
     Traceback (most recent call last):
     ...
-    ValueError: invalid WSGI status '200': three digits, a space and a reason phrase
+    ValueError: invalid WSGI status '200': three digits (100 to 599), a space and a reason phrase
 
     @raise ValueError: for anything HTTP cannot carry.
     """
@@ -571,7 +605,7 @@ def check_head(status: str, headers: list[tuple[str, str]]) -> tuple[int, bytes,
         if not (value.isascii() and value.isprintable()) and _NOT_IN_VALUE.search(value):
             raise ValueError(
                 f"invalid value of the WSGI response header {name}: {value!r}"
-                " (Latin-1 without CR, LF or NUL)"
+                " (Latin-1 without control characters but tabs)"
             )
         if len(name) == 14 and name.lower() == "content-length":
             digits = value.strip(" \t")
@@ -587,10 +621,18 @@ def parse_status(status: str) -> tuple[int, bytes]:
     """
     The code and the reason phrase of a WSGI application's C{status}:
     three digits, a space and a reason phrase of printable Latin-1
-    characters (tabs and spaces included, CR and LF not).
+    characters (tabs and spaces included, CR and LF not).  The code is a
+    final one, 200 to 599: an interim response (1xx) has no body and is
+    followed by the final one (RFC 9110 15.2), which a WSGI application
+    cannot send after it, and C{101 Switching Protocols} would tell the
+    client to stop speaking HTTP.
 
     >>> parse_status("201 Created")
     (201, b'Created')
+    >>> parse_status("103 Early Hints")
+    Traceback (most recent call last):
+    ...
+    ValueError: invalid WSGI status '103 Early Hints': an interim (1xx) status ...
 
     @raise ValueError: for a status HTTP cannot carry.
     """
@@ -599,7 +641,12 @@ def parse_status(status: str) -> tuple[int, bytes]:
         match = _STATUS.match(status)
         if match is None:
             raise ValueError(
-                f"invalid WSGI status {status!r}: three digits, a space and a reason phrase"
+                f"invalid WSGI status {status!r}: three digits (100 to 599), a space"
+                " and a reason phrase"
+            )
+        if match[1][0] == "1":
+            raise ValueError(
+                f"invalid WSGI status {status!r}: an interim (1xx) status cannot answer a request"
             )
         parsed = int(match[1]), match[2].encode("latin-1")
         if len(_statuses) < 256:
