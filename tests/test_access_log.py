@@ -10,6 +10,7 @@ import io
 import json
 import re
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -371,3 +372,71 @@ def wsgi_hello(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     """A WSGI app saying hello."""
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"hello"]
+
+
+def test_a_stream_its_reader_closes_has_its_access_line() -> None:
+    """
+    A stream ends, as a rule, when its reader closes it: its line is written
+    then, with its status; so is a download cut short, with what was sent.
+    A request whose client left before any answer has none.
+    """
+    import threading
+
+    release = threading.Event()
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ["PATH_INFO"] == "/slow":
+            release.wait(10)
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"late"]
+        if environ["PATH_INFO"] != "/download":
+            return wsgi_hello(environ, start_response)
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"x" * 100)
+
+        def forever() -> Any:
+            while True:
+                yield b"x"
+                threading.Event().wait(0.01)
+
+        return forever()
+
+    with serve(app) as server:
+        log = _Lines()
+        server.service.site._logFile = log
+        stream = StreamClient(server.port, "/sse?channel=room")
+        assert stream.status == 200
+        server.wait_clients(1)
+        assert log.lines == []
+        stream.sock.close()
+        wait_until(lambda: bool(log.lines), what="the stream's line")
+        assert len(log.lines) == 1, log.lines
+        assert '"GET /sse?channel=room HTTP/1.1" 200 ' in log.lines[0]
+
+        del log.lines[:]
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        sock.sendall(b"GET /download HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = b""
+        while got.count(b"x") < 100:
+            got += sock.recv(65536)
+        sock.close()
+        wait_until(lambda: bool(log.lines), what="the download's line")
+        line = log.lines[0]
+        assert '"GET /download HTTP/1.1" 200 ' in line
+        assert int(line.split('HTTP/1.1" 200 ')[1].split()[0]) >= 100
+
+        del log.lines[:]
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        server.call(lambda: None)
+        sock.close()
+        release.set()
+        # The next request's line comes after anything the first could write.
+        assert b" 200 " in exchange(
+            server.port,
+            b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            lambda data: False,
+        )
+        wait_until(lambda: bool(log.lines), what="the next line")
+        server.call(lambda: None)
+        assert [line for line in log.lines if "/slow" in line] == []

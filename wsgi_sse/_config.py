@@ -256,8 +256,9 @@ SETTINGS: tuple[Setting, ...] = (
         "site",
         "`True`",
         "Log a line per request in twisted.web's combined log format, as `twistd web` does "
-        "(stream tokens redacted). Under plain `twistd` the line is written straight to its log "
-        "file, the same text its log observer would write, for a few microseconds per request "
+        "(stream tokens redacted), a stream's when it ends. Under plain `twistd` the line is "
+        "written straight to its log file, the same text its log observer would write, for a "
+        "few microseconds per request "
         "([logging](channels.md#logging)); `False` leaves it to the reverse proxy in front.",
         flag=_boolean,
     ),

@@ -1605,6 +1605,22 @@ class _StreamingRequest(server.Request):
             path = origin_form(path)
         super().requestReceived(command, path, version)  # type: ignore[no-untyped-call]
 
+    def connectionLost(self, reason: Failure) -> None:
+        """
+        The connection is gone before the response ended (twisted.web calls
+        this): a response whose head went out is logged now, with what was
+        sent, as a finished one is (twisted.web logs only those), so that a
+        stream its reader closed, the usual end of a stream, and a download
+        cut short have their access log line too.  A request whose client
+        left before any answer has none: no status was sent.
+        """
+        if self.startedWriting and not self.finished and not self._disconnected:
+            channel = self.channel
+            factory = getattr(channel, "factory", None)
+            if factory is not None:
+                factory.log(self)
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
+
     def _refuseTarget(self) -> None:
         """Answer 400 for a target not L{routable} (instead of C{process})."""
         self.setResponseCode(400)
