@@ -11,13 +11,26 @@ raw sockets.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from support import RunningServer, dechunk, serve, set_lean, wait_until
+from support import (
+    RunningServer,
+    dechunk,
+    logged,
+    self_signed_cert,
+    serve,
+    set_lean,
+    tls_listen,
+    wait_until,
+)
 from twisted.internet import tcp
 
 BIG = 1 << 20
@@ -301,3 +314,50 @@ def test_event_stream_opened_after_its_client_half_closed_is_over() -> None:
             read_to_end(sock)
             server.wait_clients(0)
             assert server.service.broadcaster.broadcast_and_wait("after", channel="news") == 0
+
+
+# -- other transports ------------------------------------------------------------
+
+
+def test_half_close_over_a_unix_socket_is_answered(tmp_path: Path) -> None:
+    """Over a UNIX socket (a reverse proxy on the same host) too: the answer, then EOF."""
+    path = str(tmp_path / "s")
+    with serve(app, listen=f"unix:{path}"):
+        for request_bytes in (GET_11, POST):
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(10)
+                sock.connect(path)
+                sock.sendall(request_bytes)
+                sock.shutdown(socket.SHUT_WR)
+                got = answers(read_to_end(sock))
+            assert len(got) == 1 and got[0][0] == b"HTTP/1.1 200 OK"
+
+
+def test_tls_connection_half_closed_under_tls_is_closed(tmp_path: Path) -> None:
+    """
+    Over TLS the half-close of the TCP connection under it closes the
+    connection at once (Twisted's TLS layer), with nothing logged as an
+    error; the server goes on serving.
+    """
+    cert, key = self_signed_cert(tmp_path)
+    context = ssl.create_default_context(cafile=str(cert))
+    context.set_alpn_protocols(["http/1.1"])
+    entered.clear()
+    release.clear()
+    with logged(fields=True) as lines, serve(app, listen=tls_listen(cert, key)) as server:
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"GET /slow HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            assert entered.wait(10)
+            # The TCP half-close, under TLS (no close_notify).
+            with socket.socket(fileno=os.dup(tls.fileno())) as under:
+                under.shutdown(socket.SHUT_WR)
+            wait_for_end(server, tls)
+            release.set()
+            with contextlib.suppress(OSError):
+                assert tls.recv(4096) == b""
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(GET_11_CLOSE)
+            assert answers(read_to_end(tls)) == [(b"HTTP/1.1 200 OK", b"GET /page ")]
+    assert not [line for line in lines if "log_failure" in line]
