@@ -42,7 +42,7 @@ from urllib.parse import unquote_to_bytes
 from twisted.internet import tcp
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.error import ConnectionAborted
-from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.interfaces import IHalfCloseableProtocol, ISSLTransport
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
@@ -56,7 +56,13 @@ from twisted.web.server import version as _server_version
 
 from ._accesslog import combined_line, log_line, redacting
 from ._checks import check_seconds
-from ._client import PLAIN_SOCKET_TRANSPORTS, close_after_response, site_closing
+from ._client import (
+    PLAIN_SOCKET_TRANSPORTS,
+    StreamClient,
+    close_after_response,
+    site_closing,
+    unsent_bytes,
+)
 from ._lean import connection_closes, http_date, parse_simple_get, parse_simple_request
 
 if TYPE_CHECKING:
@@ -146,6 +152,8 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
     leanRequests = False
     # The event stream's path: its simple GETs are read in one pass.
     leanPath: bytes | None = None
+    # Whether the client has sent all it will send (a TCP half-close).
+    _readClosed = False
 
     def connectionMade(self) -> None:
         """Start the clock for the first request's headers."""
@@ -471,11 +479,73 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
         The answer to C{request} is out: on a server shutting down, close
         the connection rather than keep it alive for another request (see
         L{StreamSite.close_kept_alive}), also when the shutdown did not find
-        it among the connections being read.
+        it among the connections being read.  After the client's half-close
+        (L{readConnectionLost}), the requests it sent whole before it are
+        answered in turn, then the connection is closed.
         """
         if self.persistent and site_closing(self):
             self.persistent = False
         super().requestDone(request)  # type: ignore[no-untyped-call]
+        if self._readClosed and not self._handlingRequest:
+            # No whole request left: what remains (nothing, or part of
+            # one) will never be completed.
+            self._closeAfterAnswers()
+
+    def __conform__(self, interface: Any) -> Any:
+        """
+        Adapt this connection to C{IHalfCloseableProtocol} while the
+        client's half-close (its TCP C{FIN}, as C{nc -N}, C{shutdown(SHUT_WR)}
+        in a script and some health checkers send after their request) can
+        still be answered: a whole request is being handled, other than an
+        event stream's, or an answer is still being written.  Twisted's
+        transport asks when it reads the end of the client's data, and
+        then calls L{readConnectionLost}.
+
+        Otherwise it closes the connection at once, as for any client that
+        goes away: between requests, in the middle of a request's head or
+        body (which will never be complete, and is not handed to the
+        application), and during an event stream, where the end of the
+        client's data is how a closed tab or a stopped client is noticed
+        (browsers never half-close an C{EventSource}; its reader is gone).
+        """
+        if interface is IHalfCloseableProtocol:
+            if self._handlingRequest:
+                if not isinstance(self._requestProducer, StreamClient):
+                    return self
+            elif unsent_bytes(self.transport):
+                return self
+        return None
+
+    def readConnectionLost(self) -> None:
+        """
+        The client has sent all it will send (see L{__conform__}): answer
+        the requests it sent whole, then close (see L{requestDone}); with
+        no request being handled, close once what is written is sent.
+        """
+        self._readClosed = True
+        if not self._handlingRequest:
+            self._closeAfterAnswers()
+
+    def writeConnectionLost(self) -> None:
+        """This side's half-close is done (a refusal's, see L{_refuseAndClose})."""
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        """
+        Register a response's producer (twisted.web's); an event stream
+        opened after its client's half-close (while C{authorize} or a
+        view ran) is closed as any other stream whose client has gone:
+        the end of the client's data is read again.
+        """
+        super().registerProducer(producer, streaming)  # type: ignore[no-untyped-call]
+        if self._readClosed and isinstance(producer, StreamClient):
+            self._networkProducer.resumeProducing()
+
+    def _closeAfterAnswers(self) -> None:
+        """Close the connection once what is written is sent: the client sends nothing more."""
+        self._cancelHeaderDeadline()
+        transport = self.transport
+        if transport is not None and not transport.disconnecting:  # type: ignore[attr-defined]
+            self.loseConnection()  # type: ignore[no-untyped-call]
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Forget the clock."""
@@ -1074,6 +1144,17 @@ class _NegotiatingChannel(http._GenericHTTPChannelProtocol):
     """
 
     h2Class: type[Any]
+
+    def __conform__(self, interface: Any) -> Any:
+        """
+        Adapt to C{IHalfCloseableProtocol} as the channel in use does (the
+        HTTP/1.1 one: see L{_HeaderDeadlineChannel.__conform__}; HTTP/2's
+        does not, and the connection is closed at the client's half-close,
+        as twisted.web does).
+        """
+        if interface is IHalfCloseableProtocol:
+            return interface(self._channel, None)
+        return None
 
     def dataReceived(self, data: bytes) -> None:
         """Choose the protocol at the first bytes, then pass them on."""
