@@ -5,6 +5,7 @@ L{make_application} for C{twistd -ny server.py}.
 
 from __future__ import annotations
 
+import errno
 import gc
 import inspect
 import os
@@ -116,9 +117,27 @@ class ListenError(Exception):
     """
 
 
+def _another_port(listen: str) -> str:
+    """
+    For a port in use: how to choose another one, with C{listen} moved to
+    the next port as the example (C{tcp:8006} for C{tcp:8005}).
+    """
+    kind, _, rest = listen.partition(":")
+    port, _, options = rest.partition(":")
+    example = ""
+    if kind in ("tcp", "tcp6", "ssl") and port.isdigit() and int(port) < 65535:
+        example = f", e.g. {kind}:{int(port) + 1}" + (f":{options}" if options else "")
+    return (
+        f" (another program is using the port: choose another with ${LISTEN_ENV}, "
+        f"--listen or listen={example})"
+    )
+
+
 def _cannot_listen(listen: str, error: CannotListenError) -> ListenError:
     cause = error.socketError
     reason = getattr(cause, "strerror", None) or str(cause)
+    if getattr(cause, "errno", None) == errno.EADDRINUSE:
+        reason += _another_port(listen)
     failure = ListenError(f"cannot listen on {listen}: {reason}")
     _report_in_one_line(failure)
     return failure
