@@ -44,6 +44,11 @@ def _assert_one_clear_line(result: subprocess.CompletedProcess[str], port: int) 
     last = result.stderr.strip().splitlines()[-1]
     assert f"cannot listen on tcp:{port}:interface=127.0.0.1" in last, output
     assert "Address already in use" in last, output
+    # How to choose another port, in every way of running the server.
+    assert (
+        "(another program is using the port: choose another with $WSGI_SSE_LISTEN, --listen or "
+        f"listen=, e.g. tcp:{port + 1}:interface=127.0.0.1)"
+    ) in last, output
 
 
 def test_twistd_ny_exits_with_one_line(busy_port: int) -> None:

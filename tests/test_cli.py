@@ -96,11 +96,33 @@ def test_python_m_wsgi_sse_bad_app() -> None:
         (["--shutdown-timeout", "nan"], "shutdown_timeout must not be negative, got nan"),
         (
             ["--threads", "ten"],
-            "argument --threads: invalid int value: 'ten' (--help lists the options)",
+            "argument --threads: expected an integer, not 'ten' (--help lists the options)",
+        ),
+        # `none` is a value only of the options that may be None.
+        (
+            ["--threads", "none"],
+            "argument --threads: expected an integer, not 'none' (--help lists the options)",
+        ),
+        (
+            ["--access-log", "maybe"],
+            "argument --access-log: expected yes/no, true/false, on/off or 1/0, not 'maybe' "
+            "(--help lists the options)",
+        ),
+        (
+            ["--idle-timeout", "never"],
+            "argument --idle-timeout: expected a number or none, not 'never' "
+            "(--help lists the options)",
         ),
         (["--no-such-flag"], "unrecognized arguments: --no-such-flag (--help lists the options)"),
     ],
-    ids=["out-of-range", "not-a-number", "unknown-flag"],
+    ids=[
+        "out-of-range",
+        "not-a-number",
+        "none-not-allowed",
+        "not-a-boolean",
+        "not-none",
+        "unknown-flag",
+    ],
 )
 def test_python_m_wsgi_sse_bad_option_value(flags: list[str], line: str) -> None:
     """A bad option value or flag is one line and exit status 2, not a server."""
@@ -117,6 +139,82 @@ def test_python_m_wsgi_sse_bad_option_value(flags: list[str], line: str) -> None
     # Nothing but log lines before it.
     assert proc.stderr.count("python -m wsgi_sse") == 1, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == f"python -m wsgi_sse: {line}"
+
+
+def test_python_m_wsgi_sse_none_turns_options_off() -> None:
+    """
+    `none` (any case) gives None to the options that take it: --client-path
+    none leaves /sse.js to the app; the timeouts and the body limit are off.
+    """
+    proc, port = start_cli(
+        "app:app",
+        "--client-path",
+        "none",
+        "--idle-timeout",
+        "None",
+        "--header-timeout",
+        "NONE",
+        "--max-request-body",
+        "none",
+        cwd=EXAMPLE,
+    )
+    try:
+        status, _, _ = http_request(port, "GET", "/sse.js")
+        assert status == 404  # the Bottle app's answer: no browser client there
+        status, _, _ = http_request(port, "GET", "/")
+        assert status == 200
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, output
+    assert "Traceback" not in output, output
+
+
+def test_twistd_plugin_takes_none_and_explains_bad_values() -> None:
+    """twistd wsgi-sse reads flags with the same converters: `none`, and what a flag takes."""
+    proc = subprocess.run(
+        ["twistd", "--pidfile=", "-n", "wsgi-sse", "--app", "app:app", "--log-streams", "maybe"],
+        cwd=EXAMPLE,
+        env=subprocess_env(PYTHONPATH=f"{ROOT}:{EXAMPLE}"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert "expected yes/no, true/false, on/off or 1/0, not 'maybe'" in output, output
+    assert "Traceback" not in proc.stdout + proc.stderr
+    from twisted.python import usage
+
+    from wsgi_sse._cli import TwistdOptions, _service_kwargs
+
+    options = TwistdOptions()
+    options.parseOptions(["--app", "app:app", "--idle-timeout", "none", "--client-path", "None"])
+    assert _service_kwargs(dict(options)) == {"idle_timeout": None, "client_path": None}
+    with pytest.raises(usage.UsageError, match="expected an integer or none, not 'off'"):
+        TwistdOptions().parseOptions(["--app", "app:app", "--max-request-body", "off"])
+
+
+def test_help_is_plain_text_and_lists_values() -> None:
+    """--help shows no Markdown link; yes-or-no flags and `none` say what they take."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "wsgi_sse", "--help"],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())
+    assert "](" not in text and ".md" not in text, proc.stdout
+    assert "Where the browser client module is served" in text
+    assert "--access-log yes|no" in text
+    assert "takes yes/no, true/false, on/off or 1/0" in text
+    assert "--idle-timeout VALUE|none" in text
+    assert "--threads VALUE|none" not in text
 
 
 def test_twistd_plugin() -> None:

@@ -41,6 +41,7 @@ def example_env(data: Path, port: int, **extra: str) -> dict[str, str]:
     )
     env.pop("DJANGO_SETTINGS_MODULE", None)
     env.pop("WSGI_SSE_REDIS_URL", None)
+    env.pop("WSGI_SSE_BACKPLANE_URL", None)
     env.update(extra)
     return env
 
@@ -221,8 +222,14 @@ def redis_server(workdir: Path) -> Iterator[str]:
 
 
 def test_example_import_in_another_process_through_redis(tmp_path: Path) -> None:
-    """`manage.py import_contacts ada` in its own process notifies ada's page via Redis."""
-    with redis_server(tmp_path) as url, running_example(tmp_path, WSGI_SSE_REDIS_URL=url) as port:
+    """
+    `manage.py import_contacts ada` in its own process notifies ada's page via
+    Redis, both given $WSGI_SSE_BACKPLANE_URL as the example's README says.
+    """
+    with (
+        redis_server(tmp_path) as url,
+        running_example(tmp_path, WSGI_SSE_BACKPLANE_URL=url) as port,
+    ):
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             log_in(client, "ada", "ada-knocks")
             channel = re.search(r"channel=(user-\d+)", client.get("/").text)
@@ -233,7 +240,7 @@ def test_example_import_in_another_process_through_redis(tmp_path: Path) -> None
                 command = subprocess.run(
                     [sys.executable, "manage.py", "import_contacts", "ada"],
                     cwd=EXAMPLE,
-                    env=example_env(tmp_path, port, WSGI_SSE_REDIS_URL=url),
+                    env=example_env(tmp_path, port, WSGI_SSE_BACKPLANE_URL=url),
                     capture_output=True,
                     text=True,
                     timeout=60,

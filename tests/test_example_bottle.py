@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,6 +50,7 @@ def example_port(request: pytest.FixtureRequest) -> Iterator[int]:
         # twistd re-raises the terminating signal: -15 is a clean exit.
         assert proc.returncode in (0, -signal.SIGTERM), output
         assert "Traceback" not in output, output
+        assert "served nothing" not in output, output
 
 
 def test_index_page_opens_event_source(example_port: int) -> None:
@@ -102,3 +104,42 @@ def test_knock_escapes_html(example_port: int) -> None:
         )
         assert status == 200 and b"<b>Eve" not in body and b"&lt;b&gt;Eve" in body
         assert client.wait_events(1)[0].data == "<b>Eve</b> knocked"
+
+
+def test_python_server_py_says_to_use_twistd() -> None:
+    """`python server.py` serves nothing: it says so, and how to run the file, in one line."""
+    proc = subprocess.run(
+        [sys.executable, "server.py"],
+        cwd=EXAMPLE,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == (
+        "server.py is a Twisted application file and served nothing: "
+        "run it with twistd -ny server.py"
+    )
+
+
+def test_a_script_that_starts_the_application_gets_no_hint() -> None:
+    """A __main__ that builds the application and starts its service is left alone."""
+    code = (
+        "from twisted.application.service import IService\n"
+        "from app import app\n"
+        "from wsgi_sse import make_application\n"
+        "application = make_application(app, listen='tcp:0:interface=127.0.0.1')\n"
+        "IService(application).startService()\n"
+        "IService(application).stopService()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=EXAMPLE,
+        env=subprocess_env(PYTHONPATH=f"{ROOT}:{EXAMPLE}"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "served nothing" not in proc.stderr, proc.stderr

@@ -593,3 +593,46 @@ def test_a_held_stream_failing_after_its_first_bytes_is_reset_over_http10(
         with pytest.raises(ConnectionResetError):
             exchange(server.port, request, lambda _: False)
         server.wait_clients(0)
+
+
+def _flask_app() -> Any:
+    from flask import Flask
+
+    from wsgi_sse.contrib.flask import hold_stream
+
+    app = Flask(__name__)
+
+    @app.get("/jobs/<int:job>/events")
+    def job_events(job: int) -> Any:
+        return hold_stream(f"job-{job}", initial={"job": job}, identity="ada")
+
+    return app
+
+
+def _bottle_app() -> Any:
+    from bottle import Bottle
+
+    from wsgi_sse.contrib.bottle import hold_stream
+
+    app = Bottle()
+
+    @app.get("/jobs/<job:int>/events")
+    def job_events(job: int) -> Any:
+        return hold_stream(f"job-{job}", initial={"job": job}, identity="ada")
+
+    return app
+
+
+@pytest.mark.parametrize("make_app", [_flask_app, _bottle_app], ids=["flask", "bottle"])
+def test_flask_and_bottle_helpers_carry_the_identity(make_app: Any) -> None:
+    """hold_stream(identity=) of the Flask and Bottle helpers feeds presence and disconnect()."""
+    with serve(make_app()) as server:
+        with server.stream("/jobs/7/events") as client:
+            (init,) = client.wait_events(1)
+            assert init.type == "init" and json.loads(init.data) == {"job": 7}
+            server.wait_clients(1)
+            assert not [n for n in client.headers if "identity" in n.lower()]
+            assert dict(wsgi_sse.presence("job-7").identities) == {"ada": 1}
+            wsgi_sse.disconnect(identity="ada")
+            client.read_to_end()
+        server.wait_clients(0)

@@ -5,6 +5,8 @@ L{make_application} for C{twistd -ny server.py}.
 
 from __future__ import annotations
 
+import atexit
+import errno
 import gc
 import inspect
 import os
@@ -116,9 +118,27 @@ class ListenError(Exception):
     """
 
 
+def _another_port(listen: str) -> str:
+    """
+    For a port in use: how to choose another one, with C{listen} moved to
+    the next port as the example (C{tcp:8006} for C{tcp:8005}).
+    """
+    kind, _, rest = listen.partition(":")
+    port, _, options = rest.partition(":")
+    example = ""
+    if kind in ("tcp", "tcp6", "ssl") and port.isdigit() and int(port) < 65535:
+        example = f", e.g. {kind}:{int(port) + 1}" + (f":{options}" if options else "")
+    return (
+        f" (another program is using the port: choose another with ${LISTEN_ENV}, "
+        f"--listen or listen={example})"
+    )
+
+
 def _cannot_listen(listen: str, error: CannotListenError) -> ListenError:
     cause = error.socketError
     reason = getattr(cause, "strerror", None) or str(cause)
+    if getattr(cause, "errno", None) == errno.EADDRINUSE:
+        reason += _another_port(listen)
     failure = ListenError(f"cannot listen on {listen}: {reason}")
     _report_in_one_line(failure)
     return failure
@@ -396,6 +416,7 @@ class SSEServerService(MultiService):
 
         @raise ListenError: if the endpoint cannot be listened on.
         """
+        self._was_started = True
         if self.gc_freeze:
             freeze_startup_objects()
         self.threadpool.start()
@@ -704,7 +725,24 @@ def make_application(
     application: Componentized = Application(name)
     service = make_service(wsgi_app, **options)
     service.setServiceParent(application)  # type: ignore[no-untyped-call]
+    if sys._getframe(1).f_globals.get("__name__") == "__main__":
+        # `python server.py`: twistd runs the file under another name.
+        atexit.register(_hint_never_started, service)
     return application
+
+
+def _hint_never_started(service: SSEServerService) -> None:
+    """
+    At the exit of a program that built an application in C{__main__} and
+    never started it (C{python server.py}), say how to run the file.
+    """
+    if not getattr(service, "_was_started", False):
+        name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "server.py"
+        print(
+            f"{name} is a Twisted application file and served nothing: "
+            f"run it with twistd -ny {name}",
+            file=sys.stderr,
+        )
 
 
 _EXPLICIT_DEFAULTS: dict[str, Any] = dict(make_application.__kwdefaults__ or {})

@@ -18,7 +18,7 @@ from twisted.internet.defer import Deferred
 from twisted.python import usage
 from twisted.python.failure import Failure
 
-from ._config import GROUPS, SETTINGS
+from ._config import BOOLEAN_WORDS, GROUPS, SETTINGS, Setting, _boolean
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -27,13 +27,75 @@ if TYPE_CHECKING:
 
 __all__ = ["Options", "TwistdOptions", "console_main", "load_app", "main", "makeService"]
 
+NONE_WORD = "none"
+"""What a flag whose option may be L{None} takes for it (any case: C{None} too)."""
+
+
+class _ExplicitNone:
+    """A flag given C{none}: the option is L{None}, not left to its default."""
+
+    def __repr__(self) -> str:
+        return "none"
+
+
+_NONE = _ExplicitNone()
+
+
+class BadValueError(argparse.ArgumentTypeError, ValueError):
+    """
+    A flag's value that its converter refuses, with a message saying what
+    it takes (argparse shows it as is; twistd's options catch C{ValueError}).
+    """
+
+
+def _converter(row: Setting) -> Callable[[str], Any]:
+    """The converter of C{row}'s flag, saying in its errors what the flag takes."""
+    convert = row.flag
+    assert convert is not None
+    if convert is _boolean:
+        takes = BOOLEAN_WORDS
+    elif convert in (int, float):
+        takes = "an integer" if convert is int else "a number"
+    else:
+        takes = ""
+    if row.nullable:
+        takes = f"{takes} or {NONE_WORD}" if takes else ""
+
+    def parse(text: str) -> Any:
+        if row.nullable and text.strip().lower() == NONE_WORD:
+            return _NONE
+        try:
+            return convert(text)
+        except ValueError as e:
+            raise BadValueError(f"expected {takes}, not {text!r}" if takes else str(e)) from e
+
+    parse.__name__ = getattr(convert, "__name__", "value").lstrip("_")
+    return parse
+
+
+def _metavar(row: Setting) -> str:
+    """How --help shows the value of C{row}'s flag."""
+    if row.flag is _boolean:
+        return "yes|no"
+    return f"VALUE|{NONE_WORD}" if row.nullable else "VALUE"
+
+
+def _help(row: Setting) -> str:
+    """The --help text of C{row}'s flag."""
+    text = f"{row.help} (default: {row.shown.replace('`', '')}"
+    if row.flag is _boolean:
+        text += f"; takes {BOOLEAN_WORDS}"
+    elif row.nullable:
+        text += f"; {NONE_WORD} for None"
+    return text + ")"
+
+
 # flag, converter, help -- shared by argparse and twistd's usage.Options, derived from
 # the options table: every option with a converter has a flag.
 _OPTIONS: tuple[tuple[str, Callable[[str], Any], str], ...] = tuple(
-    (row.option[2:], row.flag, f"{row.help} (default: {row.shown.replace('`', '')})")
-    for row in SETTINGS
-    if row.flag is not None
+    (row.option[2:], _converter(row), _help(row)) for row in SETTINGS if row.flag is not None
 )
+_METAVARS = {row.option[2:]: _metavar(row) for row in SETTINGS if row.flag is not None}
 _FLAG_TO_NAME = {row.option[2:]: row.name for row in SETTINGS if row.flag is not None}
 
 
@@ -73,7 +135,9 @@ def load_app(spec: str) -> WSGIApplication:
 def _service_kwargs(values: dict[str, Any]) -> dict[str, Any]:
     """The keywords of L{make_service} for the flags given (the others keep their defaults)."""
     return {
-        name: values[flag] for flag, name in _FLAG_TO_NAME.items() if values.get(flag) is not None
+        name: None if values[flag] is _NONE else values[flag]
+        for flag, name in _FLAG_TO_NAME.items()
+        if values.get(flag) is not None
     }
 
 
@@ -110,7 +174,12 @@ def build_parser(prog: str = "python -m wsgi_sse") -> argparse.ArgumentParser:
             if row.group == group.key and flag in options:
                 convert, text = options[flag]
                 arguments.add_argument(
-                    row.option, dest=flag, default=None, type=convert, help=text, metavar="VALUE"
+                    row.option,
+                    dest=flag,
+                    default=None,
+                    type=convert,
+                    help=text,
+                    metavar=_METAVARS[flag],
                 )
     return parser
 

@@ -17,6 +17,7 @@ keyword still lacks.  Everything here may be called in any thread.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import MISSING, dataclass, fields
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -69,6 +70,8 @@ class Setting:
     @ivar env: the environment variable read when it is not given, if any.
     @ivar flag: the converter of its command-line flag, or L{None} for no flag.
     @ivar django: whether Django's C{WSGI_SSE} setting may set it.
+    @ivar nullable: whether L{None} is one of its values (it turns something
+        off), which its flag then takes as C{none}.
     """
 
     name: str
@@ -78,6 +81,7 @@ class Setting:
     env: str | None = None
     flag: Callable[[str], Any] | None = None
     django: bool = True
+    nullable: bool = False
 
     @property
     def option(self) -> str:
@@ -86,18 +90,30 @@ class Setting:
 
     @property
     def help(self) -> str:
-        """The first sentence of L{doc}, for C{--help}."""
+        """
+        The first sentence of L{doc}, for C{--help}: plain text (a link is
+        its text only).
+        """
         text = self.doc.split(". ", 1)[0].rstrip(".")
-        return text.replace("`", "")
+        return _LINK.sub(r"\1", text).replace("`", "")
+
+
+_LINK = re.compile(r"\[([^\]]+)\]\([^)\s]+\)")
+
+
+TRUE_WORDS = ("yes", "true", "on", "1")
+FALSE_WORDS = ("no", "false", "off", "0")
+BOOLEAN_WORDS = "yes/no, true/false, on/off or 1/0"
+"""What a yes-or-no option takes on the command line (any case)."""
 
 
 def _boolean(text: str) -> bool:
     value = text.strip().lower()
-    if value in {"1", "true", "yes", "on"}:
+    if value in TRUE_WORDS:
         return True
-    if value in {"0", "false", "no", "off"}:
+    if value in FALSE_WORDS:
         return False
-    raise ValueError(f"expected true or false, not {text!r}")
+    raise ValueError(f"expected {BOOLEAN_WORDS}, not {text!r}")
 
 
 def _origins(text: str) -> tuple[str, ...]:
@@ -204,6 +220,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Where the [browser client](browser-client.md) module is served; `None` leaves the path "
         "to your app.",
         flag=str,
+        nullable=True,
     ),
     _S(
         "threads",
@@ -243,6 +260,7 @@ SETTINGS: tuple[Setting, ...] = (
         "`None` (off)",
         'Serve the counters as JSON at this path (`"/sse-stats"`).',
         flag=str,
+        nullable=True,
     ),
     _S(
         "metrics_path",
@@ -250,6 +268,7 @@ SETTINGS: tuple[Setting, ...] = (
         "`None` (off)",
         'Serve the counters in the Prometheus text format at this path (`"/metrics"`).',
         flag=str,
+        nullable=True,
     ),
     _S(
         "access_log",
@@ -411,6 +430,7 @@ SETTINGS: tuple[Setting, ...] = (
         'Open streams per client IP address; past it, the same "come back later" answer. '
         "Leave it off behind a reverse proxy, where every client has the proxy's address.",
         flag=int,
+        nullable=True,
     ),
     _S(
         "max_channels",
@@ -463,6 +483,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds a client has to send its request line and headers before the connection is "
         "closed (slow-header clients); `None` or `0` turns it off.",
         flag=float,
+        nullable=True,
     ),
     _S(
         "idle_timeout",
@@ -471,6 +492,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds a kept-alive connection may stay silent between requests; `None` turns it off. "
         "An open event stream is never idle in this sense.",
         flag=float,
+        nullable=True,
     ),
     _S(
         "max_request_body",
@@ -484,6 +506,7 @@ SETTINGS: tuple[Setting, ...] = (
         "its headers arrive. Bodies are never parsed by the server: the WSGI app reads its own, "
         "in its own thread.",
         flag=int,
+        nullable=True,
     ),
     _S(
         "backplane_url",
@@ -560,6 +583,7 @@ SETTINGS: tuple[Setting, ...] = (
         "`None` (off)",
         'Serve the HTTP publish endpoint at this path (`"/publish"`).',
         flag=str,
+        nullable=True,
     ),
     _S(
         "publish_secret",
@@ -654,6 +678,8 @@ def markdown_table(group: str) -> str:
     for row in SETTINGS:
         if row.group == group:
             flag = f"`{row.option}`" if row.flag is not None else ""
+            if row.nullable and row.flag is not None:
+                flag += " (`none`: `None`)"
             lines.append(f"| `{row.name}` | {row.shown} | {flag} | {row.doc} |")
     return "\n".join(lines)
 

@@ -42,6 +42,7 @@ from ._backplane import (
     split_bodies,
 )
 from ._broadcast import prepare_shared_event, validate_channel
+from ._checks import BACKPLANE_CLIENTS
 from ._hub import CLOSE_BODY
 from ._names import MAX_CHANNEL
 from ._shared import AppendRefusedError, Batch, ThreadedBackplane, safe_url
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     pass
 
 __all__ = [
+    "BACKPLANE_URL_ENV",
     "REDIS_URL_ENV",
     "RedisBackplane",
     "RedisPublisher",
@@ -58,7 +60,9 @@ __all__ = [
 ]
 
 REDIS_URL_ENV = "WSGI_SSE_REDIS_URL"
-"""The environment variable that turns the Redis backplane on."""
+"""The older environment variable that turns the Redis backplane on."""
+BACKPLANE_URL_ENV = "WSGI_SSE_BACKPLANE_URL"
+"""The environment variable that turns a backplane on; read before L{REDIS_URL_ENV}."""
 
 _ID = re.compile(r"(\d{1,20})-(\d{1,20})(?:_(\d{1,4}))?\Z")
 _INDEX_BITS = 16
@@ -82,14 +86,16 @@ def stream_key(namespace: str = "default") -> str:
 
 def resolve_redis_url(redis_url: str | None) -> str | None:
     """
-    The Redis URL to use: C{redis_url}, else C{$WSGI_SSE_REDIS_URL}; an
-    empty string (given or in the environment) means no Redis.
+    The Redis URL to use: C{redis_url}, else the environment as the server
+    reads it (C{$WSGI_SSE_BACKPLANE_URL}, else C{$WSGI_SSE_REDIS_URL}); an
+    empty string (given or in the environment) means none.  The URL may
+    name another backplane (C{postgresql://}): L{RedisPublisher} refuses it.
     """
-    if redis_url is None:
-        from ._config import environment_value
+    if redis_url is not None:
+        return redis_url or None
+    from ._backplane import resolve_backplane_url
 
-        redis_url = environment_value("redis_url")
-    return redis_url or None
+    return resolve_backplane_url()
 
 
 def _position(ms: int, n: int, index: int = 0) -> int:
@@ -960,7 +966,24 @@ class RedisPublisher:
     ) -> None:
         resolved = resolve_redis_url(url)
         if resolved is None:
-            raise ValueError(f"no Redis URL given and ${REDIS_URL_ENV} is not set")
+            raise ValueError(
+                f"no Redis URL given, and ${BACKPLANE_URL_ENV} and ${REDIS_URL_ENV} are "
+                f"unset or empty: pass RedisPublisher('redis://...') or set ${BACKPLANE_URL_ENV}"
+            )
+        scheme = resolved.split("://", 1)[0].lower() if "://" in resolved else ""
+        client = BACKPLANE_CLIENTS.get(scheme)
+        if client is None or client.name != "Redis":
+            where = "the URL given"
+            if not url:
+                from ._config import environment_value
+
+                named = environment_value("backplane_url") is not None
+                where = f"${BACKPLANE_URL_ENV if named else REDIS_URL_ENV}"
+            raise ValueError(
+                f"{where} is not a Redis URL ({safe_url(resolved)!r}): RedisPublisher takes "
+                "redis://, rediss:// or unix://; a PostgreSQL backplane is published to with "
+                "wsgi_sse.postgres.publish()"
+            )
         self.url = resolved
         self.key = stream_key(namespace)
         self.maxlen = maxlen

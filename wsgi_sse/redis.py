@@ -5,7 +5,8 @@ Needs the ``redis`` extra (``pip install wsgi-sse[redis]``).  Servers turn
 it on with ``make_application(app, backplane_url="redis://...")`` or the
 ``WSGI_SSE_BACKPLANE_URL`` environment variable (``redis_url`` and
 ``WSGI_SSE_REDIS_URL`` work too); programs that are not web
-servers publish with L{RedisPublisher}::
+servers publish with L{RedisPublisher}, which reads the same variables in
+the same order when given no URL::
 
     from wsgi_sse.redis import RedisPublisher
 
@@ -13,6 +14,7 @@ servers publish with L{RedisPublisher}::
 """
 
 from ._redis import (
+    BACKPLANE_URL_ENV,
     REDIS_URL_ENV,
     RedisBackplane,
     RedisPublisher,
@@ -21,6 +23,7 @@ from ._redis import (
 )
 
 __all__ = (
+    "BACKPLANE_URL_ENV",
     "REDIS_URL_ENV",
     "RedisBackplane",
     "RedisPublisher",

@@ -33,7 +33,7 @@ def job_events(job):
 
 def run(job):
     for percent in (25, 50, 75, 100):
-        time.sleep(0.2)  # the work
+        time.sleep(1)  # the work: one step a second
         progress[job] = percent
         broadcast({"progress": percent}, event="progress", channel=f"job-{job}")
     close(f"job-{job}")

@@ -269,10 +269,58 @@ def test_sync_publisher_validates_before_sending(redis_server: RedisServer) -> N
 
 
 def test_publisher_needs_a_url(monkeypatch: pytest.MonkeyPatch) -> None:
-    """RedisPublisher() without a URL or WSGI_SSE_REDIS_URL is a clear error."""
+    """RedisPublisher() without a URL or either variable is a clear error naming both."""
     monkeypatch.delenv("WSGI_SSE_REDIS_URL", raising=False)
-    with pytest.raises(ValueError, match="WSGI_SSE_REDIS_URL"):
+    monkeypatch.delenv("WSGI_SSE_BACKPLANE_URL", raising=False)
+    with pytest.raises(ValueError, match=r"WSGI_SSE_BACKPLANE_URL and \$WSGI_SSE_REDIS_URL"):
         RedisPublisher()
+    # An empty $WSGI_SSE_BACKPLANE_URL turns the server's backplane off, whatever
+    # $WSGI_SSE_REDIS_URL says: the publisher reads them the same way.
+    monkeypatch.setenv("WSGI_SSE_BACKPLANE_URL", "")
+    monkeypatch.setenv("WSGI_SSE_REDIS_URL", "redis://127.0.0.1:1/0")
+    with pytest.raises(ValueError, match="unset or empty"):
+        RedisPublisher()
+
+
+def test_publisher_refuses_another_backplane(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PostgreSQL URL (given or in the environment) points to wsgi_sse.postgres.publish."""
+    monkeypatch.setenv("WSGI_SSE_BACKPLANE_URL", "postgresql://u:secret@127.0.0.1:1/db")
+    with pytest.raises(ValueError, match=r"\$WSGI_SSE_BACKPLANE_URL.*postgres\.publish") as e:
+        RedisPublisher()
+    assert "secret" not in str(e.value)
+    with pytest.raises(ValueError, match="the URL given"):
+        RedisPublisher("postgres://127.0.0.1/db")
+
+
+def test_publisher_reads_the_servers_variable(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A program given only $WSGI_SSE_BACKPLANE_URL (as README and the systemd
+    unit set it) publishes to the server that reads it; it wins over
+    $WSGI_SSE_REDIS_URL, as it does for the server.
+    """
+    monkeypatch.setenv("WSGI_SSE_BACKPLANE_URL", redis_server.url)
+    monkeypatch.setenv("WSGI_SSE_REDIS_URL", "redis://127.0.0.1:1/0")
+    with serve(plain_app) as server:
+        assert server.service.backplane.url == redis_server.url
+        wait_until(lambda: connected(server), what="backplane connected")
+        with server.stream("/sse?channel=jobs") as client:
+            server.wait_clients(1)
+            code = (
+                "from wsgi_sse.redis import RedisPublisher\n"
+                "with RedisPublisher() as p:\n"
+                "    print(p.broadcast('from a worker', channel='jobs'))\n"
+            )
+            env = subprocess_env(WSGI_SSE_BACKPLANE_URL=redis_server.url)
+            env.pop("WSGI_SSE_REDIS_URL", None)
+            done = subprocess.run(
+                [PYTHON, "-c", code], env=env, capture_output=True, text=True, timeout=30
+            )
+            assert done.returncode == 0, done.stderr
+            (event,) = client.wait_events(1)
+            assert event.data == "from a worker"
+            assert event.last_event_id == done.stdout.strip()
 
 
 def test_env_var_turns_redis_on(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,14 +24,17 @@ from .._views import hold_body, hold_headers
 __all__ = ["hold_stream"]
 
 
-def hold_stream(*channels: str, initial: object = None) -> Response:
+def hold_stream(*channels: str, initial: object = None, identity: str | None = None) -> Response:
     """
     Answer a view with an event stream on C{channels}, held by the server
     after the view returns (its thread is free at once).  C{initial}, if
-    not L{None}, is sent first as an C{init} event.  May be called in any
-    thread.
+    not L{None}, is sent first as an C{init} event; C{identity} (the user
+    the view authenticated) is who the stream belongs to, for
+    L{presence<wsgi_sse.presence>} and L{disconnect<wsgi_sse.disconnect>}.
+    May be called in any thread.
 
-    @raise ValueError: for no channel or a name that cannot be a channel.
+    @raise ValueError: for no channel or a name that cannot be a channel,
+        or an identity a stream cannot carry.
     @raise TypeError: if C{initial} cannot be encoded.
     """
-    return Response(hold_body(initial), headers=hold_headers(*channels))
+    return Response(hold_body(initial), headers=hold_headers(*channels, identity=identity))

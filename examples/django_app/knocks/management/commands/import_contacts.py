@@ -2,7 +2,7 @@
 ``python manage.py import_contacts USERNAME``: run a contact import in this
 process, as a task worker would, and tell the user's open pages when it is
 done.  The event travels through Redis: start the server and this command
-with the same ``WSGI_SSE_REDIS_URL``.
+with the same ``WSGI_SSE_BACKPLANE_URL``.
 """
 
 from typing import Any
@@ -17,7 +17,7 @@ from knocks.models import ContactImport
 class Command(BaseCommand):
     help = (
         "Import USERNAME's contacts in this process and notify that user's pages through "
-        "Redis (set WSGI_SSE_REDIS_URL here and for the server)."
+        "Redis (set WSGI_SSE_BACKPLANE_URL here and for the server)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -27,11 +27,11 @@ class Command(BaseCommand):
         try:
             from wsgi_sse.redis import RedisPublisher
 
-            publisher = RedisPublisher()  # reads WSGI_SSE_REDIS_URL
+            publisher = RedisPublisher()  # reads WSGI_SSE_BACKPLANE_URL, as the server does
         except (ImportError, ValueError) as e:
             raise CommandError(
                 f"{e}. This command reaches the server through Redis: pip install "
-                "'wsgi-sse[redis]' and set WSGI_SSE_REDIS_URL for it and for the server."
+                "'wsgi-sse[redis]' and set WSGI_SSE_BACKPLANE_URL for it and for the server."
             ) from None
         user_model = get_user_model()
         try:
