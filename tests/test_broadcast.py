@@ -262,3 +262,65 @@ def test_prepare_encodes_in_caller() -> None:
         b"event: e\nretry: 10\ndata: x\ndata: y\n",
     )
     assert b.prepare(1) == ("default", b"data: 1\n")
+
+
+def test_a_channel_no_page_can_subscribe_to_is_sent_and_warned_of_once() -> None:
+    """
+    A broadcast on a channel name the server refuses to pages (outside its
+    channel_pattern) still goes out, for other servers sharing a backplane,
+    and is logged as a warning, once per name; a valid name is not.
+    """
+    from twisted.logger import LogLevel, globalLogPublisher
+
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        with serve(idle_app, channel_pattern=r"[a-z]+") as server:
+            with server.stream("/sse?channel=room") as client:
+                server.wait_clients(1)
+                for _ in range(3):
+                    broadcast("typo", channel="user 7")
+                    broadcast("Upper", channel="Room")
+                broadcast_and_wait("hello", channel="room")
+                client.wait_for(lambda c: any(e.data == "hello" for e in c.events))
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    warned = [
+        e["channel"]
+        for e in events
+        if e.get("log_level") == LogLevel.warn and "no page of this server" in e["log_format"]
+    ]
+    assert sorted(warned) == ["Room", "user 7"]
+
+
+def test_the_names_checked_are_remembered_within_a_bound() -> None:
+    """However many names a program makes up, the names remembered and warned of stay bounded."""
+    from twisted.logger import globalLogPublisher
+
+    from wsgi_sse import StreamOptions
+    from wsgi_sse._broadcast import _REMEMBERED_NAMES
+
+    broadcaster = Broadcaster(Hub(clock=Clock()), reactor=Clock())
+    checked: list[str] = []
+
+    def check(name: str) -> str:
+        checked.append(name)
+        return StreamOptions(channel_pattern=r"[a-z0-9]+").check_channel(name)
+
+    broadcaster.check_channel = check
+    warnings: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(warnings.append)
+    try:
+        for n in range(_REMEMBERED_NAMES + 500):
+            broadcaster.prepare("x", channel=f"good{n}")
+            broadcaster.prepare("x", channel=f"Bad{n}")
+        broadcaster.prepare("x", channel="good1")
+    finally:
+        globalLogPublisher.removeObserver(warnings.append)
+    assert len(broadcaster._subscribable) == _REMEMBERED_NAMES
+    assert len(broadcaster._warned) == _REMEMBERED_NAMES
+    assert len([w for w in warnings if "no page of this server" in w.get("log_format", "")]) == (
+        _REMEMBERED_NAMES
+    )
+    # A remembered name is not checked again.
+    assert checked.count("good1") == 1

@@ -320,6 +320,7 @@ class SSEServerService(MultiService):
         self.hub = hub
         self.backplane: Backplane | None = hub.backplane if hub.backplane.shared else None
         self.broadcaster = Broadcaster(publisher or self.hub, reactor=reactor)
+        self.broadcaster.check_channel = options.check_channel
         self.threadpool = WSGIThreadPool(min_threads, threads, "wsgi", sched_batch=sched_batch)
         self.wsgi_app = wsgi_app
         self.sse_resource = SSEResource(

@@ -16,6 +16,8 @@ from ._hub import CLOSE_BODY, DEFAULT_CHANNEL, Hub
 from ._names import validate_channel
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from twisted.internet.defer import Deferred
 
     from ._backplane import Published
@@ -33,6 +35,9 @@ __all__ = [
 ]
 
 _log = Logger()
+# Channel names a Broadcaster remembers as checked (its memory stays bounded
+# however many names a program makes up; past it, names are checked again).
+_REMEMBERED_NAMES = 4096
 
 
 class Publisher(Protocol):
@@ -121,11 +126,23 @@ class Broadcaster:
     @param publisher: a L{Hub}; called in the reactor thread.
     @param reactor: the reactor, which provides C{callFromThread} and
         C{callLater} (default: the global one, looked up late).
+    @ivar check_channel: the server's check of a channel name a page asks
+        for (L{StreamOptions.check_channel
+        <wsgi_sse._options.StreamOptions.check_channel>}), or L{None}: an
+        event broadcast on a channel it refuses, which no page of this
+        server can subscribe to, is sent all the same (another server
+        sharing the backplane may serve it) and logged as a warning, once
+        per channel name.
     """
+
+    check_channel: Callable[[str], object] | None = None
 
     def __init__(self, publisher: Publisher, *, reactor: Any = None) -> None:
         self.publisher = publisher
         self._reactor = reactor
+        # Channel names check_channel accepted, and those it was warned of.
+        self._subscribable: set[str] = set()
+        self._warned: set[str] = set()
         # Events from other threads wait here for the reactor thread.  One
         # callFromThread per batch, not per event: while the reactor is busy
         # (fanning out the previous event), new broadcasts pile up and are
@@ -158,7 +175,30 @@ class Broadcaster:
 
         @return: the channel and the encoded body (without its id).
         """
-        return prepare_event(data, event=event, channel=channel, retry=retry)
+        prepared = prepare_event(data, event=event, channel=channel, retry=retry)
+        if self.check_channel is not None and prepared[0] not in self._subscribable:
+            self._check_subscribable(prepared[0])
+        return prepared
+
+    def _check_subscribable(self, name: str) -> None:
+        """Remember C{name} if a page may subscribe to it, else warn of it (once)."""
+        check = self.check_channel
+        assert check is not None
+        try:
+            check(name)
+        except ValueError as why:
+            if name not in self._warned and len(self._warned) < _REMEMBERED_NAMES:
+                self._warned.add(name)
+                _log.warn(
+                    "broadcast on channel {channel!r}, which no page of this server can"
+                    " subscribe to ({why}): check the name, or the server's"
+                    " channel_pattern",
+                    channel=name,
+                    why=str(why),
+                )
+            return
+        if len(self._subscribable) < _REMEMBERED_NAMES:
+            self._subscribable.add(name)
 
     def broadcast(
         self,
