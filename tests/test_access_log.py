@@ -11,6 +11,7 @@ import json
 import re
 import signal
 import socket
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -404,6 +405,8 @@ def test_a_stream_its_reader_closes_has_its_access_line() -> None:
     with serve(app) as server:
         log = _Lines()
         server.service.site._logFile = log
+        # (Other tests' connections the shared reactor may still watch.)
+        before = server.call(_server_sockets)
         stream = StreamClient(server.port, "/sse?channel=room")
         assert stream.status == 200
         server.wait_clients(1)
@@ -426,10 +429,15 @@ def test_a_stream_its_reader_closes_has_its_access_line() -> None:
         assert int(line.split('HTTP/1.1" 200 ')[1].split()[0]) >= 100
 
         del log.lines[:]
+        wait_until(lambda: server.call(_server_sockets) == before, what="the download's close")
         sock = socket.create_connection(("127.0.0.1", server.port))
         sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
         server.call(lambda: None)
+        # Reset, not closed (a FIN alone says the client sends nothing more:
+        # its answer would still be sent).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         sock.close()
+        wait_until(lambda: server.call(_server_sockets) == before, what="the reset read")
         release.set()
         # The next request's line comes after anything the first could write.
         assert b" 200 " in exchange(
@@ -440,3 +448,11 @@ def test_a_stream_its_reader_closes_has_its_access_line() -> None:
         wait_until(lambda: bool(log.lines), what="the next line")
         server.call(lambda: None)
         assert [line for line in log.lines if "/slow" in line] == []
+
+
+def _server_sockets() -> int:
+    """The accepted connections the reactor watches.  Reactor thread."""
+    from twisted.internet import reactor, tcp
+
+    watched = set(reactor.getReaders()) | set(reactor.getWriters())
+    return sum(isinstance(each, tcp.Server) for each in watched)
