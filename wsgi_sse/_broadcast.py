@@ -37,7 +37,7 @@ __all__ = [
 _log = Logger()
 # Channel names a Broadcaster remembers as checked (its memory stays bounded
 # however many names a program makes up; past it, names are checked again).
-_REMEMBERED_NAMES = 4096
+_REMEMBERED_NAMES = 256
 
 
 class Publisher(Protocol):
