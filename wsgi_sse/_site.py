@@ -57,7 +57,13 @@ from twisted.web.server import version as _server_version
 from ._accesslog import combined_line, log_line, redacting
 from ._checks import check_seconds
 from ._client import PLAIN_SOCKET_TRANSPORTS, close_after_response, site_closing
-from ._lean import connection_closes, http_date, parse_simple_get, parse_simple_request
+from ._lean import (
+    connection_closes,
+    http_date,
+    parse_simple_get,
+    parse_simple_request,
+    split_host,
+)
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall
@@ -71,6 +77,7 @@ __all__ = [
     "StreamSite",
     "origin_form",
     "routable",
+    "target_authority",
 ]
 
 DEFAULT_HEADER_TIMEOUT = 30.0
@@ -316,10 +323,18 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
 
     def allHeadersReceived(self) -> None:
         """
-        The headers are complete: stop the clock; refuse a body declared too
-        large; count a chunked body's decoded bytes against the limit.
+        The headers are complete: stop the clock; refuse a request whose
+        C{Host} or C{Content-Type} is wrong (L{_badHead}); refuse a body
+        declared too large; count a chunked body's decoded bytes against
+        the limit.
         """
         self._cancelHeaderDeadline()
+        bad = self._badHead()
+        if bad is not None:
+            self._refuseAndClose(b"400 Bad Request", bad)
+            # (Not 0: twisted.web would go on to hand the request over.)
+            self.length = None
+            return
         self._bodyReceived = 0
         if self.length != 0:
             # A declared length, or a chunked body (length None).
@@ -335,6 +350,38 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
             if self.length is None and limit is not None:
                 self._countDecoded(limit)
         super().allHeadersReceived()  # type: ignore[no-untyped-call]
+
+    def _badHead(self) -> bytes | None:
+        """
+        Why the request whose headers are in is refused, or L{None}.
+
+        RFC 9112 3.2: an HTTP/1.1 request without C{Host}, any request with
+        more than one, or with a value L{split_host} refuses.  RFC 9112
+        3.2.2: an absolute-form target's authority (C{http://host:port/a})
+        stands for the C{Host} header, which becomes that authority (it
+        may then be missing, not repeated); an authority without a host is
+        refused.  RFC 9110 5.3: a C{Content-Type} given twice (where a
+        proxy may read one and the app the other).
+        """
+        headers = self.requests[-1].requestHeaders
+        hosts = headers.getRawHeaders(b"Host")
+        if hosts is not None and len(hosts) > 1:
+            return b"more than one Host header\n"
+        types = headers.getRawHeaders(b"Content-Type")
+        if types is not None and len(types) > 1:
+            return b"more than one Content-Type header\n"
+        authority = target_authority(getattr(self, "_path", None) or b"")
+        if authority is not None:
+            parts = split_host(authority)
+            if parts is None or not parts[0]:
+                return b"invalid host in the request target\n"
+            headers.setRawHeaders(b"Host", [authority])
+        elif hosts is None:
+            if getattr(self, "_version", None) == b"HTTP/1.1":
+                return b"missing Host header\n"
+        elif split_host(hosts[0]) is None:
+            return b"invalid Host header\n"
+        return None
 
     def _countDecoded(self, limit: int) -> None:
         """
@@ -403,6 +450,22 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
             # before that logs no request line, rather than the last one.)
             self._path = None  # type: ignore[assignment]
             parts = line.split()
+            version = line[line.rfind(b" ") + 1 :]
+            if len(version) == 8 and version[:5] == b"HTTP/" and version[6:7] == b".":
+                if version[5:6] != b"1":
+                    if version[5:6].isdigit() and version[7:].isdigit():
+                        # RFC 9110 15.6.6: another major version (HTTP/2
+                        # and 3 have no request line).
+                        self._refuseAndClose(
+                            b"505 HTTP Version Not Supported",
+                            b"HTTP version not supported (HTTP/1.1 is)\n",
+                            line=parts if len(parts) == 3 else None,
+                        )
+                        return
+                elif version[7:] in _LATER_MINORS:
+                    # RFC 9110 6.2: a later HTTP/1.x is read as HTTP/1.1.
+                    line = line[:-8] + b"HTTP/1.1"
+                    parts = line.split()
             if len(parts) == 3 and not routable(parts[1], parts[0]):
                 # twisted.web would route "page" as "/age".
                 self._refuseAndClose(b"400 Bad Request", _BAD_TARGET, line=parts)
@@ -1653,7 +1716,31 @@ def origin_form(target: bytes) -> bytes:
     return rest[slash:]
 
 
+def target_authority(target: bytes) -> bytes | None:
+    """
+    The authority of an absolute-form request target (C{host:port} of
+    C{http://host:port/path?query}), or L{None} for a target in another
+    form (C{/path}, C{*}, or one L{routable} refuses).
+
+    >>> target_authority(b"http://example.test:8080/a?x=1"), target_authority(b"http://h?x")
+    (b'example.test:8080', b'h')
+    >>> target_authority(b"/a"), target_authority(b"http:///a")
+    (None, b'')
+    """
+    if target[:1] == b"/":
+        return None
+    scheme, sep, rest = target.split(b"#", 1)[0].partition(b"://")
+    if not sep or not scheme.isalpha():
+        return None
+    for end in (b"/", b"?"):
+        rest = rest.split(end, 1)[0]
+    return rest
+
+
 _BAD_TARGET = b"invalid request target\n"
+
+# The minor versions of HTTP/1.x after 1.1, read as HTTP/1.1.
+_LATER_MINORS = frozenset(b"%d" % n for n in range(2, 10))
 
 
 def routable(target: bytes, method: bytes) -> bool:
