@@ -578,4 +578,3 @@ def _write_or_close(reactor: Any, transport: Any) -> None:
         _log.failure("writing to {transport}", transport=transport)
     if why:
         reactor._disconnectSelectable(transport, why, False)
-

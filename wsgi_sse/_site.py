@@ -458,7 +458,7 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
                         # and 3 have no request line).
                         self._refuseAndClose(
                             b"505 HTTP Version Not Supported",
-                            b"HTTP version not supported (HTTP/1.1 is)\n",
+                            b"HTTP version not supported\n",
                             line=parts if len(parts) == 3 else None,
                         )
                         return
@@ -1407,7 +1407,7 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
         if deadline is not None and deadline.active():
             deadline.cancel()
         TimeoutMixin.resetTimeout(self)
-        if self._headersTooLarge(event):
+        if self._headersTooLarge(event) or self._badHead(event):
             return
         super()._requestReceived(event)
         headers = dict(event.headers)
@@ -1449,6 +1449,42 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
             body = b"request headers too large (more than %d bytes)\n" % (limit,)
         else:
             return False
+        self._answerAndEnd(event, status, body)
+        return True
+
+    def _badHead(self, event: Any) -> bool:
+        """
+        Answer C{400}, as over HTTP/1.1, a request whose C{:authority} (or
+        C{Host}) is not C{host[:port]} (L{split_host}) or with two
+        C{Content-Type} fields; the app never sees it.  (h2 itself refuses
+        a request without either C{:authority} or C{Host}, with several
+        C{Host} fields, or with both and different.)  A C{Host} field the
+        same as C{:authority} is left out: the request has one C{Host}.
+        """
+        headers = event.headers
+        authority = host = None
+        types = 0
+        for name, value in headers:
+            if name == b":authority":
+                authority = value
+            elif name == b"host":
+                host = value
+            elif name == b"content-type":
+                types += 1
+        value = authority if authority is not None else host
+        if types > 1:
+            body = b"more than one Content-Type header\n"
+        elif value is not None and split_host(value) is None:
+            body = b"invalid Host header\n"
+        else:
+            if authority is not None and host is not None:
+                event.headers = [(n, v) for n, v in headers if n != b"host"]
+            return False
+        self._answerAndEnd(event, b"400", body)
+        return True
+
+    def _answerAndEnd(self, event: Any, status: bytes, body: bytes) -> None:
+        """Answer the request of C{event} with C{status} and C{body} (text), and end its stream."""
         stream_id = event.stream_id
         head = [
             (b":status", status),
@@ -1459,14 +1495,13 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
             # (No window for the answer: the stream is refused instead.)
             self.conn.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
             self._tryToWriteControlData()
-            return True
+            return
         self.conn.send_headers(stream_id, head)
         self.conn.send_data(stream_id, body, end_stream=True)
         if not event.stream_ended:
             # A body would follow, for a request that is not handled.
             self.conn.reset_stream(stream_id, ErrorCodes.NO_ERROR)
         self._tryToWriteControlData()
-        return True
 
     def _requestDataReceived(self, event: Any) -> None:
         TimeoutMixin.resetTimeout(self)
