@@ -334,6 +334,9 @@ REFUSALS = [
     ),
     (b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\n\r\n", '"- - -" 414 22'),
     (b"GARBAGE\r\n\r\n", '"- - -" 400 -'),
+    (b"GET /hello/ HTTP/1.1\r\nConnection: close\r\n\r\n", '"GET /hello/ HTTP/1.1" 400 20'),
+    (b"GET /hello/ HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", '"GET /hello/ HTTP/1.1" 400 26'),
+    (b"GET /hello/ HTTP/2.0\r\nHost: x\r\n\r\n", '"GET /hello/ HTTP/2.0" 505 27'),
     (b"GET /hello/ HTTP/1.1\r\nHost", '"GET /hello/ HTTP/1.1" 408 30'),
     (b"GET /hel", '"- - -" 408 30'),
 ]

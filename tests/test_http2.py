@@ -1052,3 +1052,45 @@ def test_h2_stream_closed_while_its_reader_is_stalled_is_reset_at_max_pause(
             assert not client.closed and live not in client.reset
         finally:
             client.close()
+
+
+def host_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """Answer with the host fields and the content type the WSGI app was given."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    seen = [environ.get(key, "-") for key in ("HTTP_HOST", "SERVER_NAME", "CONTENT_TYPE")]
+    return [" ".join(seen).encode()]
+
+
+@pytest.mark.parametrize(
+    ("extra", "status", "body"),
+    [
+        ([(":authority", "localhost:8443")], "200", b"localhost:8443 localhost -"),
+        ([(":authority", "[::1]")], "200", b"[::1] ::1 -"),
+        ([(":authority", "x"), ("host", "x")], "200", b"x x -"),
+        ([(":authority", "evil.test/../x")], "400", b"invalid Host header\n"),
+        ([("host", ":80")], "400", b"invalid Host header\n"),
+        (
+            [(":authority", "x"), ("content-type", "text/plain"), ("content-type", "text/html")],
+            "400",
+            b"more than one Content-Type header\n",
+        ),
+    ],
+    ids=["authority", "ipv6", "authority-and-host", "path-in-authority", "no-host-name",
+         "two-content-types"],
+)  # fmt: skip
+def test_h2_authority_is_checked_as_a_host(
+    cert: tuple[Path, Path], extra: list[tuple[str, str]], status: str, body: bytes
+) -> None:
+    """C{:authority} (or C{Host}) must be host[:port], and counts once, as Host over HTTP/1.1."""
+    with serve(host_app, listen=tls_listen(*cert)) as server:
+        client = H2Client(server.port, cert[0])
+        try:
+            stream = client.conn.get_next_available_stream_id()
+            headers = [(":method", "GET"), (":path", "/h"), (":scheme", "https"), *extra]
+            client.conn.send_headers(stream, headers, end_stream=True)
+            client.flush()
+            client.wait(lambda: stream in client.ended)
+            assert (client.status[stream], client.data[stream]) == (status, body)
+            assert not client.closed
+        finally:
+            client.close()

@@ -25,6 +25,7 @@ Reactor thread only (L{start_response}); L{parse_simple_get} is pure.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import time
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,7 @@ __all__ = [
     "http_date",
     "parse_simple_get",
     "parse_simple_request",
+    "split_host",
     "start_response",
     "write_soon",
 ]
@@ -101,7 +103,8 @@ def parse_simple_get(data: bytes, path: bytes, max_headers: int) -> SimpleGet | 
     than printable ASCII, a fragment or an escaped path; bytes after the
     head (pipelining) or an incomplete head; a bare CR or LF, or a NUL; a
     folded (continued) header line, a header name that is not a token, a
-    header given twice; a body (C{Content-Length}, C{Transfer-Encoding}),
+    header given twice; no C{Host}, or one L{split_host} refuses; a body
+    (C{Content-Length}, C{Transfer-Encoding}),
     C{Expect} or C{Upgrade}; more than C{max_headers} headers or
     L{MAX_SIMPLE_HEAD} bytes.  Header values lose their surrounding spaces
     and tabs, as twisted.web stores them.
@@ -135,7 +138,7 @@ def parse_simple_get(data: bytes, path: bytes, max_headers: int) -> SimpleGet | 
         if target.translate(None, _TARGET_BYTES) or b"#" in query:
             return None
     headers = _headers(lines, _NOT_SIMPLE)
-    if headers is None:
+    if headers is None or not _host_ok(headers):
         return None
     return SimpleGet(target, query, headers, _persistent(headers))
 
@@ -194,7 +197,8 @@ def parse_simple_request(data: bytes, max_headers: int) -> SimpleRequest | None:
     (bytes of another request after it), or bytes after a head without
     one; a C{Content-Length} that is not all digits; a bare CR or LF, or a
     NUL, in the head; a folded (continued) header line, a header name that
-    is not a token, a header given twice; C{Transfer-Encoding}, C{Expect}
+    is not a token, a header given twice; no C{Host}, or one L{split_host}
+    refuses; C{Transfer-Encoding}, C{Expect}
     or C{Upgrade}; more than C{max_headers} headers.  Header values lose
     their surrounding spaces and tabs, as twisted.web stores them.
 
@@ -217,7 +221,7 @@ def parse_simple_request(data: bytes, max_headers: int) -> SimpleRequest | None:
     if target[:1] != b"/" or target.translate(None, _TARGET_BYTES) or b"#" in target:
         return None
     headers = _headers(lines, _NOT_SIMPLE_REQUEST)
-    if headers is None:
+    if headers is None or not _host_ok(headers):
         return None
     body = data[end + 4 :]
     length = headers.get(b"Content-Length")
@@ -228,6 +232,67 @@ def parse_simple_request(data: bytes, max_headers: int) -> SimpleRequest | None:
         # (Leading zeros, or a length that is not the body's: twisted.web's.)
         return None
     return SimpleRequest(method, target, headers, _persistent(headers), body, end + 4)
+
+
+# RFC 3986 3.2.2: a reg-name (an IPv4 address is one too) of unreserved
+# characters, sub-delims and percent-escapes; an IP literal's IPvFuture.
+_REG_NAME = re.compile(rb"(?:[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})+")
+_IP_FUTURE = re.compile(rb"v[0-9A-Fa-f]+\.[A-Za-z0-9._~!$&'()*+,;=:-]+")
+
+
+def split_host(value: bytes) -> tuple[bytes, bytes] | None:
+    """
+    The host and the port of a C{Host} header's C{value}, or of a request
+    target's authority: C{uri-host [ ":" port ]} (RFC 9112 3.2, RFC 3986
+    3.2.2 and 3.2.3), the host a registered name, an IPv4 address or an IP
+    literal in brackets (returned without them), the port digits, perhaps
+    none (the scheme's default); L{None} for anything else: an empty host
+    with a port (an C{http} URI never has one, RFC 9110 4.2.1), a path,
+    query or fragment, user information, spaces.  An empty value is valid
+    (RFC 9112 3.2: the target has no authority): C{(b"", b"")}.
+
+    >>> split_host(b"example.test:8080"), split_host(b"[::1]"), split_host(b"")
+    ((b'example.test', b'8080'), (b'::1', b''), (b'', b''))
+    >>> split_host(b":80"), split_host(b"a/../b"), split_host(b"a:b"), split_host(b"u@a")
+    (None, None, None, None)
+    """
+    if not value:
+        return b"", b""
+    if value[:1] == b"[":
+        end = value.find(b"]")
+        host = value[1:end]
+        if end < 0 or not (_IP_FUTURE.fullmatch(host) or _ipv6(host)):
+            return None
+        rest = value[end + 1 :]
+        if not rest:
+            return host, b""
+        colon, port = rest[:1], rest[1:]
+        if colon != b":":
+            return None
+    else:
+        host, _, port = value.partition(b":")
+        if _REG_NAME.fullmatch(host) is None:
+            return None
+    if port and not port.isdigit():
+        return None
+    return host, port
+
+
+def _ipv6(text: bytes) -> bool:
+    """Whether C{text} is an IPv6 address as a URI writes one (no zone)."""
+    if not text or b"%" in text:
+        return False
+    try:
+        ipaddress.IPv6Address(text.decode("ascii"))
+    except ValueError:
+        return False
+    return True
+
+
+def _host_ok(headers: dict[bytes, list[bytes]]) -> bool:
+    """Whether an HTTP/1.1 request's one-value C{headers} have a valid C{Host}."""
+    host = headers.get(b"Host")
+    return host is not None and split_host(host[0]) is not None
 
 
 def _lines(head: bytes, max_headers: int) -> list[bytes] | None:

@@ -63,7 +63,13 @@ from ._client import (
     site_closing,
     unsent_bytes,
 )
-from ._lean import connection_closes, http_date, parse_simple_get, parse_simple_request
+from ._lean import (
+    connection_closes,
+    http_date,
+    parse_simple_get,
+    parse_simple_request,
+    split_host,
+)
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall
@@ -77,6 +83,7 @@ __all__ = [
     "StreamSite",
     "origin_form",
     "routable",
+    "target_authority",
 ]
 
 DEFAULT_HEADER_TIMEOUT = 30.0
@@ -324,10 +331,18 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
 
     def allHeadersReceived(self) -> None:
         """
-        The headers are complete: stop the clock; refuse a body declared too
-        large; count a chunked body's decoded bytes against the limit.
+        The headers are complete: stop the clock; refuse a request whose
+        C{Host} or C{Content-Type} is wrong (L{_badHead}); refuse a body
+        declared too large; count a chunked body's decoded bytes against
+        the limit.
         """
         self._cancelHeaderDeadline()
+        bad = self._badHead()
+        if bad is not None:
+            self._refuseAndClose(b"400 Bad Request", bad)
+            # (Not 0: twisted.web would go on to hand the request over.)
+            self.length = None
+            return
         self._bodyReceived = 0
         if self.length != 0:
             # A declared length, or a chunked body (length None).
@@ -343,6 +358,38 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
             if self.length is None and limit is not None:
                 self._countDecoded(limit)
         super().allHeadersReceived()  # type: ignore[no-untyped-call]
+
+    def _badHead(self) -> bytes | None:
+        """
+        Why the request whose headers are in is refused, or L{None}.
+
+        RFC 9112 3.2: an HTTP/1.1 request without C{Host}, any request with
+        more than one, or with a value L{split_host} refuses.  RFC 9112
+        3.2.2: an absolute-form target's authority (C{http://host:port/a})
+        stands for the C{Host} header, which becomes that authority (it
+        may then be missing, not repeated); an authority without a host is
+        refused.  RFC 9110 5.3: a C{Content-Type} given twice (where a
+        proxy may read one and the app the other).
+        """
+        headers = self.requests[-1].requestHeaders
+        hosts = headers.getRawHeaders(b"Host")
+        if hosts is not None and len(hosts) > 1:
+            return b"more than one Host header\n"
+        types = headers.getRawHeaders(b"Content-Type")
+        if types is not None and len(types) > 1:
+            return b"more than one Content-Type header\n"
+        authority = target_authority(getattr(self, "_path", None) or b"")
+        if authority is not None:
+            parts = split_host(authority)
+            if parts is None or not parts[0]:
+                return b"invalid host in the request target\n"
+            headers.setRawHeaders(b"Host", [authority])
+        elif hosts is None:
+            if getattr(self, "_version", None) == b"HTTP/1.1":
+                return b"missing Host header\n"
+        elif split_host(hosts[0]) is None:
+            return b"invalid Host header\n"
+        return None
 
     def _countDecoded(self, limit: int) -> None:
         """
@@ -411,6 +458,22 @@ class _HeaderDeadlineChannel(http.HTTPChannel):
             # before that logs no request line, rather than the last one.)
             self._path = None  # type: ignore[assignment]
             parts = line.split()
+            version = line[line.rfind(b" ") + 1 :]
+            if len(version) == 8 and version[:5] == b"HTTP/" and version[6:7] == b".":
+                if version[5:6] != b"1":
+                    if version[5:6].isdigit() and version[7:].isdigit():
+                        # RFC 9110 15.6.6: another major version (HTTP/2
+                        # and 3 have no request line).
+                        self._refuseAndClose(
+                            b"505 HTTP Version Not Supported",
+                            b"HTTP version not supported\n",
+                            line=parts if len(parts) == 3 else None,
+                        )
+                        return
+                elif version[7:] in _LATER_MINORS:
+                    # RFC 9110 6.2: a later HTTP/1.x is read as HTTP/1.1.
+                    line = line[:-8] + b"HTTP/1.1"
+                    parts = line.split()
             if len(parts) == 3 and not routable(parts[1], parts[0]):
                 # twisted.web would route "page" as "/age".
                 self._refuseAndClose(b"400 Bad Request", _BAD_TARGET, line=parts)
@@ -1425,7 +1488,7 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
         if deadline is not None and deadline.active():
             deadline.cancel()
         TimeoutMixin.resetTimeout(self)
-        if self._headersTooLarge(event):
+        if self._headersTooLarge(event) or self._badHead(event):
             return
         super()._requestReceived(event)
         headers = dict(event.headers)
@@ -1467,6 +1530,42 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
             body = b"request headers too large (more than %d bytes)\n" % (limit,)
         else:
             return False
+        self._answerAndEnd(event, status, body)
+        return True
+
+    def _badHead(self, event: Any) -> bool:
+        """
+        Answer C{400}, as over HTTP/1.1, a request whose C{:authority} (or
+        C{Host}) is not C{host[:port]} (L{split_host}) or with two
+        C{Content-Type} fields; the app never sees it.  (h2 itself refuses
+        a request without either C{:authority} or C{Host}, with several
+        C{Host} fields, or with both and different.)  A C{Host} field the
+        same as C{:authority} is left out: the request has one C{Host}.
+        """
+        headers = event.headers
+        authority = host = None
+        types = 0
+        for name, value in headers:
+            if name == b":authority":
+                authority = value
+            elif name == b"host":
+                host = value
+            elif name == b"content-type":
+                types += 1
+        value = authority if authority is not None else host
+        if types > 1:
+            body = b"more than one Content-Type header\n"
+        elif value is not None and split_host(value) is None:
+            body = b"invalid Host header\n"
+        else:
+            if authority is not None and host is not None:
+                event.headers = [(n, v) for n, v in headers if n != b"host"]
+            return False
+        self._answerAndEnd(event, b"400", body)
+        return True
+
+    def _answerAndEnd(self, event: Any, status: bytes, body: bytes) -> None:
+        """Answer the request of C{event} with C{status} and C{body} (text), and end its stream."""
         stream_id = event.stream_id
         head = [
             (b":status", status),
@@ -1477,14 +1576,13 @@ class _StreamH2Connection(_H2Base):  # type: ignore[misc]
             # (No window for the answer: the stream is refused instead.)
             self.conn.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
             self._tryToWriteControlData()
-            return True
+            return
         self.conn.send_headers(stream_id, head)
         self.conn.send_data(stream_id, body, end_stream=True)
         if not event.stream_ended:
             # A body would follow, for a request that is not handled.
             self.conn.reset_stream(stream_id, ErrorCodes.NO_ERROR)
         self._tryToWriteControlData()
-        return True
 
     def _requestDataReceived(self, event: Any) -> None:
         TimeoutMixin.resetTimeout(self)
@@ -1750,7 +1848,31 @@ def origin_form(target: bytes) -> bytes:
     return rest[slash:]
 
 
+def target_authority(target: bytes) -> bytes | None:
+    """
+    The authority of an absolute-form request target (C{host:port} of
+    C{http://host:port/path?query}), or L{None} for a target in another
+    form (C{/path}, C{*}, or one L{routable} refuses).
+
+    >>> target_authority(b"http://example.test:8080/a?x=1"), target_authority(b"http://h?x")
+    (b'example.test:8080', b'h')
+    >>> target_authority(b"/a"), target_authority(b"http:///a")
+    (None, b'')
+    """
+    if target[:1] == b"/":
+        return None
+    scheme, sep, rest = target.split(b"#", 1)[0].partition(b"://")
+    if not sep or not scheme.isalpha():
+        return None
+    for end in (b"/", b"?"):
+        rest = rest.split(end, 1)[0]
+    return rest
+
+
 _BAD_TARGET = b"invalid request target\n"
+
+# The minor versions of HTTP/1.x after 1.1, read as HTTP/1.1.
+_LATER_MINORS = frozenset(b"%d" % n for n in range(2, 10))
 
 
 def routable(target: bytes, method: bytes) -> bool:

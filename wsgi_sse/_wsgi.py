@@ -61,7 +61,7 @@ from twisted.python.failure import Failure
 from twisted.web.http import INTERNAL_SERVER_ERROR, NO_BODY_CODES
 from twisted.web.http_headers import Headers
 from twisted.web.server import NOT_DONE_YET
-from twisted.web.wsgi import WSGIResource, _ErrorStream, _InputStream, _WSGIResponse, _wsgiString
+from twisted.web.wsgi import WSGIResource, _ErrorStream, _InputStream, _WSGIResponse
 from zope.interface import implementer
 
 from ._client import (
@@ -71,7 +71,7 @@ from ._client import (
     site_closing,
     unsent_bytes,
 )
-from ._lean import finish_response
+from ._lean import finish_response, split_host
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -748,7 +748,7 @@ def build_environ(request: Request) -> dict[str, Any]:
         # TCP (IPv4, IPv6): twisted.web's.
         environ["REMOTE_ADDR"] = peer.host
         environ["REMOTE_PORT"] = str(peer.port)
-        environ["SERVER_NAME"] = _wsgiString(request.getRequestHostname())
+        environ["SERVER_NAME"] = _server_name(request, local.host)
         environ["SERVER_PORT"] = str(local.port)
     else:
         _socket_addresses(environ, request)
@@ -788,6 +788,20 @@ def build_environ(request: Request) -> dict[str, Any]:
     return environ
 
 
+def _server_name(request: Request, local: str) -> str:
+    """
+    C{SERVER_NAME}: the host of the C{Host} header (an IPv6 address
+    without its brackets), or C{local}, the server's own address, when the
+    header is missing, empty or not a valid host (PEP 3333: never empty).
+    """
+    host = request.getHeader(b"host")
+    if host is not None:
+        parts = split_host(host)
+        if parts is not None and parts[0]:
+            return parts[0].decode("latin-1")
+    return local
+
+
 def _socket_addresses(environ: dict[str, Any], request: Request) -> None:
     """
     Set C{REMOTE_ADDR}, C{SERVER_NAME} and C{SERVER_PORT} in C{environ} for
@@ -803,18 +817,13 @@ def _socket_addresses(environ: dict[str, Any], request: Request) -> None:
     environ["REMOTE_ADDR"] = "localhost"
     environ.pop("REMOTE_PORT", None)
     host = request.getHeader(b"host")
-    match = _HOST.match(host) if host is not None else None
-    name = match.group("host") if match is not None else b""
-    port = match.group("port") if match is not None else None
+    parts = split_host(host) if host is not None else None
+    name, port = parts if parts is not None else (b"", b"")
     environ["SERVER_NAME"] = name.decode("latin-1") if name else "localhost"
-    if port is not None:
+    if name and port:
         environ["SERVER_PORT"] = port.decode("latin-1")
     else:
         environ["SERVER_PORT"] = "443" if request.isSecure() else "80"
-
-
-_HOST = re.compile(rb"^\[?(?P<host>.*?)\]?(?::(?P<port>\d+))?$")
-"""A C{Host} header's name (an IPv6 address without brackets) and port, as twisted.web reads it."""
 
 
 def complete_environ(environ: dict[str, Any], request: Request) -> None:
