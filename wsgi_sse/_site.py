@@ -1838,14 +1838,8 @@ def origin_form(target: bytes) -> bytes:
     target = target.split(b"#", 1)[0]
     if target[:1] == b"/" or target == b"*":
         return target
-    scheme, sep, rest = target.partition(b"://")
-    if not sep or not scheme.isalpha():
-        return target
-    slash = rest.find(b"/")
-    query = rest.find(b"?")
-    if slash < 0 or 0 <= query < slash:
-        return b"/" + rest[query:] if query >= 0 else b"/"
-    return rest[slash:]
+    parts = _absolute_form(target)
+    return target if parts is None else parts[1]
 
 
 def target_authority(target: bytes) -> bytes | None:
@@ -1861,12 +1855,26 @@ def target_authority(target: bytes) -> bytes | None:
     """
     if target[:1] == b"/":
         return None
-    scheme, sep, rest = target.split(b"#", 1)[0].partition(b"://")
+    parts = _absolute_form(target.split(b"#", 1)[0])
+    return None if parts is None else parts[0]
+
+
+def _absolute_form(target: bytes) -> tuple[bytes, bytes] | None:
+    """
+    The authority and the origin form of an absolute-form C{target}
+    without its fragment (C{scheme://authority/path?query}), or L{None}
+    for a target in another form.
+    """
+    scheme, sep, rest = target.partition(b"://")
     if not sep or not scheme.isalpha():
         return None
-    for end in (b"/", b"?"):
-        rest = rest.split(end, 1)[0]
-    return rest
+    slash = rest.find(b"/")
+    query = rest.find(b"?")
+    if slash < 0 or 0 <= query < slash:
+        if query >= 0:
+            return rest[:query], b"/" + rest[query:]
+        return rest, b"/"
+    return rest[:slash], rest[slash:]
 
 
 _BAD_TARGET = b"invalid request target\n"
